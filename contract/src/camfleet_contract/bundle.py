@@ -1,0 +1,185 @@
+"""The model bundle: model.onnx + manifest.json + index + an ed25519 signature over the manifest.
+
+A bundle travels as a zip. Whoever publishes it signs the manifest; the manifest lists the sha256 of every
+other file, so one signature covers the whole bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .anomaly import AnomalyCalibration
+from .images import Preprocessing
+from .messages import utcnow
+from .signing import SignatureError, public_key_of, sign, verify
+from .topics import TopicError, validate_name
+
+FORMAT_VERSION = 1
+MODEL = "model.onnx"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+INDEX = "index.usearch"
+INDEX_LABELS = "index_labels.json"
+REPORT = "report.json"
+KNOWN_FILES = frozenset({MODEL, MANIFEST, SIGNATURE, INDEX, INDEX_LABELS, REPORT})
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+
+__all__ = [
+    "AnomalyCalibration",
+    "BundleError",
+    "Manifest",
+    "Preprocessing",
+    "pack_bundle",
+    "sha256_file",
+    "sign_bundle",
+    "unpack_bundle",
+    "verify_bundle",
+]
+
+
+class BundleError(ValueError):
+    """A bundle is incomplete, tampered with, or not signed by the expected key."""
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = FORMAT_VERSION
+    classifier: str
+    version: str = Field(min_length=1, max_length=64)
+    classes: list[str] = Field(min_length=1)
+    backbone: str
+    embedding_dim: int = Field(gt=0)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    anomaly: AnomalyCalibration
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
+    signer: str = Field(default="", description="hex ed25519 public key of whoever signed")
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @field_validator("classifier")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        try:
+            return validate_name(v, "classifier")
+        except TopicError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("format_version")
+    @classmethod
+    def _fmt(cls, v: int) -> int:
+        if v != FORMAT_VERSION:
+            raise ValueError(f"bundle format_version {v} is not supported (expected {FORMAT_VERSION})")
+        return v
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sign_bundle(bundle_dir: str | Path, manifest: Manifest, seed_hex: str) -> Manifest:
+    """Hash every file, write manifest.json and its signature; returns the manifest as written."""
+    bundle_dir = Path(bundle_dir)
+    if not (bundle_dir / MODEL).is_file():
+        raise BundleError(f"{bundle_dir} has no {MODEL}")
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(bundle_dir.iterdir())
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+    }
+    unknown = set(files) - KNOWN_FILES
+    if unknown:
+        raise BundleError(f"unexpected files in bundle: {sorted(unknown)}")
+    manifest = manifest.model_copy(update={"files": files, "signer": public_key_of(seed_hex)})
+    data = manifest.model_dump_json(indent=2).encode()
+    (bundle_dir / MANIFEST).write_bytes(data)
+    (bundle_dir / SIGNATURE).write_text(sign(data, seed_hex) + "\n")
+    return manifest
+
+
+def read_signature(bundle_dir: str | Path) -> str:
+    try:
+        return (Path(bundle_dir) / SIGNATURE).read_text().strip()
+    except OSError as exc:
+        raise BundleError(f"bundle has no readable {SIGNATURE} ({exc})") from None
+
+
+def verify_bundle(bundle_dir: str | Path, public_key_hex: str | None) -> Manifest:
+    """Check the signature (against the trusted key, or the manifest's own signer when None) and all hashes."""
+    bundle_dir = Path(bundle_dir)
+    try:
+        data = (bundle_dir / MANIFEST).read_bytes()
+        manifest = Manifest.model_validate_json(data)
+    except OSError as exc:
+        raise BundleError(f"bundle has no readable {MANIFEST} ({exc})") from None
+    except ValidationError as exc:
+        raise BundleError(f"{MANIFEST} is invalid: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    key = public_key_hex or manifest.signer
+    if not key:
+        raise BundleError("no key to verify the bundle against (manifest names no signer)")
+    try:
+        verify(data, read_signature(bundle_dir), key)
+    except SignatureError as exc:
+        raise BundleError(f"manifest signature check failed: {exc}") from None
+    if MODEL not in manifest.files:
+        raise BundleError(f"manifest does not list {MODEL}")
+    for name, digest in manifest.files.items():
+        path = bundle_dir / name
+        if name not in KNOWN_FILES or not path.is_file():
+            raise BundleError(f"file {name!r} listed in the manifest is missing or not allowed")
+        if sha256_file(path) != digest:
+            raise BundleError(f"file {name!r} does not match its sha256 in the manifest")
+    return manifest
+
+
+def pack_bundle(bundle_dir: str | Path) -> bytes:
+    """The bundle as zip bytes (stored, not deflated: ONNX weights barely compress)."""
+    bundle_dir = Path(bundle_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for p in sorted(bundle_dir.iterdir()):
+            if p.is_file() and p.name in KNOWN_FILES:
+                zf.write(p, p.name)
+    return buf.getvalue()
+
+
+def unpack_bundle(data: bytes, dest: str | Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
+    """Extract into `dest` (created, must be empty): known flat names only, bounded size."""
+    dest = Path(dest)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"bundle is not a valid zip ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        bad = [n for n in names if n not in KNOWN_FILES]
+        if bad:
+            raise BundleError(f"bundle contains unexpected entries {bad[:5]}")
+        if len(set(names)) != len(names):
+            raise BundleError("bundle contains duplicate entries")
+        total = sum(i.file_size for i in infos)
+        if total > max_bytes:
+            raise BundleError(f"bundle unpacks to {total} bytes, over the limit of {max_bytes}")
+        dest.mkdir(parents=True, exist_ok=True)
+        if any(dest.iterdir()):
+            raise BundleError(f"destination {dest} is not empty")
+        try:
+            for info in infos:
+                with zf.open(info) as src, open(dest / info.filename, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(f"bundle zip is corrupt ({exc})") from None
+    return dest

@@ -1,0 +1,123 @@
+"""The one image decoding and preprocessing used by hub, agent and trainer alike."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+# A 24-megapixel photo passes; a "decompression bomb" claiming 50000x50000 does not.
+MAX_PIXELS = 40_000_000
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+
+
+class ImageError(ValueError):
+    """Bytes that are not a usable image; the message says why."""
+
+
+class Preprocessing(BaseModel):
+    """How a bundle's model wants its input: stored in the manifest, applied by `preprocess`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(default=224, ge=16, le=1024)
+    resize: int = Field(default=256, ge=16, le=2048, description="shorter side before the centre crop")
+    crop: Literal["center"] = "center"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    color: Literal["RGB"] = "RGB"
+    interpolation: Literal["area"] = "area"
+
+
+def probe_image(data: bytes) -> tuple[str, int, int]:
+    """Format and size from the header alone: cheap, and safe against decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (w, h) = img.format or "", img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageError(f"unsupported image format {fmt or 'unknown'!r}; use one of {sorted(ALLOWED_FORMATS)}")
+    return fmt, w, h
+
+
+def decode_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode to an (H, W, 3) uint8 RGB array, upright per EXIF.
+
+    Raises ImageError for non-images, unsupported formats, absurd sizes, truncated or corrupt data.
+    `draft` lets JPEG decode at a reduced scale (still a full pass over the entropy-coded data).
+    """
+    fmt, w, h = probe_image(data)
+    if w * h > max_pixels or w < 1 or h < 1:
+        raise ImageError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # PIL warns (not raises) on some corrupt data
+            with Image.open(io.BytesIO(data)) as img:
+                if draft is not None and fmt == "JPEG":
+                    img.draft("RGB", draft)
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                rgb = np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        raise ImageError(f"corrupt or truncated {fmt} image ({exc})") from None
+    return np.ascontiguousarray(rgb)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageError(f"could not encode an image of shape {rgb.shape} as JPEG")
+    return buf.tobytes()
+
+
+def _resize_shorter(rgb: np.ndarray, shorter: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = shorter / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return rgb
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp)
+
+
+def thumbnail_jpeg(rgb: np.ndarray, size: int = 256, quality: int = 80) -> bytes:
+    """A JPEG whose longer side is at most `size`."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, size / max(h, w))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return encode_jpeg(rgb, quality)
+
+
+def preprocess(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Resize the shorter side, centre-crop, normalise: (3, S, S) float32."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageError(f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    img = _resize_shorter(rgb, max(spec.resize, spec.size))
+    h, w = img.shape[:2]
+    top, left = (h - spec.size) // 2, (w - spec.size) // 2
+    img = img[top : top + spec.size, left : left + spec.size]
+    scale = 1.0 / (255.0 * np.asarray(spec.std, dtype=np.float32))
+    shift = np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)
+    out = img.astype(np.float32) * scale - shift
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess_batch(images: Sequence[np.ndarray], spec: Preprocessing) -> np.ndarray:
+    """(N, 3, S, S) float32 batch."""
+    if not images:
+        return np.zeros((0, 3, spec.size, spec.size), dtype=np.float32)
+    return np.stack([preprocess(img, spec) for img in images])

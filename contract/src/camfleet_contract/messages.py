@@ -1,0 +1,132 @@
+"""JSON messages of wire protocol v1 (events, agent status, model announcements, commands)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .topics import TopicError, validate_name
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class MessageError(ValueError):
+    """A message payload is not valid JSON of the expected schema."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _name(value: str, field: str) -> str:
+    try:
+        return validate_name(value, field)
+    except TopicError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prediction(Message):
+    label: str = Field(min_length=1, max_length=200)
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Event(Message):
+    """One classification of one frame by one classifier, published for anyone to consume."""
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    frame_id: str
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    site: str
+    camera: str
+    agent: str
+    classifier: str
+    model_version: str
+    label: str
+    probability: float = Field(ge=0.0, le=1.0)
+    predictions: list[Prediction]
+    anomaly: bool
+    anomaly_score: float = Field(ge=0.0, le=1.0)
+    motion: float | None = None
+    latency_ms: float = Field(ge=0.0)
+
+    @field_validator("site", "camera", "agent", "classifier")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return _name(v, info.field_name)
+
+
+class AgentStatus(Message):
+    """Retained per agent; the last-will variant has state 'offline' and little else."""
+
+    state: Literal["online", "offline"]
+    agent: str
+    site: str
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    software_version: str = ""
+    models: dict[str, str] = Field(default_factory=dict)
+    cameras: list[str] = Field(default_factory=list)
+    fps: dict[str, float] = Field(default_factory=dict)
+    outbox_depth: int = Field(default=0, ge=0)
+
+    @field_validator("site", "agent")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return _name(v, info.field_name)
+
+    @field_validator("cameras")
+    @classmethod
+    def _cameras(cls, v: list[str]) -> list[str]:
+        return [_name(c, "camera") for c in v]
+
+
+class ModelAnnouncement(Message):
+    """Retained on models/{classifier}: the bundle every agent of the site should run."""
+
+    classifier: str
+    version: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(gt=0)
+    url: str = Field(min_length=1, max_length=1000)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    classes: list[str]
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @field_validator("classifier")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return _name(v, "classifier")
+
+
+class Command(Message):
+    """Hub → agent request."""
+
+    command: Literal["snapshot", "config", "reload"]
+    camera: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+def to_json(msg: BaseModel) -> bytes:
+    return msg.model_dump_json().encode()
+
+
+def from_json(cls: type[M], payload: bytes | str) -> M:
+    """Parse and validate; raises MessageError naming the fields that are wrong."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"{cls.__name__}: payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return cls.model_validate_json(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise MessageError(f"{cls.__name__}: {problems}") from None

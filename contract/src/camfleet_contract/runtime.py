@@ -1,0 +1,152 @@
+"""The ONNX Runtime classifier: one implementation and one result type for hub and agent alike."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .anomaly import score
+from .bundle import MODEL, BundleError, Manifest, verify_bundle
+from .images import decode_image, preprocess_batch
+from .messages import Prediction
+from .neighbours import NeighbourIndex
+
+log = logging.getLogger(__name__)
+
+INPUT = "image"
+OUTPUTS = ("logits", "embedding")
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    probability: float
+    predictions: list[Prediction]
+    anomaly: bool
+    anomaly_score: float
+    distance: float | None
+    embedding: np.ndarray
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly view (no embedding)."""
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "predictions": [p.model_dump() for p in self.predictions],
+            "anomaly": self.anomaly,
+            "anomaly_score": self.anomaly_score,
+            "distance": self.distance,
+        }
+
+
+def default_providers() -> list[str]:
+    """CUDA when onnxruntime-gpu sees a GPU, else CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ClassifierRuntime:
+    """A verified bundle loaded into ONNX Runtime.
+
+    >>> rt = ClassifierRuntime("bundles/door-3", public_key=fleet_key)
+    >>> rt.classify([rgb])[0].label
+    'open'
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        public_key: str | None = None,
+        providers: Sequence[str] | None = None,
+        top_k: int = 5,
+        threads: int | None = None,
+    ) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest: Manifest = verify_bundle(self.bundle_dir, public_key)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.bundle_dir / MODEL), opts, providers=list(providers or default_providers())
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise BundleError(f"{MODEL} cannot be loaded by ONNX Runtime: {exc}") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT] or not set(OUTPUTS) <= set(outputs):
+            raise BundleError(f"{MODEL} has inputs {inputs} and outputs {outputs}; expected {INPUT!r} -> {OUTPUTS}")
+        self.index = NeighbourIndex.load(self.bundle_dir)
+        self.top_k = max(1, min(top_k, len(self.manifest.classes)))
+        self._classes = np.asarray(self.manifest.classes, dtype=object)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model outputs (logits, embedding) of a preprocessed batch."""
+        logits, embedding = self.session.run(list(OUTPUTS), {INPUT: batch})
+        if logits.shape[1] != len(self.manifest.classes):
+            raise BundleError(f"model gives {logits.shape[1]} logits for {len(self.manifest.classes)} classes")
+        return logits, embedding
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.run(preprocess_batch(images, self.manifest.preprocessing))[1]
+
+    def classify(self, images: Sequence[np.ndarray]) -> list[Classification]:
+        """Classify RGB uint8 arrays; the latency covers preprocessing and inference per image."""
+        if not images:
+            return []
+        start = time.perf_counter()
+        logits, embedding = self.run(preprocess_batch(images, self.manifest.preprocessing))
+        cal = self.manifest.anomaly
+        probs = softmax(logits, cal.temperature)
+        distances = self.index.distances(embedding, cal.k) if self.index is not None else None
+        latency = (time.perf_counter() - start) * 1000.0 / len(images)
+        order = np.argsort(-probs, axis=1)[:, : self.top_k]
+        results = []
+        for i in range(len(images)):
+            top = [Prediction(label=str(self._classes[j]), probability=float(probs[i, j])) for j in order[i]]
+            dist = None if distances is None else float(distances[i])
+            s = score(top[0].probability, dist, cal)
+            results.append(
+                Classification(
+                    label=top[0].label,
+                    probability=top[0].probability,
+                    predictions=top,
+                    anomaly=s > cal.threshold,
+                    anomaly_score=s,
+                    distance=dist,
+                    embedding=embedding[i],
+                    latency_ms=latency,
+                )
+            )
+        return results
+
+    def classify_bytes(self, blobs: Sequence[bytes]) -> list[Classification]:
+        """Decode (raising ImageError for a bad one) and classify."""
+        return self.classify([decode_image(b) for b in blobs])
