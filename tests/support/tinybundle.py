@@ -1,0 +1,84 @@
+"""A tiny but real signed bundle: an ONNX graph built with onnx.helper (no torch), for hub and agent tests.
+
+The graph: embedding = L2-normalise(global-average-pool(image)) (3-d: mean colour), logits = embedding @ W.
+It separates images by dominant colour, so real photos get real (if simple) predictions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from camfleet_contract.anomaly import calibrate
+from camfleet_contract.bundle import Manifest, pack_bundle, sign_bundle
+from camfleet_contract.images import Preprocessing
+from camfleet_contract.neighbours import NeighbourIndex
+
+CLASSES = ["red", "green", "blue"]
+
+
+def tiny_onnx(classes: int = 3, size: int = 32) -> onnx.ModelProto:
+    w = np.eye(3, classes, dtype=np.float32) * 10.0
+    nodes = [
+        helper.make_node("ReduceMean", ["image", "axes_hw"], ["pooled"], keepdims=0),
+        helper.make_node("ReduceL2", ["pooled", "axes_c"], ["norm"], keepdims=1),
+        helper.make_node("Max", ["norm", "eps"], ["norm_safe"]),
+        helper.make_node("Div", ["pooled", "norm_safe"], ["embedding"]),
+        helper.make_node("MatMul", ["embedding", "W"], ["logits"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes_hw"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes_c"),
+        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "eps"),
+        numpy_helper.from_array(w, "W"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_bundle(
+    out_dir: Path, seed_hex: str, version: str = "1", classifier: str = "colour", with_index: bool = True
+) -> Manifest:
+    """Write and sign a tiny bundle into `out_dir`; returns its manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(tiny_onnx(len(CLASSES)), str(out_dir / "model.onnx"))
+    rng = np.random.default_rng(0)
+    train = np.abs(np.eye(3) + rng.normal(0, 0.1, (60, 3, 3))).reshape(-1, 3)[:180]
+    labels = np.repeat(np.arange(3), 60)[:180]
+    train = (train / np.linalg.norm(train, axis=1, keepdims=True)).astype(np.float32)
+    index = NeighbourIndex.build(train, labels) if with_index else None
+    if index is not None:
+        index.save(out_dir)
+    probs = 0.8 + 0.2 * rng.random(60)
+    dists = index.distances(train[::3], 5) if index is not None else None
+    manifest = Manifest(
+        classifier=classifier,
+        version=version,
+        classes=CLASSES,
+        backbone="tiny-mean-colour",
+        embedding_dim=3,
+        preprocessing=Preprocessing(size=32, resize=32),
+        anomaly=calibrate(probs, dists, target_flag_rate=0.05, temperature=1.0, k=5),
+    )
+    return sign_bundle(out_dir, manifest, seed_hex)
+
+
+def make_bundle_zip(tmp: Path, seed_hex: str, **kw: object) -> bytes:
+    d = tmp / f"bundle-{kw.get('version', '1')}-{np.random.randint(1 << 30)}"
+    make_bundle(d, seed_hex, **kw)  # type: ignore[arg-type]
+    return pack_bundle(d)
