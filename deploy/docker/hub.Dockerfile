@@ -1,0 +1,21 @@
+# camfleet hub: REST API + web UI + MQTT ingest. Build from the repository root:
+#   docker build -f deploy/docker/hub.Dockerfile -t camfleet/hub .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# libglib2.0-0: needed by opencv-python-headless (image decoding in the contract package)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --home-dir /var/lib/camfleet camfleet
+
+COPY contract /src/contract
+COPY hub /src/hub
+RUN pip install /src/contract /src/hub && rm -rf /src
+
+COPY deploy/config/hub.toml /etc/camfleet/hub.toml
+USER camfleet
+WORKDIR /var/lib/camfleet
+VOLUME ["/var/lib/camfleet"]
+EXPOSE 8600
+CMD ["python", "-m", "camfleet_hub", "serve", "--config", "/etc/camfleet/hub.toml"]

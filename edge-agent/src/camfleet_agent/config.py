@@ -1,0 +1,138 @@
+"""Typed agent configuration: one TOML file, env overrides `CAMFLEET_AGENT__SECTION__KEY=value`.
+
+Example ``agent.toml``::
+
+    agent = "gate-1"
+    site = "shop"
+    hub_url = "http://127.0.0.1:8600"
+    data_dir = "var/agent"
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 11883
+
+    [[cameras]]
+    name = "door"
+    source = "rtsp://10.0.0.5/stream1"   # or a video file, an image folder, a USB index like "0"
+    fps = 2
+    upload_interval_s = 10
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from camfleet_contract.topics import TopicError, validate_name
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ENV_PREFIX = "CAMFLEET_AGENT"
+DEFAULT_HUB_URL = "http://127.0.0.1:8600"
+DEFAULT_MQTT_PORT = 11883  # the hub's embedded broker
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _name(value: str, field: str) -> str:
+    """Names end up in topics and paths: reuse the contract's rule, as a pydantic error."""
+    try:
+        return validate_name(value, field)
+    except TopicError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class MqttSettings(BaseModel):
+    """How to reach the broker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=DEFAULT_MQTT_PORT, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    root: str = Field(default="camfleet", min_length=1)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    tls: bool = False
+    client_id: str | None = Field(default=None, description="default: camfleet-agent-{site}-{agent}")
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        for part in v.split("/"):
+            _name(part, "mqtt.root")
+        return v
+
+
+class CameraSettings(BaseModel):
+    """One camera: where its frames come from and how often to sample and upload them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str = Field(min_length=1, description="video file, image folder, rtsp:// or http:// URL, or USB index")
+    fps: float = Field(default=2.0, gt=0, le=120, description="capture rate, frames per second")
+    upload_interval_s: float = Field(default=10.0, ge=0, description="publish a frame every N seconds; 0 = never")
+    loop: bool = Field(default=True, description="replay video files and image folders forever")
+    jpeg_quality: int = Field(default=85, ge=1, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _camera_name(cls, v: str) -> str:
+        return _name(v, "cameras.name")
+
+
+class AgentSettings(BaseModel):
+    """Everything an agent process needs; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(description="this agent's name, unique within the site")
+    site: str
+    hub_url: str = DEFAULT_HUB_URL
+    data_dir: Path = Field(default=Path("var/agent"), description="models and state")
+    fleet_public_key: str = Field(default="", description="hex ed25519 key; empty = fetch from the hub and pin")
+    top_k: int = Field(default=5, ge=1, le=100)
+    queue_size: int = Field(default=4, ge=1, le=1000, description="frames buffered per camera before dropping")
+    status_interval_s: float = Field(default=30.0, gt=0)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    cameras: list[CameraSettings] = Field(default_factory=list)
+
+    @field_validator("agent")
+    @classmethod
+    def _agent(cls, v: str) -> str:
+        return _name(v, "agent")
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        return _name(v, "site")
+
+    @field_validator("hub_url")
+    @classmethod
+    def _hub_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"hub_url={v!r} must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("fleet_public_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        v = v.strip()
+        if v and not _HEX_KEY.fullmatch(v):
+            raise ValueError(f"fleet_public_key={v!r} must be 64 hex characters (an ed25519 public key) or empty")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> AgentSettings:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.name in seen:
+                raise ValueError(f"cameras: name {cam.name!r} is used twice")
+            seen.add(cam.name)
+        return self
+
+
+def load_settings(path: Path | None) -> AgentSettings:
+    """Read the TOML file + env overrides; raises camfleet_contract.config.ConfigError naming the field."""
+    from camfleet_contract.config import load_config
+
+    return load_config(AgentSettings, path, ENV_PREFIX)

@@ -1,0 +1,356 @@
+"""Model manager: pull announced bundles, verify them, swap the active runtime atomically, keep one for rollback.
+
+On disk, per classifier::
+
+    data_dir/models/<classifier>/active.json     {"version": "7", "previous": "6"}  (written atomically)
+    data_dir/models/<classifier>/7/               the active bundle
+    data_dir/models/<classifier>/6/               the previous one, kept for rollback
+    data_dir/models/<classifier>/8.tmp/           a download being checked (removed on any failure)
+
+Whatever goes wrong with a new bundle (download, size, sha256, zip, signature, hashes, ONNX), the reason is
+logged and the classifier keeps running the model it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from camfleet_contract.bundle import BundleError, read_signature, unpack_bundle
+from camfleet_contract.messages import ModelAnnouncement
+from camfleet_contract.runtime import ClassifierRuntime
+from camfleet_contract.topics import TopicError, validate_name
+
+from .keys import FleetKeyError, write_atomic
+
+log = logging.getLogger(__name__)
+
+ACTIVE_FILE = "active.json"
+TMP_SUFFIX = ".tmp"
+DOWNLOAD_ATTEMPTS = 3
+RETRY_BASE_S = 5.0
+RETRY_MAX_S = 300.0
+
+
+class ModelUpdateError(Exception):
+    """A bundle that must not be used (bad hash, signature, zip, model…): not retried until a new announcement."""
+
+
+class TransientUpdateError(Exception):
+    """The hub or the network failed: the same announcement is retried later with backoff."""
+
+
+@dataclass
+class _Retry:
+    announcement: ModelAnnouncement
+    attempt: int
+    due: float
+
+
+class ModelManager:
+    """Owns the active `ClassifierRuntime` per classifier; updates run on its own worker thread."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        hub_url: str,
+        public_key: Callable[[], str],
+        top_k: int = 5,
+        on_change: Callable[[], None] | None = None,
+        http: httpx.Client | None = None,
+        retry_base_s: float = RETRY_BASE_S,
+    ) -> None:
+        self.models_dir = Path(data_dir) / "models"
+        self.hub_url = hub_url.rstrip("/")
+        self._public_key = public_key
+        self.top_k = top_k
+        self._on_change = on_change
+        self._http = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
+        self._owns_http = http is None
+        self.retry_base_s = retry_base_s
+        self._lock = threading.Lock()
+        self._active: dict[str, ClassifierRuntime] = {}
+        self._latest: dict[str, ModelAnnouncement | None] = {}
+        self._queue: queue.Queue[tuple[str, ModelAnnouncement | None]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ reading
+
+    def active(self) -> dict[str, ClassifierRuntime]:
+        """A snapshot of the active runtimes; a swap never changes a snapshot already taken."""
+        with self._lock:
+            return dict(self._active)
+
+    def versions(self) -> dict[str, str]:
+        with self._lock:
+            return {name: rt.version for name, rt in self._active.items()}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load_from_disk(self) -> None:
+        """Activate each classifier's last active version, so an agent restarted offline still classifies."""
+        if not self.models_dir.is_dir():
+            return
+        for clf_dir in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
+            state = self._read_state(clf_dir)
+            candidates = [v for v in (state.get("version"), state.get("previous")) if isinstance(v, str) and v]
+            for version in candidates:
+                try:
+                    runtime = self._load(clf_dir / version, clf_dir.name, version)
+                except (ModelUpdateError, TransientUpdateError) as exc:
+                    log.error("model %s/%s on disk cannot be used: %s", clf_dir.name, version, exc)
+                    continue
+                with self._lock:
+                    self._active[clf_dir.name] = runtime
+                if version != state.get("version"):
+                    self._write_state(clf_dir, version, None)
+                log.info("model %s/%s loaded from disk", clf_dir.name, version)
+                break
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._worker, name="model-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._owns_http:
+            self._http.close()
+
+    def submit(self, classifier: str, announcement: ModelAnnouncement | None) -> None:
+        """Queue an announcement (None = the hub removed the classifier); safe from any thread."""
+        self._queue.put((classifier, announcement))
+
+    def reload(self) -> None:
+        """Re-apply the latest announcement of every classifier (e.g. after a permanent failure was fixed)."""
+        for classifier, announcement in list(self._latest.items()):
+            self.submit(classifier, announcement)
+
+    def _worker(self) -> None:
+        retries: dict[str, _Retry] = {}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wait = min([r.due - now for r in retries.values()] + [1.0])
+            try:
+                classifier, announcement = self._queue.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                pass
+            else:
+                retries.pop(classifier, None)
+                self._latest[classifier] = announcement
+                self._attempt(classifier, announcement, 0, retries)
+            now = time.monotonic()
+            for classifier, retry in list(retries.items()):
+                if retry.due <= now and not self._stop.is_set():
+                    del retries[classifier]
+                    self._attempt(classifier, retry.announcement, retry.attempt, retries)
+
+    def _attempt(
+        self, classifier: str, announcement: ModelAnnouncement | None, attempt: int, retries: dict[str, _Retry]
+    ) -> None:
+        try:
+            self.apply(classifier, announcement)
+        except TransientUpdateError as exc:
+            assert announcement is not None
+            delay = min(self.retry_base_s * 2**attempt, RETRY_MAX_S)
+            retries[classifier] = _Retry(announcement, attempt + 1, time.monotonic() + delay)
+            log.warning(
+                "model %s/%s not updated (%s); retrying in %.0f s", classifier, announcement.version, exc, delay
+            )
+        except Exception as exc:  # ModelUpdateError, or a bug: either way keep the old model
+            version = announcement.version if announcement else "-"
+            log.error("model %s/%s rejected, keeping the current model: %s", classifier, version, exc)
+
+    # ------------------------------------------------------------------ updating
+
+    def apply(self, classifier: str, announcement: ModelAnnouncement | None) -> bool:
+        """Make the announced version active; True when it swapped. Raises on failure, keeping the old model."""
+        if announcement is None:
+            self.deactivate(classifier)
+            return False
+        version = announcement.version
+        try:
+            validate_name(classifier, "classifier")
+            validate_name(version, "version")
+        except TopicError as exc:
+            raise ModelUpdateError(str(exc)) from None
+        current = self.active().get(classifier)
+        if current is not None and current.version == version:
+            log.debug("model %s/%s already active", classifier, version)
+            return False
+        clf_dir = self.models_dir / classifier
+        final = clf_dir / version
+        if final.is_dir():  # a rollback to the version we kept: re-verify it instead of downloading again
+            try:
+                runtime = self._load(final, classifier, version)
+            except ModelUpdateError as exc:
+                log.warning("model %s/%s on disk is unusable (%s); downloading it again", classifier, version, exc)
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                self._swap(classifier, runtime)
+                return True
+        data = self._download(announcement)
+        tmp = clf_dir / f"{version}{TMP_SUFFIX}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            try:
+                unpack_bundle(data, tmp)
+            except BundleError as exc:
+                raise ModelUpdateError(str(exc)) from None
+            runtime = self._load(tmp, classifier, version)
+            self._check_signature(tmp, announcement)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        runtime.bundle_dir = final
+        self._swap(classifier, runtime)
+        return True
+
+    def deactivate(self, classifier: str) -> None:
+        """The hub withdrew this classifier: stop classifying with it (its files stay for a rollback)."""
+        with self._lock:
+            runtime = self._active.pop(classifier, None)
+        (self.models_dir / classifier / ACTIVE_FILE).unlink(missing_ok=True)
+        if runtime is not None:
+            log.info("model %s/%s deactivated", classifier, runtime.version)
+            self._changed()
+
+    def _download(self, announcement: ModelAnnouncement) -> bytes:
+        url = announcement.url
+        if url.startswith("/"):
+            url = self.hub_url + url
+        elif not url.startswith(("http://", "https://")):
+            raise ModelUpdateError(f"url={announcement.url!r} is neither a path on the hub nor an http(s) URL")
+        last: Exception | None = None
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            if attempt:
+                if self._stop.wait(float(attempt)):
+                    break
+            try:
+                return self._fetch(url, announcement)
+            except TransientUpdateError as exc:
+                last = exc
+                log.info("model download %s failed (attempt %d): %s", url, attempt + 1, exc)
+        raise TransientUpdateError(str(last) if last else "stopped")
+
+    def _fetch(self, url: str, announcement: ModelAnnouncement) -> bytes:
+        limit = announcement.size
+        digest = hashlib.sha256()
+        buf = bytearray()
+        try:
+            with self._http.stream("GET", url) as resp:
+                if resp.status_code in (408, 429) or resp.status_code >= 500:
+                    raise TransientUpdateError(f"GET {url} answered {resp.status_code}")
+                if resp.status_code != 200:
+                    raise ModelUpdateError(f"GET {url} answered {resp.status_code}")
+                declared = resp.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise ModelUpdateError(f"bundle is {declared} bytes, more than the announced size={limit}")
+                for chunk in resp.iter_bytes():
+                    buf += chunk
+                    digest.update(chunk)
+                    if len(buf) > limit:
+                        raise ModelUpdateError(f"bundle is larger than the announced size={limit}")
+        except httpx.HTTPError as exc:
+            raise TransientUpdateError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        if len(buf) != limit:
+            raise ModelUpdateError(f"bundle is {len(buf)} bytes, not the announced size={limit}")
+        if digest.hexdigest() != announcement.sha256:
+            raise ModelUpdateError(f"bundle sha256 {digest.hexdigest()} != announced sha256={announcement.sha256}")
+        return bytes(buf)
+
+    def _load(self, bundle_dir: Path, classifier: str, version: str) -> ClassifierRuntime:
+        """Verify against the fleet key and load into ONNX Runtime: a broken bundle fails here."""
+        try:
+            key = self._public_key()
+        except FleetKeyError as exc:
+            raise TransientUpdateError(str(exc)) from None
+        try:
+            runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=self.top_k)
+        except BundleError as exc:
+            raise ModelUpdateError(str(exc)) from None
+        except Exception as exc:  # ORT/usearch failures that the runtime did not wrap
+            raise ModelUpdateError(f"bundle cannot be loaded: {type(exc).__name__}: {exc}") from None
+        if runtime.version != version:
+            raise ModelUpdateError(f"manifest version {runtime.version!r} != announced version={version!r}")
+        if runtime.manifest.classifier != classifier:
+            log.warning(
+                "model %s/%s: manifest names classifier %r", classifier, version, runtime.manifest.classifier
+            )
+        return runtime
+
+    @staticmethod
+    def _check_signature(bundle_dir: Path, announcement: ModelAnnouncement) -> None:
+        """The announced signature should be the bundle's; a difference is worth a warning, not a rejection."""
+        try:
+            signature = read_signature(bundle_dir)
+        except BundleError:
+            return
+        if signature != announcement.signature:
+            log.warning(
+                "model %s/%s: the announced signature differs from the bundle's manifest.sig",
+                announcement.classifier,
+                announcement.version,
+            )
+
+    def _swap(self, classifier: str, runtime: ClassifierRuntime) -> None:
+        with self._lock:
+            old = self._active.get(classifier)
+            self._active[classifier] = runtime
+        clf_dir = self.models_dir / classifier
+        previous = old.version if old is not None else self._read_state(clf_dir).get("version")
+        if previous == runtime.version:
+            previous = self._read_state(clf_dir).get("previous")
+        self._write_state(clf_dir, runtime.version, previous if isinstance(previous, str) else None)
+        self._prune(clf_dir, keep={runtime.version, previous})
+        log.info("model %s: now %s (was %s)", classifier, runtime.version, old.version if old else "none")
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:
+                log.exception("model change callback failed")
+
+    # ------------------------------------------------------------------ state on disk
+
+    @staticmethod
+    def _read_state(clf_dir: Path) -> dict[str, object]:
+        path = clf_dir / ACTIVE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("%s is unreadable (%s); ignoring it", path, exc)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    @staticmethod
+    def _write_state(clf_dir: Path, version: str, previous: str | None) -> None:
+        state = {"version": version, "previous": previous, "activated_at": datetime.now(UTC).isoformat()}
+        write_atomic(clf_dir / ACTIVE_FILE, json.dumps(state, indent=2).encode())
+
+    @staticmethod
+    def _prune(clf_dir: Path, keep: set[str | None]) -> None:
+        """Delete versions other than the active and previous ones, and stray temp dirs."""
+        for path in clf_dir.iterdir():
+            if path.is_dir() and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("model %s: removed old version %s", clf_dir.name, path.name)

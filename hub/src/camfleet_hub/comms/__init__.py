@@ -1,0 +1,1 @@
+"""Transports: the one module that knows paho (``mqtt``)."""

@@ -1,0 +1,150 @@
+"""Typed hub configuration: one pydantic model per concern, unknown keys rejected, loaded in one place.
+
+Example ``hub.toml``::
+
+    data_dir = "var/hub"
+    [http]
+    port = 8600
+    [mqtt]
+    embedded = false
+    host = "mqtt.example"
+    port = 1883
+    [db]
+    url = "postgresql+psycopg2://hub:secret@db/hub"
+    [store]
+    kind = "s3"
+    endpoint = "minio:9000"
+    bucket = "camfleet"
+
+Every key can be overridden from the environment: ``CAMFLEET_HUB__MQTT__PORT=1884``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ENV_PREFIX = "CAMFLEET_HUB"
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    # coerce_numbers_to_str: an env override like PASSWORD=1234 arrives as a JSON number.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class HttpSettings(_Section):
+    """Where the REST API and web UI listen, and the URL agents use to reach them."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)
+    public_url: str | None = None
+
+    def base_url(self) -> str:
+        """URL other processes use to reach the hub (``public_url`` or derived from host/port)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class MqttSettings(_Section):
+    """The broker the hub talks to; ``embedded`` runs an amqtt broker inside the hub on host:port."""
+
+    embedded: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(11883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    root: str = "camfleet"
+    client_id: str = "camfleet-hub-ingest"
+    shared_group: str = ""
+    keepalive: int = Field(30, ge=5, le=3600)
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group_is_plain(cls, value: str) -> str:
+        if any(c in value for c in "/+#"):
+            raise ValueError(f"mqtt.shared_group must not contain '/', '+' or '#', got {value!r}")
+        return value
+
+
+class DbSettings(_Section):
+    """SQL database; a relative SQLite path is resolved against ``data_dir``."""
+
+    url: str = "sqlite:///hub.db"
+
+
+class StoreSettings(_Section):
+    """Object store: a directory (``path``, relative to ``data_dir``) or S3/MinIO through the minio SDK."""
+
+    kind: Literal["dir", "s3"] = "dir"
+    path: str = "objects"
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str | None = None
+    secret_key: str | None = None
+    bucket: str = "camfleet"
+    secure: bool = False
+    region: str | None = None
+
+
+class IngestSettings(_Section):
+    """The MQTT frame ingest worker."""
+
+    enabled: bool = True
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    batch_size: int = Field(64, ge=1, le=10_000)
+    queue_size: int = Field(1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    auto_register_cameras: bool = False
+
+
+class SigningSettings(_Section):
+    """The fleet signing key (ed25519 seed, hex); created on first start; relative to ``data_dir``."""
+
+    key_path: str = "fleet.key"
+
+
+class HubSettings(_Section):
+    """All hub settings; ``data_dir`` anchors every relative path (SQLite file, object dir, key)."""
+
+    data_dir: Path = Path("var/hub")
+    http: HttpSettings = HttpSettings()
+    mqtt: MqttSettings = MqttSettings()
+    db: DbSettings = DbSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    signing: SigningSettings = SigningSettings()
+
+    def resolve(self, path: str | Path) -> Path:
+        """A settings path made absolute against ``data_dir``."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.data_dir / p)
+
+    def db_url(self) -> str:
+        """The database URL with a relative SQLite file placed under ``data_dir``."""
+        url = self.db.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////"):
+            rest = url[len(prefix) :]
+            if rest and rest != ":memory:" and not rest.startswith("file:"):
+                return prefix + str(self.resolve(rest).absolute())
+        return url
+
+    def store_path(self) -> Path:
+        """Absolute folder of the directory object store."""
+        return self.resolve(self.store.path)
+
+    def key_path(self) -> Path:
+        """Absolute path of the fleet signing key file."""
+        return self.resolve(self.signing.key_path)
+
+
+def load_settings(path: Path | None = None) -> HubSettings:
+    """Read the hub's TOML config (if any) plus ``CAMFLEET_HUB__…`` env overrides; raises ConfigError."""
+    from camfleet_contract.config import load_config
+
+    return load_config(HubSettings, path, ENV_PREFIX)

@@ -1,0 +1,1 @@
+"""SQL persistence: models, engine/session helpers and the Alembic migrations shipped with the package."""

@@ -1,0 +1,303 @@
+"""The hub's SQL schema: one typed SQLAlchemy model per domain table, the same on SQLite and PostgreSQL.
+
+Status-like columns are plain strings guarded by a CHECK constraint (portable, easy to migrate); the allowed
+values live in the ``*Status`` enums below so code never spells them by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from camfleet_hub.db.types import UTCDateTime, utcnow
+
+NAME_LEN = 64
+SHA256_LEN = 64
+
+# Deterministic constraint names, so Alembic (batch mode on SQLite included) can find and alter them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every hub table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class ImageStatus(StrEnum):
+    """Lifecycle of a dataset image: NEW (to review), GROUP (confirmed, trained on), DELETED (never offer again)."""
+
+    NEW = "NEW"
+    GROUP = "GROUP"
+    DELETED = "DELETED"
+
+
+class ImageSource(StrEnum):
+    """Where a dataset image came from."""
+
+    CAMERA = "camera"
+    UPLOAD = "upload"
+    IMPORT = "import"
+    URL = "url"
+
+
+class JobStatus(StrEnum):
+    """Training job states; queued → running → succeeded | failed | cancelled (running → queued on lease loss)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ModelStatus(StrEnum):
+    """Model version states in the registry."""
+
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    RETIRED = "retired"
+
+
+class AgentState(StrEnum):
+    """Agent liveness as last reported (``offline`` comes from the status last-will)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    """SQL ``column IN (...)`` text for a CHECK constraint over an enum's values."""
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Site(Base):
+    """A place with cameras (a shop, a plant); owns its classifiers."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    cameras: Mapped[list[Camera]] = relationship(back_populates="site", cascade="all, delete-orphan")
+    classifiers: Mapped[list[Classifier]] = relationship(back_populates="site", cascade="all, delete-orphan")
+
+
+class Camera(Base):
+    """A camera of a site, created by hand or registered from an agent's status."""
+
+    __tablename__ = "cameras"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship(back_populates="cameras")
+
+
+class Agent(Base):
+    """An edge agent of a site, as last reported on its retained status topic."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    state: Mapped[str] = mapped_column(String(32), default=AgentState.ONLINE.value)
+    software_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    status: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()
+
+
+class Classifier(Base):
+    """One question asked of a site's cameras (e.g. "door state"), with its own groups and models."""
+
+    __tablename__ = "classifiers"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    site: Mapped[Site] = relationship(back_populates="classifiers")
+    groups: Mapped[list[Group]] = relationship(back_populates="classifier", cascade="all, delete-orphan")
+
+
+class Group(Base):
+    """A class of a classifier; groups form a tree (``parent_id``), ``common`` ones are shared by every site."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("classifier_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), default=None)
+    common: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    classifier: Mapped[Classifier] = relationship(back_populates="groups")
+    parent: Mapped[Group | None] = relationship(remote_side="Group.id")
+
+
+class Blob(Base):
+    """Metadata of every image object in the store (content-addressed by sha256)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """A blob as a member of one classifier's dataset, with its review status and group."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("classifier_id", "sha256"),
+        Index("ix_images_classifier_id_status", "classifier_id", "status"),
+        CheckConstraint(_in("status", ImageStatus), name="status"),
+        CheckConstraint(_in("source", ImageSource), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.NEW.value)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    original_name: Mapped[str | None] = mapped_column(String(512), default=None)
+    frame_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    blob: Mapped[Blob] = relationship()
+    group: Mapped[Group | None] = relationship()
+
+
+class Frame(Base):
+    """A camera frame received over MQTT (idempotent on ``frame_id``); the JPEG is the blob ``sha256``."""
+
+    __tablename__ = "frames"
+    __table_args__ = (Index("ix_frames_site_id_camera_id_captured_at", "site_id", "camera_id", "captured_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    frame_id: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    captured_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    predictions: Mapped[list[Any] | None] = mapped_column(default=None)
+
+
+class DeadLetter(Base):
+    """A rejected ingest message; its payload is kept in the store under ``dead/`` so nothing is lost."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    size: Mapped[int] = mapped_column(Integer)
+    payload_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN), default=None)
+
+
+class TrainingJob(Base):
+    """A queued training request, claimed by a trainer worker under a renewable lease."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        Index("ix_training_jobs_status_created_at", "status", "created_at"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(32), default="quick")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(64), default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    auto_promote: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The model this job produced; a plain column because model_versions.job_id already links back (no FK cycle).
+    model_version_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    classifier: Mapped[Classifier] = relationship()
+
+
+class ModelVersion(Base):
+    """A model bundle in the registry; ``classifier_id`` NULL is the ImageNet no-training default."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("classifier_id", "version"),
+        CheckConstraint(_in("status", ModelStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int | None] = mapped_column(
+        ForeignKey("classifiers.id", ondelete="CASCADE"), index=True, default=None
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.CANDIDATE.value)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    size: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), unique=True, default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    classifier: Mapped[Classifier | None] = relationship()

@@ -1,0 +1,82 @@
+"""Engine, sessions and programmatic Alembic migrations for SQLite (WAL) and PostgreSQL."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """Per-connection SQLite settings: WAL for concurrent readers, FKs enforced, wait instead of 'locked'."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine configured for the hub: SQLite gets WAL + FKs + busy timeout; PostgreSQL gets pre-ping."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (handy for returning rows from the API)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def migrations_dir() -> Path:
+    """Folder of the Alembic environment shipped inside the package."""
+    return Path(str(resources.files("camfleet_hub.db") / "migrations"))
+
+
+def alembic_config(engine: Engine | None = None) -> Any:
+    """An Alembic Config pointing at the packaged migrations (and at ``engine`` when given)."""
+    from alembic.config import Config
+
+    folder = migrations_dir()
+    cfg = Config(str(folder / "alembic.ini"))
+    cfg.set_main_option("script_location", str(folder))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` (default: the newest) with Alembic."""
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # Batch migrations copy and drop tables; with FKs on, that would cascade deletes into other tables.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()

@@ -1,0 +1,223 @@
+"""The one-command demo: hub (embedded broker, SQLite, directory store) + trainer worker + one edge agent.
+
+It imports the shipped sample as a site dataset, trains a quick model, promotes it, and shows the agent's
+events as they arrive. Everything runs on loopback; Ctrl-C stops the processes in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from camfleet_contract.messages import Event, MessageError, from_json
+from camfleet_contract.topics import Topics
+
+SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="where the demo keeps its state")
+    p.add_argument("--sample", type=Path, default=Path("demo/sample"), help="folder-per-class images to import")
+    p.add_argument("--camera", type=Path, default=Path("demo/camera"), help="images the demo camera replays")
+    p.add_argument("--port", type=int, default=8600, help="hub HTTP port")
+    p.add_argument("--mqtt-port", type=int, default=11883, help="embedded MQTT broker port")
+    p.add_argument("--exit-after-events", type=int, default=0, help="stop after this many site-model events (tests)")
+
+
+def _write_configs(args: argparse.Namespace) -> dict[str, Path]:
+    d = args.data_dir.resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    hub_url = f"http://127.0.0.1:{args.port}"
+    files = {
+        "hub": (
+            f'data_dir = "{d / "hub"}"\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {args.port}\npublic_url = "{hub_url}"\n'
+            f'[mqtt]\nembedded = true\nhost = "127.0.0.1"\nport = {args.mqtt_port}\n'
+            f'[db]\nurl = "sqlite:///{d / "hub" / "hub.db"}"\n'
+            f'[store]\nkind = "dir"\npath = "{d / "hub" / "objects"}"\n'
+            f'[signing]\nkey_path = "{d / "hub" / "fleet.key"}"\n'
+        ),
+        "trainer": (
+            f'hub_url = "{hub_url}"\nworker = "demo-trainer"\ncache_dir = "{d / "trainer"}"\n'
+            f'signing_key_path = "{d / "trainer" / "trainer.key"}"\n'
+        ),
+        "agent": (
+            f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{d / "agent"}"\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {args.mqtt_port}\n'
+            f'[[cameras]]\nname = "{CAMERA}"\nsource = "{args.camera.resolve()}"\nfps = 1.0\n'
+            "upload_interval_s = 5\nloop = true\n"
+        ),
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = d / f"{name}.toml"
+        paths[name].write_text(text)
+    return paths
+
+
+class _Processes:
+    """Child processes, stopped in reverse start order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, module: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"the {name} process stopped (exit {proc.returncode}); see {self.log_dir / name}.log")
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    print(f"  {name} did not stop in 20 s; killing it")
+                    proc.kill()
+            print(f"  stopped {name}")
+
+
+def _wait_hub(client: httpx.Client, procs: _Processes, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check()
+        try:
+            if client.get("/api/v1/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the hub did not answer within 2 minutes")
+
+
+def _ensure(client: httpx.Client, path: str, body: dict[str, object]) -> None:
+    r = client.post(path, json=body)
+    if r.status_code not in (200, 201, 409):
+        raise SystemExit(f"POST {path} failed: {r.status_code} {r.text}")
+
+
+def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
+    base = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
+    r = client.post(f"{base}/jobs", json={"mode": "quick", "auto_promote": True})
+    if r.status_code == 409:  # a job from an earlier run is still queued or running
+        job = next(j for j in client.get(f"{base}/jobs").json() if j["status"] in ("queued", "running"))
+    elif r.status_code in (200, 201):
+        job = r.json()
+    else:
+        raise SystemExit(f"could not start training: {r.status_code} {r.text}")
+    last = ""
+    while True:
+        procs.check()
+        job = client.get(f"/api/v1/jobs/{job['id']}").json()
+        line = f"  training: {job['status']} {job.get('stage') or ''} {100 * float(job.get('progress') or 0):.0f}%"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(1.0)
+
+
+def _watch_events(args: argparse.Namespace, stop: threading.Event, counter: list[int]) -> mqtt.Client:
+    topics = Topics()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"camfleet-demo-{os.getpid()}")
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            ev = from_json(Event, msg.payload)
+        except MessageError:
+            return
+        flag = "  ANOMALY" if ev.anomaly else ""
+        print(
+            f"  event {ev.camera}/{ev.classifier} v{ev.model_version}: {ev.label} "
+            f"({ev.probability:.2f}, anomaly score {ev.anomaly_score:.2f}){flag}",
+            flush=True,
+        )
+        if ev.classifier == CLASSIFIER:
+            counter[0] += 1
+            if args.exit_after_events and counter[0] >= args.exit_after_events:
+                stop.set()
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(topics.event(SITE, CAMERA), qos=1)
+    client.connect("127.0.0.1", args.mqtt_port)
+    client.loop_start()
+    return client
+
+
+def main(args: argparse.Namespace) -> int:
+    for path, what in ((args.sample, "--sample"), (args.camera, "--camera")):
+        if not path.is_dir():
+            print(f"{what} folder {path} does not exist (run from the repository root)", file=sys.stderr)
+            return 2
+    configs = _write_configs(args)
+    procs = _Processes(args.data_dir.resolve())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    hub_url = f"http://127.0.0.1:{args.port}"
+    watcher: mqtt.Client | None = None
+    try:
+        print(f"starting the hub on {hub_url} (embedded MQTT broker on 127.0.0.1:{args.mqtt_port}) ...")
+        procs.start("hub", "camfleet_hub", "serve", "--config", str(configs["hub"]))
+        client = httpx.Client(base_url=hub_url, timeout=60.0)
+        _wait_hub(client, procs)
+        print("starting the trainer worker and the edge agent ...")
+        procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
+        _ensure(client, "/api/v1/sites", {"name": SITE})
+        _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
+        _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
+        procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
+        counter = [0]
+        watcher = _watch_events(args, stop, counter)
+        r = client.post(
+            f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}/import", json={"path": str(args.sample.resolve())}
+        )
+        if r.status_code >= 400:
+            raise SystemExit(f"import failed: {r.status_code} {r.text}")
+        result = r.json()
+        print(f"imported the sample: {json.dumps(result.get('groups', result))}")
+        print("training a quick model (the first run also builds the ImageNet default model) ...")
+        job = _train(client, procs)
+        if job["status"] != "succeeded":
+            raise SystemExit(f"training {job['status']}: {job.get('message')}")
+        print(f"model promoted. The agent pulls it and its events now carry the new version.\n")
+        print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
+        print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
+        print(f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -t 'camfleet/v1/#' -v")
+        print("  logs and state in", args.data_dir.resolve(), "- press Ctrl-C to stop\n")
+        while not stop.wait(1.0):
+            procs.check()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        raise
+    finally:
+        print("stopping ...")
+        if watcher is not None:
+            watcher.loop_stop()
+            watcher.disconnect()
+        procs.stop()

@@ -1,0 +1,50 @@
+"""Thread-safe ingest counters, shared between the ingest worker and the REST API."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IngestStats:
+    """Accepted / duplicate / rejected-by-reason counts since the process started."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    statuses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_accepted(self, n: int = 1) -> None:
+        """Count frames stored for the first time."""
+        with self._lock:
+            self.accepted += n
+
+    def add_duplicate(self, n: int = 1) -> None:
+        """Count redelivered frames (already stored; acknowledged, not stored again)."""
+        with self._lock:
+            self.duplicates += n
+
+    def add_rejected(self, reason: str) -> None:
+        """Count a rejected message under its machine reason (e.g. ``bad_magic``)."""
+        with self._lock:
+            self.rejected[reason] += 1
+
+    def add_status(self) -> None:
+        """Count agent status messages handled."""
+        with self._lock:
+            self.statuses += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """A consistent copy for the API: ``{accepted, duplicates, rejected: {reason: n}, rejected_total}``."""
+        with self._lock:
+            rejected = dict(self.rejected)
+            return {
+                "accepted": self.accepted,
+                "duplicates": self.duplicates,
+                "rejected": rejected,
+                "rejected_total": sum(rejected.values()),
+                "statuses": self.statuses,
+            }

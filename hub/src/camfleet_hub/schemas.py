@@ -1,0 +1,332 @@
+"""REST request and response bodies: a Create / Update / Public schema per resource, separate from the SQL models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from camfleet_contract.topics import TopicError, validate_name
+from camfleet_hub.db.models import ImageStatus
+
+
+def _checked_name(value: str, field: str) -> str:
+    """Apply the contract's name rule; pydantic turns the ValueError into a 422 naming field and value."""
+    try:
+        return validate_name(value, field)
+    except TopicError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields are a client mistake, not something to ignore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    """Base of response bodies."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class NameCreate(Request):
+    """A body that only names the new thing."""
+
+    name: str = Field(description="1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "name")
+
+
+# --------------------------------------------------------------------------- health
+
+
+class Health(Public):
+    status: Literal["ok"] = "ok"
+    hub_version: str
+    contract_version: str
+    protocol: str
+    database: str
+
+
+# --------------------------------------------------------------------------- sites, cameras
+
+
+class SiteCreate(NameCreate):
+    pass
+
+
+class SitePublic(Public):
+    id: int
+    name: str
+    created_at: datetime
+
+
+class CameraCreate(NameCreate):
+    pass
+
+
+class CameraPublic(Public):
+    id: int
+    site: str
+    name: str
+    created_at: datetime
+    last_seen_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- classifiers, groups
+
+
+class ClassifierCreate(NameCreate):
+    pass
+
+
+class ClassifierPublic(Public):
+    id: int
+    site: str
+    name: str
+    created_at: datetime
+
+
+class GroupCreate(NameCreate):
+    parent: str | None = Field(default=None, description="name of the parent group of the same classifier")
+    common: bool = False
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, v: str | None) -> str | None:
+        return None if v is None else _checked_name(v, "parent")
+
+
+class GroupPublic(Public):
+    id: int
+    name: str
+    parent: str | None = None
+    common: bool = False
+    counts: dict[str, int] = Field(default_factory=dict, description="images per status (NEW, GROUP, DELETED)")
+
+
+class ModelPublic(Public):
+    id: int
+    site: str | None = Field(default=None, description="None for the ImageNet default")
+    classifier: str | None = Field(default=None, description="None for the ImageNet default")
+    default: bool = False
+    version: int
+    status: str
+    sha256: str
+    size: int
+    classes: list[str] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    job_id: int | None = None
+    created_at: datetime
+    promoted_at: datetime | None = None
+    bundle_url: str
+
+
+class ClassifierDetail(ClassifierPublic):
+    groups: list[GroupPublic]
+    new_count: int = Field(description="images still to review (status NEW), in a group or not")
+    counts: dict[str, int] = Field(description="all images of the classifier per status")
+    models: list[ModelPublic]
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImagePublic(Public):
+    id: int
+    classifier: str
+    sha256: str
+    status: str
+    group: str | None = None
+    source: str
+    original_name: str | None = None
+    frame_id: str | None = None
+    width: int
+    height: int
+    created_at: datetime
+    content_url: str
+    thumbnail_url: str
+
+
+class ImageUpdate(Request):
+    status: ImageStatus | None = None
+    group: str | None = Field(default=None, description="group name of the same classifier (created if missing)")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return None if v is None else _checked_name(v, "group")
+
+
+# --------------------------------------------------------------------------- import
+
+
+class ImportFromPath(Request):
+    path: str = Field(min_length=1, max_length=4096, description="a folder-per-class directory on the hub's host")
+
+
+class RejectedFile(Public):
+    file: str
+    reason: str
+
+
+class ImportResult(Public):
+    imported: int = 0
+    duplicates: int = 0
+    previously_deleted: int = 0
+    rejected: list[RejectedFile] = Field(default_factory=list)
+    groups: dict[str, int] = Field(default_factory=dict, description="images added per group")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobCreate(Request):
+    mode: Literal["quick"] = "quick"
+    auto_promote: bool = False
+
+
+class JobPublic(Public):
+    id: int
+    site: str
+    classifier: str
+    mode: str
+    status: str
+    worker: str | None = None
+    attempts: int
+    max_attempts: int
+    lease_expires_at: datetime | None = None
+    progress: float
+    stage: str | None = None
+    message: str | None = None
+    auto_promote: bool
+    model_version_id: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class WorkerRequest(Request):
+    worker: str = Field(min_length=1, max_length=128)
+
+
+class JobClaim(WorkerRequest):
+    gpu: bool = False
+
+
+class JobClaimed(Public):
+    job: JobPublic
+    lease_seconds: float
+
+
+class JobHeartbeat(WorkerRequest):
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    stage: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class HeartbeatAnswer(Public):
+    cancel: bool
+    lease_seconds: float
+
+
+class JobFail(WorkerRequest):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DatasetImage(Public):
+    id: int
+    sha256: str
+    group: str
+
+
+class Dataset(Public):
+    job_id: int
+    site: str
+    classifier: str
+    classes: list[str]
+    images: list[DatasetImage]
+
+
+# --------------------------------------------------------------------------- keys, classify
+
+
+class FleetKey(Public):
+    public_key: str
+
+
+class ClassifyRequest(Request):
+    site: str
+    classifier: str
+    images: list[str] = Field(min_length=1, description="base64-encoded image files (JPEG, PNG, ...)")
+
+    @field_validator("site", "classifier")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return _checked_name(v, info.field_name)
+
+
+class PredictionPublic(Public):
+    label: str
+    probability: float
+
+
+class ClassifyResult(Public):
+    label: str
+    probability: float
+    predictions: list[PredictionPublic]
+    anomaly: bool
+    anomaly_score: float
+
+
+class ModelRef(Public):
+    id: int
+    classifier: str
+    version: int
+    default: bool
+
+
+class ClassifyAnswer(Public):
+    model: ModelRef
+    results: list[ClassifyResult]
+
+
+# --------------------------------------------------------------------------- frames, ingest
+
+
+class FramePublic(Public):
+    frame_id: str
+    site: str
+    camera: str
+    agent: str
+    captured_at: datetime
+    received_at: datetime
+    sha256: str
+    width: int
+    height: int
+    reason: str | None = None
+    predictions: list[Any] | None = None
+    image_url: str
+    thumbnail_url: str
+
+
+class IngestStats(Public):
+    worker: dict[str, Any] = Field(description="counters of this process's ingest worker since it started")
+    frames: int = Field(description="frames stored in the database")
+    dead_letters: int = Field(description="rejected messages recorded in the database")
+    dead_letters_by_reason: dict[str, int]
+
+
+class DeadLetterPublic(Public):
+    id: int
+    received_at: datetime
+    topic: str
+    reason: str
+    detail: str
+    size: int
+    payload_sha256: str | None = None

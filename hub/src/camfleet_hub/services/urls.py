@@ -1,0 +1,25 @@
+"""The REST paths that responses and announcements point at, spelled in one place."""
+
+from __future__ import annotations
+
+API_PREFIX = "/api/v1"
+
+
+def model_bundle(model_id: int) -> str:
+    return f"{API_PREFIX}/models/{model_id}/bundle"
+
+
+def image_content(image_id: int) -> str:
+    return f"{API_PREFIX}/images/{image_id}/content"
+
+
+def image_thumbnail(image_id: int) -> str:
+    return f"{API_PREFIX}/images/{image_id}/thumbnail"
+
+
+def frame_image(frame_id: str) -> str:
+    return f"{API_PREFIX}/frames/{frame_id}/image"
+
+
+def frame_thumbnail(frame_id: str) -> str:
+    return f"{API_PREFIX}/frames/{frame_id}/thumbnail"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Make the services the tests need available: the mosquitto binary (tests start their own brokers)
+# and a running PostgreSQL on 127.0.0.1:5432 that the test admin URL can connect to.
+# Installs Debian's mosquitto and postgresql when missing (root only; otherwise says what to install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_ADMIN=${CAMFLEET_TEST_PG_ADMIN:-postgresql://postgres@127.0.0.1:5432/postgres}
+# Used when the default role has no loopback trust auth (a fresh Debian install uses passwords there).
+PG_FALLBACK_ROLE=camfleet_test
+PG_FALLBACK_ADMIN="postgresql://$PG_FALLBACK_ROLE:$PG_FALLBACK_ROLE@127.0.0.1:5432/postgres"
+
+say() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]; }
+have_postgres() { command -v pg_ctlcluster >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 && [[ -d /etc/postgresql ]]; }
+pg_ok() { PGCONNECT_TIMEOUT=5 psql "$1" -tAc 'select 1' >/dev/null 2>&1; }
+
+MISSING=()
+have_mosquitto || MISSING+=(mosquitto)
+have_postgres || MISSING+=(postgresql postgresql-client)
+if ((${#MISSING[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing Debian packages: ${MISSING[*]} (as root: apt-get install ${MISSING[*]})"
+    fi
+    say "installing ${MISSING[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null
+fi
+have_mosquitto || die "mosquitto is still missing after the install"
+have_postgres || die "PostgreSQL is still missing after the install"
+
+# Custom admin URL: the caller manages that server; just check it.
+if [[ -n "${CAMFLEET_TEST_PG_ADMIN:-}" ]]; then
+    pg_ok "$PG_ADMIN" || die "cannot connect to CAMFLEET_TEST_PG_ADMIN=$PG_ADMIN"
+    say "PostgreSQL reachable at $PG_ADMIN"
+    exit 0
+fi
+
+VERSION=$(ls /etc/postgresql | sort -V | tail -n1)
+if ! pg_lsclusters -h 2>/dev/null | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
+    [[ $(id -u) -eq 0 ]] || die "no PostgreSQL $VERSION cluster 'main' (as root: pg_createcluster $VERSION main)"
+    say "creating PostgreSQL $VERSION cluster main"
+    pg_createcluster "$VERSION" main >/dev/null
+fi
+STATUS=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $3, $4}')
+PORT=${STATUS%% *}
+[[ "$PORT" == 5432 ]] || die "PostgreSQL $VERSION/main uses port $PORT; the tests expect 5432 (or set CAMFLEET_TEST_PG_ADMIN)"
+if [[ "$STATUS" != *online* ]]; then
+    say "starting PostgreSQL $VERSION/main"
+    pg_ctlcluster --skip-systemctl-redirect "$VERSION" main start
+fi
+for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 0.5
+done
+pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL does not accept connections on 127.0.0.1:5432"
+
+if pg_ok "$PG_ADMIN"; then
+    say "PostgreSQL ready at $PG_ADMIN"
+elif pg_ok "$PG_FALLBACK_ADMIN"; then
+    say "PostgreSQL ready at $PG_FALLBACK_ADMIN"
+else
+    # Debian's default: peer auth on the socket for postgres, passwords on loopback. Make a test role with a
+    # password rather than weakening authentication; tests/conftest.py tries it after the default URL.
+    [[ $(id -u) -eq 0 ]] || die "cannot connect as $PG_ADMIN; as root re-run this script, or set CAMFLEET_TEST_PG_ADMIN"
+    say "creating role $PG_FALLBACK_ROLE (CREATEDB, password auth on loopback)"
+    runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_FALLBACK_ROLE') THEN
+    CREATE ROLE $PG_FALLBACK_ROLE LOGIN CREATEDB PASSWORD '$PG_FALLBACK_ROLE';
+  ELSE
+    ALTER ROLE $PG_FALLBACK_ROLE LOGIN CREATEDB PASSWORD '$PG_FALLBACK_ROLE';
+  END IF;
+END \$\$;
+SQL
+    pg_ok "$PG_FALLBACK_ADMIN" || die "cannot connect as $PG_FALLBACK_ADMIN either; check pg_hba.conf"
+    say "PostgreSQL ready at $PG_FALLBACK_ADMIN"
+fi

@@ -1,0 +1,361 @@
+"""Shared pytest fixtures: real test data and real services (Mosquitto, PostgreSQL, S3 via moto).
+
+Fixtures
+--------
+- ``shared_data``: Path of the read-only shared data folder (``/work/shared/data`` or ``$CAMFLEET_TEST_DATA``).
+- ``clothing_subset``: session temp copy of a small folder-per-class dataset (layout in its docstring).
+- ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1.
+- ``mosquitto``: session Mosquitto broker on a free loopback port (``.host``, ``.port``, ``.restart()``, ``.stop()``).
+- ``mosquitto_factory``: callable starting extra, private brokers (for tests that restart or stop one).
+- ``pg_url``: SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test
+  (admin URL: ``$CAMFLEET_TEST_PG_ADMIN``, else postgres@127.0.0.1:5432, else the camfleet_test role).
+- ``s3``: session moto S3 server (``.endpoint``, ``.access_key``, ``.secret_key``, ``.new_bucket()``).
+
+Services that are missing make the fixture fail with a message saying what to install or start
+(``make test`` / ``scripts/services.sh`` installs and starts them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+# CI clones the repo with shared/ beside it, like /work/main and /work/shared here.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Role that scripts/services.sh creates when the default one has no trust auth on loopback (fresh Debian).
+FALLBACK_PG_ADMIN = "postgresql://camfleet_test:camfleet_test@127.0.0.1:5432/postgres"
+SUBSET_CLASSES = ("dress", "hat", "shoes")
+SUBSET_TRAIN_PER_CLASS = 20
+SUBSET_VALIDATION_PER_CLASS = 5
+START_TIMEOUT_S = 30.0
+
+
+def _unused_port() -> int:
+    """Ask the kernel for a free loopback port (tiny race window; fine for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_accepts(host: str, port: int) -> bool:
+    """Tell whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    """Last bytes of a log file, for failure messages."""
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return "<no log>"
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], host: str, port: int, what: str, log: Path) -> None:
+    """Wait until a started process accepts connections; fail with its log otherwise."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with code {proc.returncode} before listening on {host}:{port}:\n{_tail(log)}")
+        if _port_accepts(host, port):
+            return
+        time.sleep(0.1)
+    _kill(proc)
+    pytest.fail(f"{what} did not listen on {host}:{port} within {START_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the shared read-only data folder (clothing images, video); never write into it."""
+    path = Path(os.environ.get("CAMFLEET_TEST_DATA", str(DEFAULT_DATA)))
+    if not (path / "clothing" / "train").is_dir():
+        pytest.fail(f"shared test data not found at {path} (set CAMFLEET_TEST_DATA to the folder holding clothing/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clothing_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small folder-per-class dataset copied into a session temp folder; treat it as read-only.
+
+    Layout (the returned Path is ``root``)::
+
+        root/train/dress/*.jpg       20 images   (from clothing/train)
+        root/train/hat/*.jpg         20 images
+        root/train/shoes/*.jpg       20 images
+        root/validation/dress/*.jpg   5 images   (from clothing/validation)
+        root/validation/hat/*.jpg     5 images
+        root/validation/shoes/*.jpg   5 images
+
+    The images are the first ones by file name, so the subset is the same on every run.
+    Copy it (``shutil.copytree``) before changing anything: other tests share it.
+    """
+    root = tmp_path_factory.mktemp("clothing_subset")
+    for split, count in (("train", SUBSET_TRAIN_PER_CLASS), ("validation", SUBSET_VALIDATION_PER_CLASS)):
+        for cls in SUBSET_CLASSES:
+            src = shared_data / "clothing" / split / cls
+            files = sorted(src.glob("*.jpg"))[:count]
+            if len(files) < count:
+                pytest.fail(f"need {count} images in {src}, found {len(files)}")
+            dest = root / split / cls
+            dest.mkdir(parents=True)
+            for file in files:
+                shutil.copyfile(file, dest / file.name)
+    return root
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Factory: ``free_port()`` returns an unused TCP port on 127.0.0.1."""
+    return _unused_port
+
+
+# --------------------------------------------------------------------------- mosquitto
+
+
+def _mosquitto_binary() -> str:
+    """Locate the mosquitto broker binary or fail saying how to get it."""
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if found is None:
+        pytest.fail("mosquitto not found (install it: apt-get install mosquitto, or run scripts/services.sh)")
+    return found
+
+
+@dataclass
+class MosquittoBroker:
+    """A private Mosquitto broker on 127.0.0.1 with persistence in a temp folder."""
+
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=_unused_port)
+    extra_config: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def write_config(self) -> None:
+        """Write the broker config: loopback listener, anonymous, persistent, large queues and messages."""
+        persistence = self.workdir / "persistence"
+        persistence.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {persistence}/",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "message_size_limit 16777216",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        lines += self.extra_config
+        if os.geteuid() == 0:
+            # mosquitto drops root to user "mosquitto", which may not exist or own the temp folder.
+            lines.append("user root")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        """Start the broker and wait until its port accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [_mosquitto_binary(), "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.proc, self.host, self.port, "mosquitto", self.log_path)
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM; it saves its persistence file); the port stays reserved for a restart."""
+        if self.proc is not None:
+            _kill(self.proc)
+            self.proc = None
+        deadline = time.monotonic() + 10
+        while _port_accepts(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, keeping persisted sessions and retained messages."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """Session-wide Mosquitto broker on a free loopback port; use unique topics or client ids per test.
+
+    Prefer ``mosquitto_factory`` for tests that stop or restart a broker, so others are not disturbed.
+    """
+    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Factory of private, started brokers (stopped after the test).
+
+    ``mosquitto_factory(extra_config=["allow_anonymous false", ...])`` appends lines to the generated config.
+    """
+    brokers: list[MosquittoBroker] = []
+
+    def make(extra_config: list[str] | None = None) -> MosquittoBroker:
+        broker = MosquittoBroker(
+            workdir=tmp_path_factory.mktemp("mosquitto_private"), extra_config=list(extra_config or [])
+        )
+        broker.start()
+        brokers.append(broker)
+        return broker
+
+    try:
+        yield make
+    finally:
+        for broker in reversed(brokers):
+            broker.stop()
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+def _pg_admin_connect():  # type: ignore[no-untyped-def]
+    """Connect to the first admin URL that works, or fail saying how to get PostgreSQL running."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    explicit = os.environ.get("CAMFLEET_TEST_PG_ADMIN")
+    candidates = [explicit] if explicit else [DEFAULT_PG_ADMIN, FALLBACK_PG_ADMIN]
+    errors = []
+    for url in candidates:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=5)
+        except psycopg2.OperationalError as exc:
+            errors.append(f"{url}: {str(exc).strip()}")
+            continue
+        conn.autocommit = True
+        return conn, url
+    pytest.fail(
+        "cannot connect to PostgreSQL for tests:\n  "
+        + "\n  ".join(errors)
+        + "\n(run scripts/services.sh, or set CAMFLEET_TEST_PG_ADMIN to the URL of a role with CREATEDB)"
+    )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """SQLAlchemy URL (``postgresql+psycopg2://…/cftest_<random>``) of a fresh empty database, dropped afterwards."""
+    name = f"cftest_{uuid.uuid4().hex[:12]}"
+    conn, admin_url = _pg_admin_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        parts = urlsplit(admin_url)
+        yield urlunsplit(("postgresql+psycopg2", parts.netloc, f"/{name}", parts.query, ""))
+    finally:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            conn.close()
+
+
+# --------------------------------------------------------------------------- s3
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server on 127.0.0.1, reachable with the minio SDK (``secure=False``)."""
+
+    endpoint: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+    region: str = "us-east-1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        """A minio client for this server."""
+        from minio import Minio
+
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region=self.region,
+        )
+
+    def new_bucket(self) -> str:
+        """Create a uniquely named bucket and return its name."""
+        name = f"cftest-{uuid.uuid4().hex[:16]}"
+        self.client().make_bucket(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Session-wide moto S3 server; call ``s3.new_bucket()`` for a bucket of your own."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    port = _unused_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        _wait_for_port(proc, "127.0.0.1", port, "moto server", log)
+        yield S3Server(endpoint=f"127.0.0.1:{port}")
+    finally:
+        _kill(proc)

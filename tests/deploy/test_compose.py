@@ -1,0 +1,209 @@
+"""The deploy files (docker-compose.yml, Dockerfiles, k8s manifests, example configs) match the code.
+
+There is no container engine here, so these tests check what can go stale: every command names a real module and
+subcommand, every CAMFLEET_* override names a real config field, and every example config validates.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+# python -m module  ->  (package folder, env prefix, settings class "module:Class", example config)
+PROCESSES: dict[str, tuple[str, str, str, str]] = {
+    "camfleet_hub": ("hub", "CAMFLEET_HUB", "camfleet_hub.config:HubSettings", "hub.toml"),
+    "camfleet_agent": ("edge-agent", "CAMFLEET_AGENT", "camfleet_agent.config:AgentSettings", "agent.toml"),
+    "camfleet_trainer": ("trainer", "CAMFLEET_TRAINER", "camfleet_trainer.config:TrainerSettings", "trainer.toml"),
+}
+SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        docs += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+def _k8s_containers() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, doc in _k8s_docs():
+        if doc.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                out.append((f"{name}:{doc['metadata']['name']}/{container['name']}", container))
+    return out
+
+
+def _dockerfile_cmds() -> list[tuple[str, list[str]]]:
+    out = []
+    for path in sorted((DEPLOY / "docker").glob("*.Dockerfile")):
+        cmd = [line for line in path.read_text().splitlines() if line.startswith("CMD ")]
+        assert len(cmd) == 1, f"{path.name}: expected one CMD line"
+        out.append((path.name, yaml.safe_load(cmd[0][4:])))
+    return out
+
+
+def _camfleet_commands() -> list[tuple[str, list[str]]]:
+    """Every command line in the deploy files that starts a camfleet process."""
+    found = []
+    for name, service in _compose()["services"].items():
+        if "command" in service and isinstance(service["command"], list) and "-m" in service["command"]:
+            found.append((f"docker-compose.yml:{name}", service["command"]))
+    found += [(where, c["command"]) for where, c in _k8s_containers() if "camfleet" in c.get("image", "")]
+    found += _dockerfile_cmds()
+    return found
+
+
+def _env_blocks() -> list[tuple[str, dict[str, str]]]:
+    """(where, {name: value}) for every camfleet process in compose and k8s; ${VAR:-default} → default."""
+    blocks = []
+    for name, service in _compose()["services"].items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        blocks.append(
+            (f"docker-compose.yml:{name}", {k: SUBST.sub(lambda m: m.group(2) or "", str(v)) for k, v in env.items()})
+        )
+    for where, container in _k8s_containers():
+        env = {e["name"]: str(e.get("value", "from-secret")) for e in container.get("env", [])}
+        blocks.append((where, env))
+    return blocks
+
+
+def _settings(module: str) -> type:
+    dotted, cls = PROCESSES[module][2].split(":")
+    config = pytest.importorskip(dotted, reason=f"{dotted} does not exist yet")
+    return getattr(config, cls)
+
+
+def test_every_compose_service_has_an_image_or_build() -> None:
+    services = _compose()["services"]
+    assert {"mosquitto", "minio", "postgres", "hub", "trainer", "agent"} <= set(services)
+    for name, service in services.items():
+        assert "image" in service or "build" in service, f"service {name} has neither image nor build"
+        build = service.get("build")
+        if build:
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file(), f"{name}: {build} missing"
+
+
+def test_compose_trainer_reserves_a_gpu() -> None:
+    devices = _compose()["services"]["trainer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
+
+
+def test_compose_mounts_exist() -> None:
+    for name, service in _compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"service {name} mounts {source}, which does not exist"
+
+
+def test_commands_found() -> None:
+    where = [w for w, _ in _camfleet_commands()]
+    assert len(where) >= 9, where  # 3 compose services, 3 k8s deployments, 3 Dockerfiles
+
+
+@pytest.mark.parametrize(("where", "command"), [pytest.param(w, c, id=w) for w, c in _camfleet_commands()])
+def test_command_names_a_real_module_and_subcommand(where: str, command: list[str]) -> None:
+    assert command[:2] == ["python", "-m"], f"{where}: {command}"
+    module, subcommand = command[2], command[3]
+    assert module in PROCESSES, f"{where}: unknown module {module}"
+    package_dir = ROOT / PROCESSES[module][0] / "src" / module
+    assert (package_dir / "__main__.py").is_file(), f"{where}: {package_dir}/__main__.py does not exist"
+    cli_source = "\n".join(p.read_text() for p in package_dir.rglob("*.py"))
+    assert re.search(rf"""["']{subcommand}["']""", cli_source), f"{where}: no subcommand {subcommand!r} in {module}"
+    if "--config" in command:
+        config = Path(command[command.index("--config") + 1])
+        assert (DEPLOY / "config" / config.name).is_file(), f"{where}: no deploy/config/{config.name}"
+
+
+@pytest.mark.parametrize(
+    "module,subcommand", [("camfleet_hub", "serve"), ("camfleet_agent", "run"), ("camfleet_trainer", "worker")]
+)
+def test_subcommand_help_runs(module: str, subcommand: str) -> None:
+    pytest.importorskip(module, reason=f"{module} is not installed")
+    done = subprocess.run(
+        [sys.executable, "-m", module, subcommand, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--config" in done.stdout
+
+
+@pytest.mark.parametrize("module", sorted(PROCESSES))
+def test_env_overrides_name_real_fields(module: str) -> None:
+    settings = _settings(module)
+    prefix = PROCESSES[module][1] + "__"
+    checked = 0
+    for where, env in _env_blocks():
+        for name in env:
+            if not name.startswith(prefix):
+                continue
+            model: Any = settings
+            for part in name[len(prefix) :].lower().split("__"):
+                assert model is not None and part in model.model_fields, f"{where}: {name} names no config field"
+                annotation = model.model_fields[part].annotation
+                model = annotation if isinstance(annotation, type) and hasattr(annotation, "model_fields") else None
+            checked += 1
+    assert checked > 0, f"no {prefix}* override found in the deploy files"
+
+
+@pytest.mark.parametrize("module", sorted(PROCESSES))
+def test_example_config_validates_with_every_env_block(module: str) -> None:
+    settings = _settings(module)
+    load_config = importlib.import_module("camfleet_contract.config").load_config
+    path = DEPLOY / "config" / PROCESSES[module][3]
+    load_config(settings, path, PROCESSES[module][1], environ={})
+    for where, env in _env_blocks():
+        if any(name.startswith(PROCESSES[module][1] + "__") for name in env):
+            try:
+                load_config(settings, path, PROCESSES[module][1], environ=env)
+            except ValueError as exc:
+                pytest.fail(f"{path.name} with the environment of {where}: {exc}")
+
+
+def test_k8s_configmaps_match_deploy_files() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        generator = importlib.import_module("k8s_configmaps")
+    finally:
+        sys.path.pop(0)
+    maps = {doc["metadata"]["name"]: doc["data"] for _, doc in _k8s_docs() if doc.get("kind") == "ConfigMap"}
+    for name, files in generator.CONFIGMAPS.items():
+        for file in files:
+            assert maps[name][file.name] == file.read_text(), (
+                f"deploy/k8s/config.yaml is stale for {file.name}: run python scripts/k8s_configmaps.py"
+            )
+
+
+def test_k8s_kustomization_lists_existing_files_and_trainer_gets_a_gpu() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (DEPLOY / "k8s" / resource).is_file(), resource
+    kinds = {(doc["kind"], doc["metadata"]["name"]) for _, doc in _k8s_docs() if "metadata" in doc}
+    assert {("Deployment", "hub"), ("Service", "hub"), ("Deployment", "trainer"), ("Deployment", "mosquitto")} <= kinds
+    trainer = dict(_k8s_containers())["trainer.yaml:trainer/trainer"]
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_dockerfiles_copy_what_exists() -> None:
+    for path in sorted((DEPLOY / "docker").glob("*.Dockerfile")):
+        for line in path.read_text().splitlines():
+            if line.startswith("COPY "):
+                source = line.split()[1]
+                assert (ROOT / source).exists(), f"{path.name}: COPY {source} does not exist"
+        assert (path.parent / f"{path.name}.dockerignore").is_file(), f"{path.name} has no .dockerignore"

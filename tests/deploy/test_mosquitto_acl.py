@@ -1,0 +1,165 @@
+"""deploy/mosquitto/acl on a real Mosquitto: each client reaches its own topics and nothing else.
+
+Denied publishes are dropped silently by the broker, so every check publishes the forbidden message first and an
+allowed sentinel after it on the same connection: once the sentinel arrives, the forbidden one would have too.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORDS = {"hub": "hub-pw", "observer": "observer-pw", "plaza": "plaza-pw", "harbour": "harbour-pw"}
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+
+
+@pytest.fixture
+def secured_broker(mosquitto_factory, tmp_path: Path) -> Iterator[Broker]:  # type: ignore[no-untyped-def]
+    """A private broker running with the repository's ACL file and a password file for four users."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.fail("mosquitto_passwd not found (apt-get install mosquitto)")
+    passwd = tmp_path / "passwd"
+    passwd.touch(mode=0o600)
+    for user, password in PASSWORDS.items():
+        subprocess.run([tool, "-b", str(passwd), user, password], check=True, capture_output=True)
+    broker = mosquitto_factory(
+        extra_config=[
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {ROOT / 'deploy' / 'mosquitto' / 'acl'}",
+        ]
+    )
+    yield Broker(broker.host, broker.port)
+
+
+class Client:
+    """A paho client (MQTT 3.1.1) that records the CONNACK and the messages it receives."""
+
+    def __init__(self, broker: Broker, user: str | None, password: str | None = None) -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.subacks: queue.Queue[list[int]] = queue.Queue()
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"acl-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+        )
+        if user is not None:
+            self.paho.username_pw_set(user, password if password is not None else PASSWORDS[user])
+        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
+        self.paho.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload))
+        self.paho.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put([rc.value for rc in rcs])
+        self.paho.connect(broker.host, broker.port, keepalive=30)
+        self.paho.loop_start()
+        self.rc = self.connack.get(timeout=10)
+
+    def subscribe(self, *topics: str) -> list[int]:
+        self.paho.subscribe([(t, 1) for t in topics])
+        return self.subacks.get(timeout=10)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.paho.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+
+    def received_until(self, sentinel: bytes) -> list[tuple[str, bytes]]:
+        """Messages received up to and including the one whose payload is ``sentinel``."""
+        got = []
+        for _ in range(1000):
+            message = self.messages.get(timeout=10)
+            got.append(message)
+            if message[1] == sentinel:
+                return got
+        raise AssertionError(f"sentinel {sentinel!r} never arrived: {got}")
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+@pytest.fixture
+def clients(secured_broker: Broker) -> Iterator[dict[str, Client]]:
+    made = {user: Client(secured_broker, user) for user in PASSWORDS}
+    try:
+        assert {user: c.rc for user, c in made.items()} == dict.fromkeys(PASSWORDS, 0)
+        yield made
+    finally:
+        for client in made.values():
+            client.close()
+
+
+def test_anonymous_and_wrong_password_are_refused(secured_broker: Broker) -> None:
+    for client in (Client(secured_broker, None), Client(secured_broker, "hub", "wrong")):
+        try:
+            assert client.rc != 0
+        finally:
+            client.close()
+
+
+def test_agent_publishes_only_its_own_sites_frames_events_and_status(clients: dict[str, Client]) -> None:
+    hub, plaza = clients["hub"], clients["plaza"]
+    hub.subscribe("camfleet/v1/+/+/frame", "camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
+    plaza.publish("camfleet/v1/harbour/door/frame", b"forged frame")
+    plaza.publish("camfleet/v1/harbour/door/event", b"forged event")
+    plaza.publish("camfleet/v1/harbour/agents/a1/status", b"forged status")
+    plaza.publish("camfleet/v1/plaza/door/frame", b"frame")
+    plaza.publish("camfleet/v1/plaza/door/event", b"event")
+    plaza.publish("camfleet/v1/plaza/agents/a1/status", b"status")
+    got = hub.received_until(b"status")
+    assert [payload for _, payload in got] == [b"frame", b"event", b"status"]
+
+
+def test_agent_reads_only_its_own_sites_models_and_commands(clients: dict[str, Client]) -> None:
+    hub, plaza = clients["hub"], clients["plaza"]
+    granted = plaza.subscribe(
+        "camfleet/v1/plaza/models/+",
+        "camfleet/v1/plaza/agents/a1/cmd",
+        "camfleet/v1/harbour/models/+",
+        "camfleet/v1/harbour/agents/a1/cmd",
+        "camfleet/v1/+/+/frame",
+    )
+    assert granted[:2] == [1, 1]
+    hub.publish("camfleet/v1/harbour/models/door", b"other site's model")
+    hub.publish("camfleet/v1/harbour/agents/a1/cmd", b"other site's command")
+    clients["harbour"].publish("camfleet/v1/harbour/door/frame", b"other site's frame")
+    hub.publish("camfleet/v1/plaza/models/door", b"model")
+    hub.publish("camfleet/v1/plaza/agents/a1/cmd", b"cmd")
+    assert [payload for _, payload in plaza.received_until(b"cmd")] == [b"model", b"cmd"]
+
+
+def test_agent_cannot_announce_models_or_send_commands(clients: dict[str, Client]) -> None:
+    hub, plaza = clients["hub"], clients["plaza"]
+    hub.subscribe("camfleet/v1/plaza/models/+", "camfleet/v1/+/+/frame")
+    plaza.publish("camfleet/v1/plaza/models/door", b"forged model")
+    plaza.publish("camfleet/v1/plaza/agents/a2/cmd", b"forged command")
+    plaza.publish("camfleet/v1/plaza/door/frame", b"sentinel")
+    assert [payload for _, payload in hub.received_until(b"sentinel")] == [b"sentinel"]
+
+
+def test_observer_reads_events_and_status_but_not_frames(clients: dict[str, Client]) -> None:
+    observer, plaza = clients["observer"], clients["plaza"]
+    observer.subscribe("camfleet/v1/+/+/frame", "camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
+    plaza.publish("camfleet/v1/plaza/door/frame", b"frame")
+    plaza.publish("camfleet/v1/plaza/door/event", b"event")
+    plaza.publish("camfleet/v1/plaza/agents/a1/status", b"status")
+    assert [payload for _, payload in observer.received_until(b"status")] == [b"event", b"status"]
+
+
+def test_observer_cannot_publish(clients: dict[str, Client]) -> None:
+    hub, observer, plaza = clients["hub"], clients["observer"], clients["plaza"]
+    hub.subscribe("camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
+    observer.publish("camfleet/v1/plaza/door/event", b"forged event")
+    observer.publish("camfleet/v1/plaza/agents/a1/status", b"forged status")
+    plaza.publish("camfleet/v1/plaza/door/event", b"sentinel")
+    assert [payload for _, payload in hub.received_until(b"sentinel")] == [b"sentinel"]
