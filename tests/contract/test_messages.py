@@ -15,14 +15,28 @@ from camfleet_contract.messages import (
 def test_round_trips() -> None:
     msgs = [
         Event(
-            frame_id="f1", site="s", camera="c", agent="a", classifier="door", model_version="3",
-            label="open", probability=0.9, predictions=[Prediction(label="open", probability=0.9)],
-            anomaly=False, anomaly_score=0.2, latency_ms=4.2,
+            frame_id="f1",
+            site="s",
+            camera="c",
+            agent="a",
+            classifier="door",
+            model_version="3",
+            label="open",
+            probability=0.9,
+            predictions=[Prediction(label="open", probability=0.9)],
+            anomaly=False,
+            anomaly_score=0.2,
+            latency_ms=4.2,
         ),
         AgentStatus(state="online", agent="a", site="s", models={"door": "3"}, cameras=["c1"], fps={"c1": 2.0}),
         ModelAnnouncement(
-            classifier="door", version="3", sha256="a" * 64, size=10, url="/api/v1/models/3/bundle",
-            signature="b" * 128, classes=["open", "closed"],
+            classifier="door",
+            version="3",
+            sha256="a" * 64,
+            size=10,
+            url="/api/v1/models/3/bundle",
+            signature="b" * 128,
+            classes=["open", "closed"],
         ),
         Command(command="snapshot", camera="c1"),
     ]

@@ -19,6 +19,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from camfleet_contract.images import ImageError, decode_image
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from camfleet_contract.topics import TopicError, validate_name
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from camfleet_contract.config import load_config
+from camfleet_contract.topics import TopicError, validate_name
 
 ENV_PREFIX = "CAMFLEET_AGENT"
 DEFAULT_HUB_URL = "http://127.0.0.1:8600"
@@ -133,6 +135,4 @@ class AgentSettings(BaseModel):
 
 def load_settings(path: Path | None) -> AgentSettings:
     """Read the TOML file + env overrides; raises camfleet_contract.config.ConfigError naming the field."""
-    from camfleet_contract.config import load_config
-
     return load_config(AgentSettings, path, ENV_PREFIX)

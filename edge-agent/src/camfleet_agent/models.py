@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
 from camfleet_contract.bundle import BundleError, read_signature, unpack_bundle
 from camfleet_contract.messages import ModelAnnouncement
 from camfleet_contract.runtime import ClassifierRuntime
@@ -289,9 +290,7 @@ class ModelManager:
         if runtime.version != version:
             raise ModelUpdateError(f"manifest version {runtime.version!r} != announced version={version!r}")
         if runtime.manifest.classifier != classifier:
-            log.warning(
-                "model %s/%s: manifest names classifier %r", classifier, version, runtime.manifest.classifier
-            )
+            log.warning("model %s/%s: manifest names classifier %r", classifier, version, runtime.manifest.classifier)
         return runtime
 
     @staticmethod

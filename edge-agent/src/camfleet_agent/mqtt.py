@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
-from camfleet_contract.messages import AgentStatus, Command, MessageError, ModelAnnouncement, from_json, to_json
-from camfleet_contract.topics import Topics, TopicError
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from camfleet_contract.messages import AgentStatus, Command, MessageError, ModelAnnouncement, from_json, to_json
+from camfleet_contract.topics import TopicError, Topics
 
 from . import __version__
 from .config import MqttSettings
@@ -140,7 +141,9 @@ class AgentMqtt:
         client.subscribe([(self.topics.models_subscription(self.site), 1), (self.topics.cmd(self.site, self.agent), 1)])
         self.connected.set()
 
-    def _handle_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+    def _handle_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
+    ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if not self._stopping and was_connected:

@@ -19,7 +19,7 @@ from camfleet_contract.messages import Event, Prediction, to_json
 from camfleet_contract.runtime import Classification, ClassifierRuntime
 from camfleet_contract.topics import Topics
 
-from .capture import CaptureError, CapturedFrame, FrameSource
+from .capture import CapturedFrame, CaptureError, FrameSource
 from .config import CameraSettings
 from .mqtt import Publisher
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.db.models import Blob, Camera, DeadLetter, Frame, Site
+from camfleet_hub.services import urls
 from camfleet_hub.services.crud import checked_name, get_site
 from camfleet_hub.services.errors import NotFoundError
 from camfleet_hub.store.base import ObjectNotFound, ObjectStore
@@ -84,8 +85,6 @@ def list_frames(session: Session, site: str | None, camera: str | None, limit: i
 
 
 def frame_view(frame: Frame, site: str, camera: str) -> dict[str, Any]:
-    from camfleet_hub.services import urls
-
     return {
         "frame_id": frame.frame_id,
         "site": site,

@@ -1,0 +1,134 @@
+"""Ingest throughput: frames/s stored by the hub (object + row, QoS 1, through Mosquitto) ÷ the raw broker rate.
+
+The raw baseline is a paho publisher and subscriber moving the same payloads with no work, in the same run.
+    python bench/ingest.py [--frames 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import clip_frames, free_port, mosquitto, wait_port  # noqa: E402
+
+from camfleet_contract.envelope import encode_frame, new_header  # noqa: E402
+from camfleet_contract.images import encode_jpeg  # noqa: E402
+from camfleet_contract.topics import Topics  # noqa: E402
+
+SITE, CAMERA, AGENT = "bench", "plaza", "bench-agent"
+
+
+def make_jpegs(count: int, target_kb: int = 60) -> list[tuple[bytes, int, int]]:
+    """Distinct frames of the clip as ~60 KB JPEGs."""
+    out = []
+    for rgb in clip_frames(count, width=960):
+        q, jpeg = 80, b""
+        while q > 20:
+            jpeg = encode_jpeg(rgb, q)
+            if len(jpeg) <= target_kb * 1024:
+                break
+            q -= 5
+        out.append((jpeg, rgb.shape[1], rgb.shape[0]))
+    return out
+
+
+def payloads(jpegs: list[tuple[bytes, int, int]], n: int) -> list[bytes]:
+    return [encode_frame(new_header(AGENT, SITE, CAMERA, j, w, h), j) for j, w, h in (jpegs[i % len(jpegs)] for i in range(n))]
+
+
+def publish_all(port: int, topic: str, msgs: list[bytes]) -> float:
+    """Publish QoS 1 as fast as the broker acknowledges; returns the start time."""
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    pub.max_inflight_messages_set(100)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    start = time.perf_counter()
+    infos = [pub.publish(topic, m, qos=1) for m in msgs]
+    for info in infos:
+        info.wait_for_publish(timeout=120)
+    pub.loop_stop()
+    pub.disconnect()
+    return start
+
+
+def raw_rate(port: int, topic: str, msgs: list[bytes]) -> float:
+    done, count = threading.Event(), [0]
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw-sub")
+
+    def on_message(*_: object) -> None:
+        count[0] += 1
+        if count[0] == len(msgs):
+            done.set()
+
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    start = publish_all(port, topic, msgs)
+    done.wait(300)
+    elapsed = time.perf_counter() - start
+    sub.loop_stop()
+    sub.disconnect()
+    return count[0] / elapsed
+
+
+def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float, dict]:
+    http = free_port()
+    cfg = tmp / "hub.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp / "hub"}"\n[http]\nport = {http}\n[mqtt]\nembedded = false\nport = {port}\n'
+        f'client_id = "bench-hub"\n[ingest]\nbatch_size = 128\nqueue_size = 4096\n'
+    )
+    log = open(tmp / "hub.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(http, 120)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
+        api.post("/api/v1/sites", json={"name": SITE}).raise_for_status()
+        api.post(f"/api/v1/sites/{SITE}/cameras", json={"name": CAMERA}).raise_for_status()
+        time.sleep(1.0)
+        start = publish_all(port, topic, msgs)
+        deadline = time.monotonic() + 600
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            stats = api.get("/api/v1/ingest/stats").json()
+            if int(stats.get("accepted", 0)) + int(stats.get("duplicates", 0)) >= len(msgs):
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        return int(stats.get("accepted", 0)) / elapsed, stats
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=2000)
+    args = ap.parse_args()
+    jpegs = make_jpegs(min(args.frames, 300))
+    size = sum(len(j) for j, _, _ in jpegs) / len(jpegs) / 1024
+    topic = Topics().frame(SITE, CAMERA)
+    with mosquitto() as port:
+        raw = raw_rate(port, topic, payloads(jpegs, args.frames))
+        with tempfile.TemporaryDirectory() as tmp:
+            hub, stats = hub_rate(port, topic, payloads(jpegs, args.frames), Path(tmp))
+    print(f"frames: {args.frames} x {size:.0f} KB JPEG (QoS 1, Mosquitto on loopback)")
+    print(f"raw broker rate (paho pub -> paho sub, no work): {raw:8.0f} frames/s")
+    print(f"hub ingest (object + row + ack, SQLite + dir):    {hub:8.0f} frames/s   stats: {stats}")
+    print(f"ratio hub / raw: {hub / raw:.2f}   (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Database side of ingest: name look-ups, idempotent inserts (ON CONFLICT DO NOTHING), agent status upserts.
+
+Portable between SQLite and PostgreSQL: both dialects support ``INSERT … ON CONFLICT DO NOTHING … RETURNING``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from camfleet_hub.db.models import (
+    Agent,
+    AgentState,
+    Blob,
+    Camera,
+    Classifier,
+    DeadLetter,
+    Frame,
+    Image,
+    ImageSource,
+    ImageStatus,
+    Site,
+)
+from camfleet_hub.db.types import utcnow
+from camfleet_hub.ingest.validate import StatusUpdate, ValidFrame
+
+
+def _table(model: Any) -> Table:
+    return model.__table__  # type: ignore[no-any-return]
+
+
+def insert_ignore(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], conflict: Sequence[str], returning: Any = None
+) -> list[Any]:
+    """INSERT rows, silently skipping those that hit the unique key ``conflict``; returns RETURNING rows if asked."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(_table(model))
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(_table(model))
+    else:
+        raise RuntimeError(f"database dialect {dialect!r} is not supported (use sqlite or postgresql)")
+    stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
+    if returning is None:
+        session.execute(stmt, list(rows))
+        return []
+    return list(session.execute(stmt.returning(returning), list(rows)).scalars())
+
+
+@dataclass
+class SiteIndex:
+    """Ids of the sites, cameras and classifiers a batch mentions."""
+
+    sites: dict[str, int]
+    cameras: dict[tuple[str, str], int]
+    classifiers: dict[int, list[int]]
+
+
+def resolve_names(
+    session: Session, pairs: Iterable[tuple[str, str]], register: set[tuple[str, str]] | None = None
+) -> SiteIndex:
+    """Look up sites and cameras by name; cameras in ``register`` (of known sites) are created when missing."""
+    pairs = set(pairs)
+    site_names = {s for s, _c in pairs}
+    sites: dict[str, int] = {}
+    if site_names:
+        sites = {n: i for i, n in session.execute(select(Site.id, Site.name).where(Site.name.in_(site_names)))}
+    wanted = [(sites[s], c) for s, c in pairs if s in sites]
+    if register:
+        new = [{"site_id": sites[s], "name": c} for s, c in register if s in sites]
+        insert_ignore(session, Camera, new, ["site_id", "name"])
+    cameras: dict[tuple[str, str], int] = {}
+    classifiers: dict[int, list[int]] = {}
+    if wanted:
+        by_id = {i: n for n, i in sites.items()}
+        rows = session.execute(
+            select(Camera.id, Camera.site_id, Camera.name).where(
+                Camera.site_id.in_({s for s, _ in wanted}), Camera.name.in_({c for _, c in wanted})
+            )
+        )
+        cameras = {(by_id[site_id], name): cam_id for cam_id, site_id, name in rows}
+        for clf_id, site_id in session.execute(
+            select(Classifier.id, Classifier.site_id).where(Classifier.site_id.in_(set(sites.values())))
+        ):
+            classifiers.setdefault(site_id, []).append(clf_id)
+    return SiteIndex(sites=sites, cameras=cameras, classifiers=classifiers)
+
+
+@dataclass
+class FrameOutcome:
+    """What became of each frame of a batch, by frame_id."""
+
+    inserted: list[str]
+    duplicates: list[str]
+    conflicts: list[str]  # frame_id already stored with different image bytes
+
+
+def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteIndex) -> FrameOutcome:
+    """Insert blobs, frames and NEW dataset images (one per classifier of the site), all idempotently."""
+    if not frames:
+        return FrameOutcome([], [], [])
+    now = utcnow()
+    blobs = {
+        f.header.sha256: {"sha256": f.header.sha256, "size": len(f.jpeg), "width": f.width, "height": f.height,
+                          "format": "JPEG", "created_at": now}
+        for f in frames
+    }
+    insert_ignore(session, Blob, list(blobs.values()), ["sha256"])
+    rows = [
+        {
+            "frame_id": f.header.frame_id,
+            "site_id": index.sites[f.topic.site],
+            "camera_id": index.cameras[(f.topic.site, f.topic.camera or "")],
+            "agent": f.header.agent,
+            "captured_at": f.header.captured_at,
+            "received_at": now,
+            "sha256": f.header.sha256,
+            "width": f.width,
+            "height": f.height,
+            "reason": f.header.reason,
+            "predictions": [p.model_dump(mode="json") for p in f.header.predictions],
+        }
+        for f in frames
+    ]
+    inserted = set(insert_ignore(session, Frame, rows, ["frame_id"], returning=Frame.frame_id))
+    others = [f for f in frames if f.header.frame_id not in inserted]
+    stored_sha: dict[str, str] = {}
+    if others:
+        stored_sha = dict(
+            session.execute(
+                select(Frame.frame_id, Frame.sha256).where(Frame.frame_id.in_({f.header.frame_id for f in others}))
+            ).tuples()
+        )
+    duplicates = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) == f.header.sha256]
+    conflicts = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) != f.header.sha256]
+
+    images = []
+    last_seen: dict[int, datetime] = {}
+    for f in frames:
+        if f.header.frame_id not in inserted:
+            continue
+        site_id = index.sites[f.topic.site]
+        cam_id = index.cameras[(f.topic.site, f.topic.camera or "")]
+        last_seen[cam_id] = now
+        for clf_id in index.classifiers.get(site_id, []):
+            images.append(
+                {
+                    "classifier_id": clf_id,
+                    "sha256": f.header.sha256,
+                    "status": ImageStatus.NEW.value,
+                    "source": ImageSource.CAMERA.value,
+                    "frame_id": f.header.frame_id,
+                    "original_name": f"{f.topic.camera}/{f.header.frame_id}.jpg",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    # The unique (classifier, sha256) key also skips images the site already has, DELETED ones included.
+    insert_ignore(session, Image, images, ["classifier_id", "sha256"])
+    for cam_id, seen in last_seen.items():
+        session.execute(update(Camera).where(Camera.id == cam_id).values(last_seen_at=seen))
+    order = [f.header.frame_id for f in frames]
+    return FrameOutcome(
+        inserted=[i for i in order if i in inserted], duplicates=duplicates, conflicts=conflicts
+    )
+
+
+def add_dead_letter(
+    session: Session, topic: str, reason: str, detail: str, size: int, payload_sha256: str | None
+) -> None:
+    """Record a rejected message (its payload is already in the store under ``dead/``)."""
+    session.add(
+        DeadLetter(
+            received_at=utcnow(),
+            topic=topic[:512],
+            reason=reason[:64],
+            detail=detail[:2000],
+            size=size,
+            payload_sha256=payload_sha256,
+        )
+    )
+
+
+def apply_status(session: Session, update_: StatusUpdate) -> bool:
+    """Upsert the agent row and register its cameras; False when the site is unknown (try again later)."""
+    site_id = session.execute(select(Site.id).where(Site.name == update_.site)).scalar_one_or_none()
+    if site_id is None:
+        return False
+    insert_ignore(session, Agent, [{"site_id": site_id, "name": update_.agent, "state": AgentState.OFFLINE.value}],
+                  ["site_id", "name"])
+    agent = session.execute(select(Agent).where(Agent.site_id == site_id, Agent.name == update_.agent)).scalar_one()
+    status = update_.status
+    if update_.offline:
+        # Last will (or a clean shutdown): keep the last full status, only the state changes.
+        agent.state = AgentState.OFFLINE.value
+        return True
+    assert status is not None
+    if agent.last_seen_at is not None and status.ts < agent.last_seen_at:
+        return True  # an older retained status replayed after a newer one: keep the newer
+    agent.state = AgentState.ONLINE.value
+    agent.status = status.model_dump(mode="json")
+    agent.last_seen_at = status.ts
+    if status.software_version:
+        agent.software_version = status.software_version
+    if status.cameras:
+        insert_ignore(session, Camera, [{"site_id": site_id, "name": c} for c in status.cameras], ["site_id", "name"])
+    return True

@@ -1,0 +1,333 @@
+"""The MQTT frame ingest worker: at-least-once, idempotent, acknowledging only what is committed.
+
+paho's network thread only puts messages into a bounded queue (back-pressure: when it is full the network thread
+waits and the broker stops sending beyond its in-flight window). One worker thread drains the queue in batches:
+validate → store objects → one DB transaction → commit → acknowledge every message of the batch in order. A crash
+anywhere before the acknowledgement means the broker redelivers (persistent session, ``clean_session=False``), and
+the unique keys (frame_id, sha256) make the redelivery a no-op. Rejected messages become dead letters (payload kept
+in the store under ``dead/``) and are acknowledged too, so a poison message never blocks the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from camfleet_contract.topics import Topics
+from sqlalchemy.orm import Session, sessionmaker
+
+from camfleet_hub.comms.mqtt import MqttClient, Received
+from camfleet_hub.config import HubSettings
+from camfleet_hub.ingest import persist
+from camfleet_hub.ingest.stats import IngestStats
+from camfleet_hub.ingest.validate import Rejection, StatusUpdate, ValidFrame, validate_frame, validate_status
+from camfleet_hub.store.base import DEAD_PREFIX, ObjectStore
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "CAMFLEET_FAULT"
+FAULT_CRASH_AFTER_STORE = "crash_after_store"
+FAULT_EXIT_CODE = 17
+BATCH_WAIT_S = 0.02
+POLL_S = 0.2
+PENDING_STATUS_RETRY_S = 2.0
+MAX_PENDING_STATUSES = 10_000
+RETRY_ATTEMPTS = 3
+RETRY_MAX_SLEEP_S = 10.0
+
+FRAME = "frame"
+STATUS = "status"
+
+
+@dataclass
+class _Item:
+    """A queued message and what the worker decided about it."""
+
+    kind: str
+    msg: Received
+    frame: ValidFrame | None = None
+    status: StatusUpdate | None = None
+    rejection: Rejection | None = None
+
+
+@dataclass
+class _Batch:
+    items: list[_Item]
+    dead_sha: dict[int, str | None] = field(default_factory=dict)
+
+
+class IngestWorker:
+    """Subscribes to frames and agent statuses and writes them to the store and the database.
+
+    Example::
+
+        worker = IngestWorker(settings, sessions, store, IngestStats())
+        worker.start()   # connects in the background; returns at once
+        ...
+        worker.stop()
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        sessions: sessionmaker[Session],
+        store: ObjectStore,
+        stats: IngestStats,
+        topics: Topics | None = None,
+        on_exit: Callable[[int], None] = os._exit,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+        self.stats = stats
+        self.topics = topics or Topics(settings.mqtt.root)
+        self._exit = on_exit
+        self._fault = os.environ.get(FAULT_ENV, "").strip()
+        if self._fault:
+            log.warning("ingest fault injection active: %s=%s", FAULT_ENV, self._fault)
+        ingest = settings.ingest
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=ingest.queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_status: dict[tuple[str, str], _Item] = {}
+        self._pending_checked = 0.0
+        self.batches = 0
+        mqtt = settings.mqtt
+        self.client = MqttClient(
+            mqtt.host,
+            mqtt.port,
+            mqtt.client_id,
+            username=mqtt.username,
+            password=mqtt.password,
+            keepalive=mqtt.keepalive,
+            clean_session=False,
+            manual_ack=True,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, wait_s: float | None = None) -> bool:
+        """Start the worker thread, subscribe and connect; optionally wait for the broker's CONNACK."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
+            self._thread.start()
+            group = self.settings.mqtt.shared_group or None
+            self.client.subscribe(self.topics.frames_subscription(group), self._enqueue_frame, qos=1)
+            self.client.subscribe(self.topics.statuses_subscription(), self._enqueue_status, qos=1)
+        return self.client.start(wait_s)
+
+    def stop(self) -> None:
+        """Finish the batch in progress (committed and acknowledged), then disconnect."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.client.stop()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the ingest MQTT session is up."""
+        return self.client.connected
+
+    # ------------------------------------------------------------------ network thread side
+
+    def _put(self, item: _Item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _enqueue_frame(self, msg: Received) -> None:
+        self._put(_Item(FRAME, msg))
+
+    def _enqueue_status(self, msg: Received) -> None:
+        self._put(_Item(STATUS, msg))
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _next_batch(self) -> list[_Item]:
+        """Up to ``batch_size`` messages: whatever is queued now, plus what arrives within ~20 ms."""
+        try:
+            first = self._queue.get(timeout=POLL_S)
+        except queue.Empty:
+            return []
+        items = [first]
+        limit = self.settings.ingest.batch_size
+        deadline = time.monotonic() + BATCH_WAIT_S
+        while len(items) < limit:
+            try:
+                items.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                items.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return items
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            items = self._next_batch()
+            if items:
+                self._handle_with_retry(items)
+            if self._pending_status and time.monotonic() - self._pending_checked > PENDING_STATUS_RETRY_S:
+                self._retry_pending_statuses()
+
+    def _handle_with_retry(self, items: list[_Item]) -> None:
+        """Process a batch; on a database/store error retry, then split it so one bad message cannot block all."""
+        attempt = 0
+        while True:
+            try:
+                self._handle(items)
+                return
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                attempt += 1
+                log.exception("ingest batch of %d failed (attempt %d): %s", len(items), attempt, exc)
+                if self._stop.is_set():
+                    return  # unacknowledged: the broker redelivers after reconnect
+                if attempt >= RETRY_ATTEMPTS and len(items) > 1:
+                    for item in items:
+                        self._handle_with_retry([item])
+                    return
+                if attempt >= RETRY_ATTEMPTS and len(items) == 1:
+                    if self._give_up(items[0], exc):
+                        return
+                time.sleep(min(RETRY_MAX_SLEEP_S, 0.5 * 2**attempt))
+
+    def _give_up(self, item: _Item, exc: Exception) -> bool:
+        """Dead-letter a single message that keeps failing; False if even that fails (the DB is down: keep trying)."""
+        item.rejection = Rejection("internal_error", f"{type(exc).__name__}: {exc}")
+        item.frame = item.status = None
+        try:
+            self._finish(_Batch([item]), [])
+        except Exception:  # noqa: BLE001
+            log.exception("ingest: could not dead-letter a failing message on %s", item.msg.topic)
+            return False
+        return True
+
+    def _handle(self, items: list[_Item]) -> None:
+        ingest = self.settings.ingest
+        for item in items:
+            item.frame = item.status = item.rejection = None
+            try:
+                if item.kind == FRAME:
+                    item.frame = validate_frame(
+                        self.topics, item.msg.topic, item.msg.payload, ingest.max_frame_bytes, ingest.max_pixels
+                    )
+                else:
+                    item.status = validate_status(self.topics, item.msg.topic, item.msg.payload)
+            except Rejection as rej:
+                item.rejection = rej
+        self._finish(_Batch(items), [i for i in items if i.frame is not None])
+
+    def _finish(self, batch: _Batch, framed: list[_Item]) -> None:
+        """Resolve names, store objects, commit one transaction, then count and acknowledge."""
+        outcome = persist.FrameOutcome([], [], [])
+        with self.sessions() as session:
+            if framed:
+                pairs = {(i.frame.topic.site, i.frame.topic.camera or "") for i in framed if i.frame}
+                register = pairs if self.settings.ingest.auto_register_cameras else None
+                index = persist.resolve_names(session, pairs, register)
+                accepted: list[ValidFrame] = []
+                seen: set[str] = set()
+                for item in framed:
+                    frame = item.frame
+                    assert frame is not None
+                    site, camera = frame.topic.site, frame.topic.camera or ""
+                    if site not in index.sites:
+                        item.rejection, item.frame = Rejection("unknown_site", f"site {site!r} is not registered"), None
+                    elif (site, camera) not in index.cameras:
+                        item.rejection, item.frame = (
+                            Rejection("unknown_camera", f"camera {camera!r} of site {site!r} is not registered"),
+                            None,
+                        )
+                    elif frame.header.frame_id not in seen:
+                        seen.add(frame.header.frame_id)
+                        accepted.append(frame)
+                self._store_objects(accepted)
+                outcome = persist.write_frames(session, accepted, index)
+                conflicts = set(outcome.conflicts)
+                for item in framed:
+                    if item.frame is not None and item.frame.header.frame_id in conflicts:
+                        fid = item.frame.header.frame_id
+                        item.rejection = Rejection(
+                            "frame_id_conflict", f"frame_id {fid!r} was already stored with different image bytes"
+                        )
+                        conflicts.discard(fid)
+            for item in batch.items:
+                if item.kind == STATUS and item.status is not None and item.rejection is None:
+                    if not persist.apply_status(session, item.status):
+                        self._remember_status(item)
+            for item in batch.items:
+                if item.rejection is not None:
+                    sha = self.store.put(item.msg.payload, DEAD_PREFIX) if item.msg.payload else None
+                    persist.add_dead_letter(
+                        session, item.msg.topic, item.rejection.reason, item.rejection.detail, len(item.msg.payload), sha
+                    )
+            session.commit()
+        self._account(batch, outcome)
+        for item in batch.items:
+            self.client.ack(item.msg.mid, item.msg.qos)
+        self.batches += 1
+
+    def _store_objects(self, frames: list[ValidFrame]) -> None:
+        """Write the JPEGs (idempotent); the crash fault fires right after the first write of a batch."""
+        for n, frame in enumerate(frames):
+            self.store.put(frame.jpeg)
+            if n == 0 and self._fault == FAULT_CRASH_AFTER_STORE:
+                log.error("fault injection: exiting after the first object write of a batch (before commit/ack)")
+                logging.shutdown()
+                self._exit(FAULT_EXIT_CODE)
+
+    def _account(self, batch: _Batch, outcome: persist.FrameOutcome) -> None:
+        """Update counters and log rejections, after the commit succeeded."""
+        accepted = len(outcome.inserted)
+        duplicates = sum(1 for i in batch.items if i.frame is not None and i.rejection is None) - accepted
+        if accepted:
+            self.stats.add_accepted(accepted)
+        if duplicates:
+            self.stats.add_duplicate(duplicates)
+        for item in batch.items:
+            if item.rejection is not None:
+                self.stats.add_rejected(item.rejection.reason)
+                log.warning(
+                    "ingest rejected %s (%d bytes): %s: %s",
+                    item.msg.topic,
+                    len(item.msg.payload),
+                    item.rejection.reason,
+                    item.rejection.detail,
+                )
+            elif item.kind == STATUS:
+                self.stats.add_status()
+
+    def _remember_status(self, item: _Item) -> None:
+        """Keep the latest status of an agent whose site does not exist yet; applied once the site appears."""
+        assert item.status is not None
+        key = (item.status.site, item.status.agent)
+        if key in self._pending_status or len(self._pending_status) < MAX_PENDING_STATUSES:
+            self._pending_status[key] = item
+        log.info("ingest: status of agent %r for unknown site %r kept until the site exists", key[1], key[0])
+
+    def _retry_pending_statuses(self) -> None:
+        self._pending_checked = time.monotonic()
+        try:
+            with self.sessions() as session:
+                done = [k for k, item in self._pending_status.items() if item.status and persist.apply_status(session, item.status)]
+                session.commit()
+        except Exception:  # noqa: BLE001
+            log.exception("ingest: applying pending agent statuses failed")
+            return
+        for key in done:
+            del self._pending_status[key]

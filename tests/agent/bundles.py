@@ -1,0 +1,123 @@
+"""Tiny, real, signed model bundles for tests, built with the `onnx` helper API (no torch).
+
+The model follows the bundle contract: input ``image`` (N, 3, 224, 224) float32 → ``embedding`` (the per-channel
+mean, L2-normalised: GlobalAveragePool → Flatten → ReduceL2 → Div) and ``logits`` (embedding @ W). It "sees"
+colour only, which is enough to tell a test's frames apart and is fast on any CPU.
+
+Usage::
+
+    seed = generate_signing_key()
+    manifest = build_bundle(tmp_path / "b", seed, classifier="clothes", version="3")
+    data = bundle_zip(seed, version="4")            # the same bundle as zip bytes, for an HTTP server
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from camfleet_contract.anomaly import AnomalyCalibration, calibrate
+from camfleet_contract.bundle import MODEL, Manifest, pack_bundle, sign_bundle
+from camfleet_contract.images import Preprocessing
+from camfleet_contract.messages import ModelAnnouncement
+from camfleet_contract.neighbours import NeighbourIndex
+
+DEFAULT_CLASSES = ("dress", "hat", "shoes")
+EMBEDDING_DIM = 3
+OPSET = 17
+IR_VERSION = 8
+
+
+def tiny_onnx_model(num_classes: int, seed: int = 0, scale: float = 8.0) -> bytes:
+    """Serialized ONNX model: image → (logits, L2-normalised colour embedding); dynamic batch."""
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((EMBEDDING_DIM, num_classes)) * scale).astype(np.float32)
+    eps = np.array([1e-6], dtype=np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("ReduceL2", ["flat"], ["norm"], axes=[1], keepdims=1),
+        helper.make_node("Add", ["norm", "eps"], ["norm_eps"]),
+        helper.make_node("Div", ["flat", "norm_eps"], ["embedding"]),
+        helper.make_node("MatMul", ["embedding", "weight"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "camfleet-tiny",
+        inputs=[helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        outputs=[
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING_DIM]),
+        ],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(eps, "eps")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="camfleet-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _calibration(with_index: bool) -> AnomalyCalibration:
+    """A fixed, plausible calibration: most confident, near frames pass; unsure or far ones are flagged."""
+    probs = np.linspace(0.55, 0.99, 20)
+    distances = np.linspace(0.001, 0.05, 20) if with_index else None
+    return calibrate(probs, distances, target_flag_rate=0.05, k=3)
+
+
+def build_bundle(
+    dest: Path,
+    seed_hex: str,
+    classifier: str = "clothes",
+    version: str = "1",
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    with_index: bool = True,
+    model_seed: int = 0,
+    onnx_bytes: bytes | None = None,
+) -> Manifest:
+    """Write a signed bundle folder at `dest` (created); `onnx_bytes` replaces the model (e.g. garbage)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / MODEL).write_bytes(onnx_bytes if onnx_bytes is not None else tiny_onnx_model(len(classes), model_seed))
+    if with_index:
+        rng = np.random.default_rng(model_seed + 1)
+        emb = np.abs(rng.standard_normal((12, EMBEDDING_DIM))).astype(np.float32) + 0.5
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        NeighbourIndex.build(emb, np.arange(12) % len(classes)).save(dest)
+    manifest = Manifest(
+        classifier=classifier,
+        version=version,
+        classes=list(classes),
+        backbone="tiny-colour-test",
+        embedding_dim=EMBEDDING_DIM,
+        preprocessing=Preprocessing(size=224, resize=224),
+        anomaly=_calibration(with_index),
+        metrics={"note": "test bundle"},
+    )
+    return sign_bundle(dest, manifest, seed_hex)
+
+
+def bundle_zip(seed_hex: str, **kwargs: object) -> bytes:
+    """The bundle of `build_bundle(...)` as zip bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        build_bundle(Path(tmp) / "bundle", seed_hex, **kwargs)  # type: ignore[arg-type]
+        return pack_bundle(Path(tmp) / "bundle")
+
+
+def announcement_for(data: bytes, url: str, classifier: str, version: str, signature: str | None = None,
+                     classes: Sequence[str] = DEFAULT_CLASSES) -> ModelAnnouncement:
+    """A model announcement for zip bytes served at `url` (a path on the hub)."""
+    return ModelAnnouncement(
+        classifier=classifier,
+        version=version,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        url=url,
+        signature=signature or "0" * 128,
+        classes=list(classes),
+    )
