@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_ADMIN=${CAMFLEET_TEST_PG_ADMIN:-postgresql://postgres@127.0.0.1:5432/postgres}
+# The Debian cluster the tests use (tests/conftest.py expects main on 5432 unless CAMFLEET_TEST_PG_ADMIN is set).
+PG_CLUSTER=${CAMFLEET_PG_CLUSTER:-main}
+PG_PORT=${CAMFLEET_PG_PORT:-5432}
+PG_ADMIN=${CAMFLEET_TEST_PG_ADMIN:-postgresql://postgres@127.0.0.1:$PG_PORT/postgres}
 # Used when the default role has no loopback trust auth (a fresh Debian install uses passwords there).
 PG_FALLBACK_ROLE=camfleet_test
-PG_FALLBACK_ADMIN="postgresql://$PG_FALLBACK_ROLE:$PG_FALLBACK_ROLE@127.0.0.1:5432/postgres"
+PG_FALLBACK_ADMIN="postgresql://$PG_FALLBACK_ROLE:$PG_FALLBACK_ROLE@127.0.0.1:$PG_PORT/postgres"
 
 say() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -40,23 +43,23 @@ if [[ -n "${CAMFLEET_TEST_PG_ADMIN:-}" ]]; then
 fi
 
 VERSION=$(ls /etc/postgresql | sort -V | tail -n1)
-if ! pg_lsclusters -h 2>/dev/null | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
-    [[ $(id -u) -eq 0 ]] || die "no PostgreSQL $VERSION cluster 'main' (as root: pg_createcluster $VERSION main)"
-    say "creating PostgreSQL $VERSION cluster main"
-    pg_createcluster "$VERSION" main >/dev/null
+cluster_line() { pg_lsclusters -h 2>/dev/null | awk -v v="$VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c'; }
+if [[ -z "$(cluster_line)" ]]; then
+    [[ $(id -u) -eq 0 ]] || die "no PostgreSQL $VERSION cluster $PG_CLUSTER (as root: pg_createcluster $VERSION $PG_CLUSTER)"
+    say "creating PostgreSQL $VERSION cluster $PG_CLUSTER on port $PG_PORT"
+    pg_createcluster --port "$PG_PORT" "$VERSION" "$PG_CLUSTER" >/dev/null
 fi
-STATUS=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $3, $4}')
-PORT=${STATUS%% *}
-[[ "$PORT" == 5432 ]] || die "PostgreSQL $VERSION/main uses port $PORT; the tests expect 5432 (or set CAMFLEET_TEST_PG_ADMIN)"
-if [[ "$STATUS" != *online* ]]; then
-    say "starting PostgreSQL $VERSION/main"
-    pg_ctlcluster --skip-systemctl-redirect "$VERSION" main start
+read -r _ _ PORT STATUS _ <<<"$(cluster_line)"
+[[ "$PORT" == "$PG_PORT" ]] || die "PostgreSQL $VERSION/$PG_CLUSTER uses port $PORT, not $PG_PORT (set CAMFLEET_TEST_PG_ADMIN)"
+if [[ "$STATUS" != online* ]]; then
+    say "starting PostgreSQL $VERSION/$PG_CLUSTER"
+    pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$PG_CLUSTER" start
 fi
 for _ in $(seq 1 60); do
-    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
     sleep 0.5
 done
-pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL does not accept connections on 127.0.0.1:5432"
+pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || die "PostgreSQL does not accept connections on 127.0.0.1:$PG_PORT"
 
 if pg_ok "$PG_ADMIN"; then
     say "PostgreSQL ready at $PG_ADMIN"
@@ -67,7 +70,7 @@ else
     # password rather than weakening authentication; tests/conftest.py tries it after the default URL.
     [[ $(id -u) -eq 0 ]] || die "cannot connect as $PG_ADMIN; as root re-run this script, or set CAMFLEET_TEST_PG_ADMIN"
     say "creating role $PG_FALLBACK_ROLE (CREATEDB, password auth on loopback)"
-    runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres <<SQL
+    runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_FALLBACK_ROLE') THEN
     CREATE ROLE $PG_FALLBACK_ROLE LOGIN CREATEDB PASSWORD '$PG_FALLBACK_ROLE';

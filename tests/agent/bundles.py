@@ -14,7 +14,9 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate
-from camfleet_contract.bundle import MODEL, Manifest, pack_bundle, sign_bundle
+from camfleet_contract.bundle import MODEL, SIGNATURE, Manifest, pack_bundle, sign_bundle
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.messages import ModelAnnouncement
 from camfleet_contract.neighbours import NeighbourIndex
@@ -109,15 +111,29 @@ def bundle_zip(seed_hex: str, **kwargs: object) -> bytes:
         return pack_bundle(Path(tmp) / "bundle")
 
 
-def announcement_for(data: bytes, url: str, classifier: str, version: str, signature: str | None = None,
-                     classes: Sequence[str] = DEFAULT_CLASSES) -> ModelAnnouncement:
-    """A model announcement for zip bytes served at `url` (a path on the hub)."""
+def _zip_signature(data: bytes) -> str:
+    """The manifest signature inside a bundle zip, or a dummy one when the zip is unreadable."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return zf.read(SIGNATURE).decode().strip()
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError):
+        return "0" * 128
+
+
+def announcement_for(
+    data: bytes,
+    url: str,
+    classifier: str = "clothes",
+    version: str = "1",
+    classes: Sequence[str] = DEFAULT_CLASSES,
+) -> ModelAnnouncement:
+    """The announcement the hub would publish for zip bytes served at `url` (a path on the hub)."""
     return ModelAnnouncement(
         classifier=classifier,
         version=version,
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
         url=url,
-        signature=signature or "0" * 128,
+        signature=_zip_signature(data),
         classes=list(classes),
     )

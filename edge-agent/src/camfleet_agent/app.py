@@ -20,6 +20,11 @@ from .pipeline import CameraPipeline, Identity
 log = logging.getLogger(__name__)
 
 
+def _stopper(pipeline: CameraPipeline) -> Callable[[bool], None]:
+    """A stop callback bound to one pipeline (clean or not, a camera stops the same way)."""
+    return lambda _clean: pipeline.stop()
+
+
 class Agent:
     """One agent process: fleet key → models → MQTT → camera pipelines → status reporter.
 
@@ -78,7 +83,7 @@ class Agent:
                 )
                 pipeline.start()
                 self.pipelines[cam.name] = pipeline
-                self._stack.append((f"camera {cam.name}", lambda _clean, p=pipeline: p.stop()))
+                self._stack.append((f"camera {cam.name}", _stopper(pipeline)))
 
             self._status_stop.clear()
             self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ SourceKind = Literal["file", "folder", "stream", "usb"]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+STREAM_TIMEOUT_MS = 10_000
 
 
 class CaptureError(RuntimeError):
@@ -60,31 +61,33 @@ def source_kind(source: str) -> SourceKind:
 class Pacer:
     """Spaces ticks `1/fps` apart without bursting after a stall; sleeping wakes early on stop."""
 
-    def __init__(self, fps: float) -> None:
+    def __init__(self, fps: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.period = 1.0 / fps
-        self._next = time.monotonic()
+        self._clock = clock
+        self._next = clock()
 
     def due(self) -> bool:
-        return time.monotonic() >= self._next
+        return self._clock() >= self._next
 
     def wait(self, stop: threading.Event) -> bool:
         """Sleep until the next tick; False when stopped meanwhile."""
-        delay = self._next - time.monotonic()
+        delay = self._next - self._clock()
         if delay > 0 and stop.wait(delay):
             return False
         return not stop.is_set()
 
     def tick(self) -> None:
-        self._next = max(self._next + self.period, time.monotonic())
+        self._next = max(self._next + self.period, self._clock())
 
 
 class FrameSource:
     """Base class: paces, stamps and counts frames; subclasses produce raw RGB frames."""
 
-    def __init__(self, source: str, fps: float, loop: bool = True) -> None:
+    def __init__(self, source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.fps = fps
         self.loop = loop
+        self.clock = clock
         self._seq = 0
 
     def _stamp(self, rgb: np.ndarray) -> CapturedFrame:
@@ -109,8 +112,8 @@ def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
 class FolderSource(FrameSource):
     """Replays the images of a folder in file-name order; unreadable files are skipped with a warning."""
 
-    def __init__(self, source: str, fps: float, loop: bool = True) -> None:
-        super().__init__(source, fps, loop)
+    def __init__(self, source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(source, fps, loop, clock)
         self.folder = Path(source).expanduser()
         self._warned: set[str] = set()
 
@@ -131,7 +134,7 @@ class FolderSource(FrameSource):
             return None
 
     def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
-        pacer = Pacer(self.fps)
+        pacer = Pacer(self.fps, self.clock)
         while not stop.is_set():
             delivered = 0
             for path in self._files():
@@ -152,15 +155,31 @@ class FolderSource(FrameSource):
 class VideoSource(FrameSource):
     """OpenCV VideoCapture: files replay frame by frame; streams and USB reconnect with backoff."""
 
-    def __init__(self, source: str, fps: float, loop: bool = True, kind: SourceKind = "file") -> None:
-        super().__init__(source, fps, loop)
+    def __init__(
+        self,
+        source: str,
+        fps: float,
+        loop: bool = True,
+        kind: SourceKind = "file",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(source, fps, loop, clock)
         self.kind = kind
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
 
     def _open(self) -> cv2.VideoCapture | None:
-        target: str | int = int(self.source) if self.kind == "usb" else self.source
-        cap = cv2.VideoCapture(target)
+        if self.kind == "file":
+            cap = cv2.VideoCapture(self.source)
+        else:  # bounded waits, so a dead camera is noticed and reconnected instead of hanging the thread
+            target: str | int = int(self.source) if self.kind == "usb" else self.source
+            timeouts = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                STREAM_TIMEOUT_MS,
+            ]
+            cap = cv2.VideoCapture(target, cv2.CAP_ANY, timeouts)
         if not cap.isOpened():
             cap.release()
             return None
@@ -189,7 +208,7 @@ class VideoSource(FrameSource):
             self._release()
 
     def _file_frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
-        pacer = Pacer(self.fps)
+        pacer = Pacer(self.fps, self.clock)
         while not stop.is_set():
             cap = self._open()
             if cap is None:
@@ -211,7 +230,7 @@ class VideoSource(FrameSource):
                 return
 
     def _live_frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
-        pacer = Pacer(self.fps)
+        pacer = Pacer(self.fps, self.clock)
         backoff = BACKOFF_START_S
         while not stop.is_set():
             cap = self._open()
@@ -241,9 +260,9 @@ class VideoSource(FrameSource):
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
-def open_source(source: str, fps: float, loop: bool = True) -> FrameSource:
-    """The right FrameSource for a camera's `source` string."""
+def open_source(source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> FrameSource:
+    """The right FrameSource for a camera's `source` string (`clock` is injectable for tests)."""
     kind = source_kind(source)
     if kind == "folder":
-        return FolderSource(source, fps, loop)
-    return VideoSource(source, fps, loop, kind=kind)
+        return FolderSource(source, fps, loop, clock)
+    return VideoSource(source, fps, loop, kind=kind, clock=clock)

@@ -70,6 +70,7 @@ class ModelManager:
         on_change: Callable[[], None] | None = None,
         http: httpx.Client | None = None,
         retry_base_s: float = RETRY_BASE_S,
+        download_backoff_s: float = 1.0,
     ) -> None:
         self.models_dir = Path(data_dir) / "models"
         self.hub_url = hub_url.rstrip("/")
@@ -79,6 +80,7 @@ class ModelManager:
         self._http = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
         self._owns_http = http is None
         self.retry_base_s = retry_base_s
+        self.download_backoff_s = download_backoff_s
         self._lock = threading.Lock()
         self._active: dict[str, ClassifierRuntime] = {}
         self._latest: dict[str, ModelAnnouncement | None] = {}
@@ -126,6 +128,7 @@ class ModelManager:
 
     def stop(self) -> None:
         self._stop.set()
+        self._queue.put(("", None))  # wake the worker
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
@@ -151,6 +154,10 @@ class ModelManager:
             except queue.Empty:
                 pass
             else:
+                if self._stop.is_set():
+                    return
+                if not classifier:  # a stale wake-up from an earlier stop()
+                    continue
                 retries.pop(classifier, None)
                 self._latest[classifier] = announcement
                 self._attempt(classifier, announcement, 0, retries)
@@ -240,7 +247,7 @@ class ModelManager:
         last: Exception | None = None
         for attempt in range(DOWNLOAD_ATTEMPTS):
             if attempt:
-                if self._stop.wait(float(attempt)):
+                if self._stop.wait(self.download_backoff_s * attempt):
                     break
             try:
                 return self._fetch(url, announcement)
@@ -312,10 +319,12 @@ class ModelManager:
             old = self._active.get(classifier)
             self._active[classifier] = runtime
         clf_dir = self.models_dir / classifier
-        previous = old.version if old is not None else self._read_state(clf_dir).get("version")
-        if previous == runtime.version:
-            previous = self._read_state(clf_dir).get("previous")
-        self._write_state(clf_dir, runtime.version, previous if isinstance(previous, str) else None)
+        state = self._read_state(clf_dir)
+        candidate = old.version if old is not None else state.get("version")
+        if candidate == runtime.version:
+            candidate = state.get("previous")
+        previous = candidate if isinstance(candidate, str) else None
+        self._write_state(clf_dir, runtime.version, previous)
         self._prune(clf_dir, keep={runtime.version, previous})
         log.info("model %s: now %s (was %s)", classifier, runtime.version, old.version if old else "none")
         self._changed()

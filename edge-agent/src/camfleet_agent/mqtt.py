@@ -151,7 +151,7 @@ class AgentMqtt:
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
-            self._dispatch(msg.topic, msg.payload)
+            self._dispatch(msg.topic, bytes(msg.payload))
         except Exception:  # never let a handler bug kill paho's network thread
             log.exception("mqtt: handler failed for a message on %s", msg.topic)
 

@@ -149,11 +149,17 @@ class CameraPipeline:
             thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop both threads; the capture thread releases its source itself (never from under a blocked read)."""
         self._stop.set()
+        if not self._threads:
+            self.source.close()
         for thread in self._threads:
             thread.join(timeout)
+            if thread.is_alive():
+                log.warning(
+                    "camera %s: thread %s still blocked after %.0f s; leaving it", self.name, thread.name, timeout
+                )
         self._threads = []
-        self.source.close()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until a finite source has been fully processed (tests, `loop = false`)."""

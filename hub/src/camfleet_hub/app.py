@@ -1,9 +1,19 @@
-"""The hub builder: creates and starts every part in order, stops them in reverse; nothing starts at import."""
+"""The hub builder: creates and starts every part in order, stops them in reverse; nothing starts at import.
+
+Start order: data dir → database (engine + migrations) → object store → embedded broker (if enabled) → MQTT client
+→ ingest worker (if enabled) → HTTP (FastAPI via uvicorn, in its own thread). ``stop()`` walks back.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +24,15 @@ from camfleet_hub.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from camfleet_contract.topics import Topics
+    from camfleet_hub.broker import EmbeddedBroker
     from camfleet_hub.comms.mqtt import MqttClient
+    from camfleet_hub.ingest.worker import IngestWorker
+
+log = logging.getLogger(__name__)
+
+HTTP_START_TIMEOUT_S = 30.0
+MQTT_CONNECT_WAIT_S = 10.0
+RETAINED_FILE = "broker-retained.json"
 
 
 @dataclass
@@ -29,3 +47,188 @@ class HubServices:
     topics: Topics
     fleet_key: str  # ed25519 seed, hex; public key via camfleet_contract.signing.public_key_of
     ingest_stats: IngestStats
+
+
+class HubStartError(RuntimeError):
+    """A part of the hub could not start; the message says which and why."""
+
+
+class Hub:
+    """Builds the hub's parts from settings, starts them in order and stops them in reverse.
+
+    Example::
+
+        settings = load_settings(Path("hub.toml"))
+        with Hub(settings) as hub:       # start(): everything, HTTP served from a thread
+            print(hub.url)
+            hub.wait()                   # until stop is requested (signal handler → hub.request_stop())
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        *,
+        http: bool = True,
+        ingest: bool | None = None,
+        broker: bool | None = None,
+        publisher: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.with_http = http
+        self.with_ingest = settings.ingest.enabled if ingest is None else ingest
+        self.with_broker = settings.mqtt.embedded if broker is None else broker
+        self.with_publisher = publisher
+        self.services: HubServices | None = None
+        self.engine: Engine | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttClient | None = None
+        self.ingest: IngestWorker | None = None
+        self._server: Any = None
+        self._server_thread: threading.Thread | None = None
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self._stop_requested = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the REST API / web UI."""
+        return self.settings.http.base_url()
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> HubServices:
+        """Start every enabled part; on failure stop what was started and raise HubStartError."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> HubServices:
+        from camfleet_contract.signing import load_or_create_key
+        from camfleet_contract.topics import Topics
+        from camfleet_hub.comms.mqtt import MqttClient
+        from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+        from camfleet_hub.store.factory import make_store
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+
+        self.engine = engine = make_engine(s.db_url())
+        self._stops.append(("database", engine.dispose))
+        migrate(engine)
+        sessions = make_sessionmaker(engine)
+        log.info("database ready: %s", engine.url.render_as_string(hide_password=True))
+
+        store = make_store(s.store, base_dir=s.data_dir)
+        log.info("object store: %r", store)
+
+        if self.with_broker:
+            from camfleet_hub.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker(s.mqtt.host, s.mqtt.port, retained_file=s.resolve(RETAINED_FILE))
+            self.broker.start()
+            self._stops.append(("embedded broker", self.broker.stop))
+
+        topics = Topics(s.mqtt.root)
+        self.mqtt = MqttClient(
+            s.mqtt.host,
+            s.mqtt.port,
+            f"{s.mqtt.client_id}-pub-{uuid.uuid4().hex[:8]}",
+            username=s.mqtt.username,
+            password=s.mqtt.password,
+            keepalive=s.mqtt.keepalive,
+        )
+        if self.with_publisher:
+            self._stops.append(("mqtt client", self.mqtt.stop))
+            if not self.mqtt.start(MQTT_CONNECT_WAIT_S):
+                log.warning(
+                    "MQTT broker %s:%s not reachable yet; announcements are queued and sent once it is",
+                    s.mqtt.host,
+                    s.mqtt.port,
+                )
+
+        stats = IngestStats()
+        self.services = services = HubServices(
+            settings=s,
+            engine=engine,
+            sessions=sessions,
+            store=store,
+            mqtt=self.mqtt,
+            topics=topics,
+            fleet_key=load_or_create_key(s.key_path()),
+            ingest_stats=stats,
+        )
+
+        if self.with_ingest:
+            from camfleet_hub.ingest.worker import IngestWorker
+
+            self.ingest = IngestWorker(s, sessions, store, stats, topics)
+            self._stops.append(("ingest worker", self.ingest.stop))
+            if not self.ingest.start(MQTT_CONNECT_WAIT_S):
+                log.warning(
+                    "ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port
+                )
+
+        if self.with_http:
+            self._start_http(services)
+        return services
+
+    def _start_http(self, services: HubServices) -> None:
+        """Serve ``camfleet_hub.api.create_app(services)`` with uvicorn in a thread; wait until it listens."""
+        import uvicorn
+
+        from camfleet_hub.api import create_app
+
+        s = self.settings.http
+        config = uvicorn.Config(create_app(services), host=s.host, port=s.port, log_level="info", access_log=False)
+        server = uvicorn.Server(config)
+        self._server = server
+        thread = threading.Thread(target=server.run, name="http-server", daemon=True)
+        thread.start()
+        self._server_thread = thread
+        self._stops.append(("http server", self._stop_http))
+        deadline = time.monotonic() + HTTP_START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive():
+                raise HubStartError(f"HTTP server could not listen on http.host={s.host!r} http.port={s.port}")
+            if time.monotonic() > deadline:
+                raise HubStartError(f"HTTP server did not start within {HTTP_START_TIMEOUT_S:.0f}s")
+            time.sleep(0.05)
+        log.info("hub HTTP API and web UI at %s", self.url)
+
+    def _stop_http(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=30)
+        self._server = None
+        self._server_thread = None
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        """Ask ``wait()`` to return (safe from a signal handler)."""
+        self._stop_requested.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until ``request_stop()`` (or ``timeout_s``); True when stop was requested."""
+        return self._stop_requested.wait(timeout_s)
+
+    def stop(self) -> None:
+        """Stop every started part in reverse order; never raises."""
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+                log.info("stopped %s", name)
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                log.exception("error while stopping %s", name)
+
+    def __enter__(self) -> Hub:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

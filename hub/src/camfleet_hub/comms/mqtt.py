@@ -111,6 +111,8 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self.subscribed = threading.Event()
 
     def __repr__(self) -> str:
         return f"MqttClient({self.client_id!r} @ {self.host}:{self.port}, connected={self.connected})"
@@ -206,11 +208,20 @@ class MqttClient:
             getattr(flags, "session_present", None),
         )
 
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+        failed = [str(c) for c in codes if c.is_failure]
+        if failed:
+            log.warning("mqtt %s: broker refused subscription %s: %s", self.client_id, mid, ", ".join(failed))
+            return
+        self.subscribed.set()
+        log.info("mqtt %s: subscribed (granted %s)", self.client_id, ", ".join(str(c) for c in codes))
+
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _props: Any
     ) -> None:
         was = self.connected
         self._connected.clear()
+        self.subscribed.clear()
         if was and self._started:
             log.warning(
                 "mqtt %s: disconnected from %s:%s (%s); reconnecting", self.client_id, self.host, self.port, reason_code

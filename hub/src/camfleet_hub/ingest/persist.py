@@ -109,8 +109,14 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
         return FrameOutcome([], [], [])
     now = utcnow()
     blobs = {
-        f.header.sha256: {"sha256": f.header.sha256, "size": len(f.jpeg), "width": f.width, "height": f.height,
-                          "format": "JPEG", "created_at": now}
+        f.header.sha256: {
+            "sha256": f.header.sha256,
+            "size": len(f.jpeg),
+            "width": f.width,
+            "height": f.height,
+            "format": "JPEG",
+            "created_at": now,
+        }
         for f in frames
     }
     insert_ignore(session, Blob, list(blobs.values()), ["sha256"])
@@ -134,11 +140,9 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
     others = [f for f in frames if f.header.frame_id not in inserted]
     stored_sha: dict[str, str] = {}
     if others:
-        stored_sha = dict(
-            session.execute(
-                select(Frame.frame_id, Frame.sha256).where(Frame.frame_id.in_({f.header.frame_id for f in others}))
-            ).tuples()
-        )
+        wanted = {f.header.frame_id for f in others}
+        query = select(Frame.frame_id, Frame.sha256).where(Frame.frame_id.in_(wanted))
+        stored_sha = {frame_id: sha for frame_id, sha in session.execute(query)}
     duplicates = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) == f.header.sha256]
     conflicts = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) != f.header.sha256]
 
@@ -168,9 +172,7 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
     for cam_id, seen in last_seen.items():
         session.execute(update(Camera).where(Camera.id == cam_id).values(last_seen_at=seen))
     order = [f.header.frame_id for f in frames]
-    return FrameOutcome(
-        inserted=[i for i in order if i in inserted], duplicates=duplicates, conflicts=conflicts
-    )
+    return FrameOutcome(inserted=[i for i in order if i in inserted], duplicates=duplicates, conflicts=conflicts)
 
 
 def add_dead_letter(
@@ -194,8 +196,12 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
     site_id = session.execute(select(Site.id).where(Site.name == update_.site)).scalar_one_or_none()
     if site_id is None:
         return False
-    insert_ignore(session, Agent, [{"site_id": site_id, "name": update_.agent, "state": AgentState.OFFLINE.value}],
-                  ["site_id", "name"])
+    insert_ignore(
+        session,
+        Agent,
+        [{"site_id": site_id, "name": update_.agent, "state": AgentState.OFFLINE.value}],
+        ["site_id", "name"],
+    )
     agent = session.execute(select(Agent).where(Agent.site_id == site_id, Agent.name == update_.agent)).scalar_one()
     status = update_.status
     if update_.offline:

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from camfleet_contract.topics import Topics
 from sqlalchemy.orm import Session, sessionmaker
 
+from camfleet_contract.topics import Topics
 from camfleet_hub.comms.mqtt import MqttClient, Received
 from camfleet_hub.config import HubSettings
 from camfleet_hub.ingest import persist
@@ -274,7 +274,12 @@ class IngestWorker:
                 if item.rejection is not None:
                     sha = self.store.put(item.msg.payload, DEAD_PREFIX) if item.msg.payload else None
                     persist.add_dead_letter(
-                        session, item.msg.topic, item.rejection.reason, item.rejection.detail, len(item.msg.payload), sha
+                        session,
+                        item.msg.topic,
+                        item.rejection.reason,
+                        item.rejection.detail,
+                        len(item.msg.payload),
+                        sha,
                     )
             session.commit()
         self._account(batch, outcome)
@@ -324,7 +329,11 @@ class IngestWorker:
         self._pending_checked = time.monotonic()
         try:
             with self.sessions() as session:
-                done = [k for k, item in self._pending_status.items() if item.status and persist.apply_status(session, item.status)]
+                done = [
+                    k
+                    for k, item in self._pending_status.items()
+                    if item.status and persist.apply_status(session, item.status)
+                ]
                 session.commit()
         except Exception:  # noqa: BLE001
             log.exception("ingest: applying pending agent statuses failed")

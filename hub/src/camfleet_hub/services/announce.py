@@ -8,11 +8,11 @@ import threading
 import zipfile
 from typing import TYPE_CHECKING
 
-from camfleet_contract.bundle import SIGNATURE
-from camfleet_contract.messages import ModelAnnouncement, to_json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from camfleet_contract.bundle import SIGNATURE
+from camfleet_contract.messages import ModelAnnouncement, to_json
 from camfleet_hub.db.models import Classifier, ModelStatus, ModelVersion, Site
 from camfleet_hub.services import urls
 from camfleet_hub.store.base import ObjectStore

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy.orm import Session
+
 from camfleet_contract.bundle import BundleError, unpack_bundle
 from camfleet_contract.images import ImageError, decode_image
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
-from sqlalchemy.orm import Session
-
 from camfleet_hub.db.models import Classifier, ModelVersion
 from camfleet_hub.services import announce
 from camfleet_hub.services.errors import InvalidError, TooLargeError, UnavailableError
@@ -76,9 +76,7 @@ class RuntimeCache:
                 self._runtimes.move_to_end(model.id)
                 return runtime
             try:
-                runtime = ClassifierRuntime(
-                    self._bundle_dir(model), public_key=public_key_of(self.services.fleet_key)
-                )
+                runtime = ClassifierRuntime(self._bundle_dir(model), public_key=public_key_of(self.services.fleet_key))
             except BundleError as exc:
                 raise UnavailableError(f"model id={model.id} cannot be loaded: {exc}") from None
             self._runtimes[model.id] = runtime

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from camfleet_contract.topics import TopicError, validate_name
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Camera, Classifier, Group, Image, ImageStatus, ModelVersion, Site
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from camfleet_contract.images import ImageError, decode_image, probe_image
-from camfleet_contract.topics import TopicError, validate_name
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from camfleet_contract.images import ImageError, decode_image, probe_image
+from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Blob, Classifier, Group, Image, ImageSource, ImageStatus
 from camfleet_hub.services.errors import InvalidError, TooLargeError
 from camfleet_hub.store.base import ObjectStore, sha256_hex

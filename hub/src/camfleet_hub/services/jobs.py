@@ -53,7 +53,9 @@ def trainable_groups(session: Session, classifier: Classifier) -> dict[str, int]
     return {name: int(n) for name, n in rows}
 
 
-def create_job(session: Session, classifier: Classifier, mode: str = "quick", auto_promote: bool = False) -> TrainingJob:
+def create_job(
+    session: Session, classifier: Classifier, mode: str = "quick", auto_promote: bool = False
+) -> TrainingJob:
     """Queue a job; 409 while one is queued or running, 422 unless two groups have two confirmed images each."""
     # Serialise creators per classifier on PostgreSQL (SQLite ignores FOR UPDATE; its writers are serial).
     session.execute(select(Classifier.id).where(Classifier.id == classifier.id).with_for_update())
@@ -155,9 +157,7 @@ def claim(session: Session, worker: str, lease_seconds: float = LEASE_SECONDS) -
 
 
 def _held_by(job_id: int, worker: str) -> ColumnElement[bool]:
-    return and_(
-        TrainingJob.id == job_id, TrainingJob.status == JobStatus.RUNNING.value, TrainingJob.worker == worker
-    )
+    return and_(TrainingJob.id == job_id, TrainingJob.status == JobStatus.RUNNING.value, TrainingJob.worker == worker)
 
 
 def _lease_lost(session: Session, job_id: int, worker: str) -> ConflictError:

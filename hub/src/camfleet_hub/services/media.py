@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from camfleet_contract.images import ImageError, decode_image, thumbnail_jpeg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from camfleet_contract.images import ImageError, decode_image, thumbnail_jpeg
 from camfleet_hub.db.models import Blob, Camera, DeadLetter, Frame, Site
 from camfleet_hub.services import urls
 from camfleet_hub.services.crud import checked_name, get_site

@@ -12,18 +12,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from camfleet_contract.bundle import BundleError, Manifest, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
-from camfleet_contract.runtime import ClassifierRuntime
-from camfleet_contract.signing import public_key_of
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from camfleet_contract.bundle import BundleError, Manifest, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
+from camfleet_contract.runtime import ClassifierRuntime
+from camfleet_contract.signing import public_key_of
 from camfleet_hub.db.models import Classifier, JobStatus, ModelStatus, ModelVersion, Site, TrainingJob
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services import announce
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 from camfleet_hub.services.jobs import get_job
+from camfleet_hub.store.base import ObjectNotFound
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
@@ -84,7 +85,9 @@ def _store_model(
     for attempt in range(VERSION_RETRIES):
         version = _next_version(session, None if classifier is None else classifier.id)
         try:
-            packed, manifest, signature = resign(services, data, None if classifier is None else classifier.name, version)
+            packed, manifest, signature = resign(
+                services, data, None if classifier is None else classifier.name, version
+            )
         except BundleError as exc:
             session.rollback()
             raise InvalidError(f"file: bundle rejected: {exc}") from None
@@ -190,4 +193,7 @@ def put_default(services: HubServices, session: Session, data: bytes) -> ModelVe
 
 def bundle_bytes(services: HubServices, model: ModelVersion) -> bytes:
     """The signed zip of a registered model."""
-    return services.store.get(model.sha256, prefix=announce.BUNDLE_PREFIX)
+    try:
+        return services.store.get(model.sha256, prefix=announce.BUNDLE_PREFIX)
+    except ObjectNotFound:
+        raise NotFoundError(f"bundle of model id={model.id} is missing from the object store") from None

@@ -1,13 +1,17 @@
 """Object stores (directory, S3) behind one small interface, and the factory that picks one from settings."""
 
 from camfleet_hub.store.base import DEAD_PREFIX, DEFAULT_PREFIX, ObjectNotFound, ObjectStore, object_key, sha256_hex
+from camfleet_hub.store.directory import DirectoryStore
 from camfleet_hub.store.factory import make_store
+from camfleet_hub.store.s3 import S3Store
 
 __all__ = [
     "DEAD_PREFIX",
     "DEFAULT_PREFIX",
+    "DirectoryStore",
     "ObjectNotFound",
     "ObjectStore",
+    "S3Store",
     "make_store",
     "object_key",
     "sha256_hex",

@@ -1,0 +1,99 @@
+"""The hub's REST API and web page: ``create_app(services)`` wires one router per resource onto FastAPI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from camfleet_hub import __version__
+from camfleet_hub.api import (
+    blobs,
+    cameras,
+    classifiers,
+    classify,
+    frames,
+    groups,
+    health,
+    images,
+    imports,
+    ingest,
+    jobs,
+    models,
+    sites,
+    ui,
+)
+from camfleet_hub.api.deps import ApiState
+from camfleet_hub.api.errors import install_error_handlers
+from camfleet_hub.services.announce import announce_all
+from camfleet_hub.services.classify import RuntimeCache
+from camfleet_hub.services.media import ThumbnailCache
+from camfleet_hub.services.urls import API_PREFIX
+
+if TYPE_CHECKING:
+    from camfleet_hub.app import HubServices
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (
+    health,
+    sites,
+    cameras,
+    classifiers,
+    groups,
+    images,
+    imports,
+    jobs,
+    blobs,
+    models,
+    classify,
+    frames,
+    ingest,
+)
+
+DESCRIPTION = """REST API of the camfleet hub: sites, cameras, classifiers, groups and images (datasets),
+imports, training jobs (claimed by trainers under a lease), the model registry with signed bundles, REST
+classification, camera frames and ingest statistics. Errors are `{"detail": "..."}` naming the field and value.
+"""
+
+
+def create_app(services: HubServices) -> FastAPI:
+    """The FastAPI app over ``services``; re-announces every site's models when it starts."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(announce_all, services)
+        except Exception:  # a broker or database hiccup must not keep the API from starting
+            log.exception("start-up model announcement failed; it is repeated on the next promotion")
+        yield
+
+    app = FastAPI(
+        title="camfleet hub",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.api = ApiState(
+        runtimes=RuntimeCache(services),
+        thumbnails=ThumbnailCache(services.store, services.settings.ingest.max_pixels),
+    )
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(ui.router)
+    app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,99 @@
+"""REST classification: multipart ``files`` + form ``site``/``classifier``, or JSON with base64 images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from camfleet_hub.api.deps import ApiStateDep, ServicesDep, SessionDep
+from camfleet_hub.api.errors import invalid_from
+from camfleet_hub.schemas import ClassifyAnswer, ClassifyRequest
+from camfleet_hub.services import classify as service
+from camfleet_hub.services import crud
+from camfleet_hub.services.errors import InvalidError, TooLargeError
+
+router = APIRouter(tags=["classify"])
+
+BODIES: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files", "site", "classifier"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "site": {"type": "string"},
+                        "classifier": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {"schema": ClassifyRequest.model_json_schema()},
+        },
+    }
+}
+
+
+def _form_text(form: Any, field: str) -> str:
+    value = form.get(field)
+    if not isinstance(value, str):
+        raise InvalidError(f"{field}: missing form field {field!r}")
+    return value
+
+
+async def _from_form(request: Request) -> tuple[str, str, list[service.NamedImage]]:
+    form = await request.form(max_files=service.MAX_IMAGES + 1, max_fields=8)
+    try:
+        images = []
+        for i, upload in enumerate(form.getlist("files")):
+            if not isinstance(upload, UploadFile):
+                raise InvalidError(f"files[{i}]: expected a file upload, got a text field")
+            data = await upload.read(service.MAX_IMAGE_BYTES + 1)
+            images.append(service.NamedImage(upload.filename or f"files[{i}]", data))
+        return _form_text(form, "site"), _form_text(form, "classifier"), images
+    finally:
+        await form.close()
+
+
+def _from_json(raw: bytes) -> tuple[str, str, list[service.NamedImage]]:
+    try:
+        body = ClassifyRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
+    if len(body.images) > service.MAX_IMAGES:
+        raise TooLargeError(f"images: {len(body.images)} images in one request, over the limit of {service.MAX_IMAGES}")
+    images = []
+    for i, text in enumerate(body.images):
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidError(f"images[{i}]: not valid base64 ({exc})") from None
+        images.append(service.NamedImage(f"images[{i}]", data))
+    return body.site, body.classifier, images
+
+
+@router.post("/classify", operation_id="classify", response_model=ClassifyAnswer, openapi_extra=BODIES)
+async def classify(request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep) -> ClassifyAnswer:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        site, clf, images = await _from_form(request)
+    elif ctype.startswith("application/json"):
+        site, clf, images = _from_json(await request.body())
+    else:
+        raise InvalidError(
+            f"content-type={ctype!r}: send multipart/form-data with 'files', 'site' and 'classifier', "
+            'or JSON {"site", "classifier", "images": [base64, ...]}'
+        )
+
+    def run() -> dict[str, object]:
+        classifier = crud.get_classifier(session, site, clf)
+        return service.classify(services, session, state.runtimes, classifier, images)
+
+    return ClassifyAnswer.model_validate(await run_in_threadpool(run))

@@ -1,0 +1,53 @@
+"""Every error leaves the API as ``{"detail": "<what was wrong, naming the field and value>"}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from camfleet_hub.services.errors import InvalidError, ServiceError
+
+MAX_SHOWN_VALUE = 80
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE] + "…"
+
+
+def describe_errors(errors: list[Any]) -> str:
+    """Pydantic/FastAPI error entries as one sentence per problem: ``field: message (got value)``."""
+    parts = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        field = ".".join(loc) or "body"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        shown = ""
+        if "input" in err and err.get("type") not in ("missing",) and not isinstance(err["input"], dict):
+            shown = f" (got {_shown(err['input'])})"
+        parts.append(f"{field}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def invalid_from(exc: ValidationError) -> InvalidError:
+    """A pydantic error raised while parsing a body by hand, as a 422 service error."""
+    return InvalidError(describe_errors(exc.errors()))
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(status_code=422, content={"detail": describe_errors(list(exc.errors()))})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,49 @@
+"""Recent camera frames, their JPEGs and cached thumbnails."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from camfleet_hub.api.deps import ApiStateDep, ServicesDep, SessionDep
+from camfleet_hub.schemas import FramePublic
+from camfleet_hub.services import media
+
+router = APIRouter(tags=["frames"])
+
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+@router.get("/frames", operation_id="list_frames", response_model=list[FramePublic])
+def list_frames(
+    session: SessionDep,
+    site: str | None = None,
+    camera: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=media.MAX_FRAMES)] = 50,
+) -> list[FramePublic]:
+    return [FramePublic.model_validate(f) for f in media.list_frames(session, site, camera, limit)]
+
+
+@router.get(
+    "/frames/{frame_id}/image",
+    operation_id="get_frame_image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the frame as the agent sent it"}},
+)
+def frame_image(frame_id: str, session: SessionDep, services: ServicesDep) -> Response:
+    frame = media.get_frame(session, frame_id)
+    return Response(
+        content=media.original_bytes(services.store, frame.sha256), media_type="image/jpeg", headers=IMMUTABLE
+    )
+
+
+@router.get(
+    "/frames/{frame_id}/thumbnail",
+    operation_id="get_frame_thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256 px"}},
+)
+def frame_thumbnail(frame_id: str, session: SessionDep, state: ApiStateDep) -> Response:
+    frame = media.get_frame(session, frame_id)
+    return Response(content=state.thumbnails.get(session, frame.sha256), media_type="image/jpeg", headers=IMMUTABLE)

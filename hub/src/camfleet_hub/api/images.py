@@ -1,0 +1,64 @@
+"""Dataset images: list, move between groups/statuses, original bytes and thumbnails."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.db.models import Classifier, ImageStatus
+from camfleet_hub.schemas import ImagePublic, ImageUpdate
+from camfleet_hub.services import crud, media, views
+
+router = APIRouter(tags=["images"])
+
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+@router.get("/sites/{site}/classifiers/{clf}/images", operation_id="list_images", response_model=list[ImagePublic])
+def list_images(
+    site: str,
+    clf: str,
+    session: SessionDep,
+    status: ImageStatus | None = None,
+    group: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=crud.MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ImagePublic]:
+    classifier = crud.get_classifier(session, site, clf)
+    rows = crud.list_images(session, classifier, status, group, limit, offset)
+    return [ImagePublic.model_validate(views.image(img, classifier.name)) for img in rows]
+
+
+@router.patch("/images/{image_id}", operation_id="update_image", response_model=ImagePublic)
+def update_image(image_id: int, body: ImageUpdate, session: SessionDep, _user: CurrentUserDep) -> ImagePublic:
+    image = crud.update_image(session, crud.get_image(session, image_id), body.status, body.group)
+    classifier = session.get(Classifier, image.classifier_id)
+    assert classifier is not None
+    session.refresh(image)
+    return ImagePublic.model_validate(views.image(image, classifier.name))
+
+
+@router.get(
+    "/images/{image_id}/content",
+    operation_id="get_image_content",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "the original file"}},
+)
+def image_content(image_id: int, session: SessionDep, services: ServicesDep) -> Response:
+    image = crud.get_image(session, image_id)
+    data = media.original_bytes(services.store, image.sha256)
+    mime = f"image/{image.blob.format.lower()}"
+    return Response(content=data, media_type=mime, headers={**IMMUTABLE, "ETag": f'"{image.sha256}"'})
+
+
+@router.get(
+    "/images/{image_id}/thumbnail",
+    operation_id="get_image_thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256 px"}},
+)
+def image_thumbnail(image_id: int, session: SessionDep, state: ApiStateDep) -> Response:
+    image = crud.get_image(session, image_id)
+    return Response(content=state.thumbnails.get(session, image.sha256), media_type="image/jpeg", headers=IMMUTABLE)

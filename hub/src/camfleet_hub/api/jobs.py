@@ -1,0 +1,111 @@
+"""Training jobs: created by people, claimed, renewed, failed and completed by trainer workers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Response, UploadFile, status
+
+from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.schemas import (
+    Dataset,
+    HeartbeatAnswer,
+    JobClaim,
+    JobClaimed,
+    JobCreate,
+    JobFail,
+    JobHeartbeat,
+    JobPublic,
+    ModelPublic,
+)
+from camfleet_hub.services import crud, jobs, registry, views
+from camfleet_hub.services.errors import TooLargeError
+
+router = APIRouter(tags=["jobs"])
+
+MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
+
+
+def _public(job: object) -> JobPublic:
+    return JobPublic.model_validate(views.job(job))  # type: ignore[arg-type]
+
+
+@router.post(
+    "/sites/{site}/classifiers/{clf}/jobs",
+    operation_id="create_job",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def create_job(site: str, clf: str, body: JobCreate, session: SessionDep, _user: CurrentUserDep) -> JobPublic:
+    classifier = crud.get_classifier(session, site, clf)
+    return _public(jobs.create_job(session, classifier, body.mode, body.auto_promote))
+
+
+@router.get("/sites/{site}/classifiers/{clf}/jobs", operation_id="list_jobs", response_model=list[JobPublic])
+def list_jobs(
+    site: str, clf: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[JobPublic]:
+    return [_public(j) for j in jobs.list_jobs(session, crud.get_classifier(session, site, clf), limit)]
+
+
+@router.post(
+    "/jobs/claim",
+    operation_id="claim_job",
+    response_model=JobClaimed,
+    responses={204: {"description": "no job is waiting"}},
+)
+def claim_job(body: JobClaim, session: SessionDep) -> JobClaimed | Response:
+    job = jobs.claim(session, body.worker)
+    if job is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return JobClaimed(job=_public(job), lease_seconds=jobs.LEASE_SECONDS)
+
+
+@router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobPublic)
+def get_job(job_id: int, session: SessionDep) -> JobPublic:
+    return _public(jobs.get_job(session, job_id))
+
+
+@router.post("/jobs/{job_id}/heartbeat", operation_id="heartbeat_job", response_model=HeartbeatAnswer)
+def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep) -> HeartbeatAnswer:
+    cancel = jobs.heartbeat(session, job_id, body.worker, body.progress, body.stage, body.message)
+    return HeartbeatAnswer(cancel=cancel, lease_seconds=jobs.LEASE_SECONDS)
+
+
+@router.post("/jobs/{job_id}/fail", operation_id="fail_job", response_model=JobPublic)
+def fail_job(job_id: int, body: JobFail, session: SessionDep) -> JobPublic:
+    return _public(jobs.fail(session, job_id, body.worker, body.reason))
+
+
+@router.post("/jobs/{job_id}/cancel", operation_id="cancel_job", response_model=JobPublic)
+def cancel_job(job_id: int, session: SessionDep, _user: CurrentUserDep) -> JobPublic:
+    return _public(jobs.cancel(session, job_id))
+
+
+@router.get("/jobs/{job_id}/dataset", operation_id="get_job_dataset", response_model=Dataset)
+def job_dataset(job_id: int, session: SessionDep) -> Dataset:
+    return Dataset.model_validate(jobs.dataset(session, jobs.get_job(session, job_id)))
+
+
+@router.post(
+    "/jobs/{job_id}/result",
+    operation_id="upload_job_result",
+    response_model=ModelPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": ModelPublic, "description": "this job's result was registered before"}},
+)
+def upload_result(
+    job_id: int,
+    file: Annotated[UploadFile, File(description="the bundle zip the trainer wrote")],
+    session: SessionDep,
+    services: ServicesDep,
+    response: Response,
+) -> ModelPublic:
+    data = file.file.read(MAX_BUNDLE_UPLOAD + 1)
+    if len(data) > MAX_BUNDLE_UPLOAD:
+        raise TooLargeError(f"file: bundle over the limit of {MAX_BUNDLE_UPLOAD} bytes")
+    model, created = registry.register_result(services, session, job_id, data)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    session.refresh(model)
+    return ModelPublic.model_validate(views.model(model))

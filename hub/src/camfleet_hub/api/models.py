@@ -1,0 +1,81 @@
+"""The model registry: versions per classifier, promotion (and rollback), signed bundles, the default, the key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Response, UploadFile
+
+from camfleet_contract.signing import public_key_of
+from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.schemas import FleetKey, ModelPublic
+from camfleet_hub.services import announce, crud, registry, views
+from camfleet_hub.services.errors import NotFoundError, TooLargeError
+
+router = APIRouter(tags=["models"])
+
+MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
+
+
+@router.get("/sites/{site}/classifiers/{clf}/models", operation_id="list_models", response_model=list[ModelPublic])
+def list_models(site: str, clf: str, session: SessionDep) -> list[ModelPublic]:
+    classifier = crud.get_classifier(session, site, clf)
+    return [ModelPublic.model_validate(views.model(m)) for m in crud.list_models(session, classifier)]
+
+
+@router.get("/models/default", operation_id="get_default_model", response_model=ModelPublic)
+def get_default(session: SessionDep) -> ModelPublic:
+    model = announce.default_model(session)
+    if model is None:
+        raise NotFoundError("no default model has been uploaded (PUT /api/v1/models/default)")
+    return ModelPublic.model_validate(views.model(model))
+
+
+@router.put("/models/default", operation_id="put_default_model", response_model=ModelPublic)
+def put_default(
+    file: Annotated[UploadFile, File(description="the ImageNet default bundle zip")],
+    session: SessionDep,
+    services: ServicesDep,
+    _user: CurrentUserDep,
+) -> ModelPublic:
+    data = file.file.read(MAX_BUNDLE_UPLOAD + 1)
+    if len(data) > MAX_BUNDLE_UPLOAD:
+        raise TooLargeError(f"file: bundle over the limit of {MAX_BUNDLE_UPLOAD} bytes")
+    model = registry.put_default(services, session, data)
+    return ModelPublic.model_validate(views.model(model))
+
+
+@router.get("/models/{model_id}", operation_id="get_model", response_model=ModelPublic)
+def get_model(model_id: int, session: SessionDep) -> ModelPublic:
+    return ModelPublic.model_validate(views.model(registry.get_model(session, model_id)))
+
+
+@router.post("/models/{model_id}/promote", operation_id="promote_model", response_model=ModelPublic)
+def promote(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> ModelPublic:
+    model = registry.promote(services, session, registry.get_model(session, model_id))
+    return ModelPublic.model_validate(views.model(model))
+
+
+@router.get(
+    "/models/{model_id}/bundle",
+    operation_id="get_model_bundle",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "the bundle signed with the fleet key"}},
+)
+def bundle(model_id: int, session: SessionDep, services: ServicesDep) -> Response:
+    model = registry.get_model(session, model_id)
+    name = model.classifier.name if model.classifier is not None else announce.DEFAULT_CLASSIFIER
+    return Response(
+        content=registry.bundle_bytes(services, model),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-{model.version}.zip"',
+            "ETag": f'"{model.sha256}"',
+            "X-Content-SHA256": model.sha256,
+        },
+    )
+
+
+@router.get("/keys/fleet", operation_id="get_fleet_key", response_model=FleetKey, tags=["keys"])
+def fleet_key(services: ServicesDep) -> FleetKey:
+    return FleetKey(public_key=public_key_of(services.fleet_key))

@@ -1,0 +1,28 @@
+"""Sites; creating one announces the models its agents should run."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.schemas import SiteCreate, SitePublic
+from camfleet_hub.services import announce, crud
+
+router = APIRouter(tags=["sites"])
+
+
+@router.post("/sites", operation_id="create_site", response_model=SitePublic, status_code=status.HTTP_201_CREATED)
+def create_site(body: SiteCreate, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> SitePublic:
+    site = crud.create_site(session, body.name)
+    announce.announce_site(services, session, site)
+    return SitePublic.model_validate(site)
+
+
+@router.get("/sites", operation_id="list_sites", response_model=list[SitePublic])
+def list_sites(session: SessionDep) -> list[SitePublic]:
+    return [SitePublic.model_validate(s) for s in crud.list_sites(session)]
+
+
+@router.get("/sites/{site}", operation_id="get_site", response_model=SitePublic)
+def get_site(site: str, session: SessionDep) -> SitePublic:
+    return SitePublic.model_validate(crud.get_site(session, site))

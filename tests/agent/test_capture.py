@@ -1,0 +1,154 @@
+"""Frame sources on real data: the plaza clip, a short clip cut from it, and a folder of clothing photos."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+from datetime import UTC
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camfleet_agent.capture import CaptureError, FolderSource, VideoSource, open_source, source_kind
+
+
+class FakeClock:
+    """A stop event + clock pair that records every requested sleep instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        self.sleeps.append(round(timeout, 6))
+        self.now += timeout
+        return False
+
+
+def take(source, count: int, stop: threading.Event | FakeClock | None = None) -> list:  # type: ignore[no-untyped-def]
+    return list(itertools.islice(source.frames(stop or threading.Event()), count))
+
+
+@pytest.fixture(scope="module")
+def plaza(shared_data: Path) -> Path:
+    return shared_data / "video" / "plaza.avi"
+
+
+@pytest.fixture(scope="module")
+def short_clip(plaza: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four real plaza frames, downscaled, in an MJPG .avi: a clip short enough to loop over."""
+    cap = cv2.VideoCapture(str(plaza))
+    path = tmp_path_factory.mktemp("clip") / "short.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 180))
+    for _ in range(4):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return path
+
+
+def test_source_kinds(tmp_path: Path, plaza: Path) -> None:
+    assert source_kind("0") == "usb"
+    assert source_kind("rtsp://10.0.0.1/live") == "stream"
+    assert source_kind("http://10.0.0.1/video.mjpg") == "stream"
+    assert source_kind(str(tmp_path)) == "folder"
+    assert source_kind(str(plaza)) == "file"
+    with pytest.raises(CaptureError, match="nope.avi"):
+        source_kind(str(tmp_path / "nope.avi"))
+
+
+def test_video_file_frames_are_rgb_with_utc_times(plaza: Path) -> None:
+    frames = take(open_source(str(plaza), fps=100, loop=False), 3)
+    assert [f.seq for f in frames] == [1, 2, 3]
+    for f in frames:
+        assert f.rgb.shape == (720, 1280, 3) and f.rgb.dtype == np.uint8
+        assert f.captured_at.tzinfo == UTC
+    cap = cv2.VideoCapture(str(plaza))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok and np.array_equal(frames[0].rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def test_video_file_is_paced_to_fps(plaza: Path) -> None:
+    clock = FakeClock()
+    frames = take(VideoSource(str(plaza), fps=4, loop=False, clock=clock), 5, clock)
+    assert len(frames) == 5
+    assert clock.sleeps == [0.25] * 4  # one frame per tick of 1/fps, none in a burst
+
+
+def test_short_clip_loops(short_clip: Path) -> None:
+    frames = take(open_source(str(short_clip), fps=100, loop=True), 9)
+    assert len(frames) == 9
+    assert frames[0].rgb.shape == (180, 320, 3)
+    assert np.array_equal(frames[0].rgb, frames[4].rgb) and np.array_equal(frames[1].rgb, frames[5].rgb)
+    assert not np.array_equal(frames[0].rgb, frames[1].rgb)
+
+
+def test_short_clip_without_loop_ends(short_clip: Path) -> None:
+    assert len(take(open_source(str(short_clip), fps=100, loop=False), 50)) == 4
+
+
+def test_unreadable_video_file_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"RIFF not really a video" * 10)
+    with pytest.raises(CaptureError, match="broken.avi"):
+        take(open_source(str(bad), fps=100, loop=True), 1)
+
+
+def test_folder_skips_non_images_in_name_order(image_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="camfleet_agent.capture")
+    frames = take(open_source(str(image_folder), fps=100, loop=False), 10)
+    assert len(frames) == 3
+    expected = [p for p in sorted(image_folder.iterdir()) if p.suffix == ".jpg"]
+    for frame, path in zip(frames, expected, strict=True):
+        assert frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3 and frame.rgb.dtype == np.uint8
+        assert frame.rgb.shape[:2] == cv2.imread(str(path)).shape[:2]
+    assert "01a_notes.txt" in caplog.text
+
+
+def test_folder_loops_and_is_paced(image_folder: Path) -> None:
+    clock = FakeClock()
+    frames = take(FolderSource(str(image_folder), fps=2, loop=True, clock=clock), 7, clock)
+    assert [f.seq for f in frames] == list(range(1, 8))
+    assert np.array_equal(frames[0].rgb, frames[3].rgb) and np.array_equal(frames[2].rgb, frames[5].rgb)
+    assert clock.sleeps == [0.5] * 6
+
+
+def test_folder_without_images_fails(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(CaptureError, match="no readable image"):
+        take(open_source(str(tmp_path), fps=100), 1)
+
+
+def test_stream_reconnects_until_stopped(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens on the port: the source logs, backs off, and returns promptly once stopped."""
+    caplog.set_level(logging.WARNING, logger="camfleet_agent.capture")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    source = open_source(f"http://127.0.0.1:{port}/video.mjpg", fps=5)
+    stop = threading.Event()
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.extend(source.frames(stop)), daemon=True)
+    thread.start()
+    for _ in range(300):
+        if "retrying" in caplog.text:
+            break
+        thread.join(0.1)
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert got == []
+    assert "cannot open" in caplog.text

@@ -1,0 +1,219 @@
+"""Plain helpers for the hub API tests: zips, a tiny real signed bundle, reading retained MQTT messages."""
+
+from __future__ import annotations
+
+import io
+import stat
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import paho.mqtt.client as paho
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from paho.mqtt.enums import CallbackAPIVersion
+
+from camfleet_contract.anomaly import calibrate
+from camfleet_contract.bundle import Manifest, pack_bundle, sign_bundle
+from camfleet_contract.images import Preprocessing
+from camfleet_contract.neighbours import NeighbourIndex
+
+WAIT_S = 30.0
+CLASSES = ["dress", "hat", "shoes"]
+EMBED_DIM = 8
+SIZE = 32
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    """Poll ``predicate`` until it returns something truthy (bounded); fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {value!r})")
+        time.sleep(0.05)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+# --------------------------------------------------------------------------- zips
+
+
+def make_zip(entries: Iterable[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
+        for name, data in entries:
+            zf.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return buf.getvalue()
+
+
+def symlink_entry(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # unix
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+def make_zip_with(entries: Iterable[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def dataset_zip(root: Path, per_class: int, classes: Iterable[str] = CLASSES, prefix: str = "") -> bytes:
+    """A folder-per-class zip of the first ``per_class`` real images of each class folder under ``root``."""
+    entries = []
+    for cls in classes:
+        for path in sorted((root / cls).glob("*.jpg"))[:per_class]:
+            entries.append((f"{prefix}{cls}/{path.name}", path.read_bytes()))
+    return make_zip(entries)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def tiny_onnx(classes: int, seed: int = 0) -> onnx.ModelProto:
+    """image → global average pool → (logits = x·W + b, embedding = L2-normalise(x·E)); real, tiny, no torch."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 4, size=(3, classes)).astype(np.float32)
+    b = np.zeros(classes, np.float32)
+    e = rng.normal(size=(3, EMBED_DIM)).astype(np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["feat"], axis=1),
+        helper.make_node("Gemm", ["feat", "W", "b"], ["logits"]),
+        helper.make_node("MatMul", ["feat", "E"], ["emb_raw"]),
+        helper.make_node("LpNormalization", ["emb_raw"], ["embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-pool",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBED_DIM]),
+        ],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(e, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_bundle(
+    out_dir: Path,
+    seed_hex: str,
+    classes: list[str] | None = None,
+    classifier: str = "clothes",
+    version: str = "0",
+    model_seed: int = 0,
+) -> Manifest:
+    """A signed bundle in ``out_dir`` with a usearch index and calibrated anomaly thresholds."""
+    classes = classes or CLASSES
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(tiny_onnx(len(classes), model_seed), str(out_dir / "model.onnx"))
+    rng = np.random.default_rng(model_seed)
+    train = rng.normal(size=(30, EMBED_DIM)).astype(np.float32)
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    index = NeighbourIndex.build(train, np.arange(30) % len(classes))
+    index.save(out_dir)
+    manifest = Manifest(
+        classifier=classifier,
+        version=version,
+        classes=classes,
+        backbone="tiny-pool",
+        embedding_dim=EMBED_DIM,
+        preprocessing=Preprocessing(size=SIZE, resize=SIZE),
+        anomaly=calibrate(0.5 + 0.5 * rng.random(20), index.distances(train[:20], 5), k=5),
+        metrics={"accuracy": 0.9, "val_images": 15},
+    )
+    return sign_bundle(out_dir, manifest, seed_hex)
+
+
+def bundle_zip(tmp: Path, seed_hex: str, **kw: Any) -> bytes:
+    out = tmp / unique("bundle-")
+    write_bundle(out, seed_hex, **kw)
+    return pack_bundle(out)
+
+
+def rewrite_zip(data: bytes, replace: dict[str, bytes]) -> bytes:
+    """The same zip with some members' bytes replaced or added (to tamper with a bundle)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, replace.get(info.filename, src.read(info.filename)))
+        for name, content in replace.items():
+            if name not in src.namelist():
+                out.writestr(name, content)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- mqtt
+
+
+class RetainedReader:
+    """Reads what the broker holds retained under ``{root}/v1/{site}/models/+`` (a fresh subscriber's view)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    def snapshot(self, prefix: str, site: str, timeout_s: float = 10.0) -> dict[str, bytes]:
+        """Retained payloads by classifier; a marker published after SUBACK ends the retained burst."""
+        messages: dict[str, bytes] = {}
+        done = threading.Event()
+        subscribed = threading.Event()
+        marker_topic = f"{prefix}/{site}/models/zz-marker-{uuid.uuid4().hex[:8]}"
+
+        def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+            if msg.topic == marker_topic:
+                done.set()
+            elif msg.retain:
+                messages[msg.topic.rsplit("/", 1)[-1]] = bytes(msg.payload)
+
+        client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=unique("reader-"))
+        client.on_message = on_message
+        client.on_subscribe = lambda *_a: subscribed.set()
+        client.connect(self.host, self.port)
+        client.loop_start()
+        try:
+            client.subscribe(f"{prefix}/{site}/models/+", qos=1)
+            assert subscribed.wait(timeout_s), "no SUBACK from mosquitto"
+            client.publish(marker_topic, b"marker", qos=1).wait_for_publish(timeout_s)
+            assert done.wait(timeout_s), "marker never came back"
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        return messages
+
+    def wait_for(
+        self, prefix: str, site: str, predicate: Callable[[dict[str, bytes]], bool], what: str
+    ) -> dict[str, bytes]:
+        """Snapshots until ``predicate`` holds (the hub publishes asynchronously); fails naming ``what``."""
+        last: dict[str, bytes] = {}
+
+        def check() -> bool:
+            nonlocal last
+            last = self.snapshot(prefix, site)
+            return predicate(last)
+
+        deadline = time.monotonic() + WAIT_S
+        while not check():
+            if time.monotonic() > deadline:
+                pytest.fail(f"retained announcements never showed {what}; last: {last!r}")
+            time.sleep(0.1)
+        return last

@@ -1,0 +1,110 @@
+"""Fixtures for the hub API tests: a real HubServices (SQLite or PostgreSQL, directory store, Mosquitto)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from camfleet_contract.signing import generate_signing_key
+from camfleet_hub.api import create_app
+from camfleet_hub.app import Hub, HubServices
+from camfleet_hub.config import HubSettings
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import apihelpers` under --import-mode=importlib
+
+from apihelpers import RetainedReader, unique  # noqa: E402
+
+API = "/api/v1"
+
+
+@dataclass
+class ApiHub:
+    """A started hub (no HTTP server of its own) with a TestClient over ``create_app(services)``."""
+
+    services: HubServices
+    client: TestClient
+    hub: Hub
+
+    @property
+    def prefix(self) -> str:
+        """Topic prefix ``{root}/v1`` of this hub (unique per test: the broker is shared)."""
+        return self.services.topics.prefix
+
+
+def _settings(tmp_path: Path, db_url: str, host: str, port: int, ingest: bool) -> HubSettings:
+    return HubSettings.model_validate(
+        {
+            "data_dir": str(tmp_path / "hub"),
+            "mqtt": {"embedded": False, "host": host, "port": port, "root": unique("cf"), "client_id": unique("ing-")},
+            "db": {"url": db_url},
+            "ingest": {"enabled": ingest},
+        }
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (WAL file) and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hub.db'}"
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path, mosquitto) -> Iterator[Callable[..., ApiHub]]:  # type: ignore[no-untyped-def]
+    """Start hubs on the session Mosquitto; each gets its own data dir, topic root and database URL."""
+    started: list[tuple[Hub, TestClient]] = []
+
+    def make(db_url: str, ingest: bool = False) -> ApiHub:
+        hub = Hub(
+            _settings(tmp_path / unique("h"), db_url, mosquitto.host, mosquitto.port, ingest),
+            http=False,
+            ingest=ingest,
+            broker=False,
+        )
+        services = hub.start()
+        assert services.mqtt.wait_connected(30), "hub MQTT client did not connect to mosquitto"
+        client = TestClient(create_app(services))
+        client.__enter__()  # runs the lifespan (start-up announcements)
+        started.append((hub, client))
+        return ApiHub(services=services, client=client, hub=hub)
+
+    try:
+        yield make
+    finally:
+        for hub, client in reversed(started):
+            client.__exit__(None, None, None)
+            hub.stop()
+
+
+@pytest.fixture
+def api(db_url: str, hub_factory: Callable[..., ApiHub]) -> ApiHub:
+    """A hub on SQLite and on PostgreSQL (parametrised)."""
+    return hub_factory(db_url)
+
+
+@pytest.fixture
+def sqlite_api(sqlite_url: str, hub_factory: Callable[..., ApiHub]) -> ApiHub:
+    """A hub on SQLite only, for tests whose database behaviour is covered elsewhere."""
+    return hub_factory(sqlite_url)
+
+
+@pytest.fixture
+def retained(mosquitto) -> RetainedReader:  # type: ignore[no-untyped-def]
+    return RetainedReader(mosquitto.host, mosquitto.port)
+
+
+@pytest.fixture(scope="session")
+def trainer_key() -> str:
+    """The trainer's own signing key (not the fleet key)."""
+    return generate_signing_key()

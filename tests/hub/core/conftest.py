@@ -1,0 +1,42 @@
+"""Fixtures for the hub core tests: database URLs for both engines, a migrated engine, real JPEGs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from camfleet_hub.db.session import make_engine, migrate
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import hubcore_helpers` under --import-mode=importlib
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (WAL file) and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database."""
+    eng = make_engine(db_url)
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def jpegs(shared_data: Path) -> list[bytes]:
+    """Twelve distinct real JPEGs from the shared clothing data."""
+    files = sorted((shared_data / "clothing" / "train" / "dress").glob("*.jpg"))[:6]
+    files += sorted((shared_data / "clothing" / "train" / "hat").glob("*.jpg"))[:6]
+    assert len(files) == 12
+    return [f.read_bytes() for f in files]

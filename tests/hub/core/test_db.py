@@ -1,0 +1,169 @@
+"""Schema, migrations and models on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from camfleet_hub.db.models import (
+    Agent,
+    Base,
+    Blob,
+    Camera,
+    Classifier,
+    DeadLetter,
+    Frame,
+    Group,
+    Image,
+    ImageStatus,
+    ModelStatus,
+    ModelVersion,
+    Site,
+    TrainingJob,
+)
+from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+
+SHA = "ab" * 32
+
+
+def test_migration_creates_every_table(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    assert "alembic_version" in tables
+
+
+def test_migration_matches_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        assert compare_metadata(ctx, Base.metadata) == []
+
+
+def test_migrate_twice_is_a_no_op(engine: Engine) -> None:
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001"
+
+
+def test_sqlite_engine_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    eng = make_engine(f"sqlite:///{tmp_path / 'sub' / 'hub.db'}")
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() > 0
+    finally:
+        eng.dispose()
+
+
+def _populate(engine: Engine) -> dict[str, int]:
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        site = Site(name="shop")
+        s.add(site)
+        s.flush()
+        cam = Camera(site_id=site.id, name="door-cam")
+        clf = Classifier(site_id=site.id, name="door")
+        s.add_all([cam, clf, Agent(site_id=site.id, name="a1", status={"fps": {"door-cam": 2.5}})])
+        s.flush()
+        root = Group(classifier_id=clf.id, name="open")
+        s.add(root)
+        s.flush()
+        child = Group(classifier_id=clf.id, name="half-open", parent_id=root.id, common=True)
+        blob = Blob(sha256=SHA, size=10, width=4, height=3, format="JPEG")
+        s.add_all([child, blob])
+        s.flush()
+        img = Image(classifier_id=clf.id, sha256=SHA, source="camera", group_id=child.id, frame_id="f1")
+        frame = Frame(
+            frame_id="f1",
+            site_id=site.id,
+            camera_id=cam.id,
+            agent="a1",
+            captured_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            sha256=SHA,
+            width=4,
+            height=3,
+            reason="sample",
+            predictions=[{"label": "open", "probability": 0.9}],
+        )
+        job = TrainingJob(classifier_id=clf.id, params={"epochs": 1})
+        s.add_all([img, frame, job])
+        s.flush()
+        model = ModelVersion(
+            classifier_id=clf.id, version=1, sha256=SHA, size=10, manifest={"classes": ["open"]}, job_id=job.id
+        )
+        default = ModelVersion(classifier_id=None, version=1, sha256=SHA, size=10, status=ModelStatus.PRODUCTION)
+        s.add_all([model, default, DeadLetter(topic="t", reason="bad_magic", size=3)])
+        s.commit()
+        return {"site": site.id, "clf": clf.id, "child": child.id, "root": root.id, "job": job.id}
+
+
+def test_models_round_trip(engine: Engine) -> None:
+    ids = _populate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        frame = s.execute(select(Frame)).scalar_one()
+        assert frame.captured_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert frame.captured_at.tzinfo is not None
+        assert frame.received_at.utcoffset() == timedelta(0)
+        assert frame.predictions == [{"label": "open", "probability": 0.9}]
+        img = s.execute(select(Image)).scalar_one()
+        assert img.status == ImageStatus.NEW
+        assert img.group is not None and img.group.parent is not None and img.group.parent.id == ids["root"]
+        assert img.blob.width == 4
+        job = s.get(TrainingJob, ids["job"])
+        assert job is not None and job.status == "queued" and job.max_attempts == 3 and job.params == {"epochs": 1}
+        models = s.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars().all()
+        assert [m.classifier_id for m in models] == [ids["clf"], None]
+        assert models[0].manifest == {"classes": ["open"]}
+        agent = s.execute(select(Agent)).scalar_one()
+        assert agent.status == {"fps": {"door-cam": 2.5}} and agent.state == "online"
+        assert s.execute(select(DeadLetter)).scalar_one().detail == ""
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda ids: Site(name="shop"), id="duplicate-site"),
+        pytest.param(lambda ids: Classifier(site_id=ids["site"], name="door"), id="duplicate-classifier"),
+        pytest.param(lambda ids: Group(classifier_id=ids["clf"], name="open"), id="duplicate-group"),
+        pytest.param(lambda ids: Image(classifier_id=ids["clf"], sha256=SHA, source="upload"), id="duplicate-image"),
+        pytest.param(
+            lambda ids: Image(classifier_id=ids["clf"], sha256=SHA, source="camera", status="MAYBE"), id="bad-status"
+        ),
+        pytest.param(lambda ids: Image(classifier_id=ids["clf"], sha256="cd" * 32, source="upload"), id="missing-blob"),
+        pytest.param(lambda ids: TrainingJob(classifier_id=ids["clf"], status="paused"), id="bad-job-status"),
+    ],
+)
+def test_constraints_reject_bad_rows(engine: Engine, make) -> None:  # type: ignore[no-untyped-def]
+    ids = _populate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        s.add(make(ids))
+        with pytest.raises(IntegrityError):
+            s.commit()
+
+
+def test_naive_timestamps_are_refused(engine: Engine) -> None:
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        s.add(Site(name="x", created_at=datetime(2026, 1, 1)))
+        with pytest.raises(Exception, match="naive datetime"):
+            s.commit()
+
+
+def test_deleting_a_site_cascades(engine: Engine) -> None:
+    ids = _populate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        site = s.get(Site, ids["site"])
+        s.delete(site)
+        s.commit()
+    with sessions() as s:
+        assert s.execute(select(Image)).scalars().all() == []
+        assert s.execute(select(Frame)).scalars().all() == []
+        assert s.execute(select(Blob)).scalar_one().sha256 == SHA  # blobs are shared, never cascaded
