@@ -68,12 +68,14 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def _run_until_signal(args: argparse.Namespace, **parts: bool) -> int:
+def _run_until_signal(
+    args: argparse.Namespace, *, http: bool, ingest: bool | None, broker: bool | None = None, publisher: bool = True
+) -> int:
     """Start the hub parts, wait for Ctrl-C / SIGTERM, stop cleanly."""
     from camfleet_hub.app import Hub, HubStartError
 
     settings = _load(args)
-    hub = Hub(settings, **parts)
+    hub = Hub(settings, http=http, ingest=ingest, broker=broker, publisher=publisher)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -86,7 +88,7 @@ def _run_until_signal(args: argparse.Namespace, **parts: bool) -> int:
         except (HubStartError, OSError) as exc:
             log.error("hub could not start: %s", exc)
             return EXIT_START
-        if parts.get("http", True):
+        if http:
             print(f"camfleet hub running at {hub.url}  (Ctrl-C to stop)", flush=True)
         else:
             print(f"camfleet hub ingest running against mqtt {settings.mqtt.host}:{settings.mqtt.port}", flush=True)

@@ -40,7 +40,7 @@ class HttpSettings(_Section):
     """Where the REST API and web UI listen, and the URL agents use to reach them."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8600, ge=0, le=65535)
+    port: int = Field(default=8600, ge=0, le=65535)
     public_url: str | None = None
 
     def base_url(self) -> str:
@@ -56,13 +56,13 @@ class MqttSettings(_Section):
 
     embedded: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(11883, ge=1, le=65535)
+    port: int = Field(default=11883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
     root: str = "camfleet"
     client_id: str = "camfleet-hub-ingest"
     shared_group: str = ""
-    keepalive: int = Field(30, ge=5, le=3600)
+    keepalive: int = Field(default=30, ge=5, le=3600)
 
     @field_validator("shared_group")
     @classmethod
@@ -95,10 +95,10 @@ class IngestSettings(_Section):
     """The MQTT frame ingest worker."""
 
     enabled: bool = True
-    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    batch_size: int = Field(64, ge=1, le=10_000)
-    queue_size: int = Field(1024, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)
+    max_frame_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    queue_size: int = Field(default=1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
     auto_register_cameras: bool = False
 
 
@@ -112,12 +112,12 @@ class HubSettings(_Section):
     """All hub settings; ``data_dir`` anchors every relative path (SQLite file, object dir, key)."""
 
     data_dir: Path = Path("var/hub")
-    http: HttpSettings = HttpSettings()
-    mqtt: MqttSettings = MqttSettings()
-    db: DbSettings = DbSettings()
-    store: StoreSettings = StoreSettings()
-    ingest: IngestSettings = IngestSettings()
-    signing: SigningSettings = SigningSettings()
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against ``data_dir``."""

@@ -50,7 +50,8 @@ class Health(Public):
     hub_version: str
     contract_version: str
     protocol: str
-    database: str
+    database: str = Field(description="the SQL dialect in use (sqlite, postgresql)")
+    mqtt_connected: bool = Field(description="whether the hub's publisher is connected to the broker")
 
 
 # --------------------------------------------------------------------------- sites, cameras

@@ -17,7 +17,11 @@ CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
 def _images(root: Path) -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for cls in ("dress", "hat") for p in sorted((root / "validation" / cls).glob("*.jpg"))[:1]]
+    return [
+        (p.name, p.read_bytes())
+        for cls in ("dress", "hat")
+        for p in sorted((root / "validation" / cls).glob("*.jpg"))[:1]
+    ]
 
 
 def _site(client, root: Path) -> None:  # type: ignore[no-untyped-def]

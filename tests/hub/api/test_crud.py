@@ -14,6 +14,7 @@ def test_health_and_openapi(api) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["database"] in ("sqlite", "postgresql")
+    assert health.json()["mqtt_connected"] is True
     spec = api.client.get("/openapi.json").json()
     ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {

@@ -39,10 +39,17 @@ def test_frames_stats_and_web_page(
         mosquitto, topics, jpegs[1], "till", predictions=[Prediction(label="hat", probability=0.875)]
     )
     third = _publish_frame(mosquitto, topics, jpegs[2], "door")
-    mqtt_publish.single(topics.frame("shop", "door"), b"NOPE" + b"x" * 100, qos=1, hostname=mosquitto.host, port=mosquitto.port)
+    mqtt_publish.single(
+        topics.frame("shop", "door"), b"NOPE" + b"x" * 100, qos=1, hostname=mosquitto.host, port=mosquitto.port
+    )
     status = AgentStatus(state="online", agent="agent-1", site="shop", models={"clothes": "1"}, cameras=["door"])
     mqtt_publish.single(
-        topics.status("shop", "agent-1"), to_json(status), qos=1, retain=True, hostname=mosquitto.host, port=mosquitto.port
+        topics.status("shop", "agent-1"),
+        to_json(status),
+        qos=1,
+        retain=True,
+        hostname=mosquitto.host,
+        port=mosquitto.port,
     )
 
     frames = wait_for(lambda: len(c.get(f"{API}/frames").json()) == 3 and c.get(f"{API}/frames").json(), "3 frames")
@@ -78,7 +85,9 @@ def test_frames_stats_and_web_page(
         job_id = c.post(f"{CLF}/jobs", json={}).json()["id"]
         c.post(f"{API}/jobs/claim", json={"worker": "t1"})
         zipped = bundle_zip(tmp_path, trainer_key, model_seed=seed)
-        models.append(c.post(f"{API}/jobs/{job_id}/result", files={"file": ("b.zip", zipped, "application/zip")}).json())
+        models.append(
+            c.post(f"{API}/jobs/{job_id}/result", files={"file": ("b.zip", zipped, "application/zip")}).json()
+        )
     c.post(f"{CLF}/jobs", json={})
     wait_for(lambda: c.get("/").text.count("agent-1") > 0, "the agent on the page")
 

@@ -13,7 +13,7 @@ from apihelpers import dataset_zip, make_zip, make_zip_with, symlink_entry
 
 from camfleet_contract.images import probe_image
 from camfleet_hub.services.errors import InvalidError, TooLargeError
-from camfleet_hub.services.imports import ImportLimits, iter_zip
+from camfleet_hub.services.imports import ImportLimits, iter_zip, resolve_import_root
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
@@ -36,7 +36,9 @@ def test_zip_import_with_hostile_and_broken_entries(api, clothing_subset: Path) 
     c = api.client
     _setup(c)
     train = clothing_subset / "train"
-    good = [(f"{cls}/{p.name}", p.read_bytes()) for cls in ("dress", "hat") for p in sorted((train / cls).glob("*.jpg"))[:3]]
+    good = [
+        (f"{cls}/{p.name}", p.read_bytes()) for cls in ("dress", "hat") for p in sorted((train / cls).glob("*.jpg"))[:3]
+    ]
     jpeg = good[0][1]
     entries = [
         *good,
@@ -191,3 +193,17 @@ def test_zip_limits_refuse_the_whole_archive() -> None:
         list(iter_zip(io.BytesIO(b"PK\x03\x04 broken"), ImportLimits()))
     reasons = [e.reason for e in iter_zip(io.BytesIO(data), ImportLimits(max_file_bytes=50))]
     assert all(r and "exceeds the limit" in r for r in reasons)
+
+
+def test_server_folder_must_lie_inside_the_allowed_roots(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "data").mkdir(parents=True)
+    outside.mkdir()
+    os.symlink(outside, allowed / "escape")
+    assert resolve_import_root(str(allowed / "data"), [allowed]) == (allowed / "data").resolve()
+    with pytest.raises(InvalidError, match="outside the allowed import roots"):
+        resolve_import_root(str(outside), [allowed])
+    with pytest.raises(InvalidError, match="outside the allowed import roots"):
+        resolve_import_root(str(allowed / "escape"), [allowed])  # a symlink does not smuggle a path in
+    with pytest.raises(InvalidError, match="outside the allowed import roots"):
+        resolve_import_root(str(allowed / "data" / ".." / ".." / "outside"), [allowed])

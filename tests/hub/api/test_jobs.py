@@ -29,9 +29,7 @@ def _expire_lease(api, job_id: int) -> None:  # type: ignore[no-untyped-def]
     """Make the lease run out now, as if the worker had gone silent for longer than the lease."""
     with api.services.sessions() as session:
         session.execute(
-            update(TrainingJob)
-            .where(TrainingJob.id == job_id)
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            update(TrainingJob).where(TrainingJob.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
         session.commit()
 
@@ -81,7 +79,9 @@ def test_claim_heartbeat_dataset_and_fail(api, clothing_subset: Path) -> None:
     assert blob.status_code == 200
     assert blob.content == c.get(f"{API}/images/{first['id']}/content").content
 
-    hb = c.post(f"{API}/jobs/{job_id}/heartbeat", json={"worker": "w1", "progress": 0.5, "stage": "train", "message": "epoch 1"})
+    hb = c.post(
+        f"{API}/jobs/{job_id}/heartbeat", json={"worker": "w1", "progress": 0.5, "stage": "train", "message": "epoch 1"}
+    )
     assert hb.status_code == 200 and hb.json() == {"cancel": False, "lease_seconds": 60}
     job = c.get(f"{API}/jobs/{job_id}").json()
     assert (job["progress"], job["stage"], job["message"]) == (0.5, "train", "epoch 1")

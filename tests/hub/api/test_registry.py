@@ -8,11 +8,12 @@ import json
 import zipfile
 from pathlib import Path
 
+import onnx
 import paho.mqtt.publish as mqtt_publish
-from apihelpers import bundle_zip, dataset_zip, rewrite_zip
+from apihelpers import bundle_zip, dataset_zip, rewrite_zip, tiny_onnx, write_bundle
 from fastapi.testclient import TestClient
 
-from camfleet_contract.bundle import unpack_bundle, verify_bundle
+from camfleet_contract.bundle import pack_bundle, sign_bundle, unpack_bundle, verify_bundle
 from camfleet_contract.messages import ModelAnnouncement, from_json
 from camfleet_contract.signing import generate_signing_key, public_key_of
 from camfleet_hub.api import create_app
@@ -52,7 +53,12 @@ def test_result_upload_verify_resign_idempotent(api, clothing_subset: Path, tmp_
     r = _upload(c, job_id, data)
     assert r.status_code == 201, r.text
     model = r.json()
-    assert (model["version"], model["status"], model["classifier"], model["site"]) == (1, "candidate", "clothes", "shop")
+    assert (model["version"], model["status"], model["classifier"], model["site"]) == (
+        1,
+        "candidate",
+        "clothes",
+        "shop",
+    )
     assert model["classes"] == ["dress", "hat", "shoes"] and model["metrics"]["accuracy"] == 0.9
     job = c.get(f"{API}/jobs/{job_id}").json()
     assert (job["status"], job["model_version_id"], job["progress"]) == ("succeeded", model["id"], 1.0)
@@ -109,23 +115,15 @@ def test_wrong_outputs_are_rejected(sqlite_api, clothing_subset: Path, tmp_path:
     c = sqlite_api.client
     _dataset(c, clothing_subset)
     job_id = _claimed_job(c)
-    from apihelpers import tiny_onnx, write_bundle
-
-    from camfleet_contract.bundle import pack_bundle, sign_bundle
-
     out = tmp_path / "mismatch"
     manifest = write_bundle(out, trainer_key, classes=["a", "b"])
-    import onnx
-
     onnx.save(tiny_onnx(3), str(out / "model.onnx"))
     sign_bundle(out, manifest, trainer_key)
     r = _upload(c, job_id, pack_bundle(out))
     assert r.status_code == 422 and "logits" in r.json()["detail"]
 
 
-def test_promote_announce_and_rollback(
-    api, clothing_subset: Path, tmp_path: Path, trainer_key: str, retained
-) -> None:
+def test_promote_announce_and_rollback(api, clothing_subset: Path, tmp_path: Path, trainer_key: str, retained) -> None:
     c = api.client
     _dataset(c, clothing_subset)
     site_topic = api.prefix

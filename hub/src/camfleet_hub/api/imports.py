@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +42,12 @@ def limits_from(services: Any) -> ImportLimits:
     return ImportLimits(max_pixels=services.settings.ingest.max_pixels)
 
 
+def allowed_roots(services: Any) -> list[Path] | None:
+    """Folders a server-side import may read from (``imports.roots`` once the settings have it; else any)."""
+    roots = getattr(getattr(services.settings, "imports", None), "roots", None)
+    return [Path(r) for r in roots] if roots else None
+
+
 @router.post(
     "/sites/{site}/classifiers/{clf}/import",
     operation_id="import_images",
@@ -67,7 +74,9 @@ async def import_images(
             body = ImportFromPath.model_validate_json(await request.body())
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        report = await run_in_threadpool(import_folder, session, services.store, classifier, body.path, limits)
+        report = await run_in_threadpool(
+            import_folder, session, services.store, classifier, body.path, limits, allowed_roots(services)
+        )
     else:
         raise InvalidError(
             f"content-type={ctype!r}: send multipart/form-data with a zip 'file', or JSON {{\"path\": ...}}"

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
 
 from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.db.models import TrainingJob
 from camfleet_hub.schemas import (
     Dataset,
     HeartbeatAnswer,
@@ -26,8 +27,8 @@ router = APIRouter(tags=["jobs"])
 MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
 
 
-def _public(job: object) -> JobPublic:
-    return JobPublic.model_validate(views.job(job))  # type: ignore[arg-type]
+def _public(job: TrainingJob) -> JobPublic:
+    return JobPublic.model_validate(views.job(job))
 
 
 @router.post(

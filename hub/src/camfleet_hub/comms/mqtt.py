@@ -208,7 +208,9 @@ class MqttClient:
             getattr(flags, "session_present", None),
         )
 
-    def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, codes: list[ReasonCode], _props: Any
+    ) -> None:
         failed = [str(c) for c in codes if c.is_failure]
         if failed:
             log.warning("mqtt %s: broker refused subscription %s: %s", self.client_id, mid, ", ".join(failed))

@@ -181,6 +181,8 @@ class Blob(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(16))
+    # sha256 of the cached thumbnail (stored under the ``thumbs`` prefix), once one was made.
+    thumb_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

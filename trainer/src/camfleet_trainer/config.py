@@ -1,0 +1,57 @@
+"""The trainer worker's settings: one TOML file plus CAMFLEET_TRAINER__KEY=value environment overrides."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from camfleet_contract.config import load_config
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from camfleet_trainer.backbone import DEFAULT_BACKBONE
+
+ENV_PREFIX = "CAMFLEET_TRAINER"
+DEFAULT_CACHE = Path("~/.cache/camfleet-trainer")
+
+
+class TrainerSettings(BaseModel):
+    """Where the hub is, who this worker is, and where it keeps its cache and signing key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hub_url: str = Field(default="http://127.0.0.1:8600", description="base URL of the hub (without /api/v1)")
+    api_token: str | None = Field(default=None, description="bearer token for the hub, when it asks for one")
+    worker: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+    cache_dir: Path = Field(default=DEFAULT_CACHE, description="embeddings, downloaded images, default bundle")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(default=None, ge=1, le=512, description="torch CPU threads (default: all cores)")
+    poll_interval_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    request_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    retries: int = Field(default=6, ge=0, le=100, description="tries after a connection error or 5xx answer")
+    signing_key_path: Path | None = Field(default=None, description="default: <cache_dir>/trainer.key")
+    backbone: str = DEFAULT_BACKBONE
+    checkpoint: Path | None = Field(default=None, description="local weights file for a backbone without a package")
+    target_flag_rate: float = Field(default=0.05, gt=0.0, lt=1.0)
+
+    @field_validator("hub_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"hub_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("cache_dir", "signing_key_path", "checkpoint")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
+    @property
+    def key_path(self) -> Path:
+        """The trainer's local ed25519 seed (created on first use)."""
+        return self.signing_key_path or self.cache_dir / "trainer.key"
+
+
+def load_settings(path: str | Path | None) -> TrainerSettings:
+    """Read the TOML file (optional) with environment overrides; raises ConfigError naming the bad key."""
+    return load_config(TrainerSettings, path, ENV_PREFIX)

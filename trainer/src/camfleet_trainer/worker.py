@@ -1,0 +1,282 @@
+"""The trainer worker: make sure the hub has an ImageNet default, then claim and run training jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
+from camfleet_contract.signing import load_or_create_key
+
+from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
+from camfleet_trainer.client import HubClient, HubError, LeaseLost
+from camfleet_trainer.config import TrainerSettings
+from camfleet_trainer.data import DatasetError, LabeledSet, Sample
+from camfleet_trainer.export import ExportError, export_imagenet_default
+from camfleet_trainer.pipeline import train_bundle
+from camfleet_trainer.quick import QuickOptions
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_MIN_S = 2.0
+DEFAULT_RETRY_S = 60.0
+
+
+class JobAborted(Exception):
+    """Stop working on the current job (cancelled, lease lost, or the worker is stopping); do not fail it."""
+
+
+class JobReporter:
+    """Heartbeats for one job from a background thread, so long stages never let the lease lapse.
+
+    The training thread calls `update` at every step; it records progress, wakes the thread on a stage
+    change and raises JobAborted as soon as the hub said cancel, the lease was lost, or the worker stops.
+    """
+
+    def __init__(
+        self, client: HubClient, job_id: int, worker: str, lease_s: float, stopping: threading.Event
+    ) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.worker = worker
+        self.interval = max(HEARTBEAT_MIN_S, lease_s / 3.0)
+        self.stopping = stopping
+        self.abort_reason: str | None = None
+        self._state = ("claimed", 0.0, "")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def __enter__(self) -> JobReporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def update(self, stage: str, progress: float, message: str) -> None:
+        """Record progress (sent by the thread); raises JobAborted when the job must stop."""
+        with self._lock:
+            changed = stage != self._state[0]
+            self._state = (stage, progress, message)
+        if changed:
+            self._wake.set()
+        self.check()
+
+    def check(self) -> None:
+        if self.stopping.is_set():
+            raise JobAborted("the worker is stopping")
+        if self.abort_reason is not None:
+            raise JobAborted(self.abort_reason)
+
+    def send(self) -> None:
+        """One heartbeat with the latest progress; notes a cancel or a lost lease."""
+        with self._lock:
+            stage, progress, message = self._state
+        try:
+            answer = self.client.heartbeat(self.job_id, self.worker, progress, stage, message)
+        except LeaseLost as exc:
+            self.abort_reason = f"lease lost: {exc}"
+            return
+        except HubError as exc:  # unreachable for a while: keep training, the next beat may get through
+            log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+            return
+        if answer.get("cancel"):
+            self.abort_reason = "cancelled on the hub"
+        lease = answer.get("lease_seconds")
+        if isinstance(lease, int | float) and lease > 0:
+            self.interval = max(HEARTBEAT_MIN_S, float(lease) / 3.0)
+
+    def _loop(self) -> None:
+        while not self._done.is_set() and self.abort_reason is None:
+            self.send()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+
+class Worker:
+    """Claims jobs from the hub one at a time and runs them; `stop()` ends the loop (and the current job)."""
+
+    def __init__(self, settings: TrainerSettings, client: HubClient | None = None) -> None:
+        self.settings = settings
+        self.client = client or HubClient(
+            settings.hub_url, settings.request_timeout_s, settings.retries, settings.api_token
+        )
+        self.stopping = threading.Event()
+        self.device = resolve_device(settings.device)
+        self.cache_dir = settings.cache_dir
+        self._backbone: Backbone | None = None
+        self._default_ok = False
+        self._default_tried_at = -DEFAULT_RETRY_S
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    @property
+    def backbone(self) -> Backbone:
+        """Built once per process: the weights load takes a second or two."""
+        if self._backbone is None:
+            configure_threads(self.settings.threads)
+            self._backbone = build_backbone(self.settings.backbone, self.settings.checkpoint)
+        return self._backbone
+
+    def seed(self) -> str:
+        return load_or_create_key(self.settings.key_path)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Poll for jobs until stopped (or `max_jobs` were handled); returns how many jobs were handled."""
+        handled = 0
+        log.info("trainer %s polling %s (device %s)", self.settings.worker, self.settings.hub_url, self.device)
+        while not self.stopping.is_set() and (max_jobs is None or handled < max_jobs):
+            self.ensure_default_model()
+            try:
+                claimed = self.client.claim(self.settings.worker, self.device.type == "cuda")
+            except HubError as exc:
+                log.warning("cannot claim a job: %s", exc)
+                claimed = None
+            if claimed is None:
+                self.stopping.wait(self.settings.poll_interval_s)
+                continue
+            self.process(claimed)
+            handled += 1
+        return handled
+
+    def ensure_default_model(self) -> None:
+        """Upload the ImageNet default bundle when the hub has none (retried every minute until it works)."""
+        if self._default_ok or time.monotonic() - self._default_tried_at < DEFAULT_RETRY_S:
+            return
+        self._default_tried_at = time.monotonic()
+        try:
+            if self.client.get_default_model() is None:
+                bundle = self.default_bundle()
+                log.info("the hub has no default model; uploading %s", bundle)
+                self.client.put_default_model(pack_bundle(bundle))
+            self._default_ok = True
+        except (HubError, BackboneError, ExportError, BundleError, OSError) as exc:
+            log.warning("could not provide the hub's default model (will retry): %s", exc)
+
+    def default_bundle(self) -> Path:
+        """The ImageNet default bundle, built once and kept in the cache."""
+        folder = self.cache_dir / "default" / self.backbone.cache_key
+        if folder.is_dir():
+            try:
+                verify_bundle(folder, None)
+                return folder
+            except BundleError as exc:
+                log.warning("cached default bundle %s is unusable (%s); rebuilding", folder, exc)
+        export_imagenet_default(folder, self.seed(), backbone=self.backbone, overwrite=True)
+        return folder
+
+    # ------------------------------------------------------------------ one job
+
+    def process(self, claimed: dict[str, Any]) -> str:
+        """Run one claimed job to a result, a failure report, or an abort; returns which."""
+        job = claimed["job"]
+        job_id = int(job["id"])
+        lease = float(claimed.get("lease_seconds") or 60.0)
+        log.info("job %s claimed (%s/%s, mode %s)", job_id, job.get("site"), job.get("classifier"), job.get("mode"))
+        work = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._tmp_root()))
+        try:
+            with JobReporter(self.client, job_id, self.settings.worker, lease, self.stopping) as reporter:
+                try:
+                    if job.get("mode", "quick") != "quick":
+                        raise DatasetError(f"mode: {job.get('mode')!r} is not supported by this trainer (quick)")
+                    data, name = self._dataset(job_id, reporter)
+                    outcome = train_bundle(
+                        data,
+                        work / "bundle",
+                        self.backbone,
+                        self.seed(),
+                        cache_dir=self.cache_dir,
+                        device=self.device,
+                        classifier=name,
+                        options=QuickOptions(target_flag_rate=self.settings.target_flag_rate),
+                        on_stage=reporter.update,
+                    )
+                    reporter.update("upload", 0.99, "uploading the bundle")
+                    model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
+                    log.info(
+                        "job %s done: model %s, OOF accuracy %.3f",
+                        job_id,
+                        model.get("version"),
+                        outcome.quick.metrics["oof_accuracy"],
+                    )
+                    return "succeeded"
+                except JobAborted as exc:
+                    log.warning("job %s aborted: %s", job_id, exc)
+                    return "aborted"
+                except LeaseLost as exc:
+                    log.warning("job %s: lease lost: %s", job_id, exc)
+                    return "aborted"
+                except (DatasetError, ExportError, BackboneError) as exc:
+                    return self._fail(job_id, str(exc))
+                except HubError as exc:
+                    log.error("job %s: the hub is unreachable or refused a call: %s", job_id, exc)
+                    return self._fail(job_id, f"hub error: {exc}")
+                except Exception as exc:  # a bug or a broken environment: report it, keep serving
+                    log.exception("job %s failed", job_id)
+                    return self._fail(job_id, f"trainer error: {type(exc).__name__}: {exc}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _tmp_root(self) -> Path:
+        root = self.cache_dir / "work"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def _fail(self, job_id: int, reason: str) -> str:
+        log.error("job %s failed: %s", job_id, reason)
+        try:
+            self.client.fail(job_id, self.settings.worker, reason)
+        except HubError as exc:
+            log.error("job %s: could not report the failure: %s", job_id, exc)
+        return "failed"
+
+    def _dataset(self, job_id: int, reporter: JobReporter) -> tuple[LabeledSet, str]:
+        """Fetch the job's image list and every image (cached by sha256); missing blobs are skipped."""
+        reporter.update("download", 0.0, "fetching the dataset")
+        ds = self.client.dataset(job_id)
+        classes = [str(c) for c in ds.get("classes", [])]
+        index = {name: i for i, name in enumerate(classes)}
+        images = ds.get("images", [])
+        samples: list[Sample] = []
+        for n, item in enumerate(images, 1):
+            group = str(item.get("group"))
+            if group not in index:
+                log.warning("job %s: image %s is in group %r, not in classes; skipped", job_id, item.get("id"), group)
+                continue
+            path = self._blob(str(item["sha256"]))
+            if path is None:
+                log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.get("id"), group)
+                continue
+            samples.append(Sample(f"image {item.get('id')}", str(item["sha256"]), index[group], path.read_bytes))
+            if n % 25 == 0 or n == len(images):
+                reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
+        return LabeledSet(classes, samples), str(ds.get("classifier") or "classifier")
+
+    def _blob(self, sha256: str) -> Path | None:
+        """The image file in the local cache, downloading it once."""
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise HubError(f"dataset: sha256 {sha256!r} is not a lowercase hex digest")
+        path = self.cache_dir / "blobs" / sha256[:2] / sha256
+        if path.is_file():
+            return path
+        data = self.client.blob(sha256)
+        if data is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
