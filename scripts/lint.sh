@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DIRS=()
-for dir in contract hub edge-agent trainer tests bench; do
+for dir in contract hub edge-agent trainer tests bench scripts; do
     [[ -d "$dir" ]] && DIRS+=("$dir")
 done
 echo "[lint] ruff check ${DIRS[*]}"

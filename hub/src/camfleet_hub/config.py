@@ -99,6 +99,7 @@ class IngestSettings(_Section):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     queue_size: int = Field(default=1024, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1)
+    decode_threads: int = Field(default=0, ge=0, le=64, description="JPEG check threads; 0 = min(4, CPUs)")
     auto_register_cameras: bool = False
 
 

@@ -167,3 +167,17 @@ def test_deleting_a_site_cascades(engine: Engine) -> None:
         assert s.execute(select(Image)).scalars().all() == []
         assert s.execute(select(Frame)).scalars().all() == []
         assert s.execute(select(Blob)).scalar_one().sha256 == SHA  # blobs are shared, never cascaded
+
+
+def test_concurrent_migrations(db_url: str) -> None:
+    """Several hub processes starting together: one migrates, the others find the schema ready."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [make_engine(db_url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(migrate, engines))
+        assert "frames" in inspect(engines[0]).get_table_names()
+    finally:
+        for eng in engines:
+            eng.dispose()

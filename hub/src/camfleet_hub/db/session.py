@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_ID = 0x63666C74  # "cflt": PostgreSQL advisory lock held while migrating
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -74,6 +75,13 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             conn.commit()
         try:
             with conn.begin():
+                if sqlite:
+                    # pysqlite runs DDL outside any transaction unless told: take the write lock now, so the
+                    # migration is atomic and concurrent starters wait (busy_timeout) instead of colliding.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if conn.dialect.name == "postgresql":
+                    # Several hub processes may start at once: one migrates, the others wait and find it done.
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         finally:

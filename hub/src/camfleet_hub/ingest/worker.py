@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,6 +95,7 @@ class IngestWorker:
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=ingest.queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._pending_status: dict[tuple[str, str], _Item] = {}
         self._pending_checked = 0.0
         self.batches = 0
@@ -115,6 +117,9 @@ class IngestWorker:
         """Start the worker thread, subscribe and connect; optionally wait for the broker's CONNACK."""
         if self._thread is None:
             self._stop.clear()
+            threads = self.settings.ingest.decode_threads or min(4, os.cpu_count() or 1)
+            if threads > 1:
+                self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest-decode")
             self._thread = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
             self._thread.start()
             group = self.settings.mqtt.shared_group or None
@@ -128,6 +133,9 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.client.stop()
 
     @property
@@ -217,19 +225,26 @@ class IngestWorker:
             return False
         return True
 
-    def _handle(self, items: list[_Item]) -> None:
+    def _validate(self, item: _Item) -> None:
+        """Database-free checks of one message (runs on the decode pool: PIL releases the GIL while decoding)."""
         ingest = self.settings.ingest
-        for item in items:
-            item.frame = item.status = item.rejection = None
-            try:
-                if item.kind == FRAME:
-                    item.frame = validate_frame(
-                        self.topics, item.msg.topic, item.msg.payload, ingest.max_frame_bytes, ingest.max_pixels
-                    )
-                else:
-                    item.status = validate_status(self.topics, item.msg.topic, item.msg.payload)
-            except Rejection as rej:
-                item.rejection = rej
+        item.frame = item.status = item.rejection = None
+        try:
+            if item.kind == FRAME:
+                item.frame = validate_frame(
+                    self.topics, item.msg.topic, item.msg.payload, ingest.max_frame_bytes, ingest.max_pixels
+                )
+            else:
+                item.status = validate_status(self.topics, item.msg.topic, item.msg.payload)
+        except Rejection as rej:
+            item.rejection = rej
+
+    def _handle(self, items: list[_Item]) -> None:
+        if self._pool is not None and len(items) > 1:
+            list(self._pool.map(self._validate, items))
+        else:
+            for item in items:
+                self._validate(item)
         self._finish(_Batch(items), [i for i in items if i.frame is not None])
 
     def _finish(self, batch: _Batch, framed: list[_Item]) -> None:
