@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -67,13 +66,18 @@ def agent_rate(bundle: Path, version: str, seconds: float, tmp: Path) -> tuple[f
         sub.subscribe(f"camfleet/v1/{SITE}/{CAMERA}/event", qos=1)
         sub.loop_start()
         log = open(tmp / "agent.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "camfleet_agent", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "camfleet_agent", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 120
             while len(times) < 20 and time.monotonic() < deadline:  # warm-up: model loaded, caches hot
                 time.sleep(0.2)
             if len(times) < 20:
-                raise SystemExit(f"the agent published no events; see {tmp / 'agent.log'}:\n" + (tmp / "agent.log").read_text()[-3000:])
+                raise SystemExit(
+                    f"the agent published no events; see {tmp / 'agent.log'}:\n"
+                    + (tmp / "agent.log").read_text()[-3000:]
+                )
             first = len(times)
             start = time.perf_counter()
             time.sleep(seconds)
@@ -94,7 +98,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         bundle = tmp / "imagenet"
-        subprocess.run([sys.executable, "-m", "camfleet_trainer", "export-default", "--out", str(bundle)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "camfleet_trainer", "export-default", "--out", str(bundle)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         rt = ClassifierRuntime(bundle)
         raw = raw_ort_rate(rt, args.seconds)
         version = rt.version

@@ -42,7 +42,10 @@ def make_jpegs(count: int, target_kb: int = 60) -> list[tuple[bytes, int, int]]:
 
 
 def payloads(jpegs: list[tuple[bytes, int, int]], n: int) -> list[bytes]:
-    return [encode_frame(new_header(AGENT, SITE, CAMERA, j, w, h), j) for j, w, h in (jpegs[i % len(jpegs)] for i in range(n))]
+    return [
+        encode_frame(new_header(AGENT, SITE, CAMERA, j, w, h), j)
+        for j, w, h in (jpegs[i % len(jpegs)] for i in range(n))
+    ]
 
 
 def publish_all(port: int, topic: str, msgs: list[bytes]) -> float:
@@ -91,7 +94,9 @@ def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float
         f'client_id = "bench-hub"\n[ingest]\nbatch_size = 128\nqueue_size = 4096\n'
     )
     log = open(tmp / "hub.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_port(http, 120)
         api = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)

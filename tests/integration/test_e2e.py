@@ -135,7 +135,8 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
     (tmp_path / "agent.toml").write_text(
         f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{tmp_path / "agent"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'[[cameras]]\nname = "plaza"\nsource = "{shared_data / "video" / "plaza.avi"}"\nfps = 2\nupload_interval_s = 1\n'
+        f'[[cameras]]\nname = "plaza"\nsource = "{shared_data / "video" / "plaza.avi"}"\n'
+        "fps = 2\nupload_interval_s = 1\n"
         f'[[cameras]]\nname = "shelf"\nsource = "{shelf}"\nfps = 2\nupload_interval_s = 0\n'
     )
     procs.start("agent", "camfleet_agent", "run", "--config", str(tmp_path / "agent.toml"))
@@ -143,7 +144,9 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
     # camera → agent → MQTT → hub ingest → S3 + PostgreSQL
     frames = wait_for(
         "frames from the plaza camera in the hub",
-        lambda: [f for f in api.get("/api/v1/frames", params={"site": SITE, "limit": 50}).json() if f["camera"] == "plaza"],
+        lambda: [
+            f for f in api.get("/api/v1/frames", params={"site": SITE, "limit": 50}).json() if f["camera"] == "plaza"
+        ],
         procs,
         180,
     )
@@ -184,7 +187,9 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
 
     # agent swaps to the promoted model; its events carry the new version
     wait_for(f"events of {CLF} v{version}", lambda: events_of(CLF, version), procs, 180)
-    shelf_events = wait_for("shelf events of the new model", lambda: [e for e in events_of(CLF, version) if e.camera == "shelf"], procs, 60)
+    shelf_events = wait_for(
+        "shelf events of the new model", lambda: [e for e in events_of(CLF, version) if e.camera == "shelf"], procs, 60
+    )
     assert all(e.label in {"dress", "hat", "shoes"} for e in shelf_events)
 
     # REST classify agrees with the agent on the same image
@@ -193,7 +198,9 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
     images = sorted(shelf.glob("*.jpg"))
     cli = subprocess.run(
         [sys.executable, "-m", "camfleet_agent", "classify", "--bundle", str(bundle), "--json", *map(str, images)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert cli.returncode == 0, cli.stderr
     agent_results = [json.loads(line) for line in cli.stdout.splitlines() if line.strip()]

@@ -51,9 +51,7 @@ def probe_image(data: bytes) -> tuple[str, int, int]:
     return fmt, w, h
 
 
-def decode_image(
-    data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
-) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None) -> np.ndarray:
     """Decode to an (H, W, 3) uint8 RGB array, upright per EXIF.
 
     Raises ImageError for non-images, unsupported formats, absurd sizes, truncated or corrupt data.

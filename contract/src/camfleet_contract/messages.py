@@ -126,7 +126,5 @@ def from_json(cls: type[M], payload: bytes | str) -> M:
     try:
         return cls.model_validate_json(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
         raise MessageError(f"{cls.__name__}: {problems}") from None

@@ -87,9 +87,7 @@ class Topics:
                 kind = "status" if parts[3] == "status" else "cmd"
                 return Topic(kind, validate_name(parts[0], "site"), agent=validate_name(parts[2], "agent"))
             if len(parts) == 3 and parts[1] == "models":
-                return Topic(
-                    "model", validate_name(parts[0], "site"), classifier=validate_name(parts[2], "classifier")
-                )
+                return Topic("model", validate_name(parts[0], "site"), classifier=validate_name(parts[2], "classifier"))
         except TopicError as exc:
             raise TopicError(f"topic {topic!r}: {exc}") from None
         raise TopicError(f"topic {topic!r} is not a camfleet {VERSION} topic")

@@ -14,6 +14,7 @@ log = logging.getLogger("camfleet_hub")
 
 EXIT_CONFIG = 2
 EXIT_START = 3
+QUIET_LOGGERS = ("transitions", "amqtt", "alembic")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -107,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in QUIET_LOGGERS:  # state-machine and plugin chatter at INFO
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "serve":
         return _run_until_signal(args, http=True, ingest=False if args.no_ingest else None)
     if args.command == "ingest":

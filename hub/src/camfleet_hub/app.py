@@ -125,6 +125,12 @@ class Hub:
         if self.with_broker:
             from camfleet_hub.broker import EmbeddedBroker
 
+            if s.mqtt.shared_group:
+                raise HubStartError(
+                    f"mqtt.shared_group={s.mqtt.shared_group!r} needs a broker with shared subscriptions "
+                    "(Mosquitto, EMQX, HiveMQ); the embedded amqtt broker has none: set mqtt.embedded = false"
+                )
+
             self.broker = EmbeddedBroker(s.mqtt.host, s.mqtt.port, retained_file=s.resolve(RETAINED_FILE))
             self.broker.start()
             self._stops.append(("embedded broker", self.broker.stop))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -170,6 +171,7 @@ def main(args: argparse.Namespace) -> int:
         if not path.is_dir():
             print(f"{what} folder {path} does not exist (run from the repository root)", file=sys.stderr)
             return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll drowns the demo's own output
     configs = _write_configs(args)
     procs = _Processes(args.data_dir.resolve())
     stop = threading.Event()
@@ -196,11 +198,13 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit(f"import failed: {r.status_code} {r.text}")
         result = r.json()
         print(f"imported the sample: {json.dumps(result.get('groups', result))}")
+        for rejected in result.get("rejected", []):
+            print(f"  skipped {rejected['file']}: {rejected['reason']}")
         print("training a quick model (the first run also builds the ImageNet default model) ...")
         job = _train(client, procs)
         if job["status"] != "succeeded":
             raise SystemExit(f"training {job['status']}: {job.get('message')}")
-        print(f"model promoted. The agent pulls it and its events now carry the new version.\n")
+        print("model promoted. The agent pulls it and its events now carry the new version.\n")
         print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
         print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
         print(f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -t 'camfleet/v1/#' -v")

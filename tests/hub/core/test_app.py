@@ -11,15 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hubcore_helpers import frame_payload, seed_site, wait_for
+from hubcore_helpers import frame_payload, hub_settings, seed_site, unique, wait_for
 from sqlalchemy import func, inspect, select
 
 from camfleet_contract.config import ConfigError, load_config
 from camfleet_contract.signing import public_key_of
-from camfleet_hub.app import Hub, HubServices
+from camfleet_contract.topics import Topics
+from camfleet_hub.app import Hub, HubServices, HubStartError
+from camfleet_hub.comms.mqtt import MqttClient
 from camfleet_hub.config import ENV_PREFIX, HubSettings, load_settings
 from camfleet_hub.db.models import Frame
-from camfleet_hub.db.session import make_engine
+from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.ingest import IngestStats, IngestWorker
 from camfleet_hub.store import DirectoryStore
 
 # ---------------------------------------------------------------- settings
@@ -202,3 +205,49 @@ def test_cli_serve_stops_cleanly_on_sigterm(tmp_path: Path, free_port: Callable[
             proc.wait()
     text = log.read_text()
     assert "stopped embedded broker" in text and "stopped database" in text
+
+
+def test_shared_group_needs_an_external_broker(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    settings = _embedded_settings(tmp_path, free_port, mqtt={"port": free_port(), "shared_group": "hubs"})
+    with pytest.raises(HubStartError, match="mqtt.shared_group"):
+        Hub(settings, http=False).start()
+
+
+def test_shared_subscription_on_mosquitto(
+    tmp_path: Path,
+    mosquitto,
+    jpegs: list[bytes],  # type: ignore[no-untyped-def]
+) -> None:
+    """Two ingest workers in one shared group split the frames; each frame is stored exactly once."""
+
+    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    engine = make_engine(db_url)
+    migrate(engine)
+    seed_site(engine)
+    base = hub_settings(tmp_path, db_url, mosquitto.host, mosquitto.port)
+    group = unique("g")
+    stats = [IngestStats(), IngestStats()]
+    workers = []
+    for n in range(2):
+        mqtt = base.mqtt.model_copy(update={"client_id": unique(f"shared{n}-"), "shared_group": group})
+        settings = base.model_copy(update={"mqtt": mqtt})
+        workers.append(
+            IngestWorker(settings, make_sessionmaker(engine), DirectoryStore(tmp_path / "objects"), stats[n])
+        )
+    pub = MqttClient(mosquitto.host, mosquitto.port, unique("pub-"))
+    try:
+        for w in workers:
+            assert w.start(10) and w.client.subscribed.wait(10)
+        assert pub.start(10)
+        topic = Topics(base.mqtt.root).frame("shop", "cam1")
+        for jpeg in jpegs:
+            pub.publish(topic, frame_payload(jpeg, "shop", "cam1"), qos=1).wait_for_publish(10)
+        wait_for(lambda: sum(s.snapshot()["accepted"] for s in stats) == len(jpegs), "all frames across both")
+        assert sum(s.snapshot()["duplicates"] for s in stats) == 0
+        with make_sessionmaker(engine)() as s:
+            assert s.execute(select(func.count()).select_from(Frame)).scalar_one() == len(jpegs)
+    finally:
+        pub.stop()
+        for w in workers:
+            w.stop()
+        engine.dispose()

@@ -314,3 +314,11 @@ def test_bad_status_is_dead_lettered(rig: Rig, payload: bytes, reason: str) -> N
     with rig.sessions() as s:
         assert s.execute(select(DeadLetter.reason)).scalar_one() == reason
     assert rig.count(Agent) == 0
+
+
+def test_camera_announced_and_used_at_once(rig: Rig, jpegs: list[bytes]) -> None:
+    """A status and a frame of its new camera published back to back (often one batch): the frame is kept."""
+    status = AgentStatus(state="online", agent="edge4", site="shop", cameras=["cam8"])
+    rig.pub.publish(rig.topics.status("shop", "edge4"), to_json(status), qos=1)
+    rig.frame(frame_payload(jpegs[0], "shop", "cam8"), camera="cam8")
+    wait_for(lambda: rig.settled(accepted=1), "the frame of the just-announced camera")

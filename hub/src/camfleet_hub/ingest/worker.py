@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,8 +58,9 @@ class _Item:
 
 @dataclass
 class _Batch:
+    """The messages handled (and acknowledged) together."""
+
     items: list[_Item]
-    dead_sha: dict[int, str | None] = field(default_factory=dict)
 
 
 class IngestWorker:
@@ -251,6 +252,11 @@ class IngestWorker:
         """Resolve names, store objects, commit one transaction, then count and acknowledge."""
         outcome = persist.FrameOutcome([], [], [])
         with self.sessions() as session:
+            # Statuses first: a camera an agent announces in this batch may already send frames in it.
+            for item in batch.items:
+                if item.kind == STATUS and item.status is not None and item.rejection is None:
+                    if not persist.apply_status(session, item.status):
+                        self._remember_status(item)
             if framed:
                 pairs = {(i.frame.topic.site, i.frame.topic.camera or "") for i in framed if i.frame}
                 register = pairs if self.settings.ingest.auto_register_cameras else None
@@ -281,10 +287,6 @@ class IngestWorker:
                             "frame_id_conflict", f"frame_id {fid!r} was already stored with different image bytes"
                         )
                         conflicts.discard(fid)
-            for item in batch.items:
-                if item.kind == STATUS and item.status is not None and item.rejection is None:
-                    if not persist.apply_status(session, item.status):
-                        self._remember_status(item)
             for item in batch.items:
                 if item.rejection is not None:
                     sha = self.store.put(item.msg.payload, DEAD_PREFIX) if item.msg.payload else None
