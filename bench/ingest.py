@@ -107,12 +107,15 @@ def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float
         deadline = time.monotonic() + 600
         stats: dict = {}
         while time.monotonic() < deadline:
-            stats = api.get("/api/v1/ingest/stats").json()
-            if int(stats.get("accepted", 0)) + int(stats.get("duplicates", 0)) >= len(msgs):
+            r = api.get("/api/v1/ingest/stats")
+            if r.status_code != 200:
+                raise SystemExit(f"GET /ingest/stats answered {r.status_code}: {r.text[:300]}")
+            stats = r.json()
+            if int(stats.get("frames", 0)) + int(stats.get("dead_letters", 0)) >= len(msgs):
                 break
-            time.sleep(0.05)
+            time.sleep(0.1)
         elapsed = time.perf_counter() - start
-        return int(stats.get("accepted", 0)) / elapsed, stats
+        return int(stats.get("frames", 0)) / elapsed, stats
     finally:
         proc.terminate()
         proc.wait(timeout=30)

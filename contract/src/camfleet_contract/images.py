@@ -74,6 +74,23 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, in
     return np.ascontiguousarray(rgb)
 
 
+def check_decodes(data: bytes, draft: tuple[int, int] | None = None) -> None:
+    """A real decode pass that keeps no pixels (greyscale, reduced scale for JPEG with `draft`).
+
+    For gatekeeping at ingest: it catches corrupt and truncated data at a fraction of decode_image's cost.
+    Call probe_image first: this does not check the size.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Image.open(io.BytesIO(data)) as img:
+                if draft is not None and img.format == "JPEG":
+                    img.draft("L", draft)
+                img.load()
+    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        raise ImageError(f"corrupt or truncated image ({exc})") from None
+
+
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

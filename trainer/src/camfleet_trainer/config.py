@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from camfleet_contract.config import load_config
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from camfleet_trainer.backbone import DEFAULT_BACKBONE
+from camfleet_contract.config import load_config
 
 ENV_PREFIX = "CAMFLEET_TRAINER"
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_CACHE = Path("~/.cache/camfleet-trainer")
 
 

@@ -9,15 +9,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from camfleet_trainer.errors import DatasetError
+
+__all__ = ["DatasetError", "LabeledSet", "Sample", "check_dataset", "file_sample", "load_folder"]
+
 log = logging.getLogger(__name__)
 
 MIN_CLASSES = 2
 MIN_IMAGES_PER_CLASS = 2
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-
-
-class DatasetError(ValueError):
-    """The dataset cannot train a classifier; the message says what is missing."""
 
 
 @dataclass(frozen=True)

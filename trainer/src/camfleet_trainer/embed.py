@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from camfleet_contract.images import ImageError, decode_image, preprocess_batch
 from tqdm import tqdm
 
+from camfleet_contract.images import ImageError, decode_image, preprocess_batch
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import Sample
 

@@ -18,15 +18,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
+
 from camfleet_contract import bundle as cb
 from camfleet_contract.anomaly import AnomalyCalibration
 from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.neighbours import NeighbourIndex
 from camfleet_contract.runtime import INPUT, OUTPUTS
-from torch import nn
-
 from camfleet_trainer.backbone import Backbone, build_backbone
 from camfleet_trainer.embed import l2_normalize
+from camfleet_trainer.errors import ExportError
 from camfleet_trainer.quick import LinearHead
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ OPSET = 17
 PARITY_ATOL = 1e-4
 DEFAULT_CLASSIFIER = "imagenet"
 CONFIDENCE_THRESHOLD = 0.8  # ImageNet default: flag when the top-1 probability is below 0.2
-
-
-class ExportError(RuntimeError):
-    """The exported model does not behave like the torch model; no bundle was written."""
 
 
 class BundleModel(nn.Module):
@@ -71,7 +68,7 @@ def linear_from(head: LinearHead) -> nn.Linear:
 
 def export_onnx(module: BundleModel, size: int, path: Path) -> None:
     """TorchScript-based exporter (dynamo=False): quick and reliable for these convnets, dynamic batch axis."""
-    module = module.eval().cpu().to(memory_format=torch.contiguous_format)
+    module = module.eval().cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     dummy = torch.zeros(2, 3, size, size)
     axes = {INPUT: {0: "batch"}, OUTPUTS[0]: {0: "batch"}, OUTPUTS[1]: {0: "batch"}}
     with warnings.catch_warnings():
@@ -145,6 +142,8 @@ def write_bundle(
 ) -> cb.Manifest:
     """Export, check parity, write index + manifest + signature; `out_dir` appears only when all of it worked."""
     out_dir = Path(out_dir)
+    if not overwrite and out_dir.exists() and any(out_dir.iterdir()):  # fail before minutes of work
+        raise FileExistsError(f"out: {out_dir} exists and is not empty (use --force to replace it)")
     module = BundleModel(backbone, None if head is None else linear_from(head))
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_existing_parent(out_dir)))
     try:

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from camfleet_contract.bundle import Manifest
 from camfleet_contract.images import ImageError, decode_image
-
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, check_dataset
 from camfleet_trainer.embed import FeatureCache, embed_samples
@@ -112,9 +112,7 @@ def train_bundle(
     def embed_progress(done: int, count: int) -> None:
         stage("embed", 0.05 + 0.65 * done / max(count, 1), f"embedded {done}/{count} images")
 
-    emb = embed_samples(
-        backbone, data.samples, cache, device, progress=embed_progress, show_progress=show_progress
-    )
+    emb = embed_samples(backbone, data.samples, cache, device, progress=embed_progress, show_progress=show_progress)
     usable = data.subset(emb.kept.tolist())
     check_dataset(usable, where="usable images")
     seconds["embed"] = time.perf_counter() - t0
@@ -173,8 +171,9 @@ def train_bundle(
 def format_report(outcome: TrainOutcome) -> str:
     """The human summary the CLI prints after training."""
     m = outcome.quick.metrics
+    man = outcome.manifest
     lines = [
-        f"bundle     {outcome.bundle_dir}  (classifier {outcome.manifest.classifier}, version {outcome.manifest.version})",
+        f"bundle     {outcome.bundle_dir}  (classifier {man.classifier}, version {man.version})",
         f"backbone   {outcome.manifest.backbone}  embedding {outcome.manifest.embedding_dim}-d",
         f"images     {sum(outcome.counts.values())} in {len(outcome.classes)} classes"
         + (f", {len(outcome.skipped)} skipped (undecodable)" if outcome.skipped else ""),

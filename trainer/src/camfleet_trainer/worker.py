@@ -13,7 +13,6 @@ from typing import Any
 
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
 from camfleet_contract.signing import load_or_create_key
-
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
 from camfleet_trainer.client import HubClient, HubError, LeaseLost
 from camfleet_trainer.config import TrainerSettings
@@ -25,11 +24,17 @@ from camfleet_trainer.quick import QuickOptions
 log = logging.getLogger(__name__)
 
 HEARTBEAT_MIN_S = 2.0
+HEARTBEAT_MAX_S = 5.0  # progress on the hub stays fresh and a cancel is noticed within seconds
 DEFAULT_RETRY_S = 60.0
 
 
 class JobAborted(Exception):
     """Stop working on the current job (cancelled, lease lost, or the worker is stopping); do not fail it."""
+
+
+def _beat_interval(lease_s: float) -> float:
+    """Well inside the lease: a third of it, between HEARTBEAT_MIN_S and HEARTBEAT_MAX_S."""
+    return min(HEARTBEAT_MAX_S, max(HEARTBEAT_MIN_S, lease_s / 3.0))
 
 
 class JobReporter:
@@ -39,13 +44,11 @@ class JobReporter:
     change and raises JobAborted as soon as the hub said cancel, the lease was lost, or the worker stops.
     """
 
-    def __init__(
-        self, client: HubClient, job_id: int, worker: str, lease_s: float, stopping: threading.Event
-    ) -> None:
+    def __init__(self, client: HubClient, job_id: int, worker: str, lease_s: float, stopping: threading.Event) -> None:
         self.client = client
         self.job_id = job_id
         self.worker = worker
-        self.interval = max(HEARTBEAT_MIN_S, lease_s / 3.0)
+        self.interval = _beat_interval(lease_s)
         self.stopping = stopping
         self.abort_reason: str | None = None
         self._state = ("claimed", 0.0, "")
@@ -94,7 +97,7 @@ class JobReporter:
             self.abort_reason = "cancelled on the hub"
         lease = answer.get("lease_seconds")
         if isinstance(lease, int | float) and lease > 0:
-            self.interval = max(HEARTBEAT_MIN_S, float(lease) / 3.0)
+            self.interval = _beat_interval(float(lease))
 
     def _loop(self) -> None:
         while not self._done.is_set() and self.abort_reason is None:
@@ -108,10 +111,10 @@ class Worker:
 
     def __init__(self, settings: TrainerSettings, client: HubClient | None = None) -> None:
         self.settings = settings
-        self.client = client or HubClient(
-            settings.hub_url, settings.request_timeout_s, settings.retries, settings.api_token
-        )
         self.stopping = threading.Event()
+        self.client = client or HubClient(
+            settings.hub_url, settings.request_timeout_s, settings.retries, settings.api_token, sleep=self._backoff
+        )
         self.device = resolve_device(settings.device)
         self.cache_dir = settings.cache_dir
         self._backbone: Backbone | None = None
@@ -120,6 +123,11 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _backoff(self, seconds: float) -> None:
+        """The client's wait between retries, cut short (with an error) when the worker stops."""
+        if self.stopping.wait(seconds):
+            raise HubError("the worker is stopping")
 
     @property
     def backbone(self) -> Backbone:
@@ -137,9 +145,12 @@ class Worker:
     def run(self, max_jobs: int | None = None) -> int:
         """Poll for jobs until stopped (or `max_jobs` were handled); returns how many jobs were handled."""
         handled = 0
+        _ = self.backbone  # a missing weights package is a start-up error, not every job's failure
         log.info("trainer %s polling %s (device %s)", self.settings.worker, self.settings.hub_url, self.device)
         while not self.stopping.is_set() and (max_jobs is None or handled < max_jobs):
             self.ensure_default_model()
+            if self.stopping.is_set():
+                break
             try:
                 claimed = self.client.claim(self.settings.worker, self.device.type == "cuda")
             except HubError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from camfleet_contract.envelope import EnvelopeError, FrameHeader, decode_frame
-from camfleet_contract.images import ImageError, decode_image, probe_image
+from camfleet_contract.images import ImageError, check_decodes, probe_image
 from camfleet_contract.messages import AgentStatus, MessageError, from_json
 from camfleet_contract.topics import Topic, TopicError, Topics
 
@@ -74,7 +74,7 @@ def check_jpeg(jpeg: bytes, max_pixels: int) -> tuple[int, int]:
         raise Rejection("too_many_pixels", f"image of {width}x{height} pixels exceeds ingest.max_pixels={max_pixels}")
     draft = (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE))
     try:
-        decode_image(jpeg, max_pixels=max_pixels, draft=draft)
+        check_decodes(jpeg, draft=draft)
     except ImageError as exc:
         raise Rejection("corrupt_image", str(exc)) from None
     return width, height
