@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ruff over every source folder that exists; mypy too with CAMFLEET_MYPY=1 (make lint sets it).
+# ruff over every source folder that exists, then mypy over each package (CAMFLEET_MYPY=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ done
 echo "[lint] ruff check ${DIRS[*]}"
 "${CAMFLEET_VENV:-.venv}"/bin/ruff check "${DIRS[@]}"
 
-if [[ "${CAMFLEET_MYPY:-0}" == 1 ]]; then
+if [[ "${CAMFLEET_MYPY:-1}" == 1 ]]; then
     for pkg in contract hub edge-agent trainer; do
         [[ -d "$pkg/src" ]] || continue
         echo "[lint] mypy $pkg/src"

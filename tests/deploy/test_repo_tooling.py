@@ -35,7 +35,7 @@ def test_demo_sample_is_small_complete_and_decodes() -> None:
     demo = ROOT / "demo"
     sample = demo / "sample"
     assert sorted(p.name for p in sample.iterdir() if p.is_dir()) == DEMO_CLASSES
-    assert "CC0" in (sample / "LICENSE").read_text()
+    assert "CC0" in (sample.parent / "LICENSE").read_text()
     images = []
     for cls in DEMO_CLASSES:
         files = sorted((sample / cls).glob("*.jpg"))

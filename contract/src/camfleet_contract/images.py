@@ -67,8 +67,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, in
                 if draft is not None and fmt == "JPEG":
                     img.draft("RGB", draft)
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                rgb = np.asarray(img.convert("RGB"))
+                upright = ImageOps.exif_transpose(img) or img
+                rgb = np.asarray(upright.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Warning) as exc:
         raise ImageError(f"corrupt or truncated {fmt} image ({exc})") from None
     return np.ascontiguousarray(rgb)

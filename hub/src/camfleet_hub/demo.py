@@ -145,7 +145,7 @@ def _watch_events(args: argparse.Namespace, stop: threading.Event, counter: list
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            ev = from_json(Event, msg.payload)
+            ev = from_json(Event, bytes(msg.payload))
         except MessageError:
             return
         flag = "  ANOMALY" if ev.anomaly else ""
