@@ -27,10 +27,10 @@ from camfleet_contract.topics import Topics  # noqa: E402
 SITE, CAMERA, AGENT = "bench", "plaza", "bench-agent"
 
 
-def make_jpegs(count: int, target_kb: int = 60) -> list[tuple[bytes, int, int]]:
-    """Distinct frames of the clip as ~60 KB JPEGs."""
+def make_jpegs(count: int, target_kb: int = 64) -> list[tuple[bytes, int, int]]:
+    """Distinct 1280x720 frames of the clip as JPEGs of about 60 KB (the best quality under target_kb)."""
     out = []
-    for rgb in clip_frames(count, width=960):
+    for rgb in clip_frames(count):
         q, jpeg = 80, b""
         while q > 20:
             jpeg = encode_jpeg(rgb, q)

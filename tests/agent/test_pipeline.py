@@ -99,3 +99,33 @@ def test_no_upload_when_interval_is_zero_and_threads_drain_a_finite_source(
     assert pipeline.processed + pipeline.queue.dropped == 3
     assert len(rec.on("/event")) == 2 * pipeline.processed
     assert rec.on("/frame") == []
+
+
+def test_replayed_sources_wait_instead_of_dropping() -> None:
+    """A file can wait for the classifier; a live camera cannot, so its oldest frame is dropped."""
+    import threading
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from camfleet_agent.capture import CapturedFrame
+    from camfleet_agent.pipeline import FrameQueue
+
+    def frame(i: int) -> CapturedFrame:
+        return CapturedFrame(rgb=np.zeros((2, 2, 3), np.uint8), captured_at=datetime.now(UTC), seq=i)
+
+    live = FrameQueue(2)
+    for i in range(5):
+        live.put(frame(i))
+    assert live.dropped == 3 and [live.get(0.1).seq for _ in range(2)] == [3, 4]
+
+    replay, stop = FrameQueue(2), threading.Event()
+    producer = threading.Thread(target=lambda: [replay.put(frame(i), stop) for i in range(5)])
+    producer.start()
+    got = []
+    while len(got) < 5:
+        item = replay.get(5.0)
+        assert item is not None, "producer stalled"
+        got.append(item.seq)
+    producer.join(5)
+    assert got == [0, 1, 2, 3, 4] and replay.dropped == 0

@@ -83,6 +83,8 @@ class Pacer:
 class FrameSource:
     """Base class: paces, stamps and counts frames; subclasses produce raw RGB frames."""
 
+    live = False  # a live camera keeps producing whether we keep up or not; a replayed file can wait
+
     def __init__(self, source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.fps = fps
@@ -165,6 +167,7 @@ class VideoSource(FrameSource):
     ) -> None:
         super().__init__(source, fps, loop, clock)
         self.kind = kind
+        self.live = kind != "file"
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
 

@@ -38,19 +38,28 @@ class FrameQueue:
         self._items: deque[CapturedFrame] = deque()
         self._cond = threading.Condition()
 
-    def put(self, item: CapturedFrame) -> None:
+    def put(self, item: CapturedFrame, wait_unless: threading.Event | None = None) -> None:
+        """Add a frame; when full, drop the oldest (a live camera cannot wait).
+
+        With `wait_unless` (a stop event) wait for room instead: right for replayed files and folders,
+        where waiting loses nothing and decoding frames only to drop them wastes the CPU inference needs.
+        """
         with self._cond:
+            while wait_unless is not None and len(self._items) >= self.maxsize and not wait_unless.is_set():
+                self._cond.wait(0.1)
             if len(self._items) >= self.maxsize:
                 self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def get(self, timeout: float) -> CapturedFrame | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            item = self._items.popleft() if self._items else None
+            self._cond.notify_all()  # room for a producer waiting in put
+            return item
 
     def __len__(self) -> int:
         with self._cond:
@@ -170,8 +179,9 @@ class CameraPipeline:
 
     def _capture_loop(self) -> None:
         try:
+            wait_unless = None if self.source.live else self._stop
             for frame in self.source.frames(self._stop):
-                self.queue.put(frame)
+                self.queue.put(frame, wait_unless)
         except CaptureError as exc:
             self.error = str(exc)
             log.error("camera %s stopped: %s", self.name, exc)
