@@ -21,14 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate
 from camfleet_contract.bundle import MODEL, SIGNATURE, Manifest, pack_bundle, sign_bundle
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.messages import ModelAnnouncement
 from camfleet_contract.neighbours import NeighbourIndex
+from tests.support.tinybundle import tiny_onnx
 
 DEFAULT_CLASSES = ("dress", "hat", "shoes")
 EMBEDDING_DIM = 3
@@ -38,31 +37,7 @@ IR_VERSION = 8
 
 def tiny_onnx_model(num_classes: int, seed: int = 0, scale: float = 8.0) -> bytes:
     """Serialized ONNX model: image → (logits, L2-normalised colour embedding); dynamic batch."""
-    rng = np.random.default_rng(seed)
-    weight = (rng.standard_normal((EMBEDDING_DIM, num_classes)) * scale).astype(np.float32)
-    eps = np.array([1e-6], dtype=np.float32)
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-        helper.make_node("ReduceL2", ["flat"], ["norm"], axes=[1], keepdims=1),
-        helper.make_node("Add", ["norm", "eps"], ["norm_eps"]),
-        helper.make_node("Div", ["flat", "norm_eps"], ["embedding"]),
-        helper.make_node("MatMul", ["embedding", "weight"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "camfleet-tiny",
-        inputs=[helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        outputs=[
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING_DIM]),
-        ],
-        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(eps, "eps")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="camfleet-tests")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return tiny_onnx(num_classes, size=224, embed_dim=EMBEDDING_DIM, seed=seed, scale=scale).SerializeToString()
 
 
 def _calibration(with_index: bool) -> AnomalyCalibration:

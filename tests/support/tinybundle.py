@@ -1,7 +1,7 @@
 """A tiny but real signed bundle: an ONNX graph built with onnx.helper (no torch), for hub and agent tests.
 
-The graph: embedding = L2-normalise(global-average-pool(image)) (3-d: mean colour), logits = embedding @ W.
-It separates images by dominant colour, so real photos get real (if simple) predictions.
+The graph: embedding = L2-normalise(mean colour), logits = embedding @ W; it separates images by dominant
+colour, so real photos get real (if simple) predictions. `tiny_onnx` is the one tiny-model builder of the tests.
 """
 
 from __future__ import annotations
@@ -20,33 +20,36 @@ from camfleet_contract.neighbours import NeighbourIndex
 CLASSES = ["red", "green", "blue"]
 
 
-def tiny_onnx(classes: int = 3, size: int = 32) -> onnx.ModelProto:
-    w = np.eye(3, classes, dtype=np.float32) * 10.0
+def tiny_onnx(
+    classes: int = 3, *, size: int = 32, embed_dim: int = 3, seed: int | None = None, scale: float = 10.0
+) -> onnx.ModelProto:
+    """image → mean colour → embedding (L2-normalised; the colour itself when embed_dim is 3) → logits.
+
+    With seed None and 3 classes the logits are `scale` × the embedding: red, green, blue by dominant colour.
+    With a seed the weights are random (reproducible), for tests that need several distinct models.
+    """
+    rng = np.random.default_rng(seed)
+    e = np.eye(3, embed_dim, dtype=np.float32) if embed_dim == 3 else rng.normal(size=(3, embed_dim))
+    w = np.eye(embed_dim, classes) * scale if seed is None else rng.normal(size=(embed_dim, classes)) * scale
     nodes = [
-        helper.make_node("ReduceMean", ["image", "axes_hw"], ["pooled"], keepdims=0),
-        helper.make_node("ReduceL2", ["pooled", "axes_c"], ["norm"], keepdims=1),
-        helper.make_node("Max", ["norm", "eps"], ["norm_safe"]),
-        helper.make_node("Div", ["pooled", "norm_safe"], ["embedding"]),
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["colour"], axis=1),
+        helper.make_node("MatMul", ["colour", "E"], ["raw"]),
+        helper.make_node("LpNormalization", ["raw"], ["embedding"], axis=1, p=2),
         helper.make_node("MatMul", ["embedding", "W"], ["logits"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes_hw"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes_c"),
-        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "eps"),
-        numpy_helper.from_array(w, "W"),
     ]
     graph = helper.make_graph(
         nodes,
-        "tiny",
+        "camfleet-tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
         [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", embed_dim]),
         ],
-        inits,
+        [numpy_helper.from_array(e.astype(np.float32), "E"), numpy_helper.from_array(w.astype(np.float32), "W")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="camfleet-tests")
+    model.ir_version = 8
     onnx.checker.check_model(model)
     return model
 

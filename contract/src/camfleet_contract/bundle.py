@@ -19,7 +19,7 @@ from .anomaly import AnomalyCalibration
 from .images import Preprocessing
 from .messages import utcnow
 from .signing import SignatureError, public_key_of, sign, verify
-from .topics import TopicError, validate_name
+from .topics import Name
 
 FORMAT_VERSION = 1
 MODEL = "model.onnx"
@@ -52,7 +52,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format_version: int = FORMAT_VERSION
-    classifier: str
+    classifier: Name
     version: str = Field(min_length=1, max_length=64)
     classes: list[str] = Field(min_length=1)
     backbone: str
@@ -63,14 +63,6 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
     signer: str = Field(default="", description="hex ed25519 public key of whoever signed")
     created_at: AwareDatetime = Field(default_factory=utcnow)
-
-    @field_validator("classifier")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        try:
-            return validate_name(v, "classifier")
-        except TopicError as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("format_version")
     @classmethod

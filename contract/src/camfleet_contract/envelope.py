@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .messages import Prediction, utcnow
-from .topics import TopicError, validate_name
+from .topics import Name
 
 MAGIC = b"CFV1"
 _LEN = struct.Struct(">I")
@@ -37,23 +37,15 @@ class FrameHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     frame_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    agent: str
-    site: str
-    camera: str
+    agent: Name
+    site: Name
+    camera: Name
     captured_at: AwareDatetime
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     width: int = Field(gt=0, le=65535)
     height: int = Field(gt=0, le=65535)
     reason: FrameReason = "sample"
     predictions: list[Prediction] = Field(default_factory=list, max_length=100)
-
-    @field_validator("agent", "site", "camera")
-    @classmethod
-    def _names(cls, v: str, info) -> str:  # type: ignore[no-untyped-def]
-        try:
-            return validate_name(v, info.field_name)
-        except TopicError as exc:
-            raise ValueError(str(exc)) from None
 
 
 def new_header(

@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from .topics import TopicError, validate_name
+from .topics import Name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,13 +21,6 @@ class MessageError(ValueError):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _name(value: str, field: str) -> str:
-    try:
-        return validate_name(value, field)
-    except TopicError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class Message(BaseModel):
@@ -45,10 +38,10 @@ class Event(Message):
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     frame_id: str
     ts: AwareDatetime = Field(default_factory=utcnow)
-    site: str
-    camera: str
-    agent: str
-    classifier: str
+    site: Name
+    camera: Name
+    agent: Name
+    classifier: Name
     model_version: str
     label: str
     probability: float = Field(ge=0.0, le=1.0)
@@ -58,40 +51,25 @@ class Event(Message):
     motion: float | None = None
     latency_ms: float = Field(ge=0.0)
 
-    @field_validator("site", "camera", "agent", "classifier")
-    @classmethod
-    def _names(cls, v: str, info: Any) -> str:
-        return _name(v, info.field_name)
-
 
 class AgentStatus(Message):
     """Retained per agent; the last-will variant has state 'offline' and little else."""
 
     state: Literal["online", "offline"]
-    agent: str
-    site: str
+    agent: Name
+    site: Name
     ts: AwareDatetime = Field(default_factory=utcnow)
     software_version: str = ""
     models: dict[str, str] = Field(default_factory=dict)
-    cameras: list[str] = Field(default_factory=list)
+    cameras: list[Name] = Field(default_factory=list)
     fps: dict[str, float] = Field(default_factory=dict)
     outbox_depth: int = Field(default=0, ge=0)
-
-    @field_validator("site", "agent")
-    @classmethod
-    def _names(cls, v: str, info: Any) -> str:
-        return _name(v, info.field_name)
-
-    @field_validator("cameras")
-    @classmethod
-    def _cameras(cls, v: list[str]) -> list[str]:
-        return [_name(c, "camera") for c in v]
 
 
 class ModelAnnouncement(Message):
     """Retained on models/{classifier}: the bundle every agent of the site should run."""
 
-    classifier: str
+    classifier: Name
     version: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(gt=0)
@@ -99,11 +77,6 @@ class ModelAnnouncement(Message):
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
     classes: list[str]
     created_at: AwareDatetime = Field(default_factory=utcnow)
-
-    @field_validator("classifier")
-    @classmethod
-    def _names(cls, v: str) -> str:
-        return _name(v, "classifier")
 
 
 class Command(Message):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, ValidationInfo
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_ROOT = "camfleet"
@@ -25,6 +27,14 @@ def validate_name(value: str, field: str = "name") -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def _name_field(value: str, info: ValidationInfo) -> str:
+    return validate_name(value, info.field_name or "name")  # a ValueError: pydantic reports it per field
+
+
+Name = Annotated[str, AfterValidator(_name_field)]
+"""A pydantic field type for site, camera, agent and classifier names."""
 
 
 @dataclass(frozen=True)

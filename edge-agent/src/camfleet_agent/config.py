@@ -26,20 +26,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from camfleet_contract.config import load_config
-from camfleet_contract.topics import TopicError, validate_name
+from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 
 ENV_PREFIX = "CAMFLEET_AGENT"
 DEFAULT_HUB_URL = "http://127.0.0.1:8600"
 DEFAULT_MQTT_PORT = 11883  # the hub's embedded broker
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def _name(value: str, field: str) -> str:
-    """Names end up in topics and paths: reuse the contract's rule, as a pydantic error."""
-    try:
-        return validate_name(value, field)
-    except TopicError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class MqttSettings(BaseModel):
@@ -60,7 +52,7 @@ class MqttSettings(BaseModel):
     @classmethod
     def _root(cls, v: str) -> str:
         for part in v.split("/"):
-            _name(part, "mqtt.root")
+            validate_name(part, "mqtt.root")
         return v
 
 
@@ -79,7 +71,7 @@ class CameraSettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _camera_name(cls, v: str) -> str:
-        return _name(v, "cameras.name")
+        return validate_name(v, "cameras.name")
 
 
 class AgentSettings(BaseModel):
@@ -101,12 +93,12 @@ class AgentSettings(BaseModel):
     @field_validator("agent")
     @classmethod
     def _agent(cls, v: str) -> str:
-        return _name(v, "agent")
+        return validate_name(v, "agent")
 
     @field_validator("site")
     @classmethod
     def _site(cls, v: str) -> str:
-        return _name(v, "site")
+        return validate_name(v, "site")
 
     @field_validator("hub_url")
     @classmethod

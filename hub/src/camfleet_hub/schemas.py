@@ -7,16 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from camfleet_contract.topics import TopicError, validate_name
+from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 from camfleet_hub.db.models import ImageStatus
-
-
-def _checked_name(value: str, field: str) -> str:
-    """Apply the contract's name rule; pydantic turns the ValueError into a 422 naming field and value."""
-    try:
-        return validate_name(value, field)
-    except TopicError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class Request(BaseModel):
@@ -39,7 +31,7 @@ class NameCreate(Request):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _checked_name(v, "name")
+        return validate_name(v, "name")
 
 
 # --------------------------------------------------------------------------- health
@@ -100,7 +92,7 @@ class GroupCreate(NameCreate):
     @field_validator("parent")
     @classmethod
     def _parent(cls, v: str | None) -> str | None:
-        return None if v is None else _checked_name(v, "parent")
+        return None if v is None else validate_name(v, "parent")
 
 
 class GroupPublic(Public):
@@ -161,7 +153,7 @@ class ImageUpdate(Request):
     @field_validator("group")
     @classmethod
     def _group(cls, v: str | None) -> str | None:
-        return None if v is None else _checked_name(v, "group")
+        return None if v is None else validate_name(v, "group")
 
 
 # --------------------------------------------------------------------------- import
@@ -269,7 +261,7 @@ class ClassifyRequest(Request):
     @field_validator("site", "classifier")
     @classmethod
     def _names(cls, v: str, info: Any) -> str:
-        return _checked_name(v, info.field_name)
+        return validate_name(v, info.field_name)
 
 
 class PredictionPublic(Public):

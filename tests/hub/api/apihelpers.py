@@ -16,13 +16,13 @@ import numpy as np
 import onnx
 import paho.mqtt.client as paho
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
 from camfleet_contract.anomaly import calibrate
 from camfleet_contract.bundle import Manifest, pack_bundle, sign_bundle
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.neighbours import NeighbourIndex
+from tests.support.tinybundle import tiny_onnx as build_tiny_onnx
 
 WAIT_S = 30.0
 CLASSES = ["dress", "hat", "shoes"]
@@ -85,32 +85,8 @@ def dataset_zip(root: Path, per_class: int, classes: Iterable[str] = CLASSES, pr
 
 
 def tiny_onnx(classes: int, seed: int = 0) -> onnx.ModelProto:
-    """image → global average pool → (logits = x·W + b, embedding = L2-normalise(x·E)); real, tiny, no torch."""
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0, 4, size=(3, classes)).astype(np.float32)
-    b = np.zeros(classes, np.float32)
-    e = rng.normal(size=(3, EMBED_DIM)).astype(np.float32)
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["feat"], axis=1),
-        helper.make_node("Gemm", ["feat", "W", "b"], ["logits"]),
-        helper.make_node("MatMul", ["feat", "E"], ["emb_raw"]),
-        helper.make_node("LpNormalization", ["emb_raw"], ["embedding"], axis=1, p=2),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny-pool",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
-            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBED_DIM]),
-        ],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(e, "E")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    """The tests' one tiny-model builder at this module's input size and embedding width."""
+    return build_tiny_onnx(classes, size=SIZE, embed_dim=EMBED_DIM, seed=seed, scale=4.0)
 
 
 def write_bundle(
