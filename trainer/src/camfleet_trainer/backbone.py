@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -19,7 +18,7 @@ import timm
 import torch
 from torch import nn
 
-from camfleet_contract.bundle import Preprocessing
+from camfleet_contract.bundle import Preprocessing, sha256_file
 from camfleet_trainer.config import DEFAULT_BACKBONE
 from camfleet_trainer.errors import BackboneError
 
@@ -143,14 +142,6 @@ def preprocessing_of(model: nn.Module) -> Preprocessing:
     return Preprocessing(size=size, resize=math.floor(size / crop_pct), mean=mean, std=std)  # type: ignore[arg-type]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = None) -> Backbone:
     """Build timm model `name` (pretrained=False) and load its weights from `checkpoint` or its weights package.
 
@@ -182,7 +173,7 @@ def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None =
         preprocessing=preprocessing_of(model),
         embedding_dim=int(model.num_features),  # type: ignore[arg-type]
         weights=weights,
-        weights_sha256=_sha256(weights),
+        weights_sha256=sha256_file(weights),
         num_classes=num_classes,
     )
 
