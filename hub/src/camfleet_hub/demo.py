@@ -32,7 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", type=Path, default=Path("demo/camera"), help="images the demo camera replays")
     p.add_argument("--port", type=int, default=8600, help="hub HTTP port")
     p.add_argument("--mqtt-port", type=int, default=11883, help="embedded MQTT broker port")
-    p.add_argument("--exit-after-events", type=int, default=0, help="stop after this many site-model events (tests)")
 
 
 def _write_configs(args: argparse.Namespace) -> dict[str, Path]:
@@ -139,7 +138,7 @@ def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
         time.sleep(1.0)
 
 
-def _watch_events(args: argparse.Namespace, stop: threading.Event, counter: list[int]) -> mqtt.Client:
+def _watch_events(args: argparse.Namespace) -> mqtt.Client:
     topics = Topics()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"camfleet-demo-{os.getpid()}")
 
@@ -154,10 +153,6 @@ def _watch_events(args: argparse.Namespace, stop: threading.Event, counter: list
             f"({ev.probability:.2f}, anomaly score {ev.anomaly_score:.2f}){flag}",
             flush=True,
         )
-        if ev.classifier == CLASSIFIER:
-            counter[0] += 1
-            if args.exit_after_events and counter[0] >= args.exit_after_events:
-                stop.set()
 
     client.on_message = on_message
     client.on_connect = lambda c, *_: c.subscribe(topics.event(SITE, CAMERA), qos=1)
@@ -189,8 +184,7 @@ def main(args: argparse.Namespace) -> int:
         _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
         _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
         procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
-        counter = [0]
-        watcher = _watch_events(args, stop, counter)
+        watcher = _watch_events(args)
         r = client.post(
             f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}/import", json={"path": str(args.sample.resolve())}
         )
