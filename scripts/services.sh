@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the services the tests need available: the mosquitto binary (tests start their own brokers)
 # and a running PostgreSQL on 127.0.0.1:5432 that the test admin URL can connect to.
-# Installs Debian's mosquitto and postgresql when missing (root only; otherwise says what to install).
+# Installs Debian's mosquitto, postgresql and chromium (browser tests) when missing (root only; otherwise says
+# what to install). Playwright drives that chromium; it never downloads a browser of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ pg_ok() { PGCONNECT_TIMEOUT=5 psql "$1" -tAc 'select 1' >/dev/null 2>&1; }
 MISSING=()
 have_mosquitto || MISSING+=(mosquitto)
 have_postgres || MISSING+=(postgresql postgresql-client)
+[[ -x /usr/bin/chromium ]] || MISSING+=(chromium)
 if ((${#MISSING[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         die "missing Debian packages: ${MISSING[*]} (as root: apt-get install ${MISSING[*]})"
@@ -34,6 +36,7 @@ if ((${#MISSING[@]})); then
 fi
 have_mosquitto || die "mosquitto is still missing after the install"
 have_postgres || die "PostgreSQL is still missing after the install"
+[[ -x /usr/bin/chromium ]] || die "chromium is still missing after the install"
 
 # Custom admin URL: the caller manages that server; just check it.
 if [[ -n "${CAMFLEET_TEST_PG_ADMIN:-}" ]]; then
