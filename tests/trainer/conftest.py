@@ -71,3 +71,36 @@ def trained(
 @pytest.fixture(scope="session")
 def validation_images(clothing_subset: Path) -> dict[str, list[np.ndarray]]:
     return read_images(clothing_subset / "validation")
+
+
+@dataclass
+class FullRun:
+    """The shared full-mode run: `camfleet-trainer train --mode full` at 128 px for 2 epochs, INT8 on."""
+
+    bundle: Path
+    stdout: str
+    stderr: str
+    returncode: int
+
+
+@pytest.fixture(scope="session")
+def full_run(clothing_subset: Path, trainer_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> FullRun:
+    """One real fine-tune through the CLI (about a minute on 2 cores), shared by test_full and test_int8."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("full") / "bundle"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "camfleet_trainer", "train", "--mode", "full",
+            "--data", str(clothing_subset / "train"), "--out", str(out), "--cache-dir", str(trainer_cache),
+            "--classifier", "clothes", "--epochs", "2", "--image-size", "128", "--batch-size", "16", "--int8",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    return FullRun(out, proc.stdout, proc.stderr, proc.returncode)

@@ -23,12 +23,13 @@ from .topics import Name
 
 FORMAT_VERSION = 1
 MODEL = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"  # optional statically quantised variant; the manifest's metrics say if it is usable
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 INDEX = "index.usearch"
 INDEX_LABELS = "index_labels.json"
 REPORT = "report.json"
-KNOWN_FILES = frozenset({MODEL, MANIFEST, SIGNATURE, INDEX, INDEX_LABELS, REPORT})
+KNOWN_FILES = frozenset({MODEL, MODEL_INT8, MANIFEST, SIGNATURE, INDEX, INDEX_LABELS, REPORT})
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 
 __all__ = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -37,15 +36,15 @@ class Preprocessing(BaseModel):
 
 def probe_image(data: bytes) -> tuple[str, int, int]:
     """Format and size from the header alone: cheap, and safe against decompression bombs."""
+    # No warnings.catch_warnings() here or below: it swaps process-wide filters and is not thread-safe.
+    # Sizes are checked explicitly instead (decode_image's max_pixels).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, (w, h) = img.format or "", img.size
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (w, h) = img.format or "", img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}") from None
     if fmt not in ALLOWED_FORMATS:
         raise ImageError(f"unsupported image format {fmt or 'unknown'!r}; use one of {sorted(ALLOWED_FORMATS)}")
     return fmt, w, h
@@ -61,15 +60,13 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, in
     if w * h > max_pixels or w < 1 or h < 1:
         raise ImageError(f"image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # PIL warns (not raises) on some corrupt data
-            with Image.open(io.BytesIO(data)) as img:
-                if draft is not None and fmt == "JPEG":
-                    img.draft("RGB", draft)
-                img.load()
-                upright = ImageOps.exif_transpose(img) or img
-                rgb = np.asarray(upright.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        with Image.open(io.BytesIO(data)) as img:
+            if draft is not None and fmt == "JPEG":
+                img.draft("RGB", draft)
+            img.load()
+            upright = ImageOps.exif_transpose(img) or img
+            rgb = np.asarray(upright.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"corrupt or truncated {fmt} image ({exc})") from None
     return np.ascontiguousarray(rgb)
 
@@ -81,13 +78,11 @@ def check_decodes(data: bytes, draft: tuple[int, int] | None = None) -> None:
     Call probe_image first: this does not check the size.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with Image.open(io.BytesIO(data)) as img:
-                if draft is not None and img.format == "JPEG":
-                    img.draft("L", draft)
-                img.load()
-    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        with Image.open(io.BytesIO(data)) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("L", draft)
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"corrupt or truncated image ({exc})") from None
 
 

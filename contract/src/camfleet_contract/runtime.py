@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .anomaly import score
-from .bundle import MODEL, BundleError, Manifest, verify_bundle
+from .bundle import MODEL, MODEL_INT8, BundleError, Manifest, verify_bundle
 from .images import decode_image, preprocess_batch
 from .messages import Prediction
 from .neighbours import NeighbourIndex
@@ -53,6 +53,11 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def int8_usable(manifest: Manifest) -> bool:
+    """The bundle ships an INT8 model and the trainer measured it within 1 accuracy point of FP32."""
+    return MODEL_INT8 in manifest.files and manifest.metrics.get("int8_ok") is True
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
@@ -75,22 +80,27 @@ class ClassifierRuntime:
         providers: Sequence[str] | None = None,
         top_k: int = 5,
         threads: int | None = None,
+        prefer_int8: bool = False,
     ) -> None:
         self.bundle_dir = Path(bundle_dir)
         self.manifest: Manifest = verify_bundle(self.bundle_dir, public_key)
+        # INT8 only when asked for and the trainer vouched for it; otherwise the FP32 model.
+        self.model_file = MODEL_INT8 if prefer_int8 and int8_usable(self.manifest) else MODEL
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(
-                str(self.bundle_dir / MODEL), opts, providers=list(providers or default_providers())
+                str(self.bundle_dir / self.model_file), opts, providers=list(providers or default_providers())
             )
         except Exception as exc:  # ORT raises its own exception types for bad graphs
-            raise BundleError(f"{MODEL} cannot be loaded by ONNX Runtime: {exc}") from None
+            raise BundleError(f"{self.model_file} cannot be loaded by ONNX Runtime: {exc}") from None
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [INPUT] or not set(OUTPUTS) <= set(outputs):
-            raise BundleError(f"{MODEL} has inputs {inputs} and outputs {outputs}; expected {INPUT!r} -> {OUTPUTS}")
+            raise BundleError(
+                f"{self.model_file} has inputs {inputs} and outputs {outputs}; expected {INPUT!r} -> {OUTPUTS}"
+            )
         self.index = NeighbourIndex.load(self.bundle_dir)
         self.top_k = max(1, min(top_k, len(self.manifest.classes)))
         self._classes = np.asarray(self.manifest.classes, dtype=object)

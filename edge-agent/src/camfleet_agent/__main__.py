@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         "which only proves the bundle is intact, not who made it)",
     )
     classify.add_argument("--top-k", type=int, default=5, metavar="N", help="predictions per image (default 5)")
+    classify.add_argument(
+        "--fp32",
+        action="store_true",
+        help="run the FP32 model even when the bundle's INT8 model is vouched for (within 1 point of FP32)",
+    )
     return parser
 
 
@@ -118,7 +123,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        runtime = ClassifierRuntime(args.bundle, public_key=args.public_key, top_k=args.top_k)
+        runtime = ClassifierRuntime(
+            args.bundle, public_key=args.public_key, top_k=args.top_k, prefer_int8=not args.fp32
+        )
     except BundleError as exc:
         print(f"camfleet-agent: bundle {args.bundle} rejected: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -58,7 +58,12 @@ class Agent:
             self.fleet_key.check_hub()
 
             models = ModelManager(
-                s.data_dir, s.hub_url, self.fleet_key.get, top_k=s.top_k, on_change=self._status_changed.set
+                s.data_dir,
+                s.hub_url,
+                self.fleet_key.get,
+                top_k=s.top_k,
+                on_change=self._status_changed.set,
+                use_int8=s.use_int8,
             )
             models.load_from_disk()
             models.start()

@@ -85,6 +85,10 @@ class AgentSettings(BaseModel):
     data_dir: Path = Field(default=Path("var/agent"), description="models and state")
     fleet_public_key: str = Field(default="", description="hex ed25519 key; empty = fetch from the hub and pin")
     top_k: int = Field(default=5, ge=1, le=100)
+    use_int8: bool = Field(
+        default=True,
+        description="run a bundle's INT8 model when its trainer measured it within 1 accuracy point of FP32",
+    )
     queue_size: int = Field(default=4, ge=1, le=1000, description="frames buffered per camera before dropping")
     status_interval_s: float = Field(default=30.0, gt=0)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -71,11 +71,13 @@ class ModelManager:
         http: httpx.Client | None = None,
         retry_base_s: float = RETRY_BASE_S,
         download_backoff_s: float = 1.0,
+        use_int8: bool = True,
     ) -> None:
         self.models_dir = Path(data_dir) / "models"
         self.hub_url = hub_url.rstrip("/")
         self._public_key = public_key
         self.top_k = top_k
+        self.use_int8 = use_int8
         self._on_change = on_change
         self._http = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
         self._owns_http = http is None
@@ -289,7 +291,7 @@ class ModelManager:
         except FleetKeyError as exc:
             raise TransientUpdateError(str(exc)) from None
         try:
-            runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=self.top_k)
+            runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=self.top_k, prefer_int8=self.use_int8)
         except BundleError as exc:
             raise ModelUpdateError(str(exc)) from None
         except Exception as exc:  # ORT/usearch failures that the runtime did not wrap
@@ -298,6 +300,7 @@ class ModelManager:
             raise ModelUpdateError(f"manifest version {runtime.version!r} != announced version={version!r}")
         if runtime.manifest.classifier != classifier:
             log.warning("model %s/%s: manifest names classifier %r", classifier, version, runtime.manifest.classifier)
+        log.info("model %s/%s runs %s", classifier, version, runtime.model_file)
         return runtime
 
     @staticmethod

@@ -120,6 +120,46 @@ class ModelPublic(Public):
     bundle_url: str
 
 
+class MisclassifiedImage(Public):
+    image_id: int | None = Field(default=None, description="None when the image is no longer in the dataset")
+    sha256: str | None = None
+    label: str
+    predicted: str
+    probability: float | None = Field(default=None, description="the model's probability of its prediction")
+    thumbnail_url: str | None = None
+
+
+class ModelReport(Public):
+    """A model version's report, normalised: every part is empty when an older bundle did not carry it."""
+
+    model_id: int
+    version: int
+    status: str
+    classes: list[str]
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the manifest's metrics")
+    per_class: dict[str, dict[str, Any]] = Field(default_factory=dict, description="precision, recall, support")
+    confusion: list[list[int]] | None = Field(default=None, description="rows: true class, columns: predicted")
+    confusion_url: str | None = None
+    misclassified: list[MisclassifiedImage] = Field(default_factory=list)
+    thresholds: dict[str, Any] = Field(default_factory=dict, description="calibrated anomaly thresholds")
+    int8: dict[str, Any] | None = Field(default=None, description="INT8 accuracy and speed versus FP32")
+    label_errors: int = Field(default=0, description="images ranked by the out-of-fold label check")
+    report: dict[str, Any] = Field(default_factory=dict, description="the bundle's report.json (minus the ranking)")
+
+
+class LabelErrorPublic(Public):
+    image_id: int
+    sha256: str
+    given_label: str
+    predicted_label: str
+    self_confidence: float = Field(description="out-of-fold probability of the given label (low: doubtful)")
+    predicted_confidence: float | None = None
+    group: str | None = Field(default=None, description="the image's group now")
+    model_version_id: int
+    thumbnail_url: str
+    content_url: str
+
+
 class ClassifierDetail(ClassifierPublic):
     groups: list[GroupPublic]
     new_count: int = Field(description="images still to review (status NEW), in a group or not")
@@ -179,9 +219,26 @@ class ImportResult(Public):
 # --------------------------------------------------------------------------- jobs
 
 
+MAX_EPOCHS_PER_BEAT = 1000
+BACKBONE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class JobParams(Request):
+    """Training knobs; every one optional (the trainer's defaults apply), ``gpu`` asks for a GPU worker."""
+
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="full mode: maximum epochs")
+    test_size: float | None = Field(default=None, gt=0.0, lt=1.0, description="validation fraction (0.2)")
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    backbone: str | None = Field(
+        default=None, pattern=BACKBONE_PATTERN, description="timm model name, e.g. tf_efficientnet_lite0"
+    )
+    gpu: bool = Field(default=False, description="only a trainer with a GPU may claim the job")
+
+
 class JobCreate(Request):
-    mode: Literal["quick"] = "quick"
+    mode: Literal["quick", "full"] = "quick"
     auto_promote: bool = False
+    params: JobParams = Field(default_factory=JobParams)
 
 
 class JobPublic(Public):
@@ -198,6 +255,8 @@ class JobPublic(Public):
     stage: str | None = None
     message: str | None = None
     auto_promote: bool
+    params: dict[str, Any] = Field(default_factory=dict, description="the knobs given at creation")
+    gpu: bool = False
     model_version_id: int | None = None
     created_at: datetime
     started_at: datetime | None = None
@@ -217,10 +276,56 @@ class JobClaimed(Public):
     lease_seconds: float
 
 
+class EpochMetrics(Request):
+    """One finished epoch of a full fine-tune, as the trainer measured it."""
+
+    epoch: int = Field(ge=0, le=100_000)
+    loss: float | None = Field(default=None, allow_inf_nan=False)
+    train_acc: float | None = Field(default=None, ge=0.0, le=1.0)
+    val_acc: float | None = Field(default=None, ge=0.0, le=1.0)
+    val_loss: float | None = Field(default=None, allow_inf_nan=False)
+    epoch_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    eta_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+
+
 class JobHeartbeat(WorkerRequest):
     progress: float = Field(default=0.0, ge=0.0, le=1.0)
     stage: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=2000)
+    metrics: EpochMetrics | list[EpochMetrics] | None = Field(
+        default=None, description="the latest epoch's figures (or the epochs finished since the last heartbeat)"
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _max_epochs(cls, v: EpochMetrics | list[EpochMetrics] | None) -> EpochMetrics | list[EpochMetrics] | None:
+        if isinstance(v, list) and len(v) > MAX_EPOCHS_PER_BEAT:
+            raise ValueError(f"at most {MAX_EPOCHS_PER_BEAT} epochs per heartbeat (got {len(v)})")
+        return v
+
+    def epochs(self) -> list[dict[str, Any]]:
+        """The epoch figures as plain dicts (unset fields left out)."""
+        items = [] if self.metrics is None else self.metrics if isinstance(self.metrics, list) else [self.metrics]
+        return [m.model_dump(exclude_none=True) for m in items]
+
+
+class JobEventPublic(Public):
+    id: int
+    created_at: datetime
+    progress: float
+    stage: str | None = None
+    message: str | None = None
+    metrics: list[dict[str, Any]] | None = None
+
+
+class JobProgress(Public):
+    """A job with its heartbeat history and the per-epoch curve (one point per epoch, the latest figures)."""
+
+    job: JobPublic
+    events: list[JobEventPublic]
+    epochs: list[dict[str, Any]]
+    eta_s: float | None = Field(default=None, description="seconds left, from the latest heartbeat that said")
+    last_event_id: int | None = None
 
 
 class HeartbeatAnswer(Public):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import threading
 import time
@@ -96,8 +97,9 @@ def write_bundle(
     classifier: str = "clothes",
     version: str = "0",
     model_seed: int = 0,
+    report: dict[str, Any] | None = None,
 ) -> Manifest:
-    """A signed bundle in ``out_dir`` with a usearch index and calibrated anomaly thresholds."""
+    """A signed bundle in ``out_dir`` with a usearch index, calibrated anomaly thresholds and maybe a report."""
     classes = classes or CLASSES
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(tiny_onnx(len(classes), model_seed), str(out_dir / "model.onnx"))
@@ -106,6 +108,8 @@ def write_bundle(
     train /= np.linalg.norm(train, axis=1, keepdims=True)
     index = NeighbourIndex.build(train, np.arange(30) % len(classes))
     index.save(out_dir)
+    if report is not None:
+        (out_dir / "report.json").write_text(json.dumps(report))
     manifest = Manifest(
         classifier=classifier,
         version=version,
@@ -123,6 +127,50 @@ def bundle_zip(tmp: Path, seed_hex: str, **kw: Any) -> bytes:
     out = tmp / unique("bundle-")
     write_bundle(out, seed_hex, **kw)
     return pack_bundle(out)
+
+
+def sample_report(images: list[dict[str, Any]], classes: list[str] | None = None) -> dict[str, Any]:
+    """A report.json as the trainer writes it, over the hub's ``images`` (from GET …/images).
+
+    Every image gets an out-of-fold row; the first image of each class is "mislabelled" (the model doubts it
+    and predicts the next class), with self-confidence falling along the list so the order is known.
+    """
+    classes = classes or CLASSES
+    rows = []
+    seen: set[str] = set()
+    for n, img in enumerate(images):
+        label = img["group"]
+        doubtful = label not in seen
+        seen.add(label)
+        predicted = classes[(classes.index(label) + 1) % len(classes)] if doubtful else label
+        p_label = 0.01 * (n + 1) if doubtful else 0.9 + 0.001 * n
+        rows.append(
+            {
+                "name": f"image {img['id']}",
+                "sha256": img["sha256"],
+                "label": label,
+                "predicted": predicted,
+                "p_label": p_label,
+                "p_predicted": 1 - p_label,
+                "distance": 0.1,
+            }
+        )
+    rows.append({"name": "x", "sha256": "f" * 64, "label": "hat", "predicted": "hat", "p_label": 0.0})  # not ours
+    rows.sort(key=lambda r: r["p_label"])
+    return {
+        "classes": classes,
+        "counts": {c: 3 for c in classes},
+        "metrics": {
+            "mode": "quick",
+            "oof_accuracy": 0.9,
+            "per_class": {c: {"precision": 0.9, "recall": 0.8, "support": 3} for c in classes},
+            "confusion": [[3 if i == j else 1 for j in range(len(classes))] for i in range(len(classes))],
+            "temperature": 1.3,
+        },
+        "label_errors": rows,
+        "thresholds": {"anomaly_threshold": 0.93, "target_flag_rate": 0.05},
+        "int8": {"accuracy": 0.89, "fp32_accuracy": 0.9, "speedup": 2.1},
+    }
 
 
 def rewrite_zip(data: bytes, replace: dict[str, bytes]) -> bytes:

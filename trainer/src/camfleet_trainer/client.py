@@ -128,9 +128,27 @@ class HubClient:
             raise HubError(f"GET /blobs/{sha256}: the bytes received do not match that sha256")
         return data
 
-    def heartbeat(self, job_id: int, worker: str, progress: float, stage: str, message: str = "") -> dict[str, Any]:
-        """Renew the lease; the answer's `cancel` says to stop. Raises LeaseLost (409) when the job is gone."""
-        body = {"worker": worker, "progress": max(0.0, min(1.0, progress)), "stage": stage[:64], "message": message}
+    def heartbeat(
+        self,
+        job_id: int,
+        worker: str,
+        progress: float,
+        stage: str,
+        message: str = "",
+        metrics: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Renew the lease; the answer's `cancel` says to stop. Raises LeaseLost (409) when the job is gone.
+
+        `metrics` are the epochs finished since the last heartbeat (full mode), for the hub's live chart.
+        """
+        body: dict[str, Any] = {
+            "worker": worker,
+            "progress": max(0.0, min(1.0, progress)),
+            "stage": stage[:64],
+            "message": message[:2000],
+        }
+        if metrics:
+            body["metrics"] = metrics
         return self._request("POST", f"/jobs/{job_id}/heartbeat", json=body).json()
 
     def fail(self, job_id: int, worker: str, reason: str) -> None:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
@@ -18,7 +20,9 @@ from camfleet_trainer.client import HubClient, HubError, LeaseLost
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.data import DatasetError, LabeledSet, Sample
 from camfleet_trainer.export import ExportError, export_imagenet_default
-from camfleet_trainer.pipeline import train_bundle
+from camfleet_trainer.full import FullOptions
+from camfleet_trainer.pipeline import MODES, train_bundle
+from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quick import QuickOptions
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MIN_S = 2.0
 HEARTBEAT_MAX_S = 5.0  # progress on the hub stays fresh and a cancel is noticed within seconds
 DEFAULT_RETRY_S = 60.0
+FULL_PARAMS = ("epochs", "batch_size", "test_size")  # job params that tune the full mode
 
 
 class JobAborted(Exception):
@@ -52,6 +57,7 @@ class JobReporter:
         self.stopping = stopping
         self.abort_reason: str | None = None
         self._state = ("claimed", 0.0, "")
+        self._epochs: list[dict[str, Any]] = []  # per-epoch figures not yet delivered to the hub
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -75,6 +81,13 @@ class JobReporter:
             self._wake.set()
         self.check()
 
+    def add_epoch(self, metrics: dict[str, Any]) -> None:
+        """Queue one epoch's figures for the next heartbeat, sent at once (the hub draws them live)."""
+        with self._lock:
+            self._epochs.append(metrics)
+        self._wake.set()
+        self.check()
+
     def check(self) -> None:
         if self.stopping.is_set():
             raise JobAborted("the worker is stopping")
@@ -85,8 +98,11 @@ class JobReporter:
         """One heartbeat with the latest progress; notes a cancel or a lost lease."""
         with self._lock:
             stage, progress, message = self._state
+            epochs = list(self._epochs)
         try:
-            answer = self.client.heartbeat(self.job_id, self.worker, progress, stage, message)
+            answer = self.client.heartbeat(self.job_id, self.worker, progress, stage, message, epochs or None)
+            with self._lock:
+                del self._epochs[: len(epochs)]  # delivered; a failed beat keeps them for the next one
         except LeaseLost as exc:
             self.abort_reason = f"lease lost: {exc}"
             return
@@ -118,6 +134,7 @@ class Worker:
         self.device = resolve_device(settings.device)
         self.cache_dir = settings.cache_dir
         self._backbone: Backbone | None = None
+        self._other_backbones: dict[str, Backbone] = {}
         self._default_ok = False
         self._default_tried_at = -DEFAULT_RETRY_S
 
@@ -136,6 +153,14 @@ class Worker:
             configure_threads(self.settings.threads)
             self._backbone = build_backbone(self.settings.backbone, self.settings.checkpoint)
         return self._backbone
+
+    def backbone_for(self, name: str | None) -> Backbone:
+        """The configured backbone, or another one a job asks for (packaged weights only), built once."""
+        if not name or name == self.settings.backbone:
+            return self.backbone
+        if name not in self._other_backbones:
+            self._other_backbones[name] = build_backbone(name)
+        return self._other_backbones[name]
 
     def seed(self) -> str:
         return load_or_create_key(self.settings.key_path)
@@ -201,28 +226,31 @@ class Worker:
         try:
             with JobReporter(self.client, job_id, self.settings.worker, lease, self.stopping) as reporter:
                 try:
-                    if job.get("mode", "quick") != "quick":
-                        raise DatasetError(f"mode: {job.get('mode')!r} is not supported by this trainer (quick)")
+                    mode = job.get("mode") or "quick"
+                    if mode not in MODES:
+                        raise DatasetError(f"mode: {mode!r} is not supported by this trainer ({', '.join(MODES)})")
+                    params = job.get("params") or {}
+                    full = self._full_options(params) if mode == "full" else None
+                    backbone = self.backbone_for(params.get("backbone"))
                     data, name = self._dataset(job_id, reporter)
                     outcome = train_bundle(
                         data,
                         work / "bundle",
-                        self.backbone,
+                        backbone,
                         self.seed(),
                         cache_dir=self.cache_dir,
                         device=self.device,
                         classifier=name,
                         options=QuickOptions(target_flag_rate=self.settings.target_flag_rate),
                         on_stage=reporter.update,
+                        mode=mode,
+                        full=full,
+                        full_hooks=_epoch_reports(reporter),
                     )
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
-                    log.info(
-                        "job %s done: model %s, OOF accuracy %.3f",
-                        job_id,
-                        model.get("version"),
-                        outcome.quick.metrics["oof_accuracy"],
-                    )
+                    accuracy = outcome.metrics.get("val_accuracy", outcome.metrics.get("oof_accuracy"))
+                    log.info("job %s done (%s): model %s, accuracy %s", job_id, mode, model.get("version"), accuracy)
                     return "succeeded"
                 except JobAborted as exc:
                     log.warning("job %s aborted: %s", job_id, exc)
@@ -240,6 +268,15 @@ class Worker:
                     return self._fail(job_id, f"trainer error: {type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _full_options(self, params: dict[str, Any]) -> FullOptions:
+        """The full mode's options from the job's params; a bad value fails the job naming it."""
+        given = {k: params[k] for k in FULL_PARAMS if params.get(k) is not None}
+        try:
+            return FullOptions(**given, target_flag_rate=self.settings.target_flag_rate)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise DatasetError(f"params.{first['loc'][0]}={first.get('input')!r}: {first['msg']}") from None
 
     def _tmp_root(self) -> Path:
         root = self.cache_dir / "work"
@@ -291,3 +328,15 @@ class Worker:
         tmp.write_bytes(data)
         os.replace(tmp, path)
         return path
+
+
+def _epoch_reports(reporter: JobReporter) -> FullHooks:
+    """Full-mode figures for the hub: the estimate as epoch 0 (its ETA), then every finished epoch."""
+
+    def estimate(e: Estimate) -> None:
+        reporter.add_epoch({"epoch": 0, "eta_s": round(e.total_s, 1)})
+
+    def epoch(stats: EpochStats) -> None:
+        reporter.add_epoch(stats.hub_metrics())
+
+    return FullHooks(estimate=estimate, epoch=epoch)

@@ -14,12 +14,14 @@ from camfleet_hub.schemas import (
     JobClaim,
     JobClaimed,
     JobCreate,
+    JobEventPublic,
     JobFail,
     JobHeartbeat,
+    JobProgress,
     JobPublic,
     ModelPublic,
 )
-from camfleet_hub.services import crud, jobs, registry, views
+from camfleet_hub.services import crud, jobs, progress_log, registry, views
 from camfleet_hub.services.errors import TooLargeError
 
 router = APIRouter(tags=["jobs"])
@@ -39,7 +41,8 @@ def _public(job: TrainingJob) -> JobPublic:
 )
 def create_job(site: str, clf: str, body: JobCreate, session: SessionDep, _user: CurrentUserDep) -> JobPublic:
     classifier = crud.get_classifier(session, site, clf)
-    return _public(jobs.create_job(session, classifier, body.mode, body.auto_promote))
+    params = body.params.model_dump(exclude_none=True)
+    return _public(jobs.create_job(session, classifier, body.mode, body.auto_promote, params))
 
 
 @router.get("/sites/{site}/classifiers/{clf}/jobs", operation_id="list_jobs", response_model=list[JobPublic])
@@ -56,7 +59,7 @@ def list_jobs(
     responses={204: {"description": "no job is waiting"}},
 )
 def claim_job(body: JobClaim, session: SessionDep) -> JobClaimed | Response:
-    job = jobs.claim(session, body.worker)
+    job = jobs.claim(session, body.worker, gpu=body.gpu)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return JobClaimed(job=_public(job), lease_seconds=jobs.LEASE_SECONDS)
@@ -69,8 +72,26 @@ def get_job(job_id: int, session: SessionDep) -> JobPublic:
 
 @router.post("/jobs/{job_id}/heartbeat", operation_id="heartbeat_job", response_model=HeartbeatAnswer)
 def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep) -> HeartbeatAnswer:
-    cancel = jobs.heartbeat(session, job_id, body.worker, body.progress, body.stage, body.message)
+    cancel = jobs.heartbeat(session, job_id, body.worker, body.progress, body.stage, body.message, epochs=body.epochs())
     return HeartbeatAnswer(cancel=cancel, lease_seconds=jobs.LEASE_SECONDS)
+
+
+@router.get("/jobs/{job_id}/progress", operation_id="get_job_progress", response_model=JobProgress)
+def job_progress(
+    job_id: int,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="only events with a larger id (for polling)")] = 0,
+) -> JobProgress:
+    job = jobs.get_job(session, job_id)
+    events = progress_log.events(session, job_id, after)
+    last = events[-1].id if events else (after or None)
+    return JobProgress(
+        job=_public(job),
+        events=[JobEventPublic.model_validate(e) for e in events],
+        epochs=progress_log.epoch_curve(session, job_id),
+        eta_s=progress_log.eta_seconds(session, job_id) if job.status == "running" else None,
+        last_event_id=last,
+    )
 
 
 @router.post("/jobs/{job_id}/fail", operation_id="fail_job", response_model=JobPublic)

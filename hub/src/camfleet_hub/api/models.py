@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from camfleet_contract.signing import public_key_of
 from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
-from camfleet_hub.schemas import FleetKey, ModelPublic
-from camfleet_hub.services import announce, crud, registry, views
+from camfleet_hub.schemas import FleetKey, LabelErrorPublic, ModelPublic, ModelReport
+from camfleet_hub.services import announce, crud, label_errors, registry, reports, views
 from camfleet_hub.services.errors import NotFoundError, TooLargeError
 
 router = APIRouter(tags=["models"])
@@ -54,6 +54,46 @@ def get_model(model_id: int, session: SessionDep) -> ModelPublic:
 def promote(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> ModelPublic:
     model = registry.promote(services, session, registry.get_model(session, model_id))
     return ModelPublic.model_validate(views.model(model))
+
+
+@router.post("/models/{model_id}/rollback", operation_id="rollback_model", response_model=ModelPublic)
+def rollback(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> ModelPublic:
+    """Retire this production version and re-promote the one before it (409 when there is none)."""
+    model = registry.rollback(services, session, registry.get_model(session, model_id))
+    return ModelPublic.model_validate(views.model(model))
+
+
+@router.get("/models/{model_id}/report", operation_id="get_model_report", response_model=ModelReport)
+def report(model_id: int, session: SessionDep) -> ModelReport:
+    return ModelReport.model_validate(reports.normalised(session, registry.get_model(session, model_id)))
+
+
+@router.get(
+    "/models/{model_id}/confusion.png",
+    operation_id="get_model_confusion",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the confusion matrix as a picture"}},
+)
+def confusion(model_id: int, session: SessionDep) -> Response:
+    model = registry.get_model(session, model_id)
+    matrix = reports.confusion_of(model)
+    if matrix is None:
+        raise NotFoundError(f"model id={model_id} has no confusion matrix in its report")
+    png = reports.confusion_png(reports.classes_of(model), matrix)
+    return Response(content=png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get(
+    "/sites/{site}/classifiers/{clf}/label-errors",
+    operation_id="list_label_errors",
+    response_model=list[LabelErrorPublic],
+)
+def list_label_errors(
+    site: str, clf: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=label_errors.MAX_LIMIT)] = 50
+) -> list[LabelErrorPublic]:
+    """Images whose label the latest model doubts most (out-of-fold probability of the label, lowest first)."""
+    classifier = crud.get_classifier(session, site, clf)
+    return [LabelErrorPublic.model_validate(r) for r in label_errors.ranked(session, classifier, limit)]
 
 
 @router.get(

@@ -1,30 +1,142 @@
-"""The server-rendered web page (Jinja2, no JS framework) and its one form action, promote."""
+"""The server-rendered web pages (Jinja2, no JS framework) and their form actions.
+
+Pages: the overview (``/``), a classifier's Training page, a model page with its report, and the Errors view.
+Form actions call the same services as the REST API and redirect back (POST → 303 → GET).
+"""
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from camfleet_hub import __version__
 from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
-from camfleet_hub.services import overview, registry
+from camfleet_hub.api.errors import describe_errors
+from camfleet_hub.schemas import JobCreate
+from camfleet_hub.services import crud, jobs, overview, pages, registry
+from camfleet_hub.services.errors import ServiceError
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("camfleet_hub") / "templates"))
 
 REFRESH_SECONDS = 10
+POLL_MS = 2000
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
+
+
+def _back(next_url: str | None, default: str) -> RedirectResponse:
+    """Redirect to ``next_url`` when it is a path of this site, else to ``default``."""
+    ok = next_url is not None and next_url.startswith("/") and not next_url.startswith("//") and "\\" not in next_url
+    return RedirectResponse(next_url if ok and next_url else default, status_code=303)
+
+
+def training_url(site: str, clf: str) -> str:
+    return f"/ui/sites/{site}/classifiers/{clf}/training"
 
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, session: SessionDep) -> HTMLResponse:
-    context = {**overview.overview(session), "refresh": REFRESH_SECONDS, "version": __version__}
-    return templates.TemplateResponse(request, "index.html", context)
+    context = {**overview.overview(session), "refresh": REFRESH_SECONDS}
+    return _render(request, "index.html", context)
+
+
+@router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse)
+def training(request: Request, site: str, clf: str, session: SessionDep) -> HTMLResponse:
+    classifier = crud.get_classifier(session, site, clf)
+    return _render(request, "training.html", {**pages.training(session, classifier), "poll_ms": POLL_MS})
+
+
+@router.post("/ui/sites/{site}/classifiers/{clf}/jobs", response_model=None)
+def start_job(
+    request: Request,
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: CurrentUserDep,
+    mode: Annotated[str, Form()] = "quick",
+    epochs: Annotated[str, Form()] = "",
+    gpu: Annotated[str, Form()] = "",
+    auto_promote: Annotated[str, Form()] = "",
+) -> Response:
+    """The Training page's Start form; a bad value or a refused job shows the page again with the reason."""
+    classifier = crud.get_classifier(session, site, clf)
+    body: dict[str, Any] = {"mode": mode, "auto_promote": bool(auto_promote), "params": {"gpu": bool(gpu)}}
+    if epochs.strip():
+        body["params"]["epochs"] = epochs.strip()
+    try:
+        create = JobCreate.model_validate(body)
+        jobs.create_job(
+            session, classifier, create.mode, create.auto_promote, create.params.model_dump(exclude_none=True)
+        )
+    except ValidationError as exc:
+        return _error(request, session, classifier, describe_errors(exc.errors()), 422)
+    except ServiceError as exc:
+        return _error(request, session, classifier, exc.detail, exc.status_code)
+    return RedirectResponse(training_url(site, clf), status_code=303)
+
+
+def _error(request: Request, session: SessionDep, classifier: Any, detail: str, status_code: int) -> HTMLResponse:
+    context = {**pages.training(session, classifier), "poll_ms": POLL_MS, "error": detail}
+    return _render(request, "training.html", context, status_code)
+
+
+@router.post("/ui/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, session: SessionDep, _user: CurrentUserDep) -> RedirectResponse:
+    job = jobs.cancel(session, job_id)
+    return RedirectResponse(training_url(job.classifier.site.name, job.classifier.name), status_code=303)
+
+
+@router.get("/ui/jobs/{job_id}/chart.svg")
+def job_chart(job_id: int, session: SessionDep) -> Response:
+    """The loss / accuracy curves of a job (two SVGs in a div), re-fetched by the Training page as epochs arrive."""
+    return HTMLResponse(pages.job_chart(session, job_id), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/ui/models/{model_id}", response_class=HTMLResponse)
+def model_page(request: Request, model_id: int, session: SessionDep) -> HTMLResponse:
+    return _render(request, "model.html", pages.model(session, registry.get_model(session, model_id)))
 
 
 @router.post("/ui/models/{model_id}/promote")
-def promote(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> RedirectResponse:
+def promote(
+    model_id: int,
+    session: SessionDep,
+    services: ServicesDep,
+    _user: CurrentUserDep,
+    next_url: Annotated[str | None, Form(alias="next")] = None,
+) -> RedirectResponse:
     registry.promote(services, session, registry.get_model(session, model_id))
-    return RedirectResponse("/", status_code=303)
+    return _back(next_url, "/")
+
+
+@router.post("/ui/models/{model_id}/rollback")
+def rollback(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> RedirectResponse:
+    previous = registry.rollback(services, session, registry.get_model(session, model_id))
+    return RedirectResponse(f"/ui/models/{previous.id}", status_code=303)
+
+
+@router.get("/ui/sites/{site}/classifiers/{clf}/errors", response_class=HTMLResponse)
+def errors(request: Request, site: str, clf: str, session: SessionDep) -> HTMLResponse:
+    return _render(request, "errors.html", pages.errors(session, crud.get_classifier(session, site, clf)))
+
+
+@router.post("/ui/images/{image_id}/group")
+def move_image(
+    image_id: int,
+    session: SessionDep,
+    _user: CurrentUserDep,
+    group: Annotated[str, Form()],
+    next_url: Annotated[str | None, Form(alias="next")] = None,
+) -> RedirectResponse:
+    """The Errors view's one-click fix: the same change as PATCH /api/v1/images/{id} {"group": …}."""
+    name = crud.checked_name(group, "group")
+    crud.update_image(session, crud.get_image(session, image_id), None, name)
+    return _back(next_url, "/")

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -268,6 +269,8 @@ class TrainingJob(Base):
     stage: Mapped[str | None] = mapped_column(String(64), default=None)
     message: Mapped[str | None] = mapped_column(Text, default=None)
     auto_promote: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Only a worker that says it has a GPU may claim this job.
+    gpu: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The model this job produced; a plain column because model_versions.job_id already links back (no FK cycle).
     model_version_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -301,5 +304,42 @@ class ModelVersion(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set when a rollback took this version out of production, so the next rollback skips it.
+    rolled_back_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The bundle's report.json (metrics, per-class figures, confusion, …) minus the per-image ranking.
+    report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
     classifier: Mapped[Classifier | None] = relationship()
+
+
+class JobEvent(Base):
+    """One heartbeat of a job as received: progress, stage, message and, during training, the epoch's figures."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(64), default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    metrics: Mapped[list[Any] | None] = mapped_column(default=None)
+
+
+class ImageLabelScore(Base):
+    """Out-of-fold judgement of one image's label by one model version: the data behind the Errors view."""
+
+    __tablename__ = "image_label_scores"
+    __table_args__ = (
+        UniqueConstraint("model_version_id", "image_id"),
+        Index("ix_image_label_scores_model_version_id_self_confidence", "model_version_id", "self_confidence"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    given_label: Mapped[str] = mapped_column(String(NAME_LEN))
+    predicted_label: Mapped[str] = mapped_column(String(NAME_LEN))
+    self_confidence: Mapped[float] = mapped_column(Float)
+    predicted_confidence: Mapped[float | None] = mapped_column(Float, default=None)

@@ -8,13 +8,15 @@ won the race. So two trainers never hold the same job.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import String, and_, cast, func, literal, or_, select, update
+from sqlalchemy import String, and_, cast, func, literal, or_, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from camfleet_hub.db.models import Classifier, Group, Image, ImageStatus, JobStatus, TrainingJob
 from camfleet_hub.db.types import utcnow
+from camfleet_hub.services import progress_log
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
 LEASE_SECONDS = 60.0
@@ -54,7 +56,11 @@ def trainable_groups(session: Session, classifier: Classifier) -> dict[str, int]
 
 
 def create_job(
-    session: Session, classifier: Classifier, mode: str = "quick", auto_promote: bool = False
+    session: Session,
+    classifier: Classifier,
+    mode: str = "quick",
+    auto_promote: bool = False,
+    params: dict[str, Any] | None = None,
 ) -> TrainingJob:
     """Queue a job; 409 while one is queued or running, 422 unless two groups have two confirmed images each."""
     # Serialise creators per classifier on PostgreSQL (SQLite ignores FOR UPDATE; its writers are serial).
@@ -74,7 +80,9 @@ def create_job(
             f"classifier {classifier.name!r} needs at least {MIN_GROUPS} groups with at least "
             f"{MIN_IMAGES_PER_GROUP} confirmed (GROUP) images each; groups with confirmed images: {have}"
         )
-    job = TrainingJob(classifier_id=classifier.id, mode=mode, auto_promote=auto_promote)
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    gpu = bool(params.get("gpu", False))
+    job = TrainingJob(classifier_id=classifier.id, mode=mode, auto_promote=auto_promote, params=params, gpu=gpu)
     session.add(job)
     session.commit()
     return job
@@ -110,8 +118,16 @@ def fail_exhausted(session: Session, now: datetime | None = None) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def claim(session: Session, worker: str, lease_seconds: float = LEASE_SECONDS) -> TrainingJob | None:
-    """Give the oldest claimable job to ``worker`` under a lease, or None when there is nothing to do."""
+def _gpu_ok(gpu: bool) -> ColumnElement[bool]:
+    """Jobs a worker may take: all of them with a GPU, only those not asking for one without."""
+    return true() if gpu else TrainingJob.gpu.is_(False)
+
+
+def claim(session: Session, worker: str, lease_seconds: float = LEASE_SECONDS, gpu: bool = False) -> TrainingJob | None:
+    """Give the oldest claimable job to ``worker`` under a lease, or None when there is nothing to do.
+
+    A job that asks for a GPU goes only to a worker that has one, and such a worker takes those first.
+    """
     now = utcnow()
     fail_exhausted(session, now)
     values = {
@@ -123,7 +139,11 @@ def claim(session: Session, worker: str, lease_seconds: float = LEASE_SECONDS) -
         "stage": "claimed",
         "message": None,
     }
-    oldest = select(TrainingJob.id).where(_claimable(now)).order_by(TrainingJob.created_at, TrainingJob.id).limit(1)
+    oldest = select(TrainingJob.id).where(_claimable(now))
+    if gpu:
+        oldest = oldest.order_by(TrainingJob.gpu.desc(), TrainingJob.created_at, TrainingJob.id).limit(1)
+    else:
+        oldest = oldest.where(_gpu_ok(gpu)).order_by(TrainingJob.created_at, TrainingJob.id).limit(1)
     if session.get_bind().dialect.name == "postgresql":
         job_id = session.scalar(oldest.with_for_update(skip_locked=True))
         if job_id is None:
@@ -144,7 +164,7 @@ def claim(session: Session, worker: str, lease_seconds: float = LEASE_SECONDS) -
             return None
         result = session.execute(
             update(TrainingJob)
-            .where(TrainingJob.id == job_id, _claimable(now))
+            .where(TrainingJob.id == job_id, _claimable(now), _gpu_ok(gpu))
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -176,8 +196,9 @@ def heartbeat(
     stage: str | None,
     message: str | None,
     lease_seconds: float = LEASE_SECONDS,
+    epochs: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Renew the lease and record progress; returns whether the job was cancelled (the worker should stop)."""
+    """Renew the lease and record progress (kept as an event); returns whether the job was cancelled."""
     job = get_job(session, job_id)
     if job.status == JobStatus.CANCELLED.value and job.worker == worker:
         return True
@@ -194,6 +215,7 @@ def heartbeat(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise _lease_lost(session, job_id, worker)
+    progress_log.record(session, job_id, progress, stage, message, epochs)
     session.commit()
     return False
 

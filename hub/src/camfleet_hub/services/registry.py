@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -21,7 +21,7 @@ from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
 from camfleet_hub.db.models import Classifier, JobStatus, ModelStatus, ModelVersion, Site, TrainingJob
 from camfleet_hub.db.types import utcnow
-from camfleet_hub.services import announce
+from camfleet_hub.services import announce, reports
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 from camfleet_hub.services.jobs import get_job
 from camfleet_hub.store.base import ObjectNotFound
@@ -59,8 +59,13 @@ def _check_loads(bundle_dir: Path, public_key: str) -> None:
         raise BundleError(f"model.onnx fails on a test input: {exc}") from None
 
 
-def resign(services: HubServices, data: bytes, classifier: str | None, version: int) -> tuple[bytes, Manifest, str]:
-    """Unpack, verify (hashes + the uploader's signature), set classifier/version, re-sign; (zip, manifest, sig)."""
+def resign(
+    services: HubServices, data: bytes, classifier: str | None, version: int
+) -> tuple[bytes, Manifest, str, dict[str, Any] | None]:
+    """Unpack, verify (hashes + the uploader's signature), set classifier/version, re-sign.
+
+    Returns (zip, manifest, signature, the bundle's report.json or None).
+    """
     with tempfile.TemporaryDirectory(prefix="camfleet-bundle-") as tmp:
         bundle_dir = unpack_bundle(data, Path(tmp) / "bundle")
         manifest = verify_bundle(bundle_dir, None)
@@ -70,7 +75,7 @@ def resign(services: HubServices, data: bytes, classifier: str | None, version: 
         manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_key)
         _check_loads(bundle_dir, public_key_of(services.fleet_key))
         signature = (bundle_dir / "manifest.sig").read_text().strip()
-        return pack_bundle(bundle_dir), manifest, signature
+        return pack_bundle(bundle_dir), manifest, signature, reports.read_report(bundle_dir)
 
 
 def _store_model(
@@ -85,7 +90,7 @@ def _store_model(
     for attempt in range(VERSION_RETRIES):
         version = _next_version(session, None if classifier is None else classifier.id)
         try:
-            packed, manifest, signature = resign(
+            packed, manifest, signature, report = resign(
                 services, data, None if classifier is None else classifier.name, version
             )
         except BundleError as exc:
@@ -93,6 +98,7 @@ def _store_model(
             raise InvalidError(f"file: bundle rejected: {exc}") from None
         sha = services.store.put(packed, prefix=announce.BUNDLE_PREFIX)
         announce.remember_signature(sha, signature)
+        kept, ranking = reports.split_report(report) if report is not None else (None, [])
         model = ModelVersion(
             classifier_id=None if classifier is None else classifier.id,
             version=version,
@@ -103,16 +109,19 @@ def _store_model(
             metrics=dict(manifest.metrics),
             job_id=None if job is None else job.id,
             promoted_at=utcnow() if status == ModelStatus.PRODUCTION else None,
+            report=kept,
         )
         session.add(model)
         try:
             session.flush()
-            return model
         except IntegrityError:
             session.rollback()
             if job is not None and _model_of_job(session, job.id) is not None:
                 raise
             log.info("model version %s was taken concurrently (attempt %s); retrying", version, attempt + 1)
+            continue
+        reports.store_label_scores(session, model, ranking)
+        return model
     raise ConflictError("could not assign a model version: too many concurrent uploads")
 
 
@@ -164,13 +173,64 @@ def promote(services: HubServices, session: Session, model: ModelVersion) -> Mod
     if model.status != ModelStatus.PRODUCTION.value:
         model.status = ModelStatus.PRODUCTION.value
         model.promoted_at = utcnow()
+    model.rolled_back_at = None
     session.commit()
+    _announce(services, session, model)
+    return model
+
+
+def rollback_target(session: Session, model: ModelVersion) -> ModelVersion | None:
+    """The version that was in production before ``model``: the latest promoted, retired, not rolled-back one."""
+    return session.scalar(
+        select(ModelVersion)
+        .where(
+            ModelVersion.classifier_id == model.classifier_id,
+            ModelVersion.id != model.id,
+            ModelVersion.status == ModelStatus.RETIRED.value,
+            ModelVersion.promoted_at.is_not(None),
+            ModelVersion.rolled_back_at.is_(None),
+        )
+        .order_by(ModelVersion.promoted_at.desc(), ModelVersion.id.desc())
+        .limit(1)
+    )
+
+
+def rollback(services: HubServices, session: Session, model: ModelVersion) -> ModelVersion:
+    """Take the production ``model`` out (retired, marked rolled back) and re-promote the previous production one.
+
+    409 when ``model`` is not in production or no earlier production version exists; returns the re-promoted one.
+    """
+    if model.classifier_id is None:
+        raise InvalidError(f"model id={model.id} is the ImageNet default; replace it with PUT /api/v1/models/default")
+    if model.status != ModelStatus.PRODUCTION.value:
+        raise ConflictError(f"model id={model.id} is {model.status}; only the production version can be rolled back")
+    previous = rollback_target(session, model)
+    if previous is None:
+        raise ConflictError(
+            f"model id={model.id} (version {model.version}) has no earlier production version to roll back to"
+        )
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == model.id)
+        .values(status=ModelStatus.RETIRED.value, rolled_back_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    previous.status = ModelStatus.PRODUCTION.value
+    previous.promoted_at = utcnow()
+    session.commit()
+    session.refresh(model)
+    log.info("model id=%s rolled back to id=%s (version %s)", model.id, previous.id, previous.version)
+    _announce(services, session, previous)
+    return previous
+
+
+def _announce(services: HubServices, session: Session, model: ModelVersion) -> None:
+    """Re-announce the site of ``model``'s classifier so its agents follow at once."""
     classifier = session.get(Classifier, model.classifier_id)
     assert classifier is not None
     site = session.get(Site, classifier.site_id)
     assert site is not None
     announce.announce_site(services, session, site)
-    return model
 
 
 def put_default(services: HubServices, session: Session, data: bytes) -> ModelVersion:

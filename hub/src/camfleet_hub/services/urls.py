@@ -23,3 +23,7 @@ def frame_image(frame_id: str) -> str:
 
 def frame_thumbnail(frame_id: str) -> str:
     return f"{API_PREFIX}/frames/{frame_id}/thumbnail"
+
+
+def model_confusion(model_id: int) -> str:
+    return f"{API_PREFIX}/models/{model_id}/confusion.png"

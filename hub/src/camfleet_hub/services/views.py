@@ -118,6 +118,8 @@ def job(j: TrainingJob) -> dict[str, Any]:
         "stage": j.stage,
         "message": j.message,
         "auto_promote": j.auto_promote,
+        "params": dict(j.params or {}),
+        "gpu": bool(j.gpu),
         "model_version_id": j.model_version_id,
         "created_at": j.created_at,
         "started_at": j.started_at,

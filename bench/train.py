@@ -1,0 +1,250 @@
+"""Quick-mode training on the shared clothing set: time to a signed bundle, validation accuracy through the
+exported ONNX bundle, what each technique buys (ablation), the unseen-kind check, and embedding throughput
+against the raw torch forward pass of the same backbone and batch, all measured in the same run.
+
+    python bench/train.py [--cold] [--skip-ablation] [--json var/bench-train/results.json]
+
+Embeddings are cached under var/bench-cache (git-ignored), so a re-run is warm. The cold time (no cached
+embedding) is measured when that cache does not yet hold the training set, or with --cold (into a temporary
+cache, leaving var/bench-cache alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHARED_DATA  # noqa: E402
+
+from camfleet_contract.signing import load_or_create_key  # noqa: E402
+from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
+from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
+from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
+from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
+from camfleet_trainer.pipeline import train_bundle  # noqa: E402
+from camfleet_trainer.quick import QuickOptions, fit_head, stratified_folds  # noqa: E402
+
+DATA = SHARED_DATA / "clothing"
+CACHE = REPO / "var" / "bench-cache"
+WORK = REPO / "var" / "bench-train"
+LEFT_OUT = ("shoes", "skirt")
+CPU = torch.device("cpu")
+
+
+def timed_bundle(
+    data: LabeledSet, out: Path, backbone: Backbone, seed: str, cache: Path, options: QuickOptions
+) -> tuple[float, object]:
+    """Wall time of one whole quick-mode job: embed (cache first) → fit → export → parity → sign."""
+    start = time.perf_counter()
+    outcome = train_bundle(
+        data, out, backbone, seed, cache_dir=cache, device=CPU, classifier="clothes", options=options, overwrite=True
+    )
+    return time.perf_counter() - start, outcome
+
+
+def cached_features(backbone: Backbone, data: LabeledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, mirrored features, labels) of a split from the bench cache."""
+    emb = embed_samples(backbone, data.samples, FeatureCache(CACHE, backbone.cache_key), CPU)
+    labels = np.array([s.label for s, k in zip(data.samples, emb.kept, strict=True) if k])
+    return emb.features, emb.flipped, labels
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float, float]:
+    """(accuracy, balanced accuracy)."""
+    recalls = [float(np.mean(pred[labels == c] == c)) for c in range(num_classes) if (labels == c).any()]
+    return float(np.mean(pred == labels)), float(np.mean(recalls))
+
+
+def variant_scores(
+    opts: QuickOptions,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray],
+    num_classes: int,
+) -> dict[str, float]:
+    """5-fold CV accuracy on train (how a choice is made) and validation accuracy (how it is reported)."""
+    x, xf, y = train
+    folds, k = stratified_folds(y, opts.folds, opts.seed)
+    oof = np.zeros((len(y), num_classes))
+    for f in range(k):
+        tr, te = folds != f, folds == f
+        head = fit_head(
+            x[tr], y[tr], num_classes, opts.l2, opts.standardize, xf[tr] if opts.use_flips else None, opts.balanced
+        )
+        oof[te] = head.logits(x[te])
+    head = fit_head(x, y, num_classes, opts.l2, opts.standardize, xf if opts.use_flips else None, opts.balanced)
+    cv_acc, cv_bal = accuracy(oof.argmax(1), y, num_classes)
+    val_acc, val_bal = accuracy(head.logits(val[0]).argmax(1), val[2], num_classes)
+    return {"cv_accuracy": cv_acc, "cv_balanced": cv_bal, "val_accuracy": val_acc, "val_balanced": val_bal}
+
+
+def ablation(backbone: Backbone, train: LabeledSet, val: LabeledSet) -> list[dict[str, object]]:
+    """Each technique switched off in turn (and a few L2 strengths), against the defaults, same folds."""
+    tr, va = cached_features(backbone, train), cached_features(backbone, val)
+    base = QuickOptions()
+    variants: list[tuple[str, QuickOptions]] = [
+        ("defaults", base),
+        ("no standardization", replace(base, standardize=False)),
+        ("no mirrored views", replace(base, use_flips=False)),
+        ("no class balancing", replace(base, balanced=False)),
+        ("none of the three", replace(base, standardize=False, use_flips=False, balanced=False)),
+    ]
+    variants += [(f"l2 = {l2:g}", replace(base, l2=l2)) for l2 in (0.01, 0.03, 0.3, 1.0) if l2 != base.l2]
+    rows: list[dict[str, object]] = []
+    for name, opts in variants:
+        start = time.perf_counter()
+        scores = variant_scores(opts, tr, va, len(train.classes))
+        rows.append({"variant": name, **scores, "seconds": round(time.perf_counter() - start, 1)})
+        print(
+            f"  {name:<22} CV acc {scores['cv_accuracy']:.4f} (bal {scores['cv_balanced']:.4f})   "
+            f"validation acc {scores['val_accuracy']:.4f} (bal {scores['val_balanced']:.4f})",
+            flush=True,
+        )
+    return rows
+
+
+def embedding_throughput(backbone: Backbone, samples: list, tmp: Path) -> dict[str, float]:
+    """Images/s of embed_samples (read + decode + preprocess + image and mirror forward, no cache) ÷ the raw
+    torch forward of the same backbone on already preprocessed tensors at the same batch (image + mirror)."""
+    from camfleet_contract.images import decode_image, preprocess_batch
+
+    emb_start = time.perf_counter()
+    embed_samples(backbone, samples, FeatureCache(tmp / "throughput-cache", backbone.cache_key), CPU)
+    pipeline_rate = len(samples) / (time.perf_counter() - emb_start)
+    batch = preprocess_batch([decode_image(s.read()) for s in samples[:DEFAULT_BATCH]], backbone.preprocessing)
+    compute_features(backbone, batch, CPU)  # warm-up
+    reps, start = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < 10.0:
+        compute_features(backbone, batch, CPU)
+        reps += 1
+    raw_rate = reps * len(batch) / (time.perf_counter() - start)
+    return {
+        "images": len(samples),
+        "pipeline_img_s": round(pipeline_rate, 2),
+        "raw_forward_img_s": round(raw_rate, 2),
+        "ratio": round(pipeline_rate / raw_rate, 3),
+    }
+
+
+def cache_holds(backbone: Backbone, data: LabeledSet) -> bool:
+    cache = FeatureCache(CACHE, backbone.cache_key)
+    return all(cache.get(s.sha256, backbone.embedding_dim) is not None for s in data.samples)
+
+
+def describe(ev: Evaluation) -> str:
+    unseen = ", ".join(f"{u.name} {u.flagged}/{u.images} ({u.flag_rate:.1%})" for u in ev.unseen)
+    return (
+        f"accuracy {ev.accuracy:.4f} (balanced {ev.balanced_accuracy:.4f}) on {ev.images} images; "
+        f"known images flagged {ev.flagged}/{ev.images} ({ev.flag_rate:.1%})"
+        + (f"; unseen: {unseen}" if unseen else "")
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with train/ and validation/ (folder per class)")
+    ap.add_argument("--cold", action="store_true", help="also time a run with no cached embedding (minutes)")
+    ap.add_argument("--skip-ablation", action="store_true")
+    ap.add_argument("--throughput-images", type=int, default=128, help="images for the embedding throughput")
+    ap.add_argument("--json", type=Path, default=WORK / "results.json", help="where to write the figures")
+    args = ap.parse_args()
+
+    configure_threads(None)
+    WORK.mkdir(parents=True, exist_ok=True)
+    seed = load_or_create_key(WORK / "trainer.key")
+    results: dict[str, object] = {"threads": torch.get_num_threads(), "data": str(args.data)}
+    t0 = time.perf_counter()
+    backbone = build_backbone()
+    results["backbone_load_s"] = round(time.perf_counter() - t0, 2)
+    train = load_folder(args.data / "train")
+    val_dir = args.data / "validation"
+    print(f"train: {len(train.samples)} images, {len(train.classes)} classes; torch threads {torch.get_num_threads()}")
+    options = QuickOptions()
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp_name:
+        tmp = Path(tmp_name)
+        cold_cache: Path | None = None
+        if not cache_holds(backbone, train):
+            cold_cache = CACHE  # first run: the cold run fills the bench cache
+        elif args.cold:
+            cold_cache = tmp / "cold-cache"
+        if cold_cache is not None:
+            cold_s, _ = timed_bundle(train, WORK / "bundle", backbone, seed, cold_cache, options)
+            results["cold_s"] = round(cold_s, 1)
+            print(f"cold  (no cached embedding): signed bundle in {cold_s:.1f}s", flush=True)
+        else:
+            print("cold: not measured (embeddings cached; --cold measures it)", flush=True)
+
+        warm_start = time.perf_counter()
+        warm_data = load_folder(args.data / "train")  # listing + hashing the files is part of a warm job
+        warm_s, outcome = timed_bundle(warm_data, WORK / "bundle", backbone, seed, CACHE, options)
+        warm_total = time.perf_counter() - warm_start
+        results["warm_s"] = round(warm_total, 1)
+        results["warm_stages_s"] = {k: round(v, 1) for k, v in outcome.seconds.items()}
+        results["oof_accuracy"] = outcome.quick.metrics["oof_accuracy"]
+        print(
+            f"warm  (embeddings cached):   signed bundle in {warm_total:.1f}s "
+            f"(hash {warm_total - warm_s:.1f}s, {', '.join(f'{k} {v:.1f}s' for k, v in outcome.seconds.items())})",
+            flush=True,
+        )
+
+        ev = evaluate_bundle(WORK / "bundle", val_dir, public_key=outcome.manifest.signer)
+        results["validation"] = {
+            "accuracy": ev.accuracy,
+            "balanced_accuracy": ev.balanced_accuracy,
+            "images": ev.images,
+            "flagged": ev.flagged,
+            "flag_rate": ev.flag_rate,
+            "flag_rate_of_misclassified": ev.flag_rate_wrong,
+            "per_class_f1": {k: v.f1 for k, v in ev.per_class.items()},
+            "eval_s": ev.seconds,
+        }
+        print(f"validation through the ONNX bundle: {describe(ev)}", flush=True)
+
+        keep = [train.classes[s.label] not in LEFT_OUT for s in train.samples]
+        kept = train.subset(keep)
+        classes = [c for c in train.classes if c not in LEFT_OUT]
+        relabel = {train.classes.index(c): i for i, c in enumerate(classes)}
+        partial = LabeledSet(classes, [replace(s, label=relabel[s.label]) for s in kept.samples])
+        _, partial_outcome = timed_bundle(partial, tmp / "partial", backbone, seed, CACHE, options)
+        ev_unseen = evaluate_bundle(tmp / "partial", val_dir, public_key=partial_outcome.manifest.signer)
+        results["unseen"] = {
+            "left_out": list(LEFT_OUT),
+            "known_flag_rate": ev_unseen.flag_rate,
+            "known_accuracy": ev_unseen.accuracy,
+            "unseen": {
+                u.name: {"images": u.images, "flagged": u.flagged, "flag_rate": u.flag_rate} for u in ev_unseen.unseen
+            },
+        }
+        print(f"trained without {' and '.join(LEFT_OUT)}: {describe(ev_unseen)}", flush=True)
+
+        val = load_folder(val_dir)
+        embed_samples(backbone, val.samples, FeatureCache(CACHE, backbone.cache_key), CPU)
+        if not args.skip_ablation:
+            print("ablation (each on the cached embeddings; CV = 5-fold on train/, validation = validation/):")
+            results["ablation"] = ablation(backbone, train, val)
+
+        tp = embedding_throughput(backbone, val.samples[: args.throughput_images], tmp)
+        results["embedding_throughput"] = tp
+        print(
+            f"embedding throughput: {tp['pipeline_img_s']:.1f} img/s (decode + preprocess + image & mirror forward) "
+            f"vs raw forward {tp['raw_forward_img_s']:.1f} img/s at batch {DEFAULT_BATCH}: ratio {tp['ratio']:.2f}",
+            flush=True,
+        )
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Out-of-fold label-error ranking: flipped labels on real images rise to the top of the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from camfleet_contract.bundle import REPORT
+from camfleet_trainer.backbone import Backbone
+from camfleet_trainer.data import LabeledSet, load_folder
+from camfleet_trainer.embed import FeatureCache, embed_samples
+from camfleet_trainer.pipeline import label_error_ranking
+from camfleet_trainer.quick import label_probabilities, neighbour_evidence, stratified_folds, train_quick
+
+from .conftest import Trained
+
+FLIPS = {3: 2, 25: 0, 47: 1}  # sample index -> wrong label (dress 0-19, hat 20-39, shoes 40-59)
+
+
+@pytest.fixture(scope="module")
+def flipped(clothing_subset: Path, backbone: Backbone, trainer_cache: Path) -> tuple[LabeledSet, object]:
+    """The subset with three labels flipped (one per class), embedded from the shared cache."""
+    data = load_folder(clothing_subset / "train")
+    assert [data.classes[s.label] for s in data.samples[::20]] == ["dress", "hat", "shoes"]
+    samples = [replace(s, label=FLIPS.get(i, s.label)) for i, s in enumerate(data.samples)]
+    noisy = LabeledSet(data.classes, samples)
+    emb = embed_samples(backbone, noisy.samples, FeatureCache(trainer_cache, backbone.cache_key), torch.device("cpu"))
+    assert emb.kept.all()
+    return noisy, emb
+
+
+def test_flipped_labels_rank_first(flipped) -> None:
+    data, emb = flipped
+    labels = np.array([s.label for s in data.samples])
+    result = train_quick(emb.features, labels, data.classes, emb.flipped)
+    ranking = label_error_ranking(data, result)
+    top = {row["name"] for row in ranking[: len(FLIPS)]}
+    assert top == {data.samples[i].name for i in FLIPS}, [(r["name"][-30:], r["p_label"]) for r in ranking[:6]]
+    for row in ranking[: len(FLIPS)]:
+        assert row["predicted"] != row["label"] and row["p_label"] < 0.5 and 0.0 <= row["p_model"] <= 1.0
+    assert np.allclose(result.label_probs.sum(axis=1), 1.0)
+    assert [r["p_label"] for r in ranking] == sorted(r["p_label"] for r in ranking)
+
+
+def test_every_bundle_report_carries_the_ranking(trained: Trained) -> None:
+    ranking = json.loads((trained.bundle / REPORT).read_text())["label_errors"]
+    assert len(ranking) == 60
+    row = ranking[0]
+    assert {"name", "sha256", "label", "predicted", "p_label", "p_predicted", "p_model", "distance"} <= set(row)
+    assert Path(row["name"]).is_file() and len(row["sha256"]) == 64
+
+
+def test_neighbour_evidence_matches_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(37, 8)).astype(np.float32)
+    features[5] = features[30] * 2.0  # same direction: distance 0, when in another fold
+    labels = np.arange(37) % 3
+    folds, _ = stratified_folds(labels, 4)
+    ev = neighbour_evidence(features, labels, folds, 3, k=3, label_k=5, chunk=10)
+    z = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sim = z @ z.T
+    for i in range(37):
+        others = np.flatnonzero(folds != folds[i])
+        want = np.mean(1.0 - np.sort(sim[i, others])[::-1][:3])
+        assert ev.oof_distances[i] == pytest.approx(want, abs=1e-5)
+        near = [j for j in np.argsort(-sim[i]) if j != i][:5]
+        assert ev.label_share[i] == pytest.approx(np.bincount(labels[near], minlength=3) / 5)
+    assert (ev.oof_distances[5] < 1e-5) == (folds[5] != folds[30])
+
+
+def test_label_probabilities_combine_both_sources() -> None:
+    model = np.array([[0.9, 0.1], [0.5, 0.5]])
+    share = np.array([[0.0, 1.0], [1.0, 0.0]])
+    q = label_probabilities(model, share, label_k=10)
+    assert np.allclose(q.sum(axis=1), 1.0)
+    assert q[0, 0] < 0.9 and q[1, 0] > 0.5  # each source pulls the other

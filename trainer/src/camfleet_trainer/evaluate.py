@@ -1,0 +1,357 @@
+"""Judge a bundle on a folder of labelled images, through the same runtime the agents and the hub use.
+
+Only numpy, Pillow and the contract's ONNX Runtime classifier: no torch, so `camfleet-trainer eval` starts at
+once and the hub can reuse this module. Folders named after a bundle class are scored for accuracy; other
+folders are *unseen kinds*, for which only the share flagged as anomalies counts.
+
+>>> ev = evaluate_bundle("bundles/clothes", "data/validation")
+>>> print(render_text(ev))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from camfleet_contract.images import ImageError, decode_image
+from camfleet_contract.runtime import ClassifierRuntime
+from camfleet_trainer.data import IMAGE_SUFFIXES
+from camfleet_trainer.errors import DatasetError
+
+DEFAULT_BATCH = 32
+REPORT_JSON = "evaluation.json"
+CONFUSION_PNG = "confusion.png"
+
+# progress(done, total) -> None
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Precision, recall and F1 of one class; support = images whose folder is that class."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+@dataclass(frozen=True)
+class UnseenKind:
+    """A folder that is no class of the bundle: how many of its images the anomaly flag caught."""
+
+    name: str
+    images: int
+    flagged: int
+    flag_rate: float
+    predicted_as: dict[str, int]  # what the classifier called them (most common first)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known-class image classified wrongly, for a thumbnail gallery."""
+
+    path: str
+    label: str
+    predicted: str
+    probability: float
+    anomaly: bool
+
+
+@dataclass
+class Evaluation:
+    """Everything `eval` reports; `as_dict()` is its JSON form."""
+
+    bundle: str
+    version: str
+    classes: list[str]
+    images: int  # known-class images classified
+    accuracy: float
+    balanced_accuracy: float
+    per_class: dict[str, ClassMetrics]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class (bundle order)
+    flagged: int  # known-class images flagged as anomalies
+    flag_rate: float
+    flag_rate_wrong: float | None  # share of the misclassified known images that were flagged
+    target_flag_rate: float
+    unseen: list[UnseenKind] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    mistakes: list[Mistake] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        out = asdict(self)
+        out["unreadable"] = [{"path": p, "reason": r} for p, r in self.unreadable]
+        return out
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) counts; rows are the true class, columns the predicted one."""
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return confusion
+
+
+def per_class_metrics(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, ClassMetrics]:
+    """Precision, recall, F1 from a confusion matrix (0 where undefined)."""
+    tp = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    out = {}
+    for i, name in enumerate(classes):
+        precision = tp[i] / predicted[i] if predicted[i] else 0.0
+        recall = tp[i] / support[i] if support[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = ClassMetrics(
+            precision=round(float(precision), 4),
+            recall=round(float(recall), 4),
+            f1=round(float(f1), 4),
+            support=int(support[i]),
+            predicted=int(predicted[i]),
+        )
+    return out
+
+
+def accuracy_scores(confusion: np.ndarray) -> tuple[float, float]:
+    """(accuracy, balanced accuracy = mean recall over the classes that have images)."""
+    total = confusion.sum()
+    support = confusion.sum(axis=1)
+    present = support > 0
+    accuracy = float(np.trace(confusion) / total) if total else 0.0
+    recalls = np.diag(confusion)[present] / support[present]
+    return round(accuracy, 4), round(float(recalls.mean()) if recalls.size else 0.0, 4)
+
+
+def list_images(root: str | Path) -> dict[str, list[Path]]:
+    """Image files per sub-folder (sorted; hidden files and non-image suffixes skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data: {root} is not a folder (expected one sub-folder of images per class)")
+    found: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if files:
+            found[folder.name] = files
+    if not found:
+        raise DatasetError(f"data: {root} has no sub-folder with images")
+    return found
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    data_dir: str | Path,
+    public_key: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    threads: int | None = None,
+    runtime: ClassifierRuntime | None = None,
+    progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Classify every image under `data_dir` (a folder per class) with the bundle and measure the results.
+
+    Raises BundleError for a bundle that does not verify and DatasetError for a folder without images;
+    an unreadable image is listed in the result, not fatal.
+    """
+    start = time.perf_counter()
+    rt = runtime or ClassifierRuntime(bundle_dir, public_key=public_key, threads=threads)
+    classes = rt.classes
+    index = {name: i for i, name in enumerate(classes)}
+    folders = list_images(data_dir)
+    total = sum(map(len, folders.values()))
+    labels: list[int] = []
+    predicted: list[int] = []
+    flags_known: list[bool] = []
+    mistakes: list[Mistake] = []
+    unreadable: list[tuple[str, str]] = []
+    unseen: list[UnseenKind] = []
+    done = 0
+    for folder, paths in folders.items():
+        unseen_flags: list[bool] = []
+        unseen_labels: Counter[str] = Counter()
+        for chunk_start in range(0, len(paths), batch_size):
+            chunk = paths[chunk_start : chunk_start + batch_size]
+            images, owners = [], []
+            for path in chunk:
+                try:
+                    images.append(decode_image(path.read_bytes()))
+                    owners.append(path)
+                except (ImageError, OSError) as exc:
+                    unreadable.append((str(path), str(exc)))
+            for path, result in zip(owners, rt.classify(images), strict=True):
+                if folder in index:
+                    labels.append(index[folder])
+                    predicted.append(index[result.label])
+                    flags_known.append(result.anomaly)
+                    if result.label != folder:
+                        mistakes.append(
+                            Mistake(str(path), folder, result.label, round(result.probability, 4), result.anomaly)
+                        )
+                else:
+                    unseen_flags.append(result.anomaly)
+                    unseen_labels[result.label] += 1
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        if folder not in index and unseen_flags:
+            unseen.append(
+                UnseenKind(
+                    name=folder,
+                    images=len(unseen_flags),
+                    flagged=int(sum(unseen_flags)),
+                    flag_rate=round(float(np.mean(unseen_flags)), 4),
+                    predicted_as=dict(unseen_labels.most_common()),
+                )
+            )
+    confusion = confusion_matrix(np.array(labels), np.array(predicted), len(classes))
+    accuracy, balanced = accuracy_scores(confusion)
+    flags = np.array(flags_known, dtype=bool)
+    wrong = np.array(labels) != np.array(predicted)
+    return Evaluation(
+        bundle=str(bundle_dir),
+        version=rt.version,
+        classes=classes,
+        images=len(labels),
+        accuracy=accuracy,
+        balanced_accuracy=balanced,
+        per_class=per_class_metrics(confusion, classes),
+        confusion=confusion.tolist(),
+        flagged=int(flags.sum()),
+        flag_rate=round(float(flags.mean()), 4) if flags.size else 0.0,
+        flag_rate_wrong=round(float(flags[wrong].mean()), 4) if wrong.any() else None,
+        target_flag_rate=rt.manifest.anomaly.target_flag_rate,
+        unseen=unseen,
+        unreadable=unreadable,
+        mistakes=mistakes,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def render_text(ev: Evaluation, max_listed: int = 20) -> str:
+    """The human report: headline figures, per-class table, confusion matrix, unseen kinds, unreadable files."""
+    lines = [
+        f"bundle     {ev.bundle}  (version {ev.version}, {len(ev.classes)} classes)",
+        f"images     {ev.images} of known classes"
+        + (f", {sum(u.images for u in ev.unseen)} of unseen kinds" if ev.unseen else "")
+        + (f", {len(ev.unreadable)} unreadable" if ev.unreadable else ""),
+    ]
+    if ev.images:
+        lines.append(f"accuracy   {ev.accuracy:.4f}  balanced {ev.balanced_accuracy:.4f}")
+        wrong = "" if ev.flag_rate_wrong is None else f"; {ev.flag_rate_wrong:.1%} of the misclassified ones"
+        lines.append(
+            f"anomaly    {ev.flagged}/{ev.images} known images flagged ({ev.flag_rate:.1%}, "
+            f"calibrated for {ev.target_flag_rate:.0%}){wrong}"
+        )
+        width = max(12, *(len(c) for c in ev.classes)) + 1
+        lines += ["", f"{'class':<{width}} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
+        for name, m in ev.per_class.items():
+            lines.append(f"{name:<{width}} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} {m.support:>7}")
+        lines += ["", "confusion (rows: true class, columns: predicted)", *_confusion_lines(ev)]
+    else:
+        lines.append("accuracy   n/a (no folder is named after a class of the bundle)")
+    if ev.unseen:
+        lines += ["", "unseen kinds (folders that are no class of the bundle): share flagged as anomalies"]
+        for u in ev.unseen:
+            top = ", ".join(f"{k} {v}" for k, v in list(u.predicted_as.items())[:3])
+            lines.append(
+                f"  {u.name:<{max(12, len(u.name))}} {u.flagged:>4}/{u.images:<4} {u.flag_rate:>6.1%}  (called: {top})"
+            )
+    if ev.unreadable:
+        lines += ["", f"unreadable images: {len(ev.unreadable)}"]
+        lines += [f"  {p}: {r}" for p, r in ev.unreadable[:max_listed]]
+        if len(ev.unreadable) > max_listed:
+            lines.append(f"  … and {len(ev.unreadable) - max_listed} more")
+    lines += ["", f"time       {ev.seconds:.1f}s"]
+    return "\n".join(lines)
+
+
+def _confusion_lines(ev: Evaluation) -> list[str]:
+    """The matrix as a text table, columns headed by class numbers (names are listed on the rows)."""
+    n = len(ev.classes)
+    cell = max(4, len(str(max((max(r) for r in ev.confusion), default=0))) + 1)
+    width = max(len(c) for c in ev.classes) + 5
+    head = " " * width + "".join(f"{j:>{cell}}" for j in range(n))
+    rows = [head]
+    for i, name in enumerate(ev.classes):
+        label = f"{i:>2} {name}"
+        rows.append(f"{label:<{width}}" + "".join(f"{v:>{cell}}" for v in ev.confusion[i]))
+    return rows
+
+
+def confusion_image(ev: Evaluation, cell: int = 44) -> Image.Image:
+    """The confusion matrix as a picture: cells shaded by the share of their row, counts written in."""
+    n = len(ev.classes)
+    font = _font(14)
+    small = _font(12)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(int(probe.textlength(c, font=font)) for c in ev.classes) + 16
+    margin_top = label_w + 24
+    width = label_w + n * cell + 16
+    height = margin_top + n * cell + 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    matrix = np.asarray(ev.confusion, dtype=np.float64).reshape(n, n)
+    row_sums = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)
+    for i in range(n):
+        y = margin_top + i * cell
+        draw.text((label_w - 8, y + cell / 2), ev.classes[i], fill="black", font=font, anchor="rm")
+        for j in range(n):
+            x = label_w + j * cell
+            s = float(shares[i, j])
+            diagonal = i == j
+            base = (33, 113, 181) if diagonal else (203, 24, 29)  # blue for right, red for wrong
+            color = tuple(round(255 - s * (255 - c)) for c in base)
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(220, 220, 220))
+            count = int(matrix[i, j])
+            if count:
+                ink = "white" if s > 0.5 else "black"
+                draw.text((x + cell / 2, y + cell / 2), str(count), fill=ink, font=small, anchor="mm")
+    for j, name in enumerate(ev.classes):  # column labels, written upwards
+        w = int(probe.textlength(name, font=font)) + 4
+        tile = Image.new("RGB", (w, 20), "white")
+        ImageDraw.Draw(tile).text((2, 10), name, fill="black", font=font, anchor="lm")
+        tile = tile.rotate(90, expand=True)
+        img.paste(tile, (label_w + j * cell + (cell - tile.width) // 2, margin_top - 8 - tile.height))
+    draw.text((label_w, 4), "predicted →", fill=(90, 90, 90), font=small)
+    draw.text(
+        (8, height - 28),
+        f"rows: true class · accuracy {ev.accuracy:.3f} · {ev.images} images",
+        fill=(90, 90, 90),
+        font=small,
+    )
+    return img
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled scalable font (FreeType) when available, else its bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def write_report(ev: Evaluation, report_dir: str | Path) -> list[Path]:
+    """evaluation.json and confusion.png in `report_dir` (created); returns the paths written."""
+    folder = Path(report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / REPORT_JSON
+    json_path.write_text(json.dumps(ev.as_dict(), indent=1))
+    written = [json_path]
+    if ev.classes and ev.images:
+        png_path = folder / CONFUSION_PNG
+        confusion_image(ev).save(png_path)
+        written.append(png_path)
+    return written

@@ -1,0 +1,479 @@
+"""The full mode: fine-tune the whole timm model on a stratified train/validation split, then calibrate.
+
+AdamW with linear warm-up and a cosine decay, label smoothing, augmented views decoded in DataLoader workers,
+class-balanced sampling when groups are uneven, early stopping on the validation split (best epoch kept),
+bf16 autocast and channels-last on a GPU, and an honest time estimate from real steps before it starts.
+Temperature, anomaly thresholds and the metrics all come from the validation split, which training never saw.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+from camfleet_contract.anomaly import AnomalyCalibration, calibrate
+from camfleet_contract.images import Preprocessing
+from camfleet_contract.neighbours import NeighbourIndex
+from camfleet_contract.runtime import softmax
+from camfleet_trainer.augment import AUGMENTS, Augment, ImageSet, choose_augment, default_workers, loader, scan
+from camfleet_trainer.backbone import Backbone
+from camfleet_trainer.data import LabeledSet, check_dataset
+from camfleet_trainer.export import BundleModel
+from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
+from camfleet_trainer.quick import class_weights, classification_metrics, fit_head, fit_temperature
+from camfleet_trainer.schedule import EarlyStopping, lr_factor, stratified_split
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 10
+CPU_BATCH = 32
+GPU_BATCH = 64
+MIN_BATCH = 2  # batch norm needs two images; an OOM at this size is final
+EXPORT_GUESS_S = 30.0  # ONNX export, parity check and INT8 on a 2-core CPU; a GPU machine is faster
+IMBALANCE = 1.5  # largest / smallest class in the training split above which sampling is class-balanced
+
+
+class FullOptions(BaseModel):
+    """Knobs of the fine-tune; every default suits a few hundred to a few thousand images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=DEFAULT_EPOCHS, ge=1, le=1000, description="maximum epochs")
+    batch_size: int | None = Field(default=None, ge=MIN_BATCH, le=4096, description="default: 32 CPU, 64 GPU")
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="validation share of every class")
+    lr: float = Field(default=3e-4, gt=0.0, le=1.0, description="backbone peak learning rate")
+    head_lr_scale: float = Field(default=10.0, gt=0.0, le=1000.0, description="the new head learns this much faster")
+    weight_decay: float = Field(default=0.05, ge=0.0, le=1.0)
+    warmup_epochs: float | None = Field(default=None, ge=0.0, description="default: 10 % of the epochs, at most 1")
+    min_lr_ratio: float = Field(default=0.01, ge=0.0, le=1.0, description="where the cosine decay ends")
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+    drop_rate: float = Field(default=0.2, ge=0.0, lt=1.0, description="dropout before the head")
+    head_init: Literal["probe", "zero"] = Field(
+        default="probe", description="probe: start from a linear probe on the frozen features (LP-FT)"
+    )
+    patience: int = Field(default=3, ge=1, le=1000, description="epochs without validation gain before stopping")
+    augment: Literal["auto", "light", "medium", "strong"] = "auto"
+    balance: Literal["auto", "on", "off"] = "auto"
+    image_size: int | None = Field(default=None, ge=32, le=1024, description="default: the backbone's own")
+    workers: int | None = Field(default=None, ge=0, le=64, description="decoding processes (default: cores - 1)")
+    estimate_steps: int = Field(default=2, ge=1, le=100, description="timed steps behind the time estimate")
+    max_batches: int | None = Field(default=None, ge=1, description="cap on batches per epoch (experiments)")
+    neighbours: int = Field(default=5, ge=1, le=100)
+    target_flag_rate: float = Field(default=0.05, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+@dataclass
+class FullResult:
+    """The fine-tuned model, its calibration, and the validation evidence behind both."""
+
+    backbone: Backbone  # the fine-tuned copy (on the CPU, eval mode); the input backbone is untouched
+    head: nn.Linear
+    classes: list[str]
+    temperature: float
+    calibration: AnomalyCalibration
+    index: NeighbourIndex  # training-split embeddings of the fine-tuned model
+    usable: LabeledSet  # decodable samples; the split indexes into these
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    val_logits: np.ndarray
+    val_probs: np.ndarray  # temperature-scaled
+    val_distances: np.ndarray
+    history: list[EpochStats]
+    estimate: Estimate
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _spec(base: Preprocessing, size: int | None) -> Preprocessing:
+    """The backbone's preprocessing, or the same crop ratio at another input size."""
+    if size is None or size == base.size:
+        return base
+    return base.model_copy(update={"size": size, "resize": max(size, math.floor(size * base.resize / base.size))})
+
+
+def _param_groups(module: BundleModel, opts: FullOptions) -> list[dict[str, Any]]:
+    """No weight decay on norms and biases; the new head at a higher learning rate."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    head: list[nn.Parameter] = []
+    for name, p in module.named_parameters():
+        (head if name.startswith("head.") else decay if p.ndim > 1 else no_decay).append(p)
+    head_lr = opts.lr * opts.head_lr_scale
+    return [
+        {"params": decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": opts.weight_decay},
+        {"params": no_decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": 0.0},
+        {"params": head, "lr": head_lr, "base_lr": head_lr, "weight_decay": opts.weight_decay},
+    ]
+
+
+def _optimizer(module: BundleModel, opts: FullOptions, cuda: bool) -> torch.optim.AdamW:
+    return torch.optim.AdamW(_param_groups(module, opts), fused=cuda)
+
+
+class _Run:
+    """One fine-tune: the model, the data, the optimizer; methods for a step, an epoch and a prediction pass."""
+
+    def __init__(self, data: LabeledSet, backbone: Backbone, device: torch.device, opts: FullOptions) -> None:
+        self.opts = opts
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.classes = data.classes
+        self.spec = _spec(backbone.preprocessing, opts.image_size)
+        self.workers = default_workers() if opts.workers is None else opts.workers
+        labels = np.array([s.label for s in data.samples], dtype=np.int64)
+        self.train_idx, self.val_idx = stratified_split(labels, opts.test_size, opts.seed)
+        self.labels = labels
+        c = len(data.classes)
+        counts = np.bincount(labels[self.train_idx], minlength=c)
+        per_class = len(self.train_idx) / c
+        self.aug: Augment = choose_augment(per_class) if opts.augment == "auto" else AUGMENTS[opts.augment]
+        ratio = counts.max() / max(counts.min(), 1)
+        self.balanced = opts.balance == "on" or (opts.balance == "auto" and bool(ratio >= IMBALANCE))
+        self.sample_weights = torch.from_numpy(class_weights(labels[self.train_idx], c)[labels[self.train_idx]])
+        train_samples = [data.samples[i] for i in self.train_idx]
+        val_samples = [data.samples[i] for i in self.val_idx]
+        self.train_set = ImageSet(train_samples, labels[self.train_idx].tolist(), self.spec, self.aug)
+        self.train_eval_set = ImageSet(train_samples, labels[self.train_idx].tolist(), self.spec, None)
+        self.val_set = ImageSet(val_samples, labels[self.val_idx].tolist(), self.spec, None)
+        self.generator = torch.Generator().manual_seed(opts.seed)
+        torch.manual_seed(opts.seed)
+
+        model = copy.deepcopy(backbone.model)
+        if hasattr(model, "drop_rate"):
+            model.drop_rate = opts.drop_rate  # type: ignore[assignment]
+        model.requires_grad_(True)
+        self.backbone = dataclasses.replace(backbone, model=model, preprocessing=self.spec)
+        head = nn.Linear(backbone.embedding_dim, c)
+        nn.init.zeros_(head.weight)  # zero head: the first steps do not scramble the pretrained features
+        nn.init.zeros_(head.bias)
+        self.module = BundleModel(self.backbone, head).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
+        self.warmup = opts.warmup_epochs if opts.warmup_epochs is not None else min(1.0, 0.1 * opts.epochs)
+        self.set_batch(min(opts.batch_size or (GPU_BATCH if self.cuda else CPU_BATCH), len(self.train_idx)))
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+
+    def set_batch(self, batch: int) -> None:
+        """(Re)build the loaders for a batch size (also after a GPU out-of-memory)."""
+        self.batch = max(MIN_BATCH, batch)
+        sampler: torch.utils.data.Sampler[int]
+        if self.balanced:
+            weights = self.sample_weights.tolist()
+            sampler = WeightedRandomSampler(weights, len(self.train_idx), True, generator=self.generator)
+        else:
+            sampler = RandomSampler(self.train_set, generator=self.generator)
+        self.train_loader = loader(self.train_set, self.batch, self.workers, sampler, True, self.cuda)
+        self.val_loader = loader(self.val_set, self.batch, self.workers, pin_memory=self.cuda)
+        steps = max(1, len(self.train_idx) // self.batch)
+        self.steps = min(steps, self.opts.max_batches) if self.opts.max_batches else steps
+
+    def _to(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One optimisation step; returns (loss, correct) as tensors (no device sync)."""
+        x, y = self._to(x), y.to(self.device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            logits, _ = self.module(x)
+        loss = self.loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    @torch.inference_mode()
+    def predict(self, dl: torch.utils.data.DataLoader, fp32: bool = False) -> tuple[np.ndarray, ...]:
+        """(logits, labels, embeddings) of a loader's images in eval mode; bf16 on a GPU unless `fp32`."""
+        self.module.eval()
+        logits, labels, embs = [], [], []
+        for x, y, _ in dl:
+            if len(x) == 0:
+                continue
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and not fp32):
+                lg, emb = self.module(self._to(x))
+            logits.append(lg.float().cpu().numpy())
+            embs.append(emb.float().cpu().numpy())
+            labels.append(y.numpy())
+        c, d = len(self.classes), self.backbone.embedding_dim
+        if not logits:
+            return np.zeros((0, c), np.float32), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+        return np.concatenate(logits), np.concatenate(labels), np.concatenate(embs)
+
+    def init_head_from_probe(self) -> None:
+        """Start the head from a linear probe on the frozen features of the training split (LP-FT).
+
+        A zero head needs many steps before its gradients shape the backbone usefully; the probe head is right
+        from step one, so the backbone's features are distorted less and tiny datasets learn in a few steps.
+        """
+        self.module.eval()
+        model = self.module.backbone
+        feats, labels = [], []
+        with torch.inference_mode():
+            for x, y, _ in loader(self.train_eval_set, self.batch, self.workers):
+                if len(x):
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+                        f = model.forward_head(model.forward_features(self._to(x)), pre_logits=True)  # type: ignore[operator]
+                    feats.append(f.float().cpu().numpy())
+                    labels.append(y.numpy())
+        probe = fit_head(np.concatenate(feats), np.concatenate(labels), len(self.classes))
+        head = self.module.head
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(probe.weight))
+            head.bias.copy_(torch.from_numpy(probe.bias))
+
+    def estimate(self, after_images: int) -> Estimate:
+        """Time real steps (data loading included) on a throwaway optimizer, then put the weights back."""
+        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        optimizer = _optimizer(self.module, self.opts, self.cuda)
+        self.module.train()
+        it = iter(self.train_loader)
+        times: list[float] = []
+        t0 = time.perf_counter()
+        for s in range(1 + self.opts.estimate_steps):  # the first step pays for worker start-up: untimed
+            try:
+                x, y, _ = next(it)
+            except StopIteration:
+                it = iter(self.train_loader)
+                x, y, _ = next(it)
+            if len(x) >= MIN_BATCH:
+                self.step(optimizer, x, y)
+            if self.cuda:
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if s > 0:
+                times.append(now - t0)
+            t0 = now
+        del it, optimizer
+        self.module.load_state_dict(state)
+        step_s = float(np.median(times))
+        # Evaluation speed: a second validation batch (the first starts the workers).
+        first = time.perf_counter()
+        seen, timed_s, timed_n = 0, 0.0, 0
+        self.module.eval()
+        with torch.inference_mode():
+            for i, (x, _, _) in enumerate(self.val_loader):
+                start = time.perf_counter()
+                if len(x):
+                    self.module(self._to(x))
+                if self.cuda:
+                    torch.cuda.synchronize()
+                seen += len(x)
+                if i >= 1:
+                    timed_s, timed_n = time.perf_counter() - start, len(x)
+                    break
+        eval_image_s = timed_s / timed_n if timed_n else (time.perf_counter() - first) / max(seen, 1)
+        epoch_s = self.steps * step_s + len(self.val_idx) * eval_image_s
+        train_s = self.opts.epochs * epoch_s
+        after_s = after_images * eval_image_s + EXPORT_GUESS_S
+        return Estimate(
+            device=self.device.type,
+            batch_size=self.batch,
+            steps_per_epoch=self.steps,
+            step_s=step_s,
+            eval_image_s=eval_image_s,
+            epoch_s=epoch_s,
+            epochs=self.opts.epochs,
+            train_s=train_s,
+            after_s=after_s,
+            total_s=train_s + after_s,
+        )
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int, hooks: FullHooks) -> tuple[float, float, int]:
+        """One pass of `steps` batches at the scheduled learning rates; (mean loss, accuracy, images)."""
+        self.module.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for b, (x, y, bad) in enumerate(self.train_loader):
+            if b >= self.steps:
+                break
+            if bad:
+                log.warning("epoch %d: %d images no longer decode; skipped", epoch + 1, len(bad))
+            if len(x) < MIN_BATCH:
+                continue
+            factor = lr_factor(epoch + (b + 1) / self.steps, self.opts.epochs, self.warmup, self.opts.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            loss, right = self.step(optimizer, x, y)
+            loss_sum += loss * len(y)
+            correct += right
+            seen += len(y)
+            if hooks.batch is not None:
+                # A device sync every few batches only: the bar's running loss need not be exact each step.
+                running = float(loss_sum / seen) if (b % 10 == 0 or b + 1 == self.steps) else math.nan
+                hooks.batch(epoch + 1, b + 1, self.steps, running)
+        if seen == 0:
+            raise RuntimeError(f"epoch {epoch + 1}: no batch of at least {MIN_BATCH} decodable images")
+        return float(loss_sum / seen), float(correct) / seen, seen
+
+
+def train_full(
+    data: LabeledSet,
+    backbone: Backbone,
+    device: torch.device | None = None,
+    options: FullOptions | None = None,
+    hooks: FullHooks | None = None,
+) -> FullResult:
+    """Fine-tune `backbone` (a copy; the original is untouched) on `data` and calibrate on the validation split."""
+    opts = options or FullOptions()
+    hooks = hooks or FullHooks()
+    device = device or torch.device("cpu")
+    stage = hooks.stage or (lambda s, f, m: None)
+
+    stage("scan", 0.0, f"checking {len(data.samples)} images")
+    usable, skipped = scan(data, default_workers() if opts.workers is None else opts.workers)
+    check_dataset(usable, where="usable images")
+    run = _Run(usable, backbone, device, opts)
+    if opts.head_init == "probe":
+        stage("probe", 0.01, "fitting a linear probe on the frozen features")
+        run.init_head_from_probe()
+    stage("estimate", 0.02, f"timing {opts.estimate_steps} training steps")
+    estimate = run.estimate(after_images=len(usable.samples))
+    log.info("%s", estimate.text())
+    if hooks.estimate is not None:
+        hooks.estimate(estimate)
+
+    optimizer = _optimizer(run.module, opts, run.cuda)
+    history: list[EpochStats] = []
+    stopper = EarlyStopping(opts.patience)
+    best_state: dict[str, torch.Tensor] | None = None
+    epoch = 0
+    while epoch < opts.epochs:
+        start = time.perf_counter()
+        snapshot = _snapshot(run.module, optimizer) if run.cuda else None
+        try:
+            loss, acc, seen = run.train_epoch(optimizer, epoch, hooks)
+        except torch.OutOfMemoryError:
+            if snapshot is None or run.batch <= MIN_BATCH:
+                raise
+            run.module.load_state_dict(snapshot[0])
+            optimizer.load_state_dict(snapshot[1])
+            torch.cuda.empty_cache()
+            log.warning("GPU out of memory at batch %d; retrying epoch %d at %d", run.batch, epoch + 1, run.batch // 2)
+            run.set_batch(run.batch // 2)
+            continue
+        train_s = time.perf_counter() - start
+        val_logits, val_labels, _ = run.predict(run.val_loader)
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
+        val_acc = float((val_logits.argmax(1) == val_labels).mean()) if len(val_labels) else 0.0
+        seconds = time.perf_counter() - start
+        improved = stopper.update(val_acc, val_loss)
+        if improved:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.module.state_dict().items()}
+        epoch += 1
+        mean_epoch = float(np.mean([h.seconds for h in history] + [seconds]))
+        stats = EpochStats(
+            epoch=epoch,
+            epochs=opts.epochs,
+            loss=loss,
+            train_acc=acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            seconds=seconds,
+            train_images_per_s=seen / train_s if train_s > 0 else 0.0,
+            eta_s=mean_epoch * (opts.epochs - epoch) + estimate.after_s,
+            batch_size=run.batch,
+            lr=float(optimizer.param_groups[0]["lr"]),
+            best=improved,
+        )
+        history.append(stats)
+        if hooks.epoch is not None:
+            hooks.epoch(stats)
+        if stopper.should_stop:
+            log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, stopper.stale)
+            break
+
+    assert best_state is not None
+    run.module.load_state_dict(best_state)
+    stage("embed", 0.9, "embedding the training images with the fine-tuned model")
+    val_logits, val_labels, val_emb = run.predict(run.val_loader, fp32=True)
+    _, train_labels, train_emb = run.predict(loader(run.train_eval_set, run.batch, run.workers), fp32=True)
+    val = (val_logits, val_labels, val_emb)
+    return _calibrated(run, usable, skipped, estimate, history, val, train_emb, train_labels)
+
+
+def _snapshot(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and optimizer state at the start of an epoch, on the CPU, to retry the epoch after an OOM."""
+    model = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    return model, copy.deepcopy(optimizer.state_dict())
+
+
+def _calibrated(
+    run: _Run,
+    usable: LabeledSet,
+    skipped: list[tuple[str, str]],
+    estimate: Estimate,
+    history: list[EpochStats],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray],
+    train_emb: np.ndarray,
+    train_labels: np.ndarray,
+) -> FullResult:
+    """Temperature on the validation logits, anomaly references from validation images vs training neighbours."""
+    opts = run.opts
+    val_logits, val_labels, val_emb = val
+    temperature = fit_temperature(val_logits, val_labels)
+    probs = softmax(val_logits, temperature)
+    index = NeighbourIndex.build(train_emb, train_labels)
+    distances = index.distances(val_emb, opts.neighbours)
+    calibration = calibrate(
+        probs.max(axis=1), distances, target_flag_rate=opts.target_flag_rate, temperature=temperature, k=opts.neighbours
+    )
+    cm = classification_metrics(val_labels, probs.argmax(axis=1), usable.classes)
+    nll = float(-np.log(np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-12, None)).mean())
+    best = max(history, key=lambda h: (h.val_acc, -h.val_loss))
+    run.module.cpu().eval()
+    metrics: dict[str, Any] = {
+        "mode": "full",
+        "images": len(usable.samples),
+        "train_images": len(run.train_idx),
+        "val_images": len(run.val_idx),
+        "val_accuracy": cm["accuracy"],
+        "val_balanced_accuracy": cm["balanced_accuracy"],
+        "val_nll": round(nll, 4),
+        "per_class": cm["per_class"],
+        "confusion": cm["confusion"],
+        "temperature": round(temperature, 4),
+        "anomaly_threshold": round(calibration.threshold, 4),
+        "epochs_run": len(history),
+        "epochs_max": opts.epochs,
+        "best_epoch": best.epoch,
+        "stopped_early": len(history) < opts.epochs,
+        "batch_size": run.batch,
+        "image_size": run.spec.size,
+        "augment": run.aug.name,
+        "balanced_sampling": run.balanced,
+        "device": run.device.type,
+        "history": [h.hub_metrics() for h in history],
+        "estimate_s": round(estimate.total_s, 1),
+        "train_images_per_s": round(float(np.mean([h.train_images_per_s for h in history])), 2),
+    }
+    return FullResult(
+        backbone=run.backbone,
+        head=run.module.head,  # type: ignore[arg-type]
+        classes=usable.classes,
+        temperature=temperature,
+        calibration=calibration,
+        index=index,
+        usable=usable,
+        train_indices=run.train_idx,
+        val_indices=run.val_idx,
+        val_logits=val_logits,
+        val_probs=probs,
+        val_distances=distances,
+        history=history,
+        estimate=estimate,
+        skipped=skipped,
+        metrics=metrics,
+    )
