@@ -7,6 +7,7 @@ cached embeddings, and measure how many of the flipped images the ranking puts a
 - neighbours: the share of the image's nearest neighbours carrying the given label
 - margin:     probability of the best other class minus that of the given label
 - combined:   what quick mode ships (quick.label_probabilities): model+mirror and neighbours combined
+- oracle:     (--compare) the model fitted on the true labels: a reference for what these features allow
 
     python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2]
 
@@ -132,6 +133,12 @@ def main() -> int:
             if args.compare:
                 for name, doubt in alternatives(emb.features, emb.flipped, labels, opts, result).items():
                     scores.setdefault(name, []).append(precision_at_k(doubt, is_flipped))
+                # Ceiling of the representation: the same model fitted on the *true* labels, asked about the given ones.
+                true = np.array([usable.classes.index(Path(s.name).name.split("--")[0]) for s in usable.samples])
+                oracle = train_quick(emb.features, true, usable.classes, emb.flipped, opts).oof_probs
+                scores.setdefault("oracle: model on true labels", []).append(
+                    precision_at_k(-oracle[rows, labels], is_flipped)
+                )
             print(line, flush=True)
     print(
         f"\nprecision at k (k = number flipped, {args.rate:.0%} of {len(original.samples)} labels), "

@@ -325,7 +325,7 @@ def confusion_image(ev: Evaluation, cell: int = 44) -> Image.Image:
         ImageDraw.Draw(tile).text((2, 10), name, fill="black", font=font, anchor="lm")
         tile = tile.rotate(90, expand=True)
         img.paste(tile, (label_w + j * cell + (cell - tile.width) // 2, margin_top - 8 - tile.height))
-    draw.text((label_w, 4), "predicted →", fill=(90, 90, 90), font=small)
+    draw.text((label_w, 4), "columns: predicted class", fill=(90, 90, 90), font=small)
     draw.text(
         (8, height - 28),
         f"rows: true class · accuracy {ev.accuracy:.3f} · {ev.images} images",

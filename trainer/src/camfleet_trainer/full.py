@@ -53,12 +53,18 @@ class FullOptions(BaseModel):
     batch_size: int | None = Field(default=None, ge=MIN_BATCH, le=4096, description="default: 32 CPU, 64 GPU")
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="validation share of every class")
     lr: float = Field(default=3e-4, gt=0.0, le=1.0, description="backbone peak learning rate")
-    head_lr_scale: float = Field(default=10.0, gt=0.0, le=1000.0, description="the new head learns this much faster")
+    head_lr_scale: float | None = Field(
+        default=None, gt=0.0, le=1000.0, description="head lr / backbone lr (default: 1 after a probe, 10 from zero)"
+    )
     weight_decay: float = Field(default=0.05, ge=0.0, le=1.0)
     warmup_epochs: float | None = Field(default=None, ge=0.0, description="default: 10 % of the epochs, at most 1")
     min_lr_ratio: float = Field(default=0.01, ge=0.0, le=1.0, description="where the cosine decay ends")
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
     drop_rate: float = Field(default=0.2, ge=0.0, lt=1.0, description="dropout before the head")
+    freeze_bn: bool = Field(
+        default=True,
+        description="keep batch-norm statistics as pretrained (small batches of augmented crops skew them)",
+    )
     head_init: Literal["probe", "zero"] = Field(
         default="probe", description="probe: start from a linear probe on the frozen features (LP-FT)"
     )
@@ -110,7 +116,8 @@ def _param_groups(module: BundleModel, opts: FullOptions) -> list[dict[str, Any]
     head: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         (head if name.startswith("head.") else decay if p.ndim > 1 else no_decay).append(p)
-    head_lr = opts.lr * opts.head_lr_scale
+    scale = opts.head_lr_scale or (1.0 if opts.head_init == "probe" else 10.0)
+    head_lr = opts.lr * scale
     return [
         {"params": decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": opts.weight_decay},
         {"params": no_decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": 0.0},
@@ -179,6 +186,20 @@ class _Run:
         steps = max(1, len(self.train_idx) // self.batch)
         self.steps = min(steps, self.opts.max_batches) if self.opts.max_batches else steps
 
+    def train_mode(self) -> None:
+        """Training mode, with batch norms left in eval mode (their pretrained statistics) when frozen."""
+        self.module.train()
+        if self.opts.freeze_bn:
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def validate(self) -> tuple[float, float]:
+        """(accuracy, cross-entropy) on the validation split."""
+        logits, labels, _ = self.predict(self.val_loader)
+        loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+        return (float((logits.argmax(1) == labels).mean()) if len(labels) else 0.0), loss
+
     def _to(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
@@ -237,7 +258,7 @@ class _Run:
         """Time real steps (data loading included) on a throwaway optimizer, then put the weights back."""
         state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         optimizer = _optimizer(self.module, self.opts, self.cuda)
-        self.module.train()
+        self.train_mode()
         it = iter(self.train_loader)
         times: list[float] = []
         t0 = time.perf_counter()
@@ -292,7 +313,7 @@ class _Run:
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int, hooks: FullHooks) -> tuple[float, float, int]:
         """One pass of `steps` batches at the scheduled learning rates; (mean loss, accuracy, images)."""
-        self.module.train()
+        self.train_mode()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -339,16 +360,21 @@ def train_full(
     if opts.head_init == "probe":
         stage("probe", 0.01, "fitting a linear probe on the frozen features")
         run.init_head_from_probe()
+    # Where fine-tuning starts from is a candidate too: the run never ends worse than it began.
+    stopper = EarlyStopping(opts.patience)
+    start_acc, start_loss = run.validate()
+    stopper.update(start_acc, start_loss)
+    best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.module.state_dict().items()}
+    best_epoch = 0
     stage("estimate", 0.02, f"timing {opts.estimate_steps} training steps")
     estimate = run.estimate(after_images=len(usable.samples))
+    estimate.start_val_acc, estimate.start_val_loss = start_acc, start_loss
     log.info("%s", estimate.text())
     if hooks.estimate is not None:
         hooks.estimate(estimate)
 
     optimizer = _optimizer(run.module, opts, run.cuda)
     history: list[EpochStats] = []
-    stopper = EarlyStopping(opts.patience)
-    best_state: dict[str, torch.Tensor] | None = None
     epoch = 0
     while epoch < opts.epochs:
         start = time.perf_counter()
@@ -365,14 +391,13 @@ def train_full(
             run.set_batch(run.batch // 2)
             continue
         train_s = time.perf_counter() - start
-        val_logits, val_labels, _ = run.predict(run.val_loader)
-        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
-        val_acc = float((val_logits.argmax(1) == val_labels).mean()) if len(val_labels) else 0.0
+        val_acc, val_loss = run.validate()
         seconds = time.perf_counter() - start
         improved = stopper.update(val_acc, val_loss)
+        epoch += 1
         if improved:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.module.state_dict().items()}
-        epoch += 1
+            best_epoch = epoch
         mean_epoch = float(np.mean([h.seconds for h in history] + [seconds]))
         stats = EpochStats(
             epoch=epoch,
@@ -395,13 +420,12 @@ def train_full(
             log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, stopper.stale)
             break
 
-    assert best_state is not None
     run.module.load_state_dict(best_state)
     stage("embed", 0.9, "embedding the training images with the fine-tuned model")
     val_logits, val_labels, val_emb = run.predict(run.val_loader, fp32=True)
     _, train_labels, train_emb = run.predict(loader(run.train_eval_set, run.batch, run.workers), fp32=True)
     val = (val_logits, val_labels, val_emb)
-    return _calibrated(run, usable, skipped, estimate, history, val, train_emb, train_labels)
+    return _calibrated(run, usable, skipped, estimate, history, best_epoch, val, train_emb, train_labels)
 
 
 def _snapshot(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -416,6 +440,7 @@ def _calibrated(
     skipped: list[tuple[str, str]],
     estimate: Estimate,
     history: list[EpochStats],
+    best_epoch: int,
     val: tuple[np.ndarray, np.ndarray, np.ndarray],
     train_emb: np.ndarray,
     train_labels: np.ndarray,
@@ -432,7 +457,6 @@ def _calibrated(
     )
     cm = classification_metrics(val_labels, probs.argmax(axis=1), usable.classes)
     nll = float(-np.log(np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-12, None)).mean())
-    best = max(history, key=lambda h: (h.val_acc, -h.val_loss))
     run.module.cpu().eval()
     metrics: dict[str, Any] = {
         "mode": "full",
@@ -448,7 +472,8 @@ def _calibrated(
         "anomaly_threshold": round(calibration.threshold, 4),
         "epochs_run": len(history),
         "epochs_max": opts.epochs,
-        "best_epoch": best.epoch,
+        "best_epoch": best_epoch,  # 0: no epoch beat the starting model, which is what was kept
+        "start_val_accuracy": round(estimate.start_val_acc or 0.0, 4),
         "stopped_early": len(history) < opts.epochs,
         "batch_size": run.batch,
         "image_size": run.spec.size,

@@ -405,8 +405,8 @@ def _int8_line(manifest: Manifest) -> str | None:
     verdict = "included" if info.get("included") else f"left out (loses {info['max_loss_points']} point or more)"
     return (
         f"int8       {verdict}: accuracy {info['int8_accuracy']:.3f} vs {info['fp32_accuracy']:.3f} FP32 "
-        f"({info['loss_points']:+.2f} points lost, agreement {info['agreement']:.3f}) on {info['images']} "
-        f"{info['eval_set']}; batch 1 {info['int8_ms_batch1']:.1f} ms vs {info['fp32_ms_batch1']:.1f} ms"
+        f"({info['loss_points']:.2f} points lost, agreement {info['agreement']:.3f}) on {info['images']} images "
+        f"({info['eval_set']}); batch 1 {info['int8_ms_batch1']:.1f} ms vs {info['fp32_ms_batch1']:.1f} ms"
     )
 
 

@@ -21,12 +21,17 @@ class Estimate:
     train_s: float
     after_s: float  # final embeddings + export (a rough figure for export)
     total_s: float
+    start_val_acc: float | None = None  # the model before fine-tuning (linear-probe head), on the validation split
+    start_val_loss: float | None = None
 
     def text(self) -> str:
+        start = (
+            "" if self.start_val_acc is None else f"; validation accuracy before fine-tuning {self.start_val_acc:.3f}"
+        )
         return (
             f"estimated {_duration(self.total_s)}: {self.epochs} epochs x {_duration(self.epoch_s)} "
             f"({self.steps_per_epoch} steps of {self.batch_size} images at {self.step_s:.2f} s on {self.device}) "
-            f"+ ~{_duration(self.after_s)} embeddings and export; early stopping may end it sooner"
+            f"+ ~{_duration(self.after_s)} embeddings and export; early stopping may end it sooner{start}"
         )
 
 

@@ -331,10 +331,13 @@ class Worker:
 
 
 def _epoch_reports(reporter: JobReporter) -> FullHooks:
-    """Full-mode figures for the hub: the estimate as epoch 0 (its ETA), then every finished epoch."""
+    """Full-mode figures for the hub: epoch 0 is the model before fine-tuning, with the estimate as its ETA."""
 
     def estimate(e: Estimate) -> None:
-        reporter.add_epoch({"epoch": 0, "eta_s": round(e.total_s, 1)})
+        start: dict[str, Any] = {"epoch": 0, "eta_s": round(e.total_s, 1)}
+        if e.start_val_acc is not None and e.start_val_loss is not None:
+            start.update(val_acc=round(e.start_val_acc, 4), val_loss=round(e.start_val_loss, 5))
+        reporter.add_epoch(start)
 
     def epoch(stats: EpochStats) -> None:
         reporter.add_epoch(stats.hub_metrics())
