@@ -17,11 +17,14 @@ from camfleet_trainer.errors import DatasetError
 from camfleet_trainer.evaluate import (
     CONFUSION_PNG,
     REPORT_JSON,
+    Evaluation,
     accuracy_scores,
+    confusion_image,
     confusion_matrix,
     evaluate_bundle,
     per_class_metrics,
     render_text,
+    shown_classes,
     write_report,
 )
 
@@ -105,9 +108,10 @@ def test_eval_command_prints_json_and_writes_the_picture_without_torch(
 
 
 def test_eval_command_text_report(trained: Trained, eval_data: Path, tmp_path: Path) -> None:
-    proc = run_cli("eval", "--bundle", str(trained.bundle), "--data", str(eval_data), cwd=tmp_path)
+    # --int8 falls back to the FP32 model: the quick bundle ships no INT8 variant.
+    proc = run_cli("eval", "--bundle", str(trained.bundle), "--data", str(eval_data), "--int8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for expected in ("accuracy", "dress", "hat", "shoes", "unseen kinds", UNSEEN, "unreadable images: 1"):
+    for expected in ("model.onnx", "accuracy", "dress", "shoes", "unseen kinds", UNSEEN, "unreadable images: 1"):
         assert expected in proc.stdout, proc.stdout
 
 
@@ -143,3 +147,23 @@ def test_list_images_names_a_missing_folder(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match="missing"):
         list_images(tmp_path / "missing")
+
+
+def test_a_big_bundle_shows_only_the_classes_in_play() -> None:
+    """An ImageNet bundle judged on a few folders: the matrix keeps the rows and columns that have counts."""
+    n = 1000
+    confusion = np.zeros((n, n), dtype=np.int64)
+    confusion[7, 7], confusion[7, 400], confusion[12, 12] = 3, 1, 2
+    cm = confusion_matrix(np.array([7, 7, 7, 7, 12, 12]), np.array([7, 7, 7, 400, 12, 12]), n)
+    assert (cm == confusion).all()
+    classes = [f"class{i}" for i in range(n)]
+    ev = Evaluation(
+        bundle="b", version="v", model="model.onnx", classes=classes, images=6, accuracy=0.8333,
+        balanced_accuracy=0.875, per_class=per_class_metrics(cm, classes), confusion=cm.tolist(), flagged=0,
+        flag_rate=0.0, flag_rate_wrong=0.0, target_flag_rate=0.05,
+    )  # fmt: skip
+    assert shown_classes(ev) == [7, 12, 400]
+    text = render_text(ev)
+    assert "class400" in text and "class8 " not in text and "997 classes without images" in text
+    img = confusion_image(ev)
+    assert img.width < 600 and img.height < 600

@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--public-key", dest="public_key", help="trusted signer key (hex; default: the manifest's signer)")
     e.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
     e.add_argument("--report-dir", dest="report_dir", type=Path, help="also write evaluation.json + confusion.png")
+    e.add_argument("--int8", action="store_true", help="judge the INT8 model when the bundle vouches for one")
     e.add_argument("--threads", type=int, help="ONNX Runtime threads (default: up to 4)")
     e.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="images per batch (default: 32)")
     return p
@@ -193,7 +194,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
-    ev = evaluate_bundle(args.bundle, args.data, args.public_key, batch_size=args.batch_size, threads=args.threads)
+    ev = evaluate_bundle(
+        args.bundle, args.data, args.public_key, batch_size=args.batch_size, threads=args.threads, prefer_int8=args.int8
+    )
     written = write_report(ev, args.report_dir) if args.report_dir else []
     if args.json:
         print(json.dumps(ev.as_dict(), indent=1), flush=True)

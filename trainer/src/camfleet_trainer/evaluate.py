@@ -29,6 +29,7 @@ from camfleet_trainer.errors import DatasetError
 DEFAULT_BATCH = 32
 REPORT_JSON = "evaluation.json"
 CONFUSION_PNG = "confusion.png"
+MAX_MATRIX_CLASSES = 30
 
 # progress(done, total) -> None
 ProgressFn = Callable[[int, int], None]
@@ -73,6 +74,7 @@ class Evaluation:
 
     bundle: str
     version: str
+    model: str  # the bundle file that ran (model.onnx, or the INT8 one)
     classes: list[str]
     images: int  # known-class images classified
     accuracy: float
@@ -159,14 +161,16 @@ def evaluate_bundle(
     threads: int | None = None,
     runtime: ClassifierRuntime | None = None,
     progress: ProgressFn | None = None,
+    prefer_int8: bool = False,
 ) -> Evaluation:
     """Classify every image under `data_dir` (a folder per class) with the bundle and measure the results.
 
     Raises BundleError for a bundle that does not verify and DatasetError for a folder without images;
-    an unreadable image is listed in the result, not fatal.
+    an unreadable image is listed in the result, not fatal. `prefer_int8` judges the INT8 model, as an
+    agent would run it, when the bundle vouches for one.
     """
     start = time.perf_counter()
-    rt = runtime or ClassifierRuntime(bundle_dir, public_key=public_key, threads=threads)
+    rt = runtime or ClassifierRuntime(bundle_dir, public_key=public_key, threads=threads, prefer_int8=prefer_int8)
     classes = rt.classes
     index = {name: i for i, name in enumerate(classes)}
     folders = list_images(data_dir)
@@ -222,6 +226,7 @@ def evaluate_bundle(
     return Evaluation(
         bundle=str(bundle_dir),
         version=rt.version,
+        model=rt.model_file,
         classes=classes,
         images=len(labels),
         accuracy=accuracy,
@@ -242,7 +247,7 @@ def evaluate_bundle(
 def render_text(ev: Evaluation, max_listed: int = 20) -> str:
     """The human report: headline figures, per-class table, confusion matrix, unseen kinds, unreadable files."""
     lines = [
-        f"bundle     {ev.bundle}  (version {ev.version}, {len(ev.classes)} classes)",
+        f"bundle     {ev.bundle}  (version {ev.version}, {len(ev.classes)} classes, {ev.model})",
         f"images     {ev.images} of known classes"
         + (f", {sum(u.images for u in ev.unseen)} of unseen kinds" if ev.unseen else "")
         + (f", {len(ev.unreadable)} unreadable" if ev.unreadable else ""),
@@ -254,9 +259,11 @@ def render_text(ev: Evaluation, max_listed: int = 20) -> str:
             f"anomaly    {ev.flagged}/{ev.images} known images flagged ({ev.flag_rate:.1%}, "
             f"calibrated for {ev.target_flag_rate:.0%}){wrong}"
         )
-        width = max(12, *(len(c) for c in ev.classes)) + 1
+        shown = [ev.classes[i] for i in shown_classes(ev)]
+        width = max(12, *(len(c) for c in shown)) + 1
         lines += ["", f"{'class':<{width}} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
-        for name, m in ev.per_class.items():
+        for name in shown:
+            m = ev.per_class[name]
             lines.append(f"{name:<{width}} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>6.3f} {m.support:>7}")
         lines += ["", "confusion (rows: true class, columns: predicted)", *_confusion_lines(ev)]
     else:
@@ -277,37 +284,49 @@ def render_text(ev: Evaluation, max_listed: int = 20) -> str:
     return "\n".join(lines)
 
 
+def shown_classes(ev: Evaluation) -> list[int]:
+    """Classes the matrix shows: all of them, or for a big bundle (ImageNet) those with images or predictions."""
+    if len(ev.classes) <= MAX_MATRIX_CLASSES:
+        return list(range(len(ev.classes)))
+    m = np.asarray(ev.confusion)
+    return [i for i in range(len(ev.classes)) if m[i].sum() or m[:, i].sum()]
+
+
 def _confusion_lines(ev: Evaluation) -> list[str]:
     """The matrix as a text table, columns headed by class numbers (names are listed on the rows)."""
-    n = len(ev.classes)
-    cell = max(4, len(str(max((max(r) for r in ev.confusion), default=0))) + 1)
-    width = max(len(c) for c in ev.classes) + 5
-    head = " " * width + "".join(f"{j:>{cell}}" for j in range(n))
-    rows = [head]
-    for i, name in enumerate(ev.classes):
-        label = f"{i:>2} {name}"
-        rows.append(f"{label:<{width}}" + "".join(f"{v:>{cell}}" for v in ev.confusion[i]))
+    shown = shown_classes(ev)
+    m = np.asarray(ev.confusion)[np.ix_(shown, shown)]
+    cell = max(4, len(str(int(m.max()) if m.size else 0)) + 1)
+    width = max(len(ev.classes[i]) for i in shown) + 6
+    rows = [" " * width + "".join(f"{i:>{cell}}" for i in shown)]
+    for r, i in enumerate(shown):
+        label = f"{i:>3} {ev.classes[i]}"
+        rows.append(f"{label:<{width}}" + "".join(f"{v:>{cell}}" for v in m[r]))
+    if len(shown) < len(ev.classes):
+        rows.append(f"({len(ev.classes) - len(shown)} classes without images or predictions left out)")
     return rows
 
 
 def confusion_image(ev: Evaluation, cell: int = 44) -> Image.Image:
     """The confusion matrix as a picture: cells shaded by the share of their row, counts written in."""
-    n = len(ev.classes)
+    shown = shown_classes(ev)
+    names = [ev.classes[i] for i in shown]
+    n = len(shown)
     font = _font(14)
     small = _font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(int(probe.textlength(c, font=font)) for c in ev.classes) + 16
+    label_w = max(int(probe.textlength(c, font=font)) for c in names) + 16
     margin_top = label_w + 24
-    width = label_w + n * cell + 16
+    width = max(label_w + n * cell + 16, 360)  # room for the footer line
     height = margin_top + n * cell + 40
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    matrix = np.asarray(ev.confusion, dtype=np.float64).reshape(n, n)
+    matrix = np.asarray(ev.confusion, dtype=np.float64)[np.ix_(shown, shown)]
     row_sums = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)
     for i in range(n):
         y = margin_top + i * cell
-        draw.text((label_w - 8, y + cell / 2), ev.classes[i], fill="black", font=font, anchor="rm")
+        draw.text((label_w - 8, y + cell / 2), names[i], fill="black", font=font, anchor="rm")
         for j in range(n):
             x = label_w + j * cell
             s = float(shares[i, j])
@@ -319,7 +338,7 @@ def confusion_image(ev: Evaluation, cell: int = 44) -> Image.Image:
             if count:
                 ink = "white" if s > 0.5 else "black"
                 draw.text((x + cell / 2, y + cell / 2), str(count), fill=ink, font=small, anchor="mm")
-    for j, name in enumerate(ev.classes):  # column labels, written upwards
+    for j, name in enumerate(names):  # column labels, written upwards
         w = int(probe.textlength(name, font=font)) + 4
         tile = Image.new("RGB", (w, 20), "white")
         ImageDraw.Draw(tile).text((2, 10), name, fill="black", font=font, anchor="lm")

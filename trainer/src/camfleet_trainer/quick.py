@@ -25,7 +25,9 @@ DEFAULT_FOLDS = 5
 DEFAULT_NEIGHBOURS = 5
 DEFAULT_L2 = 0.1  # on standardized features; best 5-fold CV accuracy on clothing train/ of 0.01..1 (bench/train.py)
 DEFAULT_FLAG_RATE = 0.05
-MAX_ITER = 300
+# LBFGS iterations: on clothing (3,068 images) 50 give the same CV accuracy (0.868 vs 0.867) and label-error
+# precision (0.850) as running to convergence (~90), for 40 % less time; an early stop also regularises.
+MAX_ITER = 50
 MIN_TEMPERATURE = 0.25
 MAX_TEMPERATURE = 10.0
 MAX_LABEL_NEIGHBOURS = 50
