@@ -145,7 +145,7 @@ def main() -> int:
         f"mean over seeds {args.seeds}:"
     )
     for name, values in scores.items():
-        print(f"  {name:<26} {np.mean(values):.3f}   {' '.join(f'{v:.3f}' for v in values)}")
+        print(f"  {name:<30} {np.mean(values):.3f}   {' '.join(f'{v:.3f}' for v in values)}")
     return 0
 
 

@@ -140,7 +140,10 @@ def cache_holds(backbone: Backbone, data: LabeledSet) -> bool:
 
 
 def describe(ev: Evaluation) -> str:
-    unseen = ", ".join(f"{u.name} {u.flagged}/{u.images} ({u.flag_rate:.1%})" for u in ev.unseen)
+    unseen = ", ".join(
+        f"{u.name} {u.flagged}/{u.images} ({u.flag_rate:.1%}, called {', '.join(list(u.predicted_as)[:2])})"
+        for u in ev.unseen
+    )
     return (
         f"accuracy {ev.accuracy:.4f} (balanced {ev.balanced_accuracy:.4f}) on {ev.images} images; "
         f"known images flagged {ev.flagged}/{ev.images} ({ev.flag_rate:.1%})"
@@ -221,7 +224,8 @@ def main() -> int:
             "known_flag_rate": ev_unseen.flag_rate,
             "known_accuracy": ev_unseen.accuracy,
             "unseen": {
-                u.name: {"images": u.images, "flagged": u.flagged, "flag_rate": u.flag_rate} for u in ev_unseen.unseen
+                u.name: {"images": u.images, "flagged": u.flagged, "flag_rate": u.flag_rate, "called": u.predicted_as}
+                for u in ev_unseen.unseen
             },
         }
         print(f"trained without {' and '.join(LEFT_OUT)}: {describe(ev_unseen)}", flush=True)
