@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,7 +81,7 @@ class Pacer:
         self._next = max(self._next + self.period, self._clock())
 
 
-class FrameSource:
+class FrameSource(ABC):
     """Base class: paces, stamps and counts frames; subclasses produce raw RGB frames."""
 
     live = False  # a live camera keeps producing whether we keep up or not; a replayed file can wait
@@ -96,10 +97,11 @@ class FrameSource:
         self._seq += 1
         return CapturedFrame(rgb=rgb, captured_at=datetime.now(UTC), seq=self._seq)
 
-    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
+        """Paced, stamped frames until `stop` is set or a non-looping source ends."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most sources hold nothing open
         """Release whatever the source holds open."""
 
 
