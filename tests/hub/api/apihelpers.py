@@ -23,28 +23,12 @@ from camfleet_contract.anomaly import calibrate
 from camfleet_contract.bundle import Manifest, pack_bundle, sign_bundle
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.neighbours import NeighbourIndex
+from tests.support.polling import WAIT_S, unique, wait_for  # noqa: F401 - re-exported
 from tests.support.tinybundle import tiny_onnx as build_tiny_onnx
 
-WAIT_S = 30.0
 CLASSES = ["dress", "hat", "shoes"]
 EMBED_DIM = 8
 SIZE = 32
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """Poll ``predicate`` until it returns something truthy (bounded); fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {value!r})")
-        time.sleep(0.05)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 # --------------------------------------------------------------------------- zips

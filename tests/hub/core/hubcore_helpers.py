@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine
 
 from camfleet_contract.envelope import encode_frame, new_header
@@ -16,25 +12,7 @@ from camfleet_contract.images import probe_image
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.models import Camera, Classifier, Site
 from camfleet_hub.db.session import make_sessionmaker
-
-WAIT_S = 30.0
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """Poll ``predicate`` until it returns something truthy (bounded); fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {value!r})")
-        time.sleep(0.05)
-
-
-def unique(prefix: str) -> str:
-    """A name that no other test (or earlier run on the shared broker) uses."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
+from tests.support.polling import WAIT_S, unique, wait_for  # noqa: F401 - re-exported
 
 
 def frame_payload(jpeg: bytes, site: str, camera: str, agent: str = "agent1", frame_id: str | None = None) -> bytes:
