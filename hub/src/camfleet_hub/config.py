@@ -109,6 +109,31 @@ class SigningSettings(_Section):
     key_path: str = "fleet.key"
 
 
+class AuthSettings(_Section):
+    """Logins and tokens. The first admin is created on first start; its password is printed once unless set."""
+
+    enabled: bool = True
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    session_hours: float = Field(default=168.0, gt=0)
+    login_attempts: int = Field(default=5, ge=1, description="failed logins allowed per user+address per window")
+    login_window_s: float = Field(default=300.0, gt=0)
+    secure_cookies: bool = False
+
+
+class ImportSettings(_Section):
+    """Import jobs: server folders admins may read, URL fetching bounds, and the web image search provider."""
+
+    roots: list[str] = Field(default_factory=list, description="server folders an import may read; empty = any")
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    url_timeout_s: float = Field(default=15.0, gt=0)
+    url_max_redirects: int = Field(default=3, ge=0, le=10)
+    url_max_bytes: int = Field(default=20 * 1024**2, ge=1024)
+    search_provider: str = Field(default="", description="web image search provider name; empty = none")
+    search_api_key: str | None = None
+    search_endpoint: str | None = None
+
+
 class HubSettings(_Section):
     """All hub settings; ``data_dir`` anchors every relative path (SQLite file, object dir, key)."""
 
@@ -119,6 +144,8 @@ class HubSettings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    imports: ImportSettings = Field(default_factory=ImportSettings)
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against ``data_dir``."""

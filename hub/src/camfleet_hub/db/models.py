@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -63,6 +64,50 @@ class ImageSource(StrEnum):
     UPLOAD = "upload"
     IMPORT = "import"
     URL = "url"
+    FOLDER = "folder"
+    SEARCH = "search"
+
+
+class Role(StrEnum):
+    """A user's role in one site, strongest first: admin (everything, users), labeller (curate), viewer (read)."""
+
+    ADMIN = "admin"
+    LABELLER = "labeller"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return {"admin": 3, "labeller": 2, "viewer": 1}[self.value]
+
+
+class ImportKind(StrEnum):
+    """Where an import job reads its images from."""
+
+    ZIP = "zip"
+    UPLOAD = "upload"
+    URLS = "urls"
+    FOLDER = "folder"
+    SEARCH = "search"
+
+
+class ImportStatus(StrEnum):
+    """Import job states: queued → running → succeeded | failed | cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ImportOutcome(StrEnum):
+    """What happened to one file of an import."""
+
+    IMPORTED = "imported"
+    DUPLICATE = "duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    PREVIOUSLY_DELETED = "previously_deleted"
+    REJECTED = "rejected"
 
 
 class JobStatus(StrEnum):
@@ -150,6 +195,8 @@ class Classifier(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Cosine distance between embeddings under which two images count as near-duplicates.
+    max_equal_distance: Mapped[float] = mapped_column(Float, default=0.02, server_default="0.02")
 
     site: Mapped[Site] = relationship(back_populates="classifiers")
     groups: Mapped[list[Group]] = relationship(back_populates="classifier", cascade="all, delete-orphan")
@@ -206,6 +253,13 @@ class Image(Base):
     source: Mapped[str] = mapped_column(String(16))
     original_name: Mapped[str | None] = mapped_column(String(512), default=None)
     frame_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Where it came from beyond the kind: the URL, the search term, the server folder.
+    origin: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # Who last put it in a group / deleted / restored it (a username), and the import job that added it.
+    labelled_by: Mapped[str | None] = mapped_column(String(NAME_LEN), default=None)
+    import_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_jobs.id", ondelete="SET NULL"), index=True, default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -343,3 +397,143 @@ class ImageLabelScore(Base):
     predicted_label: Mapped[str] = mapped_column(String(NAME_LEN))
     self_confidence: Mapped[float] = mapped_column(Float)
     predicted_confidence: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class Embedding(Base):
+    """A blob's embedding under one embedding model (the default bundle's sha256): computed once, reused."""
+
+    __tablename__ = "embeddings"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    # L2-normalised float16 vector, little-endian.
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A person who logs in to the hub; ``is_admin`` is a hub-wide administrator (every site, users)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    # KDF string "scrypt$n$r$p$salt_hex$hash_hex".
+    password_hash: Mapped[str] = mapped_column(String(512))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SiteRole(Base):
+    """One user's role in one site."""
+
+    __tablename__ = "site_roles"
+    __table_args__ = (
+        UniqueConstraint("user_id", "site_id"),
+        CheckConstraint(_in("role", Role), name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class ApiToken(Base):
+    """A revocable bearer token for scripts, agents and trainers; scoped to one site (NULL: every site)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # sha256 of the secret; the secret itself is shown once, at creation.
+    token_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LoginSession(Base):
+    """A browser session (cookie holds the secret, the table its sha256), ended by logout or expiry."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class HistoryEntry(Base):
+    """One change to a classifier's dataset (move, delete, restore, rename, merge …), undoable.
+
+    ``changes`` holds what undo needs: e.g. ``[{"image_id": 1, "before": {...}, "after": {...}}]``.
+    """
+
+    __tablename__ = "history"
+    __table_args__ = (Index("ix_history_classifier_id_id", "classifier_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    username: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(default=None)
+    undone_by: Mapped[str | None] = mapped_column(String(NAME_LEN), default=None)
+
+
+class ImportJob(Base):
+    """One import (zip, upload, URL list, server folder, web search) run in the background with progress."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ImportKind), name="kind"),
+        CheckConstraint(_in("status", ImportStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=ImportStatus.QUEUED.value)
+    # Where the images go: a group name (status GROUP) or none (status NEW, the triage inbox).
+    target_group: Mapped[str | None] = mapped_column(String(NAME_LEN), default=None)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ImportItem(Base):
+    """What one file of an import became, with the reason when it was not imported."""
+
+    __tablename__ = "import_items"
+    __table_args__ = (
+        Index("ix_import_items_job_id_id", "job_id", "id"),
+        CheckConstraint(_in("outcome", ImportOutcome), name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(2048))
+    outcome: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN), default=None)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), default=None)
+    # For near-duplicates: the existing image it is close to, and the distance.
+    similar_image_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    distance: Mapped[float | None] = mapped_column(Float, default=None)

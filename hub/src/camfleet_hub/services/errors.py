@@ -41,3 +41,21 @@ class UnavailableError(ServiceError):
     """The hub cannot answer yet (no model exists at all)."""
 
     status_code = 503
+
+
+class UnauthenticatedError(ServiceError):
+    """No valid session cookie or bearer token came with the request (or the login failed)."""
+
+    status_code = 401
+
+
+class ForbiddenError(ServiceError):
+    """The caller is known but its role in that site does not allow the action."""
+
+    status_code = 403
+
+
+class RateLimitedError(ServiceError):
+    """Too many attempts (logins) in a short time; try again later."""
+
+    status_code = 429
