@@ -240,7 +240,9 @@ class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
         UniqueConstraint("classifier_id", "sha256"),
-        Index("ix_images_classifier_id_status", "classifier_id", "status"),
+        # Pages list one classifier's images by status or group in id order (keyset pagination).
+        Index("ix_images_classifier_id_status_id", "classifier_id", "status", "id"),
+        Index("ix_images_classifier_id_group_id_id", "classifier_id", "group_id", "id"),
         CheckConstraint(_in("status", ImageStatus), name="status"),
         CheckConstraint(_in("source", ImageSource), name="source"),
     )
