@@ -232,6 +232,10 @@ class JobParams(Request):
     backbone: str | None = Field(
         default=None, pattern=BACKBONE_PATTERN, description="timm model name, e.g. tf_efficientnet_lite0"
     )
+    image_size: int | None = Field(default=None, ge=32, le=1024, description="full mode: input size (backbone's own)")
+    int8: bool | None = Field(
+        default=None, description="add the INT8 variant when it loses under 1 point (default: full mode only)"
+    )
     gpu: bool = Field(default=False, description="only a trainer with a GPU may claim the job")
 
 

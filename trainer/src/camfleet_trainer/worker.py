@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_MIN_S = 2.0
 HEARTBEAT_MAX_S = 5.0  # progress on the hub stays fresh and a cancel is noticed within seconds
 DEFAULT_RETRY_S = 60.0
-FULL_PARAMS = ("epochs", "batch_size", "test_size")  # job params that tune the full mode
+FULL_PARAMS = ("epochs", "batch_size", "test_size", "image_size")  # job params that tune the full mode
 
 
 class JobAborted(Exception):
@@ -246,6 +246,7 @@ class Worker:
                         mode=mode,
                         full=full,
                         full_hooks=_epoch_reports(reporter),
+                        int8=_optional_bool(params.get("int8"), "int8"),
                     )
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
@@ -343,3 +344,10 @@ def _epoch_reports(reporter: JobReporter) -> FullHooks:
         reporter.add_epoch(stats.hub_metrics())
 
     return FullHooks(estimate=estimate, epoch=epoch)
+
+
+def _optional_bool(value: Any, name: str) -> bool | None:
+    """A job param that must be a JSON boolean or absent; anything else fails the job naming it."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise DatasetError(f"params.{name}={value!r}: expected true, false or null")
