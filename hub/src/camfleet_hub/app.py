@@ -1,7 +1,7 @@
 """The hub builder: creates and starts every part in order, stops them in reverse; nothing starts at import.
 
-Start order: data dir → database (engine + migrations) → object store → embedded broker (if enabled) → MQTT client
-→ ingest worker (if enabled) → HTTP (FastAPI via uvicorn, in its own thread). ``stop()`` walks back.
+Start order: data dir → database (engine + migrations + first admin) → object store → embedded broker (if enabled)
+→ MQTT client → ingest worker (if enabled) → HTTP (FastAPI via uvicorn, in its own thread). ``stop()`` walks back.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class Hub:
         migrate(engine)
         sessions = make_sessionmaker(engine)
         log.info("database ready: %s", engine.url.render_as_string(hide_password=True))
+        if s.auth.enabled:
+            self._first_admin(sessions)
 
         store = make_store(s.store, base_dir=s.data_dir)
         log.info("object store: %r", store)
@@ -178,6 +180,23 @@ class Hub:
         if self.with_http:
             self._start_http(services)
         return services
+
+    def _first_admin(self, sessions: sessionmaker[Session]) -> None:
+        """On an empty user table create ``auth.admin_username``; a generated password is printed once, here."""
+        from sqlalchemy.exc import IntegrityError
+
+        from camfleet_hub.services.auth import first_admin
+        from camfleet_hub.services.errors import ConflictError
+
+        a = self.settings.auth
+        with sessions() as session:
+            try:
+                password = first_admin(session, a)
+            except (ConflictError, IntegrityError):  # another hub process created it at the same moment
+                session.rollback()
+                return
+        if password is not None:
+            print(f"first admin: {a.admin_username} / {password} - change it (shown only this once)", flush=True)
 
     def _start_http(self, services: HubServices) -> None:
         """Serve ``camfleet_hub.api.create_app(services)`` with uvicorn in a thread; wait until it listens."""

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import apihelpers` under --im
 from apihelpers import RetainedReader, unique  # noqa: E402
 
 API = "/api/v1"
+ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-password-1"
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ApiHub:
     services: HubServices
     client: TestClient
     hub: Hub
+    admin_token: str = ""
 
     @property
     def prefix(self) -> str:
@@ -43,6 +45,7 @@ def _settings(tmp_path: Path, db_url: str, host: str, port: int, ingest: bool) -
             "mqtt": {"embedded": False, "host": host, "port": port, "root": unique("cf"), "client_id": unique("ing-")},
             "db": {"url": db_url},
             "ingest": {"enabled": ingest},
+            "auth": {"admin_username": ADMIN_USER, "admin_password": ADMIN_PASSWORD},
         }
     )
 
@@ -60,6 +63,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hub.db'}"
 
 
+def _admin_token(services: HubServices) -> str:
+    """An every-site admin token of the first admin, made through the service as the CLI does."""
+    from camfleet_hub.db.models import Role
+    from camfleet_hub.services import auth
+
+    with services.sessions() as session:
+        admin = auth.get_user_by_name(session, ADMIN_USER)
+        _row, secret = auth.create_token(session, auth.caller_of_user(session, admin), "tests", None, Role.ADMIN)
+    return secret
+
+
 @pytest.fixture
 def hub_factory(tmp_path: Path, mosquitto) -> Iterator[Callable[..., ApiHub]]:  # type: ignore[no-untyped-def]
     """Start hubs on the session Mosquitto; each gets its own data dir, topic root and database URL."""
@@ -74,10 +88,12 @@ def hub_factory(tmp_path: Path, mosquitto) -> Iterator[Callable[..., ApiHub]]:  
         )
         services = hub.start()
         assert services.mqtt.wait_connected(30), "hub MQTT client did not connect to mosquitto"
-        client = TestClient(create_app(services))
+        token = _admin_token(services)
+        # Every request of the default client carries the first admin's every-site token.
+        client = TestClient(create_app(services), headers={"Authorization": f"Bearer {token}"})
         client.__enter__()  # runs the lifespan (start-up announcements)
         started.append((hub, client))
-        return ApiHub(services=services, client=client, hub=hub)
+        return ApiHub(services=services, client=client, hub=hub, admin_token=token)
 
     try:
         yield make

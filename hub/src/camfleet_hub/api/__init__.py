@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from camfleet_hub import __version__
 from camfleet_hub.api import (
+    auth,
     blobs,
     cameras,
     classifiers,
@@ -28,6 +29,7 @@ from camfleet_hub.api import (
     models,
     sites,
     ui,
+    ui_auth,
 )
 from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS = (
     health,
+    auth,
     sites,
     cameras,
     classifiers,
@@ -89,9 +92,11 @@ def create_app(services: HubServices) -> FastAPI:
         thumbnails=ThumbnailCache(services.store, services.settings.ingest.max_pixels),
     )
     install_error_handlers(app)
+    ui_auth.install_auth_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ui.router)
+    app.include_router(ui_auth.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from camfleet_hub.api.deps import CurrentUserDep, SessionDep
+from camfleet_hub.api.deps import SessionDep, SiteAdminDep, SiteViewerDep
 from camfleet_hub.schemas import CameraCreate, CameraPublic
 from camfleet_hub.services import crud, views
 
@@ -17,12 +17,12 @@ router = APIRouter(tags=["cameras"])
     response_model=CameraPublic,
     status_code=status.HTTP_201_CREATED,
 )
-def create_camera(site: str, body: CameraCreate, session: SessionDep, _user: CurrentUserDep) -> CameraPublic:
+def create_camera(site: str, body: CameraCreate, session: SessionDep, _user: SiteAdminDep) -> CameraPublic:
     found = crud.get_site(session, site)
     return CameraPublic.model_validate(views.camera(crud.create_camera(session, found, body.name), found))
 
 
 @router.get("/sites/{site}/cameras", operation_id="list_cameras", response_model=list[CameraPublic])
-def list_cameras(site: str, session: SessionDep) -> list[CameraPublic]:
+def list_cameras(site: str, session: SessionDep, _user: SiteViewerDep) -> list[CameraPublic]:
     found = crud.get_site(session, site)
     return [CameraPublic.model_validate(views.camera(c, found)) for c in crud.list_cameras(session, found)]

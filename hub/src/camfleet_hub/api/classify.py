@@ -11,8 +11,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from camfleet_hub.api.deps import ApiStateDep, ServicesDep, SessionDep
+from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep
 from camfleet_hub.api.errors import invalid_from
+from camfleet_hub.db.models import Role
 from camfleet_hub.schemas import ClassifyAnswer, ClassifyRequest
 from camfleet_hub.services import classify as service
 from camfleet_hub.services import crud
@@ -80,7 +81,10 @@ def _from_json(raw: bytes) -> tuple[str, str, list[service.NamedImage]]:
 
 
 @router.post("/classify", operation_id="classify", response_model=ClassifyAnswer, openapi_extra=BODIES)
-async def classify(request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep) -> ClassifyAnswer:
+async def classify(
+    request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
+) -> ClassifyAnswer:
+    """Needs the viewer role in the named site."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         site, clf, images = await _from_form(request)
@@ -94,6 +98,7 @@ async def classify(request: Request, session: SessionDep, services: ServicesDep,
 
     def run() -> dict[str, object]:
         classifier = crud.get_classifier(session, site, clf)
+        user.require(classifier.site_id, Role.VIEWER, site)
         return service.classify(services, session, state.runtimes, classifier, images)
 
     return ClassifyAnswer.model_validate(await run_in_threadpool(run))

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.models import Role
+from camfleet_hub.services.auth import Caller, EverySite, LoginLimiter, caller_of_cookie, caller_of_token
 from camfleet_hub.services.classify import RuntimeCache
-from camfleet_hub.services.errors import ForbiddenError
+from camfleet_hub.services.errors import ForbiddenError, UnauthenticatedError
 from camfleet_hub.services.media import ThumbnailCache
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class ApiState:
 
     runtimes: RuntimeCache
     thumbnails: ThumbnailCache
+    logins: LoginLimiter = field(default_factory=LoginLimiter)
 
 
 def get_services(request: Request) -> HubServices:
@@ -65,7 +67,7 @@ ApiStateDep = Annotated[ApiState, Depends(get_api_state)]
 class Principal:
     """Who is calling: a logged-in user or an API token, with a role per site id (``admin``: every site).
 
-    Until auth lands (issue 4) every caller is the anonymous administrator.
+    With ``auth.enabled = false`` every caller is the anonymous administrator (the default values).
     """
 
     name: str = "anonymous"
@@ -90,9 +92,39 @@ class Principal:
             raise ForbiddenError(f"user {self.name!r} is not a hub administrator")
 
 
-def get_current_user(request: Request) -> Principal:
-    """The auth seam: reads the session cookie or bearer token and raises 401 when there is none."""
-    return Principal()
+SESSION_COOKIE = "camfleet_session"
+
+
+def principal_of(caller: Caller) -> Principal:
+    return Principal(name=caller.name, admin=caller.admin, user_id=caller.user_id, roles=caller.roles)
+
+
+def get_current_user(request: Request, settings: SettingsDep, session: SessionDep) -> Principal:
+    """The auth seam: a bearer token (``Authorization: Bearer …``) or the session cookie; 401 when neither is valid."""
+    principal = _authenticate(request, settings, session)
+    request.state.principal = principal  # the page templates show who is logged in
+    return principal
+
+
+def _authenticate(request: Request, settings: HubSettings, session: Session) -> Principal:
+    if not settings.auth.enabled:
+        return Principal()
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise UnauthenticatedError("Authorization header: expected 'Bearer <token>'")
+        caller = caller_of_token(session, secret.strip())
+        if caller is None:
+            raise UnauthenticatedError("the bearer token is unknown or revoked")
+        return principal_of(caller)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        caller = caller_of_cookie(session, cookie)
+        if caller is not None:
+            return principal_of(caller)
+        raise UnauthenticatedError("the login session has expired; log in again")
+    raise UnauthenticatedError("log in (POST /api/v1/auth/login) or send 'Authorization: Bearer <token>'")
 
 
 CurrentUserDep = Annotated[Principal, Depends(get_current_user)]
@@ -123,3 +155,39 @@ def get_hub_admin(user: CurrentUserDep) -> Principal:
 
 
 HubAdminDep = Annotated[Principal, Depends(get_hub_admin)]
+
+
+# Checks for routes keyed by a row id: load the row, then ask for the role in the row's site.
+
+
+def require_in_classifier(user: Principal, session: Session, classifier_id: int, role: Role) -> None:
+    """403 unless the caller holds ``role`` in the site of that classifier."""
+    from camfleet_hub.db.models import Classifier
+
+    if user.admin:
+        return
+    clf = session.get(Classifier, classifier_id)
+    if clf is None:  # the row that pointed here was deleted meanwhile; nothing to grant
+        raise ForbiddenError(f"user {user.name!r}: classifier id={classifier_id} is gone")
+    user.require(clf.site_id, role, clf.site.name)
+
+
+def require_in_site_id(user: Principal, session: Session, site_id: int, role: Role) -> None:
+    from camfleet_hub.db.models import Site
+
+    if user.admin:
+        return
+    site = session.get(Site, site_id)
+    user.require(site_id, role, site.name if site else "")
+
+
+def visible_site_ids(user: Principal, session: Session) -> list[int] | None:
+    """Ids of the sites the caller may read (None: every site)."""
+    from sqlalchemy import select
+
+    from camfleet_hub.db.models import Site
+
+    if user.admin or isinstance(user.roles, EverySite):
+        return None
+    ids = set(session.scalars(select(Site.id)))
+    return sorted(s for s in user.roles if s in ids)

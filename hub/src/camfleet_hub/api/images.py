@@ -6,14 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep
-from camfleet_hub.db.models import Classifier, ImageStatus
+from camfleet_hub.api.deps import (
+    ApiStateDep,
+    CurrentUserDep,
+    ServicesDep,
+    SessionDep,
+    SiteViewerDep,
+    require_in_classifier,
+)
+from camfleet_hub.db.models import Classifier, ImageStatus, Role
 from camfleet_hub.schemas import ImagePublic, ImageUpdate
 from camfleet_hub.services import crud, media, views
 
 router = APIRouter(tags=["images"])
 
-IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}  # behind auth: no shared caches
 
 
 @router.get("/sites/{site}/classifiers/{clf}/images", operation_id="list_images", response_model=list[ImagePublic])
@@ -21,6 +28,7 @@ def list_images(
     site: str,
     clf: str,
     session: SessionDep,
+    _user: SiteViewerDep,
     status: ImageStatus | None = None,
     group: str | None = None,
     limit: Annotated[int, Query(ge=1, le=crud.MAX_PAGE)] = 100,
@@ -32,8 +40,10 @@ def list_images(
 
 
 @router.patch("/images/{image_id}", operation_id="update_image", response_model=ImagePublic)
-def update_image(image_id: int, body: ImageUpdate, session: SessionDep, _user: CurrentUserDep) -> ImagePublic:
-    image = crud.update_image(session, crud.get_image(session, image_id), body.status, body.group)
+def update_image(image_id: int, body: ImageUpdate, session: SessionDep, user: CurrentUserDep) -> ImagePublic:
+    found = crud.get_image(session, image_id)
+    require_in_classifier(user, session, found.classifier_id, Role.LABELLER)
+    image = crud.update_image(session, found, body.status, body.group)
     classifier = session.get(Classifier, image.classifier_id)
     assert classifier is not None
     session.refresh(image)
@@ -46,8 +56,9 @@ def update_image(image_id: int, body: ImageUpdate, session: SessionDep, _user: C
     response_class=Response,
     responses={200: {"content": {"image/*": {}}, "description": "the original file"}},
 )
-def image_content(image_id: int, session: SessionDep, services: ServicesDep) -> Response:
+def image_content(image_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Response:
     image = crud.get_image(session, image_id)
+    require_in_classifier(user, session, image.classifier_id, Role.VIEWER)
     data = media.original_bytes(services.store, image.sha256)
     mime = f"image/{image.blob.format.lower()}"
     return Response(content=data, media_type=mime, headers={**IMMUTABLE, "ETag": f'"{image.sha256}"'})
@@ -59,6 +70,7 @@ def image_content(image_id: int, session: SessionDep, services: ServicesDep) -> 
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256 px"}},
 )
-def image_thumbnail(image_id: int, session: SessionDep, state: ApiStateDep) -> Response:
+def image_thumbnail(image_id: int, session: SessionDep, state: ApiStateDep, user: CurrentUserDep) -> Response:
     image = crud.get_image(session, image_id)
+    require_in_classifier(user, session, image.classifier_id, Role.VIEWER)
     return Response(content=state.thumbnails.get(session, image.sha256), media_type="image/jpeg", headers=IMMUTABLE)

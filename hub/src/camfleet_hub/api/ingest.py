@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from camfleet_hub.api.deps import ServicesDep, SessionDep
+from camfleet_hub.api.deps import HubAdminDep, ServicesDep, SessionDep
 from camfleet_hub.schemas import DeadLetterPublic, IngestStats
 from camfleet_hub.services import media
 
@@ -14,13 +14,14 @@ router = APIRouter(tags=["ingest"])
 
 
 @router.get("/ingest/stats", operation_id="get_ingest_stats", response_model=IngestStats)
-def ingest_stats(session: SessionDep, services: ServicesDep) -> IngestStats:
+def ingest_stats(session: SessionDep, services: ServicesDep, _admin: HubAdminDep) -> IngestStats:
     return IngestStats.model_validate(media.ingest_stats(services, session))
 
 
 @router.get("/ingest/dead-letters", operation_id="list_dead_letters", response_model=list[DeadLetterPublic])
 def dead_letters(
     session: SessionDep,
+    _admin: HubAdminDep,
     reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterPublic]:

@@ -1,4 +1,9 @@
-"""Training jobs: created by people, claimed, renewed, failed and completed by trainer workers."""
+"""Training jobs: created by people, claimed, renewed, failed and completed by trainer workers.
+
+Access: site viewers read a site's jobs, labellers start and cancel them. The trainer's side (claim, heartbeat,
+fail, result) needs a hub administrator: in practice an every-site API token with the admin role, which is
+what a trainer worker is configured with (a trainer reads every site's data and publishes models anyway).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
 
-from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
-from camfleet_hub.db.models import TrainingJob
+from camfleet_hub.api.deps import (
+    CurrentUserDep,
+    HubAdminDep,
+    ServicesDep,
+    SessionDep,
+    SiteLabellerDep,
+    SiteViewerDep,
+    require_in_classifier,
+)
+from camfleet_hub.db.models import Role, TrainingJob
 from camfleet_hub.schemas import (
     Dataset,
     HeartbeatAnswer,
@@ -39,7 +52,7 @@ def _public(job: TrainingJob) -> JobPublic:
     response_model=JobPublic,
     status_code=status.HTTP_201_CREATED,
 )
-def create_job(site: str, clf: str, body: JobCreate, session: SessionDep, _user: CurrentUserDep) -> JobPublic:
+def create_job(site: str, clf: str, body: JobCreate, session: SessionDep, _user: SiteLabellerDep) -> JobPublic:
     classifier = crud.get_classifier(session, site, clf)
     params = body.params.model_dump(exclude_none=True)
     return _public(jobs.create_job(session, classifier, body.mode, body.auto_promote, params))
@@ -47,7 +60,11 @@ def create_job(site: str, clf: str, body: JobCreate, session: SessionDep, _user:
 
 @router.get("/sites/{site}/classifiers/{clf}/jobs", operation_id="list_jobs", response_model=list[JobPublic])
 def list_jobs(
-    site: str, clf: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobPublic]:
     return [_public(j) for j in jobs.list_jobs(session, crud.get_classifier(session, site, clf), limit)]
 
@@ -58,7 +75,7 @@ def list_jobs(
     response_model=JobClaimed,
     responses={204: {"description": "no job is waiting"}},
 )
-def claim_job(body: JobClaim, session: SessionDep) -> JobClaimed | Response:
+def claim_job(body: JobClaim, session: SessionDep, _trainer: HubAdminDep) -> JobClaimed | Response:
     job = jobs.claim(session, body.worker, gpu=body.gpu)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -66,12 +83,14 @@ def claim_job(body: JobClaim, session: SessionDep) -> JobClaimed | Response:
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep) -> JobPublic:
-    return _public(jobs.get_job(session, job_id))
+def get_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> JobPublic:
+    job = jobs.get_job(session, job_id)
+    require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
+    return _public(job)
 
 
 @router.post("/jobs/{job_id}/heartbeat", operation_id="heartbeat_job", response_model=HeartbeatAnswer)
-def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep) -> HeartbeatAnswer:
+def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep, _trainer: HubAdminDep) -> HeartbeatAnswer:
     cancel = jobs.heartbeat(session, job_id, body.worker, body.progress, body.stage, body.message, epochs=body.epochs())
     return HeartbeatAnswer(cancel=cancel, lease_seconds=jobs.LEASE_SECONDS)
 
@@ -80,9 +99,11 @@ def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep) -> Heartbeat
 def job_progress(
     job_id: int,
     session: SessionDep,
+    user: CurrentUserDep,
     after: Annotated[int, Query(ge=0, description="only events with a larger id (for polling)")] = 0,
 ) -> JobProgress:
     job = jobs.get_job(session, job_id)
+    require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
     events = progress_log.events(session, job_id, after)
     last = events[-1].id if events else (after or None)
     return JobProgress(
@@ -95,18 +116,21 @@ def job_progress(
 
 
 @router.post("/jobs/{job_id}/fail", operation_id="fail_job", response_model=JobPublic)
-def fail_job(job_id: int, body: JobFail, session: SessionDep) -> JobPublic:
+def fail_job(job_id: int, body: JobFail, session: SessionDep, _trainer: HubAdminDep) -> JobPublic:
     return _public(jobs.fail(session, job_id, body.worker, body.reason))
 
 
 @router.post("/jobs/{job_id}/cancel", operation_id="cancel_job", response_model=JobPublic)
-def cancel_job(job_id: int, session: SessionDep, _user: CurrentUserDep) -> JobPublic:
+def cancel_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> JobPublic:
+    require_in_classifier(user, session, jobs.get_job(session, job_id).classifier_id, Role.LABELLER)
     return _public(jobs.cancel(session, job_id))
 
 
 @router.get("/jobs/{job_id}/dataset", operation_id="get_job_dataset", response_model=Dataset)
-def job_dataset(job_id: int, session: SessionDep) -> Dataset:
-    return Dataset.model_validate(jobs.dataset(session, jobs.get_job(session, job_id)))
+def job_dataset(job_id: int, session: SessionDep, user: CurrentUserDep) -> Dataset:
+    job = jobs.get_job(session, job_id)
+    require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
+    return Dataset.model_validate(jobs.dataset(session, job))
 
 
 @router.post(
@@ -122,6 +146,7 @@ def upload_result(
     session: SessionDep,
     services: ServicesDep,
     response: Response,
+    _trainer: HubAdminDep,
 ) -> ModelPublic:
     data = file.file.read(MAX_BUNDLE_UPLOAD + 1)
     if len(data) > MAX_BUNDLE_UPLOAD:

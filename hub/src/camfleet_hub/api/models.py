@@ -7,24 +7,35 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from camfleet_contract.signing import public_key_of
-from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.api.deps import CurrentUserDep, HubAdminDep, Principal, ServicesDep, SessionDep, SiteViewerDep
+from camfleet_hub.db.models import ModelVersion, Role
 from camfleet_hub.schemas import FleetKey, LabelErrorPublic, ModelPublic, ModelReport
 from camfleet_hub.services import announce, crud, label_errors, registry, reports, views
 from camfleet_hub.services.errors import NotFoundError, TooLargeError
 
 router = APIRouter(tags=["models"])
 
+
+def _require(user: Principal, model: ModelVersion, role: Role) -> ModelVersion:
+    """A site model needs ``role`` in its site; the ImageNet default is readable by anyone logged in."""
+    if model.classifier is not None:
+        user.require(model.classifier.site_id, role, model.classifier.site.name)
+    elif role != Role.VIEWER:
+        user.require_admin()
+    return model
+
+
 MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
 
 
 @router.get("/sites/{site}/classifiers/{clf}/models", operation_id="list_models", response_model=list[ModelPublic])
-def list_models(site: str, clf: str, session: SessionDep) -> list[ModelPublic]:
+def list_models(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> list[ModelPublic]:
     classifier = crud.get_classifier(session, site, clf)
     return [ModelPublic.model_validate(views.model(m)) for m in crud.list_models(session, classifier)]
 
 
 @router.get("/models/default", operation_id="get_default_model", response_model=ModelPublic)
-def get_default(session: SessionDep) -> ModelPublic:
+def get_default(session: SessionDep, _user: CurrentUserDep) -> ModelPublic:
     model = announce.default_model(session)
     if model is None:
         raise NotFoundError("no default model has been uploaded (PUT /api/v1/models/default)")
@@ -36,7 +47,7 @@ def put_default(
     file: Annotated[UploadFile, File(description="the ImageNet default bundle zip")],
     session: SessionDep,
     services: ServicesDep,
-    _user: CurrentUserDep,
+    _admin: HubAdminDep,
 ) -> ModelPublic:
     data = file.file.read(MAX_BUNDLE_UPLOAD + 1)
     if len(data) > MAX_BUNDLE_UPLOAD:
@@ -46,26 +57,28 @@ def put_default(
 
 
 @router.get("/models/{model_id}", operation_id="get_model", response_model=ModelPublic)
-def get_model(model_id: int, session: SessionDep) -> ModelPublic:
-    return ModelPublic.model_validate(views.model(registry.get_model(session, model_id)))
+def get_model(model_id: int, session: SessionDep, user: CurrentUserDep) -> ModelPublic:
+    return ModelPublic.model_validate(views.model(_require(user, registry.get_model(session, model_id), Role.VIEWER)))
 
 
 @router.post("/models/{model_id}/promote", operation_id="promote_model", response_model=ModelPublic)
-def promote(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> ModelPublic:
-    model = registry.promote(services, session, registry.get_model(session, model_id))
+def promote(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> ModelPublic:
+    """Deploy to the site's agents: needs the admin role in the site."""
+    model = registry.promote(services, session, _require(user, registry.get_model(session, model_id), Role.ADMIN))
     return ModelPublic.model_validate(views.model(model))
 
 
 @router.post("/models/{model_id}/rollback", operation_id="rollback_model", response_model=ModelPublic)
-def rollback(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> ModelPublic:
-    """Retire this production version and re-promote the one before it (409 when there is none)."""
-    model = registry.rollback(services, session, registry.get_model(session, model_id))
+def rollback(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> ModelPublic:
+    """Retire this production version and re-promote the one before it (409 when there is none); site admin."""
+    model = registry.rollback(services, session, _require(user, registry.get_model(session, model_id), Role.ADMIN))
     return ModelPublic.model_validate(views.model(model))
 
 
 @router.get("/models/{model_id}/report", operation_id="get_model_report", response_model=ModelReport)
-def report(model_id: int, session: SessionDep) -> ModelReport:
-    return ModelReport.model_validate(reports.normalised(session, registry.get_model(session, model_id)))
+def report(model_id: int, session: SessionDep, user: CurrentUserDep) -> ModelReport:
+    model = _require(user, registry.get_model(session, model_id), Role.VIEWER)
+    return ModelReport.model_validate(reports.normalised(session, model))
 
 
 @router.get(
@@ -74,13 +87,13 @@ def report(model_id: int, session: SessionDep) -> ModelReport:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the confusion matrix as a picture"}},
 )
-def confusion(model_id: int, session: SessionDep) -> Response:
-    model = registry.get_model(session, model_id)
+def confusion(model_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
+    model = _require(user, registry.get_model(session, model_id), Role.VIEWER)
     matrix = reports.confusion_of(model)
     if matrix is None:
         raise NotFoundError(f"model id={model_id} has no confusion matrix in its report")
     png = reports.confusion_png(reports.classes_of(model), matrix)
-    return Response(content=png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get(
@@ -89,7 +102,11 @@ def confusion(model_id: int, session: SessionDep) -> Response:
     response_model=list[LabelErrorPublic],
 )
 def list_label_errors(
-    site: str, clf: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=label_errors.MAX_LIMIT)] = 50
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    limit: Annotated[int, Query(ge=1, le=label_errors.MAX_LIMIT)] = 50,
 ) -> list[LabelErrorPublic]:
     """Images whose label the latest model doubts most (out-of-fold probability of the label, lowest first)."""
     classifier = crud.get_classifier(session, site, clf)
@@ -102,8 +119,9 @@ def list_label_errors(
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}, "description": "the bundle signed with the fleet key"}},
 )
-def bundle(model_id: int, session: SessionDep, services: ServicesDep) -> Response:
-    model = registry.get_model(session, model_id)
+def bundle(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Response:
+    """What agents download: needs a viewer token of the model's site (any login for the default model)."""
+    model = _require(user, registry.get_model(session, model_id), Role.VIEWER)
     name = model.classifier.name if model.classifier is not None else announce.DEFAULT_CLASSIFIER
     return Response(
         content=registry.bundle_bytes(services, model),
@@ -117,5 +135,5 @@ def bundle(model_id: int, session: SessionDep, services: ServicesDep) -> Respons
 
 
 @router.get("/keys/fleet", operation_id="get_fleet_key", response_model=FleetKey, tags=["keys"])
-def fleet_key(services: ServicesDep) -> FleetKey:
+def fleet_key(services: ServicesDep, _user: CurrentUserDep) -> FleetKey:
     return FleetKey(public_key=public_key_of(services.fleet_key))

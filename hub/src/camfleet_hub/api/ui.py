@@ -15,8 +15,17 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from camfleet_hub import __version__
-from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.api.deps import (
+    CurrentUserDep,
+    ServicesDep,
+    SessionDep,
+    SiteLabellerDep,
+    SiteViewerDep,
+    require_in_classifier,
+    visible_site_ids,
+)
 from camfleet_hub.api.errors import describe_errors
+from camfleet_hub.db.models import Role
 from camfleet_hub.schemas import JobCreate
 from camfleet_hub.services import crud, jobs, overview, pages, registry
 from camfleet_hub.services.errors import ServiceError
@@ -38,18 +47,26 @@ def _back(next_url: str | None, default: str) -> RedirectResponse:
     return RedirectResponse(next_url if ok and next_url else default, status_code=303)
 
 
+def _require_model(user: Any, session: SessionDep, model: Any, role: Role) -> None:
+    """A site model needs ``role`` in its site; the ImageNet default: any login to read, hub admin to change."""
+    if model.classifier_id is not None:
+        require_in_classifier(user, session, model.classifier_id, role)
+    elif role != Role.VIEWER:
+        user.require_admin()
+
+
 def training_url(site: str, clf: str) -> str:
     return f"/ui/sites/{site}/classifiers/{clf}/training"
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, session: SessionDep) -> HTMLResponse:
-    context = {**overview.overview(session), "refresh": REFRESH_SECONDS}
+def index(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
+    context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
     return _render(request, "index.html", context)
 
 
 @router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse)
-def training(request: Request, site: str, clf: str, session: SessionDep) -> HTMLResponse:
+def training(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
     classifier = crud.get_classifier(session, site, clf)
     return _render(request, "training.html", {**pages.training(session, classifier), "poll_ms": POLL_MS})
 
@@ -60,7 +77,7 @@ def start_job(
     site: str,
     clf: str,
     session: SessionDep,
-    _user: CurrentUserDep,
+    _user: SiteLabellerDep,
     mode: Annotated[str, Form()] = "quick",
     epochs: Annotated[str, Form()] = "",
     gpu: Annotated[str, Form()] = "",
@@ -89,20 +106,24 @@ def _error(request: Request, session: SessionDep, classifier: Any, detail: str, 
 
 
 @router.post("/ui/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, session: SessionDep, _user: CurrentUserDep) -> RedirectResponse:
+def cancel_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> RedirectResponse:
+    require_in_classifier(user, session, jobs.get_job(session, job_id).classifier_id, Role.LABELLER)
     job = jobs.cancel(session, job_id)
     return RedirectResponse(training_url(job.classifier.site.name, job.classifier.name), status_code=303)
 
 
 @router.get("/ui/jobs/{job_id}/chart.svg")
-def job_chart(job_id: int, session: SessionDep) -> Response:
+def job_chart(job_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
     """The loss / accuracy curves of a job (two SVGs in a div), re-fetched by the Training page as epochs arrive."""
+    require_in_classifier(user, session, jobs.get_job(session, job_id).classifier_id, Role.VIEWER)
     return HTMLResponse(pages.job_chart(session, job_id), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/ui/models/{model_id}", response_class=HTMLResponse)
-def model_page(request: Request, model_id: int, session: SessionDep) -> HTMLResponse:
-    return _render(request, "model.html", pages.model(session, registry.get_model(session, model_id)))
+def model_page(request: Request, model_id: int, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
+    model = registry.get_model(session, model_id)
+    _require_model(user, session, model, Role.VIEWER)
+    return _render(request, "model.html", pages.model(session, model))
 
 
 @router.post("/ui/models/{model_id}/promote")
@@ -110,21 +131,25 @@ def promote(
     model_id: int,
     session: SessionDep,
     services: ServicesDep,
-    _user: CurrentUserDep,
+    user: CurrentUserDep,
     next_url: Annotated[str | None, Form(alias="next")] = None,
 ) -> RedirectResponse:
-    registry.promote(services, session, registry.get_model(session, model_id))
+    model = registry.get_model(session, model_id)
+    _require_model(user, session, model, Role.ADMIN)
+    registry.promote(services, session, model)
     return _back(next_url, "/")
 
 
 @router.post("/ui/models/{model_id}/rollback")
-def rollback(model_id: int, session: SessionDep, services: ServicesDep, _user: CurrentUserDep) -> RedirectResponse:
-    previous = registry.rollback(services, session, registry.get_model(session, model_id))
+def rollback(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> RedirectResponse:
+    model = registry.get_model(session, model_id)
+    _require_model(user, session, model, Role.ADMIN)
+    previous = registry.rollback(services, session, model)
     return RedirectResponse(f"/ui/models/{previous.id}", status_code=303)
 
 
 @router.get("/ui/sites/{site}/classifiers/{clf}/errors", response_class=HTMLResponse)
-def errors(request: Request, site: str, clf: str, session: SessionDep) -> HTMLResponse:
+def errors(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
     return _render(request, "errors.html", pages.errors(session, crud.get_classifier(session, site, clf)))
 
 
@@ -132,11 +157,13 @@ def errors(request: Request, site: str, clf: str, session: SessionDep) -> HTMLRe
 def move_image(
     image_id: int,
     session: SessionDep,
-    _user: CurrentUserDep,
+    user: CurrentUserDep,
     group: Annotated[str, Form()],
     next_url: Annotated[str | None, Form(alias="next")] = None,
 ) -> RedirectResponse:
     """The Errors view's one-click fix: the same change as PATCH /api/v1/images/{id} {"group": …}."""
     name = crud.checked_name(group, "group")
-    crud.update_image(session, crud.get_image(session, image_id), None, name)
+    image = crud.get_image(session, image_id)
+    require_in_classifier(user, session, image.classifier_id, Role.LABELLER)
+    crud.update_image(session, image, None, name)
     return _back(next_url, "/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -37,9 +38,13 @@ def _agent(agent: Agent) -> dict[str, Any]:
     }
 
 
-def overview(session: Session) -> dict[str, Any]:
+def overview(session: Session, site_ids: Collection[int] | None = None) -> dict[str, Any]:
+    """Every site's panel, or only those in ``site_ids`` (the ones the viewer holds a role in)."""
     sites = []
-    for site in session.scalars(select(Site).order_by(Site.name)):
+    query = select(Site).order_by(Site.name)
+    if site_ids is not None:
+        query = query.where(Site.id.in_(list(site_ids)))
+    for site in session.scalars(query):
         classifiers = []
         for clf in crud.list_classifiers(session, site):
             detail = views.classifier_detail(session, clf)

@@ -1,0 +1,171 @@
+"""Log in / out, who am I, users and their site roles, API tokens.
+
+Who may do what: hub admins manage users and every-site tokens; a site admin grants roles in that site;
+anyone logged in makes tokens for sites where they hold at least the token's role, and changes their own password.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import select
+
+from camfleet_hub.api.deps import (
+    SESSION_COOKIE,
+    ApiStateDep,
+    CurrentUserDep,
+    HubAdminDep,
+    Principal,
+    SessionDep,
+    SettingsDep,
+    SiteAdminDep,
+)
+from camfleet_hub.config import HubSettings
+from camfleet_hub.db.models import Role, Site
+from camfleet_hub.schemas import (
+    LoginRequest,
+    MePublic,
+    SiteRoleSet,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from camfleet_hub.services import auth, crud
+from camfleet_hub.services.errors import ForbiddenError
+
+router = APIRouter(tags=["auth"])
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def set_session_cookie(response: Response, secret: str, settings: HubSettings) -> None:
+    """HttpOnly (no script reads it), SameSite=Lax (no cross-site form posts carry it), Secure when configured."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(settings.auth.session_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=settings.auth.secure_cookies,
+        path="/",
+    )
+
+
+def caller_of(user: Principal) -> auth.Caller:
+    return auth.Caller(name=user.name, admin=user.admin, user_id=user.user_id, roles=user.roles)
+
+
+def _user_public(session: SessionDep, user: object) -> UserPublic:
+    return UserPublic.model_validate(auth.user_view(session, user))  # type: ignore[arg-type]
+
+
+@router.post("/auth/login", operation_id="login", response_model=UserPublic)
+def login(
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: ApiStateDep,
+) -> UserPublic:
+    """Check username and password; sets the session cookie. 401 on a wrong pair, 429 after too many."""
+    user, secret = auth.login(
+        session, state.logins, settings.auth, body.username, body.password, client_address(request)
+    )
+    set_session_cookie(response, secret, settings)
+    return _user_public(session, user)
+
+
+@router.post("/auth/logout", operation_id="logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(request: Request, session: SessionDep) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        auth.logout(session, cookie)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/auth/me", operation_id="get_me", response_model=MePublic)
+def me(user: CurrentUserDep, session: SessionDep) -> MePublic:
+    every = user.roles.role if isinstance(user.roles, auth.EverySite) else None
+    roles: dict[str, str] = {}
+    if user.roles and every is None:
+        names = dict(session.execute(select(Site.id, Site.name).where(Site.id.in_(list(user.roles)))).tuples())
+        roles = {names[s]: r.value for s, r in user.roles.items() if s in names}
+    return MePublic.model_validate(
+        {
+            "name": user.name,
+            "user_id": user.user_id,
+            "is_admin": user.admin,
+            "roles": roles,
+            "every_site": every.value if every else None,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- users
+
+
+@router.get("/users", operation_id="list_users", response_model=list[UserPublic])
+def list_users(user: CurrentUserDep, session: SessionDep) -> list[UserPublic]:
+    """Hub admins and site admins (who grant roles in their sites) see the users."""
+    if not user.admin and Role.ADMIN not in user.roles.values():
+        raise ForbiddenError(f"user {user.name!r} is not an administrator of the hub or of a site")
+    return [_user_public(session, u) for u in auth.list_users(session)]
+
+
+@router.post("/users", operation_id="create_user", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserCreate, session: SessionDep, _admin: HubAdminDep) -> UserPublic:
+    return _user_public(session, auth.create_user(session, body.username, body.password, is_admin=body.is_admin))
+
+
+@router.patch("/users/{user_id}", operation_id="update_user", response_model=UserPublic)
+def update_user(user_id: int, body: UserUpdate, session: SessionDep, user: CurrentUserDep) -> UserPublic:
+    """Hub admins change anything; a user may change only their own password."""
+    own_password_only = user.user_id == user_id and body.disabled is None and body.is_admin is None
+    if not (user.admin or own_password_only):
+        raise ForbiddenError(f"user {user.name!r} may only change their own password")
+    found = auth.get_user(session, user_id)
+    updated = auth.update_user(session, found, password=body.password, disabled=body.disabled, is_admin=body.is_admin)
+    return _user_public(session, updated)
+
+
+@router.delete("/users/{user_id}", operation_id="delete_user", status_code=status.HTTP_204_NO_CONTENT)
+def delete_user(user_id: int, session: SessionDep, _admin: HubAdminDep) -> Response:
+    auth.delete_user(session, auth.get_user(session, user_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/users/{user_id}/roles/{site}", operation_id="set_user_site_role", response_model=UserPublic)
+def set_site_role(user_id: int, site: str, body: SiteRoleSet, session: SessionDep, _admin: SiteAdminDep) -> UserPublic:
+    """Grant a role in the site (or remove it with ``null``); needs the admin role in that site."""
+    found = auth.get_user(session, user_id)
+    auth.set_site_role(session, found, crud.get_site(session, site), Role(body.role) if body.role else None)
+    return _user_public(session, found)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@router.post("/tokens", operation_id="create_token", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
+def create_token(body: TokenCreate, session: SessionDep, user: CurrentUserDep) -> TokenCreated:
+    """A bearer token for a script or agent; the secret is in this answer only."""
+    site = crud.get_site(session, body.site) if body.site is not None else None
+    token, secret = auth.create_token(session, caller_of(user), body.name, site, Role(body.role))
+    return TokenCreated.model_validate({**auth.token_view(session, token), "token": secret})
+
+
+@router.get("/tokens", operation_id="list_tokens", response_model=list[TokenPublic])
+def list_tokens(session: SessionDep, user: CurrentUserDep) -> list[TokenPublic]:
+    return [TokenPublic.model_validate(auth.token_view(session, t)) for t in auth.list_tokens(session, caller_of(user))]
+
+
+@router.delete("/tokens/{token_id}", operation_id="revoke_token", response_model=TokenPublic)
+def revoke_token(token_id: int, session: SessionDep, user: CurrentUserDep) -> TokenPublic:
+    """Revoke (the row stays, marked, so logs can still name it)."""
+    return TokenPublic.model_validate(auth.token_view(session, auth.revoke_token(session, caller_of(user), token_id)))

@@ -1,0 +1,256 @@
+"""The login page, log out, and the Users & tokens page (server-rendered, form posts → 303 → GET).
+
+Browsers without a valid session are sent to ``/login?next=<page>``; API callers get a 401 JSON answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from camfleet_hub import __version__
+from camfleet_hub.api.auth import caller_of, client_address, set_session_cookie
+from camfleet_hub.api.deps import (
+    SESSION_COOKIE,
+    ApiStateDep,
+    CurrentUserDep,
+    Principal,
+    SessionDep,
+    SettingsDep,
+)
+from camfleet_hub.api.ui import templates
+from camfleet_hub.db.models import Role, Site
+from camfleet_hub.services import auth, crud
+from camfleet_hub.services.errors import ForbiddenError, ServiceError, UnauthenticatedError
+from camfleet_hub.services.urls import API_PREFIX
+
+router = APIRouter(include_in_schema=False)
+
+USERS_PAGE = "/ui/users"
+
+
+def safe_next(next_url: str | None, default: str = "/") -> str:
+    """``next_url`` when it is a path on this hub (no scheme, no ``//host``), else ``default``."""
+    ok = next_url is not None and next_url.startswith("/") and not next_url.startswith("//") and "\\" not in next_url
+    return next_url if ok and next_url else default
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
+
+
+# --------------------------------------------------------------------------- login / logout
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002 - the query's name
+    return _render(request, "login.html", {"next": safe_next(next), "username": ""})
+
+
+@router.post("/login", response_model=None)
+def login_form(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: ApiStateDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next_url: Annotated[str | None, Form(alias="next")] = None,
+) -> Response:
+    target = safe_next(next_url)
+    try:
+        _user, secret = auth.login(session, state.logins, settings.auth, username, password, client_address(request))
+    except ServiceError as exc:
+        context = {"next": target, "username": username, "error": exc.detail}
+        return _render(request, "login.html", context, exc.status_code)
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, secret, settings)
+    return response
+
+
+@router.post("/logout")
+def logout_form(request: Request, session: SessionDep) -> RedirectResponse:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        auth.logout(session, cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --------------------------------------------------------------------------- users & tokens page
+
+
+def _page(
+    request: Request,
+    session: SessionDep,
+    user: Principal,
+    *,
+    error: str | None = None,
+    created: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    sites = list(session.scalars(select(Site).order_by(Site.name)))
+    admin_sites = [s.name for s in sites if user.role_in(s.id) == Role.ADMIN]
+    token_sites = [s.name for s in sites if user.role_in(s.id) is not None]
+    users = [auth.user_view(session, u) for u in auth.list_users(session)] if (user.admin or admin_sites) else []
+    tokens = [auth.token_view(session, t) for t in auth.list_tokens(session, caller_of(user))]
+    context = {
+        "me": user,
+        "users": users,
+        "tokens": tokens,
+        "admin_sites": admin_sites,
+        "token_sites": token_sites,
+        "roles": [r.value for r in Role],
+        "error": error,
+        "created": created,
+    }
+    return _render(request, "users.html", context, status_code)
+
+
+@router.get(USERS_PAGE, response_class=HTMLResponse)
+def users_page(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
+    return _page(request, session, user)
+
+
+def _done() -> RedirectResponse:
+    return RedirectResponse(USERS_PAGE, status_code=303)
+
+
+@router.post("/ui/users", response_model=None)
+def create_user(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUserDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    is_admin: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        user.require_admin()
+        auth.create_user(session, username.strip(), password, is_admin=bool(is_admin))
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
+    return _done()
+
+
+@router.post("/ui/users/{user_id}", response_model=None)
+def update_user(
+    request: Request,
+    user_id: int,
+    session: SessionDep,
+    user: CurrentUserDep,
+    action: Annotated[str, Form()],
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    """One form per button: ``password``, ``disable``, ``enable``, ``make-admin``, ``drop-admin``, ``delete``."""
+    try:
+        if not (user.admin or (action == "password" and user.user_id == user_id)):
+            raise ForbiddenError(f"user {user.name!r} may only change their own password")
+        found = auth.get_user(session, user_id)
+        if action == "password":
+            auth.update_user(session, found, password=password)
+        elif action in ("disable", "enable"):
+            auth.update_user(session, found, disabled=action == "disable")
+        elif action in ("make-admin", "drop-admin"):
+            auth.update_user(session, found, is_admin=action == "make-admin")
+        elif action == "delete":
+            auth.delete_user(session, found)
+        else:
+            raise ForbiddenError(f"action={action!r} is not a user action")
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
+    return _done()
+
+
+@router.post("/ui/users/{user_id}/role", response_model=None)
+def set_role(
+    request: Request,
+    user_id: int,
+    session: SessionDep,
+    user: CurrentUserDep,
+    site: Annotated[str, Form()],
+    role: Annotated[str, Form()] = "",
+) -> Response:
+    """Grant a role in a site (empty role: remove it); needs the admin role in that site."""
+    try:
+        found_site = crud.get_site(session, site)
+        user.require(found_site.id, Role.ADMIN, found_site.name)
+        grant = auth.checked_role(role) if role else None
+        auth.set_site_role(session, auth.get_user(session, user_id), found_site, grant)
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
+    return _done()
+
+
+@router.post("/ui/tokens", response_model=None)
+def create_token(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUserDep,
+    name: Annotated[str, Form()] = "",
+    site: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "viewer",
+) -> Response:
+    """Shows the page with the new secret once (not a redirect: the secret must not be stored anywhere)."""
+    try:
+        found = crud.get_site(session, site) if site else None
+        token, secret = auth.create_token(session, caller_of(user), name, found, auth.checked_role(role))
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
+    created = {**auth.token_view(session, token), "token": secret}
+    response = _page(request, session, user, created=created, status_code=201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/ui/tokens/{token_id}/revoke", response_model=None)
+def revoke_token(request: Request, token_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
+    try:
+        auth.revoke_token(session, caller_of(user), token_id)
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
+    return _done()
+
+
+# --------------------------------------------------------------------------- 401 / 403 for browsers
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX + "/") or request.url.path == API_PREFIX
+
+
+async def _unauthenticated(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UnauthenticatedError)
+    if _is_api(request):
+        return JSONResponse(status_code=401, content={"detail": exc.detail}, headers={"WWW-Authenticate": "Bearer"})
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = back if request.method == "GET" else "/"
+    response = RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
+    if request.cookies.get(SESSION_COOKIE):
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ForbiddenError)
+    if _is_api(request):
+        return JSONResponse(status_code=403, content={"detail": exc.detail})
+    return templates.TemplateResponse(
+        request, "forbidden.html", {"detail": exc.detail, "version": __version__}, status_code=403
+    )
+
+
+def install_auth_handlers(app: FastAPI) -> None:
+    """401 → the login page for browsers (JSON for the API); 403 → a page saying which role is missing."""
+    app.add_exception_handler(UnauthenticatedError, _unauthenticated)
+    app.add_exception_handler(ForbiddenError, _forbidden)
