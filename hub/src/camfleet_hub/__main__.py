@@ -1,4 +1,11 @@
-"""Command line of the hub: ``camfleet-hub serve|ingest|migrate|demo`` (also ``python -m camfleet_hub``)."""
+"""Command line of the hub: ``camfleet-hub serve|ingest|migrate|demo|user|token`` (also ``python -m camfleet_hub``).
+
+``user`` and ``token`` work on the configured database directly (no running hub needed), e.g.::
+
+    camfleet-hub user create alice --role shop=labeller      # asks for the password
+    camfleet-hub user passwd admin
+    camfleet-hub token create --site shop --role viewer --name agent1   # prints the secret once
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("camfleet_hub")
 
@@ -46,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
     _add_config(p)
 
+    _add_user_commands(sub)
+
     p = sub.add_parser("demo", help="the one-command demo: hub + trainer + an edge agent on embedded defaults")
     try:
         from camfleet_hub import demo
@@ -56,6 +66,82 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     return parser
+
+
+def _add_user_commands(sub: Any) -> None:
+    p = sub.add_parser("user", help="create a user or set a password, on the configured database")
+    users = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    c = users.add_parser("create", help="add a user (password from --password-stdin or asked for)")
+    _add_config(c)
+    c.add_argument("username")
+    c.add_argument("--admin", action="store_true", help="a hub administrator (every site, users)")
+    c.add_argument("--role", action="append", default=[], metavar="SITE=ROLE", help="admin|labeller|viewer in a site")
+    c.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    c = users.add_parser("passwd", help="set a user's password (logs the user out everywhere)")
+    _add_config(c)
+    c.add_argument("username")
+    c.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    p = sub.add_parser("token", help="create an API token on the configured database (prints the secret once)")
+    tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    c = tokens.add_parser("create", help="a bearer token for an agent, trainer or script")
+    _add_config(c)
+    c.add_argument("--name", required=True, help="what it is for, e.g. agent1")
+    c.add_argument("--site", default=None, help="the one site it may act in (default: every site)")
+    c.add_argument("--role", default="viewer", choices=["admin", "labeller", "viewer"])
+    c.add_argument("--user", default=None, help="owner (its rights cap the token's); default: none")
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("camfleet-hub: the passwords differ")
+    return first
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    """``user create|passwd`` and ``token create`` against the configured database."""
+    from camfleet_hub.db.models import Role
+    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.services import auth, crud
+    from camfleet_hub.services.errors import ServiceError
+
+    settings = _load(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url())
+    try:
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            try:
+                if args.command == "user" and args.user_command == "create":
+                    grants = []
+                    for item in args.role:
+                        site, _, role = item.partition("=")
+                        grants.append((crud.get_site(session, site), auth.checked_role(role, f"--role {item}")))
+                    user = auth.create_user(session, args.username, _read_password(args), is_admin=args.admin)
+                    for site_row, role_value in grants:
+                        auth.set_site_role(session, user, site_row, role_value)
+                    print(f"created user {user.username}" + (" (hub admin)" if user.is_admin else ""))
+                elif args.command == "user":
+                    user = auth.get_user_by_name(session, args.username)
+                    auth.update_user(session, user, password=_read_password(args))
+                    print(f"password of {user.username} changed")
+                else:
+                    owner = auth.get_user_by_name(session, args.user) if args.user else None
+                    caller = auth.caller_of_user(session, owner) if owner else auth.Caller("cli", True, None)
+                    site_row = crud.get_site(session, args.site) if args.site else None
+                    _token, secret = auth.create_token(session, caller, args.name, site_row, Role(args.role))
+                    print(secret)
+            except ServiceError as exc:
+                print(f"camfleet-hub: {exc.detail}", file=sys.stderr)
+                return 1
+    finally:
+        engine.dispose()
+    return 0
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -126,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()
         print(f"database schema is up to date: {engine.url.render_as_string(hide_password=True)}")
         return 0
+    if args.command in ("user", "token"):
+        return _accounts(args)
     if args.command == "demo":
         from camfleet_hub import demo
 
