@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from camfleet_hub.broker import EmbeddedBroker
     from camfleet_hub.comms.mqtt import MqttClient
     from camfleet_hub.ingest.worker import IngestWorker
+    from camfleet_hub.services.duplicates import NearIndexes
+    from camfleet_hub.services.embeddings import Embedder
+    from camfleet_hub.services.import_jobs import ImportWorker
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ class HubServices:
     topics: Topics
     fleet_key: str  # ed25519 seed, hex; public key via camfleet_contract.signing.public_key_of
     ingest_stats: IngestStats
+    # Dataset services started by the hub: embeddings, near-duplicate indexes, import jobs (None until started).
+    embedder: Embedder | None = None
+    near_indexes: NearIndexes | None = None
+    import_worker: ImportWorker | None = None
 
 
 class HubStartError(RuntimeError):
@@ -177,6 +184,8 @@ class Hub:
                     "ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port
                 )
 
+        self._start_datasets(services)
+
         if self.with_http:
             self._start_http(services)
         return services
@@ -197,6 +206,21 @@ class Hub:
                 return
         if password is not None:
             print(f"first admin: {a.admin_username} / {password} - change it (shown only this once)", flush=True)
+
+    def _start_datasets(self, services: HubServices) -> None:
+        """Import jobs (resuming those a previous run left) and the embedding back-fill thread."""
+        from camfleet_hub.services.duplicates import NearIndexes
+        from camfleet_hub.services.embeddings import Embedder, EmbeddingBackfill
+        from camfleet_hub.services.import_jobs import ImportWorker
+
+        services.embedder = Embedder(services)
+        services.near_indexes = NearIndexes()
+        backfill = EmbeddingBackfill(services, services.embedder, services.near_indexes)
+        backfill.start()
+        self._stops.append(("embedding back-fill", backfill.stop))
+        services.import_worker = ImportWorker(services, services.embedder, services.near_indexes)
+        services.import_worker.start()
+        self._stops.append(("import worker", services.import_worker.stop))
 
     def _start_http(self, services: HubServices) -> None:
         """Serve ``camfleet_hub.api.create_app(services)`` with uvicorn in a thread; wait until it listens."""

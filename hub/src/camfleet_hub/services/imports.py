@@ -1,8 +1,8 @@
-"""Import a folder-per-class dataset (a zip upload or a folder on the hub's host) into a classifier.
+"""Sources of an import: a folder-per-class zip, a folder on the hub's host, browser-uploaded files.
 
-Every entry is checked on its own and either imported, counted as a duplicate / previously deleted image, or
-rejected with a reason; hostile archives (path traversal, symlinks, zip bombs) never touch the file system,
-because entries are read into memory one at a time and never extracted.
+Each source yields ``Entry``s one at a time (bytes in memory, never extracted), so hostile archives (path
+traversal, symlinks, zip bombs) never touch the file system. URL lists live in ``fetch``; the job that turns
+entries into images lives in ``importer`` and ``import_jobs``.
 """
 
 from __future__ import annotations
@@ -12,19 +12,12 @@ import stat
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from camfleet_contract.images import ImageError, decode_image, probe_image
 from camfleet_contract.topics import TopicError, validate_name
-from camfleet_hub.db.models import Blob, Classifier, Group, Image, ImageSource, ImageStatus
 from camfleet_hub.services.errors import InvalidError, TooLargeError
-from camfleet_hub.store.base import ObjectStore, sha256_hex
 
 
 @dataclass(frozen=True)
@@ -40,48 +33,48 @@ class ImportLimits:
 
 
 @dataclass
-class ImportReport:
-    """What happened to each entry; becomes the ``ImportResult`` schema."""
-
-    imported: int = 0
-    duplicates: int = 0
-    previously_deleted: int = 0
-    rejected: list[dict[str, str]] = field(default_factory=list)
-    groups: dict[str, int] = field(default_factory=dict)
-
-    def reject(self, name: str, reason: str) -> None:
-        self.rejected.append({"file": name, "reason": reason})
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "imported": self.imported,
-            "duplicates": self.duplicates,
-            "previously_deleted": self.previously_deleted,
-            "rejected": self.rejected,
-            "groups": self.groups,
-        }
-
-
-@dataclass
 class Entry:
-    """One file of the dataset: its display name, the class folder it sits in, and its bytes or why not."""
+    """One file of a source: its display name, the class folder it sits in, and its bytes or why not.
+
+    ``reason`` rejects the file outright; ``group_reason`` only matters when the import has no target group
+    and the file would go to its class folder's group.
+    """
 
     name: str
     group: str | None = None
     data: bytes | None = None
     reason: str | None = None
+    group_reason: str | None = None
+    origin: str | None = None
 
 
-def _class_of(parts: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """(group, None) for ``.../<group>/<file>``, or (None, reason) when the path cannot name a class."""
+def _class_of(parts: tuple[str, ...], entry: Entry) -> None:
+    """Set the entry's group from ``.../<group>/<file>``; a file at the top goes to the inbox (no group)."""
     if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return None, "hidden or metadata file"
+        entry.reason = "hidden or metadata file"
+        return
     if len(parts) < 2:
-        return None, "not inside a class folder (expected <class>/<image>)"
+        return
     try:
-        return validate_name(parts[-2], "group"), None
+        entry.group = validate_name(parts[-2], "group")
     except TopicError as exc:
-        return None, f"class folder name is not usable: {exc}"
+        entry.group_reason = f"class folder name is not usable: {exc}"
+
+
+def count_zip_entries(fileobj: BinaryIO) -> int:
+    """How many files (not folders) a zip holds; raises InvalidError for an unreadable archive."""
+    fileobj.seek(0)
+    try:
+        with zipfile.ZipFile(fileobj) as archive:
+            return sum(1 for i in archive.infolist() if not i.is_dir())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise InvalidError(f"file: not a readable zip archive ({exc})") from None
+    finally:
+        fileobj.seek(0)
+
+
+def count_folder_entries(root: Path, limits: ImportLimits) -> int:
+    return sum(1 for _ in _folder_files(root, limits))
 
 
 def _zip_parts(raw_name: str) -> tuple[tuple[str, ...] | None, str | None]:
@@ -137,7 +130,7 @@ def iter_zip(fileobj: BinaryIO, limits: ImportLimits) -> Iterator[Entry]:
                 ratio = info.file_size / max(info.compress_size, 1)
                 entry.reason = f"compression ratio {ratio:.0f} exceeds {limits.max_ratio:.0f} (zip bomb?)"
             else:
-                entry.group, entry.reason = _class_of(parts)
+                _class_of(parts, entry)
             if entry.reason is None:
                 try:
                     with archive.open(info) as src:
@@ -168,8 +161,7 @@ def resolve_import_root(path: str, allowed_roots: list[Path] | None) -> Path:
     return root
 
 
-def iter_folder(root: Path, limits: ImportLimits) -> Iterator[Entry]:
-    """Entries of a folder-per-class directory; symbolic links are reported, never followed."""
+def _folder_files(root: Path, limits: ImportLimits) -> list[Path]:
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
@@ -178,15 +170,20 @@ def iter_folder(root: Path, limits: ImportLimits) -> Iterator[Entry]:
             files.append(here / name)
             if len(files) > limits.max_files:
                 raise TooLargeError(f"path: folder holds more than {limits.max_files} files")
+    return files
+
+
+def iter_folder(root: Path, limits: ImportLimits) -> Iterator[Entry]:
+    """Entries of a folder-per-class directory; symbolic links are reported, never followed."""
     total = 0
-    for path in files:
+    for path in _folder_files(root, limits):
         rel = path.relative_to(root)
-        entry = Entry(name=rel.as_posix())
+        entry = Entry(name=rel.as_posix(), origin=str(path))
         if path.is_symlink():
             entry.reason = "symbolic link (not followed)"
             yield entry
             continue
-        entry.group, entry.reason = _class_of(rel.parts)
+        _class_of(rel.parts, entry)
         if entry.reason is None:
             try:
                 size = path.stat().st_size
@@ -208,112 +205,17 @@ def _no_follow_open(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
-class Importer:
-    """Adds checked entries to one classifier's dataset as GROUP images, one short transaction per image."""
-
-    def __init__(self, session: Session, store: ObjectStore, classifier: Classifier, limits: ImportLimits) -> None:
-        self.session = session
-        self.store = store
-        self.classifier = classifier
-        self.limits = limits
-        self.report = ImportReport()
-        self._groups: dict[str, int] = {}
-        self._seen: set[str] = set()
-
-    def run(self, entries: Iterator[Entry]) -> ImportReport:
-        for entry in entries:
-            if entry.reason is not None or entry.data is None or entry.group is None:
-                self.report.reject(entry.name, entry.reason or "no data")
-                continue
-            self._add(entry.name, entry.group, entry.data)
-        return self.report
-
-    def _group_id(self, name: str) -> int:
-        if name not in self._groups:
-            group = self.session.scalar(
-                select(Group).where(Group.classifier_id == self.classifier.id, Group.name == name)
-            )
-            if group is None:
-                group = Group(classifier_id=self.classifier.id, name=name)
-                self.session.add(group)
-                try:
-                    self.session.commit()
-                except IntegrityError:  # created concurrently: use theirs
-                    self.session.rollback()
-                    group = self.session.scalar(
-                        select(Group).where(Group.classifier_id == self.classifier.id, Group.name == name)
-                    )
-                    assert group is not None
-            self._groups[name] = group.id
-        return self._groups[name]
-
-    def _existing_status(self, sha: str) -> str | None:
-        return self.session.scalar(
-            select(Image.status).where(Image.classifier_id == self.classifier.id, Image.sha256 == sha)
-        )
-
-    def _add(self, name: str, group: str, data: bytes) -> None:
-        sha = sha256_hex(data)
-        if sha in self._seen:
-            self.report.duplicates += 1
-            return
-        status = self._existing_status(sha)
-        if status == ImageStatus.DELETED.value:
-            self.report.previously_deleted += 1
-            return
-        if status is not None:
-            self.report.duplicates += 1
-            return
+def iter_uploads(folder: Path, names: list[str], limits: ImportLimits) -> Iterator[Entry]:
+    """Browser-uploaded files staged as ``folder/<index>``; ``names`` are the names the browser sent."""
+    for i, name in enumerate(names):
+        entry = Entry(name=name)
+        path = folder / str(i)
         try:
-            fmt, _, _ = probe_image(data)
-            rgb = decode_image(data, max_pixels=self.limits.max_pixels)
-        except ImageError as exc:
-            self.report.reject(name, str(exc))
-            return
-        group_id = self._group_id(group)
-        self.store.put(data)
-        if self.session.get(Blob, sha) is None:
-            self.session.add(Blob(sha256=sha, size=len(data), width=rgb.shape[1], height=rgb.shape[0], format=fmt))
-            try:
-                self.session.commit()
-            except IntegrityError:  # stored concurrently (ingest or another import): same bytes, same row
-                self.session.rollback()
-        self.session.add(
-            Image(
-                classifier_id=self.classifier.id,
-                sha256=sha,
-                status=ImageStatus.GROUP.value,
-                group_id=group_id,
-                source=ImageSource.IMPORT.value,
-                original_name=name[:512],
-            )
-        )
-        try:
-            self.session.commit()
-        except IntegrityError:
-            self.session.rollback()
-            self.report.duplicates += 1
-            return
-        self._seen.add(sha)
-        self.report.imported += 1
-        self.report.groups[group] = self.report.groups.get(group, 0) + 1
-
-
-def import_zip(
-    session: Session, store: ObjectStore, classifier: Classifier, fileobj: BinaryIO, limits: ImportLimits
-) -> ImportReport:
-    """Import an uploaded folder-per-class zip."""
-    return Importer(session, store, classifier, limits).run(iter_zip(fileobj, limits))
-
-
-def import_folder(
-    session: Session,
-    store: ObjectStore,
-    classifier: Classifier,
-    path: str,
-    limits: ImportLimits,
-    allowed_roots: list[Path] | None = None,
-) -> ImportReport:
-    """Import a folder-per-class directory on the hub's host."""
-    root = resolve_import_root(path, allowed_roots)
-    return Importer(session, store, classifier, limits).run(iter_folder(root, limits))
+            size = path.stat().st_size
+            if size > limits.max_file_bytes:
+                entry.reason = f"file of {size} bytes exceeds the limit of {limits.max_file_bytes}"
+            else:
+                entry.data = path.read_bytes()
+        except OSError as exc:
+            entry.reason = f"unreadable upload ({exc.strerror or exc})"
+        yield entry
