@@ -182,6 +182,8 @@ class ImagePublic(Public):
     width: int
     height: int
     created_at: datetime
+    updated_at: datetime | None = None
+    labelled_by: str | None = None
     content_url: str
     thumbnail_url: str
 
@@ -189,6 +191,12 @@ class ImagePublic(Public):
 class ImageUpdate(Request):
     status: ImageStatus | None = None
     group: str | None = Field(default=None, description="group name of the same classifier (created if missing)")
+    expected_status: ImageStatus | None = Field(
+        default=None, description="the status the client saw; 409 when the image changed meanwhile"
+    )
+    expected_updated_at: datetime | None = Field(
+        default=None, description="the updated_at the client saw; 409 when the image changed meanwhile"
+    )
 
     @field_validator("group")
     @classmethod

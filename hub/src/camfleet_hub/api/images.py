@@ -16,7 +16,7 @@ from camfleet_hub.api.deps import (
 )
 from camfleet_hub.db.models import Classifier, ImageStatus, Role
 from camfleet_hub.schemas import ImagePublic, ImageUpdate
-from camfleet_hub.services import crud, media, views
+from camfleet_hub.services import crud, curation, media, views
 
 router = APIRouter(tags=["images"])
 
@@ -33,19 +33,24 @@ def list_images(
     group: str | None = None,
     limit: Annotated[int, Query(ge=1, le=crud.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int | None, Query(ge=0, description="keyset paging: the last id of the previous page")] = None,
 ) -> list[ImagePublic]:
     classifier = crud.get_classifier(session, site, clf)
-    rows = crud.list_images(session, classifier, status, group, limit, offset)
+    rows = crud.list_images(session, classifier, status, group, limit, offset, after_id)
     return [ImagePublic.model_validate(views.image(img, classifier.name)) for img in rows]
 
 
 @router.patch("/images/{image_id}", operation_id="update_image", response_model=ImagePublic)
 def update_image(image_id: int, body: ImageUpdate, session: SessionDep, user: CurrentUserDep) -> ImagePublic:
-    found = crud.get_image(session, image_id)
-    require_in_classifier(user, session, found.classifier_id, Role.LABELLER)
-    image = crud.update_image(session, found, body.status, body.group)
+    """Change one image's status and/or group (recorded in the history); ``expected_*`` guard concurrent edits."""
+    image = crud.get_image(session, image_id)
     classifier = session.get(Classifier, image.classifier_id)
     assert classifier is not None
+    user.require(classifier.site_id, Role.LABELLER, classifier.site.name)
+    expected = None
+    if body.expected_status is not None or body.expected_updated_at is not None:
+        expected = curation.Expected(status=body.expected_status, updated_at=body.expected_updated_at)
+    curation.edit_image(session, image, body.status, body.group, user.name, expected)
     session.refresh(image)
     return ImagePublic.model_validate(views.image(image, classifier.name))
 

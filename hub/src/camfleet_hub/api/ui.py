@@ -27,7 +27,7 @@ from camfleet_hub.api.deps import (
 from camfleet_hub.api.errors import describe_errors
 from camfleet_hub.db.models import Role
 from camfleet_hub.schemas import JobCreate
-from camfleet_hub.services import crud, jobs, overview, pages, registry
+from camfleet_hub.services import crud, curation, jobs, overview, pages, registry
 from camfleet_hub.services.errors import ServiceError
 
 router = APIRouter(include_in_schema=False)
@@ -165,5 +165,5 @@ def move_image(
     name = crud.checked_name(group, "group")
     image = crud.get_image(session, image_id)
     require_in_classifier(user, session, image.classifier_id, Role.LABELLER)
-    crud.update_image(session, image, None, name)
+    curation.edit_image(session, image, None, name, user.name)
     return _back(next_url, "/")

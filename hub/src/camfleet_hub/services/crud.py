@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Camera, Classifier, Group, Image, ImageStatus, ModelVersion, Site
@@ -182,8 +182,12 @@ def list_images(
     group: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    after_id: int | None = None,
 ) -> list[Image]:
+    """Images in id order; ``after_id`` (keyset: the last id of the previous page) beats ``offset`` on big sets."""
     query = select(Image).where(Image.classifier_id == classifier.id)
+    if after_id is not None:
+        query = query.where(Image.id > after_id)
     if status is not None:
         query = query.where(Image.status == status.value)
     if group is not None:
@@ -191,6 +195,7 @@ def list_images(
         if found is None:
             raise NotFoundError(f"group={group!r} not found in classifier {classifier.name!r}")
         query = query.where(Image.group_id == found.id)
+    query = query.options(joinedload(Image.blob), joinedload(Image.group))
     query = query.order_by(Image.id).limit(max(1, min(limit, MAX_PAGE))).offset(max(0, offset))
     return list(session.scalars(query))
 

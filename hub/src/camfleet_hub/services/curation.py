@@ -363,6 +363,24 @@ def list_history(
     return list(session.scalars(query.order_by(HistoryEntry.id.desc()).limit(max(1, min(limit, 500)))))
 
 
+def history_row(entry: HistoryEntry, classifier_name: str) -> dict[str, Any]:
+    """A history entry as the API and the History page show it (image ids from its changes)."""
+    c = entry.changes or {}
+    ids = [int(i["id"]) for i in c.get("images", [])] + [int(i) for i in c.get("image_ids", [])]
+    return {
+        "id": entry.id,
+        "classifier": classifier_name,
+        "action": entry.action,
+        "summary": entry.summary,
+        "username": entry.username,
+        "created_at": entry.created_at,
+        "undone_at": entry.undone_at,
+        "undone_by": entry.undone_by,
+        "image_ids": ids[:1000],
+        "image_count": len(ids),
+    }
+
+
 def get_entry(session: Session, entry_id: int) -> HistoryEntry:
     entry = session.get(HistoryEntry, entry_id)
     if entry is None:

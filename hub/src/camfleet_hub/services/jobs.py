@@ -14,9 +14,9 @@ from sqlalchemy import String, and_, cast, func, literal, or_, select, true, upd
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from camfleet_hub.db.models import Classifier, Group, Image, ImageStatus, JobStatus, TrainingJob
+from camfleet_hub.db.models import Classifier, JobStatus, TrainingJob
 from camfleet_hub.db.types import utcnow
-from camfleet_hub.services import progress_log
+from camfleet_hub.services import datasets, progress_log
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
 LEASE_SECONDS = 60.0
@@ -45,14 +45,8 @@ def list_jobs(session: Session, classifier: Classifier, limit: int = 100) -> lis
 
 
 def trainable_groups(session: Session, classifier: Classifier) -> dict[str, int]:
-    """Confirmed (GROUP) image counts per group name, for every group that has any."""
-    rows = session.execute(
-        select(Group.name, func.count(Image.id))
-        .join(Image, Image.group_id == Group.id)
-        .where(Group.classifier_id == classifier.id, Image.status == ImageStatus.GROUP.value)
-        .group_by(Group.name)
-    )
-    return {name: int(n) for name, n in rows}
+    """Confirmed (GROUP) image counts per group name, common groups of same-named classifiers included."""
+    return datasets.training_counts(session, classifier)
 
 
 def create_job(
@@ -257,24 +251,17 @@ def cancel(session: Session, job_id: int) -> TrainingJob:
 
 
 def dataset(session: Session, job: TrainingJob) -> dict[str, object]:
-    """What the trainer trains on: the classifier's confirmed images of every group that has enough of them."""
+    """What the trainer trains on: the classifier's confirmed images of every group that has enough of them,
+    plus those of same-named common groups in other sites (see ``datasets.training_images``)."""
     classifier = job.classifier
     counts = trainable_groups(session, classifier)
     classes = sorted(name for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP)
-    rows = session.execute(
-        select(Image.id, Image.sha256, Group.name)
-        .join(Group, Image.group_id == Group.id)
-        .where(
-            Image.classifier_id == classifier.id,
-            Image.status == ImageStatus.GROUP.value,
-            Group.name.in_(classes),
-        )
-        .order_by(Image.id)
-    )
+    wanted = set(classes)
+    rows = [r for r in datasets.training_images(session, classifier) if r.group in wanted]
     return {
         "job_id": job.id,
         "site": classifier.site.name,
         "classifier": classifier.name,
         "classes": classes,
-        "images": [{"id": i, "sha256": sha, "group": g} for i, sha, g in rows],
+        "images": [{"id": r.id, "sha256": r.sha256, "group": r.group} for r in rows],
     }

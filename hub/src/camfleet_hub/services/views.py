@@ -97,6 +97,8 @@ def image(img: Image, classifier_name: str) -> dict[str, Any]:
         "width": img.blob.width,
         "height": img.blob.height,
         "created_at": img.created_at,
+        "updated_at": img.updated_at,
+        "labelled_by": img.labelled_by,
         "content_url": urls.image_content(img.id),
         "thumbnail_url": urls.image_thumbnail(img.id),
     }
