@@ -63,7 +63,8 @@ def test_promote_from_the_page(hub_url: str, browser, clothing_subset: Path, mos
     assert api.post("/sites", json={"name": SITE}).status_code == 201
     assert api.post(f"/sites/{SITE}/classifiers", json={"name": CLF}).status_code == 201
     files = {"file": ("train.zip", _zip(clothing_subset / "train"), "application/zip")}
-    assert api.post(f"/sites/{SITE}/classifiers/{CLF}/import", files=files).json()["imported"] == 60
+    imported = api.post(f"/sites/{SITE}/classifiers/{CLF}/import?wait=true", files=files).json()
+    assert imported["counts"]["imported"] == 60
     # a trainer's side of the job, over REST, with a real (tiny) signed bundle
     job = api.post(f"/sites/{SITE}/classifiers/{CLF}/jobs", json={"mode": "quick"}).json()
     claim = api.post("/jobs/claim", json={"worker": "w1", "gpu": False}).json()

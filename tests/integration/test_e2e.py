@@ -163,11 +163,11 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
 
     # dataset: a zip of real images, folder per class
     r = api.post(
-        f"/api/v1/sites/{SITE}/classifiers/{CLF}/import",
+        f"/api/v1/sites/{SITE}/classifiers/{CLF}/import?wait=true",
         files={"file": ("train.zip", _zip_folder(clothing_subset / "train"), "application/zip")},
     )
     assert r.status_code == 200, r.text
-    assert r.json()["imported"] == 60
+    assert r.json()["status"] == "succeeded" and r.json()["counts"]["imported"] == 60
 
     r = api.post(f"/api/v1/sites/{SITE}/classifiers/{CLF}/jobs", json={"mode": "quick"})
     assert r.status_code == 201, r.text

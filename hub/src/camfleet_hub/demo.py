@@ -185,15 +185,17 @@ def main(args: argparse.Namespace) -> int:
         _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
         procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
         watcher = _watch_events(args)
-        r = client.post(
-            f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}/import", json={"path": str(args.sample.resolve())}
-        )
+        clf_url = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
+        r = client.post(f"{clf_url}/import?wait=true", json={"path": str(args.sample.resolve())})
         if r.status_code >= 400:
             raise SystemExit(f"import failed: {r.status_code} {r.text}")
         result = r.json()
-        print(f"imported the sample: {json.dumps(result.get('groups', result))}")
-        for rejected in result.get("rejected", []):
-            print(f"  skipped {rejected['file']}: {rejected['reason']}")
+        if result["status"] != "succeeded":
+            raise SystemExit(f"import {result['status']}: {result.get('message')}")
+        print(f"imported the sample: {json.dumps(result['counts'].get('groups', result['counts']))}")
+        rejected = client.get(f"/api/v1/imports/{result['id']}/items", params={"outcome": "rejected"}).json()
+        for item in rejected["items"]:
+            print(f"  skipped {item['name']}: {item['reason']}")
         print("training a quick model (the first run also builds the ImageNet default model) ...")
         job = _train(client, procs)
         if job["status"] != "succeeded":

@@ -28,7 +28,7 @@ def _site(client, root: Path) -> None:  # type: ignore[no-untyped-def]
     client.post(f"{API}/sites", json={"name": "shop"})
     client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
     data = dataset_zip(root / "train", per_class=2)
-    client.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")})
+    client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
 
 
 def _multipart(client, images: list[tuple[str, bytes]], site: str = "shop", clf: str = "clothes"):  # type: ignore[no-untyped-def]

@@ -79,7 +79,7 @@ def test_frames_stats_and_web_page(
     # a classifier with data, a job and two model versions, for the page
     c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
     data = dataset_zip(clothing_subset / "train", per_class=2)
-    c.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")})
+    c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
     models = []
     for seed in (1, 2):
         job_id = c.post(f"{CLF}/jobs", json={}).json()["id"]

@@ -1,4 +1,4 @@
-"""Import jobs from folder-per-class zips and server folders: real images, hostile entries, duplicates, per-file reasons.
+"""Import jobs from folder-per-class zips and server folders: real images, hostile entries, duplicates, reasons.
 
 Imports are background jobs; ``?wait=true`` returns the finished job, and its items say what became of each file.
 """

@@ -15,7 +15,7 @@ def _dataset(client, root: Path, classifier: str = "clothes") -> str:  # type: i
     client.post(f"{API}/sites/shop/classifiers", json={"name": classifier})
     url = f"{API}/sites/shop/classifiers/{classifier}"
     data = dataset_zip(root / "train", per_class=2)
-    assert client.post(f"{url}/import", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    assert client.post(f"{url}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
     return url
 
 

@@ -21,7 +21,7 @@ def _dataset(client, root: Path, per_class: int = 3, classes=("dress", "hat", "s
     client.post(f"{API}/sites", json={"name": "shop"})
     client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
     data = dataset_zip(root / "train", per_class=per_class, classes=classes)
-    r = client.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")})
+    r = client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
     assert r.status_code == 200, r.text
 
 
@@ -42,7 +42,7 @@ def test_job_needs_two_groups_with_two_images(api, clothing_subset: Path) -> Non
     assert "at least 2 groups" in r.json()["detail"] and "dress (3)" in r.json()["detail"]
     assert c.post(f"{CLF}/jobs", json={"mode": "deep"}).status_code == 422  # only "quick" exists yet
     data = dataset_zip(clothing_subset / "train", per_class=2, classes=("hat",))
-    c.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")})
+    c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
     r = c.post(f"{CLF}/jobs", json={"mode": "quick", "auto_promote": False})
     assert r.status_code == 201, r.text
     job = r.json()
@@ -152,7 +152,7 @@ def test_concurrent_claimers_never_share_a_job(api, clothing_subset: Path) -> No
     job_ids = []
     for i in range(6):
         c.post(f"{API}/sites/shop/classifiers", json={"name": f"c{i}"})
-        c.post(f"{API}/sites/shop/classifiers/c{i}/import", files={"file": ("d.zip", data, "application/zip")})
+        c.post(f"{API}/sites/shop/classifiers/c{i}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
         job_ids.append(c.post(f"{API}/sites/shop/classifiers/c{i}/jobs", json={}).json()["id"])
 
     claims: dict[str, list[int]] = {}

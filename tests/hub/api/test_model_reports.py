@@ -19,7 +19,7 @@ def _dataset(client, root: Path) -> list[dict]:  # type: ignore[no-untyped-def,t
     client.post(f"{API}/sites", json={"name": "shop"})
     client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
     data = dataset_zip(root / "train", per_class=3)
-    assert client.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    assert client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
     return list(client.get(f"{CLF}/images", params={"limit": 100}).json())
 
 

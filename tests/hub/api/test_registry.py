@@ -26,7 +26,7 @@ def _dataset(client, root: Path) -> None:  # type: ignore[no-untyped-def]
     client.post(f"{API}/sites", json={"name": "shop"})
     client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
     data = dataset_zip(root / "train", per_class=2)
-    assert client.post(f"{CLF}/import", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    assert client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
 
 
 def _claimed_job(client, auto_promote: bool = False) -> int:  # type: ignore[no-untyped-def]
