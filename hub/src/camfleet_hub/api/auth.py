@@ -95,7 +95,8 @@ def me(user: CurrentUserDep, session: SessionDep) -> MePublic:
     every = user.roles.role if isinstance(user.roles, auth.EverySite) else None
     roles: dict[str, str] = {}
     if user.roles and every is None:
-        names = dict(session.execute(select(Site.id, Site.name).where(Site.id.in_(list(user.roles)))).tuples())
+        rows = session.execute(select(Site.id, Site.name).where(Site.id.in_(list(user.roles))))
+        names = {site_id: name for site_id, name in rows}
         roles = {names[s]: r.value for s, r in user.roles.items() if s in names}
     return MePublic.model_validate(
         {
