@@ -32,6 +32,7 @@ class StaticHub:
     url: str
     fail_next: int = 0
     requests: list[str] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)  # the Authorization header of each GET
 
     def put(self, name: str, data: bytes) -> str:
         """Serve `data` at /name; returns the path to put in an announcement."""
@@ -50,6 +51,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         self.hub.requests.append(self.path)
+        self.hub.authorization.append(self.headers.get("Authorization"))
         if self.hub.fail_next > 0:
             self.hub.fail_next -= 1
             self.send_error(503, "try again later")

@@ -49,9 +49,15 @@ def test_loads_toml_with_defaults(tmp_path: Path) -> None:
 def test_env_overrides(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(GOOD.format(data=tmp_path))
-    env = {"CAMFLEET_AGENT__MQTT__PORT": "1884", "CAMFLEET_AGENT__HUB_URL": "http://hub:9000/"}
+    env = {
+        "CAMFLEET_AGENT__MQTT__PORT": "1884",
+        "CAMFLEET_AGENT__HUB_URL": "http://hub:9000/",
+        "CAMFLEET_AGENT__API_TOKEN": "cf_from_env",
+    }
     s = load_config(AgentSettings, path, "CAMFLEET_AGENT", environ=env)
     assert s.mqtt.port == 1884
+    assert s.api_token is not None and s.api_token.get_secret_value() == "cf_from_env"
+    assert "cf_from_env" not in repr(s)
     assert s.hub_url == "http://hub:9000"
 
 

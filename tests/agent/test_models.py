@@ -221,3 +221,18 @@ def test_fleet_key_pinned_on_first_contact_and_a_new_one_refused(  # type: ignor
 def test_fleet_key_unknown_when_hub_unreachable(tmp_path: Path) -> None:
     with pytest.raises(FleetKeyError, match="cannot fetch the fleet key"):
         FleetKey("", tmp_path, "http://127.0.0.1:9", timeout_s=2).get()
+
+
+def test_hub_token_goes_to_the_hub_only(static_hub, fleet_seed: str, fleet_public: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The configured api_token authorises bundle and key downloads from the hub, and is never sent elsewhere."""
+    static_hub.set_fleet_key(fleet_public)
+    assert FleetKey("", tmp_path / "k", static_hub.url, token="cf_secret").get() == fleet_public
+    assert static_hub.authorization[-1] == "Bearer cf_secret"
+    mm = manager(tmp_path / "a", static_hub.url, fleet_public, token="cf_secret")
+    assert mm.apply(CLF, publish(static_hub, fleet_seed, "1")) is True
+    assert static_hub.authorization[-1] == "Bearer cf_secret"
+    elsewhere = publish(static_hub, fleet_seed, "2")
+    other_host = static_hub.url.replace("127.0.0.1", "localhost") + elsewhere.url
+    assert mm.apply(CLF, elsewhere.model_copy(update={"url": other_host})) is True
+    assert static_hub.requests[-1] == elsewhere.url and static_hub.authorization[-1] is None
+    mm.stop()

@@ -38,7 +38,10 @@ class Agent:
         self.settings = settings
         self.topics = Topics(settings.mqtt.root)
         self.identity = Identity(site=settings.site, agent=settings.agent, topics=self.topics)
-        self.fleet_key = FleetKey(settings.fleet_public_key, settings.data_dir, settings.hub_url, timeout_s=5.0)
+        self._token = settings.api_token.get_secret_value() if settings.api_token else None
+        self.fleet_key = FleetKey(
+            settings.fleet_public_key, settings.data_dir, settings.hub_url, timeout_s=5.0, token=self._token
+        )
         self.models: ModelManager | None = None
         self.mqtt: AgentMqtt | None = None
         self.pipelines: dict[str, CameraPipeline] = {}
@@ -64,6 +67,7 @@ class Agent:
                 top_k=s.top_k,
                 on_change=self._status_changed.set,
                 use_int8=s.use_int8,
+                token=self._token,
             )
             models.load_from_disk()
             models.start()

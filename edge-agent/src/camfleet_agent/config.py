@@ -5,6 +5,7 @@ Example ``agent.toml``::
     agent = "gate-1"
     site = "shop"
     hub_url = "http://127.0.0.1:8600"
+    api_token = "cf_..."          # a viewer token of this site (camfleet-hub token create --site shop --role viewer)
     data_dir = "var/agent"
 
     [mqtt]
@@ -82,6 +83,10 @@ class AgentSettings(BaseModel):
     agent: str = Field(description="this agent's name, unique within the site")
     site: str
     hub_url: str = DEFAULT_HUB_URL
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for the hub (a viewer token of this site): model bundles and the fleet key",
+    )
     data_dir: Path = Field(default=Path("var/agent"), description="models and state")
     fleet_public_key: str = Field(default="", description="hex ed25519 key; empty = fetch from the hub and pin")
     top_k: int = Field(default=5, ge=1, le=100)

@@ -38,11 +38,14 @@ class FleetKey:
     Once pinned, a different key offered by the hub is refused (logged as an error) and the pin is kept.
     """
 
-    def __init__(self, configured: str, data_dir: Path, hub_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, configured: str, data_dir: Path, hub_url: str, timeout_s: float = 10.0, token: str | None = None
+    ) -> None:
         self.configured = configured.strip().lower()
         self.pin_path = Path(data_dir) / PIN_FILE
         self.hub_url = hub_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._lock = threading.Lock()
         self._key: str | None = self.configured or None
 
@@ -59,7 +62,7 @@ class FleetKey:
         """Ask the hub for its fleet key."""
         url = self.hub_url + KEY_PATH
         try:
-            resp = httpx.get(url, timeout=self.timeout_s)
+            resp = httpx.get(url, timeout=self.timeout_s, headers=self._headers)
             resp.raise_for_status()
             value = str(resp.json()["public_key"]).strip().lower()
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:

@@ -72,6 +72,7 @@ class ModelManager:
         retry_base_s: float = RETRY_BASE_S,
         download_backoff_s: float = 1.0,
         use_int8: bool = True,
+        token: str | None = None,
     ) -> None:
         self.models_dir = Path(data_dir) / "models"
         self.hub_url = hub_url.rstrip("/")
@@ -79,6 +80,8 @@ class ModelManager:
         self.top_k = top_k
         self.use_int8 = use_int8
         self._on_change = on_change
+        # The hub token goes only to the hub, never to another host an announcement might name.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = http or httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
         self._owns_http = http is None
         self.retry_base_s = retry_base_s
@@ -263,9 +266,14 @@ class ModelManager:
         digest = hashlib.sha256()
         buf = bytearray()
         try:
-            with self._http.stream("GET", url) as resp:
+            headers = self._auth if url.startswith(self.hub_url + "/") else {}
+            with self._http.stream("GET", url, headers=headers) as resp:
                 if resp.status_code in (408, 429) or resp.status_code >= 500:
                     raise TransientUpdateError(f"GET {url} answered {resp.status_code}")
+                if resp.status_code in (401, 403):
+                    raise ModelUpdateError(
+                        f"GET {url} answered {resp.status_code}: api_token must be a valid viewer token of this site"
+                    )
                 if resp.status_code != 200:
                     raise ModelUpdateError(f"GET {url} answered {resp.status_code}")
                 declared = resp.headers.get("content-length")
