@@ -2,6 +2,10 @@
 
 It imports the shipped sample as a site dataset, trains a quick model, promotes it, and shows the agent's
 events as they arrive. Everything runs on loopback; Ctrl-C stops the processes in reverse order.
+
+Access: the hub's first admin gets a random password kept in ``<data-dir>/admin-password`` (printed at start);
+the demo logs in with it and makes an every-site admin token for the trainer and a viewer token of the demo
+site for the agent (the previous run's demo tokens are revoked).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +29,8 @@ from camfleet_contract.messages import Event, MessageError, from_json
 from camfleet_contract.topics import Topics
 
 SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
+ADMIN = "admin"
+TOKEN_NAMES = ("demo-trainer", "demo-agent")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt-port", type=int, default=11883, help="embedded MQTT broker port")
 
 
-def _write_configs(args: argparse.Namespace) -> dict[str, Path]:
+def _admin_password(d: Path) -> str:
+    """The demo admin's password: made once, kept beside the demo's state (owner-only)."""
+    path = d / "admin-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    path.touch(mode=0o600)
+    path.write_text(password + "\n")
+    return password
+
+
+def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = None) -> dict[str, Path]:
+    """The hub's config (``tokens`` None), or the trainer's and agent's with their tokens."""
     d = args.data_dir.resolve()
     d.mkdir(parents=True, exist_ok=True)
     hub_url = f"http://127.0.0.1:{args.port}"
@@ -46,20 +65,26 @@ def _write_configs(args: argparse.Namespace) -> dict[str, Path]:
             f'[db]\nurl = "sqlite:///{d / "hub" / "hub.db"}"\n'
             f'[store]\nkind = "dir"\npath = "{d / "hub" / "objects"}"\n'
             f'[signing]\nkey_path = "{d / "hub" / "fleet.key"}"\n'
+            f'[auth]\nadmin_username = "{ADMIN}"\nadmin_password = "{_admin_password(d)}"\n'
         ),
         "trainer": (
             f'hub_url = "{hub_url}"\nworker = "demo-trainer"\ncache_dir = "{d / "trainer"}"\n'
             f'signing_key_path = "{d / "trainer" / "trainer.key"}"\n'
+            f'api_token = "{(tokens or {}).get("trainer", "")}"\n'
         ),
         "agent": (
             f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{d / "agent"}"\n'
+            f'api_token = "{(tokens or {}).get("agent", "")}"\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {args.mqtt_port}\n'
             f'[[cameras]]\nname = "{CAMERA}"\nsource = "{args.camera.resolve()}"\nfps = 1.0\n'
             "upload_interval_s = 5\nloop = true\n"
         ),
     }
+    wanted = ("hub",) if tokens is None else ("trainer", "agent")
     paths = {}
     for name, text in files.items():
+        if name not in wanted:
+            continue
         paths[name] = d / f"{name}.toml"
         paths[name].write_text(text)
     return paths
@@ -108,6 +133,31 @@ def _wait_hub(client: httpx.Client, procs: _Processes, timeout: float = 120.0) -
             pass
         time.sleep(0.5)
     raise SystemExit("the hub did not answer within 2 minutes")
+
+
+def _login(client: httpx.Client, args: argparse.Namespace) -> None:
+    """Log in as the admin; the session cookie stays in ``client``."""
+    r = client.post(
+        "/api/v1/auth/login", json={"username": ADMIN, "password": _admin_password(args.data_dir.resolve())}
+    )
+    if r.status_code != 200:
+        raise SystemExit(
+            f"could not log in as {ADMIN}: {r.status_code} {r.text} (delete {args.data_dir} to start over)"
+        )
+
+
+def _tokens(client: httpx.Client) -> dict[str, str]:
+    """Fresh tokens for the trainer (every site, admin) and the agent (viewer of the demo site)."""
+    for token in client.get("/api/v1/tokens").json():
+        if token["name"] in TOKEN_NAMES and token["revoked_at"] is None:
+            client.delete(f"/api/v1/tokens/{token['id']}")
+    made = {}
+    for key, name, site, role in (("trainer", "demo-trainer", None, "admin"), ("agent", "demo-agent", SITE, "viewer")):
+        r = client.post("/api/v1/tokens", json={"name": name, "site": site, "role": role})
+        if r.status_code != 201:
+            raise SystemExit(f"could not create the {name} token: {r.status_code} {r.text}")
+        made[key] = str(r.json()["token"])
+    return made
 
 
 def _ensure(client: httpx.Client, path: str, body: dict[str, object]) -> None:
@@ -178,11 +228,13 @@ def main(args: argparse.Namespace) -> int:
         procs.start("hub", "camfleet_hub", "serve", "--config", str(configs["hub"]))
         client = httpx.Client(base_url=hub_url, timeout=60.0)
         _wait_hub(client, procs)
-        print("starting the trainer worker and the edge agent ...")
-        procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
+        _login(client, args)
         _ensure(client, "/api/v1/sites", {"name": SITE})
         _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
         _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
+        configs.update(_write_configs(args, _tokens(client)))
+        print("starting the trainer worker and the edge agent ...")
+        procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
         procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
         watcher = _watch_events(args)
         clf_url = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
@@ -201,7 +253,9 @@ def main(args: argparse.Namespace) -> int:
         if job["status"] != "succeeded":
             raise SystemExit(f"training {job['status']}: {job.get('message')}")
         print("model promoted. The agent pulls it and its events now carry the new version.\n")
+        password = _admin_password(args.data_dir.resolve())
         print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
+        print(f"       log in as {ADMIN} / {password}  (kept in {args.data_dir.resolve() / 'admin-password'})")
         print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
         print(f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -t 'camfleet/v1/#' -v")
         print("  logs and state in", args.data_dir.resolve(), "- press Ctrl-C to stop\n")
