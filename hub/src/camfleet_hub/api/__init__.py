@@ -32,6 +32,7 @@ from camfleet_hub.api import (
     sites,
     ui,
     ui_auth,
+    ui_curation,
 )
 from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
@@ -101,6 +102,7 @@ def create_app(services: HubServices) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ui.router)
     app.include_router(ui_auth.router)
+    app.include_router(ui_curation.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
 
