@@ -1,0 +1,174 @@
+"""Curation in a real browser (Debian's Chromium via Playwright) against a real hub process: log in, create
+groups on the classifier page, triage real clothing images with the keyboard (number keys, d, arrows, z), select
+several with shift-click and move them, check the counts, undo from History, and see that a deleted image
+re-imported by zip is reported previously deleted and not offered again."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+SITE, CLF = "shop", "clothing"
+PASSWORD = "browser-test-password"
+UI = f"/ui/sites/{SITE}/classifiers/{CLF}"
+API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
+
+
+@pytest.fixture
+def hub_url(tmp_path: Path, mosquitto, free_port) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "hub"}"\n[http]\nport = {port}\n'
+        f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "curation"\nclient_id = "curation-hub"\n'
+        f'[auth]\nadmin_password = "{PASSWORD}"\n'
+    )
+    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "hub.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/api/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def inbox_zip(files: list[Path]) -> bytes:
+    """Files at the top of the zip land in the inbox (NEW)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in files:
+            zf.write(f, f"{f.parent.name}-{f.name}")
+    return buf.getvalue()
+
+
+def counts(api: httpx.Client) -> dict[str, dict[str, int]]:
+    return {g["name"]: g["counts"] for g in api.get(f"{API}/groups").json()}
+
+
+def new_ids(api: httpx.Client) -> list[int]:
+    return [i["id"] for i in api.get(f"{API}/images", params={"status": "NEW", "limit": 1000}).json()]
+
+
+def wait_until(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) -> None:  # type: ignore[no-untyped-def]
+    api = httpx.Client(base_url=hub_url, timeout=60)
+    assert api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
+    assert api.post("/api/v1/sites", json={"name": SITE}).status_code == 201
+    assert api.post(f"/api/v1/sites/{SITE}/classifiers", json={"name": CLF}).status_code == 201
+    files = sorted((clothing_subset / "train" / "dress").glob("*.jpg"))[:6]
+    files += sorted((clothing_subset / "train" / "hat").glob("*.jpg"))[:6]
+    archive = inbox_zip(files)
+    imported = api.post(f"{API}/import?wait=true", files={"file": ("inbox.zip", archive, "application/zip")}).json()
+    total = imported["counts"]["imported"]
+    assert total >= 10, imported
+    inbox = new_ids(api)
+    assert len(inbox) == total
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(hub_url + UI)
+    assert "/login" in page.url
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{UI}")
+
+    # groups from the classifier page's form
+    for name in ("dress", "hat"):
+        page.fill("#new-group-name", name)
+        page.click("#create-group")
+        page.wait_for_load_state()
+    assert page.locator('#group-tree li[data-group="dress"]').is_visible()
+    assert page.locator('#group-tree li[data-group="hat"]').is_visible()
+
+    # triage: 1 puts the first image into "dress"
+    page.goto(hub_url + UI + "/triage")
+    grid = page.locator("#triage-grid figure")
+    wait_until(lambda: grid.count() == total)
+    assert page.locator('[data-hotkey="1"]').inner_text() == "dress"
+    first = int(grid.nth(0).get_attribute("data-id") or 0)
+    page.keyboard.press("1")
+    wait_until(lambda: counts(api)["dress"]["GROUP"] == 1)
+    assert grid.count() == total - 1 and first not in new_ids(api)
+
+    # arrow right, then d deletes the second image of what is left
+    target = int(grid.nth(1).get_attribute("data-id") or 0)
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#triage-grid figure.cursor").get_attribute("data-id") == str(target)
+    page.keyboard.press("d")
+    wait_until(lambda: target not in new_ids(api) and api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
+    assert grid.count() == total - 2
+
+    # z undoes the delete: the image is back in the grid and NEW again
+    page.keyboard.press("z")
+    wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "NEW")
+    wait_until(lambda: page.locator(f'#triage-grid figure[data-id="{target}"]').count() == 1)
+    assert grid.count() == total - 1
+
+    # shift-click selects three, move them to "hat" with the selection controls
+    page.locator("#triage-grid figure").nth(0).click()
+    page.locator("#triage-grid figure").nth(2).click(modifiers=["Shift"])
+    assert page.locator("#triage-grid figure.selected").count() == 3
+    page.select_option("#move-target", "hat")
+    page.click("#move-selected")
+    wait_until(lambda: counts(api)["hat"]["GROUP"] == 3)
+    assert grid.count() == total - 4
+
+    # 2 on the cursor image, then delete one more and keep it deleted
+    page.keyboard.press("2")
+    wait_until(lambda: counts(api)["hat"]["GROUP"] == 4)
+    gone = int(grid.nth(0).get_attribute("data-id") or 0)
+    page.keyboard.press("d")
+    wait_until(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "DELETED")
+    assert grid.count() == total - 6
+
+    # counts on the classifier page
+    page.goto(hub_url + UI)
+    assert page.locator('[data-count="dress"]').inner_text() == "1"
+    assert page.locator('[data-count="hat"]').inner_text() == "4"
+    assert f"{total - 6}</strong> new image" in page.content()
+
+    # History: undo the last "hat" move from the page
+    page.goto(hub_url + UI + "/history")
+    rows = page.locator("#history tbody tr")
+    assert rows.count() >= 6
+    hat_move = page.locator("#history tbody tr", has_text="moved 1 image(s) to 'hat'")
+    hat_move.locator("button.undo").click()
+    page.wait_for_load_state()
+    assert page.locator("#page-error").count() == 0
+    wait_until(lambda: counts(api)["hat"]["GROUP"] == 3)
+
+    # re-import the same zip: the deleted image is reported and not offered again
+    again = api.post(f"{API}/import?wait=true", files={"file": ("inbox.zip", archive, "application/zip")}).json()
+    assert again["counts"].get("previously_deleted") == 1, again
+    assert gone not in new_ids(api)
+    page.goto(hub_url + UI + "/triage?view=deleted")
+    wait_until(lambda: page.locator("#triage-grid figure").count() == 1)
+    page.keyboard.press("r")
+    wait_until(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "NEW")
+    page.close()
