@@ -368,8 +368,10 @@ class ImportWorker:
             kind, params = job.kind, dict(job.params)
         staged = staging_dir(self.services, params["staging"]) if params.get("staging") else None
         try:
-            with self._entries(job_id, kind, params, staged) as entries:
-                completed = importer.run(entries, lambda: self._stopping.is_set() or self._cancel_requested(job_id))
+            with self._entries(job_id, kind, params, staged, importer.progress.done) as (entries, skip):
+                completed = importer.run(
+                    entries, lambda: self._stopping.is_set() or self._cancel_requested(job_id), skip
+                )
             if not completed and not self._cancel_requested(job_id):
                 log.info("import job %s paused by the hub stopping; it resumes at the next start", job_id)
                 return
@@ -389,12 +391,17 @@ class ImportWorker:
 
     @contextlib.contextmanager
     def _entries(
-        self, job_id: int, kind: str, params: dict[str, Any], staged: Path | None
-    ) -> Iterator[Iterator[Entry]]:
-        """The job's entries, with ``total`` recorded first."""
+        self, job_id: int, kind: str, params: dict[str, Any], staged: Path | None, done: int
+    ) -> Iterator[tuple[Iterator[Entry], int]]:
+        """The job's entries and how many of them to skip (files a resumed job already did); records ``total``.
+
+        URL lists and uploads start after the files already done (nothing fetched twice); archives and folders
+        are read from the start and the first ``done`` entries skipped.
+        """
         limits = limits_of(self.services)
         with contextlib.ExitStack() as stack:
             entries: Iterator[Entry]
+            skip = done
             if kind == ImportKind.ZIP.value:
                 assert staged is not None
                 fh = stack.enter_context(open(staged / ZIP_NAME, "rb"))
@@ -403,17 +410,19 @@ class ImportWorker:
             elif kind == ImportKind.UPLOAD.value:
                 assert staged is not None
                 names = [str(n) for n in params["names"]]
-                total, entries = len(names), iter_uploads(staged / FILES_DIR, names, limits)
+                total, skip = len(names), 0
+                entries = iter_uploads(staged / FILES_DIR, names, limits, start=done)
             elif kind == ImportKind.FOLDER.value:
                 root = resolve_import_root(params["path"], allowed_roots(self.services))
                 total, entries = count_folder_entries(root, limits), iter_folder(root, limits)
             elif kind in (ImportKind.URLS.value, ImportKind.SEARCH.value):
                 wanted = [str(u) for u in params["urls"]]
-                total, entries = len(wanted), iter_urls(wanted, fetch_limits(self.services))
+                total, skip = len(wanted), 0
+                entries = iter_urls(wanted[done:], fetch_limits(self.services))
             else:
                 raise InvalidError(f"kind={kind!r}: unknown import kind")
             self._set_total(job_id, total)
-            yield entries
+            yield entries, skip
             close: Callable[[], None] | None = getattr(entries, "close", None)
             if close is not None:
                 close()

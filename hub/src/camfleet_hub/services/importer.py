@@ -126,9 +126,12 @@ class Importer:
 
     # ------------------------------------------------------------------ driving
 
-    def run(self, entries: Iterator[Entry], is_cancelled: Callable[[], bool]) -> bool:
-        """Import every entry after the ``done`` already recorded (a resumed job); False when cancelled."""
-        rest = islice(entries, self.progress.done, None)
+    def run(self, entries: Iterator[Entry], is_cancelled: Callable[[], bool], skip: int | None = None) -> bool:
+        """Import the entries after the first ``skip`` (default: the ``done`` already recorded by a resumed job).
+
+        Returns False when ``is_cancelled`` said stop (checked between files).
+        """
+        rest = islice(entries, self.progress.done if skip is None else skip, None)
         while True:
             chunk = list(islice(rest, CHUNK))
             if not chunk:

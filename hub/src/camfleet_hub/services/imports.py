@@ -205,9 +205,11 @@ def _no_follow_open(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
-def iter_uploads(folder: Path, names: list[str], limits: ImportLimits) -> Iterator[Entry]:
-    """Browser-uploaded files staged as ``folder/<index>``; ``names`` are the names the browser sent."""
+def iter_uploads(folder: Path, names: list[str], limits: ImportLimits, start: int = 0) -> Iterator[Entry]:
+    """Browser-uploaded files staged as ``folder/<index>`` from ``start`` on; ``names`` as the browser sent them."""
     for i, name in enumerate(names):
+        if i < start:
+            continue
         entry = Entry(name=name)
         path = folder / str(i)
         try:
