@@ -353,3 +353,31 @@ def test_undo_of_group_creation_refused_once_used(api) -> None:
     with api.services.sessions() as s:
         assert s.query(Group).filter_by(name="fresh").count() == 1
         assert s.query(Classifier).count() == 1
+
+
+def test_deleted_image_is_remembered_across_imports_until_restored(api, clothing_subset) -> None:
+    c = api.client
+    url = Seeder(api).classifier("shop", "door", ())
+    files = sorted((clothing_subset / "train" / "hat").glob("*.jpg"))[:3]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in files:
+            zf.write(f, f.name)
+    archive = buf.getvalue()
+
+    def import_zip() -> dict[str, Any]:
+        r = c.post(f"{url}/import?wait=true", files={"file": ("inbox.zip", archive, "application/zip")})
+        assert r.status_code in (200, 201, 202), r.text
+        return r.json()["counts"]  # type: ignore[no-any-return]
+
+    assert import_zip()["imported"] == 3
+    new = [i["id"] for i in c.get(f"{url}/images", params={"status": "NEW"}).json()]
+    assert len(new) == 3
+    c.post(f"{url}/images/bulk", json={"ids": new[:1], "action": "delete"})
+    again = import_zip()
+    assert again.get("previously_deleted") == 1 and again.get("imported", 0) == 0
+    assert [i["id"] for i in c.get(f"{url}/images", params={"status": "NEW"}).json()] == new[1:]
+    assert image(c, new[0])["status"] == "DELETED"
+    c.post(f"{url}/images/bulk", json={"ids": new[:1], "action": "restore"})
+    assert import_zip().get("previously_deleted", 0) == 0
+    assert image(c, new[0])["status"] == "NEW"
