@@ -20,6 +20,7 @@ from camfleet_contract.signing import generate_signing_key
 from tests.support.tinybundle import make_bundle_zip
 
 SITE, CLF = "shop", "clothing"
+ADMIN_PASSWORD = "browser-admin-pw"
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def hub_url(tmp_path: Path, mosquitto, free_port) -> Iterator[str]:  # type: ign
     cfg.write_text(
         f'data_dir = "{tmp_path / "hub"}"\n[http]\nport = {port}\n'
         f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "browser"\nclient_id = "browser-hub"\n'
+        f'[auth]\nadmin_password = "{ADMIN_PASSWORD}"\n'
     )
     log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -58,8 +60,28 @@ def _zip(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def test_promote_from_the_page(hub_url: str, browser, clothing_subset: Path, mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def admin_api(hub_url: str) -> httpx.Client:
+    """A REST client holding an every-site admin token (made after logging in as the first admin)."""
     api = httpx.Client(base_url=f"{hub_url}/api/v1", timeout=30)
+    assert api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
+    token = api.post("/tokens", json={"name": "browser-test", "role": "admin"}).json()["token"]
+    api.cookies.clear()
+    api.headers["Authorization"] = f"Bearer {token}"
+    return api
+
+
+def log_in(page, hub_url: str, username: str, password: str, path: str = "/") -> None:  # type: ignore[no-untyped-def]
+    """Open a page, land on the login form, submit it."""
+    page.goto(hub_url + path)
+    assert "/login?next=" in page.url
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+
+
+def test_promote_from_the_page(hub_url: str, browser, clothing_subset: Path, mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    api = admin_api(hub_url)
     assert api.post("/sites", json={"name": SITE}).status_code == 201
     assert api.post(f"/sites/{SITE}/classifiers", json={"name": CLF}).status_code == 201
     files = {"file": ("train.zip", _zip(clothing_subset / "train"), "application/zip")}
@@ -81,7 +103,7 @@ def test_promote_from_the_page(hub_url: str, browser, clothing_subset: Path, mos
     sub.loop_start()
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(hub_url + "/")
+    log_in(page, hub_url, "admin", ADMIN_PASSWORD)
     assert page.get_by_text(f"Site {SITE}").is_visible()
     assert page.get_by_text("60 confirmed").is_visible()
     page.get_by_role("button", name="Promote").first.click()
@@ -98,3 +120,36 @@ def test_promote_from_the_page(hub_url: str, browser, clothing_subset: Path, mos
     sub.loop_stop()
     announcement = json.loads(retained[f"browser/v1/{SITE}/models/{CLF}"])
     assert announcement["version"] == str(models[0]["version"])
+
+
+def test_login_page(hub_url: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A wrong password says so on the page; a labeller logs in, lands where they wanted, sees their site only."""
+    api = admin_api(hub_url)
+    for site in (SITE, "other"):
+        assert api.post("/sites", json={"name": site}).status_code == 201
+        assert api.post(f"/sites/{site}/classifiers", json={"name": CLF}).status_code == 201
+    lab = api.post("/users", json={"username": "lena", "password": "lena-password"}).json()
+    assert api.put(f"/users/{lab['id']}/roles/{SITE}", json={"role": "labeller"}).status_code == 200
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    training = f"/ui/sites/{SITE}/classifiers/{CLF}/training"
+    log_in(page, hub_url, "lena", "not-her-password", training)
+    assert page.get_by_role("alert").inner_text() == "wrong username or password"
+    assert "/login" in page.url
+    page.get_by_label("Password").fill("lena-password")  # the form keeps the username and where to go next
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+    assert page.url == hub_url + training
+    assert page.get_by_role("heading", name=f"Training · {SITE} / {CLF}").is_visible()
+    assert page.locator("#nav-user").inner_text() == "lena"
+    page.goto(hub_url + "/")
+    assert page.get_by_text(f"Site {SITE}").is_visible()
+    assert page.get_by_text("Site other").count() == 0
+    page.screenshot(path=str(tmp_path / "labeller-overview.png"), full_page=True)
+    response = page.goto(hub_url + f"/ui/sites/other/classifiers/{CLF}/training")
+    assert response is not None and response.status == 403
+    assert "needs the viewer role in site 'other'" in page.get_by_role("alert").inner_text()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/login")
+    page.close()

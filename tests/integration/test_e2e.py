@@ -28,6 +28,7 @@ from camfleet_contract.topics import Topics
 pytestmark = pytest.mark.e2e
 
 SITE, CLF, AGENT = "e2e", "clothing", "agent-1"
+ADMIN_PASSWORD = "e2e-admin-password"
 
 
 class Procs:
@@ -94,6 +95,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
         f'[db]\nurl = "{pg_url}"\n'
         f'[store]\nkind = "s3"\nendpoint = "{s3.endpoint}"\naccess_key = "{s3.access_key}"\n'
         f'secret_key = "{s3.secret_key}"\nbucket = "{s3.new_bucket()}"\n'
+        f'[auth]\nadmin_password = "{ADMIN_PASSWORD}"\n'
     )
     procs.start("hub", "camfleet_hub", "serve", "--config", str(tmp_path / "hub.toml"))
     api = httpx.Client(base_url=hub_url, timeout=60)
@@ -105,6 +107,17 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
             return False
 
     wait_for("the hub", healthy, procs, 120)
+    # Log in as the first admin, then act with tokens: the script's and the trainer's span every site (admin),
+    # the agent's is a viewer token of its own site.
+    assert api.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
+
+    def token(name: str, site: str | None, role: str) -> str:
+        r = api.post("/api/v1/tokens", json={"name": name, "site": site, "role": role})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+    api.headers["Authorization"] = f"Bearer {token('e2e-script', None, 'admin')}"
+    api.cookies.clear()
     for path, body in [
         ("/api/v1/sites", {"name": SITE}),
         (f"/api/v1/sites/{SITE}/cameras", {"name": "plaza"}),
@@ -125,6 +138,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
     (tmp_path / "trainer.toml").write_text(
         f'hub_url = "{hub_url}"\nworker = "e2e-trainer"\ncache_dir = "{tmp_path / "trainer"}"\n'
         f'signing_key_path = "{tmp_path / "trainer" / "t.key"}"\npoll_interval_s = 0.5\n'
+        f'api_token = "{token("e2e-trainer", None, "admin")}"\n'
     )
     procs.start("trainer", "camfleet_trainer", "worker", "--config", str(tmp_path / "trainer.toml"))
 
@@ -134,6 +148,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
         shutil.copy(f, shelf / f"{f.parent.name}_{f.name}")
     (tmp_path / "agent.toml").write_text(
         f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{tmp_path / "agent"}"\n'
+        f'api_token = "{token("e2e-agent", SITE, "viewer")}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[[cameras]]\nname = "plaza"\nsource = "{shared_data / "video" / "plaza.avi"}"\n'
         "fps = 2\nupload_interval_s = 1\n"

@@ -4,6 +4,7 @@ site roles on the REST API and the web pages, the first admin and the CLI. SQLit
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -381,3 +382,21 @@ def test_cli_user_and_token(sqlite_api, tmp_path: Path) -> None:
     assert agent.post(f"{API}/sites/alpha/classifiers/clf/groups", json={"name": "q"}).status_code == 403
     r = cli("token", "create", "--site", "nowhere", "--name", "x")
     assert r.returncode == 1 and "site='nowhere' not found" in r.stderr
+
+
+PUBLIC = {("get", f"{API}/health"), ("post", f"{API}/auth/login"), ("post", f"{API}/auth/logout")}
+
+
+def test_every_api_route_needs_credentials(sqlite_api) -> None:
+    """Each operation in the OpenAPI document (other helpers' routes included) answers 401 without credentials."""
+    client = anonymous(sqlite_api)
+    spec = client.get("/openapi.json").json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            if (method, path) in PUBLIC:
+                continue
+            r = client.request(method.upper(), re.sub(r"\{[^}]+\}", "1", path))
+            assert r.status_code == 401, f"{method.upper()} {path} answered {r.status_code} without credentials"
+            checked += 1
+    assert checked > 40
