@@ -382,3 +382,21 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+# --------------------------------------------------------------------------- real default model
+
+
+@pytest.fixture(scope="session")
+def lite0_default_bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The real ImageNet default bundle (tf_efficientnet_lite0), exported once per session by the trainer's CLI
+    in a subprocess (about 15 s; torch stays out of the test process), as zip bytes for PUT /models/default."""
+    from camfleet_contract.bundle import pack_bundle
+
+    root = tmp_path_factory.mktemp("lite0-default")
+    out = root / "bundle"
+    cmd = [sys.executable, "-m", "camfleet_trainer", "export-default", "--out", str(out), "--cache-dir", str(root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"export-default failed ({done.returncode}): {done.stderr[-2000:]}")
+    return pack_bundle(out)

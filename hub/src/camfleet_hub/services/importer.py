@@ -27,6 +27,7 @@ from camfleet_contract.images import ImageError, probe_image, thumbnail_jpeg
 from camfleet_hub.db.models import (
     Blob,
     Classifier,
+    Embedding,
     Group,
     Image,
     ImageSource,
@@ -40,7 +41,7 @@ from camfleet_hub.db.models import (
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.ingest.persist import insert_ignore
 from camfleet_hub.services import duplicates
-from camfleet_hub.services.embeddings import decode_for_embedding, store_embeddings
+from camfleet_hub.services.embeddings import decode_for_embedding, store_embeddings, vector_of
 from camfleet_hub.services.imports import Entry, ImportLimits
 from camfleet_hub.services.media import THUMB_PREFIX, THUMB_SIZE
 from camfleet_hub.store.base import sha256_hex
@@ -146,7 +147,7 @@ class Importer:
             model = None
             if loaded is not None:
                 model, runtime = loaded
-                self._embed(runtime, prepared)
+                self._embed(model, runtime, prepared)
             for i, item in enumerate(prepared):
                 if i and is_cancelled():
                     return False
@@ -204,8 +205,24 @@ class Importer:
         item.width, item.height, item.rgb = w, h, rgb
         return item
 
-    def _embed(self, runtime: ClassifierRuntime, prepared: list[Prepared]) -> None:
+    def _embed(self, model: str, runtime: ClassifierRuntime, prepared: list[Prepared]) -> None:
+        """Vectors for the files to import: the stored one when the blob was embedded before, else computed."""
         todo = [p for p in prepared if p.outcome is None and p.rgb is not None]
+        if not todo:
+            return
+        with self.services.sessions() as session:
+            known = {
+                sha: vector_of(data)
+                for sha, data in session.execute(
+                    select(Embedding.sha256, Embedding.vector).where(
+                        Embedding.model == model, Embedding.sha256.in_({p.sha for p in todo})
+                    )
+                )
+            }
+        for p in todo:
+            if p.sha in known:
+                p.vector, p.rgb = known[p.sha], None
+        todo = [p for p in todo if p.vector is None]
         if not todo:
             return
         vectors = self.embedder.embed(runtime, [p.rgb for p in todo if p.rgb is not None])
