@@ -37,9 +37,14 @@ def base(classifier: Classifier) -> dict[str, Any]:
     }
 
 
-def group_tree(session: Session, classifier: Classifier) -> list[dict[str, Any]]:
-    """Groups in tree order (parents before their children) with depth, counts and hotkey number."""
-    counts = crud.status_counts(session, classifier)
+def group_tree(
+    session: Session, classifier: Classifier, counts: dict[int | None, dict[str, int]] | None = None
+) -> list[dict[str, Any]]:
+    """Groups in tree order (parents before their children) with depth, counts and hotkey number.
+
+    Counts come from ``crud.status_counts`` (one grouped count); the Triage page passes ``{}`` (names only).
+    """
+    counts = crud.status_counts(session, classifier) if counts is None else counts
     rows = crud.list_groups(session, classifier)
     names = {g.id: g.name for g in rows}
     children: dict[int | None, list[Group]] = {}
@@ -111,8 +116,9 @@ def _image_cards(rows: list[Image]) -> list[dict[str, Any]]:
 
 def classifier_page(session: Session, classifier: Classifier, group: str | None, after: int | None) -> dict[str, Any]:
     """Group tree, the mosaic of one group (keyset page after ``after``), the health panel."""
-    tree = group_tree(session, classifier)
-    health = datasets.health(session, classifier)
+    counts = crud.status_counts(session, classifier)
+    tree = group_tree(session, classifier, counts)
+    health = datasets.health(session, classifier, counts)
     selected = next((g for g in tree if g["name"] == group), tree[0] if tree and group is None else None)
     mosaic: list[dict[str, Any]] = []
     next_after = None
@@ -150,7 +156,7 @@ def classifier_page(session: Session, classifier: Classifier, group: str | None,
 def triage_page(session: Session, classifier: Classifier, view: str) -> dict[str, Any]:
     """The shell of the Triage page: groups with their number keys; the images come from the JSON listing."""
     deleted = view == "deleted"
-    tree = group_tree(session, classifier)
+    tree = group_tree(session, classifier, counts={})
     return {
         **base(classifier),
         "tree": tree,

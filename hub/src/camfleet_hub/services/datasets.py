@@ -103,9 +103,14 @@ def shared_common_groups(session: Session, classifier: Classifier) -> list[dict[
 # --------------------------------------------------------------------------- health
 
 
-def health(session: Session, classifier: Classifier) -> dict[str, Any]:
-    """Images per group (own + common from other sites), NEW waiting, groups under the minimum, imbalance."""
-    counts = crud.status_counts(session, classifier)
+def health(
+    session: Session, classifier: Classifier, counts: dict[int | None, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """Images per group (own + common from other sites), NEW waiting, groups under the minimum, imbalance.
+
+    ``counts`` (``crud.status_counts``) may be passed in by a page that already has them.
+    """
+    counts = crud.status_counts(session, classifier) if counts is None else counts
     groups = crud.list_groups(session, classifier)
     extra = common_counts(session, classifier)
     per_group: list[dict[str, Any]] = []
