@@ -400,3 +400,35 @@ def test_every_api_route_needs_credentials(sqlite_api) -> None:
             assert r.status_code == 401, f"{method.upper()} {path} answered {r.status_code} without credentials"
             checked += 1
     assert checked > 40
+
+
+def test_trainer_client_sends_its_token(sqlite_api, free_port) -> None:  # type: ignore[no-untyped-def]
+    """The trainer's HubClient with its configured token: claims with an every-site admin token, clear 401/403."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from camfleet_trainer.client import HubClient, HubError
+
+    api = sqlite_api
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        admin = api.client.post(f"{API}/tokens", json={"name": "trainer", "role": "admin"}).json()["token"]
+        viewer = api.client.post(f"{API}/tokens", json={"name": "peek", "role": "viewer"}).json()["token"]
+        with HubClient(url, token=admin, retries=0) as client:
+            assert client.claim("w1", gpu=False) is None  # 204: authorised, nothing waiting
+        for token, status in ((viewer, 403), (None, 401)):
+            with HubClient(url, token=token, retries=0) as client, pytest.raises(HubError) as err:
+                client.claim("w1", gpu=False)
+            assert err.value.status == status and "every-site admin token" in str(err.value)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -86,6 +86,12 @@ class HubClient:
                     return response
                 if response.status_code == 409:
                     raise LeaseLost(f"{method} {path}: 409 {_detail(response)}", 409)
+                if response.status_code in (401, 403):
+                    raise HubError(
+                        f"{method} {path}: {response.status_code} {_detail(response)} - the trainer needs api_token = "
+                        "an every-site admin token (python -m camfleet_hub token create --role admin --name trainer)",
+                        response.status_code,
+                    )
                 if response.status_code < 500:
                     raise HubError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
                 problem = f"{response.status_code} {_detail(response)}"
