@@ -381,3 +381,49 @@ def test_deleted_image_is_remembered_across_imports_until_restored(api, clothing
     c.post(f"{url}/images/bulk", json={"ids": new[:1], "action": "restore"})
     assert import_zip().get("previously_deleted", 0) == 0
     assert image(c, new[0])["status"] == "NEW"
+
+
+def test_roles_viewer_reads_labeller_edits_own_site_only(sqlite_api) -> None:
+    from fastapi.testclient import TestClient
+
+    api, c = sqlite_api, sqlite_api.client
+    seed = Seeder(api)
+    shop = seed.classifier("shop", "door", ("open",))
+    temple = seed.classifier("temple", "door", ("open",))
+    [mine] = seed.images("shop", "door", 1)
+    [theirs] = seed.images("temple", "door", 1)
+
+    def user(name: str, roles: dict[str, str]) -> TestClient:
+        r = c.post(f"{API}/users", json={"username": name, "password": "long enough pw"})
+        assert r.status_code == 201, r.text
+        for site, role in roles.items():
+            assert c.put(f"{API}/users/{r.json()['id']}/roles/{site}", json={"role": role}).status_code == 200
+        client = TestClient(c.app)
+        assert (
+            client.post(f"{API}/auth/login", json={"username": name, "password": "long enough pw"}).status_code == 200
+        )
+        return client
+
+    viewer, labeller = user("vic", {"shop": "viewer"}), user("lea", {"shop": "labeller"})
+    assert viewer.get(f"{shop}/history").status_code == 200 and viewer.get(f"{shop}/health").status_code == 200
+    assert viewer.get(f"{API}/images/{mine}").status_code == 200
+    refused = viewer.post(f"{shop}/images/bulk", json={"ids": [mine], "action": "delete"})
+    assert refused.status_code == 403 and "labeller" in refused.json()["detail"]
+    assert viewer.patch(f"{API}/images/{mine}", json={"group": "open"}).status_code == 403
+    assert viewer.patch(f"{shop}/groups/open", json={"name": "x"}).status_code == 403
+
+    move = labeller.post(f"{shop}/images/bulk", json={"ids": [mine], "action": "move", "group": "open"})
+    assert move.status_code == 200 and move.json()["username"] == "lea"
+    assert image(c, mine)["labelled_by"] == "lea"
+    assert viewer.post(f"{API}/history/{move.json()['id']}/undo").status_code == 403
+    # another site: neither its images, its history nor its groups
+    assert labeller.post(f"{temple}/images/bulk", json={"ids": [theirs], "action": "delete"}).status_code == 403
+    assert labeller.get(f"{API}/images/{theirs}").status_code == 403
+    assert labeller.patch(f"{API}/images/{theirs}", json={"group": "open"}).status_code == 403
+    assert labeller.get(f"{temple}/export").status_code == 403
+    # nor by smuggling the other site's image ids into a bulk action on its own classifier
+    smuggled = labeller.post(f"{shop}/images/bulk", json={"ids": [theirs], "action": "delete"})
+    assert smuggled.status_code == 422 and image(c, theirs)["status"] == "NEW"
+    # undo last is per user: the admin has nothing of lea's to undo
+    assert labeller.post(f"{shop}/undo").json()["id"] == move.json()["id"]
+    assert image(c, mine)["status"] == "NEW"

@@ -52,7 +52,7 @@
     const cap = document.createElement("figcaption");
     cap.textContent = img.original_name || `#${img.id}`;
     const info = document.createElement("a");
-    info.href = `/ui/images/${img.id}`; info.className = "info"; info.textContent = "ⓘ"; info.title = "details";
+    info.href = `/ui/images/${img.id}`; info.className = "info"; info.textContent = "info"; info.title = "details";
     info.addEventListener("mousedown", (e) => e.stopPropagation());
     fig.append(el, cap, info);
     return { id: img.id, name: img.original_name, el: fig };
