@@ -33,6 +33,7 @@ from camfleet_hub.api import (
     ui,
     ui_auth,
     ui_curation,
+    ui_imports,
 )
 from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
@@ -103,6 +104,7 @@ def create_app(services: HubServices) -> FastAPI:
     app.include_router(ui.router)
     app.include_router(ui_auth.router)
     app.include_router(ui_curation.router)
+    app.include_router(ui_imports.router)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
 
