@@ -133,8 +133,8 @@ def _accounts(args: argparse.Namespace) -> int:
                 else:
                     owner = auth.get_user_by_name(session, args.user) if args.user else None
                     caller = auth.caller_of_user(session, owner) if owner else auth.Caller("cli", True, None)
-                    site_row = crud.get_site(session, args.site) if args.site else None
-                    _token, secret = auth.create_token(session, caller, args.name, site_row, Role(args.role))
+                    scope = crud.get_site(session, args.site) if args.site else None
+                    _token, secret = auth.create_token(session, caller, args.name, scope, Role(args.role))
                     print(secret)
             except ServiceError as exc:
                 print(f"camfleet-hub: {exc.detail}", file=sys.stderr)

@@ -125,6 +125,10 @@ def test_login_rate_limit_per_username_and_address(sqlite_api) -> None:
     blocked = client.post(f"{API}/auth/login", json={"username": "admin", "password": "admin-password-1"})
     assert blocked.status_code == 429
     assert "try again in" in blocked.json()["detail"] and "admin" in blocked.json()["detail"]
+    wait = int(blocked.headers["retry-after"])
+    assert 0 < wait <= api.services.settings.auth.login_window_s
+    page = client.post("/login", data={"username": "admin", "password": "admin-password-1"})
+    assert page.status_code == 429 and "too many failed logins" in page.text and "retry-after" in page.headers
     make_user(api, "bob")  # another username from the same address is not blocked
     assert client.post(f"{API}/auth/login", json={"username": "bob", "password": PASSWORD}).status_code == 200
 

@@ -66,7 +66,10 @@ def login_form(
         _user, secret = auth.login(session, state.logins, settings.auth, username, password, client_address(request))
     except ServiceError as exc:
         context = {"next": target, "username": username, "error": exc.detail}
-        return _render(request, "login.html", context, exc.status_code)
+        page = _render(request, "login.html", context, exc.status_code)
+        if isinstance(exc, auth.LoginRateLimited):
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, secret, settings)
     return response
@@ -250,7 +253,15 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _rate_limited(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, auth.LoginRateLimited)
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return JSONResponse(status_code=429, content={"detail": exc.detail}, headers=headers)
+
+
 def install_auth_handlers(app: FastAPI) -> None:
-    """401 → the login page for browsers (JSON for the API); 403 → a page saying which role is missing."""
+    """401 → the login page for browsers (JSON for the API); 403 → a page saying which role is missing;
+    429 after failed logins → ``Retry-After``."""
     app.add_exception_handler(UnauthenticatedError, _unauthenticated)
+    app.add_exception_handler(auth.LoginRateLimited, _rate_limited)
     app.add_exception_handler(ForbiddenError, _forbidden)

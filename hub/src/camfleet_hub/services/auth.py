@@ -52,6 +52,14 @@ MAX_TOKEN_NAME = 128
 TOKEN_TOUCH_S = 60.0  # last_used_at is written at most once a minute per token
 
 
+class LoginRateLimited(RateLimitedError):
+    """Too many failed logins; ``retry_after_s`` is when the oldest failure leaves the window."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class EverySite(Mapping[int, Role]):
     """The same role in every site (an every-site token that is not an admin token)."""
 
@@ -290,8 +298,8 @@ class LoginLimiter:
             q = self._recent(key, window_s, now)
             if len(q) >= attempts:
                 wait = max(1, int(q[0] + window_s - now + 0.999))
-                raise RateLimitedError(
-                    f"too many failed logins for username={key[0]!r} from this address; try again in {wait} s"
+                raise LoginRateLimited(
+                    f"too many failed logins for username={key[0]!r} from this address; try again in {wait} s", wait
                 )
 
     def failed(self, key: tuple[str, str], window_s: float) -> None:
