@@ -40,6 +40,8 @@ class ClassifierIndex:
         self.index = UsearchIndex(ndim=dim, metric="cos", dtype="f16")
         self.keys: set[int] = set()
         self.lock = threading.Lock()
+        self.pairs_key: tuple[int, float] | None = None
+        self.pairs: list[Pair] = []
 
     def add_many(self, ids: list[int], vectors: np.ndarray) -> None:
         with self.lock:
@@ -143,6 +145,28 @@ class Pair:
     distance: float
 
 
+def _candidate_pairs(index: ClassifierIndex, threshold: float) -> list[Pair]:
+    """Pairs of indexed images (any status) closer than ``threshold``; cached until the index or threshold changes."""
+    with index.lock:
+        key = (len(index.keys), threshold)
+        if index.pairs_key == key:
+            return index.pairs
+        ids = sorted(index.keys)
+        vectors = np.asarray(index.index.get(np.asarray(ids, dtype=np.uint64)), dtype=np.float32)
+    pairs: dict[tuple[int, int], float] = {}
+    for start in range(0, len(ids), 1024):
+        chunk = ids[start : start + 1024]
+        for a, found in zip(chunk, index.nearest(vectors[start : start + 1024], NEIGHBOURS), strict=True):
+            for b, distance in found:
+                if b != a and distance < threshold:
+                    pair_key = (min(a, b), max(a, b))
+                    pairs[pair_key] = min(distance, pairs.get(pair_key, distance))
+    result = sorted((Pair(a, b, d) for (a, b), d in pairs.items()), key=lambda p: (p.distance, p.a, p.b))
+    with index.lock:
+        index.pairs_key, index.pairs = key, result
+    return result
+
+
 def find_pairs(session: Session, indexes: NearIndexes, classifier: Classifier, model: str | None) -> list[Pair]:
     """Every pair of non-deleted images closer than the classifier's threshold, closest first."""
     if model is None:
@@ -150,29 +174,15 @@ def find_pairs(session: Session, indexes: NearIndexes, classifier: Classifier, m
     index = indexes.get(session, classifier.id, model)
     if index is None:
         return []
-    alive = {
-        int(i): s
-        for i, s in session.execute(
-            select(Image.id, Image.status).where(
-                Image.classifier_id == classifier.id, Image.status != ImageStatus.DELETED.value
-            )
-        )
-    }
-    ids = sorted(i for i in alive if i in index.keys)
-    if not ids:
+    candidates = _candidate_pairs(index, classifier.max_equal_distance)
+    if not candidates:
         return []
-    with index.lock:
-        vectors = np.asarray(index.index.get(np.asarray(ids, dtype=np.uint64)), dtype=np.float32)
-    threshold = classifier.max_equal_distance
-    pairs: dict[tuple[int, int], float] = {}
-    for start in range(0, len(ids), 1024):
-        chunk = ids[start : start + 1024]
-        for a, found in zip(chunk, index.nearest(vectors[start : start + 1024], NEIGHBOURS), strict=True):
-            for b, distance in found:
-                if b != a and b in alive and distance < threshold:
-                    key = (min(a, b), max(a, b))
-                    pairs[key] = min(distance, pairs.get(key, distance))
-    return sorted((Pair(a, b, d) for (a, b), d in pairs.items()), key=lambda p: (p.distance, p.a, p.b))
+    alive = set(
+        session.scalars(
+            select(Image.id).where(Image.classifier_id == classifier.id, Image.status != ImageStatus.DELETED.value)
+        )
+    )
+    return [p for p in candidates if p.a in alive and p.b in alive]
 
 
 def pair_view(session: Session, pair: Pair) -> dict[str, Any]:
