@@ -1,0 +1,96 @@
+"""The trainer's worker loop against a real hub API: a full-mode job (tiny: one epoch at 64 px) is claimed, its
+dataset downloaded, the model fine-tuned with per-epoch heartbeats, exported, and registered as a candidate.
+
+The worker's HTTP client hands every request to the TestClient, so hub and trainer share one process but every call
+goes through the real routes, auth and validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from apihelpers import dataset_zip
+
+from camfleet_hub.db.models import ModelVersion, TrainingJob
+from camfleet_trainer.client import HubClient
+from camfleet_trainer.config import TrainerSettings
+from camfleet_trainer.worker import Worker
+
+API = "/api/v1"
+CLF = f"{API}/sites/shop/classifiers/clothes"
+
+
+def _worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
+    base = str(api.client.base_url)
+
+    def through_the_app(request: httpx.Request) -> httpx.Response:
+        r = api.client.request(request.method, str(request.url), headers=request.headers, content=request.read())
+        return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+    client = HubClient(base, token=api.admin_token, retries=0, transport=httpx.MockTransport(through_the_app))
+    settings = TrainerSettings(hub_url=base, worker="test-worker", cache_dir=tmp_path / "cache", device="cpu")
+    return Worker(settings, client=client)
+
+
+def test_worker_runs_a_full_mode_job_to_a_candidate(
+    sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+) -> None:
+    c = sqlite_api.client
+    c.post(f"{API}/sites", json={"name": "shop"})
+    c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
+    data = dataset_zip(clothing_subset / "train", per_class=10)
+    assert c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    # The hub already has its default model, so the worker does not export one.
+    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    assert r.status_code in (200, 201), r.text
+    params = {"epochs": 1, "image_size": 64, "batch_size": 8, "int8": False}
+    job = c.post(f"{CLF}/jobs", json={"mode": "full", "params": params})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+
+    assert _worker(sqlite_api, tmp_path).run(max_jobs=1) == 1
+
+    done = c.get(f"{API}/jobs/{job_id}").json()
+    assert done["status"] == "succeeded", done
+    progress = c.get(f"{API}/jobs/{job_id}/progress").json()
+    # Epoch 0 is the estimate (model before fine-tuning), epoch 1 the one trained; both streamed as heartbeats.
+    epochs = [e["epoch"] for e in progress["epochs"]]
+    assert epochs == [0, 1], progress["epochs"]
+    assert progress["epochs"][0]["eta_s"] > 0
+    assert {"loss", "train_acc", "val_acc"} <= set(progress["epochs"][1])
+    assert {e["stage"] for e in progress["events"]} >= {"download", "train"}
+
+    models = c.get(f"{CLF}/models").json()
+    assert len(models) == 1 and models[0]["status"] == "candidate"
+    with sqlite_api.services.sessions() as session:
+        row = session.get(ModelVersion, models[0]["id"])
+        assert row is not None
+        manifest = row.manifest
+    assert manifest["classes"] == ["dress", "hat", "shoes"]
+    assert manifest["preprocessing"]["size"] == 64
+    assert "model.int8.onnx" not in manifest["files"]  # int8: false reached the trainer
+
+
+def test_worker_fails_a_job_whose_params_it_cannot_use(
+    sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+) -> None:
+    """A job stored with a value the trainer refuses ends failed, naming the parameter; the worker goes on."""
+    c = sqlite_api.client
+    c.post(f"{API}/sites", json={"name": "shop"})
+    c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
+    data = dataset_zip(clothing_subset / "train", per_class=3)
+    assert c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    job_id = c.post(f"{CLF}/jobs", json={"mode": "full"}).json()["id"]
+    with sqlite_api.services.sessions() as session:  # as if written by an older hub or by hand
+        row = session.get(TrainingJob, job_id)
+        assert row is not None
+        row.params = {"int8": "sometimes"}
+        session.commit()
+
+    assert _worker(sqlite_api, tmp_path).run(max_jobs=1) == 1
+
+    done = c.get(f"{API}/jobs/{job_id}").json()
+    assert done["status"] == "failed" and "params.int8" in done["message"], done
+    assert c.get(f"{CLF}/models").json() == []
