@@ -451,6 +451,9 @@ class DatasetImage(Public):
     id: int
     sha256: str
     group: str
+    cluster: int | None = Field(
+        default=None, description="near-duplicate cluster (smallest image id in it): keep a cluster on one split side"
+    )
 
 
 class Dataset(Public):

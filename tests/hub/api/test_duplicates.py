@@ -78,6 +78,17 @@ def test_embeddings_and_duplicates_with_the_real_default_model(
     assert near["similar_image_id"] == images[f"dress/{dress[0].name}"]["id"] and 0 <= near["distance"] < 0.05
     assert images["copy.jpg"]["status"] == "NEW"  # left in the inbox for a person to decide
 
+    # a person confirms the copy as a dress: the trainer's dataset gives both one near-duplicate cluster
+    moved = c.patch(f"{API}/images/{near['image_id']}", json={"status": "GROUP", "group": "dress"})
+    assert moved.status_code == 200, moved.text
+    job = c.post(f"{CLF}/jobs", json={"mode": "quick"}).json()
+    dataset = {i["id"]: i["cluster"] for i in c.get(f"{API}/jobs/{job['id']}/dataset").json()["images"]}
+    original_id = near["similar_image_id"]
+    assert dataset[near["image_id"]] == dataset[original_id] == min(near["image_id"], original_id)
+    others = [cluster for image_id, cluster in dataset.items() if image_id not in (near["image_id"], original_id)]
+    assert len(set(others)) == len(others) and original_id not in others  # every other image on its own
+    assert c.post(f"{API}/jobs/{job['id']}/cancel").status_code == 200
+
     # every blob embedded once, even when a second classifier imports the same bytes
     assert c.post(f"{API}/sites/shop/classifiers", json={"name": "second"}).status_code == 201
     other = c.post(

@@ -28,6 +28,8 @@ class Sample:
     sha256: str
     label: int
     read: Callable[[], bytes] = field(repr=False, compare=False)
+    # Near-duplicate cluster from the hub (None: the image is its own); a cluster never straddles a split.
+    cluster: int | None = field(default=None, compare=False)
 
 
 @dataclass

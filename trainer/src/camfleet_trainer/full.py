@@ -32,7 +32,7 @@ from camfleet_trainer.data import LabeledSet, check_dataset
 from camfleet_trainer.export import BundleModel
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quick import class_weights, classification_metrics, fit_head, fit_temperature
-from camfleet_trainer.schedule import EarlyStopping, lr_factor, stratified_split
+from camfleet_trainer.schedule import EarlyStopping, lr_factor, sample_groups, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class FullResult:
     temperature: float
     calibration: AnomalyCalibration
     index: NeighbourIndex  # training-split embeddings of the fine-tuned model
+    embeddings: np.ndarray  # every usable sample's embedding under the fine-tuned model, in `usable` order
     usable: LabeledSet  # decodable samples; the split indexes into these
     train_indices: np.ndarray
     val_indices: np.ndarray
@@ -140,7 +141,8 @@ class _Run:
         self.spec = _spec(backbone.preprocessing, opts.image_size)
         self.workers = default_workers() if opts.workers is None else opts.workers
         labels = np.array([s.label for s in data.samples], dtype=np.int64)
-        self.train_idx, self.val_idx = stratified_split(labels, opts.test_size, opts.seed)
+        groups = sample_groups([s.cluster for s in data.samples])  # near-duplicates stay on one side
+        self.train_idx, self.val_idx = stratified_split(labels, opts.test_size, opts.seed, groups)
         self.labels = labels
         c = len(data.classes)
         counts = np.bincount(labels[self.train_idx], minlength=c)
@@ -451,6 +453,9 @@ def _calibrated(
     temperature = fit_temperature(val_logits, val_labels)
     probs = softmax(val_logits, temperature)
     index = NeighbourIndex.build(train_emb, train_labels)
+    embeddings = np.zeros((len(usable.samples), train_emb.shape[1]), dtype=np.float32)
+    embeddings[run.train_idx] = train_emb
+    embeddings[run.val_idx] = val_emb
     distances = index.distances(val_emb, opts.neighbours)
     calibration = calibrate(
         probs.max(axis=1), distances, target_flag_rate=opts.target_flag_rate, temperature=temperature, k=opts.neighbours
@@ -491,6 +496,7 @@ def _calibrated(
         temperature=temperature,
         calibration=calibration,
         index=index,
+        embeddings=embeddings,
         usable=usable,
         train_indices=run.train_idx,
         val_indices=run.val_idx,

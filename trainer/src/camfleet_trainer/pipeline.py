@@ -22,6 +22,7 @@ from camfleet_trainer.full import FullOptions, FullResult, train_full
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quantize import CALIBRATION_IMAGES, Int8Inputs
 from camfleet_trainer.quick import QuickOptions, QuickResult, train_quick
+from camfleet_trainer.schedule import sample_groups
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,8 @@ def _train_quick(
     def train_progress(done: int, count: int) -> None:
         stage("train", 0.7 + 0.15 * done / max(count, 1), f"fitted {done}/{count} heads")
 
-    quick = train_quick(emb.features, labels, usable.classes, emb.flipped, options, train_progress)
+    groups = sample_groups([s.cluster for s in usable.samples])  # near-duplicates share a fold
+    quick = train_quick(emb.features, labels, usable.classes, emb.flipped, options, train_progress, groups)
     seconds["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -324,6 +326,15 @@ def _misclassified(result: FullResult) -> list[dict[str, Any]]:
     return rows
 
 
+def _full_label_errors(result: FullResult) -> list[dict[str, Any]]:
+    """The label-error ranking of a full run: quick mode's out-of-fold heads and neighbours, on the fine-tuned
+    model's embeddings of every image (seconds, where refitting the whole model per fold would take hours)."""
+    usable = result.usable
+    labels = np.array([s.label for s in usable.samples], dtype=np.int64)
+    groups = sample_groups([s.cluster for s in usable.samples])
+    return label_error_ranking(usable, train_quick(result.embeddings, labels, usable.classes, None, None, None, groups))
+
+
 def _train_full(
     data: LabeledSet,
     out_dir: Path,
@@ -364,6 +375,7 @@ def _train_full(
         "history": [h.hub_metrics() | {"train_images_per_s": round(h.train_images_per_s, 2)} for h in result.history],
         "estimate": {"text": result.estimate.text(), "total_s": round(result.estimate.total_s, 1)},
         "misclassified": _misclassified(result),
+        "label_errors": _full_label_errors(result),
     }
     manifest = write_bundle(
         out_dir,

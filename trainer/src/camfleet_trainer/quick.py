@@ -18,6 +18,7 @@ import torch
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate
 from camfleet_contract.runtime import softmax
 from camfleet_trainer.embed import l2_normalize
+from camfleet_trainer.schedule import grouped_by_class
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,26 @@ def fit_head(
     return LinearHead(weight.numpy().astype(np.float32), bias.numpy().astype(np.float32))
 
 
-def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> tuple[np.ndarray, int]:
-    """Fold number per sample; k shrinks to the smallest class size (at least 2) so every fold sees every class."""
+def stratified_folds(
+    labels: np.ndarray, folds: int, seed: int = 0, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Fold number per sample; k shrinks to the smallest class size (at least 2) so every fold sees every class.
+
+    With `groups` (near-duplicate clusters) each group shares one fold, so out-of-fold predictions never see a
+    near-copy of the image in training.
+    """
     counts = np.bincount(labels)
     k = int(max(2, min(folds, counts[counts > 0].min())))
     rng = np.random.default_rng(seed)
     assignment = np.empty(len(labels), dtype=np.int64)
     offset = 0
+    if groups is not None:
+        for _cls, members in sorted(grouped_by_class(labels, groups).items()):
+            order = rng.permutation(len(members))
+            for n, j in enumerate(order):
+                assignment[members[j]] = (n + offset) % k
+            offset += len(members)
+        return assignment, k
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         rng.shuffle(idx)
@@ -263,13 +277,14 @@ def train_quick(
     flipped: np.ndarray | None = None,
     options: QuickOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    groups: np.ndarray | None = None,
 ) -> QuickResult:
     """OOF logits + kNN distances → temperature → anomaly calibration; then the head on every image."""
     opts = options or QuickOptions()
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = len(classes)
     extra_all = flipped if opts.use_flips else None
-    assignment, k = stratified_folds(labels, opts.folds, opts.seed)
+    assignment, k = stratified_folds(labels, opts.folds, opts.seed, groups)
     oof_logits = np.zeros((len(labels), num_classes))
     mirror_logits = np.zeros((len(labels), num_classes)) if flipped is not None else None
     for fold in range(k):

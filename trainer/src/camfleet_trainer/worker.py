@@ -309,7 +309,16 @@ class Worker:
             if path is None:
                 log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.get("id"), group)
                 continue
-            samples.append(Sample(f"image {item.get('id')}", str(item["sha256"]), index[group], path.read_bytes))
+            cluster = item.get("cluster")
+            samples.append(
+                Sample(
+                    f"image {item.get('id')}",
+                    str(item["sha256"]),
+                    index[group],
+                    path.read_bytes,
+                    None if cluster is None else int(cluster),
+                )
+            )
             if n % 25 == 0 or n == len(images):
                 reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
         return LabeledSet(classes, samples), str(ds.get("classifier") or "classifier")

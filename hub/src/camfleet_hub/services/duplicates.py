@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnxruntime  # noqa: F401 - must load before usearch: the other order segfaults (usearch 2.x, ORT 1.2x)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from usearch.index import Index as UsearchIndex
@@ -30,6 +31,7 @@ NEIGHBOURS = 6
 MAX_RESOLVE = 1000
 # Below this many images the index is searched exhaustively (exact); above, usearch's HNSW graph answers.
 EXACT_SEARCH_BELOW = 50_000
+EXACT_PAIRS_BELOW = 5_000
 
 
 class ClassifierIndex:
@@ -53,13 +55,18 @@ class ClassifierIndex:
             self.keys.update(int(k) for k in keys)
 
     def nearest(self, vectors: np.ndarray, count: int) -> list[list[tuple[int, float]]]:
-        """(image id, cosine distance) of the nearest indexed images, per query vector."""
+        """(image id, cosine distance) of the nearest indexed images, per query vector.
+
+        Exhaustive for a few queries on a small index; many queries (all pairs) use the HNSW graph beyond
+        ``EXACT_PAIRS_BELOW`` images, so listing pairs stays fast at 100k images.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         with self.lock:
             size = len(self.keys)
             if size == 0:
                 return [[] for _ in range(len(queries))]
-            found = self.index.search(queries, min(count, size), exact=size < EXACT_SEARCH_BELOW)
+            limit = EXACT_SEARCH_BELOW if len(queries) <= 16 else EXACT_PAIRS_BELOW
+            found = self.index.search(queries, min(count, size), exact=size < limit)
         keys = np.asarray(found.keys).reshape(len(queries), -1)
         dists = np.asarray(found.distances, dtype=np.float64).reshape(len(queries), -1)
         counts = np.asarray(getattr(found, "counts", [keys.shape[1]])).reshape(len(queries))
@@ -236,3 +243,54 @@ def resolve(session: Session, classifier: Classifier, keep: int, drop: list[int]
         raise InvalidError(f"keep={keep}: that image is DELETED; restore it first or keep another one")
     curation.delete_images(session, classifier, drop, username)  # one undoable history entry
     return drop
+
+
+def clusters(session: Session, images: list[tuple[int, str]], model: str | None, threshold: float) -> dict[int, int]:
+    """Near-duplicate cluster of each (image id, sha256): the smallest image id of its connected component.
+
+    Two images are linked when their embeddings lie closer than ``threshold``; images without an embedding are
+    clusters of their own. The trainer keeps each cluster on one side of its train/validation split.
+    """
+    cluster = {image_id: image_id for image_id, _ in images}
+    if model is None or len(images) < 2:
+        return cluster
+    shas = sorted({sha for _, sha in images})
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(shas), 500):
+        rows = session.execute(
+            select(Embedding.sha256, Embedding.vector).where(
+                Embedding.model == model, Embedding.sha256.in_(shas[start : start + 500])
+            )
+        )
+        vectors.update({sha: vector_of(v) for sha, v in rows})
+    known = [(i, sha) for i, sha in images if sha in vectors]
+    if len(known) < 2:
+        return cluster
+    matrix = np.stack([vectors[sha] for _, sha in known])
+    index = ClassifierIndex(matrix.shape[1])
+    ids = [i for i, _ in known]
+    index.add_many(ids, matrix)
+    parent = {i: i for i in ids}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_sha: dict[str, list[int]] = {}
+    for i, sha in known:  # the same bytes under two ids (common groups of other sites) are one cluster
+        by_sha.setdefault(sha, []).append(i)
+    links = [(group[0], other) for group in by_sha.values() for other in group[1:]]
+    for start in range(0, len(ids), 1024):
+        for a, found in zip(
+            ids[start : start + 1024], index.nearest(matrix[start : start + 1024], NEIGHBOURS), strict=True
+        ):
+            links.extend((a, b) for b, d in found if b != a and d < threshold)
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    for i in ids:
+        cluster[i] = root(i)
+    return cluster

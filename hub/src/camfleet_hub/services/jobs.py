@@ -16,7 +16,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from camfleet_hub.db.models import Classifier, JobStatus, TrainingJob
 from camfleet_hub.db.types import utcnow
-from camfleet_hub.services import datasets, progress_log
+from camfleet_hub.services import datasets, duplicates, progress_log
+from camfleet_hub.services.announce import default_model
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
 LEASE_SECONDS = 60.0
@@ -258,10 +259,18 @@ def dataset(session: Session, job: TrainingJob) -> dict[str, object]:
     classes = sorted(name for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP)
     wanted = set(classes)
     rows = [r for r in datasets.training_images(session, classifier) if r.group in wanted]
+    # Near-duplicates share a cluster id, so the trainer keeps each cluster on one side of its split.
+    model = default_model(session)
+    cluster = duplicates.clusters(
+        session,
+        [(r.id, r.sha256) for r in rows],
+        None if model is None else model.sha256,
+        classifier.max_equal_distance,
+    )
     return {
         "job_id": job.id,
         "site": classifier.site.name,
         "classifier": classifier.name,
         "classes": classes,
-        "images": [{"id": r.id, "sha256": r.sha256, "group": r.group} for r in rows],
+        "images": [{"id": r.id, "sha256": r.sha256, "group": r.group, "cluster": cluster[r.id]} for r in rows],
     }
