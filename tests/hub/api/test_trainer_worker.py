@@ -70,6 +70,9 @@ def test_worker_runs_a_full_mode_job_to_a_candidate(
     assert manifest["classes"] == ["dress", "hat", "shoes"]
     assert manifest["preprocessing"]["size"] == 64
     assert "model.int8.onnx" not in manifest["files"]  # int8: false reached the trainer
+    # Full runs rank label errors too (out-of-fold heads on the fine-tuned embeddings): one row per image.
+    errors = c.get(f"{CLF}/label-errors", params={"limit": 100}).json()
+    assert len(errors) == 30 and {e["given_label"] for e in errors} == {"dress", "hat", "shoes"}
 
 
 def test_worker_fails_a_job_whose_params_it_cannot_use(

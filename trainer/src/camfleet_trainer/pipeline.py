@@ -332,7 +332,7 @@ def _full_label_errors(result: FullResult) -> list[dict[str, Any]]:
     usable = result.usable
     labels = np.array([s.label for s in usable.samples], dtype=np.int64)
     groups = sample_groups([s.cluster for s in usable.samples])
-    return label_error_ranking(usable, train_quick(result.embeddings, labels, usable.classes, None, None, None, groups))
+    return label_error_ranking(usable, train_quick(result.embeddings, labels, usable.classes, groups=groups))
 
 
 def _train_full(
