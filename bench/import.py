@@ -115,7 +115,7 @@ def main() -> None:
                 "auth": {"admin_password": "bench-password-1"},
             }
         )
-        hub = Hub(settings, http=False, ingest=False, broker=False, publisher=False)
+        hub = Hub(settings, http=False, ingest=False, broker=False, publisher=False, datasets=True)
         services = hub.start()
         try:
             with services.sessions() as session:

@@ -79,8 +79,11 @@ class Hub:
         ingest: bool | None = None,
         broker: bool | None = None,
         publisher: bool = True,
+        datasets: bool | None = None,
     ) -> None:
         self.settings = settings
+        # Import jobs + embedding back-fill; an ingest-only process (no publisher) leaves them to the serving hub.
+        self.with_datasets = publisher if datasets is None else datasets
         self.with_http = http
         self.with_ingest = settings.ingest.enabled if ingest is None else ingest
         self.with_broker = settings.mqtt.embedded if broker is None else broker
@@ -184,7 +187,8 @@ class Hub:
                     "ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port
                 )
 
-        self._start_datasets(services)
+        if self.with_datasets:
+            self._start_datasets(services)
 
         if self.with_http:
             self._start_http(services)

@@ -323,3 +323,27 @@ def test_server_folder_is_for_hub_admins_only(sqlite_api, clothing_subset: Path)
     assert c.get(f"{API}/imports/{job.json()['id']}", headers=viewer).status_code == 200
     assert c.post(f"{API}/imports/{job.json()['id']}/cancel", headers=viewer).status_code == 403
     assert c.get(f"{CLF}/imports", headers=viewer).status_code == 200
+
+
+def test_cancel_while_queued_and_staging_cleaned_at_start(sqlite_api, clothing_subset: Path) -> None:
+    from camfleet_hub.services.import_jobs import ImportWorker
+
+    c = sqlite_api.client
+    _setup(c)
+    services = sqlite_api.services
+    services.import_worker.stop()  # nobody runs jobs now: this one stays queued
+    data = _jpegs(clothing_subset, "hat", 1)[0]
+    job = c.post(f"{CLF}/import", files=[("files", ("h.jpg", data, "image/jpeg"))]).json()
+    assert job["status"] == "queued"
+    staging = services.settings.resolve("imports")
+    assert len(list(staging.iterdir())) == 1
+    cancelled = c.post(f"{API}/imports/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["message"] == "cancelled before it started"
+    worker = ImportWorker(services, services.embedder, services.near_indexes)
+    worker.start()  # a new start drops the uploads no unfinished job needs, and does not run the cancelled job
+    try:
+        assert list(staging.iterdir()) == []
+        assert c.get(f"{API}/imports/{job['id']}").json()["done"] == 0
+        assert c.get(f"{CLF}/images").json() == []
+    finally:
+        worker.stop()

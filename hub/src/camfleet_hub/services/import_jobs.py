@@ -296,6 +296,16 @@ class ImportWorker:
                 )
                 session.commit()
                 log.info("resuming %d import job(s) left by the previous run", len(stale))
+            keep = {
+                str(params.get("staging"))
+                for params in session.scalars(select(ImportJob.params).where(ImportJob.id.in_(stale)))
+                if params and params.get("staging")
+            }
+        root = self.services.settings.resolve(STAGING)
+        if root.is_dir():  # uploads of jobs that finished or were cancelled while the hub was down
+            for folder in root.iterdir():
+                if folder.name not in keep:
+                    shutil.rmtree(folder, ignore_errors=True)
         for job_id in stale:
             self._queue.put(job_id)
         for i in range(self.threads):
@@ -360,7 +370,10 @@ class ImportWorker:
         """Run one job to its end (succeeded, failed, cancelled)."""
         with self.services.sessions() as session:
             job = self._claim(session, job_id)
-            if job is None:
+            if job is None:  # cancelled while queued (or gone): drop what it had staged
+                left = session.get(ImportJob, job_id)
+                if left is not None and left.status in TERMINAL and left.params.get("staging"):
+                    shutil.rmtree(staging_dir(self.services, left.params["staging"]), ignore_errors=True)
                 return
             classifier = session.get(Classifier, job.classifier_id)
             assert classifier is not None
