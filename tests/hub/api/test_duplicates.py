@@ -131,3 +131,37 @@ def test_embeddings_and_duplicates_with_the_real_default_model(
     ).json()
     assert third["counts"] == {"imported": 1}
     assert c.get(f"{CLF}/duplicates").json()["total"] == 0
+
+
+def test_camera_frames_are_embedded_in_the_background(
+    hub_factory, sqlite_url: str, mosquitto, clothing_subset: Path, lite0_default_bundle: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    import paho.mqtt.publish as mqtt_publish
+
+    from camfleet_contract.envelope import encode_frame, new_header
+    from camfleet_contract.images import probe_image
+
+    api = hub_factory(sqlite_url, ingest=True)
+    c, topics = api.client, api.services.topics
+    c.post(f"{API}/sites", json={"name": "shop"})
+    c.post(f"{API}/sites/shop/cameras", json={"name": "door"})
+    c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
+    c.post(f"{API}/sites/shop/classifiers", json={"name": "lights"})
+    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    assert r.status_code == 200, r.text
+    jpegs = [p.read_bytes() for p in sorted((clothing_subset / "validation" / "shoes").glob("*.jpg"))[:3]]
+    for jpeg in jpegs:
+        _fmt, w, h = probe_image(jpeg)
+        header = new_header("agent-1", "shop", "door", jpeg, w, h)
+        mqtt_publish.single(
+            topics.frame("shop", "door"),
+            encode_frame(header, jpeg),
+            qos=1,
+            hostname=mosquitto.host,
+            port=mosquitto.port,
+        )
+    # each frame is a NEW image in both classifiers, and its blob gets one embedding
+    wait_for(lambda: len(c.get(f"{CLF}/images", params={"status": "NEW"}).json()) == 3, "the frames in the inbox")
+    wait_for(lambda: _count_embeddings(api) == 3, "the back-fill to embed the 3 frames", timeout_s=120)
+    with api.services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 6
