@@ -130,6 +130,10 @@ def test_huge_upload_refused_whole_and_nothing_staged(sqlite_api, clothing_subse
     files = [("files", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(_jpegs(clothing_subset, "dress", 3))]
     r = c.post(f"{CLF}/import", files=files)
     assert r.status_code == 413 and "max_upload_bytes" in r.json()["detail"]
+    # far over the limit: refused from its Content-Length, before the body is read
+    big = [("files", ("big.jpg", b"\xff" * 2_000_000, "image/jpeg"))]
+    r = c.post(f"{CLF}/import", files=big)
+    assert r.status_code == 413 and "2000" in r.json()["detail"]
     big_zip = dataset_zip(clothing_subset / "train", per_class=3)
     r = c.post(f"{CLF}/import", files={"file": ("d.zip", big_zip, "application/zip")})
     assert r.status_code == 413

@@ -28,13 +28,14 @@ from camfleet_hub.schemas import (
     SearchResultPublic,
 )
 from camfleet_hub.services import crud, import_jobs, search
-from camfleet_hub.services.errors import InvalidError
+from camfleet_hub.services.errors import InvalidError, TooLargeError
 from camfleet_hub.services.imports import resolve_import_root
 
 router = APIRouter(tags=["imports"])
 
 MAX_FORM_FILES = import_jobs.MAX_UPLOAD_FILES
 WAIT_S = 3600.0
+FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and headers around the files
 
 BODIES: dict[str, Any] = {
     "requestBody": {
@@ -138,6 +139,9 @@ async def import_images(
     classifier = await run_in_threadpool(crud.get_classifier, session, site, clf)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
+        declared, limit = request.headers.get("content-length", ""), services.settings.imports.max_upload_bytes
+        if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:  # refuse before spooling it to disk
+            raise TooLargeError(f"upload of {declared} bytes exceeds imports.max_upload_bytes={limit}")
         job = await _from_form(request, services, session, classifier, user)
     elif ctype.startswith("application/json"):
         try:
