@@ -139,6 +139,22 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     wait_until(lambda: counts(api)["hat"]["GROUP"] == 3)
     assert grid.count() == total - 4
 
+    # drag across two images selects both; Escape clears the selection
+    a, b = (
+        page.locator("#triage-grid figure").nth(0).bounding_box(),
+        page.locator("#triage-grid figure").nth(1).bounding_box(),
+    )
+    assert a is not None and b is not None
+    page.mouse.move(a["x"] + 20, a["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(b["x"] + 20, b["y"] + 20, steps=5)
+    page.mouse.up()
+    assert page.locator("#triage-grid figure.selected").count() == 2
+    page.keyboard.press("Escape")
+    assert page.locator("#triage-grid figure.selected").count() == 0
+    page.locator("#triage-grid figure").nth(0).click()  # a plain click only moves the cursor
+    assert page.locator("#triage-grid figure.selected").count() == 0
+
     # 2 on the cursor image, then delete one more and keep it deleted
     page.keyboard.press("2")
     wait_until(lambda: counts(api)["hat"]["GROUP"] == 4)
