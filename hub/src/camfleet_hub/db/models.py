@@ -243,7 +243,8 @@ class Image(Base):
         UniqueConstraint("classifier_id", "sha256"),
         # Pages list one classifier's images by status or group in id order (keyset pagination).
         Index("ix_images_classifier_id_status_id", "classifier_id", "status", "id"),
-        Index("ix_images_classifier_id_group_id_id", "classifier_id", "group_id", "id"),
+        # Also covers the per-(group, status) counts of the classifier page without reading the rows.
+        Index("ix_images_classifier_id_group_id_status_id", "classifier_id", "group_id", "status", "id"),
         CheckConstraint(_in("status", ImageStatus), name="status"),
         CheckConstraint(_in("source", ImageSource), name="source"),
     )

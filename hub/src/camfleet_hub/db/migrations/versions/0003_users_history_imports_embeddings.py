@@ -203,7 +203,9 @@ def upgrade() -> None:
         batch_op.create_check_constraint(batch_op.f("ck_images_source"), SOURCES_NEW)
         batch_op.drop_index("ix_images_classifier_id_status")
         batch_op.create_index("ix_images_classifier_id_status_id", ["classifier_id", "status", "id"], unique=False)
-        batch_op.create_index("ix_images_classifier_id_group_id_id", ["classifier_id", "group_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_images_classifier_id_group_id_status_id", ["classifier_id", "group_id", "status", "id"], unique=False
+        )
 
 
 def downgrade() -> None:
@@ -215,7 +217,7 @@ def downgrade() -> None:
         batch_op.drop_column("origin")
         batch_op.drop_constraint(batch_op.f("ck_images_source"), type_="check")
         batch_op.create_check_constraint(batch_op.f("ck_images_source"), SOURCES_OLD)
-        batch_op.drop_index("ix_images_classifier_id_group_id_id")
+        batch_op.drop_index("ix_images_classifier_id_group_id_status_id")
         batch_op.drop_index("ix_images_classifier_id_status_id")
         batch_op.create_index("ix_images_classifier_id_status", ["classifier_id", "status"], unique=False)
 
