@@ -2,7 +2,8 @@
 
 Routes: ``/img/<name>`` the registered bytes (image/jpeg), ``/missing`` 404, ``/loop`` a redirect to itself,
 ``/to/<name>`` a redirect to ``/img/<name>``, ``/huge`` an endless image/jpeg body without a length,
-``/page.html`` text/html, ``/slow/<name>`` the image after ``slow_s`` seconds, ``/json/<name>`` registered JSON.
+``/page.html`` text/html, ``/slow/<name>`` the image after ``slow_s`` seconds, ``/json/<name>`` registered JSON,
+``/pexels/search?…`` ``json["pexels"]`` when the Authorization header equals ``json["pexels_key"]``.
 Every request path is logged in ``requests``.
 """
 
@@ -67,6 +68,11 @@ def _handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                     chunk = b"\xff" * 65536
                     for _ in range(2000):  # ~128 MB unless the client hangs up first
                         self.wfile.write(chunk)
+                elif path.startswith("/pexels/search?"):  # the Pexels API's shape, for the provider's test
+                    if self.headers.get("Authorization") != server.json.get("pexels_key"):
+                        self._send(401, b'{"error": "bad key"}', "application/json")
+                    else:
+                        self._send(200, json.dumps(server.json["pexels"]).encode(), "application/json")
                 elif path.startswith("/json/") and path[6:] in server.json:
                     self._send(200, json.dumps(server.json[path[6:]]).encode(), "application/json")
                 else:

@@ -351,3 +351,35 @@ def test_cancel_while_queued_and_staging_cleaned_at_start(sqlite_api, clothing_s
         assert c.get(f"{CLF}/images").json() == []
     finally:
         worker.stop()
+
+
+def test_pexels_provider_against_a_pexels_shaped_server(sqlite_api, web: LoopbackServer) -> None:
+    c = sqlite_api.client
+    _setup(c)
+    settings = sqlite_api.services.settings.imports
+    settings.search_provider = "pexels"
+    assert c.get(f"{CLF}/search", params={"q": "hat"}).json()["detail"] == NOT_CONFIGURED  # no key yet
+    web.json["pexels_key"] = "secret-key"
+    web.json["pexels"] = {
+        "photos": [
+            {
+                "url": "https://www.pexels.com/photo/1/",
+                "alt": "a red hat",
+                "src": {"medium": "https://images.example/1-m.jpg", "large2x": "https://images.example/1-l.jpg"},
+            }
+        ]
+    }
+    settings.search_api_key, settings.search_endpoint = "wrong", f"{web.url}/pexels"
+    r = c.get(f"{CLF}/search", params={"q": "hat"})
+    assert r.status_code == 503 and "401" in r.json()["detail"]
+    settings.search_api_key = "secret-key"
+    found = c.get(f"{CLF}/search", params={"q": "red hat", "count": 3}).json()
+    assert found == [
+        {
+            "thumbnail_url": "https://images.example/1-m.jpg",
+            "image_url": "https://images.example/1-l.jpg",
+            "title": "a red hat",
+            "source_page": "https://www.pexels.com/photo/1/",
+        }
+    ]
+    assert any(p.startswith("/pexels/search?query=red+hat&per_page=3") for p in web.requests)
