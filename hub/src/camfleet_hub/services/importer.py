@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -123,35 +124,50 @@ class Importer:
         self.progress = Progress(done=job.done, counts=dict(job.counts or {}))
         self._groups: dict[str, int] = {}
         self._seen: dict[str, int] = {}
-        self._chunk: set[str] = set()
+        self._pending: set[str] = set()  # prepared, maybe not written yet (the writer runs one chunk behind)
 
     # ------------------------------------------------------------------ driving
 
     def run(self, entries: Iterator[Entry], is_cancelled: Callable[[], bool], skip: int | None = None) -> bool:
         """Import the entries after the first ``skip`` (default: the ``done`` already recorded by a resumed job).
 
-        Returns False when ``is_cancelled`` said stop (checked between files).
+        Returns False when ``is_cancelled`` said stop (checked between files). The next chunk is read, decoded and
+        embedded in a helper thread while this one is written, so reading, inference and writes overlap.
         """
         rest = islice(entries, self.progress.done if skip is None else skip, None)
-        while True:
-            chunk = list(islice(rest, CHUNK))
-            if not chunk:
-                return True
-            if is_cancelled():
-                return False
-            self._chunk = set()
-            with self.services.sessions() as session:
-                loaded = self.embedder.runtime(session)
-                prepared = [self._prepare(session, e) for e in chunk]
-                session.rollback()  # end the read transaction before the slower CPU work
-            model = None
-            if loaded is not None:
-                model, runtime = loaded
-                self._embed(model, runtime, prepared)
-            for i, item in enumerate(prepared):
-                if i and is_cancelled():
+        with ThreadPoolExecutor(1, thread_name_prefix="import-prepare") as pool:
+            ahead: Future[tuple[list[Prepared], str | None]] = pool.submit(self._next_chunk, rest, is_cancelled)
+            while True:
+                prepared, model = ahead.result()
+                if not prepared:
+                    return True
+                if is_cancelled():
                     return False
-                self._write(item, model)
+                ahead = pool.submit(self._next_chunk, rest, is_cancelled)
+                for i, item in enumerate(prepared):
+                    if i and is_cancelled():
+                        return False
+                    self._write(item, model)
+
+    def _next_chunk(self, rest: Iterator[Entry], is_cancelled: Callable[[], bool]) -> tuple[list[Prepared], str | None]:
+        """Read up to CHUNK entries (fewer when the job is cancelled meanwhile: URL fetches can be slow) and do
+        their CPU work: hash, checks, decode, thumbnail, embedding."""
+        chunk: list[Entry] = []
+        for entry in rest:
+            chunk.append(entry)
+            if len(chunk) == CHUNK or is_cancelled():
+                break
+        if not chunk:
+            return [], None
+        with self.services.sessions() as session:
+            loaded = self.embedder.runtime(session)
+            prepared = [self._prepare(session, e) for e in chunk]
+            session.rollback()  # end the read transaction before the slower CPU work
+        if loaded is None:
+            return prepared, None
+        model, runtime = loaded
+        self._embed(model, runtime, prepared)
+        return prepared, model
 
     # ------------------------------------------------------------------ preparing
 
@@ -176,11 +192,11 @@ class Importer:
             return item
         data = entry.data
         item.sha = sha = sha256_hex(data)
-        if sha in self._seen or sha in self._chunk:
+        if sha in self._seen or sha in self._pending:
             item.outcome, item.image_id = ImportOutcome.DUPLICATE, self._seen.get(sha)
             item.reason = "the same file came earlier in this import"
             return item
-        self._chunk.add(sha)
+        self._pending.add(sha)
         existing = session.execute(
             select(Image.id, Image.status).where(Image.classifier_id == self.classifier_id, Image.sha256 == sha)
         ).first()
