@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ PASSWORD = "browser-import-password"
 UI = f"/ui/sites/{SITE}/classifiers/{CLF}"
 API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+SCREENSHOTS = bool(os.environ.get("CAMFLEET_SCREENSHOTS"))  # set it to refresh docs/hub-import.png, …-duplicates.png
 
 
 @pytest.fixture
@@ -150,7 +152,8 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
     search_job = wait_until(lambda: finished(api, 4))[0]
     assert search_job["kind"] == "search" and search_job["counts"] == {"imported": 2, "groups": {"hat": 2}}
     wait_until(lambda: "search" in rows.nth(0).inner_text() and "succeeded" in rows.nth(0).inner_text())
-    page.screenshot(path=str(DOCS / "hub-import.png"), full_page=True)
+    if SCREENSHOTS:
+        page.screenshot(path=str(DOCS / "hub-import.png"), full_page=True)
 
     # duplicates: the re-saved copy next to its original; keep the left one
     page.goto(hub_url + UI + "/duplicates")
@@ -158,7 +161,8 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
     wait_until(lambda: page.locator(".dup-pair").count() >= 1)
     left, right = int(pair.get_attribute("data-left") or 0), int(pair.get_attribute("data-right") or 0)
     assert api.get(f"/api/v1/images/{right}").json()["original_name"] == copy.name  # the newer image on the right
-    page.screenshot(path=str(DOCS / "hub-duplicates.png"), full_page=True)
+    if SCREENSHOTS:
+        page.screenshot(path=str(DOCS / "hub-duplicates.png"), full_page=True)
     pair.locator("button.keep-left").click()
     wait_until(lambda: api.get(f"/api/v1/images/{right}").json()["status"] == "DELETED")
     assert api.get(f"/api/v1/images/{left}").json()["status"] != "DELETED"
