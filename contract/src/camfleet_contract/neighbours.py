@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # noqa: F401  loaded before usearch on purpose: the other order segfaults (usearch 2.x, ORT 1.2x)
 from usearch.index import Index
 
 from .bundle import INDEX, INDEX_LABELS, BundleError

@@ -195,9 +195,9 @@ class Classifier(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Cosine distance between embeddings under which two images count as near-duplicates. The Python default
-    # (0.05) is calibrated on the clothing validation set (see docs/BENCHMARKS.md); the server default is older.
-    max_equal_distance: Mapped[float] = mapped_column(Float, default=0.05, server_default="0.02")
+    # Cosine distance between embeddings under which two images count as near-duplicates; 0.05 is calibrated on
+    # the clothing data (re-encoded copies vs distinct images of a class; see docs/BENCHMARKS.md).
+    max_equal_distance: Mapped[float] = mapped_column(Float, default=0.05, server_default="0.05")
 
     site: Mapped[Site] = relationship(back_populates="classifiers")
     groups: Mapped[list[Group]] = relationship(back_populates="classifier", cascade="all, delete-orphan")

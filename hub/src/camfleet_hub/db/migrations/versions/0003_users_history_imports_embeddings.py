@@ -185,7 +185,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_import_items_job_id_id", ["job_id", "id"], unique=False)
 
     with op.batch_alter_table("classifiers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("max_equal_distance", sa.Float(), server_default="0.02", nullable=False))
+        batch_op.add_column(sa.Column("max_equal_distance", sa.Float(), server_default="0.05", nullable=False))
 
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.add_column(sa.Column("origin", sa.String(length=2048), nullable=True))
