@@ -44,6 +44,7 @@ def hub_url(tmp_path: Path, mosquitto, free_port, web: LoopbackServer) -> Iterat
         f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "imports"\nclient_id = "imports-hub"\n'
         f'[auth]\nadmin_password = "{PASSWORD}"\n'
         f'[imports]\nsearch_provider = "fixture"\nsearch_endpoint = "{web.url}/json/search"\n'
+        "url_allow_private = true\n"
     )
     log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(

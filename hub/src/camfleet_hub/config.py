@@ -129,6 +129,9 @@ class ImportSettings(_Section):
     url_timeout_s: float = Field(default=15.0, gt=0)
     url_max_redirects: int = Field(default=3, ge=0, le=10)
     url_max_bytes: int = Field(default=20 * 1024**2, ge=1024)
+    url_allow_private: bool = Field(
+        default=False, description="let URL imports reach loopback, private and link-local addresses"
+    )
     search_provider: str = Field(default="", description="web image search provider name; empty = none")
     search_api_key: str | None = None
     search_endpoint: str | None = None

@@ -46,6 +46,8 @@ def _settings(tmp_path: Path, db_url: str, host: str, port: int, ingest: bool) -
             "db": {"url": db_url},
             "ingest": {"enabled": ingest},
             "auth": {"admin_username": ADMIN_USER, "admin_password": ADMIN_PASSWORD},
+            # URL-import tests serve their files from loopback (test_import_sources checks the default refusal).
+            "imports": {"url_allow_private": True},
         }
     )
 

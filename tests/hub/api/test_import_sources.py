@@ -142,6 +142,24 @@ def test_huge_upload_refused_whole_and_nothing_staged(sqlite_api, clothing_subse
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
+def test_url_imports_refuse_internal_addresses_by_default(
+    sqlite_api, clothing_subset: Path, web: LoopbackServer
+) -> None:
+    """Without imports.url_allow_private a URL list cannot make the hub read loopback or private hosts."""
+    c = sqlite_api.client
+    _setup(c)
+    sqlite_api.services.settings.imports.url_allow_private = False
+    (a,) = _jpegs(clothing_subset, "dress", 1)
+    web.images["a.jpg"] = a
+    urls = [web.image_url("a.jpg"), "http://10.1.2.3/x.jpg", "http://[::1]/x.jpg", "http://169.254.169.254/latest"]
+    r = c.post(f"{CLF}/import", params={"wait": "true"}, json={"urls": urls, "group": "dress"})
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["rejected"] == 4
+    for item in _items(c, r.json()["id"]):
+        assert item["outcome"] == "rejected" and "url_allow_private" in item["reason"], item
+    assert web.requests == [], "the hub must not connect to a refused host"
+
+
 def test_url_list_with_bad_urls(sqlite_api, clothing_subset: Path, web: LoopbackServer) -> None:
     c = sqlite_api.client
     _setup(c)

@@ -152,7 +152,9 @@ def test_concurrent_claimers_never_share_a_job(api, clothing_subset: Path) -> No
     job_ids = []
     for i in range(6):
         c.post(f"{API}/sites/shop/classifiers", json={"name": f"c{i}"})
-        c.post(f"{API}/sites/shop/classifiers/c{i}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
+        c.post(
+            f"{API}/sites/shop/classifiers/c{i}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}
+        )
         job_ids.append(c.post(f"{API}/sites/shop/classifiers/c{i}/jobs", json={}).json()["id"])
 
     claims: dict[str, list[int]] = {}

@@ -7,6 +7,8 @@ the importer's decode, so a lying server cannot slip a non-image in.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +26,12 @@ GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream", ""}
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """``imports.url_*`` settings: per-URL byte cap, total time per URL, redirects followed."""
+    """``imports.url_*`` settings: per-URL byte cap, total time per URL, redirects followed, private hosts."""
 
     max_bytes: int
     timeout_s: float
     max_redirects: int
+    allow_private: bool = False
 
 
 class FetchError(Exception):
@@ -48,11 +51,33 @@ def check_url(url: str) -> str:
     return url
 
 
+def check_public(url: str) -> None:
+    """FetchError when the URL's host resolves to a loopback, private, link-local or otherwise internal address.
+
+    A labeller's URL list must not make the hub read its own network (metadata services, admin consoles).
+    Every redirect hop is checked again; ``imports.url_allow_private`` lifts the rule for closed networks.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve host {host!r} ({exc})") from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise FetchError(
+                f"host {host!r} is the internal address {address}; URL imports reach public hosts only "
+                "(set imports.url_allow_private = true to allow)"
+            )
+
+
 def fetch(client: httpx.Client, url: str, limits: FetchLimits) -> bytes:
     """The body of ``url`` after at most ``max_redirects`` redirects; raises FetchError with the reason."""
     deadline = time.monotonic() + limits.timeout_s
     current = check_url(url)
     for _hop in range(limits.max_redirects + 1):
+        if not limits.allow_private:
+            check_public(current)
         try:
             with client.stream("GET", current, follow_redirects=False) as response:
                 if response.status_code in REDIRECTS:

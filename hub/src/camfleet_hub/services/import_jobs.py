@@ -63,7 +63,12 @@ def limits_of(services: HubServices) -> ImportLimits:
 
 def fetch_limits(services: HubServices) -> FetchLimits:
     s = services.settings.imports
-    return FetchLimits(max_bytes=s.url_max_bytes, timeout_s=s.url_timeout_s, max_redirects=s.url_max_redirects)
+    return FetchLimits(
+        max_bytes=s.url_max_bytes,
+        timeout_s=s.url_timeout_s,
+        max_redirects=s.url_max_redirects,
+        allow_private=s.url_allow_private,
+    )
 
 
 def allowed_roots(services: HubServices) -> list[Path] | None:
