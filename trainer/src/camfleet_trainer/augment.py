@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,6 +150,13 @@ def default_workers() -> int:
     return max(1, min(8, cores - 1))
 
 
+# Decoding workers come from a fork server (a clean process that imported this module once), not from a fork of
+# the trainer: the trainer runs threads (heartbeats, HTTP, a hub's threads in tests), and a fork taken while one of
+# them holds a lock can leave the child hung on it (seen: the first batch never arrived).
+WORKER_CONTEXT = multiprocessing.get_context("forkserver")
+WORKER_CONTEXT.set_forkserver_preload([__name__])
+
+
 def loader(
     data: ImageSet,
     batch_size: int,
@@ -167,6 +175,7 @@ def loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers > 0 else None,
+        multiprocessing_context=WORKER_CONTEXT if workers > 0 else None,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
