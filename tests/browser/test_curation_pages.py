@@ -1,7 +1,7 @@
-"""Curation in a real browser (Debian's Chromium via Playwright) against a real hub process: log in, create
-groups on the classifier page, triage real clothing images with the keyboard (number keys, d, arrows, z), select
-several with shift-click and move them, check the counts, undo from History, and see that a deleted image
-re-imported by zip is reported previously deleted and not offered again."""
+"""Curation in a real browser (Debian's Chromium via Playwright) against a real hub process: log in, create a site
+and a classifier from the overview, create groups on the classifier page, triage real clothing images with the
+keyboard (number keys, d, arrows, z), select several with shift-click and move them, check the counts, undo from
+History, and see that a deleted image re-imported by zip is reported previously deleted and not offered again."""
 
 from __future__ import annotations
 
@@ -77,10 +77,24 @@ def wait_until(check: Any, timeout: float = 15.0) -> None:
 
 
 def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(hub_url + "/")
+    assert "/login" in page.url
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{hub_url}/")
+
+    # a site and a classifier from the overview's forms, which land on the classifier page
+    page.fill("#create-site input[name=name]", SITE)
+    page.click("#create-site button[type=submit]")
+    page.wait_for_url(f"**/#site-{SITE}")
+    page.fill(f"#create-classifier-{SITE} input[name=name]", CLF)
+    page.click(f"#create-classifier-{SITE} button[type=submit]")
+    page.wait_for_url(f"**{UI}")
+
     api = httpx.Client(base_url=hub_url, timeout=60)
     assert api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
-    assert api.post("/api/v1/sites", json={"name": SITE}).status_code == 201
-    assert api.post(f"/api/v1/sites/{SITE}/classifiers", json={"name": CLF}).status_code == 201
     files = sorted((clothing_subset / "train" / "dress").glob("*.jpg"))[:6]
     files += sorted((clothing_subset / "train" / "hat").glob("*.jpg"))[:6]
     archive = inbox_zip(files)
@@ -90,13 +104,7 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     inbox = new_ids(api)
     assert len(inbox) == total
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(hub_url + UI)
-    assert "/login" in page.url
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**{UI}")
 
     # groups from the classifier page's form
     for name in ("dress", "hat"):

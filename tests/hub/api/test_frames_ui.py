@@ -94,7 +94,7 @@ def test_frames_stats_and_web_page(
     page = c.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
-    assert 'http-equiv="refresh" content="10"' in html
+    assert "location.reload()" in html and "}, 10 * 1000)" in html  # refreshes, but never while a form is used
     assert "Site shop" in html and "Classifier clothes" in html
     assert f"/api/v1/frames/{first}/thumbnail" in html and "hat 88 %" in html
     assert "dress" in html and "/api/v1/images/" in html  # groups with sample thumbnails

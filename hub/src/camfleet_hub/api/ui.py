@@ -17,8 +17,10 @@ from pydantic import ValidationError
 from camfleet_hub import __version__
 from camfleet_hub.api.deps import (
     CurrentUserDep,
+    HubAdminDep,
     ServicesDep,
     SessionDep,
+    SiteAdminDep,
     SiteLabellerDep,
     SiteViewerDep,
     require_in_classifier,
@@ -63,6 +65,35 @@ def training_url(site: str, clf: str) -> str:
 def index(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
     context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
     return _render(request, "index.html", context)
+
+
+def _index_error(request: Request, session: SessionDep, user: Any, detail: str, status_code: int) -> HTMLResponse:
+    context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
+    return _render(request, "index.html", {**context, "error": detail}, status_code)
+
+
+@router.post("/ui/sites", response_model=None)
+def create_site(
+    request: Request, session: SessionDep, user: HubAdminDep, name: Annotated[str, Form()] = ""
+) -> Response:
+    """The overview's New site form (hub admins); a bad or taken name shows the page again with the reason."""
+    try:
+        site = crud.create_site(session, name.strip())
+    except ServiceError as exc:
+        return _index_error(request, session, user, exc.detail, exc.status_code)
+    return RedirectResponse(f"/#site-{site.name}", status_code=303)
+
+
+@router.post("/ui/sites/{site}/classifiers", response_model=None)
+def create_classifier(
+    request: Request, site: str, session: SessionDep, user: SiteAdminDep, name: Annotated[str, Form()] = ""
+) -> Response:
+    """A site's New classifier form (site admins); goes on to the new classifier's page."""
+    try:
+        clf = crud.create_classifier(session, crud.get_site(session, site), name.strip())
+    except ServiceError as exc:
+        return _index_error(request, session, user, exc.detail, exc.status_code)
+    return RedirectResponse(f"/ui/sites/{site}/classifiers/{clf.name}", status_code=303)
 
 
 @router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse)

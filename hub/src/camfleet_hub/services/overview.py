@@ -54,6 +54,7 @@ def overview(session: Session, site_ids: Collection[int] | None = None) -> dict[
             classifiers.append(detail)
         sites.append(
             {
+                "id": site.id,
                 "name": site.name,
                 "frames": media.list_frames(session, site.name, None, FRAMES_PER_SITE),
                 "classifiers": classifiers,
