@@ -6,11 +6,8 @@ History, and see that a deleted image re-imported by zip is reported previously 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +21,8 @@ API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
 
 
 @pytest.fixture
-def hub_url(tmp_path: Path, mosquitto, free_port) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    port = free_port()
-    cfg = tmp_path / "hub.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "hub"}"\n[http]\nport = {port}\n'
-        f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "curation"\nclient_id = "curation-hub"\n'
-        f'[auth]\nadmin_password = "{PASSWORD}"\n'
-    )
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "hub.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def hub_url(start_hub) -> str:  # type: ignore[no-untyped-def]
+    return start_hub(PASSWORD)  # type: ignore[no-any-return]
 
 
 def inbox_zip(files: list[Path]) -> bytes:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,32 +21,8 @@ ADMIN_PASSWORD = "browser-admin-pw"
 
 
 @pytest.fixture
-def hub_url(tmp_path: Path, mosquitto, free_port) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    port = free_port()
-    cfg = tmp_path / "hub.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "hub"}"\n[http]\nport = {port}\n'
-        f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "browser"\nclient_id = "browser-hub"\n'
-        f'[auth]\nadmin_password = "{ADMIN_PASSWORD}"\n'
-    )
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "hub.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def hub_url(start_hub) -> str:  # type: ignore[no-untyped-def]
+    return start_hub(ADMIN_PASSWORD, root="browser")  # type: ignore[no-any-return]
 
 
 def _zip(root: Path) -> bytes:

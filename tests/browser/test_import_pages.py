@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -36,34 +34,12 @@ def web() -> Iterator[LoopbackServer]:
 
 
 @pytest.fixture
-def hub_url(tmp_path: Path, mosquitto, free_port, web: LoopbackServer) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    port = free_port()
-    cfg = tmp_path / "hub.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "hub"}"\n[http]\nport = {port}\n'
-        f'[mqtt]\nembedded = false\nport = {mosquitto.port}\nroot = "imports"\nclient_id = "imports-hub"\n'
-        f'[auth]\nadmin_password = "{PASSWORD}"\n'
+def hub_url(start_hub, web: LoopbackServer) -> str:  # type: ignore[no-untyped-def]
+    return start_hub(  # type: ignore[no-any-return]
+        PASSWORD,
         f'[imports]\nsearch_provider = "fixture"\nsearch_endpoint = "{web.url}/json/search"\n'
-        "url_allow_private = true\n"
+        "url_allow_private = true\n",
     )
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "hub.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def wait_until(check: Any, timeout: float = 60.0) -> Any:
