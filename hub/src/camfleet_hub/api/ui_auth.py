@@ -25,7 +25,7 @@ from camfleet_hub.api.deps import (
 from camfleet_hub.api.ui import templates
 from camfleet_hub.db.models import Role, Site
 from camfleet_hub.services import auth, crud
-from camfleet_hub.services.errors import ForbiddenError, ServiceError, UnauthenticatedError
+from camfleet_hub.services.errors import ForbiddenError, InvalidError, ServiceError, UnauthenticatedError
 from camfleet_hub.services.urls import API_PREFIX
 
 router = APIRouter(include_in_schema=False)
@@ -165,7 +165,7 @@ def update_user(
         elif action == "delete":
             auth.delete_user(session, found)
         else:
-            raise ForbiddenError(f"action={action!r} is not a user action")
+            raise InvalidError(f"action={action!r} is not a user action")
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
