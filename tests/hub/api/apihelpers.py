@@ -66,6 +66,20 @@ def dataset_zip(root: Path, per_class: int, classes: Iterable[str] = CLASSES, pr
     return make_zip(entries)
 
 
+def import_dataset(
+    client: Any, root: Path, per_class: int = 3, classes: Iterable[str] = CLASSES, classifier: str = "clothes"
+) -> str:
+    """Site ``shop`` and ``classifier`` (created when missing) with the first ``per_class`` images of each class of
+    ``root/train`` imported as groups (waiting for the import job); returns the classifier's API path."""
+    client.post("/api/v1/sites", json={"name": "shop"})
+    client.post("/api/v1/sites/shop/classifiers", json={"name": classifier})
+    url = f"/api/v1/sites/shop/classifiers/{classifier}"
+    data = dataset_zip(root / "train", per_class, classes)
+    r = client.post(f"{url}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
+    assert r.status_code == 200, r.text
+    return url
+
+
 # --------------------------------------------------------------------------- bundles
 
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apihelpers import dataset_zip
+from apihelpers import import_dataset
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
 def _dataset(client, root: Path, classifier: str = "clothes") -> str:  # type: ignore[no-untyped-def]
-    client.post(f"{API}/sites", json={"name": "shop"})
-    client.post(f"{API}/sites/shop/classifiers", json={"name": classifier})
-    url = f"{API}/sites/shop/classifiers/{classifier}"
-    data = dataset_zip(root / "train", per_class=2)
-    assert client.post(f"{url}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
-    return url
+    return import_dataset(client, root, per_class=2, classifier=classifier)
 
 
 def test_job_params_are_validated_and_kept(api, clothing_subset: Path) -> None:

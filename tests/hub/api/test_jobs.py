@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from apihelpers import dataset_zip
+from apihelpers import dataset_zip, import_dataset
 from sqlalchemy import update
 
 from camfleet_hub.db.models import TrainingJob
@@ -18,11 +18,7 @@ CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
 def _dataset(client, root: Path, per_class: int = 3, classes=("dress", "hat", "shoes")) -> None:  # type: ignore[no-untyped-def]
-    client.post(f"{API}/sites", json={"name": "shop"})
-    client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
-    data = dataset_zip(root / "train", per_class=per_class, classes=classes)
-    r = client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")})
-    assert r.status_code == 200, r.text
+    import_dataset(client, root, per_class, classes)
 
 
 def _expire_lease(api, job_id: int) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from apihelpers import bundle_zip, dataset_zip, sample_report
+from apihelpers import bundle_zip, import_dataset, sample_report
 from PIL import Image
 
 from camfleet_contract.messages import ModelAnnouncement, from_json
@@ -16,10 +16,7 @@ CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
 def _dataset(client, root: Path) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
-    client.post(f"{API}/sites", json={"name": "shop"})
-    client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
-    data = dataset_zip(root / "train", per_class=3)
-    assert client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    import_dataset(client, root)
     return list(client.get(f"{CLF}/images", params={"limit": 100}).json())
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 import paho.mqtt.publish as mqtt_publish
-from apihelpers import bundle_zip, dataset_zip, rewrite_zip, tiny_onnx, write_bundle
+from apihelpers import bundle_zip, import_dataset, rewrite_zip, tiny_onnx, write_bundle
 from fastapi.testclient import TestClient
 
 from camfleet_contract.bundle import pack_bundle, sign_bundle, unpack_bundle, verify_bundle
@@ -23,10 +23,7 @@ CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
 def _dataset(client, root: Path) -> None:  # type: ignore[no-untyped-def]
-    client.post(f"{API}/sites", json={"name": "shop"})
-    client.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
-    data = dataset_zip(root / "train", per_class=2)
-    assert client.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    import_dataset(client, root, per_class=2)
 
 
 def _claimed_job(client, auto_promote: bool = False) -> int:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from apihelpers import dataset_zip
+from apihelpers import import_dataset
 
 from camfleet_hub.db.models import ModelVersion, TrainingJob
 from camfleet_trainer.client import HubClient
@@ -37,10 +37,7 @@ def test_worker_runs_a_full_mode_job_to_a_candidate(
     sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
 ) -> None:
     c = sqlite_api.client
-    c.post(f"{API}/sites", json={"name": "shop"})
-    c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
-    data = dataset_zip(clothing_subset / "train", per_class=10)
-    assert c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    import_dataset(c, clothing_subset, per_class=10)
     # The hub already has its default model, so the worker does not export one.
     r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
     assert r.status_code in (200, 201), r.text
@@ -80,10 +77,7 @@ def test_worker_fails_a_job_whose_params_it_cannot_use(
 ) -> None:
     """A job stored with a value the trainer refuses ends failed, naming the parameter; the worker goes on."""
     c = sqlite_api.client
-    c.post(f"{API}/sites", json={"name": "shop"})
-    c.post(f"{API}/sites/shop/classifiers", json={"name": "clothes"})
-    data = dataset_zip(clothing_subset / "train", per_class=3)
-    assert c.post(f"{CLF}/import?wait=true", files={"file": ("d.zip", data, "application/zip")}).status_code == 200
+    import_dataset(c, clothing_subset, per_class=3)
     c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
     job_id = c.post(f"{CLF}/jobs", json={"mode": "full"}).json()["id"]
     with sqlite_api.services.sessions() as session:  # as if written by an older hub or by hand
