@@ -17,6 +17,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAMFLEET_TEST_DATA", REPO.parent / "shared" / "data"))
 CLIP = SHARED_DATA / "video" / "plaza.avi"
+# Debian's Chromium for screenshots, headless, never talking to the network on its own.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def free_port() -> int:
@@ -72,3 +74,38 @@ def clip_frames(limit: int, width: int = 0) -> Iterator:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             n += 1
         cap.release()
+
+
+@contextmanager
+def hub_process(workdir: Path, config: str, timeout: float = 60.0) -> Iterator[str]:
+    """``python -m camfleet_hub serve`` with ``data_dir`` under ``workdir``, a free HTTP port and the TOML
+    ``config`` (sections after those two keys); yields its base URL once /health answers, stops it afterwards."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    cfg = workdir / "hub.toml"
+    cfg.write_text(f'data_dir = "{workdir / "hub"}"\n[http]\nport = {port}\n{config}')
+    url = f"http://127.0.0.1:{port}"
+    with open(workdir / "hub.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the hub exited ({proc.returncode}); see {workdir / 'hub.log'}")
+            try:
+                if httpx.get(f"{url}/api/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the hub did not answer /health within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -15,7 +15,6 @@ import hashlib
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import httpx
 from sqlalchemy import create_engine, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, mosquitto, wait_port  # noqa: E402
+from common import hub_process, mosquitto  # noqa: E402
 
 from camfleet_hub.db.models import Blob, Classifier, Group, Image, Site  # noqa: E402
 from camfleet_hub.db.types import utcnow  # noqa: E402
@@ -94,23 +93,15 @@ def p(values: list[float], q: float) -> float:
 
 
 def run(db: str, db_url: str, count: int, requests: int, tmp: Path, mqtt_port: int) -> dict[str, tuple[float, float]]:
-    port = free_port()
-    cfg = tmp / f"{db}.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp / db}"\n[db]\nurl = "{db_url}"\n[http]\nport = {port}\n'
+    workdir = tmp / db
+    workdir.mkdir()
+    config = (
+        f'[db]\nurl = "{db_url}"\n'
         f'[mqtt]\nembedded = false\nport = {mqtt_port}\nroot = "bench{db}"\nclient_id = "bench-{db}"\n'
         "[auth]\nenabled = false\n[ingest]\nenabled = false\n"
     )
-    log = open(tmp / f"{db}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-    )
-    try:
-        wait_port(port, 60)
-        base = f"http://127.0.0.1:{port}"
+    with hub_process(workdir, config) as base:
         c = httpx.Client(base_url=base, timeout=60)
-        while c.get("/api/v1/health").status_code != 200:
-            time.sleep(0.2)
         c.post("/api/v1/sites", json={"name": SITE}).raise_for_status()
         c.post(f"/api/v1/sites/{SITE}/classifiers", json={"name": CLF}).raise_for_status()
         for g in GROUPS:
@@ -139,9 +130,6 @@ def run(db: str, db_url: str, count: int, requests: int, tmp: Path, mqtt_port: i
             figures[name] = (statistics.median(ms), p(ms, 95))
             print(f"[{db}] {name:28s} p50 {figures[name][0]:7.1f} ms   p95 {figures[name][1]:7.1f} ms", flush=True)
         return figures
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -7,51 +7,27 @@ Run: ``.venv/bin/python scripts/auth_screenshots.py``.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from common import CHROMIUM_ARGS, free_port, hub_process  # noqa: E402
+
 PASSWORD = "screenshot-admin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        port, mqtt_port = free_port(), free_port()
-        cfg = tmp / "hub.toml"
-        cfg.write_text(
-            f'data_dir = "{tmp / "hub"}"\n[http]\nport = {port}\n[mqtt]\nport = {mqtt_port}\n'
-            f'[auth]\nadmin_password = "{PASSWORD}"\n[ingest]\nenabled = false\n'
-        )
-        log = open(tmp / "hub.log", "wb")  # noqa: SIM115
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
+        mqtt_port = free_port()
+        config = f'[mqtt]\nport = {mqtt_port}\n[auth]\nadmin_password = "{PASSWORD}"\n[ingest]\nenabled = false\n'
+        with hub_process(tmp, config) as base:
             api = httpx.Client(base_url=f"{base}/api/v1", timeout=60)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if api.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                time.sleep(0.3)
             api.post("/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
             for site in ("shop", "temple"):
                 api.post("/sites", json={"name": site}).raise_for_status()
@@ -65,7 +41,7 @@ def main() -> None:
 
             docs = REPO / "docs"
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 720})
                 page.goto(f"{base}/ui/users")
                 page.get_by_label("Username").fill("admin")
@@ -85,9 +61,6 @@ def main() -> None:
                 page.screenshot(path=str(docs / "ui-users.png"), full_page=True)
                 browser.close()
             print("wrote docs/ui-login.png, docs/ui-users.png")
-        finally:
-            hub.terminate()
-            hub.wait(timeout=30)
 
 
 if __name__ == "__main__":

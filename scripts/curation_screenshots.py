@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from common import SHARED_DATA, free_port, mosquitto, wait_port  # noqa: E402
+from common import CHROMIUM_ARGS, SHARED_DATA, hub_process, mosquitto  # noqa: E402
 
 SITE, CLF, PASSWORD = "shop", "clothing", "screenshots-only"
 GROUPED = {"dress": 40, "hat": 25, "shoes": 60, "shirt": 8, "pants": 30}
@@ -43,23 +41,12 @@ def main() -> None:
     inbox = [(f"{c}-{p.name}", p) for c in INBOX for p in sorted((train / c).glob("*.jpg"))[-8:]]
     with tempfile.TemporaryDirectory() as tmp_s, mosquitto() as mqtt_port:
         tmp = Path(tmp_s)
-        port = free_port()
-        cfg = tmp / "hub.toml"
-        cfg.write_text(
-            f'data_dir = "{tmp / "hub"}"\n[http]\nport = {port}\n'
+        config = (
             f'[mqtt]\nembedded = false\nport = {mqtt_port}\nroot = "shots"\nclient_id = "shots"\n'
             f'[auth]\nadmin_password = "{PASSWORD}"\n[ingest]\nenabled = false\n'
         )
-        log = open(tmp / "hub.log", "wb")  # noqa: SIM115
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=log
-        )
-        try:
-            wait_port(port, 60)
-            base = f"http://127.0.0.1:{port}"
+        with hub_process(tmp, config) as base:
             api = httpx.Client(base_url=base, timeout=300)
-            while api.get("/api/v1/health").status_code != 200:
-                time.sleep(0.2)
             api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
             api.post("/api/v1/sites", json={"name": SITE}).raise_for_status()
             api.post("/api/v1/sites", json={"name": "temple"}).raise_for_status()
@@ -81,7 +68,7 @@ def main() -> None:
 
             docs = REPO / "docs"
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1360, "height": 900})
                 page.goto(f"{base}/login")
                 page.fill("input[name=username]", "admin")
@@ -106,9 +93,6 @@ def main() -> None:
                 page.screenshot(path=str(docs / "ui-image.png"))
                 browser.close()
             print("wrote", ", ".join(f"docs/ui-{n}.png" for n in ("classifier", "triage", "history", "image")))
-        finally:
-            hub.terminate()
-            hub.wait(timeout=30)
             if os.environ.get("SHOW_HUB_LOG"):
                 print((tmp / "hub.log").read_text()[-3000:])
 
