@@ -19,7 +19,6 @@ from camfleet_trainer.export import (
     check_parity,
     export_imagenet_default,
     export_onnx,
-    linear_from,
     write_bundle,
 )
 
@@ -31,7 +30,7 @@ FOOTWEAR = {"running shoe", "Loafer", "clog", "sandal", "cowboy boot", "shoe sho
 @pytest.fixture(scope="module")
 def exported(trained: Trained, backbone: Backbone, tmp_path_factory: pytest.TempPathFactory):
     """The trained head exported on its own, for direct parity checks."""
-    module = BundleModel(backbone, linear_from(trained.outcome.quick.head))
+    module = BundleModel(backbone, trained.outcome.quick.head)
     path = tmp_path_factory.mktemp("onnx") / MODEL
     export_onnx(module, backbone.preprocessing.size, path)
     return module, path

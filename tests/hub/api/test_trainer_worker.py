@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from apihelpers import import_dataset
 
+from camfleet_contract.vectors import MODEL_HEADER, unpack_vectors
 from camfleet_hub.db.models import ModelVersion, TrainingJob
 from camfleet_trainer.client import HubClient
 from camfleet_trainer.config import TrainerSettings
@@ -70,6 +71,31 @@ def test_worker_runs_a_full_mode_job_to_a_candidate(
     # Full runs rank label errors too (out-of-fold heads on the fine-tuned embeddings): one row per image.
     errors = c.get(f"{CLF}/label-errors", params={"limit": 100}).json()
     assert len(errors) == 30 and {e["given_label"] for e in errors} == {"dress", "hat", "shoes"}
+
+
+def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
+    sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+) -> None:
+    c = sqlite_api.client
+    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    assert r.status_code in (200, 201), r.text
+    import_dataset(c, clothing_subset, per_class=10)  # embedded at import, under the default just uploaded
+    job = c.post(f"{CLF}/jobs", json={"mode": "quick"})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    served = c.get(f"{API}/jobs/{job_id}/embeddings")
+    assert served.status_code == 200 and served.headers[MODEL_HEADER] == r.json()["sha256"]
+    assert len(unpack_vectors(served.content)) == 30
+
+    assert _worker(sqlite_api, tmp_path).run(max_jobs=1) == 1
+
+    assert c.get(f"{API}/jobs/{job_id}").json()["status"] == "succeeded"
+    models = c.get(f"{CLF}/models").json()
+    assert len(models) == 1 and models[0]["status"] == "candidate"
+    metrics = models[0]["metrics"]
+    # 4 images go through the trainer's backbone to check that the hub's vectors match it; the rest are reused.
+    assert metrics["embeddings_reused"] == 26, metrics
+    assert metrics["flips"] is False and metrics["oof_accuracy"] > 0.8
 
 
 def test_worker_fails_a_job_whose_params_it_cannot_use(

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
+
+from camfleet_contract.vectors import VectorsError, unpack_vectors
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,16 @@ class HubClient:
         """
         timeout = httpx.Timeout(DATASET_TIMEOUT_S, connect=10.0)
         return self._request("GET", f"/jobs/{job_id}/dataset", timeout=timeout).json()
+
+    def embeddings(self, job_id: int) -> dict[str, np.ndarray]:
+        """The hub's stored embeddings of the job's images (sha256 → unit vector); {} from a hub without them."""
+        response = self._request("GET", f"/jobs/{job_id}/embeddings", ok=(200, 404))
+        if response.status_code == 404:
+            return {}
+        try:
+            return unpack_vectors(response.content)
+        except VectorsError as exc:
+            raise HubError(f"GET /jobs/{job_id}/embeddings: {exc}") from None
 
     def blob(self, sha256: str) -> bytes | None:
         """Image bytes by content hash, checked against the hash; None when the hub no longer has them."""

@@ -43,12 +43,18 @@ CONFIDENCE_THRESHOLD = 0.8  # ImageNet default: flag when the top-1 probability 
 
 
 class BundleModel(nn.Module):
-    """image (N,3,S,S) → (logits (N,C), embedding (N,D) L2-normalised), from the same pooled features."""
+    """image (N,3,S,S) → (logits (N,C), embedding (N,D) L2-normalised), from the same pooled features.
 
-    def __init__(self, backbone: Backbone, head: nn.Linear | None = None) -> None:
+    A torch head (ImageNet's, full mode's) reads the raw pooled features; a LinearHead says which it reads.
+    """
+
+    def __init__(self, backbone: Backbone, head: LinearHead | nn.Linear | None = None) -> None:
         super().__init__()
         self.backbone = backbone.model
-        if head is None:  # the backbone's own (ImageNet) classifier
+        self.on_embedding = isinstance(head, LinearHead) and head.on_embedding
+        if isinstance(head, LinearHead):
+            head = linear_from(head)
+        elif head is None:  # the backbone's own (ImageNet) classifier
             head = backbone.model.get_classifier()  # type: ignore[operator,assignment]
             assert isinstance(head, nn.Linear), f"backbone {backbone.name} has no linear classifier"
         self.head = head
@@ -56,7 +62,8 @@ class BundleModel(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.backbone
         features = model.forward_head(model.forward_features(image), pre_logits=True)  # type: ignore[operator]
-        return self.head(features), nn.functional.normalize(features, p=2.0, dim=1)
+        embedding = nn.functional.normalize(features, p=2.0, dim=1)
+        return self.head(embedding if self.on_embedding else features), embedding
 
 
 class _PaddedConv(nn.Module):
@@ -199,7 +206,7 @@ def write_bundle(
     out_dir = Path(out_dir)
     if not overwrite and out_dir.exists() and any(out_dir.iterdir()):  # fail before minutes of work
         raise FileExistsError(f"out: {out_dir} exists and is not empty (use --force to replace it)")
-    module = BundleModel(backbone, head if head is None or isinstance(head, nn.Linear) else linear_from(head))
+    module = BundleModel(backbone, head)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_existing_parent(out_dir)))
     try:
         size = backbone.preprocessing.size

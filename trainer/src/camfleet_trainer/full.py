@@ -250,7 +250,7 @@ class _Run:
                         f = model.forward_head(model.forward_features(self._to(x)), pre_logits=True)  # type: ignore[operator]
                     feats.append(f.float().cpu().numpy())
                     labels.append(y.numpy())
-        probe = fit_head(np.concatenate(feats), np.concatenate(labels), len(self.classes))
+        probe = fit_head(np.concatenate(feats), np.concatenate(labels), len(self.classes), on_embedding=False)
         head = self.module.head
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(probe.weight))

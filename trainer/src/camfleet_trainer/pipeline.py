@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -157,12 +157,13 @@ def train_bundle(
     full: FullOptions | None = None,
     full_hooks: FullHooks | None = None,
     int8: bool | None = None,
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> TrainOutcome:
     """Train `data` in `mode` and write a signed, export-checked bundle to `out_dir`.
 
-    quick: a linear head on cached frozen embeddings (`options`); full: the whole model fine-tuned (`full`,
-    progress through `full_hooks`). `int8` adds the INT8 variant when it passes the 1-point rule
-    (default: in full mode only).
+    quick: a linear head on cached frozen embeddings (`options`), using `known` unit vectors by sha256 (the
+    hub's) where they match the backbone; full: the whole model fine-tuned (`full`, progress through
+    `full_hooks`). `int8` adds the INT8 variant when it passes the 1-point rule (default: in full mode only).
     """
     if mode not in MODES:
         raise DatasetError(f"mode: {mode!r} is not one of {list(MODES)}")
@@ -175,7 +176,7 @@ def train_bundle(
         )  # fmt: skip
     return _train_quick(
         data, out_dir, backbone, seed_hex, cache_dir, device, classifier, version, options, on_stage,
-        show_progress, overwrite, bool(int8),
+        show_progress, overwrite, bool(int8), known,
     )  # fmt: skip
 
 
@@ -193,6 +194,7 @@ def _train_quick(
     show_progress: bool,
     overwrite: bool,
     int8: bool,
+    known: Mapping[str, np.ndarray] | None,
 ) -> TrainOutcome:
     """Embed (cached) → quick head with out-of-fold calibration → export."""
     stage = on_stage or _noop
@@ -207,7 +209,11 @@ def _train_quick(
     def embed_progress(done: int, count: int) -> None:
         stage("embed", 0.05 + 0.65 * done / max(count, 1), f"embedded {done}/{count} images")
 
-    emb = embed_samples(backbone, data.samples, cache, device, progress=embed_progress, show_progress=show_progress)
+    emb = embed_samples(
+        backbone, data.samples, cache, device, progress=embed_progress, show_progress=show_progress, known=known
+    )
+    if emb.reused:
+        stage("embed", 0.7, f"{emb.reused} of {total} embeddings reused from the hub, {emb.computed} computed")
     usable = data.subset(emb.kept.tolist())
     check_dataset(usable, where="usable images")
     seconds["embed"] = time.perf_counter() - t0
@@ -235,6 +241,7 @@ def _train_quick(
     metrics = {k: v for k, v in quick.metrics.items() if k != "confusion"}
     metrics["counts"] = usable.counts()
     metrics["skipped_images"] = len(emb.skipped)
+    metrics["embeddings_reused"] = emb.reused  # from the hub (computed at import), not run again here
     manifest = write_bundle(
         out_dir,
         backbone,

@@ -50,13 +50,21 @@ class QuickOptions:
 
 @dataclass
 class LinearHead:
-    """logits = features @ weight.T + bias, on raw backbone features (standardization folded in)."""
+    """logits = x @ weight.T + bias (standardization folded in), where x is the L2-normalised embedding or,
+    with `on_embedding=False`, the raw pooled features (full mode's probe start, whose head reads those).
+
+    The quick head reads the same unit vector the bundle outputs as `embedding` and the hub stores per image, so
+    a hub job can train on the vectors computed at import (measured on clothing: the same CV accuracy as a head
+    on raw features, 0.867 vs 0.868). `logits` takes raw features either way.
+    """
 
     weight: np.ndarray  # (C, D) float32
     bias: np.ndarray  # (C,) float32
+    on_embedding: bool = True
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return features.astype(np.float64) @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
+        x = (l2_normalize(features) if self.on_embedding else features).astype(np.float64)
+        return x @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
 
 
 @dataclass
@@ -91,14 +99,18 @@ def fit_head(
     standardize: bool = True,
     extra: np.ndarray | None = None,
     balanced: bool = True,
+    on_embedding: bool = True,
 ) -> LinearHead:
     """Multinomial logistic regression with an L2 penalty (LBFGS, deterministic), class-balanced by default.
 
-    `extra` are more views of the same images (mirror images), with the same labels. The optimisation runs
-    in float32: measured 3-8x faster than float64 on 2 cores, with the same loss to 1e-6 and the same
-    predictions; standardization is folded into the head in float64.
+    `extra` are more views of the same images (mirror images), with the same labels. Features are L2-normalised
+    first unless `on_embedding` is False (see LinearHead). The optimisation runs in float32: measured 3-8x
+    faster than float64 on 2 cores, with the same loss to 1e-6 and the same predictions; standardization is
+    folded into the head in float64.
     """
     x = features if extra is None else np.concatenate([features, extra])
+    if on_embedding:
+        x = l2_normalize(x)
     y = labels if extra is None else np.concatenate([labels, labels])
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -129,9 +141,9 @@ def fit_head(
     with torch.no_grad():
         w64, b64 = w.double(), b.double()
         mean64, std64 = mean.double(), std.double()
-        weight = w64 / std64  # fold the standardization into the head: ONNX sees raw features
+        weight = w64 / std64  # fold the standardization into the head: ONNX sees the plain embedding
         bias = b64 - (w64 * (mean64 / std64)).sum(1)
-    return LinearHead(weight.numpy().astype(np.float32), bias.numpy().astype(np.float32))
+    return LinearHead(weight.numpy().astype(np.float32), bias.numpy().astype(np.float32), on_embedding)
 
 
 def stratified_folds(
@@ -335,7 +347,7 @@ def train_quick(
         "anomaly_threshold": round(calibration.threshold, 4),
         "l2": opts.l2,
         "standardize": opts.standardize,
-        "flips": opts.use_flips,
+        "flips": extra_all is not None,
         "balanced": opts.balanced,
         "label_neighbours": neighbours.label_k,
     }

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
@@ -233,6 +234,7 @@ class Worker:
                     full = self._full_options(params) if mode == "full" else None
                     backbone = self.backbone_for(params.get("backbone"))
                     data, name = self._dataset(job_id, reporter)
+                    known = self._hub_vectors(job_id) if mode == "quick" else None
                     outcome = train_bundle(
                         data,
                         work / "bundle",
@@ -247,6 +249,7 @@ class Worker:
                         full=full,
                         full_hooks=_epoch_reports(reporter),
                         int8=_optional_bool(params.get("int8"), "int8"),
+                        known=known,
                     )
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
@@ -322,6 +325,15 @@ class Worker:
             if n % 25 == 0 or n == len(images):
                 reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
         return LabeledSet(classes, samples), str(ds.get("classifier") or "classifier")
+
+    def _hub_vectors(self, job_id: int) -> dict[str, np.ndarray]:
+        """The embeddings the hub computed at import, so a quick job need not run the backbone on them again;
+        without them (an old hub, an error) the trainer computes its own."""
+        try:
+            return self.client.embeddings(job_id)
+        except HubError as exc:
+            log.warning("job %s: no embeddings from the hub (%s); computing them here", job_id, exc)
+            return {}
 
     def _blob(self, sha256: str) -> Path | None:
         """The image file in the local cache, downloading it once."""

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
 
+from camfleet_contract.vectors import MEDIA_TYPE, MODEL_HEADER, pack_vectors
 from camfleet_hub.api.deps import (
     CurrentUserDep,
     HubAdminDep,
@@ -131,6 +132,25 @@ def job_dataset(job_id: int, session: SessionDep, user: CurrentUserDep) -> Datas
     job = jobs.get_job(session, job_id)
     require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
     return Dataset.model_validate(jobs.dataset(session, job))
+
+
+@router.get(
+    "/jobs/{job_id}/embeddings",
+    operation_id="get_job_embeddings",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {MEDIA_TYPE: {}},
+            "description": "an .npz of `sha256` (S64) and `vectors` (float16, unit length) for the job's images "
+            f"that have an embedding under the default model, whose sha256 is in the {MODEL_HEADER} header",
+        }
+    },
+)
+def job_embeddings(job_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
+    job = jobs.get_job(session, job_id)
+    require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
+    model, vectors = jobs.dataset_vectors(session, job)
+    return Response(pack_vectors(vectors), media_type=MEDIA_TYPE, headers={MODEL_HEADER: model or ""})
 
 
 @router.post(

@@ -23,7 +23,7 @@ from usearch.index import Index as UsearchIndex
 
 from camfleet_hub.db.models import Classifier, Embedding, Image, ImageStatus
 from camfleet_hub.services import curation, urls
-from camfleet_hub.services.embeddings import vector_of
+from camfleet_hub.services.embeddings import load_vectors, vector_of
 from camfleet_hub.services.errors import InvalidError, NotFoundError
 
 EXACT_DISTANCE = 1e-4
@@ -254,15 +254,7 @@ def clusters(session: Session, images: list[tuple[int, str]], model: str | None,
     cluster = {image_id: image_id for image_id, _ in images}
     if model is None or len(images) < 2:
         return cluster
-    shas = sorted({sha for _, sha in images})
-    vectors: dict[str, np.ndarray] = {}
-    for start in range(0, len(shas), 500):
-        rows = session.execute(
-            select(Embedding.sha256, Embedding.vector).where(
-                Embedding.model == model, Embedding.sha256.in_(shas[start : start + 500])
-            )
-        )
-        vectors.update({sha: vector_of(v) for sha, v in rows})
+    vectors = load_vectors(session, [sha for _, sha in images], model)
     known = [(i, sha) for i, sha in images if sha in vectors]
     if len(known) < 2:
         return cluster

@@ -88,6 +88,20 @@ class Embedder:
         return vectors / np.maximum(norms, 1e-12)
 
 
+def load_vectors(session: Session, shas: Sequence[str], model: str) -> dict[str, np.ndarray]:
+    """Stored vectors (float32) of these blobs under `model`; blobs without one are absent."""
+    wanted = sorted(set(shas))
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(Embedding.sha256, Embedding.vector).where(
+                Embedding.model == model, Embedding.sha256.in_(wanted[start : start + 500])
+            )
+        )
+        vectors.update({sha: vector_of(v) for sha, v in rows})
+    return vectors
+
+
 def store_embeddings(session: Session, model: str, vectors: dict[str, np.ndarray]) -> None:
     """Insert (sha256, model) rows that do not exist yet; the caller commits."""
     now = utcnow()

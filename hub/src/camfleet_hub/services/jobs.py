@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import String, and_, cast, func, literal, or_, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -18,6 +19,7 @@ from camfleet_hub.db.models import Classifier, JobStatus, TrainingJob
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services import datasets, duplicates, progress_log
 from camfleet_hub.services.announce import default_model
+from camfleet_hub.services.embeddings import load_vectors
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
 LEASE_SECONDS = 60.0
@@ -251,14 +253,19 @@ def cancel(session: Session, job_id: int) -> TrainingJob:
     return job
 
 
+def _training_rows(session: Session, job: TrainingJob) -> tuple[list[str], list[datasets.TrainingImage]]:
+    """The classes (groups with enough confirmed images) and their images, common groups included."""
+    counts = trainable_groups(session, job.classifier)
+    classes = sorted(name for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP)
+    wanted = set(classes)
+    return classes, [r for r in datasets.training_images(session, job.classifier) if r.group in wanted]
+
+
 def dataset(session: Session, job: TrainingJob) -> dict[str, object]:
     """What the trainer trains on: the classifier's confirmed images of every group that has enough of them,
     plus those of same-named common groups in other sites (see ``datasets.training_images``)."""
     classifier = job.classifier
-    counts = trainable_groups(session, classifier)
-    classes = sorted(name for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP)
-    wanted = set(classes)
-    rows = [r for r in datasets.training_images(session, classifier) if r.group in wanted]
+    classes, rows = _training_rows(session, job)
     # Near-duplicates share a cluster id, so the trainer keeps each cluster on one side of its split.
     model = default_model(session)
     cluster = duplicates.clusters(
@@ -274,3 +281,13 @@ def dataset(session: Session, job: TrainingJob) -> dict[str, object]:
         "classes": classes,
         "images": [{"id": r.id, "sha256": r.sha256, "group": r.group, "cluster": cluster[r.id]} for r in rows],
     }
+
+
+def dataset_vectors(session: Session, job: TrainingJob) -> tuple[str | None, dict[str, np.ndarray]]:
+    """The stored embeddings of the job's images under the default model (its sha256 first): a quick job
+    trains on them instead of running the backbone again. Images not embedded yet are left out."""
+    model = default_model(session)
+    if model is None:
+        return None, {}
+    _classes, rows = _training_rows(session, job)
+    return model.sha256, load_vectors(session, [r.sha256 for r in rows], model.sha256)
