@@ -25,11 +25,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED_DATA  # noqa: E402
 
+from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
 from camfleet_contract.signing import load_or_create_key  # noqa: E402
+from camfleet_contract.vectors import pack_vectors, unpack_vectors  # noqa: E402
+from camfleet_hub.services.embeddings import decode_for_embedding  # noqa: E402
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
+from camfleet_trainer.export import export_imagenet_default  # noqa: E402
 from camfleet_trainer.pipeline import train_bundle  # noqa: E402
 from camfleet_trainer.quick import QuickOptions, fit_head, stratified_folds  # noqa: E402
 
@@ -41,14 +45,35 @@ CPU = torch.device("cpu")
 
 
 def timed_bundle(
-    data: LabeledSet, out: Path, backbone: Backbone, seed: str, cache: Path, options: QuickOptions
+    data: LabeledSet,
+    out: Path,
+    backbone: Backbone,
+    seed: str,
+    cache: Path,
+    options: QuickOptions,
+    known: dict[str, np.ndarray] | None = None,
 ) -> tuple[float, object]:
     """Wall time of one whole quick-mode job: embed (cache first) → fit → export → parity → sign."""
     start = time.perf_counter()
     outcome = train_bundle(
-        data, out, backbone, seed, cache_dir=cache, device=CPU, classifier="clothes", options=options, overwrite=True
-    )
+        data, out, backbone, seed, cache_dir=cache, device=CPU, classifier="clothes", options=options,
+        overwrite=True, known=known,
+    )  # fmt: skip
     return time.perf_counter() - start, outcome
+
+
+def hub_vectors(data: LabeledSet, backbone: Backbone, seed: str, folder: Path) -> tuple[float, dict[str, np.ndarray]]:
+    """The vectors a hub stores at import (its decode, the default bundle through ONNX Runtime, float16 on the
+    wire) and the seconds that took: work done as images arrive, not by a training job."""
+    export_imagenet_default(folder, seed, backbone=backbone, overwrite=True)
+    runtime = ClassifierRuntime(folder)
+    start = time.perf_counter()
+    vectors: dict[str, np.ndarray] = {}
+    for i in range(0, len(data.samples), DEFAULT_BATCH):
+        chunk = data.samples[i : i + DEFAULT_BATCH]
+        embedded = runtime.embed([decode_for_embedding(s.read(), 40_000_000) for s in chunk])
+        vectors.update({s.sha256: v for s, v in zip(chunk, embedded, strict=True)})
+    return time.perf_counter() - start, unpack_vectors(pack_vectors(vectors))
 
 
 def cached_features(backbone: Backbone, data: LabeledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,6 +221,24 @@ def main() -> int:
         print(
             f"warm  (embeddings cached):   signed bundle in {warm_total:.1f}s "
             f"(hash {warm_total - warm_s:.1f}s, {', '.join(f'{k} {v:.1f}s' for k, v in outcome.seconds.items())})",
+            flush=True,
+        )
+
+        import_s, vectors = hub_vectors(train, backbone, seed, tmp / "default")
+        hub_s, hub_outcome = timed_bundle(train, tmp / "hub", backbone, seed, tmp / "empty-cache", options, vectors)
+        ev_hub = evaluate_bundle(tmp / "hub", val_dir, public_key=hub_outcome.manifest.signer)
+        results["hub_job"] = {
+            "import_embedding_s": round(import_s, 1),
+            "job_s": round(hub_s, 1),
+            "reused": hub_outcome.manifest.metrics["embeddings_reused"],
+            "stages_s": {k: round(v, 1) for k, v in hub_outcome.seconds.items()},
+            "validation_accuracy": ev_hub.accuracy,
+            "validation_balanced_accuracy": ev_hub.balanced_accuracy,
+        }
+        print(
+            f"hub job (embeddings from the hub, empty trainer cache): signed bundle in {hub_s:.1f}s, "
+            f"{hub_outcome.manifest.metrics['embeddings_reused']} vectors reused "
+            f"(the hub spent {import_s:.1f}s embedding them as they were imported); validation {describe(ev_hub)}",
             flush=True,
         )
 

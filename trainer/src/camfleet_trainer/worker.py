@@ -234,7 +234,7 @@ class Worker:
                     full = self._full_options(params) if mode == "full" else None
                     backbone = self.backbone_for(params.get("backbone"))
                     data, name = self._dataset(job_id, reporter)
-                    known = self._hub_vectors(job_id) if mode == "quick" else None
+                    known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
                     outcome = train_bundle(
                         data,
                         work / "bundle",
