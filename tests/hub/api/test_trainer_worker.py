@@ -22,7 +22,7 @@ API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
 
 
-def _worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
+def _worker(api, tmp_path: Path, **settings: object) -> Worker:  # type: ignore[no-untyped-def]
     base = str(api.client.base_url)
 
     def through_the_app(request: httpx.Request) -> httpx.Response:
@@ -30,8 +30,10 @@ def _worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
         return httpx.Response(r.status_code, headers=r.headers, content=r.content)
 
     client = HubClient(base, token=api.admin_token, retries=0, transport=httpx.MockTransport(through_the_app))
-    settings = TrainerSettings(hub_url=base, worker="test-worker", cache_dir=tmp_path / "cache", device="cpu")
-    return Worker(settings, client=client)
+    config = TrainerSettings(
+        hub_url=base, worker="test-worker", cache_dir=tmp_path / "cache", device="cpu", **settings
+    )  # fmt: skip
+    return Worker(config, client=client)
 
 
 def test_worker_runs_a_full_mode_job_to_a_candidate(
@@ -96,6 +98,13 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
     # 4 images go through the trainer's backbone to check that the hub's vectors match it; the rest are reused.
     assert metrics["embeddings_reused"] == 26, metrics
     assert metrics["flips"] is False and metrics["oof_accuracy"] > 0.8
+
+    # A trainer told not to use them embeds image + mirror itself (the 4 checked images are in its cache).
+    again = c.post(f"{CLF}/jobs", json={"mode": "quick"}).json()["id"]
+    assert _worker(sqlite_api, tmp_path, hub_embeddings=False).run(max_jobs=1) == 1
+    assert c.get(f"{API}/jobs/{again}").json()["status"] == "succeeded"
+    newest = max(c.get(f"{CLF}/models").json(), key=lambda m: m["id"])["metrics"]
+    assert newest["embeddings_reused"] == 0 and newest["flips"] is True
 
 
 def test_worker_fails_a_job_whose_params_it_cannot_use(
