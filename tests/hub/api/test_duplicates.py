@@ -10,7 +10,8 @@ from apihelpers import dataset_zip, wait_for
 from sqlalchemy import func, select
 
 from camfleet_contract.images import decode_image, encode_jpeg
-from camfleet_hub.db.models import Embedding, Image, ModelVersion
+from camfleet_hub.db.models import Embedding, Image, ModelVersion, TrainingJob
+from camfleet_hub.services import jobs
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
@@ -87,6 +88,13 @@ def test_embeddings_and_duplicates_with_the_real_default_model(
     assert dataset[near["image_id"]] == dataset[original_id] == min(near["image_id"], original_id)
     others = [cluster for image_id, cluster in dataset.items() if image_id not in (near["image_id"], original_id)]
     assert len(set(others)) == len(others) and original_id not in others  # every other image on its own
+    # Those links came from the classifier's index, whose pairs are now cached; a search from scratch agrees.
+    with api.services.sessions() as session:
+        row = session.get(TrainingJob, job["id"])
+        assert row is not None
+        scratch = {i["id"]: i["cluster"] for i in jobs.dataset(session, row)["images"]}
+        index = api.services.near_indexes.get(session, row.classifier_id, model_sha)
+    assert scratch == dataset and index.pairs_key is not None
     assert c.post(f"{API}/jobs/{job['id']}/cancel").status_code == 200
 
     # every blob embedded once, even when a second classifier imports the same bytes

@@ -128,10 +128,10 @@ def cancel_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> JobPub
 
 
 @router.get("/jobs/{job_id}/dataset", operation_id="get_job_dataset", response_model=Dataset)
-def job_dataset(job_id: int, session: SessionDep, user: CurrentUserDep) -> Dataset:
+def job_dataset(job_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Dataset:
     job = jobs.get_job(session, job_id)
     require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
-    return Dataset.model_validate(jobs.dataset(session, job))
+    return Dataset.model_validate(jobs.dataset(session, job, services.near_indexes))
 
 
 @router.get(

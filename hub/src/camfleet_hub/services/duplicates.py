@@ -245,15 +245,29 @@ def resolve(session: Session, classifier: Classifier, keep: int, drop: list[int]
     return drop
 
 
-def clusters(session: Session, images: list[tuple[int, str]], model: str | None, threshold: float) -> dict[int, int]:
+def clusters(
+    session: Session,
+    images: list[tuple[int, str]],
+    model: str | None,
+    threshold: float,
+    own: ClassifierIndex | None = None,
+) -> dict[int, int]:
     """Near-duplicate cluster of each (image id, sha256): the smallest image id of its connected component.
 
     Two images are linked when their embeddings lie closer than ``threshold``; images without an embedding are
     clusters of their own. The trainer keeps each cluster on one side of its train/validation split.
+
+    When every image is in ``own`` (the classifier's live index: no common-group images of other sites), the
+    links are that index's candidate pairs, which stay cached until images are added: a second job of the same
+    dataset skips the search (measured 28 s at 20k images, 93 s at 50k on 2 cores when built from scratch).
     """
     cluster = {image_id: image_id for image_id, _ in images}
     if model is None or len(images) < 2:
         return cluster
+    ids_wanted = set(cluster)
+    if own is not None and ids_wanted <= own.keys:
+        pairs = _candidate_pairs(own, threshold)
+        return _components(cluster, [(p.a, p.b) for p in pairs if p.a in ids_wanted and p.b in ids_wanted])
     vectors = load_vectors(session, [sha for _, sha in images], model)
     known = [(i, sha) for i, sha in images if sha in vectors]
     if len(known) < 2:
@@ -262,14 +276,6 @@ def clusters(session: Session, images: list[tuple[int, str]], model: str | None,
     index = ClassifierIndex(matrix.shape[1])
     ids = [i for i, _ in known]
     index.add_many(ids, matrix)
-    parent = {i: i for i in ids}
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     by_sha: dict[str, list[int]] = {}
     for i, sha in known:  # the same bytes under two ids (common groups of other sites) are one cluster
         by_sha.setdefault(sha, []).append(i)
@@ -279,10 +285,21 @@ def clusters(session: Session, images: list[tuple[int, str]], model: str | None,
             ids[start : start + 1024], index.nearest(matrix[start : start + 1024], NEIGHBOURS), strict=True
         ):
             links.extend((a, b) for b, d in found if b != a and d < threshold)
+    return _components(cluster, links)
+
+
+def _components(cluster: dict[int, int], links: list[tuple[int, int]]) -> dict[int, int]:
+    """Union-find over the links: every id of `cluster` mapped to the smallest id of its component."""
+    parent = dict(cluster)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
     for a, b in links:
         ra, rb = root(a), root(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    for i in ids:
-        cluster[i] = root(i)
-    return cluster
+    return {i: root(i) for i in cluster}

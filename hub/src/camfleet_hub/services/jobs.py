@@ -261,18 +261,20 @@ def _training_rows(session: Session, job: TrainingJob) -> tuple[list[str], list[
     return classes, [r for r in datasets.training_images(session, job.classifier) if r.group in wanted]
 
 
-def dataset(session: Session, job: TrainingJob) -> dict[str, object]:
+def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes | None = None) -> dict[str, object]:
     """What the trainer trains on: the classifier's confirmed images of every group that has enough of them,
     plus those of same-named common groups in other sites (see ``datasets.training_images``)."""
     classifier = job.classifier
     classes, rows = _training_rows(session, job)
     # Near-duplicates share a cluster id, so the trainer keeps each cluster on one side of its split.
     model = default_model(session)
+    own = None if model is None or indexes is None else indexes.get(session, classifier.id, model.sha256)
     cluster = duplicates.clusters(
         session,
         [(r.id, r.sha256) for r in rows],
         None if model is None else model.sha256,
         classifier.max_equal_distance,
+        own,
     )
     return {
         "job_id": job.id,
