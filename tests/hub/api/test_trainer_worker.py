@@ -98,6 +98,9 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
     # 4 images go through the trainer's backbone to check that the hub's vectors match it; the rest are reused.
     assert metrics["embeddings_reused"] == 26, metrics
     assert metrics["flips"] is False and metrics["oof_accuracy"] > 0.8
+    # Only the images it read were downloaded: the 4 checked ones and the 8 of the export's parity check at most.
+    downloaded = list((tmp_path / "cache" / "blobs").rglob("*"))
+    assert 4 <= len([p for p in downloaded if p.is_file()]) <= 12
 
     # A trainer told not to use them embeds image + mirror itself (the 4 checked images are in its cache).
     again = c.post(f"{CLF}/jobs", json={"mode": "quick"}).json()["id"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,8 +235,9 @@ class Worker:
                     params = job.get("params") or {}
                     full = self._full_options(params) if mode == "full" else None
                     backbone = self.backbone_for(params.get("backbone"))
-                    data, name = self._dataset(job_id, reporter)
                     known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
+                    # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
+                    data, name = self._dataset(job_id, reporter, lazy=bool(known))
                     outcome = train_bundle(
                         data,
                         work / "bundle",
@@ -295,8 +298,9 @@ class Worker:
             log.error("job %s: could not report the failure: %s", job_id, exc)
         return "failed"
 
-    def _dataset(self, job_id: int, reporter: JobReporter) -> tuple[LabeledSet, str]:
-        """Fetch the job's image list and every image (cached by sha256); missing blobs are skipped."""
+    def _dataset(self, job_id: int, reporter: JobReporter, lazy: bool = False) -> tuple[LabeledSet, str]:
+        """The job's image list, every image downloaded now (cached by sha256), or with `lazy` on first read;
+        an image missing on the hub is skipped (now) or fails its read like an unreadable file (lazy)."""
         reporter.update("download", 0.0, "fetching the dataset")
         ds = self.client.dataset(job_id)
         classes = [str(c) for c in ds.get("classes", [])]
@@ -308,23 +312,31 @@ class Worker:
             if group not in index:
                 log.warning("job %s: image %s is in group %r, not in classes; skipped", job_id, item.get("id"), group)
                 continue
-            path = self._blob(str(item["sha256"]))
-            if path is None:
-                log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.get("id"), group)
-                continue
+            sha256 = _checked_sha256(item.get("sha256"))
+            read: Callable[[], bytes]
+            if lazy:
+                read = functools.partial(self._read_blob, sha256)
+            else:
+                path = self._blob(sha256)
+                if path is None:
+                    log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.get("id"), group)
+                    continue
+                read = path.read_bytes
             cluster = item.get("cluster")
             samples.append(
-                Sample(
-                    f"image {item.get('id')}",
-                    str(item["sha256"]),
-                    index[group],
-                    path.read_bytes,
-                    None if cluster is None else int(cluster),
-                )
+                Sample(f"image {item.get('id')}", sha256, index[group], read, None if cluster is None else int(cluster))
             )
-            if n % 25 == 0 or n == len(images):
+            if not lazy and (n % 25 == 0 or n == len(images)):
                 reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
         return LabeledSet(classes, samples), str(ds.get("classifier") or "classifier")
+
+    def _read_blob(self, sha256: str) -> bytes:
+        """An image's bytes, downloaded on first use; OSError when the hub no longer has it (skipped like a
+        corrupt file)."""
+        path = self._blob(sha256)
+        if path is None:
+            raise FileNotFoundError(f"sha256 {sha256} is missing on the hub")
+        return path.read_bytes()
 
     def _hub_vectors(self, job_id: int) -> dict[str, np.ndarray]:
         """The embeddings the hub computed at import, so a quick job need not run the backbone on them again;
@@ -337,8 +349,6 @@ class Worker:
 
     def _blob(self, sha256: str) -> Path | None:
         """The image file in the local cache, downloading it once."""
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise HubError(f"dataset: sha256 {sha256!r} is not a lowercase hex digest")
         path = self.cache_dir / "blobs" / sha256[:2] / sha256
         if path.is_file():
             return path
@@ -350,6 +360,14 @@ class Worker:
         tmp.write_bytes(data)
         os.replace(tmp, path)
         return path
+
+
+def _checked_sha256(value: Any) -> str:
+    """A dataset's sha256 as a lowercase hex digest (it names a cache file), or HubError."""
+    sha256 = str(value)
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise HubError(f"dataset: sha256 {sha256!r} is not a lowercase hex digest")
+    return sha256
 
 
 def _epoch_reports(reporter: JobReporter) -> FullHooks:
