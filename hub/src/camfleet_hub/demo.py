@@ -221,6 +221,9 @@ def main(args: argparse.Namespace) -> int:
     procs = _Processes(args.data_dir.resolve())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C stops the demo even when it was started from a script in the background, where the shell leaves
+    # SIGINT ignored and Python would inherit that (CI saw the demo ignore it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hub_url = f"http://127.0.0.1:{args.port}"
     watcher: mqtt.Client | None = None
     try:
@@ -273,6 +276,6 @@ def main(args: argparse.Namespace) -> int:
         print("stopping ...")
         procs.stop()
         if watcher is not None:
-            # No loop_stop(): joining paho's network thread hung once in CI (Ctrl-C never reached the children; a
-            # reconnect back-off sleeps up to minutes). The thread is a daemon and ends with the process.
+            # No loop_stop(): once the broker (inside the hub) is gone, joining paho's network thread can wait out
+            # a reconnect back-off. The thread is a daemon and ends with the process.
             watcher.disconnect()
