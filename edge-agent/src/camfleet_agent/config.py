@@ -15,8 +15,13 @@ Example ``agent.toml``::
     [[cameras]]
     name = "door"
     source = "rtsp://10.0.0.5/stream1"   # or a video file, an image folder, a USB index like "0"
-    fps = 2
+    fps = 2                              # frame-rate cap
     upload_interval_s = 10
+    [cameras.gate]                       # motion gate: classify only frames with change (see
+    sensitivity = 0.5                    # camfleet_contract.agent_config for every key)
+    [[cameras.classifiers]]              # none listed: every active classifier on the whole frame
+    classifier = "door"
+    region = { rect = [0.1, 0.2, 0.5, 0.9] }
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from camfleet_contract.agent_config import CameraConfig
 from camfleet_contract.config import load_config
 from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 
@@ -57,22 +63,12 @@ class MqttSettings(BaseModel):
         return v
 
 
-class CameraSettings(BaseModel):
-    """One camera: where its frames come from and how often to sample and upload them."""
+class CameraSettings(CameraConfig):
+    """One camera: the hub-describable part (source, fps cap, classifiers, gate, uploads) plus local settings."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    source: str = Field(min_length=1, description="video file, image folder, rtsp:// or http:// URL, or USB index")
-    fps: float = Field(default=2.0, gt=0, le=120, description="capture rate, frames per second")
     upload_interval_s: float = Field(default=10.0, ge=0, description="publish a frame every N seconds; 0 = never")
     loop: bool = Field(default=True, description="replay video files and image folders forever")
     jpeg_quality: int = Field(default=85, ge=1, le=100)
-
-    @field_validator("name")
-    @classmethod
-    def _camera_name(cls, v: str) -> str:
-        return validate_name(v, "cameras.name")
 
 
 class AgentSettings(BaseModel):
