@@ -2,7 +2,8 @@
 
 Fixtures
 --------
-- ``shared_data``: Path of the read-only shared data folder (``/work/shared/data`` or ``$CAMFLEET_TEST_DATA``).
+- ``test_data``: Path of the data the repository carries (``tests/data``: clothing photos + a short clip; see its
+  README). Tests read only this; the large shared data folder is for ``bench/`` alone.
 - ``clothing_subset``: session temp copy of a small folder-per-class dataset (layout in its docstring).
 - ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1.
 - ``mosquitto``: session Mosquitto broker on a free loopback port (``.host``, ``.port``, ``.restart()``, ``.stop()``).
@@ -32,8 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-# CI clones the repo with shared/ beside it, like /work/main and /work/shared here.
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Carried by the repository (scripts/make_test_data.py builds it), so a fresh clone tests with nothing beside it.
+TEST_DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Role that scripts/services.sh creates when the default one has no trust auth on loopback (fresh Debian).
 FALLBACK_PG_ADMIN = "postgresql://camfleet_test:camfleet_test@127.0.0.1:5432/postgres"
@@ -96,24 +97,30 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Path of the shared read-only data folder (clothing images, video); never write into it."""
-    path = Path(os.environ.get("CAMFLEET_TEST_DATA", str(DEFAULT_DATA)))
-    if not (path / "clothing" / "train").is_dir():
-        pytest.fail(f"shared test data not found at {path} (set CAMFLEET_TEST_DATA to the folder holding clothing/)")
-    return path
+def test_data() -> Path:
+    """The repository's test data (``tests/data``: ``clothing/{train,validation}/<class>/*.jpg``, ``video/plaza.avi``);
+    read-only, copy before changing anything."""
+    if not (TEST_DATA / "clothing" / "train").is_dir():
+        pytest.fail(f"test data missing at {TEST_DATA} (a partial checkout? rebuild: scripts/make_test_data.py)")
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def clothing_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_data(test_data: Path) -> Path:
+    """Old name of ``test_data`` (the carried data, not the shared folder); kept for tests written before."""
+    return test_data
+
+
+@pytest.fixture(scope="session")
+def clothing_subset(test_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Small folder-per-class dataset copied into a session temp folder; treat it as read-only.
 
     Layout (the returned Path is ``root``)::
 
-        root/train/dress/*.jpg       20 images   (from clothing/train)
+        root/train/dress/*.jpg       20 images   (from tests/data/clothing/train)
         root/train/hat/*.jpg         20 images
         root/train/shoes/*.jpg       20 images
-        root/validation/dress/*.jpg   5 images   (from clothing/validation)
+        root/validation/dress/*.jpg   5 images   (from tests/data/clothing/validation)
         root/validation/hat/*.jpg     5 images
         root/validation/shoes/*.jpg   5 images
 
@@ -123,7 +130,7 @@ def clothing_subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("clothing_subset")
     for split, count in (("train", SUBSET_TRAIN_PER_CLASS), ("validation", SUBSET_VALIDATION_PER_CLASS)):
         for cls in SUBSET_CLASSES:
-            src = shared_data / "clothing" / split / cls
+            src = test_data / "clothing" / split / cls
             files = sorted(src.glob("*.jpg"))[:count]
             if len(files) < count:
                 pytest.fail(f"need {count} images in {src}, found {len(files)}")

@@ -93,12 +93,12 @@ def fleet_public(fleet_seed: str) -> str:
 
 
 @pytest.fixture
-def image_folder(shared_data: Path, tmp_path: Path) -> Path:
+def image_folder(test_data: Path, tmp_path: Path) -> Path:
     """Three real clothing photos (one per class) plus a text file that capture must skip."""
     folder = tmp_path / "camera"
     folder.mkdir()
     for i, cls in enumerate(("dress", "hat", "shoes")):
-        src = sorted((shared_data / "clothing" / "train" / cls).glob("*.jpg"))[0]
+        src = sorted((test_data / "clothing" / "train" / cls).glob("*.jpg"))[0]
         shutil.copyfile(src, folder / f"{i:02d}_{cls}.jpg")
     (folder / "01a_notes.txt").write_text("not an image\n")
     return folder

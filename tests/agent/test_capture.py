@@ -40,8 +40,8 @@ def take(source, count: int, stop: threading.Event | FakeClock | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def plaza(shared_data: Path) -> Path:
-    return shared_data / "video" / "plaza.avi"
+def plaza(test_data: Path) -> Path:
+    return test_data / "video" / "plaza.avi"
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,14 @@ def test_source_kinds(tmp_path: Path, plaza: Path) -> None:
 def test_video_file_frames_are_rgb_with_utc_times(plaza: Path) -> None:
     frames = take(open_source(str(plaza), fps=100, loop=False), 3)
     assert [f.seq for f in frames] == [1, 2, 3]
-    for f in frames:
-        assert f.rgb.shape == (720, 1280, 3) and f.rgb.dtype == np.uint8
-        assert f.captured_at.tzinfo == UTC
     cap = cv2.VideoCapture(str(plaza))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
     ok, bgr = cap.read()
     cap.release()
+    assert size == (270, 480)  # the carried clip (tests/data/README.md)
+    for f in frames:
+        assert f.rgb.shape == (*size, 3) and f.rgb.dtype == np.uint8
+        assert f.captured_at.tzinfo == UTC
     assert ok and np.array_equal(frames[0].rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 

@@ -73,14 +73,14 @@ def test_unpack_rejects_bad_archives(bundle: Path, tmp_path: Path) -> None:
         unpack_bundle(data, tmp_path / "c", max_bytes=100)
 
 
-def test_runtime_classifies_real_images(bundle: Path, key: str, shared_data: Path) -> None:
+def test_runtime_classifies_real_images(bundle: Path, key: str, test_data: Path) -> None:
     rt = ClassifierRuntime(bundle, public_key=public_key_of(key))
     red = np.zeros((40, 40, 3), np.uint8)
     red[..., 0] = 220
     res = rt.classify([red])[0]
     assert res.label == "red" and res.probability > 0.9 and len(res.predictions) == 3
     assert 0.0 <= res.anomaly_score <= 1.0 and res.embedding.shape == (3,)
-    photos = [p.read_bytes() for p in sorted((shared_data / "clothing" / "validation" / "hat").glob("*.jpg"))[:4]]
+    photos = [p.read_bytes() for p in sorted((test_data / "clothing" / "validation" / "hat").glob("*.jpg"))[:4]]
     assert len(rt.classify_bytes(photos)) == 4
     assert rt.classify([]) == []
 

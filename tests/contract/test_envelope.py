@@ -16,8 +16,8 @@ from camfleet_contract.messages import Prediction
 
 
 @pytest.fixture
-def jpeg(shared_data) -> bytes:
-    return next((shared_data / "clothing" / "train" / "hat").glob("*.jpg")).read_bytes()
+def jpeg(test_data) -> bytes:
+    return next((test_data / "clothing" / "train" / "hat").glob("*.jpg")).read_bytes()
 
 
 def test_round_trip(jpeg: bytes) -> None:

@@ -19,8 +19,8 @@ from camfleet_contract.images import (
 
 
 @pytest.fixture
-def photo(shared_data) -> bytes:
-    return next((shared_data / "clothing" / "train" / "shoes").glob("*.jpg")).read_bytes()
+def photo(test_data) -> bytes:
+    return next((test_data / "clothing" / "train" / "shoes").glob("*.jpg")).read_bytes()
 
 
 def _png_claiming(width: int, height: int) -> bytes:

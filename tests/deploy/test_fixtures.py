@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import uuid
 from collections.abc import Callable
 from io import BytesIO
@@ -42,8 +43,35 @@ def _roundtrip(host: str, port: int, payload: bytes, retain: bool = False) -> tu
             client.disconnect()
 
 
-def test_shared_data_has_clothing(shared_data: Path) -> None:
-    assert (shared_data / "clothing" / "train" / "dress").is_dir()
+def test_test_data_is_carried_small_and_licensed(test_data: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    assert test_data == root / "data"  # inside the repository, never ../shared/data
+    assert "CC0" in (test_data / "clothing" / "LICENSE").read_text()
+    assert (test_data / "video" / "plaza.avi").is_file()
+    total = sum(p.stat().st_size for p in test_data.rglob("*") if p.is_file())
+    assert total < 5_000_000, f"tests/data is {total} bytes: keep it a few MB"
+
+
+def test_no_test_reads_the_shared_data_folder() -> None:
+    """Tests use the carried data (fixture ``test_data``); ``../shared/data`` is for bench/ only."""
+    root = Path(__file__).resolve().parents[1]
+    shared_path = re.compile(r"shared/data|\"shared\"\s*/\s*\"data\"|CAMFLEET_TEST_DATA")
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p != Path(__file__).resolve() and shared_path.search(p.read_text())
+    ]
+    assert offenders == []
+
+
+def test_carried_clip_decodes(test_data: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(test_data / "video" / "plaza.avi"))
+    frames = 0
+    while frames < 1000 and cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames == 60
 
 
 def test_clothing_subset_layout(clothing_subset: Path) -> None:

@@ -85,7 +85,7 @@ def _zip_folder(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, shared_data, free_port) -> None:
+def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, test_data, free_port) -> None:
     http_port = free_port()
     hub_url = f"http://127.0.0.1:{http_port}"
     (tmp_path / "hub.toml").write_text(
@@ -150,7 +150,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, sha
         f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{tmp_path / "agent"}"\n'
         f'api_token = "{token("e2e-agent", SITE, "viewer")}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'[[cameras]]\nname = "plaza"\nsource = "{shared_data / "video" / "plaza.avi"}"\n'
+        f'[[cameras]]\nname = "plaza"\nsource = "{test_data / "video" / "plaza.avi"}"\n'
         "fps = 2\nupload_interval_s = 1\n"
         f'[[cameras]]\nname = "shelf"\nsource = "{shelf}"\nfps = 2\nupload_interval_s = 0\n'
     )

@@ -25,8 +25,8 @@ def top5(backbone: Backbone, folder: Path, count: int) -> list[list[str]]:
     return [[names[int(i)] for i in row.topk(5).indices] for row in probs]
 
 
-def test_packaged_weights_give_sensible_imagenet_predictions(backbone: Backbone, shared_data: Path) -> None:
-    validation = shared_data / "clothing" / "validation"
+def test_packaged_weights_give_sensible_imagenet_predictions(backbone: Backbone, test_data: Path) -> None:
+    validation = test_data / "clothing" / "validation"
     for labels in top5(backbone, validation / "shoes", 5):
         assert FOOTWEAR & set(labels), f"no footwear class in the top-5 of a shoe photo: {labels}"
     for labels in top5(backbone, validation / "pants", 5):

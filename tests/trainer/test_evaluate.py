@@ -36,12 +36,12 @@ UNSEEN_IMAGES = 6
 
 
 @pytest.fixture(scope="module")
-def eval_data(clothing_subset: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def eval_data(clothing_subset: Path, test_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The subset's validation images, a folder of a kind the bundle never saw, and one broken file."""
     root = tmp_path_factory.mktemp("eval") / "data"
     shutil.copytree(clothing_subset / "validation", root)
     (root / UNSEEN).mkdir()
-    for path in sorted((shared_data / "clothing" / "validation" / UNSEEN).glob("*.jpg"))[:UNSEEN_IMAGES]:
+    for path in sorted((test_data / "clothing" / "validation" / UNSEEN).glob("*.jpg"))[:UNSEEN_IMAGES]:
         shutil.copy(path, root / UNSEEN)
     (root / "hat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     return root

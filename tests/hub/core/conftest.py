@@ -34,9 +34,9 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def jpegs(shared_data: Path) -> list[bytes]:
+def jpegs(test_data: Path) -> list[bytes]:
     """Twelve distinct real JPEGs from the shared clothing data."""
-    files = sorted((shared_data / "clothing" / "train" / "dress").glob("*.jpg"))[:6]
-    files += sorted((shared_data / "clothing" / "train" / "hat").glob("*.jpg"))[:6]
+    files = sorted((test_data / "clothing" / "train" / "dress").glob("*.jpg"))[:6]
+    files += sorted((test_data / "clothing" / "train" / "hat").glob("*.jpg"))[:6]
     assert len(files) == 12
     return [f.read_bytes() for f in files]
