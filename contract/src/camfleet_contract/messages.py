@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,11 @@ def utcnow() -> datetime:
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+NormBox = tuple[Unit, Unit, Unit, Unit]
+"""A box [x0, y0, x1, y1] in normalised frame coordinates ((0, 0) top-left, (1, 1) bottom-right)."""
 
 
 class Prediction(Message):
@@ -48,7 +53,8 @@ class Event(Message):
     predictions: list[Prediction]
     anomaly: bool
     anomaly_score: float = Field(ge=0.0, le=1.0)
-    motion: float | None = None
+    motion: float | None = None  # share of the camera's (unmasked) frame that changed; None: no motion gate
+    motion_regions: list[NormBox] = Field(default_factory=list, max_length=16)  # changed regions, largest first
     latency_ms: float = Field(ge=0.0)
 
 
