@@ -27,9 +27,11 @@ from camfleet_contract.bundle import MODEL, MODEL_INT8, SIGNATURE, Manifest, pac
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.messages import ModelAnnouncement
 from camfleet_contract.neighbours import NeighbourIndex
+from camfleet_contract.rollback import RollbackStatement
 from tests.support.tinybundle import tiny_onnx
 
 DEFAULT_CLASSES = ("dress", "hat", "shoes")
+SITE = "shop"  # the site a test bundle is signed for unless a test names another
 EMBEDDING_DIM = 3
 OPSET = 17
 IR_VERSION = 8
@@ -53,6 +55,7 @@ def build_bundle(
     classifier: str = "clothes",
     version: str = "1",
     classes: Sequence[str] = DEFAULT_CLASSES,
+    site: str = SITE,
     with_index: bool = True,
     model_seed: int = 0,
     onnx_bytes: bytes | None = None,
@@ -76,6 +79,7 @@ def build_bundle(
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         NeighbourIndex.build(emb, np.arange(12) % len(classes)).save(dest)
     manifest = Manifest(
+        site=site,
         classifier=classifier,
         version=version,
         classes=list(classes),
@@ -123,6 +127,7 @@ def announcement_for(
     classifier: str = "clothes",
     version: str = "1",
     classes: Sequence[str] = DEFAULT_CLASSES,
+    rollback: RollbackStatement | None = None,
 ) -> ModelAnnouncement:
     """The announcement the hub would publish for zip bytes served at `url` (a path on the hub)."""
     return ModelAnnouncement(
@@ -133,4 +138,5 @@ def announcement_for(
         url=url,
         signature=_zip_signature(data),
         classes=list(classes),
+        rollback=rollback,
     )

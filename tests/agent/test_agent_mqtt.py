@@ -10,7 +10,7 @@ from bundles import announcement_for, bundle_zip
 from mqttkit import mqtt_publish
 
 from camfleet_agent.app import Agent
-from camfleet_agent.config import AgentSettings, CameraSettings, MqttSettings
+from camfleet_agent.config import AgentSettings, CameraSettings, ModelTrustSettings, MqttSettings
 from camfleet_agent.keys import PIN_FILE
 from camfleet_contract.envelope import decode_frame
 from camfleet_contract.images import decode_image
@@ -43,7 +43,7 @@ def is_status(state: str, models: dict[str, str] | None = None):  # type: ignore
 
 
 def announce(mosquitto, hub, seed: str, site: str, version: str) -> None:  # type: ignore[no-untyped-def]
-    data = bundle_zip(seed, classifier=CLF, version=version)
+    data = bundle_zip(seed, classifier=CLF, version=version, site=site)
     ann = announcement_for(data, hub.put(f"bundles/{CLF}-{version}.zip", data), CLF, version)
     mqtt_publish(mosquitto.host, mosquitto.port, TOPICS.model(site, CLF), to_json(ann), retain=True)
 
@@ -55,7 +55,8 @@ def settings(mosquitto, static_hub, image_folder: Path, tmp_path: Path, site: st
         site=site,
         hub_url=static_hub.url,
         data_dir=tmp_path / "agent",
-        fleet_public_key="",  # pinned from the hub on first start
+        fleet_public_key="",  # pinned from the hub on first start (plain http: only with the explicit opt-in)
+        models=ModelTrustSettings(trust_on_first_use_http=True),
         status_interval_s=60,
         mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, keepalive=10),
         cameras=[CameraSettings(name=CAMERA, source=str(image_folder), fps=8, upload_interval_s=0.25)],

@@ -90,7 +90,7 @@ def test_run_publishes_events_and_stops_cleanly_on_sigterm(  # type: ignore[no-u
     mosquitto, static_hub, fleet_seed: str, fleet_public: str, image_folder: Path, tmp_path: Path, site: str, collector
 ) -> None:
     topics = Topics()
-    data = bundle_zip(fleet_seed, classifier="clothes", version="1")
+    data = bundle_zip(fleet_seed, classifier="clothes", version="1", site=site)
     ann = announcement_for(data, static_hub.put("b/clothes-1.zip", data), "clothes", "1")
     mqtt_publish(mosquitto.host, mosquitto.port, topics.model(site, "clothes"), to_json(ann), retain=True)
     config = tmp_path / "agent.toml"

@@ -20,7 +20,7 @@ CLF = "clothes"
 
 
 def _loaded(data_dir: Path, public_key: str, **kwargs: object) -> ModelManager:
-    mm = ModelManager(data_dir, "http://127.0.0.1:9", lambda: public_key, **kwargs)  # type: ignore[arg-type]
+    mm = ModelManager(data_dir, "http://127.0.0.1:9", lambda: public_key, site="shop", **kwargs)  # type: ignore[arg-type]
     mm.load_from_disk()
     return mm
 

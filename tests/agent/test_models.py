@@ -7,19 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
-from bundles import announcement_for, build_bundle, bundle_zip
+from bundles import SITE, announcement_for, build_bundle, bundle_zip
 
 from camfleet_agent.keys import PIN_FILE, FleetKey, FleetKeyError
-from camfleet_agent.models import ACTIVE_FILE, ModelManager, ModelUpdateError
+from camfleet_agent.models import ACTIVE_FILE, TRUST_FILE, ModelManager, ModelUpdateError
 from camfleet_contract.bundle import pack_bundle
 from camfleet_contract.images import decode_image
+from camfleet_contract.rollback import sign_rollback
 from camfleet_contract.signing import generate_signing_key, public_key_of
 
 CLF = "clothes"
 
 
 def manager(data_dir: Path, hub_url: str, public_key: str, **kwargs: object) -> ModelManager:
-    return ModelManager(data_dir, hub_url, lambda: public_key, **kwargs)  # type: ignore[arg-type]
+    return ModelManager(data_dir, hub_url, lambda: public_key, site=SITE, **kwargs)  # type: ignore[arg-type]
 
 
 def publish(hub, seed: str, version: str, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -53,7 +54,7 @@ def test_good_bundle_is_swapped_in(active_v1: ModelManager, data_dir: Path, imag
     runtime = active_v1.active()[CLF]
     assert active_v1.versions() == {CLF: "1"}
     assert runtime.bundle_dir == data_dir / "models" / CLF / "1"
-    assert sorted(p.name for p in (data_dir / "models" / CLF).iterdir()) == ["1", ACTIVE_FILE]
+    assert sorted(p.name for p in (data_dir / "models" / CLF).iterdir()) == ["1", ACTIVE_FILE, TRUST_FILE]
     rgb = decode_image(next(image_folder.glob("*.jpg")).read_bytes())
     result = runtime.classify([rgb])[0]
     assert result.label in ("dress", "hat", "shoes") and 0.0 <= result.anomaly_score <= 1.0
@@ -118,7 +119,7 @@ def test_bad_bundle_keeps_the_old_model(  # type: ignore[no-untyped-def]
     with pytest.raises(ModelUpdateError, match=reason):
         active_v1.apply(CLF, make(static_hub, fleet_seed))
     assert active_v1.active()[CLF] is old
-    assert sorted(p.name for p in (data_dir / "models" / CLF).iterdir()) == ["1", ACTIVE_FILE]
+    assert sorted(p.name for p in (data_dir / "models" / CLF).iterdir()) == ["1", ACTIVE_FILE, TRUST_FILE]
 
 
 def test_worker_logs_rejections_and_keeps_running(  # type: ignore[no-untyped-def]
@@ -176,11 +177,12 @@ def test_keeps_one_previous_version_and_rolls_back_without_download(  # type: ig
     active_v1.apply(CLF, ann2)
     active_v1.apply(CLF, publish(static_hub, fleet_seed, "3"))
     clf_dir = data_dir / "models" / CLF
-    assert sorted(p.name for p in clf_dir.iterdir()) == ["2", "3", ACTIVE_FILE]
+    assert sorted(p.name for p in clf_dir.iterdir()) == ["2", "3", ACTIVE_FILE, TRUST_FILE]
     (static_hub.root / ann2.url.lstrip("/")).unlink()  # a rollback must not need the hub
-    assert active_v1.apply(CLF, ann2) is True
+    rollback = sign_rollback(SITE, CLF, "2", "3", fleet_seed)  # a downgrade needs the hub's signed word
+    assert active_v1.apply(CLF, ann2.model_copy(update={"rollback": rollback})) is True
     assert active_v1.versions() == {CLF: "2"}
-    assert sorted(p.name for p in clf_dir.iterdir()) == ["2", "3", ACTIVE_FILE]
+    assert sorted(p.name for p in clf_dir.iterdir()) == ["2", "3", ACTIVE_FILE, TRUST_FILE]
 
 
 def test_removal_deactivates_and_survives_restart(active_v1: ModelManager, fleet_public: str, data_dir: Path) -> None:
@@ -207,10 +209,10 @@ def test_fleet_key_pinned_on_first_contact_and_a_new_one_refused(  # type: ignor
 ) -> None:
     first, second = public_key_of(generate_signing_key()), public_key_of(generate_signing_key())
     static_hub.set_fleet_key(first)
-    assert FleetKey("", tmp_path, static_hub.url).get() == first
+    assert FleetKey("", tmp_path, static_hub.url, trust_on_first_use_http=True).get() == first
     assert (tmp_path / PIN_FILE).read_text().strip() == first
     static_hub.set_fleet_key(second)
-    later = FleetKey("", tmp_path, static_hub.url)
+    later = FleetKey("", tmp_path, static_hub.url, trust_on_first_use_http=True)
     with caplog.at_level(logging.ERROR, logger="camfleet_agent.keys"):
         later.check_hub()
     assert "refusing the new key" in caplog.text
@@ -220,19 +222,23 @@ def test_fleet_key_pinned_on_first_contact_and_a_new_one_refused(  # type: ignor
 
 def test_fleet_key_unknown_when_hub_unreachable(tmp_path: Path) -> None:
     with pytest.raises(FleetKeyError, match="cannot fetch the fleet key"):
-        FleetKey("", tmp_path, "http://127.0.0.1:9", timeout_s=2).get()
+        FleetKey("", tmp_path, "http://127.0.0.1:9", timeout_s=2, trust_on_first_use_http=True).get()
 
 
 def test_hub_token_goes_to_the_hub_only(static_hub, fleet_seed: str, fleet_public: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The configured api_token authorises bundle and key downloads from the hub, and is never sent elsewhere."""
     static_hub.set_fleet_key(fleet_public)
-    assert FleetKey("", tmp_path / "k", static_hub.url, token="cf_secret").get() == fleet_public
+    assert FleetKey("", tmp_path / "k", static_hub.url, token="cf_secret", trust_on_first_use_http=True).get() == (
+        fleet_public
+    )
     assert static_hub.authorization[-1] == "Bearer cf_secret"
     mm = manager(tmp_path / "a", static_hub.url, fleet_public, token="cf_secret")
     assert mm.apply(CLF, publish(static_hub, fleet_seed, "1")) is True
     assert static_hub.authorization[-1] == "Bearer cf_secret"
     elsewhere = publish(static_hub, fleet_seed, "2")
     other_host = static_hub.url.replace("127.0.0.1", "localhost") + elsewhere.url
-    assert mm.apply(CLF, elsewhere.model_copy(update={"url": other_host})) is True
-    assert static_hub.requests[-1] == elsewhere.url and static_hub.authorization[-1] is None
+    before = len(static_hub.requests)
+    with pytest.raises(ModelUpdateError, match="not on the hub's origin"):  # and so never gets the token
+        mm.apply(CLF, elsewhere.model_copy(update={"url": other_host}))
+    assert len(static_hub.requests) == before
     mm.stop()

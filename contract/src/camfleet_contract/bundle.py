@@ -1,7 +1,9 @@
 """The model bundle: model.onnx + manifest.json + index + an ed25519 signature over the manifest.
 
 A bundle travels as a zip. Whoever publishes it signs the manifest; the manifest lists the sha256 of every
-other file, so one signature covers the whole bundle.
+other file, so one signature covers the whole bundle, and a file it does not list is refused, never opened.
+Since format 2 the manifest names the site and classifier it is for (the hub sets both when it re-signs), so a
+bundle signed for one place cannot be replayed in another: see `check_scope`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from .anomaly import AnomalyCalibration
 from .images import Preprocessing
 from .messages import utcnow
 from .signing import SignatureError, public_key_of, sign, verify
-from .topics import Name
+from .topics import Name, validate_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 manifests (no site) are still readable, so the hub can re-sign an old upload; agents refuse them.
+READABLE_FORMATS = frozenset({1, FORMAT_VERSION})
+DEFAULT_SITE = "*"  # the hub's ImageNet default bundle is for every site, and only as this classifier:
+DEFAULT_CLASSIFIER = "imagenet"
 MODEL = "model.onnx"
 MODEL_INT8 = "model.int8.onnx"  # optional statically quantised variant; the manifest's metrics say if it is usable
 MANIFEST = "manifest.json"
@@ -35,8 +41,11 @@ MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 __all__ = [
     "AnomalyCalibration",
     "BundleError",
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_SITE",
     "Manifest",
     "Preprocessing",
+    "check_scope",
     "pack_bundle",
     "sha256_file",
     "sign_bundle",
@@ -53,6 +62,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format_version: int = FORMAT_VERSION
+    site: str = Field(default="", description='the site it is for; "*" = the default bundle; "" = not assigned')
     classifier: Name
     version: str = Field(min_length=1, max_length=64)
     classes: list[str] = Field(min_length=1)
@@ -68,9 +78,33 @@ class Manifest(BaseModel):
     @field_validator("format_version")
     @classmethod
     def _fmt(cls, v: int) -> int:
-        if v != FORMAT_VERSION:
+        if v not in READABLE_FORMATS:
             raise ValueError(f"bundle format_version {v} is not supported (expected {FORMAT_VERSION})")
         return v
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        return v if v in ("", DEFAULT_SITE) else validate_name(v, "site")
+
+
+def check_scope(manifest: Manifest, site: str, classifier: str) -> None:
+    """Raise BundleError unless the signed manifest is for this site and classifier (or is the default bundle).
+
+    The default bundle (site "*") is accepted only as the classifier named `DEFAULT_CLASSIFIER`, never as a
+    site's own classifier.
+    """
+    if manifest.format_version < FORMAT_VERSION:
+        raise BundleError(
+            f"manifest format_version={manifest.format_version} names no site; bundles must be format "
+            f"{FORMAT_VERSION} (re-sign it on the hub)"
+        )
+    if manifest.classifier != classifier:
+        raise BundleError(f"manifest classifier={manifest.classifier!r} but this is classifier {classifier!r}")
+    if manifest.site == DEFAULT_SITE and classifier == DEFAULT_CLASSIFIER:
+        return
+    if manifest.site != site:
+        raise BundleError(f"manifest site={manifest.site!r} but this agent is in site {site!r}")
 
 
 def sha256_file(path: Path) -> str:
@@ -94,7 +128,9 @@ def sign_bundle(bundle_dir: str | Path, manifest: Manifest, seed_hex: str) -> Ma
     unknown = set(files) - KNOWN_FILES
     if unknown:
         raise BundleError(f"unexpected files in bundle: {sorted(unknown)}")
-    manifest = manifest.model_copy(update={"files": files, "signer": public_key_of(seed_hex)})
+    # Whatever format it was read as, it is written (and signed) in the current one.
+    update = {"files": files, "signer": public_key_of(seed_hex), "format_version": FORMAT_VERSION}
+    manifest = manifest.model_copy(update=update)
     data = manifest.model_dump_json(indent=2).encode()
     (bundle_dir / MANIFEST).write_bytes(data)
     (bundle_dir / SIGNATURE).write_text(sign(data, seed_hex) + "\n")
@@ -127,6 +163,13 @@ def verify_bundle(bundle_dir: str | Path, public_key_hex: str | None) -> Manifes
         raise BundleError(f"manifest signature check failed: {exc}") from None
     if MODEL not in manifest.files:
         raise BundleError(f"manifest does not list {MODEL}")
+    # Before anything reads a file: one the signature does not cover (an appended index.usearch, say) must not
+    # reach a parser, so its presence alone refuses the bundle.
+    unlisted = sorted(
+        p.name for p in bundle_dir.iterdir() if p.name not in (MANIFEST, SIGNATURE) and p.name not in manifest.files
+    )
+    if unlisted:
+        raise BundleError(f"files {unlisted[:5]} are not listed in the signed manifest")
     for name, digest in manifest.files.items():
         path = bundle_dir / name
         if name not in KNOWN_FILES or not path.is_file():

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from .rollback import RollbackStatement
 from .topics import Name
 
 M = TypeVar("M", bound=BaseModel)
@@ -83,6 +84,7 @@ class ModelAnnouncement(Message):
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
     classes: list[str]
     created_at: AwareDatetime = Field(default_factory=utcnow)
+    rollback: RollbackStatement | None = Field(default=None, description="hub-signed; only for a lower version")
 
 
 class Command(Message):

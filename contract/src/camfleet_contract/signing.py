@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def _signing_key(seed_hex: str) -> SigningKey:
 
 def public_key_of(seed_hex: str) -> str:
     return bytes(_signing_key(seed_hex).verify_key).hex()
+
+
+def fingerprint(public_key_hex: str) -> str:
+    """sha256 of the raw 32-byte public key, hex: short enough to pin in a config file, and checkable."""
+    try:
+        raw = bytes(VerifyKey(bytes.fromhex(public_key_hex.strip())))
+    except (ValueError, TypeError) as exc:
+        raise SignatureError(f"public key is not 32 hex-encoded bytes ({exc})") from None
+    return hashlib.sha256(raw).hexdigest()
 
 
 def load_or_create_key(path: str | Path) -> str:

@@ -40,7 +40,13 @@ class Agent:
         self.identity = Identity(site=settings.site, agent=settings.agent, topics=self.topics)
         self._token = settings.api_token.get_secret_value() if settings.api_token else None
         self.fleet_key = FleetKey(
-            settings.fleet_public_key, settings.data_dir, settings.hub_url, timeout_s=5.0, token=self._token
+            settings.fleet_public_key,
+            settings.data_dir,
+            settings.hub_url,
+            timeout_s=5.0,
+            token=self._token,
+            fingerprint_sha256=settings.models.fleet_key_sha256,
+            trust_on_first_use_http=settings.models.trust_on_first_use_http,
         )
         self.models: ModelManager | None = None
         self.mqtt: AgentMqtt | None = None
@@ -64,6 +70,7 @@ class Agent:
                 s.data_dir,
                 s.hub_url,
                 self.fleet_key.get,
+                site=s.site,
                 top_k=s.top_k,
                 on_change=self._status_changed.set,
                 use_int8=s.use_int8,

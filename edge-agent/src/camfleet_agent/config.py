@@ -12,6 +12,9 @@ Example ``agent.toml``::
     host = "127.0.0.1"
     port = 11883
 
+    [models]
+    fleet_key_sha256 = "..."      # pin the hub's fleet key by fingerprint (or set fleet_public_key itself)
+
     [[cameras]]
     name = "door"
     source = "rtsp://10.0.0.5/stream1"   # or a video file, an image folder, a USB index like "0"
@@ -71,6 +74,26 @@ class CameraSettings(CameraConfig):
     jpeg_quality: int = Field(default=85, ge=1, le=100)
 
 
+class ModelTrustSettings(BaseModel):
+    """How the agent comes to trust the fleet key that model bundles are signed with (besides fleet_public_key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fleet_key_sha256: str = Field(default="", description="sha256 of the fleet public key: the hub's key is pinned")
+    trust_on_first_use_http: bool = Field(
+        default=False,
+        description="pin whatever key the hub first offers over plain http:// (anyone on the path could choose it)",
+    )
+
+    @field_validator("fleet_key_sha256")
+    @classmethod
+    def _fingerprint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not _HEX_KEY.fullmatch(v):
+            raise ValueError(f"models.fleet_key_sha256={v!r} must be 64 hex characters (a sha256) or empty")
+        return v.lower()
+
+
 class AgentSettings(BaseModel):
     """Everything an agent process needs; unknown keys are rejected."""
 
@@ -93,6 +116,7 @@ class AgentSettings(BaseModel):
     queue_size: int = Field(default=4, ge=1, le=1000, description="frames buffered per camera before dropping")
     status_interval_s: float = Field(default=30.0, gt=0)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
 
     @field_validator("agent")

@@ -1,4 +1,9 @@
-"""The fleet public key that bundles must be signed with: configured, or fetched once from the hub and pinned."""
+"""The fleet public key that bundles must be signed with: configured, or fetched once from the hub and pinned.
+
+A fetched key is trusted only when it matches a configured sha256 fingerprint, or came over HTTPS, or the
+operator opted in to trust on first use over plain HTTP (`models.trust_on_first_use_http`): otherwise whoever
+answers for the hub's address on the network the first time would choose the key.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import threading
 from pathlib import Path
 
 import httpx
+
+from camfleet_contract.signing import SignatureError, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +40,27 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class FleetKey:
-    """Trust on first use: a configured key wins; otherwise the hub's key is pinned in `data_dir/fleet.pub`.
+    """A configured key wins; otherwise the hub's key, checked as above, is pinned in `data_dir/fleet.pub`.
 
     Once pinned, a different key offered by the hub is refused (logged as an error) and the pin is kept.
     """
 
     def __init__(
-        self, configured: str, data_dir: Path, hub_url: str, timeout_s: float = 10.0, token: str | None = None
+        self,
+        configured: str,
+        data_dir: Path,
+        hub_url: str,
+        timeout_s: float = 10.0,
+        token: str | None = None,
+        *,
+        fingerprint_sha256: str = "",
+        trust_on_first_use_http: bool = False,
     ) -> None:
         self.configured = configured.strip().lower()
+        self.fingerprint = fingerprint_sha256.strip().lower()
+        self.tofu_http = trust_on_first_use_http
+        if self.configured and self.fingerprint and _fingerprint(self.configured) != self.fingerprint:
+            raise FleetKeyError("the configured fleet key does not match the configured fleet key fingerprint")
         self.pin_path = Path(data_dir) / PIN_FILE
         self.hub_url = hub_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -56,11 +75,18 @@ class FleetKey:
             return None
         if not _HEX_KEY.fullmatch(value):
             raise FleetKeyError(f"{self.pin_path} does not hold a 64-hex-character key (got {value[:80]!r})")
+        if self.fingerprint and _fingerprint(value) != self.fingerprint:
+            raise FleetKeyError(f"{self.pin_path} holds a key whose sha256 is not the configured fingerprint")
         return value
 
     def fetch(self) -> str:
-        """Ask the hub for its fleet key."""
+        """Ask the hub for its fleet key; raises FleetKeyError unless this agent may trust the answer."""
         url = self.hub_url + KEY_PATH
+        if not self.fingerprint and not url.startswith("https://") and not self.tofu_http:
+            raise FleetKeyError(
+                f"will not trust a fleet key fetched over plain HTTP from {url}: set fleet_public_key or "
+                "models.fleet_key_sha256, use an https:// hub_url, or set models.trust_on_first_use_http = true"
+            )
         try:
             resp = httpx.get(url, timeout=self.timeout_s, headers=self._headers)
             resp.raise_for_status()
@@ -69,6 +95,11 @@ class FleetKey:
             raise FleetKeyError(f"cannot fetch the fleet key from {url}: {exc}") from None
         if not _HEX_KEY.fullmatch(value):
             raise FleetKeyError(f"the hub at {url} returned a malformed fleet key {value[:80]!r}")
+        if self.fingerprint and _fingerprint(value) != self.fingerprint:
+            raise FleetKeyError(
+                f"the hub at {url} offers fleet key {value} whose sha256 is not the configured fingerprint "
+                f"{self.fingerprint}: refused"
+            )
         return value
 
     def get(self) -> str:
@@ -107,3 +138,10 @@ class FleetKey:
                 pinned,
                 self.pin_path,
             )
+
+
+def _fingerprint(key: str) -> str:
+    try:
+        return fingerprint(key)
+    except SignatureError as exc:
+        raise FleetKeyError(str(exc)) from None

@@ -6,9 +6,13 @@ On disk, per classifier::
     data_dir/models/<classifier>/7/               the active bundle
     data_dir/models/<classifier>/6/               the previous one, kept for rollback
     data_dir/models/<classifier>/8.tmp/           a download being checked (removed on any failure)
+    data_dir/models/<classifier>/trust.json       {"shop": {"highest": 7, ...}}: the high-water mark per scope
 
 Whatever goes wrong with a new bundle (download, size, sha256, zip, signature, hashes, ONNX), the reason is
-logged and the classifier keeps running the model it had.
+logged and the classifier keeps running the model it had. What the agent trusts (docs/SECURITY.md, "Model
+bundles and the fleet key"): a bundle signed by the fleet key whose manifest names this site and classifier
+(or is the default bundle, as the default classifier only), at a version no lower than the highest applied
+unless a hub-signed rollback names it, downloaded from the hub's own origin.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from pathlib import Path
 
 import httpx
 
-from camfleet_contract.bundle import BundleError, read_signature, unpack_bundle
+from camfleet_contract.bundle import BundleError, check_scope, read_signature, unpack_bundle
 from camfleet_contract.messages import ModelAnnouncement
+from camfleet_contract.rollback import verify_rollback
 from camfleet_contract.runtime import ClassifierRuntime
+from camfleet_contract.signing import SignatureError
 from camfleet_contract.topics import TopicError, validate_name
 
 from .keys import FleetKeyError, write_atomic
@@ -37,6 +43,7 @@ from .keys import FleetKeyError, write_atomic
 log = logging.getLogger(__name__)
 
 ACTIVE_FILE = "active.json"
+TRUST_FILE = "trust.json"
 TMP_SUFFIX = ".tmp"
 DOWNLOAD_ATTEMPTS = 3
 RETRY_BASE_S = 5.0
@@ -66,6 +73,8 @@ class ModelManager:
         data_dir: Path,
         hub_url: str,
         public_key: Callable[[], str],
+        *,
+        site: str,
         top_k: int = 5,
         on_change: Callable[[], None] | None = None,
         http: httpx.Client | None = None,
@@ -75,7 +84,9 @@ class ModelManager:
         token: str | None = None,
     ) -> None:
         self.models_dir = Path(data_dir) / "models"
+        self.site = validate_name(site, "site")
         self.hub_url = hub_url.rstrip("/")
+        self._origin = _origin(httpx.URL(self.hub_url))
         self._public_key = public_key
         self.top_k = top_k
         self.use_int8 = use_int8
@@ -116,6 +127,7 @@ class ModelManager:
             for version in candidates:
                 try:
                     runtime = self._load(clf_dir / version, clf_dir.name, version)
+                    self._check_scope(runtime, clf_dir.name)
                 except (ModelUpdateError, TransientUpdateError) as exc:
                     log.error("model %s/%s on disk cannot be used: %s", clf_dir.name, version, exc)
                     continue
@@ -214,7 +226,9 @@ class ModelManager:
                 log.warning("model %s/%s on disk is unusable (%s); downloading it again", classifier, version, exc)
                 shutil.rmtree(final, ignore_errors=True)
             else:
+                trust = self._admit(classifier, runtime, announcement)
                 self._swap(classifier, runtime)
+                self._write_trust(clf_dir, trust)
                 return True
         data = self._download(announcement)
         tmp = clf_dir / f"{version}{TMP_SUFFIX}"
@@ -225,6 +239,7 @@ class ModelManager:
             except BundleError as exc:
                 raise ModelUpdateError(str(exc)) from None
             runtime = self._load(tmp, classifier, version)
+            trust = self._admit(classifier, runtime, announcement)
             self._check_signature(tmp, announcement)
             tmp.rename(final)
         except BaseException:
@@ -232,7 +247,59 @@ class ModelManager:
             raise
         runtime.bundle_dir = final
         self._swap(classifier, runtime)
+        self._write_trust(clf_dir, trust)
         return True
+
+    # ------------------------------------------------------------------ trust
+
+    def _check_scope(self, runtime: ClassifierRuntime, classifier: str) -> None:
+        try:
+            check_scope(runtime.manifest, self.site, classifier)
+        except BundleError as exc:
+            raise ModelUpdateError(str(exc)) from None
+
+    def _admit(
+        self, classifier: str, runtime: ClassifierRuntime, announcement: ModelAnnouncement
+    ) -> dict[str, dict[str, object]]:
+        """Scope and version rules on the verified manifest; returns the trust state to persist once swapped.
+
+        A version below the highest applied in this scope is a downgrade (a replayed announcement) unless the
+        announcement carries a fleet-signed rollback naming it that withdraws at least that highest version and
+        is newer than the last rollback accepted.
+        """
+        self._check_scope(runtime, classifier)
+        manifest = runtime.manifest
+        number = _version_number(manifest.version)
+        trust = self._read_trust(self.models_dir / classifier)
+        scope = trust.get(manifest.site, {})
+        highest = _stored_int(scope.get("highest"))
+        if number >= highest:
+            trust[manifest.site] = {**scope, "highest": number}
+            return trust
+        statement = announcement.rollback
+        below = f"version {manifest.version} is below version {highest} already applied to {classifier}"
+        if statement is None:
+            raise ModelUpdateError(f"{below}; refused without a signed rollback naming it")
+        if (statement.site, statement.classifier, statement.version) != (manifest.site, classifier, manifest.version):
+            raise ModelUpdateError(
+                f"{below}; the rollback names site={statement.site!r} classifier={statement.classifier!r} "
+                f"version={statement.version!r} instead"
+            )
+        try:
+            verify_rollback(statement, self._public_key())
+        except SignatureError as exc:
+            raise ModelUpdateError(f"{below}; its rollback statement is not signed by the fleet key: {exc}") from None
+        except FleetKeyError as exc:
+            raise TransientUpdateError(str(exc)) from None
+        replaces = int(statement.replaces)
+        if replaces < highest:
+            raise ModelUpdateError(f"{below}; the rollback withdraws versions up to {replaces} only (an old one)")
+        last = scope.get("rollback_issued_at")
+        if isinstance(last, str) and statement.issued_at <= datetime.fromisoformat(last):
+            raise ModelUpdateError(f"{below}; the rollback was issued at or before the last one accepted ({last})")
+        log.info("model %s: signed rollback to %s (withdraws up to %s)", classifier, manifest.version, replaces)
+        trust[manifest.site] = {"highest": replaces, "rollback_issued_at": statement.issued_at.isoformat()}
+        return trust
 
     def deactivate(self, classifier: str) -> None:
         """The hub withdrew this classifier: stop classifying with it (its files stay for a rollback)."""
@@ -243,12 +310,25 @@ class ModelManager:
             log.info("model %s/%s deactivated", classifier, runtime.version)
             self._changed()
 
+    def bundle_url(self, announced: str) -> str:
+        """The announced URL resolved against hub_url; refused unless it is on the hub's origin."""
+        if announced.startswith("/") and not announced.startswith("//"):
+            url = self.hub_url + announced  # keeps a path prefix of hub_url (a hub behind a proxy path)
+        elif "://" in announced or announced.startswith("//"):
+            url = announced
+        else:
+            url = f"{self.hub_url}/{announced}"
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ModelUpdateError(f"url={announced!r} is not a valid URL ({exc})") from None
+        if parsed.scheme not in ("http", "https") or _origin(parsed) != self._origin:
+            # Bundles come from the configured hub only: an announcement cannot send the agent elsewhere.
+            raise ModelUpdateError(f"url={announced!r} is not on the hub's origin {self.hub_url}")
+        return str(parsed)
+
     def _download(self, announcement: ModelAnnouncement) -> bytes:
-        url = announcement.url
-        if url.startswith("/"):
-            url = self.hub_url + url
-        elif not url.startswith(("http://", "https://")):
-            raise ModelUpdateError(f"url={announcement.url!r} is neither a path on the hub nor an http(s) URL")
+        url = self.bundle_url(announcement.url)
         last: Exception | None = None
         for attempt in range(DOWNLOAD_ATTEMPTS):
             if attempt:
@@ -266,8 +346,7 @@ class ModelManager:
         digest = hashlib.sha256()
         buf = bytearray()
         try:
-            headers = self._auth if url.startswith(self.hub_url + "/") else {}
-            with self._http.stream("GET", url, headers=headers) as resp:
+            with self._http.stream("GET", url, headers=self._auth) as resp:  # bundle_url: always the hub
                 if resp.status_code in (408, 429) or resp.status_code >= 500:
                     raise TransientUpdateError(f"GET {url} answered {resp.status_code}")
                 if resp.status_code in (401, 403):
@@ -306,8 +385,6 @@ class ModelManager:
             raise ModelUpdateError(f"bundle cannot be loaded: {type(exc).__name__}: {exc}") from None
         if runtime.version != version:
             raise ModelUpdateError(f"manifest version {runtime.version!r} != announced version={version!r}")
-        if runtime.manifest.classifier != classifier:
-            log.warning("model %s/%s: manifest names classifier %r", classifier, version, runtime.manifest.classifier)
         log.info("model %s/%s runs %s", classifier, version, runtime.model_file)
         return runtime
 
@@ -362,6 +439,24 @@ class ModelManager:
         return state if isinstance(state, dict) else {}
 
     @staticmethod
+    def _read_trust(clf_dir: Path) -> dict[str, dict[str, object]]:
+        path = clf_dir / TRUST_FILE
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # Losing the high-water mark would let a replay downgrade: refuse updates until someone looks.
+            raise ModelUpdateError(f"{path} is unreadable ({exc}); fix or remove it to accept updates") from None
+        if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+            raise ModelUpdateError(f"{path} is not a trust state; fix or remove it to accept updates")
+        return state
+
+    @staticmethod
+    def _write_trust(clf_dir: Path, trust: dict[str, dict[str, object]]) -> None:
+        write_atomic(clf_dir / TRUST_FILE, json.dumps(trust, indent=2, sort_keys=True).encode())
+
+    @staticmethod
     def _write_state(clf_dir: Path, version: str, previous: str | None) -> None:
         state = {"version": version, "previous": previous, "activated_at": datetime.now(UTC).isoformat()}
         write_atomic(clf_dir / ACTIVE_FILE, json.dumps(state, indent=2).encode())
@@ -373,3 +468,20 @@ class ModelManager:
             if path.is_dir() and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("model %s: removed old version %s", clf_dir.name, path.name)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    """scheme, host, port (the default one when the URL names none): what 'the hub's origin' means."""
+    port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
+    return url.scheme, url.host.lower(), port
+
+
+def _version_number(version: str) -> int:
+    """Hub versions are whole numbers; a version the agent cannot order is one it cannot protect, so refused."""
+    if not version.isascii() or not version.isdigit() or len(version) > 18:
+        raise ModelUpdateError(f"version={version!r} is not a whole number, so it cannot be ordered")
+    return int(version)
+
+
+def _stored_int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -194,6 +194,7 @@ def write_bundle(
     classifier: str = DEFAULT_CLASSIFIER,
     version: str | None = None,
     metrics: dict[str, Any] | None = None,
+    site: str = "",
     report: dict[str, Any] | None = None,
     overwrite: bool = False,
     int8: Int8Inputs | None = None,
@@ -223,6 +224,7 @@ def write_bundle(
         if report is not None:
             (staging / cb.REPORT).write_text(json.dumps(report, indent=1, default=_jsonable))
         manifest = cb.Manifest(
+            site=site,  # "" until the hub assigns it when it registers and re-signs the bundle
             classifier=classifier,
             version=version or new_version(),
             classes=list(classes),
@@ -297,6 +299,7 @@ def export_imagenet_default(
         anomaly,
         seed_hex,
         check_images if check_images is not None else bundled_check_images(),
+        site=cb.DEFAULT_SITE,
         classifier=DEFAULT_CLASSIFIER,
         version=f"{backbone.name}-in1k"[:64],
         metrics={"dataset": "imagenet-1k", "weights_sha256": backbone.weights_sha256},

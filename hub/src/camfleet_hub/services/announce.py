@@ -8,11 +8,13 @@ import threading
 import zipfile
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from camfleet_contract.bundle import DEFAULT_CLASSIFIER as DEFAULT_CLASSIFIER  # the default bundle's name
 from camfleet_contract.bundle import SIGNATURE
 from camfleet_contract.messages import ModelAnnouncement, to_json
+from camfleet_contract.rollback import RollbackStatement, sign_rollback
 from camfleet_hub.db.models import Classifier, ModelStatus, ModelVersion, Site
 from camfleet_hub.services import urls
 from camfleet_hub.store.base import ObjectStore
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLASSIFIER = "imagenet"
 BUNDLE_PREFIX = "bundles"
 
 _signatures: dict[str, str] = {}
@@ -66,7 +67,26 @@ def default_model(session: Session) -> ModelVersion | None:
     )
 
 
-def announcement(store: ObjectStore, model: ModelVersion, classifier: str) -> ModelAnnouncement:
+def rollback_statement(
+    services: HubServices, session: Session, site: Site, classifier: Classifier, model: ModelVersion
+) -> RollbackStatement | None:
+    """A fleet-signed rollback when `model` is below a version that was ever in production, else None.
+
+    Agents refuse a version below the highest they applied unless this statement names it.
+    """
+    highest = session.scalar(
+        select(func.max(ModelVersion.version)).where(
+            ModelVersion.classifier_id == classifier.id, ModelVersion.promoted_at.is_not(None)
+        )
+    )
+    if highest is None or int(highest) <= model.version:
+        return None
+    return sign_rollback(site.name, classifier.name, str(model.version), str(highest), services.fleet_key)
+
+
+def announcement(
+    store: ObjectStore, model: ModelVersion, classifier: str, rollback: RollbackStatement | None = None
+) -> ModelAnnouncement:
     """The announcement of one registered model under a classifier name."""
     return ModelAnnouncement(
         classifier=classifier,
@@ -76,6 +96,7 @@ def announcement(store: ObjectStore, model: ModelVersion, classifier: str) -> Mo
         url=urls.model_bundle(model.id),
         signature=bundle_signature(store, model.sha256),
         classes=list(model.manifest.get("classes", [])),
+        rollback=rollback,
     )
 
 
@@ -95,7 +116,8 @@ def announce_site(services: HubServices, session: Session, site: Site) -> list[s
         model = production_model(session, clf)
         if model is not None:
             topic = services.topics.model(site.name, clf.name)
-            _publish(services, topic, to_json(announcement(services.store, model, clf.name)))
+            statement = rollback_statement(services, session, site, clf, model)
+            _publish(services, topic, to_json(announcement(services.store, model, clf.name, statement)))
             topics.append(topic)
     if any(c.name == DEFAULT_CLASSIFIER for c in classifiers):
         return topics  # a site classifier owns that topic

@@ -16,7 +16,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from camfleet_contract.bundle import BundleError, Manifest, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
+from camfleet_contract.bundle import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_SITE,
+    BundleError,
+    Manifest,
+    pack_bundle,
+    sign_bundle,
+    unpack_bundle,
+    verify_bundle,
+)
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
 from camfleet_hub.db.models import Classifier, JobStatus, ModelStatus, ModelVersion, Site, TrainingJob
@@ -60,18 +69,19 @@ def _check_loads(bundle_dir: Path, public_key: str) -> None:
 
 
 def resign(
-    services: HubServices, data: bytes, classifier: str | None, version: int
+    services: HubServices, data: bytes, site: str, classifier: str, version: int
 ) -> tuple[bytes, Manifest, str, dict[str, Any] | None]:
-    """Unpack, verify (hashes + the uploader's signature), set classifier/version, re-sign.
+    """Unpack, verify (hashes + the uploader's signature), set site/classifier/version, re-sign.
+
+    The signed site and classifier are what agents check: the default bundle is site "*", classifier
+    "imagenet", so it can never be taken for a site's own classifier.
 
     Returns (zip, manifest, signature, the bundle's report.json or None).
     """
     with tempfile.TemporaryDirectory(prefix="camfleet-bundle-") as tmp:
         bundle_dir = unpack_bundle(data, Path(tmp) / "bundle")
         manifest = verify_bundle(bundle_dir, None)
-        update_fields: dict[str, object] = {"version": str(version)}
-        if classifier is not None:
-            update_fields["classifier"] = classifier
+        update_fields: dict[str, object] = {"version": str(version), "site": site, "classifier": classifier}
         manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_key)
         _check_loads(bundle_dir, public_key_of(services.fleet_key))
         signature = (bundle_dir / "manifest.sig").read_text().strip()
@@ -90,9 +100,10 @@ def _store_model(
     for attempt in range(VERSION_RETRIES):
         version = _next_version(session, None if classifier is None else classifier.id)
         try:
-            packed, manifest, signature, report = resign(
-                services, data, None if classifier is None else classifier.name, version
-            )
+            site, name = (DEFAULT_SITE, DEFAULT_CLASSIFIER)
+            if classifier is not None:
+                site, name = classifier.site.name, classifier.name
+            packed, manifest, signature, report = resign(services, data, site, name, version)
         except BundleError as exc:
             session.rollback()
             raise InvalidError(f"file: bundle rejected: {exc}") from None
