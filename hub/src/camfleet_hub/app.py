@@ -56,6 +56,33 @@ class HubServices:
     import_worker: ImportWorker | None = None
 
 
+def _with_hub_credentials(s: HubSettings) -> HubSettings:
+    """Settings whose hub MQTT user has a password: the configured one, or a random one for this process."""
+    import secrets
+
+    if s.mqtt.username and s.mqtt.password:
+        return s
+    mqtt = s.mqtt.model_copy(
+        update={"username": s.mqtt.username or "hub", "password": s.mqtt.password or secrets.token_urlsafe(32)}
+    )
+    return s.model_copy(update={"mqtt": mqtt})
+
+
+def _broker_access(s: HubSettings, sessions: sessionmaker[Session]) -> Any:
+    """The embedded broker's access rules: the hub user, the accounts the hub issued, maybe loopback anonymous."""
+    from camfleet_hub.broker import BrokerAccess
+    from camfleet_hub.services.mqtt_accounts import AccountVerifier
+
+    assert s.mqtt.username is not None and s.mqtt.password is not None
+    return BrokerAccess(
+        s.mqtt.username,
+        s.mqtt.password,
+        verify=AccountVerifier(sessions),
+        allow_anonymous_loopback=s.mqtt.allow_anonymous_loopback,
+        root=s.mqtt.root,
+    )
+
+
 class HubStartError(RuntimeError):
     """A part of the hub could not start; the message says which and why."""
 
@@ -143,7 +170,10 @@ class Hub:
                     "(Mosquitto, EMQX, HiveMQ); the embedded amqtt broker has none: set mqtt.embedded = false"
                 )
 
-            self.broker = EmbeddedBroker(s.mqtt.host, s.mqtt.port, retained_file=s.resolve(RETAINED_FILE))
+            s = self.settings = _with_hub_credentials(s)
+            self.broker = EmbeddedBroker(
+                s.mqtt.host, s.mqtt.port, _broker_access(s, sessions), retained_file=s.resolve(RETAINED_FILE)
+            )
             self.broker.start()
             self._stops.append(("embedded broker", self.broker.stop))
 
@@ -233,7 +263,11 @@ class Hub:
         from camfleet_hub.api import create_app
 
         s = self.settings.http
-        config = uvicorn.Config(create_app(services), host=s.host, port=s.port, log_level="info", access_log=False)
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the hub reads it itself, only
+        # from auth.trusted_proxies (api.deps.client_address).
+        config = uvicorn.Config(
+            create_app(services), host=s.host, port=s.port, log_level="info", access_log=False, proxy_headers=False
+        )
         server = uvicorn.Server(config)
         self._server = server
         thread = threading.Thread(target=server.run, name="http-server", daemon=True)

@@ -4,23 +4,37 @@ It is the one-command default; production points the hub at Mosquitto (or a clus
 (model announcements, agent statuses) are persisted to a small JSON file by ``RetainedStorePlugin`` so they survive
 a hub restart. Not persisted: offline QoS 1 queues of persistent sessions (amqtt keeps them in memory only), and
 shared subscriptions (``$share/…``) are not supported by amqtt; use Mosquitto for those.
+
+Access (``BrokerAccess``): ``CamfleetAuthPlugin`` admits the hub's own user and the MQTT accounts the hub issued
+(anonymous only from loopback, and only when allowed); ``CamfleetTopicPlugin`` applies the topic rules of
+``camfleet_hub.comms.acl`` to every subscribe, publish and delivery; ``_CamfleetBroker`` keeps a retained message
+only where the sender may retain (amqtt has no plugin hook that sees the retain flag).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amqtt.broker import Broker, BrokerContext, RetainedApplicationMessage
-from amqtt.plugins.base import BasePlugin
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from camfleet_contract.topics import DEFAULT_ROOT
+from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, may_publish, may_receive, may_retain, may_subscribe
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +70,140 @@ def _write_retained(path: Path, messages: dict[str, tuple[bytes, int]]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+# (username, password) -> the account's principal, or None when unknown, revoked or the password is wrong.
+Verifier = Callable[[str, str], MqttPrincipal | None]
+PRINCIPAL_KEY = "camfleet_principal"
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """Who the embedded broker lets in: the hub's own user, issued accounts (``verify``), maybe loopback anonymous."""
+
+    hub_username: str
+    hub_password: str
+    verify: Verifier | None = None
+    allow_anonymous_loopback: bool = False
+    root: str = DEFAULT_ROOT
+
+    def principal(self, username: str | None, password: str | None, address: str | None) -> MqttPrincipal | None:
+        """The principal for a CONNECT's credentials and source address, or None to refuse it."""
+        if username is None:
+            if self.allow_anonymous_loopback and _is_loopback(address):
+                return MqttPrincipal(MqttRole.ANONYMOUS, "")
+            return None
+        if password is None:
+            return None
+        if username == self.hub_username:
+            ok = hmac.compare_digest(password.encode(), self.hub_password.encode())
+            return MqttPrincipal(MqttRole.HUB, username) if ok else None
+        return self.verify(username, password) if self.verify is not None else None
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+# amqtt builds plugins from plain config values, so each broker's BrokerAccess is found through a random key.
+_ACCESS: dict[str, BrokerAccess] = {}
+
+
+def _principal_of(session: Session | None) -> MqttPrincipal | None:
+    found = session.attributes.get(PRINCIPAL_KEY) if session is not None else None
+    return found if isinstance(found, MqttPrincipal) else None
+
+
+class CamfleetAuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: credentials for every client; a last-will the client may not publish refuses the CONNECT."""
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self._access = _ACCESS[self.config.access_key]
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        access = self._access
+        password = session.password
+        if isinstance(password, bytes | bytearray):
+            password = bytes(password).decode("utf-8", errors="replace")
+        # Account look-ups hash and query SQL: off the broker's event loop.
+        principal = await asyncio.to_thread(access.principal, session.username, password, session.remote_address)
+        who = f"client {session.client_id!r} user {session.username!r} from {session.remote_address}"
+        if principal is None:
+            log.warning("embedded broker: refused %s: unknown user, wrong password or anonymous", who)
+            return False
+        if session.will_flag and session.will_topic is not None:
+            will_ok = may_publish(principal, session.will_topic, access.root) and (
+                not session.will_retain or may_retain(principal, session.will_topic, access.root)
+            )
+            if not will_ok:
+                log.warning("embedded broker: refused %s: last-will on %r not allowed", who, session.will_topic)
+                return False
+        session.attributes[PRINCIPAL_KEY] = principal
+        return True
+
+    @dataclass
+    class Config:
+        """The key of this broker's ``BrokerAccess``."""
+
+        access_key: str = ""
+
+
+class CamfleetTopicPlugin(BaseTopicPlugin):
+    """amqtt topic plugin: the rules of ``camfleet_hub.comms.acl`` for subscribe, publish and delivery."""
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self._root = _ACCESS[self.config.access_key].root
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool | None:
+        principal = _principal_of(session)
+        if principal is None or topic is None:
+            return False
+        if action == Action.PUBLISH:
+            allowed = may_publish(principal, topic, self._root)
+        elif action == Action.SUBSCRIBE:
+            allowed = may_subscribe(principal, topic, self._root)
+        else:
+            allowed = may_receive(principal, topic, self._root)
+        if not allowed:
+            log.warning(
+                "embedded broker: %s of %r refused for %s user %r", action, topic, principal.role, principal.username
+            )
+        return allowed
+
+    @dataclass
+    class Config:
+        """The key of this broker's ``BrokerAccess``."""
+
+        access_key: str = ""
+
+
+class _CamfleetBroker(Broker):
+    """amqtt's broker, keeping a retained message only where its sender may retain (agents: their own status)."""
+
+    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, root: str) -> None:
+        super().__init__(config, loop=loop)
+        self._root = root
+
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
+        principal = _principal_of(source_session)
+        if source_session is not None and topic_name is not None:
+            if principal is None or not may_retain(principal, topic_name, self._root):
+                log.warning("embedded broker: not retaining %r from client %r", topic_name, source_session.client_id)
+                return
+        await super().retain_message(source_session, topic_name, data, qos)
 
 
 class RetainedStorePlugin(BasePlugin[BrokerContext]):
@@ -99,16 +247,19 @@ class EmbeddedBroker:
 
     Example::
 
-        broker = EmbeddedBroker("127.0.0.1", 11883, retained_file=Path("var/hub/broker-retained.json"))
+        access = BrokerAccess("hub", hub_password, verify=accounts.verify)
+        broker = EmbeddedBroker("127.0.0.1", 11883, access, retained_file=Path("var/hub/broker-retained.json"))
         broker.start()   # returns once the port listens
         ...
         broker.stop()
     """
 
-    def __init__(self, host: str, port: int, retained_file: Path | None = None) -> None:
+    def __init__(self, host: str, port: int, access: BrokerAccess, retained_file: Path | None = None) -> None:
         self.host = host
         self.port = port
+        self.access = access
         self.retained_file = retained_file
+        self._access_key = secrets.token_hex(8)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Broker | None = None
         self._thread: threading.Thread | None = None
@@ -124,8 +275,11 @@ class EmbeddedBroker:
         return self._thread is not None and self._thread.is_alive() and self._broker is not None
 
     def config(self) -> dict[str, Any]:
-        """amqtt configuration: one TCP listener, anonymous access (loopback by default), optional persistence."""
-        plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        """amqtt configuration: one TCP listener, camfleet's auth and topic plugins, optional persistence."""
+        plugins: dict[str, Any] = {
+            f"{__name__}.CamfleetAuthPlugin": {"access_key": self._access_key},
+            f"{__name__}.CamfleetTopicPlugin": {"access_key": self._access_key},
+        }
         if self.retained_file is not None:
             plugins[f"{__name__}.RetainedStorePlugin"] = {"file": str(self.retained_file)}
         return {
@@ -137,8 +291,7 @@ class EmbeddedBroker:
         """Start the broker thread and wait until it listens; raises BrokerStartError otherwise."""
         if self._thread is not None:
             return
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("embedded broker listens on %s with anonymous access; use Mosquitto with auth", self.host)
+        _ACCESS[self._access_key] = self.access
         self._thread = threading.Thread(target=self._run, name="embedded-mqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -146,6 +299,7 @@ class EmbeddedBroker:
         if self._error is not None:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             self._thread = None
+            _ACCESS.pop(self._access_key, None)
             raise BrokerStartError(
                 f"embedded broker could not listen on mqtt.host={self.host!r} mqtt.port={self.port}: {self._error}"
             ) from self._error
@@ -157,7 +311,7 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
 
         async def boot() -> Broker:
-            broker = Broker(self.config(), loop=loop)
+            broker = _CamfleetBroker(self.config(), loop, self.access.root)
             await broker.start()
             return broker
 
@@ -183,6 +337,7 @@ class EmbeddedBroker:
         """Shut the broker down (clients see a disconnect) and end its thread."""
         thread, loop, broker = self._thread, self._loop, self._broker
         if thread is None or loop is None:
+            _ACCESS.pop(self._access_key, None)
             return
         if broker is not None and not loop.is_closed():
             future = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
@@ -196,3 +351,4 @@ class EmbeddedBroker:
         self._broker = None
         self._loop = None
         self._ready.clear()
+        _ACCESS.pop(self._access_key, None)

@@ -52,13 +52,21 @@ class HttpSettings(_Section):
 
 
 class MqttSettings(_Section):
-    """The broker the hub talks to; ``embedded`` runs an amqtt broker inside the hub on host:port."""
+    """The broker the hub talks to; ``embedded`` runs an amqtt broker inside the hub on host:port.
+
+    ``username``/``password`` are the hub's own MQTT credentials. On the embedded broker the hub user is
+    ``username`` (default ``hub``) and, without a ``password``, a random one made at each start (set one when a
+    separate ``camfleet-hub ingest`` process connects to it). Agents get their own accounts from the hub.
+    """
 
     embedded: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=11883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
+    allow_anonymous_loopback: bool = Field(
+        default=False, description="embedded broker: let clients without credentials in from loopback (development)"
+    )
     root: str = "camfleet"
     client_id: str = "camfleet-hub-ingest"
     shared_group: str = ""
@@ -103,6 +111,36 @@ class IngestSettings(_Section):
     auto_register_cameras: bool = False
 
 
+class ClassifySettings(_Section):
+    """Bounds of one ``POST /classify``: checked from image headers before anything is decoded."""
+
+    max_images: int = Field(default=32, ge=1, le=1024)
+    max_image_bytes: int = Field(default=5 * 1024**2, ge=1024)
+    max_request_bytes: int = Field(default=32 * 1024**2, ge=1024, description="all images of one request")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="width x height from the header")
+    max_request_pixels: int = Field(
+        default=24_000_000, ge=1, description="pixels decoded for one request, after reduced-scale JPEG decoding"
+    )
+    concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
+    retry_after_s: int = Field(default=2, ge=1)
+
+
+class LimitSettings(_Section):
+    """Request body bounds, enforced before a body is read or spooled (``api/limits.py``)."""
+
+    json_max_bytes: int = Field(default=1024**2, ge=1024, description="any body of a route not listed below")
+    bundle_max_bytes: int = Field(default=512 * 1024**2, ge=1024, description="model bundle uploads")
+
+
+class DeadLetterSettings(_Section):
+    """What a rejected ingest message leaves behind: a prefix of its payload, rows capped and aged out."""
+
+    keep_bytes: int = Field(default=4096, ge=0, le=1024**2, description="payload prefix kept in the store")
+    max_rows: int = Field(default=10_000, ge=1)
+    max_rows_per_topic: int = Field(default=100, ge=1)
+    retention_days: float = Field(default=7.0, gt=0)
+
+
 class SigningSettings(_Section):
     """The fleet signing key (ed25519 seed, hex); created on first start; relative to ``data_dir``."""
 
@@ -117,8 +155,25 @@ class AuthSettings(_Section):
     admin_password: str | None = None
     session_hours: float = Field(default=168.0, gt=0)
     login_attempts: int = Field(default=5, ge=1, description="failed logins allowed per user+address per window")
+    login_attempts_per_user: int = Field(default=20, ge=1, description="… per username from any address")
+    login_attempts_per_address: int = Field(default=20, ge=1, description="… per address for any username")
     login_window_s: float = Field(default=300.0, gt=0)
     secure_cookies: bool = False
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses/networks whose X-Forwarded-For is believed; empty = none"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"auth.trusted_proxies: {item!r} is not an IP address or network") from None
+        return value
 
 
 class ImportSettings(_Section):
@@ -149,6 +204,9 @@ class HubSettings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against ``data_dir``."""

@@ -13,15 +13,17 @@ import pytest
 from hubcore_helpers import unique, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
-from camfleet_hub.broker import BrokerStartError, EmbeddedBroker
+from camfleet_hub.broker import BrokerAccess, BrokerStartError, EmbeddedBroker
 from camfleet_hub.comms.mqtt import MqttClient, Received
 
 WAIT_S = 10.0
+# These tests are about transport, not access (tests/hub/core/test_broker_access.py): loopback anonymous.
+OPEN = BrokerAccess("hub", "unused", allow_anonymous_loopback=True)
 
 
 @pytest.fixture
 def broker(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker("127.0.0.1", free_port(), retained_file=tmp_path / "retained.json")
+    b = EmbeddedBroker("127.0.0.1", free_port(), OPEN, retained_file=tmp_path / "retained.json")
     b.start()
     try:
         yield b
@@ -94,7 +96,7 @@ def test_retained_message_reaches_late_subscriber_and_survives_restart(broker: E
 
 
 def test_port_in_use_is_a_clear_error(broker: EmbeddedBroker) -> None:
-    other = EmbeddedBroker("127.0.0.1", broker.port)
+    other = EmbeddedBroker("127.0.0.1", broker.port, OPEN)
     with pytest.raises(BrokerStartError, match=f"mqtt.port={broker.port}"):
         other.start()
 
@@ -120,13 +122,7 @@ def test_client_reconnects_and_resubscribes(mosquitto_factory) -> None:  # type:
 
 
 def test_refused_connection_is_not_marked_connected(tmp_path: Path, free_port: Callable[[], int]) -> None:
-    class ClosedBroker(EmbeddedBroker):
-        def config(self) -> dict[str, Any]:
-            cfg = super().config()
-            cfg["plugins"] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}}
-            return cfg
-
-    b = ClosedBroker("127.0.0.1", free_port())
+    b = EmbeddedBroker("127.0.0.1", free_port(), BrokerAccess("hub", "pw"))  # anonymous is refused
     b.start()
     client = MqttClient("127.0.0.1", b.port, "anonymous-refused")
     try:
@@ -144,7 +140,7 @@ def test_publish_while_broker_down_is_sent_after_connect(tmp_path: Path, free_po
     client = MqttClient("127.0.0.1", port, "early-publisher")
     client.start()  # nothing listens yet: paho keeps retrying
     client.publish("a/b", b"queued", qos=1, retain=True)  # queued by paho (QoS 1), sent once connected
-    b = EmbeddedBroker("127.0.0.1", port)
+    b = EmbeddedBroker("127.0.0.1", port, OPEN)
     b.start()
     try:
         assert client.wait_connected(40)

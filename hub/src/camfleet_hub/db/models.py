@@ -541,3 +541,44 @@ class ImportItem(Base):
     # For near-duplicates: the existing image it is close to, and the distance.
     similar_image_id: Mapped[int | None] = mapped_column(Integer, default=None)
     distance: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class LoginAttempt(Base):
+    """A failed login, kept for the login limits' window in SQL so every hub process counts the same failures."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(NAME_LEN))  # lower-cased, cut to NAME_LEN
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MqttAccountKind(StrEnum):
+    """What an issued MQTT account may do (topic rules in ``camfleet_hub.comms.acl``)."""
+
+    AGENT = "agent"
+    OBSERVER = "observer"
+
+
+class MqttAccount(Base):
+    """MQTT credentials the hub issued: an agent bound to its site and agent name, or an observer of a site
+    (``site_id`` NULL: every site). The password is shown once; only its hash is kept (Mosquitto's ``$7$`` form)."""
+
+    __tablename__ = "mqtt_accounts"
+    __table_args__ = (CheckConstraint(_in("kind", MqttAccountKind), name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "agent/{site}/{agent}" or "observer/{site|*}/{name}": never "hub", and never a bare site name.
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

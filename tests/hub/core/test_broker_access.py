@@ -1,0 +1,266 @@
+"""The embedded broker's access rules, against a real amqtt broker, real paho clients and hub-issued accounts.
+
+Denied publishes are dropped silently, so each check publishes the forbidden message first and an allowed
+sentinel after it on the same connection: once the sentinel arrives, the forbidden one would have too.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from camfleet_hub.broker import BrokerAccess, EmbeddedBroker
+from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, covers, may_publish, may_subscribe
+from camfleet_hub.db.models import MqttAccountKind, Site
+from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.services import mqtt_accounts
+
+HUB_PASSWORD = "hub-secret"
+NOT_AUTHORISED = 135  # paho reports CONNACK 5 (not authorised) as reason code 135
+REFUSED = 0x80
+
+
+class Client:
+    """A paho client (MQTT 3.1.1) that records its CONNACK, SUBACKs and messages."""
+
+    def __init__(self, port: int, user: str | None, password: str | None, will: tuple[str, bool] | None = None):
+        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.subacks: queue.Queue[list[int]] = queue.Queue()
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+        )
+        if user is not None:
+            self.paho.username_pw_set(user, password)
+        if will is not None:
+            self.paho.will_set(will[0], b"will", qos=1, retain=will[1])
+        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
+        self.paho.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
+        self.paho.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put([rc.value for rc in rcs])
+        self.paho.connect("127.0.0.1", port, keepalive=30)
+        self.paho.loop_start()
+        self.rc = self.connack.get(timeout=15)
+
+    def subscribe(self, *topics: str) -> list[int]:
+        self.paho.subscribe([(t, 1) for t in topics])
+        return self.subacks.get(timeout=10)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.paho.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=10)
+
+    def received_until(self, sentinel: bytes) -> list[bytes]:
+        got = []
+        for _ in range(1000):
+            _topic, payload, _retain = self.messages.get(timeout=10)
+            got.append(payload)
+            if payload == sentinel:
+                return got
+        raise AssertionError(f"sentinel {sentinel!r} never arrived: {got}")
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+@dataclass
+class Fleet:
+    port: int
+    broker: EmbeddedBroker
+    sessions: sessionmaker[Session]
+    passwords: dict[str, tuple[str, str]]  # label -> (username, password)
+    made: list[Client]
+
+    def connect(self, label: str | None, password: str | None = None, **kw: object) -> Client:
+        if label is None:
+            client = Client(self.port, None, None, **kw)  # type: ignore[arg-type]
+        elif label == "hub":
+            client = Client(self.port, "hub", password or HUB_PASSWORD, **kw)  # type: ignore[arg-type]
+        else:
+            user, real = self.passwords[label]
+            client = Client(self.port, user, password or real, **kw)  # type: ignore[arg-type]
+        self.made.append(client)
+        return client
+
+
+def _start(tmp_path: Path, port: int, *, anonymous: bool = False) -> tuple[EmbeddedBroker, sessionmaker[Session]]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    access = BrokerAccess(
+        "hub", HUB_PASSWORD, verify=mqtt_accounts.AccountVerifier(sessions), allow_anonymous_loopback=anonymous
+    )
+    broker = EmbeddedBroker("127.0.0.1", port, access, retained_file=tmp_path / "retained.json")
+    broker.start()
+    return broker, sessions
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Fleet]:
+    """Sites plaza and harbour; agents plaza/a1, plaza/a2, harbour/h1; an observer of plaza."""
+    port = free_port()
+    broker, sessions = _start(tmp_path, port)
+    passwords = {}
+    with sessions() as s:
+        plaza, harbour = Site(name="plaza"), Site(name="harbour")
+        s.add_all([plaza, harbour])
+        s.commit()
+        for label, site, name, kind in (
+            ("a1", plaza, "a1", MqttAccountKind.AGENT),
+            ("a2", plaza, "a2", MqttAccountKind.AGENT),
+            ("h1", harbour, "h1", MqttAccountKind.AGENT),
+            ("watch", plaza, "watch", MqttAccountKind.OBSERVER),
+        ):
+            issued = mqtt_accounts.create_account(s, kind, site, name, "test")
+            passwords[label] = (issued.account.username, issued.password)
+    made: list[Client] = []
+    try:
+        yield Fleet(port, broker, sessions, passwords, made)
+    finally:
+        for c in made:
+            c.close()
+        broker.stop()
+
+
+def test_anonymous_wrong_password_and_revoked_are_refused(fleet: Fleet) -> None:
+    assert fleet.connect(None).rc == NOT_AUTHORISED
+    assert fleet.connect("hub", "wrong").rc == NOT_AUTHORISED
+    assert fleet.connect("a1", "wrong").rc == NOT_AUTHORISED
+    assert Client(fleet.port, "plaza", "anything").rc == NOT_AUTHORISED  # a bare site name is no account
+    assert fleet.connect("a1").rc == 0 and fleet.connect("hub").rc == 0
+    with fleet.sessions() as s:
+        mqtt_accounts.revoke(s, mqtt_accounts.get_account_by_username(s, fleet.passwords["a1"][0]))
+    assert fleet.connect("a1").rc == NOT_AUTHORISED
+
+
+def test_anonymous_on_loopback_only_when_allowed(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    port = free_port()
+    broker, _ = _start(tmp_path, port, anonymous=True)
+    try:
+        client = Client(port, None, None)
+        try:
+            assert client.rc == 0
+        finally:
+            client.close()
+    finally:
+        broker.stop()
+    access = BrokerAccess("hub", HUB_PASSWORD, allow_anonymous_loopback=True)
+    assert access.principal(None, None, "10.0.0.7") is None  # not loopback: refused even with the setting
+    assert access.principal(None, None, "::1") is not None
+
+
+def test_agent_cannot_read_everything_or_other_agents_commands(fleet: Fleet) -> None:
+    a1 = fleet.connect("a1")
+    assert a1.subscribe("#") == [REFUSED]
+    assert a1.subscribe("camfleet/v1/plaza/#") == [REFUSED]
+    assert a1.subscribe("camfleet/v1/+/models/+") == [REFUSED]
+    assert a1.subscribe("camfleet/v1/plaza/agents/a2/cmd", "camfleet/v1/plaza/+/frame") == [REFUSED, REFUSED]
+    assert a1.subscribe("camfleet/v1/plaza/models/+", "camfleet/v1/plaza/agents/a1/cmd") == [1, 1]
+    hub = fleet.connect("hub")
+    hub.publish("camfleet/v1/harbour/models/door", b"other site's model")
+    hub.publish("camfleet/v1/plaza/agents/a2/cmd", b"other agent's command")
+    hub.publish("camfleet/v1/plaza/models/door", b"model")
+    hub.publish("camfleet/v1/plaza/agents/a1/cmd", b"cmd")
+    assert a1.received_until(b"cmd") == [b"model", b"cmd"]
+
+
+def test_agent_publishes_only_its_own_site_and_status(fleet: Fleet) -> None:
+    hub, a1 = fleet.connect("hub"), fleet.connect("a1")
+    assert hub.subscribe("camfleet/v1/#") == [1]
+    a1.publish("camfleet/v1/harbour/door/frame", b"other site's frame")
+    a1.publish("camfleet/v1/harbour/door/event", b"other site's event")
+    a1.publish("camfleet/v1/plaza/agents/a2/status", b"other agent's status")
+    a1.publish("camfleet/v1/plaza/models/door", b"forged model", retain=True)
+    a1.publish("camfleet/v1/plaza/agents/a1/cmd", b"forged command")
+    a1.publish("camfleet/v1/plaza/models/frame", b"a model topic dressed as a frame")
+    a1.publish("elsewhere/topic", b"outside the tree")
+    a1.publish("camfleet/v1/plaza/door/frame", b"frame")
+    a1.publish("camfleet/v1/plaza/door/event", b"event")
+    a1.publish("camfleet/v1/plaza/agents/a1/status", b"status")
+    assert hub.received_until(b"status") == [b"frame", b"event", b"status"]
+
+
+def test_agent_retains_only_its_status_and_nothing_forged_is_persisted(fleet: Fleet, tmp_path: Path) -> None:
+    a1 = fleet.connect("a1")
+    a1.publish("camfleet/v1/plaza/models/door", b"forged model", retain=True)
+    a1.publish("camfleet/v1/plaza/door/event", b"retained event", retain=True)
+    a1.publish("camfleet/v1/plaza/agents/a1/status", b"online", retain=True)
+    hub = fleet.connect("hub")
+    hub.publish("camfleet/v1/plaza/models/clothing", b"real model", retain=True)
+    late = fleet.connect("hub")
+    late.subscribe("camfleet/v1/#")
+    seen = {late.messages.get(timeout=10)[:2] for _ in range(2)}
+    assert seen == {
+        ("camfleet/v1/plaza/agents/a1/status", b"online"),
+        ("camfleet/v1/plaza/models/clothing", b"real model"),
+    }
+    assert late.messages.empty()
+    stored = {item["topic"] for item in json.loads((tmp_path / "retained.json").read_text())}
+    assert stored == {"camfleet/v1/plaza/agents/a1/status", "camfleet/v1/plaza/models/clothing"}
+
+
+def test_hub_announces_models_and_agents_receive_them(fleet: Fleet) -> None:
+    hub = fleet.connect("hub")
+    hub.publish("camfleet/v1/plaza/models/door", b"v2", retain=True)
+    a1, h1 = fleet.connect("a1"), fleet.connect("h1")
+    assert a1.subscribe("camfleet/v1/plaza/models/+") == [1]
+    assert a1.messages.get(timeout=10) == ("camfleet/v1/plaza/models/door", b"v2", True)
+    assert h1.subscribe("camfleet/v1/harbour/models/+", "camfleet/v1/plaza/models/+") == [1, REFUSED]
+
+
+def test_a_last_will_the_client_may_not_publish_refuses_the_connection(fleet: Fleet) -> None:
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/models/door", True)).rc == NOT_AUTHORISED
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/agents/a2/status", True)).rc == NOT_AUTHORISED
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/door/event", True)).rc == NOT_AUTHORISED  # retained
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/agents/a1/status", True)).rc == 0
+
+
+def test_observer_reads_events_and_statuses_of_its_site_and_publishes_nothing(fleet: Fleet) -> None:
+    watch, a1, h1, hub = fleet.connect("watch"), fleet.connect("a1"), fleet.connect("h1"), fleet.connect("hub")
+    assert watch.subscribe("camfleet/v1/plaza/+/frame", "camfleet/v1/+/+/event") == [REFUSED, REFUSED]
+    assert watch.subscribe("camfleet/v1/plaza/+/event", "camfleet/v1/plaza/agents/+/status") == [1, 1]
+    hub.subscribe("camfleet/v1/#")
+    watch.publish("camfleet/v1/plaza/door/event", b"forged event")
+    h1.publish("camfleet/v1/harbour/door/event", b"other site")
+    a1.publish("camfleet/v1/plaza/door/frame", b"frame")
+    a1.publish("camfleet/v1/plaza/door/event", b"event")
+    assert watch.received_until(b"event") == [b"event"]
+    assert hub.received_until(b"event") == [b"other site", b"frame", b"event"]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "requested", "expected"),
+    [
+        ("a/+/c", "a/b/c", True),
+        ("a/+/c", "a/+/c", True),
+        ("a/+/c", "a/#", False),
+        ("a/b/c", "a/+/c", False),
+        ("a/#", "a/b/c/d", True),
+        ("a/b", "a/b/c", False),
+        ("a/b/c", "a/b", False),
+    ],
+)
+def test_filter_covering(allowed: str, requested: str, expected: bool) -> None:
+    assert covers(allowed, requested) is expected
+
+
+def test_rules_use_the_configured_root() -> None:
+    agent = MqttPrincipal(MqttRole.AGENT, "agent/plaza/a1", site="plaza", agent="a1")
+    assert may_publish(agent, "shop/v1/plaza/door/frame", "shop")
+    assert not may_publish(agent, "camfleet/v1/plaza/door/frame", "shop")
+    assert may_subscribe(agent, "shop/v1/plaza/agents/a1/cmd", "shop")
+
+
+def test_hashes_are_mosquitto_compatible_and_checked() -> None:
+    stored = mqtt_accounts.hash_secret("s3cret")
+    assert stored.startswith("$7$") and mqtt_accounts.verify_secret("s3cret", stored)
+    assert not mqtt_accounts.verify_secret("other", stored)
+    assert not mqtt_accounts.verify_secret("s3cret", "$7$99999999$AAAA$AAAA")  # absurd cost is refused
+    assert not mqtt_accounts.verify_secret("s3cret", "garbage")
