@@ -1,6 +1,6 @@
 # camfleet edge agent: capture, classify with ONNX Runtime, publish over MQTT. No torch.
 #   docker build -f deploy/docker/agent.Dockerfile -t camfleet/agent .
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \

@@ -1,6 +1,6 @@
 # camfleet hub: REST API + web UI + MQTT ingest. Build from the repository root:
 #   docker build -f deploy/docker/hub.Dockerfile -t camfleet/hub .
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # libglib2.0-0: needed by opencv-python-headless (image decoding in the contract package)

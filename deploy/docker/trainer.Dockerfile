@@ -1,7 +1,7 @@
 # camfleet trainer: claims jobs from the hub, fine-tunes with torch on the GPU, uploads signed ONNX bundles.
 #   docker build -f deploy/docker/trainer.Dockerfile -t camfleet/trainer .
 # PyPI's Linux torch wheels bundle CUDA; run with a GPU (--gpus all / nvidia.com/gpu) or it falls back to the CPU.
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 
 ARG TORCH_VERSION=2.13.0
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
