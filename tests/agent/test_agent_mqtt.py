@@ -135,9 +135,11 @@ def test_clean_stop_publishes_offline_and_restart_classifies_offline(  # type: i
         agent.stop()
     seen.wait_for(is_status("offline"), "the offline status of a clean stop")
 
-    # restart with the hub gone and no retained announcement left: the model on disk is loaded at once
+    # restart with the hub gone and no retained announcement left: the model on disk is loaded at once.
+    # (A new client id: the persistent session of the first one would deliver the withdrawal queued for it.)
     mqtt_publish(mosquitto.host, mosquitto.port, TOPICS.model(site, CLF), b"", retain=True)
-    offline = settings.model_copy(update={"hub_url": "http://127.0.0.1:9"})
+    mqtt = settings.mqtt.model_copy(update={"client_id": f"fresh-{site}"})
+    offline = settings.model_copy(update={"hub_url": "http://127.0.0.1:9", "mqtt": mqtt})
     seen.seen.clear()
     agent = Agent(offline)
     agent.start()

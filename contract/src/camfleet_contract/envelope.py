@@ -21,7 +21,9 @@ PREFIX_SIZE = len(MAGIC) + _LEN.size
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
-FrameReason = Literal["sample", "anomaly", "low_confidence", "request", "manual"]
+FrameReason = Literal["sample", "anomaly", "low_confidence", "request", "manual", "class_change"]
+UploadRuleName = Literal["sample", "low_confidence", "anomalous", "class_change", "request"]
+"""Which upload rule sent a frame (`agent_config.UploadRuleKind`, plus `request` for a snapshot command)."""
 
 
 class EnvelopeError(ValueError):
@@ -45,6 +47,7 @@ class FrameHeader(BaseModel):
     width: int = Field(gt=0, le=65535)
     height: int = Field(gt=0, le=65535)
     reason: FrameReason = "sample"
+    rule: UploadRuleName | None = Field(default=None, description="the agent's upload rule that sent this frame")
     predictions: list[Prediction] = Field(default_factory=list, max_length=100)
 
 
@@ -58,6 +61,7 @@ def new_header(
     reason: FrameReason = "sample",
     predictions: Iterable[Prediction] = (),
     captured_at: datetime | None = None,
+    rule: UploadRuleName | None = None,
 ) -> FrameHeader:
     """A header for a freshly captured frame: new id, hash of the JPEG."""
     return FrameHeader(
@@ -70,6 +74,7 @@ def new_header(
         width=width,
         height=height,
         reason=reason,
+        rule=rule,
         predictions=list(predictions),
     )
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from .agent_config import AgentConfig
 from .rollback import RollbackStatement
 from .topics import Name
 
@@ -70,7 +71,16 @@ class AgentStatus(Message):
     models: dict[str, str] = Field(default_factory=dict)
     cameras: list[Name] = Field(default_factory=list)
     fps: dict[str, float] = Field(default_factory=dict)
-    outbox_depth: int = Field(default=0, ge=0)
+    outbox_depth: int = Field(default=0, ge=0, description="events and frames queued on disk, not yet acknowledged")
+    outbox_bytes: int = Field(default=0, ge=0)
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description="messages and frames dropped since start, by reason (outbox_full_sampled)"
+    )
+    reconnects: int = Field(default=0, ge=0, description="MQTT reconnections since start")
+    config_version: int | None = Field(default=None, description="version of the hub-signed settings applied")
+    problems: list[str] = Field(
+        default_factory=list, description="what is wrong now (camera unreachable, unknown classifier, clock skew)"
+    )
 
 
 class ModelAnnouncement(Message):
@@ -87,13 +97,54 @@ class ModelAnnouncement(Message):
     rollback: RollbackStatement | None = Field(default=None, description="hub-signed; only for a lower version")
 
 
-class Command(Message):
-    """Hub → agent request."""
+CommandName = Literal["snapshot", "config", "reload", "restart"]
 
-    command: Literal["snapshot", "config", "reload"]
-    camera: str | None = None
+
+class Command(Message):
+    """Hub → agent request, answered by a `CommandReply` with the same `command_id`.
+
+    - ``snapshot``: upload the camera's current frame now (every camera when `camera` is unset);
+    - ``reload``: re-apply the stored signed settings and re-check the models;
+    - ``restart``: close and reopen one camera (`camera` required);
+    - ``config``: report the settings version applied (the settings themselves travel on the config topic).
+    """
+
+    command_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    command: CommandName
+    camera: Name | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+class CommandReply(Message):
+    """Agent → hub on `agents/{agent}/reply`: what became of a command (also of one that could not be read)."""
+
+    command_id: str | None = Field(default=None, description="None when the command was unreadable")
+    command: str | None = Field(default=None, max_length=64)
+    agent: Name
+    result: Literal["ok", "error"]
+    message: str = Field(default="", max_length=2000)
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+class AgentConfigDocument(Message):
+    """What the hub signs for one agent: the settings and whom they are for."""
+
+    site: Name
+    agent: Name
+    issued_at: AwareDatetime = Field(default_factory=utcnow)
+    config: AgentConfig
+
+
+class SignedConfig(Message):
+    """Hub → agent, retained on `agents/{agent}/config`: an `AgentConfig` as JSON text, signed by the fleet key.
+
+    `config` is signed as the exact UTF-8 bytes sent, so no re-serialisation can change what was signed; it
+    names the site and agent it is for, so a copy published to another agent's topic is refused.
+    """
+
+    config: str = Field(min_length=2, max_length=MAX_MESSAGE_BYTES // 2)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
 
 def to_json(msg: BaseModel) -> bytes:

@@ -12,7 +12,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_ROOT = "camfleet"
 VERSION = "v1"
 
-TopicKind = Literal["frame", "event", "status", "model", "cmd"]
+TopicKind = Literal["frame", "event", "status", "model", "cmd", "reply", "config"]
 
 
 class TopicError(ValueError):
@@ -35,6 +35,9 @@ def _name_field(value: str, info: ValidationInfo) -> str:
 
 Name = Annotated[str, AfterValidator(_name_field)]
 """A pydantic field type for site, camera, agent and classifier names."""
+
+
+_AGENT_KINDS: dict[str, TopicKind] = {"status": "status", "cmd": "cmd", "reply": "reply", "config": "config"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class Topics:
     def cmd(self, site: str, agent: str) -> str:
         return f"{self.prefix}/{validate_name(site, 'site')}/agents/{validate_name(agent, 'agent')}/cmd"
 
+    def reply(self, site: str, agent: str) -> str:
+        """Where an agent answers its commands (agent → hub)."""
+        return f"{self.prefix}/{validate_name(site, 'site')}/agents/{validate_name(agent, 'agent')}/reply"
+
+    def config(self, site: str, agent: str) -> str:
+        """The agent's hub-signed settings (hub → agent, retained)."""
+        return f"{self.prefix}/{validate_name(site, 'site')}/agents/{validate_name(agent, 'agent')}/config"
+
     def model(self, site: str, classifier: str) -> str:
         return f"{self.prefix}/{validate_name(site, 'site')}/models/{validate_name(classifier, 'classifier')}"
 
@@ -93,8 +104,8 @@ class Topics:
             if len(parts) == 3 and parts[2] in ("frame", "event"):
                 kind: TopicKind = "frame" if parts[2] == "frame" else "event"
                 return Topic(kind, validate_name(parts[0], "site"), camera=validate_name(parts[1], "camera"))
-            if len(parts) == 4 and parts[1] == "agents" and parts[3] in ("status", "cmd"):
-                kind = "status" if parts[3] == "status" else "cmd"
+            if len(parts) == 4 and parts[1] == "agents" and parts[3] in ("status", "cmd", "reply", "config"):
+                kind = _AGENT_KINDS[parts[3]]
                 return Topic(kind, validate_name(parts[0], "site"), agent=validate_name(parts[2], "agent"))
             if len(parts) == 3 and parts[1] == "models":
                 return Topic("model", validate_name(parts[0], "site"), classifier=validate_name(parts[2], "classifier"))

@@ -6,16 +6,22 @@ import logging
 import threading
 from collections.abc import Callable
 
-from camfleet_contract.messages import AgentStatus, Command, to_json
+from camfleet_contract.agent_config import AgentConfig
+from camfleet_contract.messages import AgentStatus, CommandReply, to_json
 from camfleet_contract.topics import Topics
 
 from . import __version__
 from .capture import FrameSource, open_source
-from .config import AgentSettings
+from .commands import CommandFailed, CommandRunner
+from .config import AgentSettings, CameraSettings
+from .health import AgentMetrics, CameraHealth, HealthServer, HealthSnapshot
 from .keys import FleetKey
 from .models import ModelManager
 from .mqtt import AgentMqtt
+from .outbox import Outbox
 from .pipeline import CameraPipeline, Identity
+from .remote_config import RemoteConfig
+from .uploads import UploadPolicy, camera_rules
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,14 @@ class Agent:
         )
         self.models: ModelManager | None = None
         self.mqtt: AgentMqtt | None = None
+        self.outbox: Outbox | None = None
+        self.health: HealthServer | None = None
+        self.commands = CommandRunner(settings.agent, self, self._send_reply)
+        self.remote = RemoteConfig(settings.data_dir, settings.site, settings.agent, self.fleet_key.get, self._apply)
+        self.cameras: dict[str, CameraSettings] = {cam.name: cam for cam in settings.cameras}
         self.pipelines: dict[str, CameraPipeline] = {}
+        self._cameras_lock = threading.RLock()  # restart and settings change cameras from the command thread
+        self.metrics = AgentMetrics(self.health_snapshot)
         self._status_changed = threading.Event()
         self._status_stop = threading.Event()
         self._status_thread: threading.Thread | None = None
@@ -65,6 +78,24 @@ class Agent:
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.fleet_key.check_hub()
+            self.remote.load()  # the hub's settings of an earlier run (verified again): before the cameras start
+
+            outbox = Outbox(s.data_dir / "outbox.sqlite", s.delivery.outbox_max_bytes)
+            self.outbox = outbox
+            self._stack.append(("outbox", lambda _clean: outbox.close()))
+
+            if s.health.enabled:
+                try:
+                    health = HealthServer(self.metrics, s.health.host, s.health.port)
+                except OSError as exc:  # a taken port must not keep the cameras from running
+                    log.error("health: cannot listen on %s:%d: %s", s.health.host, s.health.port, exc)
+                else:
+                    health.start()
+                    self.health = health
+                    self._stack.append(("health", lambda _clean: health.stop()))
+
+            self.commands.start()
+            self._stack.append(("commands", lambda _clean: self.commands.stop()))
 
             models = ModelManager(
                 s.data_dir,
@@ -87,26 +118,24 @@ class Agent:
                 s.agent,
                 status_payload=self.status_payload,
                 on_model=models.submit,
-                on_command=self.handle_command,
+                on_command=self.commands.submit,
+                outbox=outbox,
+                on_config=self._on_config_message,
             )
             mqtt.start()
             self.mqtt = mqtt
             self._stack.append(("mqtt", self._stop_mqtt))
 
             for cam in s.cameras:
-                pipeline = CameraPipeline(
-                    cam, sources.pop(cam.name), models.active, mqtt, self.identity, queue_size=s.queue_size
-                )
-                pipeline.start()
-                self.pipelines[cam.name] = pipeline
-                self._stack.append((f"camera {cam.name}", _stopper(pipeline)))
+                self._start_camera(self.cameras[cam.name], sources.pop(cam.name))
+            self._stack.append(("cameras", lambda _clean: self._stop_cameras()))
 
             self._status_stop.clear()
             self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
             self._status_thread.start()
             self._stack.append(("status", lambda _clean: self._stop_status()))
         except BaseException:
-            for source in sources.values():
+            for source in list(sources.values()):
                 source.close()
             self.stop()
             raise
@@ -123,6 +152,28 @@ class Agent:
             except Exception:
                 log.exception("stopping %s failed", name)
         self.pipelines.clear()
+
+    def _start_camera(self, cam: CameraSettings, source: FrameSource | None = None) -> CameraPipeline:
+        assert self.models is not None and self.mqtt is not None
+        with self._cameras_lock:
+            pipeline = CameraPipeline(
+                cam,
+                source if source is not None else open_source(cam.source, cam.fps, cam.loop),
+                self.models.active,
+                self.mqtt,
+                self.identity,
+                queue_size=self.settings.queue_size,
+            )
+            pipeline.on_latency = self.metrics.observe_latency
+            pipeline.start()
+            self.pipelines[cam.name] = pipeline
+            return pipeline
+
+    def _stop_cameras(self) -> None:
+        with self._cameras_lock:
+            for pipeline in reversed(list(self.pipelines.values())):
+                pipeline.stop()
+            self.pipelines.clear()
 
     def _stop_mqtt(self, clean: bool) -> None:
         if self.mqtt is None:
@@ -145,16 +196,63 @@ class Agent:
         return self.models.versions() if self.models is not None else {}
 
     def status(self, state: str = "online") -> AgentStatus:
+        h = self.health_snapshot()
+        dropped = dict(h.outbox_dropped)
+        for cam in h.cameras:
+            for reason, n in cam.dropped.items():
+                if n:
+                    dropped[f"frame_{reason}"] = dropped.get(f"frame_{reason}", 0) + n
         return AgentStatus(
             state="online" if state == "online" else "offline",
             agent=self.settings.agent,
             site=self.settings.site,
             software_version=__version__,
-            models=self.model_versions(),
-            cameras=[cam.name for cam in self.settings.cameras],
-            fps={name: round(p.fps, 3) for name, p in self.pipelines.items()},
-            outbox_depth=0,
+            models=h.models,
+            cameras=sorted(self.cameras),
+            fps={cam.name: round(cam.classify_fps, 3) for cam in h.cameras},
+            outbox_depth=h.outbox_depth,
+            outbox_bytes=h.outbox_bytes,
+            dropped=dropped,
+            reconnects=h.reconnects,
+            config_version=h.config_version,
+            problems=h.problems,
         )
+
+    def health_snapshot(self) -> HealthSnapshot:
+        """One consistent read of everything status, /readyz and /metrics report."""
+        with self._cameras_lock:
+            pipelines = list(self.pipelines.values())
+        cameras = [_camera_health(p) for p in pipelines]
+        box = self.outbox.stats() if self.outbox is not None else None
+        models = self.model_versions()
+        return HealthSnapshot(
+            cameras=cameras,
+            mqtt_connected=self.mqtt is not None and self.mqtt.connected.is_set(),
+            reconnects=self.mqtt.reconnects if self.mqtt is not None else 0,
+            outbox_depth=box.depth if box else 0,
+            outbox_bytes=box.bytes if box else 0,
+            outbox_dropped=box.dropped if box else {},
+            models=models,
+            config_version=self.remote.version,
+            config_refused=self.remote.refused,
+            clock_skew_s=self.commands.clock_skew_s,
+            problems=self._problems(cameras, models),
+        )
+
+    def _problems(self, cameras: list[CameraHealth], models: dict[str, str]) -> list[str]:
+        out = [f"camera {c.name}: {c.error}" for c in cameras if c.error is not None]
+        for cam in sorted(self.cameras.values(), key=lambda c: c.name):
+            out += [
+                f"camera {cam.name}: classifier {b.classifier!r} is unknown (no model announced for it)"
+                for b in cam.classifiers
+                if b.classifier not in models
+            ]
+        if self.remote.last_error is not None:
+            out.append(f"settings refused: {self.remote.last_error}")
+        skew = self.commands.clock_skew_s
+        if abs(skew) > self.settings.delivery.clock_skew_warn_s:
+            out.append(f"clock skew: our clock differs from the hub's by {skew:+.0f} s (or a command waited that long)")
+        return [p[:500] for p in out]
 
     def status_payload(self) -> bytes:
         return to_json(self.status("online"))
@@ -175,22 +273,102 @@ class Agent:
             except Exception:
                 log.exception("publishing the status failed")
 
-    # ------------------------------------------------------------------ commands
+    # ------------------------------------------------------------------ commands and settings
 
-    def handle_command(self, command: Command) -> None:
-        """Commands from the hub (called on the MQTT thread: only quick work here)."""
-        if command.command == "snapshot":
-            targets = (
-                list(self.pipelines.values())
-                if command.camera is None
-                else [p for name, p in self.pipelines.items() if name == command.camera]
+    def _send_reply(self, reply: CommandReply) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_direct(self.topics.reply(self.settings.site, self.settings.agent), to_json(reply), qos=1)
+
+    def snapshot(self, camera: str | None) -> str:
+        with self._cameras_lock:
+            targets = list(self.pipelines.values()) if camera is None else [self._pipeline(camera)]
+        for pipeline in targets:
+            pipeline.request_snapshot()
+        return f"snapshot requested from {', '.join(p.name for p in targets) or 'no camera'}"
+
+    def reload(self) -> str:
+        message = self.remote.reload()
+        if self.models is not None:
+            self.models.reload()
+        return f"{message}; models re-checked"
+
+    def restart_camera(self, camera: str) -> str:
+        with self._cameras_lock:
+            old = self._pipeline(camera)
+            old.stop()
+            try:
+                self._start_camera(self.cameras[camera])
+            except Exception as exc:
+                raise CommandFailed(f"camera {camera}: could not reopen its source: {exc}") from None
+        return f"camera {camera} restarted"
+
+    def config_version(self) -> int | None:
+        return self.remote.version
+
+    def _pipeline(self, camera: str) -> CameraPipeline:
+        pipeline = self.pipelines.get(camera)
+        if pipeline is None:
+            raise CommandFailed(
+                f"camera={camera!r} is not a camera of this agent ({', '.join(sorted(self.pipelines))})"
             )
-            if not targets:
-                log.warning("snapshot command for unknown camera %r ignored", command.camera)
-            for pipeline in targets:
-                pipeline.request_snapshot()
-        elif command.command == "reload":
-            if self.models is not None:
-                self.models.reload()
-        else:
-            log.warning("command %r is not supported by this agent version; ignored", command.command)
+        return pipeline
+
+    def _on_config_message(self, payload: bytes) -> None:
+        """From the MQTT thread: verifying and applying may restart cameras, so it runs on the command thread."""
+        self.commands.defer(lambda: self._accept_config(payload))
+
+    def _accept_config(self, payload: bytes) -> None:
+        if self.remote.submit(payload):
+            self._status_changed.set()
+
+    def _apply(self, config: AgentConfig) -> None:
+        """Run the hub's settings: a camera's local-only fields (loop, jpeg quality) stay as configured here."""
+        with self._cameras_lock:
+            for hub_cam in config.cameras:
+                local = self.cameras.get(hub_cam.name)
+                merged = CameraSettings(
+                    **hub_cam.model_dump(),
+                    upload_interval_s=0,  # the hub's upload rules replace the local interval
+                    loop=local.loop if local is not None else True,
+                    jpeg_quality=local.jpeg_quality if local is not None else 85,
+                )
+                if local == merged:
+                    continue
+                self.cameras[hub_cam.name] = merged
+                running = self.pipelines.get(hub_cam.name)
+                if running is None:
+                    if self.mqtt is not None:  # started: a new camera from the hub
+                        self._start_camera(merged)
+                    continue
+                if local is not None and local.model_dump(
+                    exclude={"uploads", "upload_interval_s"}
+                ) == merged.model_dump(exclude={"uploads", "upload_interval_s"}):
+                    running.uploads = UploadPolicy(camera_rules(merged.uploads, merged.upload_interval_s))
+                    continue
+                running.stop()
+                self._start_camera(merged)
+
+
+def _camera_health(p: CameraPipeline) -> CameraHealth:
+    """A camera's figures, from its stats when the pipeline keeps them."""
+    stats = getattr(p, "stats", None)
+    if stats is not None:
+        snap = stats.snapshot()
+        return CameraHealth(
+            name=p.name,
+            capture_fps=snap.capture_fps,
+            classify_fps=snap.classify_fps,
+            gate_ratio=snap.gate_ratio,
+            dropped=dict(snap.dropped),
+            connected=snap.connected,
+            error=p.error or snap.last_error,
+        )
+    return CameraHealth(
+        name=p.name,
+        capture_fps=p.fps,
+        classify_fps=p.fps,
+        gate_ratio=1.0,
+        dropped={"queue_full": p.queue.dropped},
+        connected=p.error is None,
+        error=p.error,
+    )

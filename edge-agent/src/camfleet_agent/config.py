@@ -94,6 +94,31 @@ class ModelTrustSettings(BaseModel):
         return v.lower()
 
 
+class DeliverySettings(BaseModel):
+    """How events and frames reach the broker: the durable outbox on disk (``data_dir/outbox.sqlite``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outbox_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bound of the on-disk queue; when full: sampled frames go first, then other frames, events last",
+    )
+    clock_skew_warn_s: float = Field(
+        default=120.0, gt=0, description="report a problem when a hub command's time differs from ours by more"
+    )
+
+
+class HealthSettings(BaseModel):
+    """The local HTTP endpoints /healthz, /readyz and Prometheus /metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=9108, ge=0, le=65535, description="0 = any free port (tests)")
+
+
 class AgentSettings(BaseModel):
     """Everything an agent process needs; unknown keys are rejected."""
 
@@ -117,6 +142,8 @@ class AgentSettings(BaseModel):
     status_interval_s: float = Field(default=30.0, gt=0)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
 
     @field_validator("agent")

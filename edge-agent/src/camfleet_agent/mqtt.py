@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import queue
 import ssl
+import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from camfleet_contract.messages import AgentStatus, Command, MessageError, ModelAnnouncement, from_json, to_json
+from camfleet_contract.envelope import PREFIX_SIZE
+from camfleet_contract.messages import AgentStatus, MessageError, ModelAnnouncement, from_json, to_json
 from camfleet_contract.topics import TopicError, Topics
 
 from . import __version__
 from .config import MqttSettings
+from .outbox import Outbox, Priority
 
 log = logging.getLogger(__name__)
+_HEAD_LEN = struct.Struct(">I")
 
-MAX_QUEUED_MESSAGES = 1000  # QoS 1 messages paho keeps while the broker is away (the durable outbox comes later)
+MAX_QUEUED_MESSAGES = 0  # no bound in paho: the outbox bounds what is handed to it (SEND_WINDOW)
+SEND_WINDOW = 100  # outbox rows handed to paho and not yet acknowledged
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 STOP_FLUSH_S = 5.0
 
 ModelHandler = Callable[[str, ModelAnnouncement | None], None]
-CommandHandler = Callable[[Command], None]
+RawHandler = Callable[[bytes], None]
+"""Commands and config messages are handed over raw: their handlers validate and answer (a reply, a log)."""
 
 
 class Publisher(Protocol):
@@ -47,7 +56,9 @@ class AgentMqtt:
         agent: str,
         status_payload: Callable[[], bytes],
         on_model: ModelHandler,
-        on_command: CommandHandler,
+        on_command: RawHandler,
+        outbox: Outbox,
+        on_config: RawHandler | None = None,
     ) -> None:
         self.settings = settings
         self.site = site
@@ -57,10 +68,25 @@ class AgentMqtt:
         self._status_payload = status_payload
         self._on_model = on_model
         self._on_command = on_command
+        self._on_config = on_config
+        self.outbox = outbox
         self.connected = threading.Event()
+        # A stable client id + clean_session=False: the broker keeps our subscriptions and queued commands
+        # while we are away, and paho resends QoS 1 messages that were in flight when the link dropped.
         self.client_id = settings.client_id or f"camfleet-agent-{site}-{agent}"
+        self.connects = 0
+        self.disconnects = 0
         self._stopping = False
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._inflight: dict[int, int] = {}  # paho mid → outbox row id (sender thread only)
+        self._sender_stop = threading.Event()
+        self._sender: threading.Thread | None = None
         self._client = self._build_client()
+
+    @property
+    def reconnects(self) -> int:
+        """Successful connections after the first one."""
+        return max(0, self.connects - 1)
 
     def _build_client(self) -> paho.Client:
         s = self.settings
@@ -68,7 +94,7 @@ class AgentMqtt:
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv311,
-            clean_session=True,
+            clean_session=False,
         )
         if s.username:
             client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
@@ -81,6 +107,7 @@ class AgentMqtt:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
         return client
 
     # ------------------------------------------------------------------ lifecycle
@@ -91,6 +118,9 @@ class AgentMqtt:
         log.info("mqtt: connecting to %s:%d as %s", s.host, s.port, self.client_id)
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
         self._client.loop_start()
+        self._sender_stop.clear()
+        self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
+        self._sender.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
@@ -98,6 +128,7 @@ class AgentMqtt:
     def stop(self, offline_payload: bytes | None = None) -> None:
         """Publish the offline status (retained) when connected, then disconnect cleanly."""
         self._stopping = True
+        self._stop_sender(flush_s=STOP_FLUSH_S if self.connected.is_set() else 0.0)
         if offline_payload is not None and self.connected.is_set():
             info = self._client.publish(self.status_topic, offline_payload, qos=1, retain=True)
             try:
@@ -111,6 +142,7 @@ class AgentMqtt:
     def abort(self) -> None:
         """Drop the connection without a DISCONNECT packet, as a crash would: the broker publishes the will."""
         self._stopping = True
+        self._stop_sender(flush_s=0.0)
         self._client.loop_stop()
         sock = self._client.socket()
         if sock is not None:
@@ -120,7 +152,16 @@ class AgentMqtt:
     # ------------------------------------------------------------------ outgoing
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Queue a message; False when paho refused it (queue full). QoS 1 survives a reconnect."""
+        """Events and frames go through the durable outbox; False when it had to drop the message.
+
+        Retained or QoS 0 messages (status) are state, not history: they go straight to paho.
+        """
+        if qos == 1 and not retain and topic.endswith(("/event", "/frame")):
+            return self.outbox.put(topic, payload, priority_of(topic, payload))
+        return self.publish_direct(topic, payload, qos, retain)
+
+    def publish_direct(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Hand a message to paho now (replies, status); False when paho refused it."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("mqtt: publish to %s refused: %s", topic, paho.error_string(info.rc))
@@ -133,19 +174,34 @@ class AgentMqtt:
         if reason_code.is_failure:
             log.error("mqtt: broker refused the connection: %s", reason_code)
             return
-        log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
+        self.connects += 1
+        log.info(
+            "mqtt: connected to %s:%d (session present: %s)",
+            self.settings.host,
+            self.settings.port,
+            getattr(_flags, "session_present", None),
+        )
         try:
             client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
         except Exception:  # a status bug must not stop the subscriptions
             log.exception("mqtt: could not publish the online status")
-        client.subscribe([(self.topics.models_subscription(self.site), 1), (self.topics.cmd(self.site, self.agent), 1)])
+        client.subscribe(
+            [
+                (self.topics.models_subscription(self.site), 1),
+                (self.topics.cmd(self.site, self.agent), 1),
+                (self.topics.config(self.site, self.agent), 1),
+            ]
+        )
         self.connected.set()
+        self.outbox.changed.set()  # wake the sender: the queue drains now
 
     def _handle_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        if was_connected:
+            self.disconnects += 1
         if not self._stopping and was_connected:
             log.warning("mqtt: connection lost (%s); reconnecting", reason_code)
 
@@ -183,11 +239,79 @@ class AgentMqtt:
                 return
             self._on_model(parsed.classifier, announcement)
         elif parsed.kind == "cmd" and parsed.agent == self.agent:
-            try:
-                command = from_json(Command, payload)
-            except MessageError as exc:
-                log.warning("mqtt: ignoring malformed command on %s: %s", topic, exc)
-                return
-            self._on_command(command)
+            self._on_command(payload)
+        elif parsed.kind == "config" and parsed.agent == self.agent and self._on_config is not None:
+            if payload:
+                self._on_config(payload)
         else:
             log.warning("mqtt: ignoring unexpected message on %s", topic)
+
+    # ------------------------------------------------------------------ outbox sender
+
+    def _handle_publish(self, _client: paho.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
+        # Runs under paho's message lock: only hand the ack over (taking our locks here could deadlock).
+        self._acks.put(mid)
+        self.outbox.changed.set()
+
+    def _send_loop(self) -> None:
+        """Hand outbox rows to paho in order while connected; delete each one when the broker acknowledges it."""
+        while not self._sender_stop.is_set():
+            self.outbox.changed.wait(0.5)
+            self.outbox.changed.clear()
+            try:
+                self._take_acks()
+                if self.connected.is_set():
+                    self._send_some()
+            except Exception:  # a bug here must not stop delivery for good
+                log.exception("mqtt: outbox sender failed; retrying")
+                self._sender_stop.wait(1.0)
+
+    def _take_acks(self) -> None:
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            row_id = self._inflight.pop(mid, None)
+            if row_id is not None:
+                self.outbox.ack(row_id)
+
+    def _send_some(self) -> None:
+        room = SEND_WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        for item in self.outbox.peek(room, exclude=set(self._inflight.values())):
+            info = self._client.publish(item.topic, item.payload, qos=item.qos)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.warning("mqtt: paho refused an outbox message: %s", paho.error_string(info.rc))
+                break
+            self._inflight[info.mid] = item.id
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                break  # queued in paho (it resends at reconnect); wait for the connection before sending more
+        self.outbox.mark_inflight(set(self._inflight.values()))
+        if len(self._inflight) < SEND_WINDOW and self.outbox.stats().depth > len(self._inflight):
+            self.outbox.changed.set()  # more to send: go round again
+
+    def _stop_sender(self, flush_s: float) -> None:
+        """Stop the sender, first waiting up to `flush_s` for the broker to acknowledge what is queued."""
+        deadline = time.monotonic() + flush_s
+        while flush_s > 0 and time.monotonic() < deadline and self.outbox.stats().depth > 0:
+            time.sleep(0.05)
+        self._sender_stop.set()
+        self.outbox.changed.set()
+        if self._sender is not None:
+            self._sender.join(timeout=10)
+            self._sender = None
+
+
+def priority_of(topic: str, payload: bytes) -> Priority:
+    """Eviction class of an outgoing message: events are kept longest, sampled frames go first."""
+    if topic.endswith("/event"):
+        return "event"
+    try:
+        (head_len,) = _HEAD_LEN.unpack_from(payload, 4)
+        header = json.loads(payload[PREFIX_SIZE : PREFIX_SIZE + head_len])
+        rule = header.get("rule") or header.get("reason")
+    except (ValueError, struct.error, AttributeError):
+        return "frame"
+    return "sampled" if rule == "sample" else "frame"

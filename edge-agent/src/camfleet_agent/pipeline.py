@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from camfleet_contract.envelope import FrameReason, encode_frame, new_header
+from camfleet_contract.envelope import encode_frame, new_header
 from camfleet_contract.images import encode_jpeg
 from camfleet_contract.messages import Event, Prediction, to_json
 from camfleet_contract.runtime import Classification, ClassifierRuntime
@@ -22,6 +22,7 @@ from camfleet_contract.topics import Topics
 from .capture import CapturedFrame, CaptureError, FrameSource
 from .config import CameraSettings
 from .mqtt import Publisher
+from .uploads import REASON_OF, Result, UploadPolicy, camera_rules
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,8 @@ class CameraPipeline:
         self.error: str | None = None
         self._event_topic = identity.topics.event(identity.site, camera.name)
         self._frame_topic = identity.topics.frame(identity.site, camera.name)
-        self._snapshot = threading.Event()
-        self._last_upload: float | None = None
+        self.uploads = UploadPolicy(camera_rules(camera.uploads, camera.upload_interval_s))
+        self.on_latency: Callable[[str, str, float], None] | None = None  # (camera, classifier, seconds): metrics
         self._last_error_log = 0.0
         self._stop = threading.Event()
         self._capture_done = threading.Event()
@@ -144,8 +145,8 @@ class CameraPipeline:
         return self.meter.rate()
 
     def request_snapshot(self) -> None:
-        """Upload the next frame, whatever the interval says (a `snapshot` command)."""
-        self._snapshot.set()
+        """Upload the next frame, whatever the rules say (a `snapshot` command)."""
+        self.uploads.request_snapshot()
 
     def start(self) -> None:
         self._stop.clear()
@@ -217,8 +218,11 @@ class CameraPipeline:
         ident = self.identity
         frame_id = uuid.uuid4().hex
         payload: bytes | None = None
-        reason = self._upload_reason()
-        if reason is not None:
+        if self.on_latency is not None:
+            for classifier, _, c in results:
+                self.on_latency(self.name, classifier, c.latency_ms / 1000.0)
+        rule = self.uploads.decide([Result.of(classifier, c) for classifier, _, c in results])
+        if rule is not None:
             jpeg = encode_jpeg(frame.rgb, quality=self.camera.jpeg_quality)
             height, width = frame.rgb.shape[:2]
             top1: list[Prediction] = [c.predictions[0] for _, _, c in results if c.predictions]
@@ -229,7 +233,8 @@ class CameraPipeline:
                 jpeg,
                 width,
                 height,
-                reason=reason,
+                reason=REASON_OF[rule],
+                rule=rule,
                 predictions=top1,
                 captured_at=frame.captured_at,
             )
@@ -258,18 +263,6 @@ class CameraPipeline:
             self.frames_published += 1
         self.processed += 1
         self.meter.mark()
-
-    def _upload_reason(self) -> FrameReason | None:
-        now = time.monotonic()
-        if self._snapshot.is_set():
-            self._snapshot.clear()
-            self._last_upload = now
-            return "request"
-        interval = self.camera.upload_interval_s
-        if interval > 0 and (self._last_upload is None or now - self._last_upload >= interval):
-            self._last_upload = now
-            return "sample"
-        return None
 
     def _log_error(self, what: str) -> None:
         """Log with the traceback, but at most every 30 s per camera so a broken model cannot flood the log."""
