@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from camfleet_contract.bundle import pack_bundle, sign_bundle, unpack_bundle, verify_bundle
 from camfleet_contract.messages import ModelAnnouncement, from_json
+from camfleet_contract.rollback import verify_rollback
 from camfleet_contract.signing import generate_signing_key, public_key_of
 from camfleet_hub.api import create_app
 
@@ -71,6 +72,7 @@ def test_result_upload_verify_resign_idempotent(api, clothing_subset: Path, tmp_
     assert fleet == public_key_of(api.services.fleet_key) != public_key_of(trainer_key)
     manifest = verify_bundle(unpack_bundle(bundle.content, tmp_path / "downloaded"), fleet)
     assert (manifest.version, manifest.classifier, manifest.signer) == ("1", "clothes", fleet)
+    assert (manifest.site, manifest.format_version) == ("shop", 2)  # agents check the signed site (issue 10)
 
     detail = c.get(CLF).json()
     assert [m["version"] for m in detail["models"]] == [1]
@@ -138,7 +140,7 @@ def test_promote_announce_and_rollback(api, clothing_subset: Path, tmp_path: Pat
     assert (ann.classifier, ann.version, ann.url) == ("clothes", "1", f"{API}/models/{v1['id']}/bundle")
     assert (ann.sha256, ann.size) == (hashlib.sha256(bundle).hexdigest(), len(bundle))
     assert ann.signature == zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.sig").decode().strip()
-    assert ann.classes == ["dress", "hat", "shoes"]
+    assert ann.classes == ["dress", "hat", "shoes"] and ann.rollback is None
 
     c.post(f"{API}/models/{v2['id']}/promote")
     retained.wait_for(site_topic, "shop", lambda m: _announced(m["clothes"]).version == "2", "v2 announced")
@@ -147,9 +149,14 @@ def test_promote_announce_and_rollback(api, clothing_subset: Path, tmp_path: Pat
 
     # rollback: promote the older version again
     c.post(f"{API}/models/{v1['id']}/promote")
-    retained.wait_for(site_topic, "shop", lambda m: _announced(m["clothes"]).version == "1", "rollback to v1")
+    seen = retained.wait_for(site_topic, "shop", lambda m: _announced(m["clothes"]).version == "1", "rollback to v1")
     statuses = {m["version"]: m["status"] for m in c.get(f"{CLF}/models").json()}
     assert statuses == {1: "production", 2: "retired"}
+    # Agents refuse a lower version unless the fleet key signed a rollback naming it (issue 10).
+    rollback = _announced(seen["clothes"]).rollback
+    assert rollback is not None
+    assert (rollback.site, rollback.classifier, rollback.version, rollback.replaces) == ("shop", "clothes", "1", "2")
+    verify_rollback(rollback, public_key_of(api.services.fleet_key))
     assert c.post(f"{API}/models/999/promote").status_code == 404
 
 
@@ -171,6 +178,8 @@ def test_default_model_announced_until_a_site_model_exists(
 
     seen = retained.wait_for(prefix, "shop", lambda m: "imagenet" in m, "the default announcement")
     assert _announced(seen["imagenet"]).classes == ["jersey", "sock", "cowboy_hat"]
+    signed = verify_bundle(unpack_bundle(c.get(default["bundle_url"]).content, tmp_path / "default"), None)
+    assert (signed.site, signed.classifier) == ("*", "imagenet")  # never a site classifier (issue 10)
     c.post(f"{API}/sites", json={"name": "plaza"})  # a new site gets the default at once
     retained.wait_for(prefix, "plaza", lambda m: "imagenet" in m, "the default for a new site")
     assert c.post(f"{API}/models/{default['id']}/promote").status_code == 422
