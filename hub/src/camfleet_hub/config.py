@@ -141,6 +141,36 @@ class DeadLetterSettings(_Section):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+class ClassifySettings(_Section):
+    """Bounds of one ``POST /classify``: checked from image headers before anything is decoded."""
+
+    max_images: int = Field(default=32, ge=1, le=1024)
+    max_image_bytes: int = Field(default=5 * 1024**2, ge=1024)
+    max_request_bytes: int = Field(default=32 * 1024**2, ge=1024, description="all images of one request")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="width x height from the header")
+    max_request_pixels: int = Field(
+        default=24_000_000, ge=1, description="pixels decoded for one request, after reduced-scale JPEG decoding"
+    )
+    concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
+    retry_after_s: int = Field(default=2, ge=1)
+
+
+class LimitSettings(_Section):
+    """Request body bounds, enforced before a body is read or spooled (``api/limits.py``)."""
+
+    json_max_bytes: int = Field(default=1024**2, ge=1024, description="any body of a route not listed below")
+    bundle_max_bytes: int = Field(default=512 * 1024**2, ge=1024, description="model bundle uploads")
+
+
+class DeadLetterSettings(_Section):
+    """What a rejected ingest message leaves behind: a prefix of its payload, rows capped and aged out."""
+
+    keep_bytes: int = Field(default=4096, ge=0, le=1024**2, description="payload prefix kept in the store")
+    max_rows: int = Field(default=10_000, ge=1)
+    max_rows_per_topic: int = Field(default=100, ge=1)
+    retention_days: float = Field(default=7.0, gt=0)
+
+
 class SigningSettings(_Section):
     """The fleet signing key (ed25519 seed, hex); created on first start; relative to ``data_dir``."""
 
@@ -204,6 +234,9 @@ class HubSettings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep
 from camfleet_hub.api.errors import invalid_from
+from camfleet_hub.config import ClassifySettings
 from camfleet_hub.db.models import Role
 from camfleet_hub.schemas import ClassifyAnswer, ClassifyRequest
 from camfleet_hub.services import classify as service
@@ -49,27 +50,30 @@ def _form_text(form: Any, field: str) -> str:
     return value
 
 
-async def _from_form(request: Request) -> tuple[str, str, list[service.NamedImage]]:
-    form = await request.form(max_files=service.MAX_IMAGES + 1, max_fields=8)
+async def _from_form(request: Request, limits: ClassifySettings) -> tuple[str, str, list[service.NamedImage]]:
+    # The body itself is bounded by the limits middleware before this reads it.
+    form = await request.form(max_files=limits.max_images + 1, max_fields=8)
     try:
         images = []
         for i, upload in enumerate(form.getlist("files")):
             if not isinstance(upload, UploadFile):
                 raise InvalidError(f"files[{i}]: expected a file upload, got a text field")
-            data = await upload.read(service.MAX_IMAGE_BYTES + 1)
+            data = await upload.read(limits.max_image_bytes + 1)
             images.append(service.NamedImage(upload.filename or f"files[{i}]", data))
         return _form_text(form, "site"), _form_text(form, "classifier"), images
     finally:
         await form.close()
 
 
-def _from_json(raw: bytes) -> tuple[str, str, list[service.NamedImage]]:
+def _from_json(raw: bytes, limits: ClassifySettings) -> tuple[str, str, list[service.NamedImage]]:
     try:
         body = ClassifyRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise invalid_from(exc) from None
-    if len(body.images) > service.MAX_IMAGES:
-        raise TooLargeError(f"images: {len(body.images)} images in one request, over the limit of {service.MAX_IMAGES}")
+    if len(body.images) > limits.max_images:
+        raise TooLargeError(
+            f"images: {len(body.images)} images in one request, over classify.max_images={limits.max_images}"
+        )
     images = []
     for i, text in enumerate(body.images):
         try:
@@ -84,21 +88,26 @@ def _from_json(raw: bytes) -> tuple[str, str, list[service.NamedImage]]:
 async def classify(
     request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
 ) -> ClassifyAnswer:
-    """Needs the viewer role in the named site."""
+    """Needs the viewer role in the named site; 503 with Retry-After while ``classify.concurrency`` are busy."""
+    limits = services.settings.classify
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        site, clf, images = await _from_form(request)
-    elif ctype.startswith("application/json"):
-        site, clf, images = _from_json(await request.body())
-    else:
+    if not ctype.startswith(("multipart/form-data", "application/json")):
         raise InvalidError(
             f"content-type={ctype!r}: send multipart/form-data with 'files', 'site' and 'classifier', "
             'or JSON {"site", "classifier", "images": [base64, ...]}'
         )
+    state.runtimes.slots.acquire()  # before the body is read: a busy hub holds no more request bodies
+    try:
+        if ctype.startswith("multipart/form-data"):
+            site, clf, images = await _from_form(request, limits)
+        else:
+            site, clf, images = _from_json(await request.body(), limits)
 
-    def run() -> dict[str, object]:
-        classifier = crud.get_classifier(session, site, clf)
-        user.require(classifier.site_id, Role.VIEWER, site)
-        return service.classify(services, session, state.runtimes, classifier, images)
+        def run() -> dict[str, object]:
+            classifier = crud.get_classifier(session, site, clf)
+            user.require(classifier.site_id, Role.VIEWER, site)
+            return service.classify(services, session, state.runtimes, classifier, images)
 
-    return ClassifyAnswer.model_validate(await run_in_threadpool(run))
+        return ClassifyAnswer.model_validate(await run_in_threadpool(run))
+    finally:
+        state.runtimes.slots.release()

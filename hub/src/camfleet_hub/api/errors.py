@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 
 from camfleet_hub.services.errors import InvalidError, ServiceError
 
@@ -40,7 +41,9 @@ def invalid_from(exc: ValidationError) -> InvalidError:
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -48,6 +51,25 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": describe_errors(list(exc.errors()))})
 
 
+OUT_OF_RANGE = "a number in the path or query is out of range (ids and counts are below 2^63)"
+PG_NUMERIC_OUT_OF_RANGE = "22003"
+
+
+async def _overflow(_request: Request, exc: Exception) -> JSONResponse:
+    """SQLite cannot bind an int above 2^63 - 1 (OverflowError): the value came from the request, so 422."""
+    return JSONResponse(status_code=422, content={"detail": OUT_OF_RANGE})
+
+
+async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL's "integer out of range" for the same values; any other DataError stays a 500."""
+    assert isinstance(exc, DataError)
+    if getattr(exc.orig, "pgcode", None) == PG_NUMERIC_OUT_OF_RANGE:
+        return JSONResponse(status_code=422, content={"detail": OUT_OF_RANGE})
+    raise exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OverflowError, _overflow)
+    app.add_exception_handler(DataError, _data_error)

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from camfleet_contract.bundle import BundleError, unpack_bundle
-from camfleet_contract.images import ImageError, decode_image
+from camfleet_contract.images import ImageError, decode_image, probe_image
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
+from camfleet_hub.config import ClassifySettings
 from camfleet_hub.db.models import Classifier, ModelVersion
 from camfleet_hub.services import announce
 from camfleet_hub.services.errors import InvalidError, TooLargeError, UnavailableError
@@ -25,9 +27,38 @@ from camfleet_hub.services.errors import InvalidError, TooLargeError, Unavailabl
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
 
-MAX_IMAGES = 32
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_CACHED_RUNTIMES = 8
+# JPEGs decode at 1/2, 1/4 or 1/8 scale while both sides stay at least the model's resize (256 px for a 224 px
+# model): a 36-megapixel photo decodes as 0.56 megapixels instead of 108 MB of RGB.
+DEFAULT_SIDE = 256
+# Up to this size (a 4-megapixel frame, 12 MB of RGB) JPEGs decode exactly, as the agent and the trainer do.
+EXACT_DECODE_PIXELS = 4_000_000
+
+
+class BusyError(UnavailableError):
+    """Every classification slot is taken; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Slots:
+    """At most ``concurrency`` requests decode and classify at once; one more is refused at once, not queued."""
+
+    def __init__(self, limits: ClassifySettings) -> None:
+        self.limits = limits
+        self._sem = threading.BoundedSemaphore(limits.concurrency)
+
+    def acquire(self) -> None:
+        if not self._sem.acquire(blocking=False):
+            raise BusyError(
+                f"classify.concurrency={self.limits.concurrency} requests are being classified; retry shortly",
+                self.limits.retry_after_s,
+            )
+
+    def release(self) -> None:
+        self._sem.release()
 
 
 @dataclass(frozen=True)
@@ -47,6 +78,7 @@ class RuntimeCache:
         self.root = services.settings.resolve("models")
         self._runtimes: OrderedDict[int, ClassifierRuntime] = OrderedDict()
         self._lock = threading.Lock()
+        self.slots = Slots(services.settings.classify)
 
     def _bundle_dir(self, model: ModelVersion) -> Path:
         """The unpacked bundle of a model, unpacked atomically (temp folder + rename) when missing."""
@@ -99,33 +131,88 @@ def choose_model(session: Session, classifier: Classifier) -> tuple[ModelVersion
     )
 
 
-def check_request(images: list[NamedImage]) -> None:
-    """Bound the work one request can cause."""
+def check_request(images: list[NamedImage], limits: ClassifySettings) -> None:
+    """Bound the bytes one request may bring (counted before any image is looked at)."""
     if not images:
         raise InvalidError("images: send at least one image")
-    if len(images) > MAX_IMAGES:
-        raise TooLargeError(f"images: {len(images)} images in one request, over the limit of {MAX_IMAGES}")
+    if len(images) > limits.max_images:
+        raise TooLargeError(
+            f"images: {len(images)} images in one request, over classify.max_images={limits.max_images}"
+        )
+    total = 0
     for i, image in enumerate(images):
-        if len(image.data) > MAX_IMAGE_BYTES:
+        if len(image.data) > limits.max_image_bytes:
             raise TooLargeError(
-                f"images[{i}] ({image.name}): {len(image.data)} bytes, over the limit of {MAX_IMAGE_BYTES}"
+                f"images[{i}] ({image.name}): {len(image.data)} bytes, "
+                f"over classify.max_image_bytes={limits.max_image_bytes}"
             )
+        total += len(image.data)
+    if total > limits.max_request_bytes:
+        raise TooLargeError(
+            f"images: {total} bytes in one request, over classify.max_request_bytes={limits.max_request_bytes}"
+        )
+
+
+def draft_scale(fmt: str, width: int, height: int, side: int = DEFAULT_SIDE) -> int:
+    """The scale a JPEG is decoded at: 1 up to EXACT_DECODE_PIXELS, else what PIL's draft to (side, side) picks."""
+    if fmt != "JPEG" or width * height <= EXACT_DECODE_PIXELS:
+        return 1
+    ratio = min(width // side, height // side)
+    return next(s for s in (8, 4, 2, 1) if ratio >= s)  # JpegImagePlugin.draft's choice
+
+
+def decoded_size(fmt: str, width: int, height: int, side: int = DEFAULT_SIDE) -> tuple[int, int]:
+    scale = draft_scale(fmt, width, height, side)
+    return -(-width // scale), -(-height // scale)
+
+
+def check_pixels(images: list[NamedImage], limits: ClassifySettings, side: int = DEFAULT_SIDE) -> None:
+    """Header-only budget: each image's pixels, and the pixels the whole request would decode (413 naming it)."""
+    budget = 0
+    for i, image in enumerate(images):
+        try:
+            fmt, w, h = probe_image(image.data)
+        except ImageError as exc:
+            error = TooLargeError if "too large" in str(exc) else InvalidError  # PIL's bomb check fired first
+            raise error(f"images[{i}] ({image.name}): {exc}") from None
+        if w * h > limits.max_image_pixels:
+            raise TooLargeError(
+                f"images[{i}] ({image.name}): {w}x{h} pixels, over classify.max_image_pixels={limits.max_image_pixels}"
+            )
+        dw, dh = decoded_size(fmt, w, h, side)
+        budget += dw * dh
+        if budget > limits.max_request_pixels:
+            raise TooLargeError(
+                f"images[{i}] ({image.name}): the request would decode {budget} pixels, over "
+                f"classify.max_request_pixels={limits.max_request_pixels} (send fewer or smaller images)"
+            )
+
+
+def decode_bounded(data: bytes, max_pixels: int, side: int = DEFAULT_SIDE) -> np.ndarray:
+    """Decode at the scale ``draft_scale`` gives: large JPEGs at 1/2 to 1/8, the rest exactly as ``decode_image``."""
+    fmt, w, h = probe_image(data)
+    # Only when it shrinks: a draft at scale 1 still switches libjpeg to its fast DCT and changes the pixels.
+    draft = (side, side) if draft_scale(fmt, w, h, side) > 1 else None
+    return decode_image(data, max_pixels=max_pixels, draft=draft)
 
 
 def classify(
     services: HubServices, session: Session, cache: RuntimeCache, classifier: Classifier, images: list[NamedImage]
 ) -> dict[str, object]:
-    """Decode every image (a bad one is a 422 naming it), then classify them in one batch."""
-    check_request(images)
+    """Check sizes from the headers, decode every image at reduced scale (a bad one is a 422 naming it), classify."""
+    limits = services.settings.classify
+    check_request(images, limits)
     model, is_default = choose_model(session, classifier)
-    max_pixels = services.settings.ingest.max_pixels
+    runtime = cache.get(model)
+    spec = runtime.manifest.preprocessing
+    side = max(spec.resize, spec.size)
+    check_pixels(images, limits, side)
     decoded = []
     for i, image in enumerate(images):
         try:
-            decoded.append(decode_image(image.data, max_pixels=max_pixels))
+            decoded.append(decode_bounded(image.data, limits.max_image_pixels, side))
         except ImageError as exc:
             raise InvalidError(f"images[{i}] ({image.name}): {exc}") from None
-    runtime = cache.get(model)
     results = runtime.classify(decoded)
     return {
         "model": {
