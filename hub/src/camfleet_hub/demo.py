@@ -26,6 +26,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from camfleet_contract.messages import Event, MessageError, from_json
+from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
 
 SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
@@ -57,6 +58,8 @@ def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = Non
     d = args.data_dir.resolve()
     d.mkdir(parents=True, exist_ok=True)
     hub_url = f"http://127.0.0.1:{args.port}"
+    # The agent pins the fleet key by fingerprint: it fetches the key over plain http and checks it.
+    fleet_sha = fingerprint(public_key_of(load_or_create_key(d / "hub" / "fleet.key")))
     files = {
         "hub": (
             f'data_dir = "{d / "hub"}"\n'
@@ -76,6 +79,7 @@ def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = Non
             f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{d / "agent"}"\n'
             f'api_token = "{(tokens or {}).get("agent", "")}"\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {args.mqtt_port}\n'
+            f'[models]\nfleet_key_sha256 = "{fleet_sha}"\n'
             f'[[cameras]]\nname = "{CAMERA}"\nsource = "{args.camera.resolve()}"\nfps = 1.0\n'
             "upload_interval_s = 5\nloop = true\n"
         ),
