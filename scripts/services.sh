@@ -25,6 +25,9 @@ MISSING=()
 have_mosquitto || MISSING+=(mosquitto)
 have_postgres || MISSING+=(postgresql postgresql-client)
 [[ -x /usr/bin/chromium ]] || MISSING+=(chromium)
+# GStreamer's RTSP server (system Python + gi) serves the RTSP capture test's stream on loopback.
+/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1 ||
+    MISSING+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-base)
 if ((${#MISSING[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         die "missing Debian packages: ${MISSING[*]} (as root: apt-get install ${MISSING[*]})"

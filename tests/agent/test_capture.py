@@ -154,3 +154,35 @@ def test_stream_reconnects_until_stopped(caplog: pytest.LogCaptureFixture) -> No
     assert not thread.is_alive()
     assert got == []
     assert "cannot open" in caplog.text
+
+
+class StopAfter:
+    """A stop event that records each back-off wait and reports 'stopped' after `n` of them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.n
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(round(timeout, 6))
+        return self.is_set()
+
+
+def test_stream_backoff_doubles_up_to_its_cap() -> None:
+    from camfleet_agent.stats import CameraStats
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    stats = CameraStats("door")
+    source = VideoSource(
+        f"http://127.0.0.1:{port}/video.mjpg", fps=5, kind="stream", stats=stats, backoff_start_s=0.5, backoff_max_s=3
+    )
+    stop = StopAfter(6)
+    assert list(source.frames(stop)) == []  # type: ignore[arg-type]
+    assert stop.waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    snap = stats.snapshot()
+    assert snap.captured == 0 and not snap.connected and snap.last_error and str(port) in snap.last_error

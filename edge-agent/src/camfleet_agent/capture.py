@@ -3,7 +3,10 @@
 Every source yields `CapturedFrame`s (RGB uint8 + UTC capture time) from `frames(stop)` until `stop` is set,
 the source ends (a file or folder without `loop`), or it fails for good (`CaptureError`).
 Files and folders are replayed one frame per tick (a stand-in camera at the configured rate); live
-sources are read continuously so their buffers never lag, and one frame per tick is kept.
+sources are read continuously so their buffers never lag, and one frame per tick is kept (the `fps` cap; the
+others are counted as `rate_cap` drops). A live source that fails, or delivers no frame for `stall_timeout_s`,
+is reopened after an exponential back-off (1 s, 2 s, 4 s ... capped at 30 s; reset by the next frame).
+Each source counts what it does in its `stats` (a `CameraStats` the camera's pipeline shares).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import numpy as np
 
 from camfleet_contract.images import ImageError, decode_image
 
+from .stats import CameraStats
+
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["file", "folder", "stream", "usb"]
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
-STREAM_TIMEOUT_MS = 10_000
+STALL_TIMEOUT_S = 10.0
 
 
 class CaptureError(RuntimeError):
@@ -86,15 +91,24 @@ class FrameSource(ABC):
 
     live = False  # a live camera keeps producing whether we keep up or not; a replayed file can wait
 
-    def __init__(self, source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: str,
+        fps: float,
+        loop: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        stats: CameraStats | None = None,
+    ) -> None:
         self.source = source
         self.fps = fps
         self.loop = loop
         self.clock = clock
+        self.stats = stats if stats is not None else CameraStats(source)
         self._seq = 0
 
     def _stamp(self, rgb: np.ndarray) -> CapturedFrame:
         self._seq += 1
+        self.stats.on_captured()
         return CapturedFrame(rgb=rgb, captured_at=datetime.now(UTC), seq=self._seq)
 
     @abstractmethod
@@ -116,8 +130,15 @@ def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
 class FolderSource(FrameSource):
     """Replays the images of a folder in file-name order; unreadable files are skipped with a warning."""
 
-    def __init__(self, source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(source, fps, loop, clock)
+    def __init__(
+        self,
+        source: str,
+        fps: float,
+        loop: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        stats: CameraStats | None = None,
+    ) -> None:
+        super().__init__(source, fps, loop, clock, stats)
         self.folder = Path(source).expanduser()
         self._warned: set[str] = set()
 
@@ -134,6 +155,7 @@ class FolderSource(FrameSource):
         except (ImageError, OSError) as exc:
             if path.name not in self._warned:  # once per file, not once per replay
                 self._warned.add(path.name)
+                self.stats.on_dropped("decode")
                 log.warning("camera source %s: skipping %s: %s", self.source, path.name, exc)
             return None
 
@@ -166,24 +188,27 @@ class VideoSource(FrameSource):
         loop: bool = True,
         kind: SourceKind = "file",
         clock: Callable[[], float] = time.monotonic,
+        stats: CameraStats | None = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
+        backoff_start_s: float = BACKOFF_START_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
-        super().__init__(source, fps, loop, clock)
+        super().__init__(source, fps, loop, clock, stats)
         self.kind = kind
         self.live = kind != "file"
+        self.stall_timeout_s = stall_timeout_s
+        self.backoff_start_s = backoff_start_s
+        self.backoff_max_s = backoff_max_s
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
 
     def _open(self) -> cv2.VideoCapture | None:
         if self.kind == "file":
             cap = cv2.VideoCapture(self.source)
-        else:  # bounded waits, so a dead camera is noticed and reconnected instead of hanging the thread
+        else:  # bounded waits: a read blocked for stall_timeout_s is a stall, and the stream is reopened
             target: str | int = int(self.source) if self.kind == "usb" else self.source
-            timeouts = [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-                STREAM_TIMEOUT_MS,
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                STREAM_TIMEOUT_MS,
-            ]
+            timeout_ms = max(1, round(self.stall_timeout_s * 1000))
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
             cap = cv2.VideoCapture(target, cv2.CAP_ANY, timeouts)
         if not cap.isOpened():
             cap.release()
@@ -236,38 +261,69 @@ class VideoSource(FrameSource):
 
     def _live_frames(self, stop: threading.Event) -> Iterator[CapturedFrame]:
         pacer = Pacer(self.fps, self.clock)
-        backoff = BACKOFF_START_S
+        backoff = self.backoff_start_s
+        stats = self.stats
         while not stop.is_set():
             cap = self._open()
             if cap is None:
-                log.warning("camera source %s: cannot open, retrying in %.0f s", self.source, backoff)
+                log.warning("camera source %s: cannot open, retrying in %.1f s", self.source, backoff)
+                stats.on_error(f"cannot open {self.source}")
                 if stop.wait(backoff):
                     return
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             log.info("camera source %s: opened", self.source)
+            stats.on_connected(True)
+            last_frame = self.clock()
             while not stop.is_set():
                 if not cap.grab():  # keep draining so the frame we keep is the latest
-                    log.warning("camera source %s: read failed, reconnecting in %.0f s", self.source, backoff)
+                    stalled = self.clock() - last_frame >= self.stall_timeout_s * 0.9
+                    what = f"no frame for {self.stall_timeout_s:.0f} s" if stalled else "read failed"
+                    log.warning("camera source %s: %s, reconnecting in %.1f s", self.source, what, backoff)
+                    stats.on_reconnect(stalled=stalled)
+                    stats.on_error(what)
                     break
+                last_frame = self.clock()
                 if not pacer.due():
+                    stats.on_dropped("rate_cap")
                     continue
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
-                    log.warning("camera source %s: decode failed, reconnecting in %.0f s", self.source, backoff)
+                    log.warning("camera source %s: decode failed, reconnecting in %.1f s", self.source, backoff)
+                    stats.on_dropped("decode")
+                    stats.on_reconnect()
                     break
-                backoff = BACKOFF_START_S
+                backoff = self.backoff_start_s
                 pacer.tick()
                 yield self._stamp(_bgr_to_rgb(frame))
+            stats.on_connected(False)
             self._release()
             if stop.wait(backoff):
                 return
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            backoff = min(backoff * 2, self.backoff_max_s)
 
 
-def open_source(source: str, fps: float, loop: bool = True, clock: Callable[[], float] = time.monotonic) -> FrameSource:
-    """The right FrameSource for a camera's `source` string (`clock` is injectable for tests)."""
+def open_source(
+    source: str,
+    fps: float,
+    loop: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    stats: CameraStats | None = None,
+    stall_timeout_s: float = STALL_TIMEOUT_S,
+    backoff_start_s: float = BACKOFF_START_S,
+) -> FrameSource:
+    """The right FrameSource for a camera's `source` string (`clock` and the back-off are injectable for tests)."""
     kind = source_kind(source)
     if kind == "folder":
-        return FolderSource(source, fps, loop, clock)
-    return VideoSource(source, fps, loop, kind=kind, clock=clock)
+        return FolderSource(source, fps, loop, clock, stats)
+    return VideoSource(
+        source,
+        fps,
+        loop,
+        kind=kind,
+        clock=clock,
+        stats=stats,
+        stall_timeout_s=stall_timeout_s,
+        backoff_start_s=backoff_start_s,
+    )
