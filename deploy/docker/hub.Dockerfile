@@ -7,14 +7,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --create-home --home-dir /var/lib/camfleet camfleet
+    && groupadd --system --gid 10001 camfleet \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/camfleet camfleet
 
 COPY contract /src/contract
 COPY hub /src/hub
 RUN pip install /src/contract /src/hub && rm -rf /src
 
 COPY deploy/config/hub.toml /etc/camfleet/hub.toml
-USER camfleet
+# numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as 10001:10001)
+USER 10001:10001
 WORKDIR /var/lib/camfleet
 VOLUME ["/var/lib/camfleet"]
 EXPOSE 8600

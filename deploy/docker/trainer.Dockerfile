@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --create-home --home-dir /var/lib/camfleet camfleet
+    && groupadd --system --gid 10001 camfleet \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/camfleet camfleet
 
 # torch first and pinned, so the trainer's own dependencies cannot pick another build
 RUN pip install "torch==${TORCH_VERSION}"
@@ -18,7 +19,8 @@ COPY trainer /src/trainer
 RUN pip install /src/contract /src/trainer && rm -rf /src
 
 COPY deploy/config/trainer.toml /etc/camfleet/trainer.toml
-USER camfleet
+# numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs as 10001:10001)
+USER 10001:10001
 WORKDIR /var/lib/camfleet
 VOLUME ["/var/lib/camfleet"]
 CMD ["python", "-m", "camfleet_trainer", "worker", "--config", "/etc/camfleet/trainer.toml"]

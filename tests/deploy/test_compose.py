@@ -25,7 +25,14 @@ PROCESSES: dict[str, tuple[str, str, str, str]] = {
     "camfleet_agent": ("edge-agent", "CAMFLEET_AGENT", "camfleet_agent.config:AgentSettings", "agent.toml"),
     "camfleet_trainer": ("trainer", "CAMFLEET_TRAINER", "camfleet_trainer.config:TrainerSettings", "trainer.toml"),
 }
-SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
+# Stands in for a required ${VAR:?message} value when the deploy configs are validated.
+REQUIRED_STAND_IN = "set-in-env"
+
+
+def _substitute(value: str) -> str:
+    """Compose's interpolation: ${VAR:-default} gives the default, ${VAR:?message} a stand-in, ${VAR} empty."""
+    return SUBST.sub(lambda m: REQUIRED_STAND_IN if m.group(2) == "?" else (m.group(3) or ""), value)
 
 
 def _compose() -> dict[str, Any]:
@@ -75,9 +82,7 @@ def _env_blocks() -> list[tuple[str, dict[str, str]]]:
         env = service.get("environment") or {}
         if isinstance(env, list):
             env = dict(item.split("=", 1) for item in env)
-        blocks.append(
-            (f"docker-compose.yml:{name}", {k: SUBST.sub(lambda m: m.group(2) or "", str(v)) for k, v in env.items()})
-        )
+        blocks.append((f"docker-compose.yml:{name}", {k: _substitute(str(v)) for k, v in env.items()}))
     for where, container in _k8s_containers():
         env = {e["name"]: str(e.get("value", "from-secret")) for e in container.get("env", [])}
         blocks.append((where, env))
@@ -92,12 +97,64 @@ def _settings(module: str) -> type:
 
 def test_every_compose_service_has_an_image_or_build() -> None:
     services = _compose()["services"]
-    assert {"mosquitto", "minio", "postgres", "hub", "trainer", "agent"} <= set(services)
+    assert {"mosquitto", "s3", "postgres", "hub", "trainer", "agent"} <= set(services)
     for name, service in services.items():
         assert "image" in service or "build" in service, f"service {name} has neither image nor build"
         build = service.get("build")
         if build:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file(), f"{name}: {build} missing"
+
+
+def _compose_text_values() -> list[tuple[str, str]]:
+    """(service/key, raw value) of every environment entry in docker-compose.yml."""
+    out = []
+    for name, service in _compose()["services"].items():
+        env = service.get("environment") or {}
+        out += [(f"{name}/{key}", str(value)) for key, value in env.items()]
+    return out
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY", re.I)
+
+
+def test_compose_has_no_default_passwords() -> None:
+    """Every secret is ${VAR:?message}: compose refuses to start without it, never falls back to a default."""
+    checked = 0
+    for where, value in _compose_text_values():
+        for match in SUBST.finditer(value):
+            if SECRET_NAME.search(match.group(1)):
+                assert match.group(2) == "?", f"{where}: ${{{match.group(1)}}} must be required (:?), not defaulted"
+                checked += 1
+        if SECRET_NAME.search(where.split("/")[1]) and "${" not in value:
+            pytest.fail(f"{where}: a literal secret in docker-compose.yml")
+    assert checked >= 8
+
+
+def test_env_example_names_every_required_variable() -> None:
+    required = {m.group(1) for _, v in _compose_text_values() for m in SUBST.finditer(v) if m.group(2) == "?"}
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert required and required <= example, sorted(required - example)
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            assert line.split("=", 1)[1] == "", f".env.example ships a value: {line}"
+
+
+def test_every_image_is_pinned_to_a_version() -> None:
+    """No floating tags: ``latest`` or a bare major ("postgres:16") changes under a deployment."""
+    images = [(f"docker-compose.yml:{n}", s["image"]) for n, s in _compose()["services"].items() if "image" in s]
+    images += [(where, c["image"]) for where, c in _k8s_containers()]
+    for path in sorted((DEPLOY / "docker").glob("*.Dockerfile")):
+        images += [(path.name, line.split()[1]) for line in path.read_text().splitlines() if line.startswith("FROM ")]
+    assert len(images) >= 10
+    for where, image in images:
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        assert name and tag and tag != "latest", f"{where}: {image} has no version tag"
+        assert re.match(r"^\d+\.\d+", tag), f"{where}: {image} is not pinned to a version (major.minor at least)"
+    assert all("minio/minio" not in image for _, image in images), "the minio/minio image is no longer published"
 
 
 def test_compose_trainer_reserves_a_gpu() -> None:
