@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from camfleet_contract.messages import Event, from_json
+from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
 
 pytestmark = pytest.mark.e2e
@@ -146,10 +147,12 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
     shelf.mkdir()
     for f in sorted((clothing_subset / "validation").rglob("*.jpg")):
         shutil.copy(f, shelf / f"{f.parent.name}_{f.name}")
+    fleet_sha = fingerprint(public_key_of(load_or_create_key(tmp_path / "hub" / "fleet.key")))  # made by the hub
     (tmp_path / "agent.toml").write_text(
         f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{tmp_path / "agent"}"\n'
         f'api_token = "{token("e2e-agent", SITE, "viewer")}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        f'[models]\nfleet_key_sha256 = "{fleet_sha}"\n'
         f'[[cameras]]\nname = "plaza"\nsource = "{test_data / "video" / "plaza.avi"}"\n'
         "fps = 2\nupload_interval_s = 1\n"
         f'[[cameras]]\nname = "shelf"\nsource = "{shelf}"\nfps = 2\nupload_interval_s = 0\n'

@@ -29,6 +29,7 @@ from camfleet_hub.api import (
     ingest,
     jobs,
     models,
+    mqtt_accounts,
     sites,
     ui,
     ui_auth,
@@ -65,6 +66,7 @@ ROUTERS = (
     classify,
     frames,
     ingest,
+    mqtt_accounts,
 )
 
 DESCRIPTION = """REST API of the camfleet hub: sites, cameras, classifiers, groups and images (datasets),
