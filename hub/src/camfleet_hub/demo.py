@@ -5,7 +5,9 @@ events as they arrive. Everything runs on loopback; Ctrl-C stops the processes i
 
 Access: the hub's first admin gets a random password kept in ``<data-dir>/admin-password`` (printed at start);
 the demo logs in with it and makes an every-site admin token for the trainer and a viewer token of the demo
-site for the agent (the previous run's demo tokens are revoked).
+site for the agent (the previous run's demo tokens are revoked). MQTT: the agent gets its own credentials from
+the hub (``agent/demo/demo-agent``) and the demo's event watcher read-only observer ones; the hub's own client
+uses the hub user. Secrets live in owner-only files (0600) in an owner-only folder (0700).
 """
 
 from __future__ import annotations
@@ -32,6 +34,22 @@ from camfleet_contract.topics import Topics
 SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
 ADMIN = "admin"
 TOKEN_NAMES = ("demo-trainer", "demo-agent")
+WATCHER = "demo-watch"
+
+
+def _private_dir(d: Path) -> Path:
+    """The demo's folder, readable by its owner only (it holds passwords and tokens)."""
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    return d
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, also when it existed before with wider rights."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,19 +62,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _admin_password(d: Path) -> str:
     """The demo admin's password: made once, kept beside the demo's state (owner-only)."""
-    path = d / "admin-password"
+    path = _private_dir(d) / "admin-password"
     if path.exists():
+        path.chmod(0o600)  # a file left by an older demo with wider rights
         return path.read_text().strip()
     password = secrets.token_urlsafe(12)
-    path.touch(mode=0o600)
-    path.write_text(password + "\n")
+    _write_private(path, password + "\n")
     return password
 
 
-def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = None) -> dict[str, Path]:
-    """The hub's config (``tokens`` None), or the trainer's and agent's with their tokens."""
-    d = args.data_dir.resolve()
-    d.mkdir(parents=True, exist_ok=True)
+def _write_configs(
+    args: argparse.Namespace, tokens: dict[str, str] | None = None, mqtt_login: tuple[str, str] = ("", "")
+) -> dict[str, Path]:
+    """The hub's config (``tokens`` None), or the trainer's and agent's with their tokens and MQTT login."""
+    d = _private_dir(args.data_dir.resolve())
     hub_url = f"http://127.0.0.1:{args.port}"
     # The agent pins the fleet key by fingerprint: it fetches the key over plain http and checks it.
     fleet_sha = fingerprint(public_key_of(load_or_create_key(d / "hub" / "fleet.key")))
@@ -79,6 +98,7 @@ def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = Non
             f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{d / "agent"}"\n'
             f'api_token = "{(tokens or {}).get("agent", "")}"\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {args.mqtt_port}\n'
+            f'username = "{mqtt_login[0]}"\npassword = "{mqtt_login[1]}"\n'
             f'[models]\nfleet_key_sha256 = "{fleet_sha}"\n'
             f'[[cameras]]\nname = "{CAMERA}"\nsource = "{args.camera.resolve()}"\nfps = 1.0\n'
             "upload_interval_s = 5\nloop = true\n"
@@ -90,7 +110,7 @@ def _write_configs(args: argparse.Namespace, tokens: dict[str, str] | None = Non
         if name not in wanted:
             continue
         paths[name] = d / f"{name}.toml"
-        paths[name].write_text(text)
+        _write_private(paths[name], text)
     return paths
 
 
@@ -148,6 +168,23 @@ def _login(client: httpx.Client, args: argparse.Namespace) -> None:
         raise SystemExit(
             f"could not log in as {ADMIN}: {r.status_code} {r.text} (delete {args.data_dir} to start over)"
         )
+    if "x-csrf-token" in r.headers:  # the session's CSRF token, sent with every state-changing call
+        client.headers["X-CSRF-Token"] = r.headers["x-csrf-token"]
+
+
+def _mqtt_logins(client: httpx.Client) -> dict[str, tuple[str, str]]:
+    """Fresh MQTT credentials for the agent and the event watcher (the previous run's are revoked)."""
+    base = f"/api/v1/sites/{SITE}/mqtt-accounts"
+    for account in client.get(base).json():
+        if account["name"] in (AGENT, WATCHER) and account["revoked_at"] is None:
+            client.delete(f"{base}/{account['id']}")
+    made = {}
+    for kind, name in (("agent", AGENT), ("observer", WATCHER)):
+        r = client.post(base, json={"kind": kind, "name": name})
+        if r.status_code != 201:
+            raise SystemExit(f"could not create the MQTT account of {name}: {r.status_code} {r.text}")
+        made[kind] = (str(r.json()["username"]), str(r.json()["password"]))
+    return made
 
 
 def _tokens(client: httpx.Client) -> dict[str, str]:
@@ -192,9 +229,10 @@ def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
         time.sleep(1.0)
 
 
-def _watch_events(args: argparse.Namespace) -> mqtt.Client:
+def _watch_events(args: argparse.Namespace, login: tuple[str, str]) -> mqtt.Client:
     topics = Topics()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"camfleet-demo-{os.getpid()}")
+    client.username_pw_set(*login)
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -239,11 +277,13 @@ def main(args: argparse.Namespace) -> int:
         _ensure(client, "/api/v1/sites", {"name": SITE})
         _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
         _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
-        configs.update(_write_configs(args, _tokens(client)))
+        logins = _mqtt_logins(client)
+        _write_private(args.data_dir.resolve() / "observer-password", logins["observer"][1] + "\n")
+        configs.update(_write_configs(args, _tokens(client), logins["agent"]))
         print("starting the trainer worker and the edge agent ...")
         procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
         procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
-        watcher = _watch_events(args)
+        watcher = _watch_events(args, logins["observer"])
         clf_url = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
         r = client.post(f"{clf_url}/import?wait=true", json={"path": str(args.sample.resolve())})
         if r.status_code >= 400:
@@ -264,7 +304,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
         print(f"       log in as {ADMIN} / {password}  (kept in {args.data_dir.resolve() / 'admin-password'})")
         print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
-        print(f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -t 'camfleet/v1/#' -v")
+        observer_file = args.data_dir.resolve() / "observer-password"
+        print(
+            f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -u {logins['observer'][0]} "
+            f"-P \"$(cat {observer_file})\" -t 'camfleet/v1/{SITE}/+/event' -v"
+        )
         print("  logs and state in", args.data_dir.resolve(), "- press Ctrl-C to stop\n")
         while not stop.wait(1.0):
             procs.check()

@@ -14,6 +14,8 @@ from camfleet_hub.db.types import utcnow
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
 MAX_PAGE = 1000
+# MQTT usernames of the hub and of read-only consumers: a site so named would share their broker rights.
+RESERVED_SITE_NAMES = frozenset({"hub", "observer"})
 
 
 def checked_name(value: str, field: str) -> str:
@@ -49,6 +51,8 @@ def list_sites(session: Session) -> list[Site]:
 
 def create_site(session: Session, name: str) -> Site:
     checked_name(name, "name")
+    if name.lower() in RESERVED_SITE_NAMES:
+        raise InvalidError(f"name={name!r} is reserved (MQTT users {', '.join(sorted(RESERVED_SITE_NAMES))})")
     if session.scalar(select(Site.id).where(Site.name == name)) is not None:
         raise ConflictError(f"site name={name!r} already exists")
     site = Site(name=name)
