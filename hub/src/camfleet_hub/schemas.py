@@ -579,6 +579,9 @@ class UserCreate(Request):
 
 class UserUpdate(Request):
     password: str | None = Field(default=None, min_length=8, max_length=1024)
+    current_password: str | None = Field(
+        default=None, max_length=1024, description="required when changing your own password"
+    )
     disabled: bool | None = None
     is_admin: bool | None = None
 

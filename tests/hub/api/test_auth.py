@@ -32,23 +32,44 @@ def anonymous(api: Any) -> TestClient:
 
 
 def make_user(api: Any, name: str, roles: dict[str, str] | None = None, admin: bool = False) -> int:
-    r = api.client.post(f"{API}/users", json={"username": name, "password": PASSWORD, "is_admin": admin})
+    """Users are made from the first admin's session (account routes refuse tokens)."""
+    hub_admin = admin_session(api)
+    r = hub_admin.post(f"{API}/users", json={"username": name, "password": PASSWORD, "is_admin": admin})
     assert r.status_code == 201, r.text
     uid = int(r.json()["id"])
     for site, role in (roles or {}).items():
-        assert api.client.put(f"{API}/users/{uid}/roles/{site}", json={"role": role}).status_code == 200
+        assert hub_admin.put(f"{API}/users/{uid}/roles/{site}", json={"role": role}).status_code == 200
     return uid
 
 
 def logged_in(api: Any, name: str, password: str = PASSWORD) -> TestClient:
+    """A session client that sends the CSRF token the login answered, as API clients must."""
     client = anonymous(api)
     r = client.post(f"{API}/auth/login", json={"username": name, "password": password})
     assert r.status_code == 200, r.text
+    client.headers["X-CSRF-Token"] = r.headers["x-csrf-token"]
     return client
+
+
+def admin_session(api: Any) -> TestClient:
+    return logged_in(api, "admin", "admin-password-1")
 
 
 def bearer(api: Any, secret: str) -> TestClient:
     return TestClient(api.client.app, headers={"Authorization": f"Bearer {secret}"})
+
+
+def page_csrf(html: str) -> str:
+    """The session's CSRF token as a page hands it to its scripts."""
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert found, "the page has no csrf-token meta tag"
+    return found.group(1)
+
+
+def form_csrf(html: str) -> str:
+    found = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+    assert found, "the page's forms carry no csrf_token"
+    return found.group(1)
 
 
 def setup_sites(api: Any, *names: str) -> dict[str, int]:
@@ -110,7 +131,8 @@ def test_login_cookie_me_and_logout(api) -> None:
     secret = client.cookies.get("camfleet_session")
     assert secret is not None and hashlib.sha256(secret.encode()).hexdigest() in stored  # only the hash is kept
 
-    assert client.post(f"{API}/auth/logout").status_code == 204
+    assert client.post(f"{API}/auth/logout").status_code == 403  # no CSRF token: not even a forced logout
+    assert client.post(f"{API}/auth/logout", headers={"X-CSRF-Token": r.headers["x-csrf-token"]}).status_code == 204
     client.cookies.set("camfleet_session", secret)  # replaying the old cookie does not work either
     assert client.get(f"{API}/auth/me").status_code == 401
 
@@ -118,6 +140,7 @@ def test_login_cookie_me_and_logout(api) -> None:
 def test_login_rate_limit_per_username_and_address(sqlite_api) -> None:
     api = sqlite_api
     attempts = api.services.settings.auth.login_attempts
+    make_user(api, "bob")  # (made first: the admin is locked out below)
     client = anonymous(api)
     for _ in range(attempts):
         r = client.post(f"{API}/auth/login", json={"username": "admin", "password": "bad-guess-1"})
@@ -129,7 +152,7 @@ def test_login_rate_limit_per_username_and_address(sqlite_api) -> None:
     assert 0 < wait <= api.services.settings.auth.login_window_s
     page = client.post("/login", data={"username": "admin", "password": "admin-password-1"})
     assert page.status_code == 429 and "too many failed logins" in page.text and "retry-after" in page.headers
-    make_user(api, "bob")  # another username from the same address is not blocked
+    # another username from the same address is not blocked (below the per-address limit)
     assert client.post(f"{API}/auth/login", json={"username": "bob", "password": PASSWORD}).status_code == 200
 
 
@@ -208,23 +231,26 @@ def test_site_admin_grants_roles_in_own_site_only(sqlite_api) -> None:
 def test_users_crud_and_last_admin(sqlite_api) -> None:
     api = sqlite_api
     uid = make_user(api, "temp")
-    assert api.client.post(f"{API}/users", json={"username": "temp", "password": PASSWORD}).status_code == 409
-    r = api.client.post(f"{API}/users", json={"username": "bad name", "password": PASSWORD})
+    hub_admin = admin_session(api)
+    assert hub_admin.post(f"{API}/users", json={"username": "temp", "password": PASSWORD}).status_code == 409
+    r = hub_admin.post(f"{API}/users", json={"username": "bad name", "password": PASSWORD})
     assert r.status_code == 422 and "username" in r.json()["detail"]
-    assert api.client.post(f"{API}/users", json={"username": "short", "password": "1234"}).status_code == 422
-    temp = logged_in(api, "temp")
-    assert temp.patch(f"{API}/users/{uid}", json={"password": "another pass 2"}).status_code == 200  # own password
-    assert temp.get(f"{API}/auth/me").status_code == 401  # a password change ends the sessions
+    assert hub_admin.post(f"{API}/users", json={"username": "short", "password": "1234"}).status_code == 422
+    temp, other = logged_in(api, "temp"), logged_in(api, "temp")
+    change = {"password": "another pass 2", "current_password": PASSWORD}
+    assert temp.patch(f"{API}/users/{uid}", json=change).status_code == 200  # own password
+    assert other.get(f"{API}/auth/me").status_code == 401  # a password change ends the other sessions
     logged_in(api, "temp", "another pass 2")
-    assert api.client.patch(f"{API}/users/{uid}", json={"disabled": True}).json()["disabled"] is True
+    hub_admin = admin_session(api)
+    assert hub_admin.patch(f"{API}/users/{uid}", json={"disabled": True}).json()["disabled"] is True
     r = anonymous(api).post(f"{API}/auth/login", json={"username": "temp", "password": "another pass 2"})
     assert r.status_code == 401 and "disabled" in r.json()["detail"]
-    admin_id = next(u["id"] for u in api.client.get(f"{API}/users").json() if u["username"] == "admin")
-    r = api.client.patch(f"{API}/users/{admin_id}", json={"disabled": True})
+    admin_id = next(u["id"] for u in hub_admin.get(f"{API}/users").json() if u["username"] == "admin")
+    r = hub_admin.patch(f"{API}/users/{admin_id}", json={"disabled": True})
     assert r.status_code == 409 and "last active hub administrator" in r.json()["detail"]
-    assert api.client.delete(f"{API}/users/{admin_id}").status_code == 409
-    assert api.client.delete(f"{API}/users/{uid}").status_code == 204
-    assert api.client.delete(f"{API}/users/{uid}").status_code == 404
+    assert hub_admin.delete(f"{API}/users/{admin_id}").status_code == 409
+    assert hub_admin.delete(f"{API}/users/{uid}").status_code == 204
+    assert hub_admin.delete(f"{API}/users/{uid}").status_code == 404
 
 
 # --------------------------------------------------------------------------- tokens
@@ -257,7 +283,7 @@ def test_token_scope_revocation_and_owner_rights(api) -> None:
     assert lab.post(f"{API}/tokens", json={"name": "x", "site": "alpha", "role": "admin"}).status_code == 403
     assert lab.post(f"{API}/tokens", json={"name": "x", "site": None, "role": "viewer"}).status_code == 403
     # the owner demoted to viewer: the labeller token can only read now
-    assert api.client.put(f"{API}/users/{lab_id}/roles/alpha", json={"role": "viewer"}).status_code == 200
+    assert admin_session(api).put(f"{API}/users/{lab_id}/roles/alpha", json={"role": "viewer"}).status_code == 200
     assert script.patch(f"{API}/images/{images['alpha']}", json={"group": "a"}).status_code == 403
     assert script.get(f"{API}/sites/alpha/classifiers").status_code == 200
 
@@ -269,14 +295,15 @@ def test_token_scope_revocation_and_owner_rights(api) -> None:
 def test_trainer_needs_an_every_site_admin_token(sqlite_api) -> None:
     api = sqlite_api
     setup_sites(api, "alpha")
-    site_admin = api.client.post(f"{API}/tokens", json={"name": "t1", "site": "alpha", "role": "admin"}).json()
+    hub_admin = admin_session(api)
+    site_admin = hub_admin.post(f"{API}/tokens", json={"name": "t1", "site": "alpha", "role": "admin"}).json()
     assert bearer(api, site_admin["token"]).post(f"{API}/jobs/claim", json={"worker": "w"}).status_code == 403
-    every_viewer = api.client.post(f"{API}/tokens", json={"name": "t2", "site": None, "role": "viewer"}).json()
+    every_viewer = hub_admin.post(f"{API}/tokens", json={"name": "t2", "site": None, "role": "viewer"}).json()
     reader = bearer(api, every_viewer["token"])
     assert reader.get(f"{API}/sites/alpha/classifiers").status_code == 200  # every site, read only
     assert reader.post(f"{API}/sites/alpha/classifiers/clf/groups", json={"name": "z"}).status_code == 403
     assert reader.post(f"{API}/jobs/claim", json={"worker": "w"}).status_code == 403
-    trainer = api.client.post(f"{API}/tokens", json={"name": "trainer", "site": None, "role": "admin"}).json()
+    trainer = hub_admin.post(f"{API}/tokens", json={"name": "trainer", "site": None, "role": "admin"}).json()
     assert bearer(api, trainer["token"]).post(f"{API}/jobs/claim", json={"worker": "w"}).status_code == 204
     me = bearer(api, every_viewer["token"]).get(f"{API}/auth/me").json()
     assert me == {"name": "token:t2", "user_id": me["user_id"], "is_admin": False, "roles": {}, "every_site": "viewer"}
@@ -296,6 +323,7 @@ def test_pages_follow_the_roles(sqlite_api) -> None:
     assert r.status_code == 200 and str(r.url).endswith("/")  # an off-site next falls back to the overview
     assert "Site alpha" in r.text and "Site beta" not in r.text
     assert 'id="nav-user" title="Users &amp; tokens">viv<' in r.text
+    viewer.headers["X-CSRF-Token"] = form_csrf(r.text)  # the token the page hands its forms and scripts
     page = viewer.get("/ui/sites/beta/classifiers/clf/training")
     assert page.status_code == 403 and "viewer role in site &#39;beta&#39;" in page.text
     moved = viewer.post(f"/ui/images/{images['alpha']}/group", data={"group": "a"}, follow_redirects=False)
@@ -314,13 +342,15 @@ def test_admin_page_creates_users_and_grants_roles(sqlite_api) -> None:
     api = sqlite_api
     setup_sites(api, "alpha")
     admin = anonymous(api)
-    admin.post("/login", data={"username": "admin", "password": "admin-password-1", "next": "/ui/users"})
-    r = admin.post("/ui/users", data={"username": "newbie", "password": PASSWORD})
+    page = admin.post("/login", data={"username": "admin", "password": "admin-password-1", "next": "/ui/users"})
+    token = form_csrf(page.text)  # the hidden csrf_token field of the page's forms
+    r = admin.post("/ui/users", data={"username": "newbie", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 200 and 'data-user="newbie"' in r.text
-    uid = next(u["id"] for u in api.client.get(f"{API}/users").json() if u["username"] == "newbie")
-    assert admin.post(f"/ui/users/{uid}/role", data={"site": "alpha", "role": "labeller"}).status_code == 200
+    uid = next(u["id"] for u in admin_session(api).get(f"{API}/users").json() if u["username"] == "newbie")
+    grant = {"site": "alpha", "role": "labeller", "csrf_token": token}
+    assert admin.post(f"/ui/users/{uid}/role", data=grant).status_code == 200
     assert logged_in(api, "newbie").get(f"{API}/auth/me").json()["roles"] == {"alpha": "labeller"}
-    r = admin.post("/ui/users", data={"username": "newbie", "password": PASSWORD})
+    r = admin.post("/ui/users", data={"username": "newbie", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 409 and "already exists" in r.text
 
 
@@ -388,7 +418,14 @@ def test_cli_user_and_token(sqlite_api, tmp_path: Path) -> None:
     assert r.returncode == 1 and "site='nowhere' not found" in r.stderr
 
 
-PUBLIC = {("get", f"{API}/health"), ("post", f"{API}/auth/login"), ("post", f"{API}/auth/logout")}
+# Health and the probes answer anyone (a load balancer has no token); login and logout need no session.
+PUBLIC = {
+    ("get", f"{API}/health"),
+    ("get", f"{API}/healthz"),
+    ("get", f"{API}/readyz"),
+    ("post", f"{API}/auth/login"),
+    ("post", f"{API}/auth/logout"),
+}
 
 
 def test_every_api_route_needs_credentials(sqlite_api) -> None:
@@ -425,8 +462,9 @@ def test_trainer_client_sends_its_token(sqlite_api, free_port) -> None:  # type:
             assert thread.is_alive(), "uvicorn did not start"
             time.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
-        admin = api.client.post(f"{API}/tokens", json={"name": "trainer", "role": "admin"}).json()["token"]
-        viewer = api.client.post(f"{API}/tokens", json={"name": "peek", "role": "viewer"}).json()["token"]
+        hub_admin = admin_session(api)
+        admin = hub_admin.post(f"{API}/tokens", json={"name": "trainer", "role": "admin"}).json()["token"]
+        viewer = hub_admin.post(f"{API}/tokens", json={"name": "peek", "role": "viewer"}).json()["token"]
         with HubClient(url, token=admin, retries=0) as client:
             assert client.claim("w1", gpu=False) is None  # 204: authorised, nothing waiting
         for token, status in ((viewer, 403), (None, 401)):

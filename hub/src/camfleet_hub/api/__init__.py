@@ -38,6 +38,7 @@ from camfleet_hub.api import (
 )
 from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
+from camfleet_hub.api.security import BrowserGuard
 from camfleet_hub.api.limits import BodyLimits
 from camfleet_hub.services.announce import announce_all
 from camfleet_hub.services.classify import RuntimeCache
@@ -101,6 +102,7 @@ def create_app(services: HubServices) -> FastAPI:
         thumbnails=ThumbnailCache(services.store, services.settings.ingest.max_pixels),
     )
     install_error_handlers(app)
+    app.add_middleware(BrowserGuard, settings=services.settings)  # outermost: CSRF refusals, security headers
     app.add_middleware(BodyLimits, services=services)  # bodies bounded before any route reads them
     ui_auth.install_auth_handlers(app)
     for module in ROUTERS:

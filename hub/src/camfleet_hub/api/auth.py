@@ -1,7 +1,9 @@
 """Log in / out, who am I, users and their site roles, API tokens.
 
-Who may do what: hub admins manage users and every-site tokens; a site admin grants roles in that site;
-anyone logged in makes tokens for sites where they hold at least the token's role, and changes their own password.
+Who may do what: hub admins manage users and every-site tokens; a site admin grants roles in that site (and
+sees only the users and roles of sites they administer); anyone logged in makes tokens for sites where they hold at
+least the token's role, and changes their own password (giving the current one). All of this needs a logged-in
+session: an API token gets 403 on every route here except login, logout and ``/auth/me``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from sqlalchemy import select
 
 from camfleet_hub.api.deps import (
     SESSION_COOKIE,
-    ApiStateDep,
     CurrentUserDep,
-    HubAdminDep,
     Principal,
     SessionDep,
+    SessionHubAdminDep,
+    SessionSiteAdminDep,
+    SessionUserDep,
     SettingsDep,
-    SiteAdminDep,
+    client_address,
 )
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.models import Role, Site
@@ -37,13 +40,12 @@ from camfleet_hub.services.errors import ForbiddenError
 
 router = APIRouter(tags=["auth"])
 
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+CSRF_HEADER = "X-CSRF-Token"
 
 
 def set_session_cookie(response: Response, secret: str, settings: HubSettings) -> None:
-    """HttpOnly (no script reads it), SameSite=Lax (no cross-site form posts carry it), Secure when configured."""
+    """HttpOnly (no script reads it), SameSite=Lax, Secure when configured; the session's CSRF token travels in
+    the ``X-CSRF-Token`` response header (API clients echo it on every state-changing request)."""
     response.set_cookie(
         SESSION_COOKIE,
         secret,
@@ -53,10 +55,18 @@ def set_session_cookie(response: Response, secret: str, settings: HubSettings) -
         secure=settings.auth.secure_cookies,
         path="/",
     )
+    response.headers[CSRF_HEADER] = auth.csrf_token(secret)
 
 
 def caller_of(user: Principal) -> auth.Caller:
-    return auth.Caller(name=user.name, admin=user.admin, user_id=user.user_id, roles=user.roles)
+    return auth.Caller(
+        name=user.name,
+        admin=user.admin,
+        user_id=user.user_id,
+        roles=user.roles,
+        token_id=user.token_id,
+        session_id=user.session_id,
+    )
 
 
 def _user_public(session: SessionDep, user: object) -> UserPublic:
@@ -70,12 +80,10 @@ def login(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    state: ApiStateDep,
 ) -> UserPublic:
-    """Check username and password; sets the session cookie. 401 on a wrong pair, 429 after too many."""
-    user, secret = auth.login(
-        session, state.logins, settings.auth, body.username, body.password, client_address(request)
-    )
+    """Check username and password; sets the session cookie and answers the session's CSRF token in the
+    ``X-CSRF-Token`` header. 401 on a wrong pair, 429 after too many failures (per name, address or both)."""
+    user, secret = auth.login(session, settings.auth, body.username, body.password, client_address(request, settings))
     set_session_cookie(response, secret, settings)
     return _user_public(session, user)
 
@@ -91,7 +99,11 @@ def logout(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/auth/me", operation_id="get_me", response_model=MePublic)
-def me(user: CurrentUserDep, session: SessionDep) -> MePublic:
+def me(request: Request, response: Response, user: CurrentUserDep, session: SessionDep) -> MePublic:
+    """Who is calling; for a session, the ``X-CSRF-Token`` header carries its CSRF token again."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if user.session_id is not None and cookie:
+        response.headers[CSRF_HEADER] = auth.csrf_token(cookie)
     every = user.roles.role if isinstance(user.roles, auth.EverySite) else None
     roles: dict[str, str] = {}
     if user.roles and every is None:
@@ -113,60 +125,78 @@ def me(user: CurrentUserDep, session: SessionDep) -> MePublic:
 
 
 @router.get("/users", operation_id="list_users", response_model=list[UserPublic])
-def list_users(user: CurrentUserDep, session: SessionDep) -> list[UserPublic]:
-    """Hub admins and site admins (who grant roles in their sites) see the users."""
-    if not user.admin and Role.ADMIN not in user.roles.values():
-        raise ForbiddenError(f"user {user.name!r} is not an administrator of the hub or of a site")
-    return [_user_public(session, u) for u in auth.list_users(session)]
+def list_users(user: SessionUserDep, session: SessionDep) -> list[UserPublic]:
+    """Hub admins see every user; a site admin only users with a role in a site they administer, and only
+    those roles."""
+    return [UserPublic.model_validate(u) for u in auth.visible_users(session, caller_of(user))]
 
 
 @router.post("/users", operation_id="create_user", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, session: SessionDep, _admin: HubAdminDep) -> UserPublic:
+def create_user(body: UserCreate, session: SessionDep, _admin: SessionHubAdminDep) -> UserPublic:
     return _user_public(session, auth.create_user(session, body.username, body.password, is_admin=body.is_admin))
 
 
 @router.patch("/users/{user_id}", operation_id="update_user", response_model=UserPublic)
-def update_user(user_id: int, body: UserUpdate, session: SessionDep, user: CurrentUserDep) -> UserPublic:
-    """Hub admins change anything; a user may change only their own password."""
-    own_password_only = user.user_id == user_id and body.disabled is None and body.is_admin is None
+def update_user(
+    user_id: int,
+    body: UserUpdate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: SessionUserDep,
+) -> UserPublic:
+    """Hub admins change anything; a user may change only their own password, giving ``current_password``.
+    A new password ends the user's sessions and revokes their tokens; a self-change gets a fresh session."""
+    own = user.user_id == user_id
+    own_password_only = own and body.disabled is None and body.is_admin is None
     if not (user.admin or own_password_only):
         raise ForbiddenError(f"user {user.name!r} may only change their own password")
     found = auth.get_user(session, user_id)
+    if own and body.password is not None:
+        auth.check_current_password(found, body.current_password)
     updated = auth.update_user(session, found, password=body.password, disabled=body.disabled, is_admin=body.is_admin)
+    if own and body.password is not None and not updated.disabled:
+        set_session_cookie(response, auth.new_session(session, updated, settings.auth), settings)
     return _user_public(session, updated)
 
 
 @router.delete("/users/{user_id}", operation_id="delete_user", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(user_id: int, session: SessionDep, _admin: HubAdminDep) -> Response:
+def delete_user(user_id: int, session: SessionDep, _admin: SessionHubAdminDep) -> Response:
+    """Removes the user with their sessions and tokens."""
     auth.delete_user(session, auth.get_user(session, user_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/users/{user_id}/roles/{site}", operation_id="set_user_site_role", response_model=UserPublic)
-def set_site_role(user_id: int, site: str, body: SiteRoleSet, session: SessionDep, _admin: SiteAdminDep) -> UserPublic:
+def set_site_role(
+    user_id: int, site: str, body: SiteRoleSet, session: SessionDep, admin: SessionSiteAdminDep
+) -> UserPublic:
     """Grant a role in the site (or remove it with ``null``); needs the admin role in that site."""
     found = auth.get_user(session, user_id)
-    auth.set_site_role(session, found, crud.get_site(session, site), Role(body.role) if body.role else None)
-    return _user_public(session, found)
+    site_row = crud.get_site(session, site)
+    auth.set_site_role(session, found, site_row, Role(body.role) if body.role else None)
+    only = None if admin.admin else sorted(s for s, r in admin.roles.items() if r == Role.ADMIN)
+    return UserPublic.model_validate(auth.user_view(session, found, only))
 
 
 # --------------------------------------------------------------------------- tokens
 
 
 @router.post("/tokens", operation_id="create_token", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenCreate, session: SessionDep, user: CurrentUserDep) -> TokenCreated:
-    """A bearer token for a script or agent; the secret is in this answer only."""
+def create_token(body: TokenCreate, session: SessionDep, user: SessionUserDep) -> TokenCreated:
+    """A bearer token for a script or agent; the secret is in this answer only. Tokens never create tokens."""
     site = crud.get_site(session, body.site) if body.site is not None else None
     token, secret = auth.create_token(session, caller_of(user), body.name, site, Role(body.role))
     return TokenCreated.model_validate({**auth.token_view(session, token), "token": secret})
 
 
 @router.get("/tokens", operation_id="list_tokens", response_model=list[TokenPublic])
-def list_tokens(session: SessionDep, user: CurrentUserDep) -> list[TokenPublic]:
+def list_tokens(session: SessionDep, user: SessionUserDep) -> list[TokenPublic]:
     return [TokenPublic.model_validate(auth.token_view(session, t)) for t in auth.list_tokens(session, caller_of(user))]
 
 
 @router.delete("/tokens/{token_id}", operation_id="revoke_token", response_model=TokenPublic)
-def revoke_token(token_id: int, session: SessionDep, user: CurrentUserDep) -> TokenPublic:
+def revoke_token(token_id: int, session: SessionDep, user: SessionUserDep) -> TokenPublic:
     """Revoke (the row stays, marked, so logs can still name it)."""
     return TokenPublic.model_validate(auth.token_view(session, auth.revoke_token(session, caller_of(user), token_id)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.models import Role
-from camfleet_hub.services.auth import Caller, EverySite, LoginLimiter, caller_of_cookie, caller_of_token
+from camfleet_hub.services.auth import Caller, EverySite, caller_of_cookie, caller_of_token
 from camfleet_hub.services.classify import RuntimeCache
 from camfleet_hub.services.errors import ForbiddenError, UnauthenticatedError
 from camfleet_hub.services.media import ThumbnailCache
@@ -26,7 +28,6 @@ class ApiState:
 
     runtimes: RuntimeCache
     thumbnails: ThumbnailCache
-    logins: LoginLimiter = field(default_factory=LoginLimiter)
 
 
 def get_services(request: Request) -> HubServices:
@@ -68,12 +69,15 @@ class Principal:
     """Who is calling: a logged-in user or an API token, with a role per site id (``admin``: every site).
 
     With ``auth.enabled = false`` every caller is the anonymous administrator (the default values).
+    ``token_id`` / ``session_id`` say which credential it came with (account routes want a session).
     """
 
     name: str = "anonymous"
     admin: bool = True
     user_id: int | None = None
     roles: Mapping[int, Role] = field(default_factory=dict)
+    token_id: int | None = None
+    session_id: int | None = None
 
     def role_in(self, site_id: int) -> Role | None:
         """The caller's role in that site (hub admins are admins everywhere)."""
@@ -96,7 +100,14 @@ SESSION_COOKIE = "camfleet_session"
 
 
 def principal_of(caller: Caller) -> Principal:
-    return Principal(name=caller.name, admin=caller.admin, user_id=caller.user_id, roles=caller.roles)
+    return Principal(
+        name=caller.name,
+        admin=caller.admin,
+        user_id=caller.user_id,
+        roles=caller.roles,
+        token_id=caller.token_id,
+        session_id=caller.session_id,
+    )
 
 
 def get_current_user(request: Request, settings: SettingsDep, session: SessionDep) -> Principal:
@@ -129,6 +140,20 @@ def _authenticate(request: Request, settings: HubSettings, session: Session) -> 
 
 CurrentUserDep = Annotated[Principal, Depends(get_current_user)]
 
+ACCOUNTS_NEED_A_SESSION = (
+    "users, roles, passwords and tokens are managed from a logged-in session only, never with an API token"
+)
+
+
+def get_session_user(request: Request, user: CurrentUserDep, settings: SettingsDep) -> Principal:
+    """The caller of an account route: a logged-in session (403 for a bearer token, whatever its role)."""
+    if settings.auth.enabled and (user.token_id is not None or user.session_id is None):
+        raise ForbiddenError(f"{user.name!r}: {ACCOUNTS_NEED_A_SESSION}")
+    return user
+
+
+SessionUserDep = Annotated[Principal, Depends(get_session_user)]
+
 
 def _site_role(role: Role) -> Callable[[Request, Principal, Session], Principal]:
     """A dependency that resolves the ``{site}`` path parameter and requires ``role`` there."""
@@ -155,6 +180,55 @@ def get_hub_admin(user: CurrentUserDep) -> Principal:
 
 
 HubAdminDep = Annotated[Principal, Depends(get_hub_admin)]
+
+
+def get_session_hub_admin(user: SessionUserDep) -> Principal:
+    user.require_admin()
+    return user
+
+
+SessionHubAdminDep = Annotated[Principal, Depends(get_session_hub_admin)]
+
+
+def _session_site_admin(request: Request, user: SessionUserDep, session: SessionDep) -> Principal:
+    from camfleet_hub.services import crud
+
+    site = crud.get_site(session, request.path_params["site"])
+    user.require(site.id, Role.ADMIN, site.name)
+    return user
+
+
+SessionSiteAdminDep = Annotated[Principal, Depends(_session_site_admin)]
+
+
+@lru_cache(maxsize=16)
+def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+
+
+def _trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def client_address(request: Request, settings: HubSettings) -> str:
+    """The caller's address: the TCP peer, or, only when the peer is one of ``auth.trusted_proxies``, the
+    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy (the left part is client-written)."""
+    peer = request.client.host if request.client else "unknown"
+    networks = _networks(tuple(settings.auth.trusted_proxies))
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a malformed hop: do not let it pick the key
+    return peer
 
 
 # Checks for routes keyed by a row id: load the row, then ask for the role in the row's site.

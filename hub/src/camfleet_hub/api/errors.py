@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError
 from camfleet_hub.services.errors import InvalidError, ServiceError
 
 MAX_SHOWN_VALUE = 80
+SECRET_FIELDS = ("password", "secret", "token")
 
 
 def _shown(value: Any) -> str:
@@ -28,7 +29,9 @@ def describe_errors(errors: list[Any]) -> str:
         field = ".".join(loc) or "body"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         shown = ""
-        if "input" in err and err.get("type") not in ("missing",) and not isinstance(err["input"], dict):
+        secret = any(w in field.lower() for w in SECRET_FIELDS)  # never echo a submitted password or token
+        echo = "input" in err and not secret and not isinstance(err["input"], dict | list)
+        if echo and err.get("type") not in ("missing",):
             shown = f" (got {_shown(err['input'])})"
         parts.append(f"{field}: {msg}{shown}")
     return "; ".join(parts)

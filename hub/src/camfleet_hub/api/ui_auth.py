@@ -1,26 +1,31 @@
 """The login page, log out, and the Users & tokens page (server-rendered, form posts → 303 → GET).
 
 Browsers without a valid session are sent to ``/login?next=<page>``; API callers get a 401 JSON answer.
+Every form here needs a session (a bearer token gets 403) and carries the session's CSRF token
+(``api/security.py`` checks it before the route runs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import pass_context
+from markupsafe import Markup
 from sqlalchemy import select
 
 from camfleet_hub import __version__
-from camfleet_hub.api.auth import caller_of, client_address, set_session_cookie
+from camfleet_hub.api.auth import caller_of, set_session_cookie
 from camfleet_hub.api.deps import (
     SESSION_COOKIE,
-    ApiStateDep,
-    CurrentUserDep,
     Principal,
     SessionDep,
+    SessionUserDep,
     SettingsDep,
+    client_address,
 )
 from camfleet_hub.api.ui import templates
 from camfleet_hub.db.models import Role, Site
@@ -31,6 +36,16 @@ from camfleet_hub.services.urls import API_PREFIX
 router = APIRouter(include_in_schema=False)
 
 USERS_PAGE = "/ui/users"
+
+
+@pass_context
+def csrf_field(context: Mapping[str, Any]) -> Markup:
+    """``{{ csrf_field() }}`` in every POST form: the session's CSRF token (set by ``api.security``)."""
+    token = getattr(context["request"].state, "csrf_token", "")
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
+
+
+templates.env.globals["csrf_field"] = csrf_field
 
 
 def safe_next(next_url: str | None, default: str = "/") -> str:
@@ -56,14 +71,13 @@ def login_form(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    state: ApiStateDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next_url: Annotated[str | None, Form(alias="next")] = None,
 ) -> Response:
     target = safe_next(next_url)
     try:
-        _user, secret = auth.login(session, state.logins, settings.auth, username, password, client_address(request))
+        _user, secret = auth.login(session, settings.auth, username, password, client_address(request, settings))
     except ServiceError as exc:
         context = {"next": target, "username": username, "error": exc.detail}
         page = _render(request, "login.html", context, exc.status_code)
@@ -100,7 +114,7 @@ def _page(
     sites = list(session.scalars(select(Site).order_by(Site.name)))
     admin_sites = [s.name for s in sites if user.role_in(s.id) == Role.ADMIN]
     token_sites = [s.name for s in sites if user.role_in(s.id) is not None]
-    users = [auth.user_view(session, u) for u in auth.list_users(session)] if (user.admin or admin_sites) else []
+    users = auth.visible_users(session, caller_of(user)) if (user.admin or admin_sites) else []
     tokens = [auth.token_view(session, t) for t in auth.list_tokens(session, caller_of(user))]
     context = {
         "me": user,
@@ -116,7 +130,7 @@ def _page(
 
 
 @router.get(USERS_PAGE, response_class=HTMLResponse)
-def users_page(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
+def users_page(request: Request, session: SessionDep, user: SessionUserDep) -> HTMLResponse:
     return _page(request, session, user)
 
 
@@ -128,7 +142,7 @@ def _done() -> RedirectResponse:
 def create_user(
     request: Request,
     session: SessionDep,
-    user: CurrentUserDep,
+    user: SessionUserDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     is_admin: Annotated[str, Form()] = "",
@@ -147,17 +161,27 @@ def update_user(
     request: Request,
     user_id: int,
     session: SessionDep,
-    user: CurrentUserDep,
+    user: SessionUserDep,
+    settings: SettingsDep,
     action: Annotated[str, Form()],
     password: Annotated[str, Form()] = "",
+    current_password: Annotated[str, Form()] = "",
 ) -> Response:
-    """One form per button: ``password``, ``disable``, ``enable``, ``make-admin``, ``drop-admin``, ``delete``."""
+    """One form per button: ``password``, ``disable``, ``enable``, ``make-admin``, ``drop-admin``, ``delete``.
+    Your own password needs the current one; afterwards this browser gets a fresh session, others are out."""
+    own = user.user_id == user_id
     try:
-        if not (user.admin or (action == "password" and user.user_id == user_id)):
+        if not (user.admin or (action == "password" and own)):
             raise ForbiddenError(f"user {user.name!r} may only change their own password")
         found = auth.get_user(session, user_id)
         if action == "password":
+            if own:
+                auth.check_current_password(found, current_password)
             auth.update_user(session, found, password=password)
+            if own:
+                response = _done()
+                set_session_cookie(response, auth.new_session(session, found, settings.auth), settings)
+                return response
         elif action in ("disable", "enable"):
             auth.update_user(session, found, disabled=action == "disable")
         elif action in ("make-admin", "drop-admin"):
@@ -177,7 +201,7 @@ def set_role(
     request: Request,
     user_id: int,
     session: SessionDep,
-    user: CurrentUserDep,
+    user: SessionUserDep,
     site: Annotated[str, Form()],
     role: Annotated[str, Form()] = "",
 ) -> Response:
@@ -197,7 +221,7 @@ def set_role(
 def create_token(
     request: Request,
     session: SessionDep,
-    user: CurrentUserDep,
+    user: SessionUserDep,
     name: Annotated[str, Form()] = "",
     site: Annotated[str, Form()] = "",
     role: Annotated[str, Form()] = "viewer",
@@ -216,7 +240,7 @@ def create_token(
 
 
 @router.post("/ui/tokens/{token_id}/revoke", response_model=None)
-def revoke_token(request: Request, token_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
+def revoke_token(request: Request, token_id: int, session: SessionDep, user: SessionUserDep) -> Response:
     try:
         auth.revoke_token(session, caller_of(user), token_id)
     except ServiceError as exc:

@@ -7,24 +7,27 @@ Rules (the REST API and the web UI enforce the same ones):
   capped by its owner's current rights: a token never does more than the user who made it could do now.
   An every-site admin token acts as a hub admin (what trainers use).
 - Secrets (token and session cookie) are shown once; the database keeps their sha256.
+- Accounts (users, roles, passwords, tokens) are managed from a logged-in session only, never with a token
+  (``api.deps.SessionUserDep``; ``create_token`` refuses a token caller too). A password change or a user's
+  removal revokes that user's sessions and tokens.
+- Failed logins are rows in SQL (every hub process sees them), limited per username, per address and per pair.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from camfleet_hub.config import AuthSettings
-from camfleet_hub.db.models import ApiToken, LoginSession, Role, Site, SiteRole, User
+from camfleet_hub.db.models import NAME_LEN, ApiToken, LoginAttempt, LoginSession, Role, Site, SiteRole, User
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services.errors import (
     ConflictError,
@@ -88,6 +91,7 @@ class Caller:
     user_id: int | None
     roles: Mapping[int, Role] = field(default_factory=dict)
     token_id: int | None = None
+    session_id: int | None = None  # the login session row, when the credential is a session cookie
 
 
 # --------------------------------------------------------------------------- validation
@@ -139,6 +143,19 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
+def visible_users(session: Session, caller: Caller) -> list[dict[str, object]]:
+    """Users as ``user_view`` dicts: every user with all roles for hub admins; for a site admin only users
+    holding a role in a site they administer, with only those roles (other sites stay invisible)."""
+    if caller.admin:
+        return [user_view(session, u) for u in list_users(session)]
+    admin_sites = sorted(s for s, r in caller.roles.items() if r == Role.ADMIN)
+    if not admin_sites:
+        raise ForbiddenError(f"user {caller.name!r} is not an administrator of the hub or of a site")
+    q = select(User).join(SiteRole, SiteRole.user_id == User.id).where(SiteRole.site_id.in_(admin_sites))
+    users = list(session.scalars(q.distinct().order_by(User.username)))
+    return [user_view(session, u, admin_sites) for u in users]
+
+
 def count_users(session: Session) -> int:
     return int(session.scalar(select(func.count(User.id))) or 0)
 
@@ -159,6 +176,22 @@ def _other_active_admins(session: Session, user: User) -> int:
     return int(session.scalar(q) or 0)
 
 
+def revoke_credentials(session: Session, user_id: int) -> None:
+    """End every session and revoke every token of a user (no commit: part of the caller's change)."""
+    session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+    session.execute(
+        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
+def check_current_password(user: User, current: str | None) -> None:
+    """A self-service password change proves the old password (a stolen session alone cannot lock one out)."""
+    if not current:
+        raise InvalidError("current_password is required to change your own password")
+    if not verify_password(current, user.password_hash):
+        raise ForbiddenError("current_password is wrong")
+
+
 def update_user(
     session: Session,
     user: User,
@@ -167,7 +200,10 @@ def update_user(
     disabled: bool | None = None,
     is_admin: bool | None = None,
 ) -> User:
-    """Change a password, disable/enable, grant/revoke hub admin; the last active hub admin stays one."""
+    """Change a password, disable/enable, grant/revoke hub admin; the last active hub admin stays one.
+
+    A new password or disabling ends the user's sessions and revokes their tokens (a leaked credential dies
+    with the password it came from); the caller re-issues its own session after a self-change."""
     losing_admin = user.is_admin and not user.disabled and (disabled is True or is_admin is False)
     if losing_admin and _other_active_admins(session, user) == 0:
         raise ConflictError(f"user {user.username!r} is the last active hub administrator")
@@ -178,14 +214,17 @@ def update_user(
     if is_admin is not None:
         user.is_admin = is_admin
     if password is not None or disabled:
-        session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))  # log out everywhere
+        revoke_credentials(session, user.id)
     session.commit()
     return user
 
 
 def delete_user(session: Session, user: User) -> None:
+    """Remove a user, their sessions and tokens (explicitly, not trusting the database's cascade)."""
     if user.is_admin and not user.disabled and _other_active_admins(session, user) == 0:
         raise ConflictError(f"user {user.username!r} is the last active hub administrator")
+    revoke_credentials(session, user.id)
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     session.delete(user)
     session.commit()
 
@@ -195,12 +234,12 @@ def roles_of(session: Session, user_id: int) -> dict[int, Role]:
     return {site_id: Role(role) for site_id, role in rows}
 
 
-def role_names(session: Session, user_id: int) -> dict[str, str]:
-    """``{site name: role}`` of a user, for views."""
-    rows = session.execute(
-        select(Site.name, SiteRole.role).join(Site, Site.id == SiteRole.site_id).where(SiteRole.user_id == user_id)
-    )
-    return dict(sorted((name, role) for name, role in rows))
+def role_names(session: Session, user_id: int, only_sites: list[int] | None = None) -> dict[str, str]:
+    """``{site name: role}`` of a user, for views (``only_sites``: just those site ids)."""
+    q = select(Site.name, SiteRole.role).join(Site, Site.id == SiteRole.site_id).where(SiteRole.user_id == user_id)
+    if only_sites is not None:
+        q = q.where(SiteRole.site_id.in_(only_sites))
+    return dict(sorted((name, role) for name, role in session.execute(q)))
 
 
 def set_site_role(session: Session, user: User, site: Site, role: Role | None) -> None:
@@ -229,8 +268,9 @@ def first_admin(session: Session, settings: AuthSettings) -> str | None:
 # --------------------------------------------------------------------------- who is calling
 
 
-def caller_of_user(session: Session, user: User) -> Caller:
-    return Caller(name=user.username, admin=user.is_admin, user_id=user.id, roles=roles_of(session, user.id))
+def caller_of_user(session: Session, user: User, session_id: int | None = None) -> Caller:
+    roles = roles_of(session, user.id)
+    return Caller(name=user.username, admin=user.is_admin, user_id=user.id, roles=roles, session_id=session_id)
 
 
 def _weaker(a: Role | None, b: Role | None) -> Role | None:
@@ -272,55 +312,86 @@ def caller_of_cookie(session: Session, secret: str) -> Caller | None:
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         return None
-    return caller_of_user(session, user)
+    return caller_of_user(session, user, row.id)
+
+
+def csrf_token(session_secret: str) -> str:
+    """The session's CSRF token: derived from the cookie secret, so it needs no storage, changes with every
+    login and cannot be computed by a page that does not hold the (HttpOnly) cookie."""
+    return hmac.new(session_secret.encode(), b"camfleet-csrf-v1", hashlib.sha256).hexdigest()
+
+
+def csrf_matches(session_secret: str, sent: str) -> bool:
+    return hmac.compare_digest(csrf_token(session_secret), sent)
 
 
 # --------------------------------------------------------------------------- login
 
 
-class LoginLimiter:
-    """Failed logins per (username, client address) in a sliding window; in memory, per hub process."""
+@dataclass(frozen=True)
+class LoginLimits:
+    """How many failed logins a window allows, per (username, address), per username and per address."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+    pair: int
+    per_user: int
+    per_address: int
+    window_s: float
 
-    def _recent(self, key: tuple[str, str], window_s: float, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and q[0] <= now - window_s:
-            q.popleft()
-        return q
+    @classmethod
+    def of(cls, settings: AuthSettings) -> LoginLimits:
+        return cls(
+            settings.login_attempts,
+            settings.login_attempts_per_user,
+            settings.login_attempts_per_address,
+            settings.login_window_s,
+        )
 
-    def check(self, key: tuple[str, str], attempts: int, window_s: float) -> None:
-        """Raise 429 (with the seconds to wait) when ``attempts`` failures happened within the window."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._recent(key, window_s, now)
-            if len(q) >= attempts:
-                wait = max(1, int(q[0] + window_s - now + 0.999))
-                raise LoginRateLimited(
-                    f"too many failed logins for username={key[0]!r} from this address; try again in {wait} s", wait
-                )
 
-    def failed(self, key: tuple[str, str], window_s: float) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(key, window_s, now).append(now)
-            if len(self._failures) > 10_000:  # forget idle keys so the map stays bounded
-                for k in [k for k, v in self._failures.items() if not v]:
-                    del self._failures[k]
+def _attempt_key(username: str) -> str:
+    return username.lower()[:NAME_LEN]
 
-    def succeeded(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+
+def _retry_after(oldest: datetime, window_s: float, now: datetime) -> int:
+    return max(1, int((oldest + timedelta(seconds=window_s) - now).total_seconds() + 0.999))
+
+
+def check_login_limits(session: Session, limits: LoginLimits, username: str, address: str) -> None:
+    """Raise 429 (with the seconds to wait) when a limit is reached: the pair, the username from any address
+    (guessing from many addresses), or the address for any username (one password sprayed over many names)."""
+    now = utcnow()
+    since = now - timedelta(seconds=limits.window_s)
+    name = _attempt_key(username)
+    checks = (
+        (LoginAttempt.username == name) & (LoginAttempt.address == address),
+        limits.pair,
+        f"for username={username!r} from this address",
+    ), (LoginAttempt.username == name, limits.per_user, f"for username={username!r}"), (
+        LoginAttempt.address == address,
+        limits.per_address,
+        "from this address",
+    )
+    for where, allowed, what in checks:
+        q = select(func.count(LoginAttempt.id), func.min(LoginAttempt.at)).where(where, LoginAttempt.at > since)
+        count, oldest = session.execute(q).one()
+        if count >= allowed:
+            wait = _retry_after(oldest, limits.window_s, now)
+            raise LoginRateLimited(f"too many failed logins {what}; try again in {wait} s", wait)
+
+
+def record_failed_login(session: Session, limits: LoginLimits, username: str, address: str) -> None:
+    """Keep the failure (and forget those older than the window, so the table stays small)."""
+    now = utcnow()
+    session.execute(delete(LoginAttempt).where(LoginAttempt.at <= now - timedelta(seconds=limits.window_s)))
+    session.add(LoginAttempt(username=_attempt_key(username), address=address[:64], at=now))
+    session.commit()
 
 
 def login(
-    session: Session, limiter: LoginLimiter, settings: AuthSettings, username: str, password: str, client: str
+    session: Session, settings: AuthSettings, username: str, password: str, client: str
 ) -> tuple[User, str]:
-    """Check the password (rate-limited per username + address); returns the user and a new session secret."""
-    key = (username.lower(), client)
-    limiter.check(key, settings.login_attempts, settings.login_window_s)
+    """Check the password (rate-limited, see ``check_login_limits``); returns the user and a new session secret."""
+    limits = LoginLimits.of(settings)
+    check_login_limits(session, limits, username, client)
     user = find_user(session, username)
     if user is None:
         burn_time(password)
@@ -328,9 +399,18 @@ def login(
     else:
         ok = verify_password(password, user.password_hash)
     if not ok or user is None or user.disabled:
-        limiter.failed(key, settings.login_window_s)
+        record_failed_login(session, limits, username, client)
         raise UnauthenticatedError("wrong username or password" if not ok else f"user {username!r} is disabled")
-    limiter.succeeded(key)
+    # A success forgets this pair's failures only: the per-address count of other names stays (spraying).
+    session.execute(
+        delete(LoginAttempt).where(LoginAttempt.username == _attempt_key(username), LoginAttempt.address == client)
+    )
+    user.last_login_at = utcnow()
+    return user, new_session(session, user, settings)
+
+
+def new_session(session: Session, user: User, settings: AuthSettings) -> str:
+    """A new login session row for ``user`` (committed); returns the cookie secret."""
     now = utcnow()
     secret = new_secret()
     session.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
@@ -341,9 +421,8 @@ def login(
             expires_at=now + timedelta(hours=settings.session_hours),
         )
     )
-    user.last_login_at = now
     session.commit()
-    return user, secret
+    return secret
 
 
 def logout(session: Session, secret: str) -> None:
@@ -366,6 +445,8 @@ def create_token(
 ) -> tuple[ApiToken, str]:
     """A new token (returns the row and its secret, shown once). Only hub admins make every-site tokens;
     others may make tokens for sites where they hold at least ``role``."""
+    if caller.token_id is not None:  # a token never mints tokens: none may outlive its parent's revocation
+        raise ForbiddenError(f"{caller.name!r}: an API token cannot create tokens; log in to make one")
     name = name.strip()
     if not (1 <= len(name) <= MAX_TOKEN_NAME):
         raise InvalidError(f"name={name!r} must be 1 to {MAX_TOKEN_NAME} characters")
@@ -425,7 +506,9 @@ def token_view(session: Session, token: ApiToken) -> dict[str, object]:
     }
 
 
-def user_view(session: Session, user: User) -> dict[str, object]:
+def user_view(session: Session, user: User, only_sites: list[int] | None = None) -> dict[str, object]:
+    """A user for views; ``only_sites`` limits the roles shown to those sites (a site admin's view)."""
+    roles = role_names(session, user.id, only_sites)
     return {
         "id": user.id,
         "username": user.username,
@@ -433,5 +516,5 @@ def user_view(session: Session, user: User) -> dict[str, object]:
         "disabled": user.disabled,
         "created_at": user.created_at,
         "last_login_at": user.last_login_at,
-        "roles": role_names(session, user.id),
+        "roles": roles,
     }
