@@ -163,3 +163,29 @@ def test_observer_cannot_publish(clients: dict[str, Client]) -> None:
     observer.publish("camfleet/v1/plaza/agents/a1/status", b"forged status")
     plaza.publish("camfleet/v1/plaza/door/event", b"sentinel")
     assert [payload for _, payload in hub.received_until(b"sentinel")] == [b"sentinel"]
+
+
+def test_every_acl_user_is_a_reserved_site_name() -> None:
+    """The pattern lines apply to the named users too: their %u topics must never be a real site's."""
+    from camfleet_hub.services.crud import RESERVED_SITE_NAMES
+
+    lines = (ROOT / "deploy" / "mosquitto" / "acl").read_text().splitlines()
+    users = {line.split()[1] for line in lines if line.startswith("user ")}
+    assert users and users <= RESERVED_SITE_NAMES
+
+
+def test_the_hub_refuses_reserved_site_names(tmp_path: Path) -> None:
+    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.services import crud
+    from camfleet_hub.services.errors import InvalidError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            for name in ("hub", "observer", "Hub"):
+                with pytest.raises(InvalidError, match="reserved"):
+                    crud.create_site(session, name)
+            assert crud.create_site(session, "plaza").name == "plaza"
+    finally:
+        engine.dispose()
