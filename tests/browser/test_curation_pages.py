@@ -67,7 +67,9 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     page.wait_for_url(f"**{UI}")
 
     api = httpx.Client(base_url=hub_url, timeout=60)
-    assert api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
+    login = api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
+    assert login.status_code == 200
+    api.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]  # cookie requests that change state need it
     files = sorted((clothing_subset / "train" / "dress").glob("*.jpg"))[:6]
     files += sorted((clothing_subset / "train" / "hat").glob("*.jpg"))[:6]
     archive = inbox_zip(files)

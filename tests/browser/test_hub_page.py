@@ -33,11 +33,22 @@ def _zip(root: Path) -> bytes:
     return buf.getvalue()
 
 
+def admin_session(hub_url: str) -> httpx.Client:
+    """The first admin's logged-in session (users and roles are managed from a session, never a token)."""
+    api = httpx.Client(base_url=f"{hub_url}/api/v1", timeout=30)
+    login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert login.status_code == 200
+    api.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]
+    return api
+
+
 def admin_api(hub_url: str) -> httpx.Client:
     """A REST client holding an every-site admin token (made after logging in as the first admin)."""
     api = httpx.Client(base_url=f"{hub_url}/api/v1", timeout=30)
-    assert api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
-    token = api.post("/tokens", json={"name": "browser-test", "role": "admin"}).json()["token"]
+    login = api.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert login.status_code == 200
+    csrf = {"X-CSRF-Token": login.headers["x-csrf-token"]}  # cookie requests that change state need it
+    token = api.post("/tokens", json={"name": "browser-test", "role": "admin"}, headers=csrf).json()["token"]
     api.cookies.clear()
     api.headers["Authorization"] = f"Bearer {token}"
     return api
@@ -101,8 +112,9 @@ def test_login_page(hub_url: str, browser, tmp_path: Path) -> None:  # type: ign
     for site in (SITE, "other"):
         assert api.post("/sites", json={"name": site}).status_code == 201
         assert api.post(f"/sites/{site}/classifiers", json={"name": CLF}).status_code == 201
-    lab = api.post("/users", json={"username": "lena", "password": "lena-password"}).json()
-    assert api.put(f"/users/{lab['id']}/roles/{SITE}", json={"role": "labeller"}).status_code == 200
+    accounts = admin_session(hub_url)
+    lab = accounts.post("/users", json={"username": "lena", "password": "lena-password"}).json()
+    assert accounts.put(f"/users/{lab['id']}/roles/{SITE}", json={"role": "labeller"}).status_code == 200
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     training = f"/ui/sites/{SITE}/classifiers/{CLF}/training"

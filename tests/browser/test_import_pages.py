@@ -64,7 +64,9 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
     hub_url: str, browser, clothing_subset: Path, web: LoopbackServer, lite0_default_bundle: bytes, tmp_path: Path
 ) -> None:
     api = httpx.Client(base_url=hub_url, timeout=60)
-    assert api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200
+    login = api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
+    assert login.status_code == 200
+    api.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]  # cookie requests that change state need it
     assert api.post("/api/v1/sites", json={"name": SITE}).status_code == 201
     assert api.post(f"/api/v1/sites/{SITE}/classifiers", json={"name": CLF}).status_code == 201
     r = api.put("/api/v1/models/default", files={"file": ("d.zip", lite0_default_bundle, "application/zip")})

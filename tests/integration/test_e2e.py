@@ -110,7 +110,9 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
     wait_for("the hub", healthy, procs, 120)
     # Log in as the first admin, then act with tokens: the script's and the trainer's span every site (admin),
     # the agent's is a viewer token of its own site.
-    assert api.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
+    login = api.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert login.status_code == 200
+    api.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]  # cookie requests that change state need it
 
     def token(name: str, site: str | None, role: str) -> str:
         r = api.post("/api/v1/tokens", json={"name": name, "site": site, "role": role})

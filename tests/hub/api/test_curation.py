@@ -393,15 +393,19 @@ def test_roles_viewer_reads_labeller_edits_own_site_only(sqlite_api) -> None:
     [mine] = seed.images("shop", "door", 1)
     [theirs] = seed.images("temple", "door", 1)
 
+    accounts = TestClient(c.app)  # users and roles are managed from the admin's session, never with a token
+    login = accounts.post(f"{API}/auth/login", json={"username": "admin", "password": "admin-password-1"})
+    accounts.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]
+
     def user(name: str, roles: dict[str, str]) -> TestClient:
-        r = c.post(f"{API}/users", json={"username": name, "password": "long enough pw"})
+        r = accounts.post(f"{API}/users", json={"username": name, "password": "long enough pw"})
         assert r.status_code == 201, r.text
         for site, role in roles.items():
-            assert c.put(f"{API}/users/{r.json()['id']}/roles/{site}", json={"role": role}).status_code == 200
+            assert accounts.put(f"{API}/users/{r.json()['id']}/roles/{site}", json={"role": role}).status_code == 200
         client = TestClient(c.app)
-        assert (
-            client.post(f"{API}/auth/login", json={"username": name, "password": "long enough pw"}).status_code == 200
-        )
+        login = client.post(f"{API}/auth/login", json={"username": name, "password": "long enough pw"})
+        assert login.status_code == 200
+        client.headers["X-CSRF-Token"] = login.headers["x-csrf-token"]
         return client
 
     viewer, labeller = user("vic", {"shop": "viewer"}), user("lea", {"shop": "labeller"})
