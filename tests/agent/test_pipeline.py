@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from bundles import build_bundle
 
 from camfleet_agent.capture import CapturedFrame, open_source
 from camfleet_agent.config import CameraSettings
-from camfleet_agent.pipeline import CameraPipeline, FrameQueue, Identity
+from camfleet_agent.pipeline import CameraPipeline, FrameQueue, Identity, InferencePool
 from camfleet_contract.envelope import decode_frame
 from camfleet_contract.messages import Event, from_json
 from camfleet_contract.runtime import ClassifierRuntime
@@ -129,3 +130,113 @@ def test_replayed_sources_wait_instead_of_dropping() -> None:
         got.append(item.seq)
     producer.join(5)
     assert got == [0, 1, 2, 3, 4] and replay.dropped == 0
+
+
+def still_then_moving_folder(folder: Path) -> Path:
+    """Six frames: three identical, then a dark square appears and stays for three."""
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    still = np.clip(120 + rng.normal(0, 3, (120, 160, 3)), 0, 255).astype(np.uint8)
+    moved = still.copy()
+    moved[40:80, 90:130] = 20
+    for i, img in enumerate([still, still, still, moved, moved, moved]):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
+    return folder
+
+
+def test_gate_classifies_only_frames_with_change_and_events_carry_the_motion(
+    runtimes: dict[str, ClassifierRuntime], tmp_path: Path
+) -> None:
+    source = str(still_then_moving_folder(tmp_path / "cam"))
+    camera = CameraSettings.model_validate(
+        {"name": "cam", "source": source, "upload_interval_s": 0, "gate": {"method": "diff", "keepalive_s": 0}}
+    )
+    rec = Recorder()
+    pipeline = CameraPipeline(
+        camera, open_source(source, 100, loop=False), lambda: runtimes, rec, Identity("s1", "a1", Topics())
+    )
+    pipeline.start()
+    pipeline.join(timeout=60)
+    pipeline.stop()
+    snap = pipeline.stats.snapshot()
+    assert (snap.captured, snap.classified, snap.gated_out) == (6, 2, 4)  # the first frame and the change
+    assert snap.gate_ratio == pytest.approx(2 / 6)
+    events = [from_json(Event, p) for p in rec.on("/event")]
+    assert len(events) == 4  # 2 frames x 2 classifiers
+    first, change = events[0], events[-1]
+    assert first.motion == 0.0 and first.motion_regions == []
+    assert change.motion is not None and change.motion > 0
+    x0, y0, x1, y1 = change.motion_regions[0]
+    assert abs(x0 - 90 / 160) < 0.06 and abs(x1 - 130 / 160) < 0.06 and abs(y0 - 40 / 120) < 0.06
+
+
+def test_classifiers_run_on_their_regions(
+    runtimes: dict[str, ClassifierRuntime], image_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    camera = CameraSettings.model_validate(
+        {
+            "name": "cam",
+            "source": str(image_folder),
+            "upload_interval_s": 0,
+            "gate": {"enabled": False},
+            "classifiers": [
+                {"classifier": "clothes", "region": {"rect": [0.5, 0.0, 1.0, 0.5]}},
+                {"classifier": "colour", "region": {"polygon": [[0, 0], [1, 0], [0, 1]]}},
+                {"classifier": "not-deployed"},
+            ],
+        }
+    )
+    rec = Recorder()
+    pipeline = CameraPipeline(
+        camera, open_source(str(image_folder), 100, loop=False), lambda: runtimes, rec, Identity("s", "a", Topics())
+    )
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    pipeline.process(CapturedFrame(rgb=rgb, captured_at=datetime.now(UTC), seq=1))
+    events = {e.classifier: e for e in (from_json(Event, p) for p in rec.on("/event"))}
+    assert set(events) == {"clothes", "colour"}  # the classifier without a model is skipped, not fatal
+    assert "'not-deployed' has no active model" in caplog.text
+    assert events["clothes"].motion is None  # gate off
+
+    def probs(e: Event) -> list[float]:
+        return [p.probability for p in e.predictions]
+
+    top_right = runtimes["clothes"].classify([rgb[0:32, 40:80]])[0]
+    assert probs(events["clothes"]) == pytest.approx([p.probability for p in top_right.predictions], abs=1e-6)
+    whole = runtimes["clothes"].classify([rgb])[0]
+    assert probs(events["clothes"]) != pytest.approx([p.probability for p in whole.predictions], abs=1e-6)
+    triangle = rgb.copy()
+    ys, xs = np.mgrid[0:64, 0:80]
+    triangle[(xs / 79 + ys / 63) > 1.02] = 0  # outside the polygon is black
+    expected = runtimes["colour"].classify([triangle])[0]
+    assert probs(events["colour"]) == pytest.approx([p.probability for p in expected.predictions], abs=0.02)
+
+
+def test_cameras_share_an_inference_pool(runtimes: dict[str, ClassifierRuntime], image_folder: Path) -> None:
+    pool = InferencePool(workers=2)
+    pool.start()
+    rec = Recorder()
+    pipelines = []
+    for name in ("a", "b", "c"):
+        camera = CameraSettings.model_validate(
+            {"name": name, "source": str(image_folder), "upload_interval_s": 0, "gate": {"enabled": False}}
+        )
+        source = open_source(str(image_folder), 5, loop=False)  # paced: still capturing when threads are listed
+        pipelines.append(CameraPipeline(camera, source, lambda: runtimes, rec, Identity("s", "a1", Topics())))
+    try:
+        for p in pipelines:
+            p.start(pool)
+        names = {t.name for t in threading.enumerate()}
+        assert {"capture-a", "capture-b", "capture-c"} <= names and not names & {"infer-a", "infer-b", "infer-c"}
+        for p in pipelines:
+            p.join(timeout=60)
+    finally:
+        for p in pipelines:
+            p.stop()
+        pool.stop()
+    for p in pipelines:
+        assert p.processed == 3 and p.stats.snapshot().classified == 3
+        events = [from_json(Event, m) for m in rec.on(f"/{p.name}/event")]
+        assert len(events) == 6
