@@ -125,6 +125,9 @@ def test_signed_rollback_is_applied_once(at_v3: ModelManager, static_hub, fleet_
     first = sign_rollback(SITE, CLF, "2", "3", fleet_seed, issued_at=t0)
     assert at_v3.apply(CLF, v2.model_copy(update={"rollback": first})) is True
     assert at_v3.versions() == {CLF: "2"}
+    # The withdrawn version cannot come back from a replay of its old announcement; a new release can.
+    with pytest.raises(ModelUpdateError, match="version 3 of clothes was withdrawn by a signed rollback"):
+        at_v3.apply(CLF, publish(static_hub, fleet_seed, "3"))
     # The same statement again cannot move the agent between withdrawn versions (replay).
     v1 = publish(static_hub, fleet_seed, "1")
     replay = sign_rollback(SITE, CLF, "1", "3", fleet_seed, issued_at=t0)
@@ -132,9 +135,10 @@ def test_signed_rollback_is_applied_once(at_v3: ModelManager, static_hub, fleet_
         at_v3.apply(CLF, v1.model_copy(update={"rollback": replay}))
     later = sign_rollback(SITE, CLF, "1", "3", fleet_seed, issued_at=t0 + timedelta(seconds=1))
     assert at_v3.apply(CLF, v1.model_copy(update={"rollback": later})) is True
-    # The mark is still 3: version 2 needs a (newer) signed rollback again.
-    with pytest.raises(ModelUpdateError, match="below version 3"):
+    # Version 2 is withdrawn too (up to 3): it needs a newer signed rollback again.
+    with pytest.raises(ModelUpdateError, match="version 2 of clothes was withdrawn"):
         at_v3.apply(CLF, v2)
+    assert at_v3.apply(CLF, publish(static_hub, fleet_seed, "4")) is True
 
 
 @pytest.mark.parametrize(

@@ -273,11 +273,15 @@ class ModelManager:
         trust = self._read_trust(self.models_dir / classifier)
         scope = trust.get(manifest.site, {})
         highest = _stored_int(scope.get("highest"))
-        if number >= highest:
+        withdrawn = _stored_int(scope.get("withdrawn_through"))  # a rollback withdrew every version up to this
+        if number >= highest and number > withdrawn:
             trust[manifest.site] = {**scope, "highest": number}
             return trust
         statement = announcement.rollback
-        below = f"version {manifest.version} is below version {highest} already applied to {classifier}"
+        if number > withdrawn or statement is not None:
+            below = f"version {manifest.version} is below version {highest} already applied to {classifier}"
+        else:
+            below = f"version {manifest.version} of {classifier} was withdrawn by a signed rollback"
         if statement is None:
             raise ModelUpdateError(f"{below}; refused without a signed rollback naming it")
         if (statement.site, statement.classifier, statement.version) != (manifest.site, classifier, manifest.version):
@@ -298,7 +302,11 @@ class ModelManager:
         if isinstance(last, str) and statement.issued_at <= datetime.fromisoformat(last):
             raise ModelUpdateError(f"{below}; the rollback was issued at or before the last one accepted ({last})")
         log.info("model %s: signed rollback to %s (withdraws up to %s)", classifier, manifest.version, replaces)
-        trust[manifest.site] = {"highest": replaces, "rollback_issued_at": statement.issued_at.isoformat()}
+        trust[manifest.site] = {
+            "highest": replaces,
+            "withdrawn_through": replaces,
+            "rollback_issued_at": statement.issued_at.isoformat(),
+        }
         return trust
 
     def deactivate(self, classifier: str) -> None:
