@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install torch (CPU), the four camfleet packages (editable) and the test tools.
+# Create .venv and install torch (CPU build unless one is already there), the four camfleet packages (editable) and the test tools.
 # Needs only Python >= 3.11 and PyPI; no root. Quick when nothing changed (stamp keyed on the inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,23 +43,19 @@ fi
 
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check --progress-bar off "$@"; }
 
-torch_is_cpu() {
-    "$PY" - <<'PY' 2>/dev/null
-import sys
-import torch
-ok = torch.__version__.startswith("2.13.0") and torch.version.cuda is None
-print(f"[setup] torch {torch.__version__} (cuda: {torch.version.cuda})")
-sys.exit(0 if ok else 1)
-PY
-}
-
 pip_install --upgrade pip
-# torch first, pinned: pip takes the local CPU wheel; a plain "torch" would pull several GB of CUDA packages.
-if ! torch_is_cpu; then
-    say "installing $TORCH_SPEC (CPU build)"
-    pip_install "$TORCH_SPEC"
+# torch first, pinned, from where scripts/torch_choice.py says: what is installed, what pip is configured to give
+# (a local wheel, a mirror), or PyTorch's CPU index when the plain index would give the multi-GB CUDA build.
+CHOICE=$("$PY" scripts/torch_choice.py "$TORCH_SPEC") || die "could not decide where to take $TORCH_SPEC from (see above)"
+read -r TORCH_SOURCE TORCH_ARGS <<<"$CHOICE"
+# shellcheck disable=SC2206  # the index arguments are words
+TORCH_ARGS=(${TORCH_ARGS:-})
+if [[ "$TORCH_SOURCE" != installed ]]; then
+    say "installing $TORCH_SPEC ($TORCH_SOURCE${TORCH_ARGS[*]:+: ${TORCH_ARGS[*]}})"
+    pip_install "${TORCH_ARGS[@]}" "$TORCH_SPEC"
 fi
-pip_install "$TORCHVISION_SPEC"
+# torchvision from the same place, so its build matches torch's
+pip_install "${TORCH_ARGS[@]}" "$TORCHVISION_SPEC"
 
 EDITABLE=()
 for pkg in "${PACKAGES[@]}"; do
@@ -72,7 +68,10 @@ done
 say "installing ${EDITABLE[*]:-no packages} and the test tools"
 pip_install "${EDITABLE[@]}" -r requirements-dev.txt
 
-torch_is_cpu || die "torch is no longer the 2.13.0 CPU build: a dependency replaced it; pin it or drop that dependency"
+# A CUDA build runs camfleet as well as a CPU one: only a missing or replaced torch version stops the setup.
+"$PY" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '${TORCH_SPEC#torch==}')" \
+    || die "torch is no longer ${TORCH_SPEC#torch==}: a dependency replaced it; pin it or drop that dependency"
+"$PY" -c "import torch; print(f'[setup] torch {torch.__version__} (cuda: {torch.version.cuda})')"
 
 echo "$KEY" >"$STAMP"
 say "done ($VENV)"
