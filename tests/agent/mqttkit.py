@@ -64,3 +64,51 @@ def mqtt_publish(host: str, port: int, topic: str, payload: bytes, retain: bool 
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+class DurableCollector:
+    """A subscriber with a persistent session (fixed client id, clean_session=False): what the broker queued for
+    it while it, or the broker, was away arrives when it reconnects. `reconnect()` after a broker restart."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.host, self.port, self.topic = host, port, topic
+        self.client_id = f"test-durable-{uuid.uuid4().hex[:8]}"
+        self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._subscribed = threading.Event()
+        self.client = self._connect()
+
+    def _connect(self) -> paho.Client:
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
+        client.on_connect = lambda c, _u, _f, rc, _p: c.subscribe(self.topic, qos=1) if not rc.is_failure else None
+        client.on_subscribe = lambda *_a: self._subscribed.set()
+        client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
+        client.reconnect_delay_set(1, 2)
+        client.connect(self.host, self.port)
+        client.loop_start()
+        if not self._subscribed.wait(30):
+            raise RuntimeError(f"could not subscribe to {self.topic} on {self.host}:{self.port}")
+        return client
+
+    def reconnect(self) -> None:
+        self.client.loop_stop()
+        self._subscribed.clear()
+        self.client = self._connect()
+
+    def drain(
+        self, until: Callable[[list[paho.MQTTMessage]], bool], what: str, timeout_s: float
+    ) -> list[paho.MQTTMessage]:
+        """Collect messages until `until(all so far)` holds; fails naming `what` on timeout."""
+        got: list[paho.MQTTMessage] = []
+        deadline = time.monotonic() + timeout_s
+        while not until(got):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what}: not within {timeout_s:.0f}s ({len(got)} messages on {self.topic})")
+            try:
+                got.append(self.inbox.get(timeout=0.2))
+            except queue.Empty:
+                continue
+        return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -19,11 +19,15 @@ from .keys import FleetKey
 from .models import ModelManager
 from .mqtt import AgentMqtt
 from .outbox import Outbox
-from .pipeline import CameraPipeline, Identity
+from .pipeline import CameraPipeline, Identity, InferencePool
 from .remote_config import RemoteConfig
 from .uploads import UploadPolicy, camera_rules
 
 log = logging.getLogger(__name__)
+
+
+def _open_camera(cam: CameraSettings) -> FrameSource:
+    return open_source(cam.source, cam.fps, cam.loop, stall_timeout_s=cam.stall_timeout_s)
 
 
 def _stopper(pipeline: CameraPipeline) -> Callable[[bool], None]:
@@ -62,7 +66,9 @@ class Agent:
         self.remote = RemoteConfig(settings.data_dir, settings.site, settings.agent, self.fleet_key.get, self._apply)
         self.cameras: dict[str, CameraSettings] = {cam.name: cam for cam in settings.cameras}
         self.pipelines: dict[str, CameraPipeline] = {}
+        self.pool: InferencePool | None = None  # inference workers shared by every camera
         self._cameras_lock = threading.RLock()  # restart and settings change cameras from the command thread
+        self._camera_errors: dict[str, str] = {}  # cameras that could not be (re)opened
         self.metrics = AgentMetrics(self.health_snapshot)
         self._status_changed = threading.Event()
         self._status_stop = threading.Event()
@@ -74,7 +80,7 @@ class Agent:
     def start(self) -> None:
         """Start every part; a bad camera source fails here, before anything connects."""
         s = self.settings
-        sources: dict[str, FrameSource] = {cam.name: open_source(cam.source, cam.fps, cam.loop) for cam in s.cameras}
+        sources: dict[str, FrameSource] = {cam.name: _open_camera(cam) for cam in s.cameras}
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.fleet_key.check_hub()
@@ -126,6 +132,11 @@ class Agent:
             self.mqtt = mqtt
             self._stack.append(("mqtt", self._stop_mqtt))
 
+            pool = InferencePool(s.inference_workers)
+            pool.start()
+            self.pool = pool
+            self._stack.append(("inference", lambda _clean: pool.stop()))
+
             for cam in s.cameras:
                 self._start_camera(self.cameras[cam.name], sources.pop(cam.name))
             self._stack.append(("cameras", lambda _clean: self._stop_cameras()))
@@ -158,14 +169,14 @@ class Agent:
         with self._cameras_lock:
             pipeline = CameraPipeline(
                 cam,
-                source if source is not None else open_source(cam.source, cam.fps, cam.loop),
+                source if source is not None else _open_camera(cam),
                 self.models.active,
                 self.mqtt,
                 self.identity,
                 queue_size=self.settings.queue_size,
             )
             pipeline.on_latency = self.metrics.observe_latency
-            pipeline.start()
+            pipeline.start(self.pool)
             self.pipelines[cam.name] = pipeline
             return pipeline
 
@@ -241,6 +252,7 @@ class Agent:
 
     def _problems(self, cameras: list[CameraHealth], models: dict[str, str]) -> list[str]:
         out = [f"camera {c.name}: {c.error}" for c in cameras if c.error is not None]
+        out += [f"camera {name}: {error}" for name, error in sorted(self._camera_errors.items())]
         for cam in sorted(self.cameras.values(), key=lambda c: c.name):
             out += [
                 f"camera {cam.name}: classifier {b.classifier!r} is unknown (no model announced for it)"
@@ -294,12 +306,19 @@ class Agent:
 
     def restart_camera(self, camera: str) -> str:
         with self._cameras_lock:
-            old = self._pipeline(camera)
-            old.stop()
+            if camera not in self.cameras:
+                self._pipeline(camera)  # raises CommandFailed naming the cameras there are
+            old = self.pipelines.pop(camera, None)
+            if old is not None:
+                old.stop()
             try:
                 self._start_camera(self.cameras[camera])
             except Exception as exc:
+                self.pipelines.pop(camera, None)
+                self._camera_errors[camera] = f"could not reopen its source: {exc}"
+                log.error("camera %s: %s", camera, self._camera_errors[camera])
                 raise CommandFailed(f"camera {camera}: could not reopen its source: {exc}") from None
+            self._camera_errors.pop(camera, None)
         return f"camera {camera} restarted"
 
     def config_version(self) -> int | None:

@@ -61,7 +61,8 @@ class Outbox:
     >>> [item.id for item in box.peek(100, exclude=set())]
     """
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, file_limit_bytes: int | None = None) -> None:
+        """`file_limit_bytes` caps the SQLite file itself (SQLite then fails as on a full disk: tests)."""
         self.path = path
         self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if file_limit_bytes is not None:
+            page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            self._db.execute(f"PRAGMA max_page_count = {max(1, file_limit_bytes // page)}")
         depth, size = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         self._depth = int(depth)
         self._bytes = int(size)

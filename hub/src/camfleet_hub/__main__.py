@@ -18,6 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from camfleet_hub import __version__
+
 log = logging.getLogger("camfleet_hub")
 
 EXIT_CONFIG = 2
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="camfleet-hub",
         description="camfleet hub: REST API + web UI, MQTT frame ingest, datasets, model registry and job queue.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
