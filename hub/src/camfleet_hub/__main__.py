@@ -5,6 +5,8 @@
     camfleet-hub user create alice --role shop=labeller      # asks for the password
     camfleet-hub user passwd admin
     camfleet-hub token create --site shop --role viewer --name agent1   # prints the secret once
+    camfleet-hub mqtt create --site shop --agent pi-1     # the agent's MQTT username and password, shown once
+    camfleet-hub mqtt revoke agent/shop/pi-1
 """
 
 from __future__ import annotations
@@ -94,6 +96,18 @@ def _add_user_commands(sub: Any) -> None:
     c.add_argument("--role", default="viewer", choices=["admin", "labeller", "viewer"])
     c.add_argument("--user", default=None, help="owner (its rights cap the token's); default: none")
 
+    p = sub.add_parser("mqtt", help="issue or revoke MQTT credentials on the configured database")
+    accounts = p.add_subparsers(dest="mqtt_command", required=True, metavar="ACTION")
+    c = accounts.add_parser("create", help="credentials for an agent or an observer (printed once)")
+    _add_config(c)
+    c.add_argument("--site", default=None, help="the site (an observer without one reads every site)")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--agent", help="the agent's name, as in its config")
+    who.add_argument("--observer", help="a read-only consumer's name")
+    c = accounts.add_parser("revoke", help="revoke credentials by username")
+    _add_config(c)
+    c.add_argument("username")
+
 
 def _read_password(args: argparse.Namespace) -> str:
     import getpass
@@ -133,6 +147,8 @@ def _accounts(args: argparse.Namespace) -> int:
                     user = auth.get_user_by_name(session, args.username)
                     auth.update_user(session, user, password=_read_password(args))
                     print(f"password of {user.username} changed")
+                elif args.command == "mqtt":
+                    _mqtt_accounts(session, args)
                 else:
                     owner = auth.get_user_by_name(session, args.user) if args.user else None
                     caller = auth.caller_of_user(session, owner) if owner else auth.Caller("cli", True, None)
@@ -145,6 +161,22 @@ def _accounts(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _mqtt_accounts(session: Any, args: argparse.Namespace) -> None:
+    """``mqtt create|revoke``: the password is printed once and never stored in clear."""
+    from camfleet_hub.db.models import MqttAccountKind
+    from camfleet_hub.services import crud, mqtt_accounts
+
+    if args.mqtt_command == "revoke":
+        row = mqtt_accounts.get_account_by_username(session, args.username)
+        mqtt_accounts.revoke(session, row)
+        print(f"revoked {row.username}")
+        return
+    site = crud.get_site(session, args.site) if args.site else None
+    kind, name = (MqttAccountKind.AGENT, args.agent) if args.agent else (MqttAccountKind.OBSERVER, args.observer)
+    issued = mqtt_accounts.create_account(session, kind, site, name, "cli")
+    print(f"username: {issued.account.username}\npassword: {issued.password}")
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -215,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()
         print(f"database schema is up to date: {engine.url.render_as_string(hide_password=True)}")
         return 0
-    if args.command in ("user", "token"):
+    if args.command in ("user", "token", "mqtt"):
         return _accounts(args)
     if args.command == "demo":
         from camfleet_hub import demo

@@ -82,3 +82,30 @@ def test_agent_credentials_from_rest_ingest_and_revoke(
         assert c.delete(f"{API}/sites/shop/mqtt-accounts/{issued['id']}").status_code == 204
         assert c.get(f"{API}/sites/shop/mqtt-accounts").json()[0]["revoked_at"] is not None
         assert _refused(port, issued["username"], issued["password"])
+
+
+def test_cli_issues_and_revokes_mqtt_credentials(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from camfleet_hub.__main__ import main
+    from camfleet_hub.db.models import Site
+    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.services.mqtt_accounts import AccountVerifier
+
+    config = tmp_path / "hub.toml"
+    config.write_text(f'data_dir = "{tmp_path / "hub"}"\n')
+    assert main(["mqtt", "create", "--config", str(config), "--site", "shop", "--agent", "pi-1"]) == 1  # no site
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub' / 'hub.db'}")
+    try:
+        migrate(engine)
+        sessions = make_sessionmaker(engine)
+        with sessions() as s:
+            s.add(Site(name="shop"))
+            s.commit()
+        capsys.readouterr()
+        assert main(["mqtt", "create", "--config", str(config), "--site", "shop", "--agent", "pi-1"]) == 0
+        out = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+        principal = AccountVerifier(sessions)(out["username"], out["password"])
+        assert principal is not None and (principal.site, principal.agent) == ("shop", "pi-1")
+        assert main(["mqtt", "revoke", "--config", str(config), out["username"]]) == 0
+        assert AccountVerifier(sessions)(out["username"], out["password"]) is None
+    finally:
+        engine.dispose()
