@@ -109,3 +109,22 @@ def test_cli_issues_and_revokes_mqtt_credentials(tmp_path: Path, capsys) -> None
         assert AccountVerifier(sessions)(out["username"], out["password"]) is None
     finally:
         engine.dispose()
+
+
+def test_demo_secrets_are_owner_only(tmp_path: Path) -> None:
+    import argparse
+    import stat
+
+    from camfleet_hub import demo
+
+    d = tmp_path / "demo"
+    d.mkdir(mode=0o755)
+    (d / "admin-password").write_text("old\n")
+    (d / "admin-password").chmod(0o644)  # left by an older demo
+    args = argparse.Namespace(data_dir=d, port=8600, mqtt_port=11883, camera=tmp_path)
+    paths = demo._write_configs(args)
+    paths.update(demo._write_configs(args, {"trainer": "cf_every_site", "agent": "cf_viewer"}, ("u", "p")))
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    for path in [d / "admin-password", *paths.values()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert 'username = "u"' in paths["agent"].read_text()
