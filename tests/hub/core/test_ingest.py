@@ -232,8 +232,12 @@ def test_bad_input_is_dead_lettered_and_ingest_goes_on(rig: Rig, jpegs: list[byt
     assert dead.reason == reason
     assert dead.topic == f"{rig.topics.prefix}/{where}/frame"
     assert dead.size == len(payload) and dead.detail
-    assert dead.payload_sha256 == hashlib.sha256(payload).hexdigest()
-    assert rig.store.get(dead.payload_sha256, prefix=DEAD_PREFIX) == payload  # nothing is lost
+    # the first dead_letters.keep_bytes are kept; the detail names the whole payload's size and hash
+    keep = rig.settings.dead_letters.keep_bytes
+    assert dead.payload_sha256 == hashlib.sha256(payload[:keep]).hexdigest()
+    assert rig.store.get(dead.payload_sha256, prefix=DEAD_PREFIX) == payload[:keep]
+    if len(payload) > keep:
+        assert f"sha256={hashlib.sha256(payload).hexdigest()}" in dead.detail
     assert rig.count(Frame) == 0 and rig.count(Blob) == 0
 
     rig.frame(frame_payload(jpegs[2], "shop", "cam1"))  # the worker still ingests good frames

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from camfleet_hub.config import DeadLetterSettings
 from camfleet_hub.db.models import (
     Agent,
     AgentState,
@@ -29,6 +30,8 @@ from camfleet_hub.db.models import (
 )
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.ingest.validate import StatusUpdate, ValidFrame
+
+PRUNE_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's bound-parameter limit
 
 
 def _table(model: Any) -> Table:
@@ -178,7 +181,7 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
 def add_dead_letter(
     session: Session, topic: str, reason: str, detail: str, size: int, payload_sha256: str | None
 ) -> None:
-    """Record a rejected message (its payload is already in the store under ``dead/``)."""
+    """Record a rejected message; ``payload_sha256`` keys the payload's kept prefix in the store under ``dead/``."""
     session.add(
         DeadLetter(
             received_at=utcnow(),
@@ -189,6 +192,36 @@ def add_dead_letter(
             payload_sha256=payload_sha256,
         )
     )
+
+
+def prune_dead_letters(session: Session, topics: Iterable[str], limits: DeadLetterSettings) -> set[str]:
+    """Drop dead letters past the age, per-topic and total caps (oldest first); returns the store keys now unused.
+
+    Any publisher can send garbage: without these caps the table (and the ``dead/`` objects) grow without end.
+    """
+    doomed: set[int] = set()
+    cutoff = utcnow() - timedelta(days=limits.retention_days)
+    doomed.update(session.scalars(select(DeadLetter.id).where(DeadLetter.received_at < cutoff)))
+    newest_first = select(DeadLetter.id).order_by(DeadLetter.id.desc())
+    for topic in {t[:512] for t in topics}:
+        query = newest_first.where(DeadLetter.topic == topic).offset(limits.max_rows_per_topic)
+        doomed.update(session.scalars(query))
+    doomed.update(session.scalars(newest_first.offset(limits.max_rows)))
+    if not doomed:
+        return set()
+    ids = sorted(doomed)
+    keys: set[str] = set()
+    for start in range(0, len(ids), PRUNE_CHUNK):
+        chunk = ids[start : start + PRUNE_CHUNK]
+        keys.update(k for k in session.scalars(select(DeadLetter.payload_sha256).where(DeadLetter.id.in_(chunk))) if k)
+        session.execute(delete(DeadLetter).where(DeadLetter.id.in_(chunk)))
+    keys_list = sorted(keys)
+    for start in range(0, len(keys_list), PRUNE_CHUNK):
+        chunk_keys = keys_list[start : start + PRUNE_CHUNK]
+        keys.difference_update(
+            session.scalars(select(DeadLetter.payload_sha256).where(DeadLetter.payload_sha256.in_(chunk_keys)))
+        )
+    return keys
 
 
 def apply_status(session: Session, update_: StatusUpdate) -> bool:

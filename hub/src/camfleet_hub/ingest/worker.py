@@ -10,6 +10,7 @@ in the store under ``dead/``) and are acknowledged too, so a poison message neve
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -287,22 +288,42 @@ class IngestWorker:
                             "frame_id_conflict", f"frame_id {fid!r} was already stored with different image bytes"
                         )
                         conflicts.discard(fid)
+            dead_topics = set()
             for item in batch.items:
                 if item.rejection is not None:
-                    sha = self.store.put(item.msg.payload, DEAD_PREFIX) if item.msg.payload else None
+                    dead_topics.add(item.msg.topic)
+                    sha, detail = self._keep_dead_payload(item.msg.payload, item.rejection.detail)
                     persist.add_dead_letter(
-                        session,
-                        item.msg.topic,
-                        item.rejection.reason,
-                        item.rejection.detail,
-                        len(item.msg.payload),
-                        sha,
+                        session, item.msg.topic, item.rejection.reason, detail, len(item.msg.payload), sha
                     )
             session.commit()
+        if dead_topics:
+            self._prune_dead_letters(dead_topics)
         self._account(batch, outcome)
         for item in batch.items:
             self.client.ack(item.msg.mid, item.msg.qos)
         self.batches += 1
+
+    def _keep_dead_payload(self, payload: bytes, detail: str) -> tuple[str | None, str]:
+        """Store only the first ``dead_letters.keep_bytes`` of a rejected payload; the detail names the whole one."""
+        keep = self.settings.dead_letters.keep_bytes
+        kept = payload[:keep]
+        sha = self.store.put(kept, DEAD_PREFIX) if kept else None
+        if len(payload) > keep:
+            whole = hashlib.sha256(payload).hexdigest()
+            detail = f"{detail[:1800]} [payload {len(payload)} bytes, sha256={whole}; first {keep} bytes kept]"
+        return sha, detail
+
+    def _prune_dead_letters(self, topics: set[str]) -> None:
+        """Apply the dead-letter caps after a commit; a failure here only delays the pruning to the next one."""
+        try:
+            with self.sessions() as session:
+                unused = persist.prune_dead_letters(session, topics, self.settings.dead_letters)
+                session.commit()
+            for sha in unused:
+                self.store.delete(sha, DEAD_PREFIX)
+        except Exception:  # noqa: BLE001 - the messages are committed; never fail the batch for this
+            log.exception("ingest: pruning dead letters failed")
 
     def _store_objects(self, frames: list[ValidFrame]) -> None:
         """Write the JPEGs (idempotent); the crash fault fires right after the first write of a batch."""
