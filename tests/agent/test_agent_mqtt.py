@@ -78,7 +78,7 @@ def test_agent_classifies_publishes_and_leaves_a_last_will(  # type: ignore[no-u
         assert msg.topic == TOPICS.event(site, CAMERA)
         assert (event.site, event.camera, event.agent, event.classifier) == (site, CAMERA, AGENT, CLF)
         assert event.label == event.predictions[0].label and event.label in ("dress", "hat", "shoes")
-        assert len(event.predictions) == 3 and isinstance(event.anomaly, bool) and event.motion is None
+        assert len(event.predictions) == 3 and isinstance(event.anomaly, bool) and event.motion is not None
         assert (settings.data_dir / PIN_FILE).read_text().strip() == fleet_public
 
         # frames arrive in the v1 envelope, decode, and carry the top-1 of each classifier

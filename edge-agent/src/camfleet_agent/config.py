@@ -139,6 +139,9 @@ class AgentSettings(BaseModel):
         description="run a bundle's INT8 model when its trainer measured it within 1 accuracy point of FP32",
     )
     queue_size: int = Field(default=4, ge=1, le=1000, description="frames buffered per camera before dropping")
+    inference_workers: int = Field(
+        default=1, ge=1, le=64, description="threads classifying frames, shared by every camera (one camera at a time)"
+    )
     status_interval_s: float = Field(default=30.0, gt=0)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
