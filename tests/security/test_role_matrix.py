@@ -133,7 +133,7 @@ def _verdict(r: Any, ui: bool) -> str:
 
 
 def _matches(expected: str, got: str) -> bool:
-    """"ok": let through (a 404 of a resource the caller may see, e.g. "nothing to undo", is still let through)."""
+    """Cell "ok": let through (a 404 of a resource the caller may see, e.g. "nothing to undo", is still let through)."""
     if expected == "ok":
         return got in ("ok", "404")
     return got == expected or (expected == "deny" and got in ("403", "404"))
