@@ -7,10 +7,11 @@ the importer's decode, so a lying server cannot slip a non-image in.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -51,35 +52,98 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_public(url: str) -> None:
-    """FetchError when the URL's host resolves to a loopback, private, link-local or otherwise internal address.
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], list[str]]
 
-    A labeller's URL list must not make the hub read its own network (metadata services, admin consoles).
-    Every redirect hop is checked again; ``imports.url_allow_private`` lifts the rule for closed networks.
-    """
-    host = urlsplit(url).hostname or ""
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+NOT_ALLOWED = "address not allowed"  # never the address itself: a refusal must not map the internal network
+
+
+def system_resolve(host: str) -> list[str]:
+    """Every address ``host`` resolves to (one lookup; the caller connects to what it checked)."""
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"cannot resolve host {host!r} ({exc})") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global or address.is_multicast:
-            raise FetchError(
-                f"host {host!r} is the internal address {address}; URL imports reach public hosts only "
-                "(set imports.url_allow_private = true to allow)"
-            )
+        raise FetchError(f"cannot resolve host {host!r} ({exc.__class__.__name__})") from None
+    return [str(info[4][0]).split("%")[0] for info in infos]
 
 
-def fetch(client: httpx.Client, url: str, limits: FetchLimits) -> bytes:
-    """The body of ``url`` after at most ``max_redirects`` redirects; raises FetchError with the reason."""
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition form carries: mapped, compatible, NAT64, 6to4 or Teredo (client)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in NAT64) or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_allowed(address: Address) -> bool:
+    """True for a public unicast address, judged on the IPv4 address inside any IPv6 transition form too."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return inner.is_global and not inner.is_multicast
+    return True
+
+
+def pinned_address(host: str, allow_private: bool, resolve: Resolver) -> str:
+    """Resolve ``host`` once and check every answer; the fetch then connects to the returned address only.
+
+    Checking and connecting on separate look-ups lets DNS rebinding swap a public answer for an internal one.
+    """
+    try:
+        literal: Address | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    answers = [str(literal)] if literal is not None else resolve(host)
+    if not answers:
+        raise FetchError(f"cannot resolve host {host!r}")
+    addresses = []
+    for answer in answers:
+        try:
+            addresses.append(ipaddress.ip_address(answer))
+        except ValueError:
+            raise FetchError(f"host {host!r}: {NOT_ALLOWED}") from None
+    if not allow_private and not all(address_allowed(a) for a in addresses):
+        raise FetchError(
+            f"host {host!r}: {NOT_ALLOWED}; URL imports reach public hosts only "
+            "(set imports.url_allow_private = true to allow internal ones)"
+        )
+    return str(addresses[0])
+
+
+def _pinned_request(client: httpx.Client, url: str, address: str) -> httpx.Request:
+    """A GET to ``address`` that still names the host: Host header for HTTP, SNI and certificate check for TLS."""
+    target = httpx.URL(url)
+    host = target.raw_host.decode("ascii")
+    host_header = host if target.port is None else f"{host}:{target.port}"
+    if ":" in host and not host.startswith("["):
+        host_header = f"[{host}]" if target.port is None else f"[{host}]:{target.port}"
+    request = client.build_request("GET", target.copy_with(host=address), headers={"Host": host_header})
+    if target.scheme == "https":
+        request.extensions["sni_hostname"] = host  # httpcore verifies the certificate against this name
+    return request
+
+
+def fetch(client: httpx.Client, url: str, limits: FetchLimits, resolve: Resolver = system_resolve) -> bytes:
+    """The body of ``url`` after at most ``max_redirects`` redirects; raises FetchError with the reason.
+
+    Every hop is resolved once, checked, and fetched from exactly the address that was checked.
+    """
     deadline = time.monotonic() + limits.timeout_s
     current = check_url(url)
     for _hop in range(limits.max_redirects + 1):
-        if not limits.allow_private:
-            check_public(current)
+        address = pinned_address(httpx.URL(current).raw_host.decode("ascii"), limits.allow_private, resolve)
         try:
-            with client.stream("GET", current, follow_redirects=False) as response:
+            response = client.send(_pinned_request(client, current, address), stream=True, follow_redirects=False)
+            with contextlib.closing(response):
                 if response.status_code in REDIRECTS:
                     location = response.headers.get("location")
                     if not location:
@@ -105,7 +169,8 @@ def fetch(client: httpx.Client, url: str, limits: FetchLimits) -> bytes:
         except httpx.TimeoutException:
             raise FetchError(f"timed out after {limits.timeout_s:g} s") from None
         except httpx.HTTPError as exc:
-            raise FetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
+            # httpx names the address it connected to; say only the kind of failure
+            raise FetchError(f"cannot fetch: {type(exc).__name__}") from None
     raise FetchError(f"more than {limits.max_redirects} redirects")
 
 
