@@ -582,3 +582,7 @@ class MqttAccount(Base):
     created_by: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# Domain packages keep their tables next to their code; importing them here registers them on Base.metadata.
+import camfleet_hub.fleet.models  # noqa: E402, F401

@@ -1,0 +1,97 @@
+"""SQL tables of the fleet domain: stored events, per-site fleet settings, agent settings history, commands.
+
+Registered on the hub's ``Base.metadata`` (``camfleet_hub.db.models`` imports this module at its end), so Alembic
+and the schema test see them; migration ``0006_fleet`` creates them on SQLite and PostgreSQL alike.
+Names of cameras, agents and classifiers are stored as text, not as foreign keys: an event of a camera that the
+hub has not registered (yet) is still history worth keeping, and a renamed classifier keeps its old events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from camfleet_hub.db.models import NAME_LEN, Base
+from camfleet_hub.db.types import utcnow
+
+# 64-bit ids on PostgreSQL (events are many); SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+DEFAULT_RETENTION_DAYS = 30
+
+
+class FleetEvent(Base):
+    """One agent event (one classification of one frame by one classifier) with its full predictions."""
+
+    __tablename__ = "fleet_events"
+    __table_args__ = (
+        # Every query is "a site, a time range, maybe one more filter, newest first": one index per filter.
+        Index("ix_fleet_events_site_id_ts", "site_id", "ts"),
+        Index("ix_fleet_events_site_id_camera_ts", "site_id", "camera", "ts"),
+        Index("ix_fleet_events_site_id_classifier_ts", "site_id", "classifier", "ts"),
+        Index("ix_fleet_events_site_id_label_ts", "site_id", "label", "ts"),
+        Index("ix_fleet_events_site_id_anomaly_ts", "site_id", "anomaly", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)  # redelivery is a no-op
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    camera: Mapped[str] = mapped_column(String(NAME_LEN))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    classifier: Mapped[str] = mapped_column(String(NAME_LEN))
+    model_version: Mapped[str] = mapped_column(String(64))
+    frame_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column()
+    label: Mapped[str] = mapped_column(String(200))
+    probability: Mapped[float] = mapped_column(Float)
+    anomaly: Mapped[bool] = mapped_column(Boolean)
+    anomaly_score: Mapped[float] = mapped_column(Float)
+    motion: Mapped[float | None] = mapped_column(Float, default=None)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    predictions: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class FleetSiteSettings(Base):
+    """Fleet options of one site (a row only once someone changed a default)."""
+
+    __tablename__ = "fleet_site_settings"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    event_retention_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_RETENTION_DAYS)
+    homeassistant: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AgentConfigVersion(Base):
+    """One version of an agent's settings (cameras, classifiers and regions, gate, upload rules); never updated."""
+
+    __tablename__ = "fleet_agent_configs"
+    __table_args__ = (UniqueConstraint("site_id", "agent", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column()  # AgentConfig as JSON
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FleetCommand(Base):
+    """A command the hub sent to an agent, and the agent's reply once it came."""
+
+    __tablename__ = "fleet_commands"
+    __table_args__ = (Index("ix_fleet_commands_site_id_agent", "site_id", "agent"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command_id: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    command: Mapped[str] = mapped_column(String(32))
+    camera: Mapped[str | None] = mapped_column(String(NAME_LEN), default=None)
+    sent_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[str | None] = mapped_column(String(16), default=None)  # ok | error; None: no reply yet
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    replied_at: Mapped[datetime | None] = mapped_column(default=None)
