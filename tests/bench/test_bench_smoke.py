@@ -1,0 +1,39 @@
+"""Every benchmark keeps running: each bench's `--smoke` mode (a few seconds on the tests' carried data), one
+test function per bench, checking that it finishes and prints its figures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str, timeout: float = 600) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, (
+        f"bench/{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout
+
+
+def test_agent_bench_smoke() -> None:
+    out = run_bench("agent.py", "--smoke")
+    assert re.search(r"ratio agent / raw: \d+\.\d\d", out), out
+    rows = re.findall(r"^\| (plaza|quiet[^|]*) \| (on|off) \| (\d+) \| (\d+) \| ([\d.]+) \|", out, re.M)
+    assert len(rows) == 4, out
+    for _clip, gate, captured, classified, _share in rows:
+        assert int(captured) > 0 and 0 < int(classified) <= int(captured)
+        if gate == "off":
+            assert classified == captured  # without the gate every frame is classified
+    quiet_on = [r for r in rows if r[0].startswith("quiet") and r[1] == "on"][0]
+    assert int(quiet_on[3]) < int(quiet_on[2])  # the held frames are gated out
+    assert re.search(r"INT8 / FP32 = \d+\.\d\dx", out), out
