@@ -239,3 +239,51 @@ def test_a_camera_that_cannot_reopen_is_reported_not_fatal(  # type: ignore[no-u
     ok = Command(command="snapshot", camera="yard")  # the other camera and the agent go on
     send(mosquitto, settings, to_json(ok))
     assert from_json(CommandReply, seen.wait_for(reply_to(ok.command_id), "a later reply").payload).result == "ok"
+
+
+def test_hub_cameras_start_and_a_bad_source_is_reported_not_fatal(  # type: ignore[no-untyped-def]
+    mosquitto, settings, fleet_seed: str, image_folder: Path, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(b"\x00not a video" * 100)  # a corrupt stream
+    config = AgentConfig(
+        version=1,
+        cameras=[
+            CameraConfig(name="porch", source=str(image_folder), fps=4),
+            CameraConfig(name="gate", source=str(corrupt), fps=4),
+        ],
+    )
+    topic = TOPICS.config(settings.site, AGENT)
+    mqtt_publish(mosquitto.host, mosquitto.port, topic, signed(fleet_seed, settings.site, config), retain=True)
+    agent = Agent(settings)
+    agent.start()
+    try:
+        deadline = time.monotonic() + 60
+        while agent.remote.version != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.remote.version == 1
+        deadline = time.monotonic() + 30
+        while "porch" not in agent.pipelines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {"door", "yard", "porch"} <= set(agent.pipelines)
+        status = agent.status()
+        deadline = time.monotonic() + 30
+        while not any(p.startswith("camera gate:") for p in status.problems) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = agent.status()
+        assert any(p.startswith("camera gate:") and "corrupt.avi" in p for p in status.problems), status.problems
+        assert status.state == "online" and agent.mqtt is not None and agent.mqtt.connected.is_set()
+    finally:
+        agent.stop()
+        mqtt_publish(mosquitto.host, mosquitto.port, topic, b"", retain=True)
+    # restarted: the stored settings start the hub's cameras again, the bad one is reported again
+    again = Agent(settings)
+    try:
+        again.start()
+        assert "porch" in again.pipelines and again.remote.version == 1
+        deadline = time.monotonic() + 30
+        while not any(p.startswith("camera gate:") for p in again.status().problems) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(p.startswith("camera gate:") and "corrupt.avi" in p for p in again.status().problems)
+    finally:
+        again.stop()

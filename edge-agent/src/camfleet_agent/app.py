@@ -137,8 +137,13 @@ class Agent:
             self.pool = pool
             self._stack.append(("inference", lambda _clean: pool.stop()))
 
-            for cam in s.cameras:
-                self._start_camera(self.cameras[cam.name], sources.pop(cam.name))
+            for name, cam in list(self.cameras.items()):
+                # a local camera as configured uses the source opened above; the hub's settings may change it
+                source = sources.pop(name, None)
+                if source is not None and cam != _local(s, name):
+                    source.close()
+                    source = None
+                self._start_camera_reporting(cam, source)
             self._stack.append(("cameras", lambda _clean: self._stop_cameras()))
 
             self._status_stop.clear()
@@ -179,6 +184,16 @@ class Agent:
             pipeline.start(self.pool)
             self.pipelines[cam.name] = pipeline
             return pipeline
+
+    def _start_camera_reporting(self, cam: CameraSettings, source: FrameSource | None = None) -> None:
+        """Start a camera; a source that cannot be opened is logged and shown in the status, never fatal."""
+        try:
+            self._start_camera(cam, source)
+        except Exception as exc:
+            self._camera_errors[cam.name] = f"could not open its source: {exc}"
+            log.error("camera %s: %s", cam.name, self._camera_errors[cam.name])
+        else:
+            self._camera_errors.pop(cam.name, None)
 
     def _stop_cameras(self) -> None:
         with self._cameras_lock:
@@ -357,7 +372,7 @@ class Agent:
                 running = self.pipelines.get(hub_cam.name)
                 if running is None:
                     if self.mqtt is not None:  # started: a new camera from the hub
-                        self._start_camera(merged)
+                        self._start_camera_reporting(merged)
                     continue
                 if local is not None and local.model_dump(
                     exclude={"uploads", "upload_interval_s"}
@@ -365,7 +380,12 @@ class Agent:
                     running.uploads = UploadPolicy(camera_rules(merged.uploads, merged.upload_interval_s))
                     continue
                 running.stop()
-                self._start_camera(merged)
+                self.pipelines.pop(hub_cam.name, None)
+                self._start_camera_reporting(merged)
+
+
+def _local(settings: AgentSettings, name: str) -> CameraSettings | None:
+    return next((c for c in settings.cameras if c.name == name), None)
 
 
 def _camera_health(p: CameraPipeline) -> CameraHealth:
