@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from camfleet_contract.images import ImageError, decode_image, thumbnail_jpeg
+from camfleet_contract.images import ImageError, thumbnail_jpeg
 from camfleet_hub.db.models import Blob, Camera, DeadLetter, Frame, Site
 from camfleet_hub.services import urls
+from camfleet_hub.services.classify import decode_bounded
 from camfleet_hub.services.crud import checked_name, get_site
 from camfleet_hub.services.errors import NotFoundError
 from camfleet_hub.store.base import ObjectNotFound, ObjectStore
@@ -51,7 +52,8 @@ class ThumbnailCache:
         except ObjectNotFound:
             raise NotFoundError(f"image sha256={sha} is not in the object store") from None
         try:
-            data = thumbnail_jpeg(decode_image(original, max_pixels=self.max_pixels), size=THUMB_SIZE)
+            # reduced-scale decode for large JPEGs: a 40-MP original must not take 120 MB for a 256 px thumbnail
+            data = thumbnail_jpeg(decode_bounded(original, self.max_pixels, THUMB_SIZE), size=THUMB_SIZE)
         except ImageError as exc:
             raise NotFoundError(f"image sha256={sha} cannot be thumbnailed: {exc}") from None
         thumb = self.store.put(data, prefix=THUMB_PREFIX)
