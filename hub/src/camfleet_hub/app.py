@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from camfleet_contract.topics import Topics
     from camfleet_hub.broker import EmbeddedBroker
     from camfleet_hub.comms.mqtt import MqttClient
+    from camfleet_hub.fleet.service import FleetRuntime
     from camfleet_hub.ingest.worker import IngestWorker
     from camfleet_hub.services.duplicates import NearIndexes
     from camfleet_hub.services.embeddings import Embedder
@@ -54,6 +55,7 @@ class HubServices:
     embedder: Embedder | None = None
     near_indexes: NearIndexes | None = None
     import_worker: ImportWorker | None = None
+    fleet: FleetRuntime | None = None  # command replies, event retention (started with the publisher)
 
 
 def _with_hub_credentials(s: HubSettings) -> HubSettings:
@@ -206,6 +208,13 @@ class Hub:
             fleet_key=load_or_create_key(s.key_path()),
             ingest_stats=stats,
         )
+
+        if self.with_publisher:
+            from camfleet_hub.fleet.service import FleetRuntime
+
+            services.fleet = FleetRuntime(services)
+            services.fleet.start()
+            self._stops.append(("fleet runtime", services.fleet.stop))
 
         if self.with_ingest:
             from camfleet_hub.ingest.worker import IngestWorker

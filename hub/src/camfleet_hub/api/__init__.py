@@ -40,6 +40,7 @@ from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
 from camfleet_hub.api.security import BrowserGuard
 from camfleet_hub.api.limits import BodyLimits
+from camfleet_hub.fleet import router as fleet_router
 from camfleet_hub.services.announce import announce_all
 from camfleet_hub.services.classify import RuntimeCache
 from camfleet_hub.services.media import ThumbnailCache
@@ -68,6 +69,7 @@ ROUTERS = (
     frames,
     ingest,
     mqtt_accounts,
+    fleet_router,
 )
 
 DESCRIPTION = """REST API of the camfleet hub: sites, cameras, classifiers, groups and images (datasets),

@@ -15,6 +15,8 @@ class IngestStats:
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     statuses: int = 0
+    events: int = 0  # agent events stored in the event history (fleet domain)
+    event_duplicates: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_accepted(self, n: int = 1) -> None:
@@ -37,6 +39,12 @@ class IngestStats:
         with self._lock:
             self.statuses += 1
 
+    def add_events(self, stored: int, duplicates: int = 0) -> None:
+        """Count events stored for the first time and redelivered ones."""
+        with self._lock:
+            self.events += stored
+            self.event_duplicates += duplicates
+
     def snapshot(self) -> dict[str, object]:
         """A consistent copy for the API: ``{accepted, duplicates, rejected: {reason: n}, rejected_total}``."""
         with self._lock:
@@ -47,4 +55,6 @@ class IngestStats:
                 "rejected": rejected,
                 "rejected_total": sum(rejected.values()),
                 "statuses": self.statuses,
+                "events": self.events,
+                "event_duplicates": self.event_duplicates,
             }

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from camfleet_contract.topics import Topics
 from camfleet_hub.comms.mqtt import MqttClient, Received
 from camfleet_hub.config import HubSettings
+from camfleet_hub.fleet.events import ValidEvent, site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
 from camfleet_hub.ingest.stats import IngestStats
 from camfleet_hub.ingest.validate import Rejection, StatusUpdate, ValidFrame, validate_frame, validate_status
@@ -44,6 +45,7 @@ RETRY_MAX_SLEEP_S = 10.0
 
 FRAME = "frame"
 STATUS = "status"
+EVENT = "event"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Item:
     msg: Received
     frame: ValidFrame | None = None
     status: StatusUpdate | None = None
+    event: ValidEvent | None = None
     rejection: Rejection | None = None
 
 
@@ -62,6 +65,8 @@ class _Batch:
     """The messages handled (and acknowledged) together."""
 
     items: list[_Item]
+    events_new: int = 0
+    events_seen: int = 0
 
 
 class IngestWorker:
@@ -127,6 +132,8 @@ class IngestWorker:
             group = self.settings.mqtt.shared_group or None
             self.client.subscribe(self.topics.frames_subscription(group), self._enqueue_frame, qos=1)
             self.client.subscribe(self.topics.statuses_subscription(), self._enqueue_status, qos=1)
+            events = self.topics.events_subscription()  # event history (fleet domain), split like frames
+            self.client.subscribe(f"$share/{group}/{events}" if group else events, self._enqueue_event, qos=1)
         return self.client.start(wait_s)
 
     def stop(self) -> None:
@@ -160,6 +167,9 @@ class IngestWorker:
 
     def _enqueue_status(self, msg: Received) -> None:
         self._put(_Item(STATUS, msg))
+
+    def _enqueue_event(self, msg: Received) -> None:
+        self._put(_Item(EVENT, msg))
 
     # ------------------------------------------------------------------ worker thread
 
@@ -219,7 +229,7 @@ class IngestWorker:
     def _give_up(self, item: _Item, exc: Exception) -> bool:
         """Dead-letter a single message that keeps failing; False if even that fails (the DB is down: keep trying)."""
         item.rejection = Rejection("internal_error", f"{type(exc).__name__}: {exc}")
-        item.frame = item.status = None
+        item.frame = item.status = item.event = None
         try:
             self._finish(_Batch([item]), [])
         except Exception:  # noqa: BLE001
@@ -230,9 +240,11 @@ class IngestWorker:
     def _validate(self, item: _Item) -> None:
         """Database-free checks of one message (runs on the decode pool: PIL releases the GIL while decoding)."""
         ingest = self.settings.ingest
-        item.frame = item.status = item.rejection = None
+        item.frame = item.status = item.event = item.rejection = None
         try:
-            if item.kind == FRAME:
+            if item.kind == EVENT:
+                item.event = validate_event(self.topics, item.msg.topic, item.msg.payload)
+            elif item.kind == FRAME:
                 item.frame = validate_frame(
                     self.topics, item.msg.topic, item.msg.payload, ingest.max_frame_bytes, ingest.max_pixels
                 )
@@ -288,6 +300,7 @@ class IngestWorker:
                             "frame_id_conflict", f"frame_id {fid!r} was already stored with different image bytes"
                         )
                         conflicts.discard(fid)
+            self._store_events(session, batch)
             dead_topics = set()
             for item in batch.items:
                 if item.rejection is not None:
@@ -303,6 +316,20 @@ class IngestWorker:
         for item in batch.items:
             self.client.ack(item.msg.mid, item.msg.qos)
         self.batches += 1
+
+    def _store_events(self, session: Session, batch: _Batch) -> None:
+        """Events of known sites go to the event history in this batch's transaction; others are rejected."""
+        evented = [i for i in batch.items if i.event is not None and i.rejection is None]
+        if not evented:
+            return
+        known = site_ids(session, {i.event.site for i in evented if i.event})
+        for item in evented:
+            if item.event is not None and item.event.site not in known:
+                item.rejection = Rejection("unknown_site", f"site {item.event.site!r} is not registered")
+                item.event = None
+        fresh = [i.event for i in evented if i.event is not None]
+        batch.events_new = store_events(session, fresh, known)
+        batch.events_seen = len(fresh)
 
     def _keep_dead_payload(self, payload: bytes, detail: str) -> tuple[str | None, str]:
         """Store only the first ``dead_letters.keep_bytes`` of a rejected payload; the detail names the whole one."""
@@ -354,6 +381,8 @@ class IngestWorker:
                 )
             elif item.kind == STATUS:
                 self.stats.add_status()
+        if batch.events_seen:
+            self.stats.add_events(batch.events_new, batch.events_seen - batch.events_new)
 
     def _remember_status(self, item: _Item) -> None:
         """Keep the latest status of an agent whose site does not exist yet; applied once the site appears."""

@@ -22,7 +22,9 @@ TS = sa.DateTime(timezone=True)
 
 
 def _site_fk(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f(f"fk_{table}_site_id_sites"), ondelete="CASCADE")
+    return sa.ForeignKeyConstraint(
+        ["site_id"], ["sites.id"], name=op.f(f"fk_{table}_site_id_sites"), ondelete="CASCADE"
+    )
 
 
 def upgrade() -> None:

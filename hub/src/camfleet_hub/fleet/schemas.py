@@ -1,0 +1,106 @@
+"""REST bodies of the fleet domain: Create / Update / Public per resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from camfleet_contract.agent_config import CameraConfig
+from camfleet_contract.messages import Prediction
+from camfleet_contract.topics import Name
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --------------------------------------------------------------------------- events
+
+
+class EventPublic(Public):
+    id: int
+    event_id: str
+    site: str
+    camera: str
+    agent: str
+    classifier: str
+    model_version: str
+    frame_id: str
+    ts: datetime
+    label: str
+    probability: float
+    anomaly: bool
+    anomaly_score: float
+    motion: float | None
+    latency_ms: float
+    predictions: list[Prediction]
+
+
+class EventPagePublic(Public):
+    items: list[EventPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null on the last page")
+
+
+class HourCountPublic(Public):
+    hour: datetime
+    classifier: str
+    label: str
+    count: int
+    anomalies: int
+
+
+class FleetSiteSettingsPublic(Public):
+    site: str
+    event_retention_days: int
+    homeassistant: bool
+
+
+class FleetSiteSettingsUpdate(Request):
+    event_retention_days: int | None = Field(default=None, ge=1, le=3650)
+    homeassistant: bool | None = None
+
+
+# --------------------------------------------------------------------------- agent settings
+
+
+class AgentConfigUpdate(Request):
+    """A new version of an agent's settings: the whole camera list (the hub numbers the version)."""
+
+    cameras: list[CameraConfig] = Field(max_length=64)
+
+
+class AgentConfigPublic(Public):
+    site: str
+    agent: str
+    version: int
+    cameras: list[CameraConfig]
+    created_by: str
+    created_at: datetime
+    applied_version: int | None = Field(description="the settings version the agent last reported applying")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class CommandCreate(Request):
+    command: Literal["snapshot", "reload", "restart", "config"]
+    camera: Name | None = None
+
+
+class CommandPublic(Public):
+    command_id: str
+    site: str
+    agent: str
+    command: str
+    camera: str | None
+    sent_by: str
+    sent_at: datetime
+    result: str | None = Field(description="ok | error from the agent's reply; null while none came")
+    message: str | None
+    replied_at: datetime | None

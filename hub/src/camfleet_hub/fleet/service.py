@@ -1,0 +1,298 @@
+"""Fleet services: agent settings (versioned, hub-signed, retained), commands and their replies, site options, and
+the ``FleetRuntime`` the hub starts (reply listener, event retention sweeper)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from camfleet_contract.agent_config import AgentConfig, CameraConfig
+from camfleet_contract.messages import (
+    AgentConfigDocument,
+    Command,
+    CommandReply,
+    MessageError,
+    SignedConfig,
+    from_json,
+    to_json,
+)
+from camfleet_contract.signing import sign
+from camfleet_contract.topics import TopicError, validate_name
+from camfleet_hub.db.models import Agent, Site
+from camfleet_hub.db.types import utcnow
+from camfleet_hub.fleet import events
+from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, AgentConfigVersion, FleetCommand, FleetSiteSettings
+from camfleet_hub.services.errors import InvalidError, NotFoundError
+
+if TYPE_CHECKING:
+    from camfleet_hub.app import HubServices
+    from camfleet_hub.comms.mqtt import Received
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 3600.0
+
+
+# --------------------------------------------------------------------------- site options
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    site: str
+    event_retention_days: int
+    homeassistant: bool
+
+
+def site_options(session: Session, site: Site) -> SiteOptions:
+    row = session.get(FleetSiteSettings, site.id)
+    if row is None:
+        return SiteOptions(site.name, DEFAULT_RETENTION_DAYS, True)
+    return SiteOptions(site.name, row.event_retention_days, row.homeassistant)
+
+
+def update_site_options(
+    session: Session, site: Site, retention_days: int | None, homeassistant: bool | None
+) -> SiteOptions:
+    row = session.get(FleetSiteSettings, site.id)
+    if row is None:
+        row = FleetSiteSettings(site_id=site.id, event_retention_days=DEFAULT_RETENTION_DAYS, homeassistant=True)
+        session.add(row)
+    if retention_days is not None:
+        row.event_retention_days = retention_days
+    if homeassistant is not None:
+        row.homeassistant = homeassistant
+    session.commit()
+    return site_options(session, site)
+
+
+# --------------------------------------------------------------------------- agent settings
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """One stored version of an agent's settings, and what the agent reports applying."""
+
+    site: str
+    agent: str
+    version: int
+    config: AgentConfig
+    created_by: str
+    created_at: object
+    applied_version: int | None
+
+
+def applied_config_version(session: Session, site: Site, agent: str) -> int | None:
+    row = session.execute(select(Agent).where(Agent.site_id == site.id, Agent.name == agent)).scalar_one_or_none()
+    if row is None or not row.status:
+        return None
+    value = row.status.get("config_version")
+    return value if isinstance(value, int) else None
+
+
+def _settings_of(session: Session, site: Site, row: AgentConfigVersion) -> AgentSettings:
+    return AgentSettings(
+        site=site.name,
+        agent=row.agent,
+        version=row.version,
+        config=AgentConfig.model_validate(row.config),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        applied_version=applied_config_version(session, site, row.agent),
+    )
+
+
+def current_settings(session: Session, site: Site, agent: str) -> AgentSettings:
+    row = session.execute(
+        select(AgentConfigVersion)
+        .where(AgentConfigVersion.site_id == site.id, AgentConfigVersion.agent == agent)
+        .order_by(AgentConfigVersion.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"agent {agent!r} of site {site.name!r} has no settings from the hub yet")
+    return _settings_of(session, site, row)
+
+
+def settings_history(session: Session, site: Site, agent: str, limit: int = 50) -> list[AgentSettings]:
+    rows = session.scalars(
+        select(AgentConfigVersion)
+        .where(AgentConfigVersion.site_id == site.id, AgentConfigVersion.agent == agent)
+        .order_by(AgentConfigVersion.version.desc())
+        .limit(limit)
+    )
+    return [_settings_of(session, site, r) for r in rows]
+
+
+def signed_config(site: str, agent: str, config: AgentConfig, fleet_key: str) -> SignedConfig:
+    """The retained message for the agent: the document as exact JSON text, and the fleet key's signature of it."""
+    text = AgentConfigDocument(site=site, agent=agent, config=config).model_dump_json()
+    return SignedConfig(config=text, signature=sign(text.encode(), fleet_key))
+
+
+def save_settings(
+    services: HubServices, session: Session, site: Site, agent: str, cameras: list[CameraConfig], by: str
+) -> AgentSettings:
+    """Store a new version (previous + 1) and publish it signed and retained on the agent's config topic."""
+    try:
+        validate_name(agent, "agent")
+    except TopicError as exc:
+        raise InvalidError(str(exc)) from None
+    last = session.execute(
+        select(func.max(AgentConfigVersion.version)).where(
+            AgentConfigVersion.site_id == site.id, AgentConfigVersion.agent == agent
+        )
+    ).scalar_one()
+    config = AgentConfig(version=(last or 0) + 1, cameras=cameras)
+    row = AgentConfigVersion(
+        site_id=site.id, agent=agent, version=config.version, config=config.model_dump(mode="json"), created_by=by
+    )
+    session.add(row)
+    session.commit()  # a concurrent save of the same version fails on the unique key here, before publishing
+    publish_settings(services, site.name, agent, config)
+    return _settings_of(session, site, row)
+
+
+def publish_settings(services: HubServices, site: str, agent: str, config: AgentConfig) -> None:
+    message = signed_config(site, agent, config, services.fleet_key)
+    services.mqtt.publish(services.topics.config(site, agent), to_json(message), qos=1, retain=True)
+
+
+def camera_settings(session: Session, site: Site, camera: str) -> tuple[str, CameraConfig] | None:
+    """(agent, settings) of the newest stored settings that name this camera, if any."""
+    agents = session.execute(
+        select(AgentConfigVersion.agent, func.max(AgentConfigVersion.version))
+        .where(AgentConfigVersion.site_id == site.id)
+        .group_by(AgentConfigVersion.agent)
+    ).all()
+    for agent, _version in agents:
+        current = current_settings(session, site, agent)
+        for cam in current.config.cameras:
+            if cam.name == camera:
+                return agent, cam
+    return None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def send_command(
+    services: HubServices, session: Session, site: Site, agent: str, command: str, camera: str | None, by: str
+) -> FleetCommand:
+    """Record the command, then publish it on the agent's command topic (QoS 1, not retained)."""
+    try:
+        validate_name(agent, "agent")
+    except TopicError as exc:
+        raise InvalidError(str(exc)) from None
+    if command == "restart" and camera is None:
+        raise InvalidError("command 'restart' needs camera (the camera to close and reopen)")
+    msg = Command.model_validate({"command": command, "camera": camera})
+    row = FleetCommand(
+        command_id=msg.command_id, site_id=site.id, agent=agent, command=command, camera=camera, sent_by=by
+    )
+    session.add(row)
+    session.commit()
+    services.mqtt.publish(services.topics.cmd(site.name, agent), to_json(msg), qos=1)
+    return row
+
+
+def get_command(session: Session, site: Site, command_id: str) -> FleetCommand:
+    row = session.execute(
+        select(FleetCommand).where(FleetCommand.site_id == site.id, FleetCommand.command_id == command_id)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"command {command_id!r} of site {site.name!r} not found")
+    return row
+
+
+def list_commands(session: Session, site: Site, agent: str, limit: int = 50) -> list[FleetCommand]:
+    return list(
+        session.scalars(
+            select(FleetCommand)
+            .where(FleetCommand.site_id == site.id, FleetCommand.agent == agent)
+            .order_by(FleetCommand.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def record_reply(session: Session, site: str, agent: str, reply: CommandReply) -> bool:
+    """Attach an agent's reply to the command it answers; False when no such command of that agent exists."""
+    if reply.command_id is None or reply.agent != agent:
+        return False
+    row = session.execute(
+        select(FleetCommand)
+        .join(Site, Site.id == FleetCommand.site_id)
+        .where(Site.name == site, FleetCommand.agent == agent, FleetCommand.command_id == reply.command_id)
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    row.result = reply.result
+    row.message = reply.message
+    row.replied_at = utcnow()
+    session.commit()
+    return True
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class FleetRuntime:
+    """What the fleet domain runs inside the hub: the command reply listener and the event retention sweeper."""
+
+    def __init__(self, services: HubServices, sweep_every_s: float = SWEEP_EVERY_S) -> None:
+        self.services = services
+        self.sweep_every_s = sweep_every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swept = 0
+
+    def start(self) -> None:
+        topics = self.services.topics
+        self.services.mqtt.subscribe(f"{topics.prefix}/+/agents/+/reply", self._on_reply, qos=1)
+        self._thread = threading.Thread(target=self._sweeper, name="fleet-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def sweep_now(self) -> int:
+        with self.services.sessions() as session:
+            n = events.sweep(session)
+        self.swept += n
+        if n:
+            log.info("fleet: %d event(s) past their site's retention deleted", n)
+        return n
+
+    def _sweeper(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep_now()
+            except Exception:  # noqa: BLE001 - retention is retried on the next round
+                log.exception("fleet: event retention sweep failed")
+            self._stop.wait(self.sweep_every_s)
+
+    def _on_reply(self, msg: Received) -> None:
+        try:
+            parsed = self.services.topics.parse(msg.topic)
+            reply = from_json(CommandReply, msg.payload)
+        except (TopicError, MessageError) as exc:
+            log.warning("fleet: unreadable command reply on %s: %s", msg.topic, exc)
+            return
+        if parsed.kind != "reply" or parsed.agent is None:
+            return
+        try:
+            with self.services.sessions() as session:
+                if not record_reply(session, parsed.site, parsed.agent, reply):
+                    log.info(
+                        "fleet: reply of %s/%s to an unknown command %r", parsed.site, parsed.agent, reply.command_id
+                    )
+        except Exception:  # noqa: BLE001 - never let a database hiccup kill the MQTT thread
+            log.exception("fleet: storing the reply on %s failed", msg.topic)
