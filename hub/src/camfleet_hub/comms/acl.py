@@ -4,8 +4,9 @@ The embedded broker asks these functions on every CONNECT (last-will), SUBSCRIBE
 ``deploy/mosquitto/acl`` states the same rules for Mosquitto. Topics (``R`` = ``{root}/v1``)::
 
     hub       everything under R (ingests frames, watches agents, announces models, sends commands)
-    agent     publishes R/{site}/{camera}/frame|event (any camera of its own site) and R/{site}/agents/{agent}/status;
-              reads R/{site}/models/+ and R/{site}/agents/{agent}/cmd; retains only its own status
+    agent     publishes R/{site}/{camera}/frame|event (any camera of its own site) and
+              R/{site}/agents/{agent}/status|reply; reads R/{site}/models/+ and R/{site}/agents/{agent}/cmd|config;
+              retains only its own status
     observer  reads R/{site}/+/event and R/{site}/agents/+/status (site ``None``: every site); never publishes
     anonymous only when ``mqtt.allow_anonymous_loopback`` is set, from loopback: the hub's rights (development)
 """
@@ -62,7 +63,7 @@ def may_publish(p: MqttPrincipal, topic: str, root: str) -> bool:
         return False
     if len(levels) == 3 and levels[2] in ("frame", "event"):
         return levels[1] not in NOT_CAMERAS
-    return levels == [p.site, "agents", p.agent, "status"]
+    return levels[:3] == [p.site, "agents", p.agent] and len(levels) == 4 and levels[3] in ("status", "reply")
 
 
 def may_retain(p: MqttPrincipal, topic: str, root: str) -> bool:
@@ -75,7 +76,8 @@ def may_retain(p: MqttPrincipal, topic: str, root: str) -> bool:
 def _read_filters(p: MqttPrincipal, root: str) -> list[str]:
     prefix = f"{root}/{VERSION}"
     if p.role is MqttRole.AGENT:
-        return [f"{prefix}/{p.site}/models/+", f"{prefix}/{p.site}/agents/{p.agent}/cmd"]
+        own = f"{prefix}/{p.site}/agents/{p.agent}"
+        return [f"{prefix}/{p.site}/models/+", f"{own}/cmd", f"{own}/config"]
     if p.role is MqttRole.OBSERVER:
         site = p.site or "+"
         return [f"{prefix}/{site}/+/event", f"{prefix}/{site}/agents/+/status"]

@@ -1,0 +1,50 @@
+"""The topic rules as a table: what an agent may publish, read and retain (the embedded broker asks these)."""
+
+from __future__ import annotations
+
+import pytest
+
+from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, may_publish, may_retain, may_subscribe
+
+AGENT = MqttPrincipal(MqttRole.AGENT, "agent/shop/a1", site="shop", agent="a1")
+R = "camfleet/v1"
+
+
+@pytest.mark.parametrize(
+    ("topic", "allowed"),
+    [
+        (f"{R}/shop/door/frame", True),
+        (f"{R}/shop/door/event", True),
+        (f"{R}/shop/agents/a1/status", True),
+        (f"{R}/shop/agents/a1/reply", True),
+        (f"{R}/shop/agents/a2/reply", False),
+        (f"{R}/shop/agents/a1/config", False),
+        (f"{R}/shop/agents/a1/cmd", False),
+        (f"{R}/shop/models/door", False),
+        (f"{R}/plaza/door/frame", False),
+        (f"{R}/shop/agents/a1/status/extra", False),
+    ],
+)
+def test_agent_publish(topic: str, allowed: bool) -> None:
+    assert may_publish(AGENT, topic, "camfleet") is allowed
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "allowed"),
+    [
+        (f"{R}/shop/models/+", True),
+        (f"{R}/shop/agents/a1/cmd", True),
+        (f"{R}/shop/agents/a1/config", True),
+        (f"{R}/shop/agents/a2/config", False),
+        (f"{R}/shop/agents/+/config", False),
+        (f"{R}/shop/agents/a1/reply", False),
+        (f"{R}/#", False),
+    ],
+)
+def test_agent_subscribe(topic_filter: str, allowed: bool) -> None:
+    assert may_subscribe(AGENT, topic_filter, "camfleet") is allowed
+
+
+def test_agent_retains_only_its_status() -> None:
+    assert may_retain(AGENT, f"{R}/shop/agents/a1/status", "camfleet")
+    assert not may_retain(AGENT, f"{R}/shop/agents/a1/reply", "camfleet")
