@@ -10,7 +10,6 @@ import base64
 import binascii
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, and_, delete, func, or_, select

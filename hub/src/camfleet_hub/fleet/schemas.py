@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from camfleet_contract.agent_config import CameraConfig
 from camfleet_contract.messages import Prediction
@@ -73,6 +73,14 @@ class AgentConfigUpdate(Request):
     """A new version of an agent's settings: the whole camera list (the hub numbers the version)."""
 
     cameras: list[CameraConfig] = Field(max_length=64)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> AgentConfigUpdate:
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cameras: name {dupes[0]!r} is used twice")
+        return self
 
 
 class AgentConfigPublic(Public):

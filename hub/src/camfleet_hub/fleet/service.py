@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -147,7 +148,10 @@ def save_settings(
             AgentConfigVersion.site_id == site.id, AgentConfigVersion.agent == agent
         )
     ).scalar_one()
-    config = AgentConfig(version=(last or 0) + 1, cameras=cameras)
+    try:
+        config = AgentConfig(version=(last or 0) + 1, cameras=cameras)
+    except ValidationError as exc:  # the request schema checks the same; this keeps other callers honest
+        raise InvalidError(f"settings of agent {agent!r}: {exc.errors()[0]['msg']}") from None
     row = AgentConfigVersion(
         site_id=site.id, agent=agent, version=config.version, config=config.model_dump(mode="json"), created_by=by
     )
