@@ -6,8 +6,7 @@ One `CameraStats` per camera, owned by its pipeline; every field is a plain numb
 Drop reasons (`DropReason`):
 - ``queue_full``: a live camera produced a frame while the inference queue was full (the oldest was dropped);
 - ``rate_cap``: a live source delivered faster than the camera's `fps` cap (the frame was read, not kept);
-- ``decode``: the source returned a frame that could not be decoded;
-- ``stale``: a frame waited in the queue longer than `max_frame_age_s` (classifying it would report the past).
+- ``decode``: the source returned a frame (or a folder a file) that could not be decoded.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-DropReason = Literal["queue_full", "rate_cap", "decode", "stale"]
+DropReason = Literal["queue_full", "rate_cap", "decode"]
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 FPS_WINDOW_S = 10.0
 
