@@ -122,3 +122,21 @@ def test_fingerprint(key: str) -> None:
     assert fingerprint(pub) != fingerprint(public_key_of(generate_signing_key()))
     with pytest.raises(SignatureError):
         fingerprint("abc")
+
+
+def test_corrupt_deflated_entry_is_a_bundle_error(tmp_path: Path) -> None:
+    """Found by the bundle-reader fuzz test: corrupt deflate data raised zlib.error instead of BundleError."""
+    import io
+    import zipfile
+
+    from camfleet_contract.bundle import unpack_bundle
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.onnx", bytes(range(256)) * 64)
+    data = bytearray(buf.getvalue())
+    start = 30 + len("model.onnx")  # the compressed stream follows the local header and the name
+    data[start + 4 : start + 40] = b"\xff" * 36
+    with pytest.raises(BundleError, match="corrupt"):
+        unpack_bundle(bytes(data), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

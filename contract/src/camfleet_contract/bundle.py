@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import shutil
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,19 @@ INDEX_LABELS = "index_labels.json"
 REPORT = "report.json"
 KNOWN_FILES = frozenset({MODEL, MODEL_INT8, MANIFEST, SIGNATURE, INDEX, INDEX_LABELS, REPORT})
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+# What reading a corrupt zip raises besides BadZipFile: truncation, corrupt deflate/lzma data, an unknown version or
+# compression method (NotImplementedError), an encrypted entry (RuntimeError), offsets out of range (ValueError).
+_UNZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 __all__ = [
     "AnomalyCalibration",
@@ -195,7 +211,7 @@ def unpack_bundle(data: bytes, dest: str | Path, max_bytes: int = MAX_BUNDLE_BYT
     dest = Path(dest)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except _UNZIP_ERRORS as exc:  # e.g. "zip file version 6.4" from a damaged header
         raise BundleError(f"bundle is not a valid zip ({exc})") from None
     with zf:
         infos = zf.infolist()
@@ -215,7 +231,7 @@ def unpack_bundle(data: bytes, dest: str | Path, max_bytes: int = MAX_BUNDLE_BYT
             for info in infos:
                 with zf.open(info) as src, open(dest / info.filename, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except _UNZIP_ERRORS as exc:
             shutil.rmtree(dest, ignore_errors=True)
             raise BundleError(f"bundle zip is corrupt ({exc})") from None
     return dest
