@@ -119,8 +119,15 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
-    api.headers["Authorization"] = f"Bearer {token('e2e-script', None, 'admin')}"
+    # Tokens are made from the logged-in session (a token never makes tokens), then the session is dropped.
+    tokens = {
+        "script": token("e2e-script", None, "admin"),
+        "trainer": token("e2e-trainer", None, "admin"),
+        "agent": token("e2e-agent", SITE, "viewer"),
+    }
+    api.headers["Authorization"] = f"Bearer {tokens['script']}"
     api.cookies.clear()
+    del api.headers["X-CSRF-Token"]
     for path, body in [
         ("/api/v1/sites", {"name": SITE}),
         (f"/api/v1/sites/{SITE}/cameras", {"name": "plaza"}),
@@ -141,7 +148,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
     (tmp_path / "trainer.toml").write_text(
         f'hub_url = "{hub_url}"\nworker = "e2e-trainer"\ncache_dir = "{tmp_path / "trainer"}"\n'
         f'signing_key_path = "{tmp_path / "trainer" / "t.key"}"\npoll_interval_s = 0.5\n'
-        f'api_token = "{token("e2e-trainer", None, "admin")}"\n'
+        f'api_token = "{tokens["trainer"]}"\n'
     )
     procs.start("trainer", "camfleet_trainer", "worker", "--config", str(tmp_path / "trainer.toml"))
 
@@ -152,7 +159,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
     fleet_sha = fingerprint(public_key_of(load_or_create_key(tmp_path / "hub" / "fleet.key")))  # made by the hub
     (tmp_path / "agent.toml").write_text(
         f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "{hub_url}"\ndata_dir = "{tmp_path / "agent"}"\n'
-        f'api_token = "{token("e2e-agent", SITE, "viewer")}"\n'
+        f'api_token = "{tokens["agent"]}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[models]\nfleet_key_sha256 = "{fleet_sha}"\n'
         f'[[cameras]]\nname = "plaza"\nsource = "{test_data / "video" / "plaza.avi"}"\n'
