@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
+from camfleet_contract.bundle import DEFAULT_CLASSIFIER
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Camera, Classifier, Group, Image, ImageStatus, ModelVersion, Site
 from camfleet_hub.db.types import utcnow
@@ -16,6 +17,10 @@ from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundEr
 MAX_PAGE = 1000
 # MQTT usernames of the hub and of read-only consumers: a site so named would share their broker rights.
 RESERVED_SITE_NAMES = frozenset({"hub", "observer"})
+# A camera named like a second-level topic word would turn a frame topic into a model or agent one (Mosquitto's
+# `+` patterns cannot exclude them); a site classifier named like the signed ImageNet default could be fed it.
+RESERVED_CAMERA_NAMES = frozenset({"agents", "models"})
+RESERVED_CLASSIFIER_NAMES = frozenset({DEFAULT_CLASSIFIER})
 
 
 def checked_name(value: str, field: str) -> str:
@@ -70,6 +75,8 @@ def list_cameras(session: Session, site: Site) -> list[Camera]:
 
 def create_camera(session: Session, site: Site, name: str) -> Camera:
     checked_name(name, "name")
+    if name.lower() in RESERVED_CAMERA_NAMES:
+        raise InvalidError(f"name={name!r} is reserved (MQTT topic words {', '.join(sorted(RESERVED_CAMERA_NAMES))})")
     exists = session.scalar(select(Camera.id).where(Camera.site_id == site.id, Camera.name == name))
     if exists is not None:
         raise ConflictError(f"camera name={name!r} already exists in site {site.name!r}")
@@ -98,6 +105,8 @@ def list_classifiers(session: Session, site: Site) -> list[Classifier]:
 
 def create_classifier(session: Session, site: Site, name: str) -> Classifier:
     checked_name(name, "name")
+    if name.lower() in RESERVED_CLASSIFIER_NAMES:
+        raise InvalidError(f"name={name!r} is reserved for the hub's ImageNet default model")
     exists = session.scalar(select(Classifier.id).where(Classifier.site_id == site.id, Classifier.name == name))
     if exists is not None:
         raise ConflictError(f"classifier name={name!r} already exists in site {site.name!r}")
