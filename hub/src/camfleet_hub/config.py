@@ -26,6 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from camfleet_hub.compat.schemas import CompatSettings
+
 ENV_PREFIX = "CAMFLEET_HUB"
 
 
@@ -234,6 +236,7 @@ class HubSettings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    compat: CompatSettings = Field(default_factory=CompatSettings)  # the older tools' endpoints (compat/)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)

@@ -40,6 +40,7 @@ from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
 from camfleet_hub.api.security import BrowserGuard
 from camfleet_hub.api.limits import BodyLimits
+from camfleet_hub.compat import router as compat_router
 from camfleet_hub.fleet import router as fleet_router
 from camfleet_hub.services.announce import announce_all
 from camfleet_hub.services.classify import RuntimeCache
@@ -113,6 +114,7 @@ def create_app(services: HubServices) -> FastAPI:
     app.include_router(ui_auth.router)
     app.include_router(ui_curation.router)
     app.include_router(ui_imports.router)
+    app.include_router(compat_router.router)  # the older tools' paths, outside /api/v1
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
 

@@ -58,6 +58,9 @@ def rules_for(services: HubServices) -> list[Rule]:
         ),
         Rule("POST", re.compile(rf"^{API_PREFIX}/jobs/{seg}/result$"), bundle, "limits.bundle_max_bytes"),
         Rule("PUT", re.compile(rf"^{API_PREFIX}/models/default$"), bundle, "limits.bundle_max_bytes"),
+        # The older tools' JSON bodies carry base64 images (compat/): one image, or a list like /classify's.
+        Rule("POST", re.compile(r"^/api/save_data$"), classify, "classify.max_request_bytes"),
+        Rule("POST", re.compile(r"^/api/predict$"), classify, "classify.max_request_bytes"),
     ]
 
 

@@ -33,6 +33,13 @@ class TrainingImage:
     common: bool  # came from a common group of a same-named classifier in another site
 
 
+def _held_out() -> Any:
+    """Ids of images in a held-out test set (``compat.models.HoldoutImage``): never trained on."""
+    from camfleet_hub.compat.models import HoldoutImage
+
+    return select(HoldoutImage.image_id)
+
+
 def _common_query(classifier: Classifier) -> Any:
     """Confirmed images of common groups of same-named classifiers in other sites."""
     return (
@@ -44,6 +51,7 @@ def _common_query(classifier: Classifier) -> Any:
             Classifier.id != classifier.id,
             Group.common.is_(True),
             Image.status == ImageStatus.GROUP.value,
+            Image.id.not_in(_held_out()),
         )
     )
 
@@ -53,7 +61,11 @@ def training_images(session: Session, classifier: Classifier) -> list[TrainingIm
     own = session.execute(
         select(Image.id, Image.sha256, Group.name)
         .join(Group, Image.group_id == Group.id)
-        .where(Image.classifier_id == classifier.id, Image.status == ImageStatus.GROUP.value)
+        .where(
+            Image.classifier_id == classifier.id,
+            Image.status == ImageStatus.GROUP.value,
+            Image.id.not_in(_held_out()),
+        )
         .order_by(Image.id)
     )
     rows = [TrainingImage(i, sha, g, False) for i, sha, g in own]
@@ -71,7 +83,11 @@ def training_counts(session: Session, classifier: Classifier) -> dict[str, int]:
     own = session.execute(
         select(Group.name, func.count(Image.id))
         .join(Image, Image.group_id == Group.id)
-        .where(Group.classifier_id == classifier.id, Image.status == ImageStatus.GROUP.value)
+        .where(
+            Group.classifier_id == classifier.id,
+            Image.status == ImageStatus.GROUP.value,
+            Image.id.not_in(_held_out()),
+        )
         .group_by(Group.name)
     )
     for name, n in own:

@@ -1,0 +1,1 @@
+"""The older tools' REST endpoints (temple classifier server, dataset tool ``/cv``) over camfleet's sites."""

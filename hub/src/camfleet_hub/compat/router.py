@@ -1,0 +1,146 @@
+"""The older tools' routes at their old paths: ``GET /cv`` and ``POST /api/{save_data,make_model,predict}``.
+
+Authentication is the hub's own: ``Authorization: Bearer <token>`` (an API token made for the old client, with the
+role its calls need) or a logged-in session. Refusals keep the old answer shapes (``error_msg``) with a 4xx status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from camfleet_hub.api.deps import ApiStateDep, ServicesDep, SessionDep, get_current_user
+from camfleet_hub.api.errors import describe_errors
+from camfleet_hub.compat import service
+from camfleet_hub.compat.schemas import (
+    CvAnswer,
+    MakeModelAnswer,
+    MakeModelRequest,
+    PredictAnswer,
+    PredictRequest,
+    SaveDataAnswer,
+    SaveDataRequest,
+)
+from camfleet_hub.services.errors import ServiceError
+
+router = APIRouter(tags=["compat"])
+
+M = TypeVar("M", bound=BaseModel)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad input; `error_msg` says which field and why"},
+    401: {"description": "no valid bearer token or session"},
+    403: {"description": "the token's role in the site does not allow it"},
+    404: {"description": "no such site or classifier"},
+    413: {"description": "the body is over its limit"},
+}
+
+
+def _body(model: type[M], raw: bytes) -> M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise service.BadRequest(describe_errors(exc.errors())) from None
+
+
+def _refusal(exc: ServiceError, shape: Callable[[str], BaseModel]) -> JSONResponse:
+    """The old answer shape with our status (4xx for bad input; 503 + Retry-After when busy)."""
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    body = shape(exc.detail).model_dump()
+    body["detail"] = exc.detail
+    return JSONResponse(status_code=exc.status_code, content=body, headers=headers)
+
+
+def _list_error(detail: str) -> BaseModel:
+    return MakeModelAnswer(error_msg=[detail])
+
+
+@router.post(
+    "/api/save_data",
+    operation_id="compat_save_data",
+    response_model=SaveDataAnswer,
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": SaveDataRequest.model_json_schema()}}}},
+)
+async def save_data(request: Request, services: ServicesDep, session: SessionDep) -> Any:
+    """The temple server's save_data: ``temple_id`` → site, ``category`` → group, ``train_test`` → set."""
+    try:
+        user = get_current_user(request, services.settings, session)
+        body = _body(SaveDataRequest, await request.body())
+        return await run_in_threadpool(service.save_data, services, session, user, body)
+    except ServiceError as exc:
+        session.rollback()
+        return _refusal(exc, lambda d: SaveDataAnswer(error_msg=d))
+
+
+@router.post(
+    "/api/make_model",
+    operation_id="compat_make_model",
+    response_model=MakeModelAnswer,
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": MakeModelRequest.model_json_schema()}}}},
+)
+async def make_model(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+    """Train the site's classifier now (a trainer worker does it) and wait; the stage flags say how far it got."""
+    try:
+        user = get_current_user(request, services.settings, session)
+        body = _body(MakeModelRequest, await request.body())
+        status, answer = await run_in_threadpool(service.make_model, services, session, state.runtimes, user, body)
+    except ServiceError as exc:
+        session.rollback()
+        return _refusal(exc, _list_error)
+    return JSONResponse(status_code=status, content=answer.model_dump())
+
+
+@router.post(
+    "/api/predict",
+    operation_id="compat_predict",
+    response_model=PredictAnswer,
+    responses={**ERRORS, 503: {"description": "classification slots busy; Retry-After"}},
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
+)
+async def predict(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+    """Top category per image; "No category (Anomaly)" under min_confidence or when flagged anomalous."""
+    try:
+        user = get_current_user(request, services.settings, session)
+        state.runtimes.slots.acquire()
+    except ServiceError as exc:
+        return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
+    try:
+        body = _body(PredictRequest, await request.body())
+        return await run_in_threadpool(service.predict, services, session, state.runtimes, user, body)
+    except ServiceError as exc:
+        session.rollback()
+        return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
+    finally:
+        state.runtimes.slots.release()
+
+
+@router.get(
+    "/cv",
+    operation_id="compat_cv",
+    response_model=CvAnswer,
+    responses=ERRORS,
+    description="`/cv?PATH_OR_URL[:HOW_MANY]` or `/cv?path=…&how_many=…&site=…&classifier=…`",
+)
+async def cv(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+    """The dataset tool's REST form: ``{group: probability}`` of the top HOW_MANY groups."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    try:
+        user = get_current_user(request, services.settings, session)
+        state.runtimes.slots.acquire()
+    except ServiceError as exc:
+        return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
+    try:
+        return await run_in_threadpool(service.cv, services, session, state.runtimes, user, raw)
+    except ServiceError as exc:
+        session.rollback()
+        return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
+    finally:
+        state.runtimes.slots.release()

@@ -1,0 +1,1 @@
+"""Serving: predictions over REST (analysis, batched classify) and the log of every prediction made."""
