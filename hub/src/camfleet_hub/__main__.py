@@ -1,4 +1,5 @@
-"""Command line of the hub: ``camfleet-hub serve|ingest|migrate|demo|user|token`` (also ``python -m camfleet_hub``).
+"""Command line of the hub: ``camfleet-hub serve|ingest|migrate|backup|restore|demo|user|token|mqtt``
+(also ``python -m camfleet_hub``).
 
 ``user`` and ``token`` work on the configured database directly (no running hub needed), e.g.::
 
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
     _add_config(p)
+
+    p = sub.add_parser("backup", help="copy the database, the object store and the fleet key into a new folder")
+    _add_config(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new or empty folder")
+
+    p = sub.add_parser("restore", help="load a backup into the empty database and store of --config")
+    _add_config(p)
+    p.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR", help="a folder made by backup")
 
     _add_user_commands(sub)
 
@@ -190,6 +199,26 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _backup(args: argparse.Namespace) -> int:
+    """``backup --out DIR`` / ``restore --from DIR``; prints what was copied."""
+    from camfleet_hub import backup
+
+    settings = _load(args)
+    try:
+        if args.command == "backup":
+            m = backup.backup(settings, args.out)
+            print(f"backup of {m.database} (schema {m.schema_revision}), {m.objects} objects ({m.object_bytes} bytes)"
+                  f" and the fleet key {m.fleet_key_fingerprint} written to {args.out}")  # fmt: skip
+        else:
+            m = backup.restore(settings, args.source)
+            print(f"restored {m.objects} objects, the {m.database} database and the fleet key {m.fleet_key_fingerprint}"
+                  f" from {args.source} (made {m.created_at} by hub {m.hub_version})")  # fmt: skip
+    except backup.BackupError as exc:
+        print(f"camfleet-hub: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_until_signal(
     args: argparse.Namespace, *, http: bool, ingest: bool | None, broker: bool | None = None, publisher: bool = True
 ) -> int:
@@ -247,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()
         print(f"database schema is up to date: {engine.url.render_as_string(hide_password=True)}")
         return 0
+    if args.command in ("backup", "restore"):
+        return _backup(args)
     if args.command in ("user", "token", "mqtt"):
         return _accounts(args)
     if args.command == "demo":

@@ -108,3 +108,10 @@ def test_s3_creates_missing_bucket(s3) -> None:  # type: ignore[no-untyped-def]
 def test_s3_endpoint_with_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="store.endpoint"):
         S3Store("http://127.0.0.1:9000", "a", "b", "bucket")
+
+
+def test_iter_objects_lists_every_object_once(store: ObjectStore, jpegs: list[bytes]) -> None:
+    shas = {store.put(j) for j in jpegs[:3]}
+    dead = store.put(b"dead payload", "dead")
+    listed = list(store.iter_objects())
+    assert sorted(listed) == sorted({("blobs", s) for s in shas} | {("dead", dead)})

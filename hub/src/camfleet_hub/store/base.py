@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 DEFAULT_PREFIX = "blobs"
@@ -20,6 +21,17 @@ class ObjectNotFound(KeyError):
 def sha256_hex(data: bytes) -> str:
     """Hex sha256 of ``data``: the key of an object in every store."""
     return hashlib.sha256(data).hexdigest()
+
+
+def parse_key(key: str) -> tuple[str, str] | None:
+    """``(prefix, sha)`` of a key made by ``object_key``; None for anything else (temp files, foreign objects)."""
+    parts = key.split("/")
+    if len(parts) != 4:
+        return None
+    prefix, a, b, sha = parts
+    if not (_PREFIX_RE.match(prefix) and _SHA_RE.match(sha) and a == sha[:2] and b == sha[2:4]):
+        return None
+    return prefix, sha
 
 
 def object_key(sha: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -52,4 +64,8 @@ class ObjectStore(Protocol):
 
     def delete(self, sha: str, prefix: str = DEFAULT_PREFIX) -> None:
         """Remove the object; deleting a missing object is not an error."""
+        ...
+
+    def iter_objects(self) -> Iterator[tuple[str, str]]:
+        """Every stored object as ``(prefix, sha)``, in no particular order (for backups and retention)."""
         ...

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from camfleet_hub.store.base import DEFAULT_PREFIX, ObjectNotFound, object_key, sha256_hex
+from camfleet_hub.store.base import DEFAULT_PREFIX, ObjectNotFound, object_key, parse_key, sha256_hex
 
 
 class DirectoryStore:
@@ -62,3 +63,11 @@ class DirectoryStore:
             self._path(sha, prefix).unlink()
         except FileNotFoundError:
             pass
+
+    def iter_objects(self) -> Iterator[tuple[str, str]]:
+        """Walk ``<root>/<prefix>/ab/cd/<sha>``; half-written temp files are not objects and are skipped."""
+        for path in self.root.glob("*/*/*/*"):
+            if path.is_file():
+                found = parse_key(path.relative_to(self.root).as_posix())
+                if found is not None:
+                    yield found

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 from minio import Minio
 from minio.error import S3Error
 
-from camfleet_hub.store.base import DEFAULT_PREFIX, ObjectNotFound, object_key, sha256_hex
+from camfleet_hub.store.base import DEFAULT_PREFIX, ObjectNotFound, object_key, parse_key, sha256_hex
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 
@@ -80,3 +81,10 @@ class S3Store:
     def delete(self, sha: str, prefix: str = DEFAULT_PREFIX) -> None:
         """Remove the object (S3 DELETE of a missing key succeeds)."""
         self.client.remove_object(self.bucket, object_key(sha, prefix))
+
+    def iter_objects(self) -> Iterator[tuple[str, str]]:
+        """List the bucket (paged by the SDK); keys that ``object_key`` did not make are skipped."""
+        for obj in self.client.list_objects(self.bucket, recursive=True):
+            found = parse_key(obj.object_name or "")
+            if found is not None:
+                yield found
