@@ -70,7 +70,6 @@ ROUTERS = (
     frames,
     ingest,
     mqtt_accounts,
-    fleet_router,
 )
 
 DESCRIPTION = """REST API of the camfleet hub: sites, cameras, classifiers, groups and images (datasets),
@@ -104,6 +103,7 @@ def create_app(services: HubServices) -> FastAPI:
         runtimes=RuntimeCache(services),
         thumbnails=ThumbnailCache(services.store, services.settings.ingest.max_pixels),
     )
+    fleet_router.install(app, services)  # events, settings, commands, /metrics; request metrics (inside the guards)
     install_error_handlers(app)
     app.add_middleware(BrowserGuard, settings=services.settings)  # outermost: CSRF refusals, security headers
     app.add_middleware(BodyLimits, services=services)  # bodies bounded before any route reads them

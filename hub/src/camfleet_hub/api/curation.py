@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from camfleet_contract.envelope import UploadRuleName
 from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteLabellerDep, SiteViewerDep
-from camfleet_hub.db.models import Classifier, Role
+from camfleet_hub.db.models import Classifier, ImageStatus, Role
 from camfleet_hub.schemas_curation import BulkAction, DatasetHealth, HistoryPage, HistoryPublic, ImageDetail
-from camfleet_hub.services import crud, curation, datasets
+from camfleet_hub.schemas_triage import AcceptSuggestions, TriageImage
+from camfleet_hub.services import crud, curation, datasets, triage
 from camfleet_hub.services.errors import InvalidError
 
 router = APIRouter(tags=["curation"])
@@ -31,6 +33,35 @@ def bulk_images(site: str, clf: str, body: BulkAction, session: SessionDep, user
         entry = curation.delete_images(session, classifier, body.ids, user.name, expected)
     else:
         entry = curation.restore_images(session, classifier, body.ids, user.name, expected)
+    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+
+
+@router.get(f"{CLF}/triage", operation_id="list_triage", response_model=list[TriageImage])
+def list_triage(
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    status: ImageStatus = ImageStatus.NEW,
+    rule: Annotated[UploadRuleName | None, Query(description="only camera frames sent by this upload rule")] = None,
+    camera: Annotated[str | None, Query(description="only camera frames from this camera")] = None,
+    limit: Annotated[int, Query(ge=1, le=crud.MAX_PAGE)] = 60,
+    after_id: Annotated[int | None, Query(ge=0, description="keyset paging: the last id of the previous page")] = None,
+) -> list[TriageImage]:
+    """NEW (or DELETED) images in id order with the camera, the upload rule and the model's suggestion."""
+    classifier = crud.get_classifier(session, site, clf)
+    rows = triage.list_triage(session, classifier, status, rule, camera, limit, after_id)
+    return [TriageImage.model_validate(row) for row in rows]
+
+
+@router.post(f"{CLF}/images/accept-suggestions", operation_id="accept_suggestions", response_model=HistoryPublic)
+def accept_suggestions(
+    site: str, clf: str, body: AcceptSuggestions, session: SessionDep, user: SiteLabellerDep
+) -> HistoryPublic:
+    """Put each image into the group the model suggests for it, in one history entry (one undo puts all back)."""
+    classifier = crud.get_classifier(session, site, clf)
+    expected = curation.Expected(status=body.expected_status) if body.expected_status else None
+    entry = triage.accept_suggestions(session, classifier, body.ids, user.name, expected)
     return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
 
 

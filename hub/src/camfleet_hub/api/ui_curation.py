@@ -94,9 +94,18 @@ def group_action(
 
 @router.get(CLF + "/triage", response_class=HTMLResponse)
 def triage_page(
-    request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep, view: str = "new"
+    request: Request,
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    view: str = "new",
+    rule: str | None = None,
+    camera: str | None = None,
 ) -> HTMLResponse:
-    return _render(request, "triage.html", cp.triage_page(session, crud.get_classifier(session, site, clf), view))
+    """Triage; ``rule`` / ``camera`` show only the camera frames sent by that upload rule / from that camera."""
+    context = cp.triage_page(session, crud.get_classifier(session, site, clf), view, rule or None, camera or None)
+    return _render(request, "triage.html", context)
 
 
 @router.get(CLF + "/history", response_class=HTMLResponse)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from camfleet_hub.db.models import Classifier, Group, Image, ImageStatus
-from camfleet_hub.services import crud, curation, datasets, urls, views
+from camfleet_hub.db.models import Camera, Classifier, Group, Image, ImageStatus
+from camfleet_hub.services import crud, curation, datasets, triage, urls, views
 
 MOSAIC_PAGE = 60
 TRIAGE_PAGE = 60
@@ -153,10 +154,19 @@ def classifier_page(session: Session, classifier: Classifier, group: str | None,
     }
 
 
-def triage_page(session: Session, classifier: Classifier, view: str) -> dict[str, Any]:
-    """The shell of the Triage page: groups with their number keys; the images come from the JSON listing."""
+def triage_page(
+    session: Session, classifier: Classifier, view: str, rule: str | None = None, camera: str | None = None
+) -> dict[str, Any]:
+    """The shell of the Triage page: groups with their number keys, the rule / camera filter; the images come from
+    the JSON listing (``/triage``, with the camera, rule and suggestion of each)."""
     deleted = view == "deleted"
     tree = group_tree(session, classifier, counts={})
+    cameras = list(
+        session.scalars(select(Camera.name).where(Camera.site_id == classifier.site_id).order_by(Camera.name))
+    )
+    rule = rule if rule in triage.RULE_WORDS else None
+    camera = camera if camera in cameras else None
+    query = "&".join(f"{k}={quote(v)}" for k, v in (("rule", rule), ("camera", camera)) if v)
     return {
         **base(classifier),
         "tree": tree,
@@ -165,6 +175,11 @@ def triage_page(session: Session, classifier: Classifier, view: str) -> dict[str
         "page_size": TRIAGE_PAGE,
         "hotkeys": [{"key": g["key"], "name": g["name"]} for g in tree if g["key"] is not None],
         "groups": [g["name"] for g in tree],
+        "rules": [{"value": k, "text": v} for k, v in triage.RULE_WORDS.items()],
+        "cameras": cameras,
+        "rule": rule,
+        "camera": camera,
+        "filter_query": query,
     }
 
 

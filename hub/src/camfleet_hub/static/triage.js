@@ -1,6 +1,8 @@
 // Triage: keyboard-first review of NEW images (or restore of DELETED ones), talking to the REST API.
-// Keys: 1..9 move the selection (or the image under the cursor) to group N, d deletes, r restores (Deleted view),
-// arrows move the cursor (shift+arrow extends the selection), z undoes the last action, space toggles selection.
+// Keys: 1..9 move the selection (or the image under the cursor) to group N, a (or Enter) accepts the model's
+// suggestion (each image into the group it suggests), d deletes, r restores (Deleted view), arrows move the cursor
+// (shift+arrow extends the selection), z undoes the last action, space toggles selection.
+// Camera frames show the upload rule that sent them, the camera, and the suggestion (group + probability).
 // Mouse: click = cursor, shift-click = range, ctrl/cmd-click = toggle, drag = select many.
 // Actions are optimistic: the images leave the grid at once and come back with a message if the API refuses.
 // The next page is fetched (and its thumbnails preloaded) before the grid runs short.
@@ -13,12 +15,13 @@
   const deletedView = root.dataset.view === "deleted";
   const pageSize = parseInt(root.dataset.page, 10) || 60;
   const groups = JSON.parse(root.dataset.groups || "[]");
+  const filter = root.dataset.filter ? `&${root.dataset.filter}` : "";
   const grid = document.getElementById("triage-grid");
   const errorBox = document.getElementById("triage-error");
   const statusLine = document.getElementById("triage-status");
   const empty = document.getElementById("triage-empty");
 
-  let items = [];          // [{id, name, thumb, el}] in display order
+  let items = [];          // [{id, name, suggestion, el}] in display order
   let cursor = 0;
   let anchor = null;       // index where a shift-selection starts
   const selected = new Set();
@@ -50,12 +53,38 @@
     el.alt = img.original_name || `image ${img.id}`;
     el.width = 140; el.height = 130;
     const cap = document.createElement("figcaption");
-    cap.textContent = img.original_name || `#${img.id}`;
+    if (img.camera) {
+      if (img.rule_text) {
+        const rule = document.createElement("span");
+        rule.className = `rule rule-${img.rule}`;
+        rule.textContent = img.rule_text;
+        cap.append(rule);
+      }
+      cap.append(img.camera);
+      fig.dataset.rule = img.rule || "";
+      fig.dataset.camera = img.camera;
+      const when = img.captured_at ? ` · ${new Date(img.captured_at).toLocaleString()}` : "";
+      fig.title = `camera ${img.camera}${img.rule_text ? " · sent as " + img.rule_text : ""}${when}`;
+    } else {
+      cap.textContent = img.original_name || `#${img.id}`;
+    }
+    const parts = [el, cap];
+    const s = img.suggestion;
+    if (s) {
+      const hint = document.createElement("span");
+      const pct = `${Math.round(s.probability * 100)}%`;
+      hint.className = s.group ? "hint suggest" : "hint nogroup";
+      hint.textContent = s.group ? `${s.group} ${pct}` : `model: ${s.label} ${pct}`;
+      hint.title = s.group ? `the model suggests ${s.group} (${pct}); a accepts` : `the model says ${s.label} (${pct}): no group of that name`;
+      if (s.group) fig.dataset.suggestion = s.group;
+      parts.push(hint);
+    }
     const info = document.createElement("a");
     info.href = `/ui/images/${img.id}`; info.className = "info"; info.textContent = "info"; info.title = "details";
     info.addEventListener("mousedown", (e) => e.stopPropagation());
-    fig.append(el, cap, info);
-    return { id: img.id, name: img.original_name, el: fig };
+    parts.push(info);
+    fig.append(...parts);
+    return { id: img.id, name: img.original_name, suggestion: s && s.group ? s.group : null, el: fig };
   }
 
   async function loadMore() {
@@ -63,7 +92,7 @@
     if (loading) return loading;
     loading = (async () => {
       try {
-        const url = `${api}/images?status=${status}&limit=${pageSize}&after_id=${lastId}`;
+        const url = `${api}/triage?status=${status}&limit=${pageSize}&after_id=${lastId}${filter}`;
         const r = await fetch(url, { headers: { Accept: "application/json" } });
         if (!r.ok) throw new Error(await detail(r));
         const rows = await r.json();
@@ -115,8 +144,27 @@
     return items[cursor] ? [items[cursor]] : [];
   }
 
-  async function act(action, group) {
+  function act(action, group) {
+    const body = { action, expected_status: status };
+    if (group) body.group = group;
+    return send(targets(), `${api}/images/bulk`, body, `${action}${group ? " to " + group : ""}`);
+  }
+
+  function accept() {
     const chosen = targets();
+    if (!chosen.length) return;
+    const ready = chosen.filter((it) => it.suggestion);
+    if (!ready.length) {
+      showError("No suggestion naming a group here: use the number keys.");
+      return;
+    }
+    if (ready.length < chosen.length) {
+      showError(`${chosen.length - ready.length} image(s) without a suggestion naming a group were left in place.`);
+    }
+    return send(ready, `${api}/images/accept-suggestions`, { expected_status: status }, "accept");
+  }
+
+  async function send(chosen, url, fields, what) {
     if (!chosen.length) return;
     const removed = chosen.map((it) => ({ item: it, index: items.indexOf(it) })).sort((a, b) => a.index - b.index);
     // optimistic: take them out now
@@ -130,10 +178,9 @@
     pending += ids.length;
     render();
     maybePrefetch();
-    const body = { ids, action, expected_status: status };
-    if (group) body.group = group;
+    const body = { ids, ...fields };
     try {
-      const r = await fetch(`${api}/images/bulk`, {
+      const r = await fetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
         body: JSON.stringify(body),
@@ -144,7 +191,7 @@
       done += ids.length;
     } catch (e) {
       putBack(removed);
-      showError(`${action}${group ? " to " + group : ""} failed, images put back: ${e.message}`);
+      showError(`${what} failed, images put back: ${e.message}`);
     } finally {
       pending -= ids.length;
       render();
@@ -217,7 +264,8 @@
     if (!deletedView && k >= "1" && k <= "9") {
       const g = groups[parseInt(k, 10) - 1];
       if (g) { act("move", g); e.preventDefault(); }
-    } else if (!deletedView && (k === "d" || k === "Delete")) { act("delete"); e.preventDefault(); }
+    } else if (!deletedView && (k === "a" || (k === "Enter" && !e.target.closest("button, a")))) { accept(); e.preventDefault(); }
+    else if (!deletedView && (k === "d" || k === "Delete")) { act("delete"); e.preventDefault(); }
     else if (deletedView && k === "r") { act("restore"); e.preventDefault(); }
     else if (k === "z") { undo(); e.preventDefault(); }
     else if (k === "ArrowRight") { moveCursor(1, e.shiftKey); e.preventDefault(); }
@@ -271,6 +319,8 @@
 
   const moveBtn = document.getElementById("move-selected");
   if (moveBtn) moveBtn.addEventListener("click", () => act("move", document.getElementById("move-target").value));
+  const acceptBtn = document.getElementById("accept-selected");
+  if (acceptBtn) acceptBtn.addEventListener("click", () => accept());
   const delBtn = document.getElementById("delete-selected");
   if (delBtn) delBtn.addEventListener("click", () => act("delete"));
   const restoreBtn = document.getElementById("restore-selected");
