@@ -9,14 +9,25 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteAdminDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.api.deps import (
+    CurrentUserDep,
+    Principal,
+    ServicesDep,
+    SessionDep,
+    SettingsDep,
+    SiteAdminDep,
+    SiteViewerDep,
+    get_current_user,
+    visible_site_ids,
+)
 from camfleet_hub.db.models import Role, Site
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.fleet import events, service
+from camfleet_hub.fleet.metrics import CONTENT_TYPE, HubMetrics, MetricsMiddleware
 from camfleet_hub.fleet.models import FleetCommand, FleetEvent
 from camfleet_hub.fleet.schemas import (
     AgentConfigPublic,
@@ -30,9 +41,11 @@ from camfleet_hub.fleet.schemas import (
     HourCountPublic,
 )
 from camfleet_hub.services import crud
-from camfleet_hub.services.errors import InvalidError
+from camfleet_hub.services.errors import InvalidError, UnauthenticatedError
+from camfleet_hub.services.urls import API_PREFIX
 
 router = APIRouter(tags=["fleet"])
+metrics_router = APIRouter(tags=["metrics"])
 
 CSV_COLUMNS = [
     "ts",
@@ -257,3 +270,31 @@ def list_agent_commands(site: str, agent: str, session: SessionDep, _user: SiteV
 def get_agent_command(site: str, command_id: str, session: SessionDep, _user: SiteViewerDep) -> CommandPublic:
     found = crud.get_site(session, site)
     return _command_public(service.get_command(session, found, command_id), found)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _scraper(request: Request, settings: SettingsDep, session: SessionDep) -> Principal:
+    """A hub admin's token; a plain 401 (never the browser's redirect to /login) so a scraper sees what is wrong."""
+    try:
+        user = get_current_user(request, settings, session)
+    except UnauthenticatedError as exc:
+        raise HTTPException(401, detail=str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    user.require_admin()
+    return user
+
+
+@metrics_router.get("/metrics", operation_id="metrics", response_class=Response)
+def metrics(request: Request, _user: Annotated[Principal, Depends(_scraper)]) -> Response:
+    """Prometheus text format; scrape with a hub-admin token (see deploy/prometheus/prometheus.yml)."""
+    hub_metrics: HubMetrics = request.app.state.metrics
+    return Response(hub_metrics.render(), media_type=CONTENT_TYPE)
+
+
+def install(app: FastAPI, services: object) -> None:
+    """Wire the fleet domain's routes and the request metrics into the app (called once by ``create_app``)."""
+    app.state.metrics = HubMetrics(services)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(router, prefix=API_PREFIX)
+    app.include_router(metrics_router)

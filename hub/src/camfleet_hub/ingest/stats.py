@@ -6,6 +6,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+COMMIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 
 @dataclass
 class IngestStats:
@@ -17,6 +19,10 @@ class IngestStats:
     statuses: int = 0
     events: int = 0  # agent events stored in the event history (fleet domain)
     event_duplicates: int = 0
+    queue_depth: int = 0  # messages received and not yet committed, as of the last batch
+    commit_buckets: list[int] = field(default_factory=lambda: [0] * len(COMMIT_BUCKETS_S))
+    commit_seconds: float = 0.0
+    commits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_accepted(self, n: int = 1) -> None:
@@ -45,6 +51,21 @@ class IngestStats:
             self.events += stored
             self.event_duplicates += duplicates
 
+    def observe_commit(self, seconds: float, queue_depth: int) -> None:
+        """Record one batch commit's latency and the queue depth after it (for /metrics)."""
+        with self._lock:
+            self.queue_depth = queue_depth
+            self.commits += 1
+            self.commit_seconds += seconds
+            for i, bound in enumerate(COMMIT_BUCKETS_S):
+                if seconds <= bound:
+                    self.commit_buckets[i] += 1
+
+    def commit_histogram(self) -> tuple[list[tuple[float, int]], float, int]:
+        """Cumulative (bound, count) buckets, sum of seconds and count of commits."""
+        with self._lock:
+            return list(zip(COMMIT_BUCKETS_S, self.commit_buckets, strict=True)), self.commit_seconds, self.commits
+
     def snapshot(self) -> dict[str, object]:
         """A consistent copy for the API: ``{accepted, duplicates, rejected: {reason: n}, rejected_total}``."""
         with self._lock:
@@ -57,4 +78,5 @@ class IngestStats:
                 "statuses": self.statuses,
                 "events": self.events,
                 "event_duplicates": self.event_duplicates,
+                "queue_depth": self.queue_depth,
             }

@@ -309,7 +309,9 @@ class IngestWorker:
                     persist.add_dead_letter(
                         session, item.msg.topic, item.rejection.reason, detail, len(item.msg.payload), sha
                     )
+            started = time.perf_counter()
             session.commit()
+            self.stats.observe_commit(time.perf_counter() - started, self._queue.qsize())
         if dead_topics:
             self._prune_dead_letters(dead_topics)
         self._account(batch, outcome)
