@@ -47,6 +47,7 @@ class SaveDataRequest(BaseModel):
     image: str = Field(description="the image file, base64", examples=["/9j/4AAQSkZJRgABAQ..."])
     image_type: str = Field(default="jpg", examples=["jpg"])
     image_name: str = Field(default="", examples=["cam1_0001.jpg"])
+    classifier: str | None = Field(default=None, description="a classifier other than compat.classifier")
 
 
 class SaveDataAnswer(BaseModel):
@@ -59,6 +60,7 @@ class MakeModelRequest(BaseModel):
 
     temple_id: str = Field(examples=["temple-7"])
     forceful: bool = Field(default=False, description="replace the site's trained model when one exists")
+    classifier: str | None = Field(default=None, description="a classifier other than compat.classifier")
 
 
 class MakeModelAnswer(BaseModel):
@@ -83,6 +85,7 @@ class PredictRequest(BaseModel):
     image_name: str | list[str] = Field(default="", description="the name(s), kept in the prediction log")
     image_type: str | list[str] = Field(default="jpg", description="not used (as in the original)")
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    classifier: str | None = Field(default=None, description="a classifier other than compat.classifier")
 
 
 class PredictAnswer(BaseModel):

@@ -89,16 +89,22 @@ def decode_base64(text: str, field: str) -> bytes:
 # --------------------------------------------------------------------------- temple_id → site + classifier
 
 
-def classifier_name(cfg: CompatSettings, temple_id: str) -> str:
-    return cfg.classifiers.get(temple_id, cfg.classifier)
+def classifier_name(cfg: CompatSettings, temple_id: str, asked: str | None = None) -> str:
+    return asked or cfg.classifiers.get(temple_id, cfg.classifier)
 
 
 def temple_classifier(
-    services: HubServices, session: Session, user: Principal, temple_id: str, role: Role, create: bool = False
+    services: HubServices,
+    session: Session,
+    user: Principal,
+    temple_id: str,
+    role: Role,
+    create: bool = False,
+    asked: str | None = None,
 ) -> Classifier:
     """The classifier that serves ``temple_id``; with ``create`` an unknown site/classifier is made (hub admins)."""
     cfg = settings_of(services)
-    name = classifier_name(cfg, temple_id)
+    name = classifier_name(cfg, temple_id, asked)
     site = session.scalar(select(Site).where(Site.name == temple_id))
     if site is None:
         if not (create and cfg.create_sites):
@@ -121,7 +127,9 @@ def temple_classifier(
 def save_data(services: HubServices, session: Session, user: Principal, req: SaveDataRequest) -> SaveDataAnswer:
     """Store one image in the category's group; ``test`` images are held out of training."""
     limits = services.settings.classify
-    classifier = temple_classifier(services, session, user, req.temple_id, Role.LABELLER, create=True)
+    classifier = temple_classifier(
+        services, session, user, req.temple_id, Role.LABELLER, create=True, asked=req.classifier
+    )
     data = decode_base64(req.image, "image")
     if len(data) > limits.max_image_bytes:
         raise BadRequest(f"image: {len(data)} bytes, over classify.max_image_bytes={limits.max_image_bytes}")
@@ -216,7 +224,7 @@ def predict(
 ) -> PredictAnswer:
     """Top class per image, or "No category (Anomaly)" under ``min_confidence`` or when the model flags it."""
     cfg = settings_of(services)
-    classifier = temple_classifier(services, session, user, req.temple_id, Role.VIEWER)
+    classifier = temple_classifier(services, session, user, req.temple_id, Role.VIEWER, asked=req.classifier)
     texts = req.image if isinstance(req.image, list) else [req.image]
     names = req.image_name if isinstance(req.image_name, list) else [req.image_name]
     if not texts:
@@ -294,7 +302,7 @@ def make_model(
     """Queue a training job, wait for a trainer to finish it, test it on the test set, promote it."""
     cfg = settings_of(services)
     answer = MakeModelAnswer()
-    classifier = temple_classifier(services, session, user, req.temple_id, Role.ADMIN)
+    classifier = temple_classifier(services, session, user, req.temple_id, Role.ADMIN, asked=req.classifier)
     current = announce.production_model(session, classifier)
     if current is not None and not req.forceful:
         answer.error_msg.append(
