@@ -83,8 +83,25 @@ class AgentStatus(Message):
     )
 
 
+class AgentModel(Message):
+    """A per-agent entry of a rollout plan: the bundle this one agent runs instead of the site's default."""
+
+    version: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(gt=0)
+    url: str = Field(min_length=1, max_length=1000)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    classes: list[str]
+    rollback: RollbackStatement | None = None
+
+
 class ModelAnnouncement(Message):
-    """Retained on models/{classifier}: the bundle every agent of the site should run."""
+    """Retained on models/{classifier}: the bundle every agent of the site should run.
+
+    ``agents`` is the rollout plan's per-agent part (staged agents, pins): an agent named there runs that entry
+    instead of the default; ``for_agent`` picks. The bundles stay signed by the hub, so an entry can name only a
+    bundle the hub signed for this site and classifier, as the default can.
+    """
 
     classifier: Name
     version: str = Field(min_length=1, max_length=64)
@@ -95,6 +112,14 @@ class ModelAnnouncement(Message):
     classes: list[str]
     created_at: AwareDatetime = Field(default_factory=utcnow)
     rollback: RollbackStatement | None = Field(default=None, description="hub-signed; only for a lower version")
+    agents: dict[Name, AgentModel] = Field(default_factory=dict, description="per-agent overrides (rollout)")
+
+    def for_agent(self, agent: str) -> ModelAnnouncement:
+        """What ``agent`` should run: its own entry when the plan names it, else the default (no plan either way)."""
+        entry = self.agents.get(agent)
+        if entry is None:
+            return self.model_copy(update={"agents": {}})
+        return self.model_copy(update={**{f: getattr(entry, f) for f in AgentModel.model_fields}, "agents": {}})
 
 
 CommandName = Literal["snapshot", "config", "reload", "restart"]

@@ -237,7 +237,7 @@ class AgentMqtt:
                     announcement.classifier,
                 )
                 return
-            self._on_model(parsed.classifier, announcement)
+            self._on_model(parsed.classifier, announcement.for_agent(self.agent))  # the rollout plan's pick
         elif parsed.kind == "cmd" and parsed.agent == self.agent:
             self._on_command(payload)
         elif parsed.kind == "config" and parsed.agent == self.agent and self._on_config is not None:
