@@ -2,6 +2,7 @@
 
 The raw baseline is a paho publisher and subscriber moving the same payloads with no work, in the same run.
     python bench/ingest.py [--frames 2000]
+    python bench/ingest.py --smoke     # a few seconds on the tests' carried clip: does it still run
 """
 
 from __future__ import annotations
@@ -18,13 +19,27 @@ import httpx
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import clip_frames, free_port, mosquitto, wait_port  # noqa: E402
+import common  # noqa: E402
+from common import REPO, clip_frames, free_port, mosquitto, wait_port  # noqa: E402
 
 from camfleet_contract.envelope import encode_frame, new_header  # noqa: E402
 from camfleet_contract.images import encode_jpeg  # noqa: E402
 from camfleet_contract.topics import Topics  # noqa: E402
 
 SITE, CAMERA, AGENT = "bench", "plaza", "bench-agent"
+SMOKE_CLIP = REPO / "tests" / "data" / "video" / "plaza.avi"
+
+
+def admin_token(cfg: Path) -> str:
+    """An every-site admin token made by the hub's CLI on the bench hub's database (the API needs a caller)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "camfleet_hub", "token", "create", "--config", str(cfg), "--name", "bench",
+         "--role", "admin"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"camfleet-hub token create failed: {done.stderr[-1000:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def make_jpegs(count: int, target_kb: int = 64) -> list[tuple[bytes, int, int]]:
@@ -92,14 +107,18 @@ def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float
     cfg.write_text(
         f'data_dir = "{tmp / "hub"}"\n[http]\nport = {http}\n[mqtt]\nembedded = false\nport = {port}\n'
         f'client_id = "bench-hub"\n[ingest]\nbatch_size = 128\nqueue_size = 4096\n'
+        '[auth]\nadmin_password = "bench-admin-password"\n'
     )
+    token = admin_token(cfg)
     log = open(tmp / "hub.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "camfleet_hub", "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT
     )
     try:
         wait_port(http, 120)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30)
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{http}", timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
         api.post("/api/v1/sites", json={"name": SITE}).raise_for_status()
         api.post(f"/api/v1/sites/{SITE}/cameras", json={"name": CAMERA}).raise_for_status()
         time.sleep(1.0)
@@ -124,7 +143,10 @@ def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--smoke", action="store_true", help="100 frames of the tests' carried clip")
     args = ap.parse_args()
+    if args.smoke:
+        common.CLIP, args.frames = SMOKE_CLIP, 100  # clip_frames reads common.CLIP
     jpegs = make_jpegs(min(args.frames, 300))
     size = sum(len(j) for j, _, _ in jpegs) / len(jpegs) / 1024
     topic = Topics().frame(SITE, CAMERA)

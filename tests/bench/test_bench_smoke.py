@@ -37,3 +37,9 @@ def test_agent_bench_smoke() -> None:
     quiet_on = [r for r in rows if r[0].startswith("quiet") and r[1] == "on"][0]
     assert int(quiet_on[3]) < int(quiet_on[2])  # the held frames are gated out
     assert re.search(r"INT8 / FP32 = \d+\.\d\dx", out), out
+
+
+def test_ingest_bench_smoke() -> None:
+    out = run_bench("ingest.py", "--smoke")
+    assert re.search(r"ratio hub / raw: \d+\.\d\d", out), out
+    assert "'frames': 100," in out and "'dead_letters': 0," in out, out  # every frame stored by the hub
