@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from camfleet_contract.rest import Dataset
 from camfleet_trainer.client import HubError
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker
@@ -22,13 +22,15 @@ class FakeHub:
 
     def __init__(self, bad_sha: str | None = None) -> None:
         self.fetched: list[str] = []
-        self.images = [
+        self.images: list[dict[str, object]] = [
             {"id": 1, "sha256": hashlib.sha256(HAT).hexdigest(), "group": "hat", "cluster": 1},
             {"id": 2, "sha256": bad_sha or GONE, "group": "hat", "cluster": 2},
         ]
 
-    def dataset(self, job_id: int) -> dict[str, Any]:
-        return {"classes": ["hat"], "classifier": "clothes", "images": self.images}
+    def dataset(self, job_id: int) -> Dataset:
+        return Dataset.model_validate(
+            {"job_id": job_id, "site": "s", "classes": ["hat"], "classifier": "clothes", "images": self.images}
+        )
 
     def blob(self, sha256: str) -> bytes | None:
         self.fetched.append(sha256)

@@ -53,7 +53,8 @@ class NeighbourIndex:
         emb = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
         k = max(1, min(k, self.index.size))
         matches = self.index.search(emb, k)
-        return np.asarray(matches.distances, dtype=np.float64).reshape(len(emb), k).mean(axis=1)
+        distances: np.ndarray = np.asarray(matches.distances, dtype=np.float64).reshape(len(emb), k)
+        return distances.mean(axis=1)  # type: ignore[no-any-return]
 
     def nearest(self, embedding: np.ndarray, count: int) -> list[tuple[int, float]]:
         """(key, distance) of the nearest indexed embeddings."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .anomaly import score
+from .anomaly import batch_scores
 from .bundle import MODEL, MODEL_INT8, BundleError, Manifest, verify_bundle
 from .images import decode_image, preprocess_batch
 from .messages import Prediction
@@ -61,8 +61,9 @@ def int8_usable(manifest: Manifest) -> bool:
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    e: np.ndarray = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 class ClassifierRuntime:
@@ -115,7 +116,7 @@ class ClassifierRuntime:
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return [str(p) for p in self.session.get_providers()]
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs (logits, embedding) of a preprocessed batch."""
@@ -123,6 +124,19 @@ class ClassifierRuntime:
         if logits.shape[1] != len(self.manifest.classes):
             raise BundleError(f"model gives {logits.shape[1]} logits for {len(self.manifest.classes)} classes")
         return logits, embedding
+
+    def anomaly_scores(
+        self, logits: np.ndarray, embedding: np.ndarray, distances: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The manifest's anomaly score (N,) of raw model outputs; flag where it is above the threshold.
+
+        Callers that run the model themselves (the hub's scoring) should use this, so every statistic the bundle
+        was calibrated with (energy, SCALE-shaped energy, kNN distance, confidence) is included.
+        """
+        cal = self.manifest.anomaly
+        if distances is None and self.index is not None:
+            distances = self.index.distances(embedding, cal.k)
+        return batch_scores(logits, embedding, distances, cal)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(preprocess_batch(images, self.manifest.preprocessing))[1]
@@ -136,13 +150,14 @@ class ClassifierRuntime:
         cal = self.manifest.anomaly
         probs = softmax(logits, cal.temperature)
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
+        scores = self.anomaly_scores(logits, embedding, distances)
         latency = (time.perf_counter() - start) * 1000.0 / len(images)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         results = []
         for i in range(len(images)):
             top = [Prediction(label=str(self._classes[j]), probability=float(probs[i, j])) for j in order[i]]
             dist = None if distances is None else float(distances[i])
-            s = score(top[0].probability, dist, cal)
+            s = float(scores[i])
             results.append(
                 Classification(
                     label=top[0].label,

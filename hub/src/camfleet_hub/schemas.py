@@ -7,6 +7,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The bodies the agent and the trainer use live in the contract; re-exported here for the hub's routes.
+from camfleet_contract.rest import (  # noqa: F401
+    BACKBONE_PATTERN,
+    MAX_EPOCHS_PER_BEAT,
+    Dataset,
+    DatasetImage,
+    EpochMetrics,
+    FleetKey,
+    HeartbeatAnswer,
+    JobClaim,
+    JobClaimed,
+    JobFail,
+    JobHeartbeat,
+    JobParams,
+    JobPublic,
+    ModelPublic,
+    WorkerRequest,
+)
 from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 from camfleet_hub.db.models import ImageStatus
 
@@ -101,23 +119,6 @@ class GroupPublic(Public):
     parent: str | None = None
     common: bool = False
     counts: dict[str, int] = Field(default_factory=dict, description="images per status (NEW, GROUP, DELETED)")
-
-
-class ModelPublic(Public):
-    id: int
-    site: str | None = Field(default=None, description="None for the ImageNet default")
-    classifier: str | None = Field(default=None, description="None for the ImageNet default")
-    default: bool = False
-    version: int
-    status: str
-    sha256: str
-    size: int
-    classes: list[str] = Field(default_factory=list)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    job_id: int | None = None
-    created_at: datetime
-    promoted_at: datetime | None = None
-    bundle_url: str
 
 
 class MisclassifiedImage(Public):
@@ -325,98 +326,10 @@ class DuplicateSettingsPublic(Public):
 # --------------------------------------------------------------------------- jobs
 
 
-MAX_EPOCHS_PER_BEAT = 1000
-BACKBONE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
-
-
-class JobParams(Request):
-    """Training knobs; every one optional (the trainer's defaults apply), ``gpu`` asks for a GPU worker."""
-
-    epochs: int | None = Field(default=None, ge=1, le=1000, description="full mode: maximum epochs")
-    test_size: float | None = Field(default=None, gt=0.0, lt=1.0, description="validation fraction (0.2)")
-    batch_size: int | None = Field(default=None, ge=1, le=4096)
-    backbone: str | None = Field(
-        default=None, pattern=BACKBONE_PATTERN, description="timm model name, e.g. tf_efficientnet_lite0"
-    )
-    image_size: int | None = Field(default=None, ge=32, le=1024, description="full mode: input size (backbone's own)")
-    int8: bool | None = Field(
-        default=None, description="add the INT8 variant when it loses under 1 point (default: full mode only)"
-    )
-    gpu: bool = Field(default=False, description="only a trainer with a GPU may claim the job")
-
-
 class JobCreate(Request):
     mode: Literal["quick", "full"] = "quick"
     auto_promote: bool = False
     params: JobParams = Field(default_factory=JobParams)
-
-
-class JobPublic(Public):
-    id: int
-    site: str
-    classifier: str
-    mode: str
-    status: str
-    worker: str | None = None
-    attempts: int
-    max_attempts: int
-    lease_expires_at: datetime | None = None
-    progress: float
-    stage: str | None = None
-    message: str | None = None
-    auto_promote: bool
-    params: dict[str, Any] = Field(default_factory=dict, description="the knobs given at creation")
-    gpu: bool = False
-    model_version_id: int | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-
-class WorkerRequest(Request):
-    worker: str = Field(min_length=1, max_length=128)
-
-
-class JobClaim(WorkerRequest):
-    gpu: bool = False
-
-
-class JobClaimed(Public):
-    job: JobPublic
-    lease_seconds: float
-
-
-class EpochMetrics(Request):
-    """One finished epoch of a full fine-tune, as the trainer measured it."""
-
-    epoch: int = Field(ge=0, le=100_000)
-    loss: float | None = Field(default=None, allow_inf_nan=False)
-    train_acc: float | None = Field(default=None, ge=0.0, le=1.0)
-    val_acc: float | None = Field(default=None, ge=0.0, le=1.0)
-    val_loss: float | None = Field(default=None, allow_inf_nan=False)
-    epoch_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    eta_s: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-
-
-class JobHeartbeat(WorkerRequest):
-    progress: float = Field(default=0.0, ge=0.0, le=1.0)
-    stage: str | None = Field(default=None, max_length=64)
-    message: str | None = Field(default=None, max_length=2000)
-    metrics: EpochMetrics | list[EpochMetrics] | None = Field(
-        default=None, description="the latest epoch's figures (or the epochs finished since the last heartbeat)"
-    )
-
-    @field_validator("metrics")
-    @classmethod
-    def _max_epochs(cls, v: EpochMetrics | list[EpochMetrics] | None) -> EpochMetrics | list[EpochMetrics] | None:
-        if isinstance(v, list) and len(v) > MAX_EPOCHS_PER_BEAT:
-            raise ValueError(f"at most {MAX_EPOCHS_PER_BEAT} epochs per heartbeat (got {len(v)})")
-        return v
-
-    def epochs(self) -> list[dict[str, Any]]:
-        """The epoch figures as plain dicts (unset fields left out)."""
-        items = [] if self.metrics is None else self.metrics if isinstance(self.metrics, list) else [self.metrics]
-        return [m.model_dump(exclude_none=True) for m in items]
 
 
 class JobEventPublic(Public):
@@ -438,37 +351,7 @@ class JobProgress(Public):
     last_event_id: int | None = None
 
 
-class HeartbeatAnswer(Public):
-    cancel: bool
-    lease_seconds: float
-
-
-class JobFail(WorkerRequest):
-    reason: str = Field(min_length=1, max_length=2000)
-
-
-class DatasetImage(Public):
-    id: int
-    sha256: str
-    group: str
-    cluster: int | None = Field(
-        default=None, description="near-duplicate cluster (smallest image id in it): keep a cluster on one split side"
-    )
-
-
-class Dataset(Public):
-    job_id: int
-    site: str
-    classifier: str
-    classes: list[str]
-    images: list[DatasetImage]
-
-
 # --------------------------------------------------------------------------- keys, classify
-
-
-class FleetKey(Public):
-    public_key: str
 
 
 class ClassifyRequest(Request):

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
+from camfleet_contract.rest import Dataset, EpochMetrics, JobClaimed, JobParams
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
 from camfleet_trainer.client import HubClient, HubError, LeaseLost
@@ -60,7 +61,7 @@ class JobReporter:
         self.stopping = stopping
         self.abort_reason: str | None = None
         self._state = ("claimed", 0.0, "")
-        self._epochs: list[dict[str, Any]] = []  # per-epoch figures not yet delivered to the hub
+        self._epochs: list[EpochMetrics] = []  # per-epoch figures not yet delivered to the hub
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._done = threading.Event()
@@ -84,7 +85,7 @@ class JobReporter:
             self._wake.set()
         self.check()
 
-    def add_epoch(self, metrics: dict[str, Any]) -> None:
+    def add_epoch(self, metrics: EpochMetrics) -> None:
         """Queue one epoch's figures for the next heartbeat, sent at once (the hub draws them live)."""
         with self._lock:
             self._epochs.append(metrics)
@@ -112,11 +113,10 @@ class JobReporter:
         except HubError as exc:  # unreachable for a while: keep training, the next beat may get through
             log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
             return
-        if answer.get("cancel"):
+        if answer.cancel:
             self.abort_reason = "cancelled on the hub"
-        lease = answer.get("lease_seconds")
-        if isinstance(lease, int | float) and lease > 0:
-            self.interval = _beat_interval(float(lease))
+        if answer.lease_seconds > 0:
+            self.interval = _beat_interval(answer.lease_seconds)
 
     def _loop(self) -> None:
         while not self._done.is_set() and self.abort_reason is None:
@@ -219,22 +219,22 @@ class Worker:
 
     # ------------------------------------------------------------------ one job
 
-    def process(self, claimed: dict[str, Any]) -> str:
+    def process(self, claimed: JobClaimed) -> str:
         """Run one claimed job to a result, a failure report, or an abort; returns which."""
-        job = claimed["job"]
-        job_id = int(job["id"])
-        lease = float(claimed.get("lease_seconds") or 60.0)
-        log.info("job %s claimed (%s/%s, mode %s)", job_id, job.get("site"), job.get("classifier"), job.get("mode"))
+        job = claimed.job
+        job_id = job.id
+        lease = claimed.lease_seconds or 60.0
+        log.info("job %s claimed (%s/%s, mode %s)", job_id, job.site, job.classifier, job.mode)
         work = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self._tmp_root()))
         try:
             with JobReporter(self.client, job_id, self.settings.worker, lease, self.stopping) as reporter:
                 try:
-                    mode = job.get("mode") or "quick"
+                    mode = job.mode or "quick"
                     if mode not in MODES:
                         raise DatasetError(f"mode: {mode!r} is not supported by this trainer ({', '.join(MODES)})")
-                    params = job.get("params") or {}
+                    params = _job_params(job.params)
                     full = self._full_options(params) if mode == "full" else None
-                    backbone = self.backbone_for(params.get("backbone"))
+                    backbone = self.backbone_for(params.backbone)
                     known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
                     # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
                     data, name = self._dataset(job_id, reporter, lazy=bool(known))
@@ -251,13 +251,13 @@ class Worker:
                         mode=mode,
                         full=full,
                         full_hooks=_epoch_reports(reporter),
-                        int8=_optional_bool(params.get("int8"), "int8"),
+                        int8=params.int8,
                         known=known,
                     )
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
                     accuracy = outcome.metrics.get("val_accuracy", outcome.metrics.get("oof_accuracy"))
-                    log.info("job %s done (%s): model %s, accuracy %s", job_id, mode, model.get("version"), accuracy)
+                    log.info("job %s done (%s): model %s, accuracy %s", job_id, mode, model.version, accuracy)
                     return "succeeded"
                 except JobAborted as exc:
                     log.warning("job %s aborted: %s", job_id, exc)
@@ -276,9 +276,9 @@ class Worker:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _full_options(self, params: dict[str, Any]) -> FullOptions:
+    def _full_options(self, params: JobParams) -> FullOptions:
         """The full mode's options from the job's params; a bad value fails the job naming it."""
-        given = {k: params[k] for k in FULL_PARAMS if params.get(k) is not None}
+        given = {k: getattr(params, k) for k in FULL_PARAMS if getattr(params, k) is not None}
         try:
             return FullOptions(**given, target_flag_rate=self.settings.target_flag_rate)
         except ValidationError as exc:
@@ -302,33 +302,30 @@ class Worker:
         """The job's image list, every image downloaded now (cached by sha256), or with `lazy` on first read;
         an image missing on the hub is skipped (now) or fails its read like an unreadable file (lazy)."""
         reporter.update("download", 0.0, "fetching the dataset")
-        ds = self.client.dataset(job_id)
-        classes = [str(c) for c in ds.get("classes", [])]
+        ds: Dataset = self.client.dataset(job_id)
+        classes = list(ds.classes)
         index = {name: i for i, name in enumerate(classes)}
-        images = ds.get("images", [])
+        images = ds.images
         samples: list[Sample] = []
         for n, item in enumerate(images, 1):
-            group = str(item.get("group"))
+            group = item.group
             if group not in index:
-                log.warning("job %s: image %s is in group %r, not in classes; skipped", job_id, item.get("id"), group)
+                log.warning("job %s: image %s is in group %r, not in classes; skipped", job_id, item.id, group)
                 continue
-            sha256 = _checked_sha256(item.get("sha256"))
+            sha256 = _checked_sha256(item.sha256)
             read: Callable[[], bytes]
             if lazy:
                 read = functools.partial(self._read_blob, sha256)
             else:
                 path = self._blob(sha256)
                 if path is None:
-                    log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.get("id"), group)
+                    log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.id, group)
                     continue
                 read = path.read_bytes
-            cluster = item.get("cluster")
-            samples.append(
-                Sample(f"image {item.get('id')}", sha256, index[group], read, None if cluster is None else int(cluster))
-            )
+            samples.append(Sample(f"image {item.id}", sha256, index[group], read, item.cluster))
             if not lazy and (n % 25 == 0 or n == len(images)):
                 reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
-        return LabeledSet(classes, samples), str(ds.get("classifier") or "classifier")
+        return LabeledSet(classes, samples), ds.classifier or "classifier"
 
     def _read_blob(self, sha256: str) -> bytes:
         """An image's bytes, downloaded on first use; OSError when the hub no longer has it (skipped like a
@@ -362,9 +359,8 @@ class Worker:
         return path
 
 
-def _checked_sha256(value: Any) -> str:
+def _checked_sha256(sha256: str) -> str:
     """A dataset's sha256 as a lowercase hex digest (it names a cache file), or HubError."""
-    sha256 = str(value)
     if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
         raise HubError(f"dataset: sha256 {sha256!r} is not a lowercase hex digest")
     return sha256
@@ -374,19 +370,25 @@ def _epoch_reports(reporter: JobReporter) -> FullHooks:
     """Full-mode figures for the hub: epoch 0 is the model before fine-tuning, with the estimate as its ETA."""
 
     def estimate(e: Estimate) -> None:
-        start: dict[str, Any] = {"epoch": 0, "eta_s": round(e.total_s, 1)}
+        start = EpochMetrics(epoch=0, eta_s=round(e.total_s, 1))
         if e.start_val_acc is not None and e.start_val_loss is not None:
-            start.update(val_acc=round(e.start_val_acc, 4), val_loss=round(e.start_val_loss, 5))
+            start = start.model_copy(
+                update={"val_acc": round(e.start_val_acc, 4), "val_loss": round(e.start_val_loss, 5)}
+            )
         reporter.add_epoch(start)
 
     def epoch(stats: EpochStats) -> None:
-        reporter.add_epoch(stats.hub_metrics())
+        reporter.add_epoch(EpochMetrics.model_validate(stats.hub_metrics()))
 
     return FullHooks(estimate=estimate, epoch=epoch)
 
 
-def _optional_bool(value: Any, name: str) -> bool | None:
-    """A job param that must be a JSON boolean or absent; anything else fails the job naming it."""
-    if value is None or isinstance(value, bool):
-        return value
-    raise DatasetError(f"params.{name}={value!r}: expected true, false or null")
+def _job_params(params: dict[str, Any]) -> JobParams:
+    """The job's params as the contract's JobParams (the hub checked them at creation); a bad value fails the job
+    naming it."""
+    try:
+        return JobParams.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DatasetError(f"params.{where}={first.get('input')!r}: {first['msg']}") from None

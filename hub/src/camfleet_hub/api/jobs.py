@@ -11,6 +11,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile, status
 
+from camfleet_contract.rest import (  # the trainer's side of these routes: the contract's bodies
+    Dataset,
+    HeartbeatAnswer,
+    JobClaim,
+    JobClaimed,
+    JobFail,
+    JobHeartbeat,
+    JobPublic,
+    ModelPublic,
+)
 from camfleet_contract.vectors import MEDIA_TYPE, MODEL_HEADER, pack_vectors
 from camfleet_hub.api.deps import (
     CurrentUserDep,
@@ -22,19 +32,7 @@ from camfleet_hub.api.deps import (
     require_in_classifier,
 )
 from camfleet_hub.db.models import Role, TrainingJob
-from camfleet_hub.schemas import (
-    Dataset,
-    HeartbeatAnswer,
-    JobClaim,
-    JobClaimed,
-    JobCreate,
-    JobEventPublic,
-    JobFail,
-    JobHeartbeat,
-    JobProgress,
-    JobPublic,
-    ModelPublic,
-)
+from camfleet_hub.schemas import JobCreate, JobEventPublic, JobProgress
 from camfleet_hub.services import crud, jobs, progress_log, registry, views
 from camfleet_hub.services.errors import TooLargeError
 

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
+from camfleet_contract.rest import FleetKey, ModelPublic  # what agents and the trainer read
 from camfleet_contract.signing import public_key_of
 from camfleet_hub.api.deps import CurrentUserDep, HubAdminDep, Principal, ServicesDep, SessionDep, SiteViewerDep
 from camfleet_hub.db.models import ModelVersion, Role
-from camfleet_hub.schemas import FleetKey, LabelErrorPublic, ModelPublic, ModelReport
+from camfleet_hub.schemas import LabelErrorPublic, ModelReport
 from camfleet_hub.services import announce, crud, label_errors, registry, reports, views
 from camfleet_hub.services.errors import NotFoundError, TooLargeError
 

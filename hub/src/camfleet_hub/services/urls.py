@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-API_PREFIX = "/api/v1"
+from camfleet_contract.rest import API_PREFIX, MODEL_BUNDLE
 
 
 def model_bundle(model_id: int) -> str:
-    return f"{API_PREFIX}/models/{model_id}/bundle"
+    return MODEL_BUNDLE.url_path(model_id=model_id)
 
 
 def image_content(image_id: int) -> str:
