@@ -13,14 +13,14 @@ import re
 import threading
 from pathlib import Path
 
-import httpx
-
+from camfleet_contract.client import HubClient, HubError
+from camfleet_contract.rest import FLEET_KEY
 from camfleet_contract.signing import SignatureError, fingerprint
 
 log = logging.getLogger(__name__)
 
 PIN_FILE = "fleet.pub"
-KEY_PATH = "/api/v1/keys/fleet"
+KEY_PATH = FLEET_KEY.url_path()
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -64,7 +64,7 @@ class FleetKey:
         self.pin_path = Path(data_dir) / PIN_FILE
         self.hub_url = hub_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         self._lock = threading.Lock()
         self._key: str | None = self.configured or None
 
@@ -88,10 +88,11 @@ class FleetKey:
                 "models.fleet_key_sha256, use an https:// hub_url, or set models.trust_on_first_use_http = true"
             )
         try:
-            resp = httpx.get(url, timeout=self.timeout_s, headers=self._headers)
-            resp.raise_for_status()
-            value = str(resp.json()["public_key"]).strip().lower()
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            with HubClient(
+                self.hub_url, self.timeout_s, retries=0, token=self._token, user_agent="camfleet-agent"
+            ) as hub:
+                value = hub.fleet_key().public_key.strip().lower()
+        except HubError as exc:
             raise FleetKeyError(f"cannot fetch the fleet key from {url}: {exc}") from None
         if not _HEX_KEY.fullmatch(value):
             raise FleetKeyError(f"the hub at {url} returned a malformed fleet key {value[:80]!r}")
