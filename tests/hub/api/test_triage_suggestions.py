@@ -111,3 +111,21 @@ def test_rule_frames_arrive_with_suggestions_and_accepting_moves_them(
     assert c.post(f"{API}/history/{entry.json()['id']}/undo").status_code == 200
     back = {r["frame_id"]: r for r in c.get(f"{CLOTHES}/triage").json()}
     assert set(back) == {low, odd, unknown, bare} and back[low]["suggestion"]["group"] == "hat"
+
+    # the camera sends the same picture again (same bytes: the same image) once a newer model knows its class:
+    # triage shows the latest frame's rule, camera and suggestion, which can then be accepted
+    again = _publish(mosquitto, topics, jpegs[2], "till", "low_confidence", [("shoes", 0.55)])
+    assert again != unknown
+
+    def latest() -> dict | None:  # type: ignore[type-arg]
+        row = next(r for r in c.get(f"{CLOTHES}/triage").json() if r["id"] == ids[unknown])
+        return row if row["suggestion"]["group"] == "shoes" else None
+
+    row = wait_for(latest, "the newer frame's suggestion")
+    assert (row["camera"], row["rule"], row["frame_id"]) == ("till", "low_confidence", unknown)
+    assert len(c.get(f"{CLOTHES}/triage").json()) == 4
+    assert [r["id"] for r in c.get(f"{CLOTHES}/triage", params={"camera": "till"}).json()] == [ids[odd], ids[unknown]]
+    assert [r["frame_id"] for r in c.get(f"{CLOTHES}/triage", params={"rule": "sample"}).json()] == []
+    moved = c.post(f"{CLOTHES}/images/accept-suggestions", json={"ids": [ids[unknown]]})
+    assert moved.status_code == 200, moved.text
+    assert c.get(f"{API}/images/{ids[unknown]}").json()["group"] == "shoes"

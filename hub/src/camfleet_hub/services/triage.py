@@ -1,8 +1,9 @@
 """Triage of camera frames: which upload rule sent each NEW image, from which camera, and the model's suggestion.
 
-Nothing extra is stored on the image: the frame row (``Image.frame_id`` → ``Frame``) already holds the camera,
-the reason (the upload rule) and the top-1 prediction of each classifier the agent ran; the suggestion is the
-prediction whose label names a group of this classifier. Derived at read time, it also follows group renames.
+Nothing extra is stored on the image: the frame rows already hold the camera, the reason (the upload rule) and
+the top-1 prediction of each classifier the agent ran; the suggestion is the prediction whose label names a group
+of this classifier. Derived at read time, it follows group renames and newer models: a picture the camera sends
+again (same bytes, so the same image) shows its latest frame, classified by the model the agent runs now.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from camfleet_contract.envelope import UploadRuleName
@@ -83,17 +84,34 @@ def suggest(predictions: Sequence[dict[str, Any]] | None, groups: dict[str, str]
     return None
 
 
-def _frames(session: Session, frame_ids: set[str]) -> dict[str, FrameInfo]:
-    if not frame_ids:
+def _latest_frame_id(classifier: Classifier) -> Any:
+    """The newest frame of the site with the image's bytes (a correlated scalar subquery on ``Image``)."""
+    return (
+        select(func.max(Frame.id))
+        .where(Frame.sha256 == Image.sha256, Frame.site_id == classifier.site_id)
+        .correlate(Image)
+        .scalar_subquery()
+    )
+
+
+def _frames(session: Session, classifier: Classifier, images: Sequence[Image]) -> dict[str, FrameInfo]:
+    """sha256 → the newest frame of the site with those bytes, for the camera images among ``images``."""
+    shas = {img.sha256 for img in images if img.frame_id}
+    if not shas:
         return {}
+    latest = (
+        select(func.max(Frame.id))
+        .where(Frame.sha256.in_(shas), Frame.site_id == classifier.site_id)
+        .group_by(Frame.sha256)
+    )
     query = (
-        select(Frame.frame_id, Camera.name, Frame.agent, Frame.captured_at, Frame.reason, Frame.predictions)
+        select(Frame.sha256, Camera.name, Frame.agent, Frame.captured_at, Frame.reason, Frame.predictions)
         .join(Camera, Camera.id == Frame.camera_id)
-        .where(Frame.frame_id.in_(frame_ids))
+        .where(Frame.id.in_(latest))
     )
     return {
-        fid: FrameInfo(cam, agent, at, RULE_OF_REASON.get(reason or ""), list(preds or []))
-        for fid, cam, agent, at, reason, preds in session.execute(query)
+        sha: FrameInfo(cam, agent, at, RULE_OF_REASON.get(reason or ""), list(preds or []))
+        for sha, cam, agent, at, reason, preds in session.execute(query)
     }
 
 
@@ -107,12 +125,12 @@ def list_triage(
     after_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """NEW (or DELETED) images in id order, each with its camera, rule and suggestion; ``rule`` / ``camera`` keep
-    only camera frames sent by that rule / from that camera."""
+    only camera images whose latest frame was sent by that rule / from that camera."""
     if status not in (ImageStatus.NEW, ImageStatus.DELETED):
         raise InvalidError(f"status={status.value!r}: triage lists NEW or DELETED images")
     query = select(Image).where(Image.classifier_id == classifier.id, Image.status == status.value)
     if rule is not None or camera is not None:
-        query = query.join(Frame, Frame.frame_id == Image.frame_id)
+        query = query.join(Frame, Frame.id == _latest_frame_id(classifier)).where(Image.frame_id.is_not(None))
         if rule is not None:
             query = query.where(Frame.reason == REASON_OF_RULE[rule])
         if camera is not None:
@@ -126,11 +144,11 @@ def list_triage(
         query = query.where(Image.id > after_id)
     query = query.options(joinedload(Image.blob), joinedload(Image.group))
     rows = list(session.scalars(query.order_by(Image.id).limit(max(1, min(limit, crud.MAX_PAGE)))))
-    frames = _frames(session, {img.frame_id for img in rows if img.frame_id})
+    frames = _frames(session, classifier, rows)
     groups = group_names(session, classifier)
     out = []
     for img in rows:
-        frame = frames.get(img.frame_id or "")
+        frame = frames.get(img.sha256) if img.frame_id else None
         hint = suggest(frame.predictions, groups) if frame else None
         out.append(
             {
@@ -156,11 +174,11 @@ def accept_suggestions(
     # The per-image targets need curation's own loading, checks and recording, which are module-private there.
     images = curation._load_images(session, classifier, ids)
     curation._check_expected(session, images, expected)
-    frames = _frames(session, {img.frame_id for img in images if img.frame_id})
+    frames = _frames(session, classifier, images)
     groups = group_names(session, classifier)
     chosen: dict[int, str] = {}
     for img in images:
-        frame = frames.get(img.frame_id or "")
+        frame = frames.get(img.sha256) if img.frame_id else None
         hint = suggest(frame.predictions, groups) if frame else None
         if hint is not None and hint.group is not None:
             chosen[img.id] = hint.group
