@@ -124,10 +124,16 @@ def preprocess(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
     h, w = rgb.shape[:2]
     side = max(1, min(h, w, round(min(h, w) * spec.size / max(spec.resize, spec.size))))
     top, left = (h - side) // 2, (w - side) // 2
-    img = _downscale(rgb[top : top + side, left : left + side], (spec.size, spec.size))
+    return normalise(_downscale(rgb[top : top + side, left : left + side], (spec.size, spec.size)), spec)
+
+
+def normalise(img: np.ndarray, spec: Preprocessing, *, unit: bool = False) -> np.ndarray:
+    """An (S, S, 3) RGB image → (3, S, S) float32 with the spec's mean and std: the one normalisation that
+    inference (`preprocess`) and training (the trainer's augmentation) share. Values are 0-255 (uint8 or float),
+    or 0-1 with `unit`."""
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
     out = img.transpose(2, 0, 1).astype(np.float32, order="C")
-    out *= 1.0 / (255.0 * std)
+    out *= 1.0 / ((1.0 if unit else 255.0) * std)
     out -= np.asarray(spec.mean, dtype=np.float32)[:, None, None] / std
     return out
 

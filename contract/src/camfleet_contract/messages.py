@@ -22,6 +22,7 @@ class MessageError(ValueError):
 
 
 def utcnow() -> datetime:
+    """Timezone-aware now in UTC: the only kind of timestamp the hub, the agent and the trainer write."""
     return datetime.now(UTC)
 
 

@@ -6,6 +6,7 @@ Training views are random resized crops (flipped, colour-jittered); evaluation v
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from camfleet_contract.images import ImageError, Preprocessing, decode_image, preprocess
+from camfleet_contract.images import ImageError, Preprocessing, decode_image, normalise, preprocess
 from camfleet_trainer.data import LabeledSet, Sample
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,7 @@ def augment(rgb: np.ndarray, spec: Preprocessing, aug: Augment, rng: np.random.G
         grey = (x @ GREY)[..., None]
         x = (x - grey) * rng.uniform(lo, hi) + grey  # saturation
         np.clip(x, 0.0, 1.0, out=x)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+    return normalise(x, spec, unit=True)
 
 
 class ImageSet(Dataset[tuple[torch.Tensor | None, int, int]]):
@@ -153,8 +152,13 @@ def default_workers() -> int:
 # Decoding workers come from a fork server (a clean process that imported this module once), not from a fork of
 # the trainer: the trainer runs threads (heartbeats, HTTP, a hub's threads in tests), and a fork taken while one of
 # them holds a lock can leave the child hung on it (seen: the first batch never arrived).
-WORKER_CONTEXT = multiprocessing.get_context("forkserver")
-WORKER_CONTEXT.set_forkserver_preload([__name__])
+# The preload list is process-wide: set on the first loader with workers, not at import (importing the trainer
+# must not change how anyone else's forkserver starts).
+@functools.cache
+def worker_context() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def loader(
@@ -175,7 +179,7 @@ def loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers > 0 else None,
-        multiprocessing_context=WORKER_CONTEXT if workers > 0 else None,
+        multiprocessing_context=worker_context() if workers > 0 else None,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -9,10 +9,7 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-
-def utcnow() -> datetime:
-    """Timezone-aware now in UTC, the only kind of timestamp the hub stores."""
-    return datetime.now(UTC)
+from camfleet_contract.messages import utcnow as utcnow  # the one definition; hub modules import it from here
 
 
 class UTCDateTime(TypeDecorator[datetime]):
