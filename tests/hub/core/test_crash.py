@@ -17,8 +17,8 @@ from camfleet_contract.envelope import decode_frame
 from camfleet_hub.comms.mqtt import MqttClient
 from camfleet_hub.db.models import Blob, Frame, Image
 from camfleet_hub.db.session import make_sessionmaker
-from camfleet_hub.ingest.worker import FAULT_ENV, FAULT_EXIT_CODE
 from camfleet_hub.store import DirectoryStore
+from tests.support import crash_ingest
 
 N_FRAMES = 20
 WAIT_S = 60.0
@@ -47,13 +47,13 @@ batch_size = 8
     return path
 
 
-def _start(config: Path, log: Path, fault: str | None) -> subprocess.Popen[bytes]:
+def _start(config: Path, log: Path, crash: bool) -> subprocess.Popen[bytes]:
+    """The ingest process; with `crash`, the test's wrapper that dies after a batch's first object write."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMFLEET_")}
-    if fault:
-        env[FAULT_ENV] = fault
+    entry = [str(crash_ingest.__file__)] if crash else ["-m", "camfleet_hub"]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "camfleet_hub", "ingest", "--config", str(config)],
+            [sys.executable, *entry, "ingest", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -110,7 +110,7 @@ def test_crash_between_store_and_ack_loses_and_duplicates_nothing(
 
     payloads = [frame_payload(jpegs[i % len(jpegs)], "shop", "cam1") for i in range(N_FRAMES)]
     published = {decode_frame(p)[0].frame_id for p in payloads}
-    proc = _start(config, log, fault="crash_after_store")
+    proc = _start(config, log, crash=True)
     try:
         _wait_subscribed(proc, log, runs=1)
         pub = MqttClient(mosquitto.host, mosquitto.port, unique("crash-pub-"))
@@ -119,7 +119,7 @@ def test_crash_between_store_and_ack_loses_and_duplicates_nothing(
         for info in infos:
             info.wait_for_publish(10)
         pub.stop()
-        assert proc.wait(timeout=WAIT_S) == FAULT_EXIT_CODE
+        assert proc.wait(timeout=WAIT_S) == crash_ingest.EXIT_CODE
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -130,7 +130,7 @@ def test_crash_between_store_and_ack_loses_and_duplicates_nothing(
     assert frames_in_db() == 0  # died after the object write, before the commit
     assert any(store.exists(sha) for sha in _shas(jpegs))  # the object was written
 
-    proc = _start(config, log, fault=None)
+    proc = _start(config, log, crash=False)
     try:
         wait_for(lambda: frames_in_db() >= N_FRAMES, f"{N_FRAMES} frames after the restart", WAIT_S)
     finally:

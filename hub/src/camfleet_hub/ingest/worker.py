@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,9 +32,6 @@ from camfleet_hub.store.base import DEAD_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "CAMFLEET_FAULT"
-FAULT_CRASH_AFTER_STORE = "crash_after_store"
-FAULT_EXIT_CODE = 17
 BATCH_WAIT_S = 0.02
 POLL_S = 0.2
 PENDING_STATUS_RETRY_S = 2.0
@@ -87,17 +83,12 @@ class IngestWorker:
         store: ObjectStore,
         stats: IngestStats,
         topics: Topics | None = None,
-        on_exit: Callable[[int], None] = os._exit,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.store = store
         self.stats = stats
         self.topics = topics or Topics(settings.mqtt.root)
-        self._exit = on_exit
-        self._fault = os.environ.get(FAULT_ENV, "").strip()
-        if self._fault:
-            log.warning("ingest fault injection active: %s=%s", FAULT_ENV, self._fault)
         ingest = settings.ingest
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=ingest.queue_size)
         self._stop = threading.Event()
@@ -355,13 +346,9 @@ class IngestWorker:
             log.exception("ingest: pruning dead letters failed")
 
     def _store_objects(self, frames: list[ValidFrame]) -> None:
-        """Write the JPEGs (idempotent); the crash fault fires right after the first write of a batch."""
-        for n, frame in enumerate(frames):
+        """Write the JPEGs (idempotent: a batch redelivered after a crash writes the same objects again)."""
+        for frame in frames:
             self.store.put(frame.jpeg)
-            if n == 0 and self._fault == FAULT_CRASH_AFTER_STORE:
-                log.error("fault injection: exiting after the first object write of a batch (before commit/ack)")
-                logging.shutdown()
-                self._exit(FAULT_EXIT_CODE)
 
     def _account(self, batch: _Batch, outcome: persist.FrameOutcome) -> None:
         """Update counters and log rejections, after the commit succeeded."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy.orm import Session
 
-from camfleet_contract.bundle import BundleError, unpack_bundle
+from camfleet_contract.bundle import MANIFEST, BundleError, unpack_bundle
 from camfleet_contract.images import ImageError, decode_image, probe_image
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
@@ -83,7 +83,7 @@ class RuntimeCache:
     def _bundle_dir(self, model: ModelVersion) -> Path:
         """The unpacked bundle of a model, unpacked atomically (temp folder + rename) when missing."""
         target = self.root / f"{model.id}-{model.sha256[:16]}"
-        if (target / "manifest.json").is_file():
+        if (target / MANIFEST).is_file():
             return target
         data = self.services.store.get(model.sha256, prefix=announce.BUNDLE_PREFIX)
         if hashlib.sha256(data).hexdigest() != model.sha256:
@@ -95,7 +95,7 @@ class RuntimeCache:
             try:
                 os.replace(tmp / "bundle", target)
             except OSError:  # unpacked concurrently by another request: keep theirs
-                if not (target / "manifest.json").is_file():
+                if not (target / MANIFEST).is_file():
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

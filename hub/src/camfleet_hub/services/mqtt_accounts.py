@@ -8,6 +8,7 @@ embedded broker (it asks ``verify`` on every CONNECT).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -136,7 +137,7 @@ class AccountVerifier:
         with self._sessions() as session:
             row = session.scalar(select(MqttAccount).where(MqttAccount.username == username))
             if row is None or row.revoked_at is not None:
-                verify_secret(password, _DUMMY)  # same time as a real check: usernames are not probed by timing
+                verify_secret(password, _dummy_hash())  # same time as a real check: usernames are not probed by timing
                 return None
             if not verify_secret(password, row.password_hash):
                 return None
@@ -146,4 +147,7 @@ class AccountVerifier:
             return principal_of(row, site.name if site else None)
 
 
-_DUMMY = hash_secret(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a throw-away secret for unknown names, made on first use (not at import: PBKDF2 costs real time)."""
+    return hash_secret(secrets.token_urlsafe(16))

@@ -6,6 +6,7 @@ with the hash, so stronger settings later still verify old hashes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -47,13 +48,16 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
 
 
-# A hash of a throw-away password: logins for unknown users verify against it so they take as long as real ones.
-_DUMMY = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a throw-away password: logins for unknown users verify against it so they take as long as real
+    ones. Made on first use, not at import (a scrypt hash costs real time)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def burn_time(password: str) -> None:
     """Spend one verification's worth of time (unknown user), so timing does not reveal which names exist."""
-    verify_password(password, _DUMMY)
+    verify_password(password, _dummy_hash())
 
 
 def new_secret() -> str:

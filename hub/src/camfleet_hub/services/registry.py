@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from camfleet_contract.bundle import (
     DEFAULT_CLASSIFIER,
     DEFAULT_SITE,
+    SIGNATURE,
     BundleError,
     Manifest,
     pack_bundle,
@@ -84,7 +85,7 @@ def resign(
         update_fields: dict[str, object] = {"version": str(version), "site": site, "classifier": classifier}
         manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_key)
         _check_loads(bundle_dir, public_key_of(services.fleet_key))
-        signature = (bundle_dir / "manifest.sig").read_text().strip()
+        signature = (bundle_dir / SIGNATURE).read_text().strip()
         return pack_bundle(bundle_dir), manifest, signature, reports.read_report(bundle_dir)
 
 
