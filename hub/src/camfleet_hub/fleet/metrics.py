@@ -82,9 +82,9 @@ class _StateCollector(Collector):
             total.add_metric([site, state], float(n))
             per_site.setdefault(site, 0.0)
             if state == AgentState.ONLINE.value:
-                per_site[site] += n
-        for site, n in sorted(per_site.items()):
-            online.add_metric([site], n)
+                per_site[site] += float(n)
+        for site, up in sorted(per_site.items()):
+            online.add_metric([site], up)
         yield online
         yield total
 

@@ -95,3 +95,32 @@ class FleetCommand(Base):
     result: Mapped[str | None] = mapped_column(String(16), default=None)  # ok | error; None: no reply yet
     message: Mapped[str | None] = mapped_column(Text, default=None)
     replied_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Rollout(Base):
+    """The rollout state of one classifier: the version being staged (if any), to whom, and the highest version
+    ever staged (a later rollback must withdraw it on the agents that ran it)."""
+
+    __tablename__ = "fleet_rollouts"
+
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), default=None)
+    agents: Mapped[list[Any]] = mapped_column(default=list)  # agent names staged by name
+    percent: Mapped[int] = mapped_column(Integer, default=0)  # and this share of the site's agents
+    highest_staged: Mapped[int] = mapped_column(Integer, default=0)
+    updated_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Pin(Base):
+    """An agent held on one version of a classifier, whatever is promoted or staged."""
+
+    __tablename__ = "fleet_pins"
+    __table_args__ = (UniqueConstraint("classifier_id", "agent"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    classifier_id: Mapped[int] = mapped_column(ForeignKey("classifiers.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -26,7 +26,7 @@ from camfleet_hub.api.deps import (
 )
 from camfleet_hub.db.models import Role, Site
 from camfleet_hub.db.types import utcnow
-from camfleet_hub.fleet import events, service
+from camfleet_hub.fleet import events, rollout, service
 from camfleet_hub.fleet.metrics import CONTENT_TYPE, HubMetrics, MetricsMiddleware
 from camfleet_hub.fleet.models import FleetCommand, FleetEvent
 from camfleet_hub.fleet.schemas import (
@@ -39,6 +39,10 @@ from camfleet_hub.fleet.schemas import (
     FleetSiteSettingsPublic,
     FleetSiteSettingsUpdate,
     HourCountPublic,
+    PinCreate,
+    RolloutPromote,
+    RolloutPublic,
+    RolloutStage,
 )
 from camfleet_hub.services import crud
 from camfleet_hub.services.errors import InvalidError, UnauthenticatedError
@@ -270,6 +274,64 @@ def list_agent_commands(site: str, agent: str, session: SessionDep, _user: SiteV
 def get_agent_command(site: str, command_id: str, session: SessionDep, _user: SiteViewerDep) -> CommandPublic:
     found = crud.get_site(session, site)
     return _command_public(service.get_command(session, found, command_id), found)
+
+
+# --------------------------------------------------------------------------- rollout
+
+ROLLOUT = "/sites/{site}/classifiers/{clf}/rollout"
+
+
+def _rollout_public(session: Session, site: str, clf: str) -> RolloutPublic:
+    found = crud.get_site(session, site)
+    return RolloutPublic.model_validate(rollout.view(session, found, crud.get_classifier(session, site, clf)))
+
+
+@router.get(ROLLOUT, operation_id="get_rollout", response_model=RolloutPublic)
+def get_rollout(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> RolloutPublic:
+    """Production and staged versions, pins, and per agent the expected and applied version and any refusal."""
+    return _rollout_public(session, site, clf)
+
+
+@router.post(f"{ROLLOUT}/stage", operation_id="stage_rollout", response_model=RolloutPublic)
+def stage_rollout(
+    site: str, clf: str, body: RolloutStage, services: ServicesDep, session: SessionDep, user: SiteAdminDep
+) -> RolloutPublic:
+    classifier = crud.get_classifier(session, site, clf)
+    rollout.stage(services, session, classifier, body.version, body.agents, body.percent, user.name)
+    return _rollout_public(session, site, clf)
+
+
+@router.post(f"{ROLLOUT}/promote", operation_id="promote_rollout", response_model=RolloutPublic)
+def promote_rollout(
+    site: str, clf: str, body: RolloutPromote, services: ServicesDep, session: SessionDep, _user: SiteAdminDep
+) -> RolloutPublic:
+    rollout.promote_all(services, session, crud.get_classifier(session, site, clf), body.version)
+    return _rollout_public(session, site, clf)
+
+
+@router.post(f"{ROLLOUT}/rollback", operation_id="rollback_rollout", response_model=RolloutPublic)
+def rollback_rollout(
+    site: str, clf: str, services: ServicesDep, session: SessionDep, _user: SiteAdminDep
+) -> RolloutPublic:
+    """One click: withdraw the staged version, or, with none staged, roll production back to the previous one."""
+    rollout.rollback_all(services, session, crud.get_classifier(session, site, clf))
+    return _rollout_public(session, site, clf)
+
+
+@router.put(f"{ROLLOUT}/pins/{{agent}}", operation_id="pin_agent", response_model=RolloutPublic)
+def pin_agent(
+    site: str, clf: str, agent: str, body: PinCreate, services: ServicesDep, session: SessionDep, user: SiteAdminDep
+) -> RolloutPublic:
+    rollout.pin(services, session, crud.get_classifier(session, site, clf), agent, body.version, user.name)
+    return _rollout_public(session, site, clf)
+
+
+@router.delete(f"{ROLLOUT}/pins/{{agent}}", operation_id="unpin_agent", response_model=RolloutPublic)
+def unpin_agent(
+    site: str, clf: str, agent: str, services: ServicesDep, session: SessionDep, _user: SiteAdminDep
+) -> RolloutPublic:
+    rollout.unpin(services, session, crud.get_classifier(session, site, clf), agent)
+    return _rollout_public(session, site, clf)
 
 
 # --------------------------------------------------------------------------- metrics

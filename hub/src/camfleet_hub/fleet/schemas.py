@@ -112,3 +112,44 @@ class CommandPublic(Public):
     result: str | None = Field(description="ok | error from the agent's reply; null while none came")
     message: str | None
     replied_at: datetime | None
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+class RolloutStage(Request):
+    """Stage ``version`` on named agents and/or a share of the site's agents; again with more agents or a higher
+    percent to widen (percent=100 promotes to all)."""
+
+    version: int = Field(ge=1)
+    agents: list[Name] = Field(default_factory=list, max_length=1000)
+    percent: int = Field(default=0, ge=0, le=100)
+
+
+class RolloutPromote(Request):
+    version: int | None = Field(default=None, ge=1, description="default: the staged version")
+
+
+class PinCreate(Request):
+    version: int = Field(ge=1)
+
+
+class AgentRolloutPublic(Public):
+    agent: str
+    state: str
+    expected_version: int | None
+    applied_version: str | None = Field(description="what the agent reports running (its status)")
+    pinned: bool
+    staged: bool
+    problems: list[str] = Field(description="the agent's reported problems that name this classifier")
+
+
+class RolloutPublic(Public):
+    site: str
+    classifier: str
+    production_version: int | None
+    staged_version: int | None
+    staged_agents: list[str]
+    percent: int
+    pins: dict[str, int]
+    agents: list[AgentRolloutPublic]

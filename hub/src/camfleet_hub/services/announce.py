@@ -110,6 +110,8 @@ def _publish(services: HubServices, topic: str, payload: bytes) -> None:
 
 def announce_site(services: HubServices, session: Session, site: Site) -> list[str]:
     """Publish every production model of the site, or the default while it has none; returns the topics."""
+    from camfleet_hub.fleet.rollout import with_plan  # staged agents and pins (fleet domain)
+
     topics: list[str] = []
     classifiers = list(session.scalars(select(Classifier).where(Classifier.site_id == site.id)))
     for clf in classifiers:
@@ -117,7 +119,8 @@ def announce_site(services: HubServices, session: Session, site: Site) -> list[s
         if model is not None:
             topic = services.topics.model(site.name, clf.name)
             statement = rollback_statement(services, session, site, clf, model)
-            _publish(services, topic, to_json(announcement(services.store, model, clf.name, statement)))
+            ann = with_plan(services, session, site, clf, announcement(services.store, model, clf.name, statement))
+            _publish(services, topic, to_json(ann))
             topics.append(topic)
     if any(c.name == DEFAULT_CLASSIFIER for c in classifiers):
         return topics  # a site classifier owns that topic

@@ -1,5 +1,5 @@
 """Fleet: stored events (full predictions, indexed by site and time), per-site fleet settings, agent settings
-history (a row per version), commands sent to agents with their replies.
+history (a row per version), commands sent to agents with their replies, staged rollouts and pins.
 
 Revision ID: 0006
 Revises: 0005
@@ -91,6 +91,49 @@ def upgrade() -> None:
         _site_fk("fleet_site_settings"),
         sa.PrimaryKeyConstraint("site_id", name=op.f("pk_fleet_site_settings")),
     )
+    op.create_table(
+        "fleet_rollouts",
+        sa.Column("classifier_id", sa.Integer(), nullable=False),
+        sa.Column("model_id", sa.Integer(), nullable=True),
+        sa.Column("agents", sa.JSON(), nullable=False),
+        sa.Column("percent", sa.Integer(), nullable=False),
+        sa.Column("highest_staged", sa.Integer(), nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["classifier_id"],
+            ["classifiers.id"],
+            name=op.f("fk_fleet_rollouts_classifier_id_classifiers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_id"],
+            ["model_versions.id"],
+            name=op.f("fk_fleet_rollouts_model_id_model_versions"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("classifier_id", name=op.f("pk_fleet_rollouts")),
+    )
+    op.create_table(
+        "fleet_pins",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("classifier_id", sa.Integer(), nullable=False),
+        sa.Column("agent", sa.String(length=64), nullable=False),
+        sa.Column("model_id", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.String(length=64), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["classifier_id"],
+            ["classifiers.id"],
+            name=op.f("fk_fleet_pins_classifier_id_classifiers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_id"], ["model_versions.id"], name=op.f("fk_fleet_pins_model_id_model_versions"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_fleet_pins")),
+        sa.UniqueConstraint("classifier_id", "agent", name=op.f("uq_fleet_pins_classifier_id_agent")),
+    )
 
 
 EVENT_INDEXES = [
@@ -103,6 +146,8 @@ EVENT_INDEXES = [
 
 
 def downgrade() -> None:
+    op.drop_table("fleet_pins")
+    op.drop_table("fleet_rollouts")
     op.drop_table("fleet_site_settings")
     for name, _cols in EVENT_INDEXES:
         op.drop_index(name, table_name="fleet_events")
