@@ -51,3 +51,12 @@ def test_soak_bench_smoke() -> None:
     assert sent and int(sent.group(1)) == int(sent.group(2)) > 0, out
     assert re.search(r"ingest lag: p50 [\d.]+ s  p99 [\d.]+ s", out), out
     assert re.search(r"hub RSS: start \d+ MB", out), out
+
+
+def test_fleet_sim_bench_smoke() -> None:
+    out = run_bench("fleet_sim.py", "--smoke")
+    rows = re.findall(r"^\| (\d+) \| \d+ \| (\d+)/(\d+) \| (\d+)/(\d+) \| ([\d.]+) \| ([\d.]+) \|", out, re.M)
+    assert rows and rows[0][0] == "5", out
+    for _n, ev_sent, ev_stored, fr_sent, fr_stored, _ev_p99, _fr_p99 in rows:
+        assert int(ev_sent) > 0 and ev_sent == ev_stored and fr_sent == fr_stored, out
+    assert re.search(r"largest N with p99 ingest lag < 1 s: \d+ cameras", out), out
