@@ -47,7 +47,7 @@ def test_ingest_bench_smoke() -> None:
 
 def test_soak_bench_smoke() -> None:
     out = run_bench("soak.py", "--smoke")
-    sent = re.search(r"frames sent: (\d+)  stored: (\d+)  missing: 0  duplicated: 0", out)
+    sent = re.search(r"frames sent: (\d+)  stored: (\d+)  not stored by the end: 0  duplicated: 0", out)
     assert sent and int(sent.group(1)) == int(sent.group(2)) > 0, out
     assert re.search(r"ingest lag: p50 [\d.]+ s  p99 [\d.]+ s", out), out
     assert re.search(r"hub RSS: start \d+ MB", out), out
