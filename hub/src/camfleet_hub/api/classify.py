@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep
+from camfleet_hub.api.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep, SiteViewerDep
 from camfleet_hub.api.errors import invalid_from
 from camfleet_hub.config import ClassifySettings
 from camfleet_hub.db.models import Role
@@ -19,6 +19,8 @@ from camfleet_hub.schemas import ClassifyAnswer, ClassifyRequest
 from camfleet_hub.services import classify as service
 from camfleet_hub.services import crud
 from camfleet_hub.services.errors import InvalidError, TooLargeError
+from camfleet_hub.serving import analyse as analysis
+from camfleet_hub.serving.schemas import DEFAULT_NEIGHBOURS, MAX_NEIGHBOURS, AnalyseAnswer, AnalyseRequest
 
 router = APIRouter(tags=["classify"])
 
@@ -109,5 +111,76 @@ async def classify(
             return service.classify(services, session, state.runtimes, classifier, images)
 
         return ClassifyAnswer.model_validate(await run_in_threadpool(run))
+    finally:
+        state.runtimes.slots.release()
+
+
+ANALYSE_BODIES: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/json": {"schema": AnalyseRequest.model_json_schema()},
+        },
+    }
+}
+
+
+async def _analyse_input(request: Request, limits: ClassifySettings) -> tuple[service.NamedImage | None, int | None]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            return None, AnalyseRequest.model_validate_json(await request.body()).image_id
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+    if not ctype.startswith("multipart/form-data"):
+        raise InvalidError(
+            f"content-type={ctype!r}: send multipart/form-data with one 'file', or JSON {{\"image_id\": N}}"
+        )
+    form = await request.form(max_files=2, max_fields=2)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidError("file: missing multipart file field 'file'")
+        data = await upload.read(limits.max_image_bytes + 1)
+        return service.NamedImage(upload.filename or "file", data), None
+    finally:
+        await form.close()
+
+
+@router.post(
+    "/sites/{site}/classifiers/{clf}/analyse",
+    operation_id="analyse_image",
+    response_model=AnalyseAnswer,
+    openapi_extra=ANALYSE_BODIES,
+)
+async def analyse(
+    site: str,
+    clf: str,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    state: ApiStateDep,
+    _user: SiteViewerDep,
+    k: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS, description="how many similar images")] = DEFAULT_NEIGHBOURS,
+) -> AnalyseAnswer:
+    """Every group's probability under the production model (else the ImageNet default), the anomaly score against
+    its threshold in words, and the ``k`` nearest dataset images. Needs the viewer role in the site."""
+    limits = services.settings.classify
+    state.runtimes.slots.acquire()  # the same slots as /classify: one more model run per request
+    try:
+        upload, image_id = await _analyse_input(request, limits)
+
+        def run() -> AnalyseAnswer:
+            classifier = crud.get_classifier(session, site, clf)
+            return analysis.analyse(services, session, state.runtimes, classifier, upload, image_id, k)
+
+        return await run_in_threadpool(run)
     finally:
         state.runtimes.slots.release()

@@ -1,0 +1,57 @@
+"""Request and answer shapes of the serving routes (analyse)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_NEIGHBOURS = 8
+MAX_NEIGHBOURS = 50
+
+
+class AnalyseRequest(BaseModel):
+    """Analyse an image already in the classifier's dataset (JSON); uploads come as multipart ``file``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: int = Field(ge=1, lt=2**63, description="an image of this classifier")
+
+
+class GroupProbability(BaseModel):
+    group: str
+    probability: float
+
+
+class AnomalyExplained(BaseModel):
+    anomaly: bool = Field(description="the score is above the model's threshold")
+    score: float
+    threshold: float
+    target_flag_rate: float = Field(description="share of normal held-out images the threshold flags")
+    explanation: str = Field(description="the score against the threshold, in plain words")
+
+
+class Neighbour(BaseModel):
+    image_id: int
+    group: str | None = Field(description="None for an image not yet in a group")
+    status: str
+    distance: float = Field(description="cosine distance of the ImageNet-default embeddings (0 = identical)")
+    thumbnail_url: str
+    url: str
+
+
+class AnalysedModel(BaseModel):
+    id: int
+    classifier: str
+    version: int
+    default: bool = Field(description="the ImageNet default answered: the classifier has no production model")
+
+
+class AnalyseAnswer(BaseModel):
+    model: AnalysedModel
+    image_id: int | None = Field(description="the analysed dataset image, when one was named")
+    label: str
+    probability: float
+    probabilities: list[GroupProbability] = Field(description="every group of the model, most likely first")
+    anomaly: AnomalyExplained
+    k: int
+    neighbours: list[Neighbour] = Field(description="the k nearest non-deleted images of the dataset, nearest first")
+    neighbours_note: str | None = Field(default=None, description="why there are fewer than k neighbours")
