@@ -26,7 +26,8 @@ def test_demo_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path, free_port) -> No
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if sum("event shelf/clothing v1:" in line for line in lines) >= 3:
+            # the trained model's events, and the frames the upload rules sent waiting in triage with suggestions
+            if sum("event shelf/clothing v1:" in line for line in lines) >= 3 and any("triage:" in x for x in lines):
                 break
             time.sleep(0.5)
         out = "".join(lines)
@@ -42,5 +43,9 @@ def test_demo_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path, free_port) -> No
     assert "imported the sample" in out and '"dress": 15' in out
     assert "training: succeeded" in out
     assert "skipped" not in out  # the shipped sample is clean
+    assert "motion gate on" in out and "upload rules: anomalous" in out
+    triage = next(line for line in lines if "triage:" in line)
+    assert "wait in triage with the model's suggestion" in triage
+    assert "/ui/sites/demo/classifiers/clothing/triage" in out
     stops = [line.strip() for line in lines if line.strip().startswith("stopped ")]
     assert stops == ["stopped agent", "stopped trainer", "stopped hub"], out[-2000:]

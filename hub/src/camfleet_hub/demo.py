@@ -1,7 +1,10 @@
 """The one-command demo: hub (embedded broker, SQLite, directory store) + trainer worker + one edge agent.
 
 It imports the shipped sample as a site dataset, trains a quick model, promotes it, and shows the agent's
-events as they arrive. Everything runs on loopback; Ctrl-C stops the processes in reverse order.
+events as they arrive. The demo camera runs the motion gate and upload rules (anomalous, low confidence,
+sampled, each with caps): the frames they send wait in the classifier's Triage with the model's suggestion,
+which one key accepts (the active-learning loop); the demo says so once the first ones are there.
+Everything runs on loopback; Ctrl-C stops the processes in reverse order.
 
 Access: the hub's first admin gets a random password kept in ``<data-dir>/admin-password`` (printed at start);
 the demo logs in with it and makes an every-site admin token for the trainer and a viewer token of the demo
@@ -35,6 +38,32 @@ SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
 ADMIN = "admin"
 TOKEN_NAMES = ("demo-trainer", "demo-agent")
 WATCHER = "demo-watch"
+# The demo camera's motion gate and upload rules (the agent's TOML): only frames with change are classified, and
+# the frames worth a person's look are sent to the hub, where they wait in Triage with the model's suggestion.
+# 1 in 3 frames is sampled: coprime with the 8 pictures the camera replays, so every picture comes round.
+CAMERA_RULES = """[cameras.gate]
+enabled = true
+sensitivity = 0.5
+keepalive_s = 30
+[[cameras.uploads]]
+rule = "anomalous"
+hourly_cap = 30
+daily_cap = 200
+[[cameras.uploads]]
+rule = "low_confidence"
+below = 0.6
+hourly_cap = 60
+daily_cap = 400
+[[cameras.uploads]]
+rule = "sample"
+every_n = 3
+hourly_cap = 120
+daily_cap = 1000
+"""
+RULES_LINE = (
+    "motion gate on (still scenes: one classification every 30 s); upload rules: anomalous (30/h), "
+    "low confidence < 0.6 (60/h), 1 in 3 frames sampled (120/h)"
+)
 
 
 def _private_dir(d: Path) -> Path:
@@ -101,7 +130,7 @@ def _write_configs(
             f'username = "{mqtt_login[0]}"\npassword = "{mqtt_login[1]}"\n'
             f'[models]\nfleet_key_sha256 = "{fleet_sha}"\n'
             f'[[cameras]]\nname = "{CAMERA}"\nsource = "{args.camera.resolve()}"\nfps = 1.0\n'
-            "upload_interval_s = 5\nloop = true\n"
+            "upload_interval_s = 0\nloop = true\n" + CAMERA_RULES
         ),
     }
     wanted = ("hub",) if tokens is None else ("trainer", "agent")
@@ -253,6 +282,26 @@ def _watch_events(args: argparse.Namespace, login: tuple[str, str]) -> mqtt.Clie
     return client
 
 
+def _triage_line(client: httpx.Client, hub_url: str) -> str | None:
+    """One line once camera frames wait in Triage with a suggestion naming a group; None until then."""
+    r = client.get(f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}/triage", params={"limit": 500})
+    if r.status_code != 200:
+        return None
+    ready = [i for i in r.json() if i.get("camera") and (i.get("suggestion") or {}).get("group")]
+    if not ready:
+        return None
+    rules: dict[str, int] = {}
+    for i in ready:
+        rules[i["rule_text"] or "unknown rule"] = rules.get(i["rule_text"] or "unknown rule", 0) + 1
+    sent = ", ".join(f"{rule}: {n}" for rule, n in sorted(rules.items()))
+    first = ready[0]["suggestion"]
+    return (
+        f"  triage: {len(ready)} frame(s) of camera {CAMERA} wait in triage with the model's suggestion "
+        f"(sent as {sent}; e.g. {first['group']} {100 * first['probability']:.0f}%); press a to accept one:\n"
+        f"         {hub_url}/ui/sites/{SITE}/classifiers/{CLASSIFIER}/triage"
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     for path, what in ((args.sample, "--sample"), (args.camera, "--camera")):
         if not path.is_dir():
@@ -281,6 +330,7 @@ def main(args: argparse.Namespace) -> int:
         _write_private(args.data_dir.resolve() / "observer-password", logins["observer"][1] + "\n")
         configs.update(_write_configs(args, _tokens(client), logins["agent"]))
         print("starting the trainer worker and the edge agent ...")
+        print(f"  camera {CAMERA}: {RULES_LINE}")
         procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
         procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
         watcher = _watch_events(args, logins["observer"])
@@ -310,8 +360,15 @@ def main(args: argparse.Namespace) -> int:
             f"-P \"$(cat {observer_file})\" -t 'camfleet/v1/{SITE}/+/event' -v"
         )
         print("  logs and state in", args.data_dir.resolve(), "- press Ctrl-C to stop\n")
+        triage_told, polls = False, 0
         while not stop.wait(1.0):
             procs.check()
+            polls += 1
+            if not triage_told and polls % 5 == 0:  # the frames the rules send, once they carry a suggestion
+                line = _triage_line(client, hub_url)
+                if line:
+                    print(line, flush=True)
+                    triage_told = True
         return 0
     except KeyboardInterrupt:
         return 0
