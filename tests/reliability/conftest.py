@@ -98,6 +98,7 @@ class Sender:
     topics: Topics
     sent: dict[str, bytes] = field(default_factory=dict)
     infos: dict[str, paho.MQTTMessageInfo] = field(default_factory=dict)
+    topic_of: dict[str, str] = field(default_factory=dict)
     client: paho.Client | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,13 +116,14 @@ class Sender:
             self.client.loop_stop()
             self.client.disconnect()
 
-    def send(self, jpeg: bytes, frame_id: str | None = None) -> str:
+    def send(self, jpeg: bytes, frame_id: str | None = None, site: str = SITE) -> str:
         assert self.client is not None
         fid = frame_id or uuid.uuid4().hex
-        payload = frame_payload(jpeg, fid)
+        payload = frame_payload(jpeg, fid, site)
         with self.lock:
             self.sent[fid] = payload
-            self.infos[fid] = self.client.publish(self.topics.frame(SITE, CAMERA), payload, qos=1)
+            self.topic_of[fid] = self.topics.frame(site, CAMERA)
+            self.infos[fid] = self.client.publish(self.topic_of[fid], payload, qos=1)
         return fid
 
     def unacked(self) -> list[str]:
@@ -134,7 +136,7 @@ class Sender:
         ids = self.unacked()
         with self.lock:
             for fid in ids:
-                self.infos[fid] = self.client.publish(self.topics.frame(SITE, CAMERA), self.sent[fid], qos=1)
+                self.infos[fid] = self.client.publish(self.topic_of[fid], self.sent[fid], qos=1)
         return len(ids)
 
 
