@@ -134,3 +134,29 @@ def test_analyse_refusals(api, clothing_subset: Path, tmp_path: Path, trainer_ke
     r = c.post(f"{CLF}/analyse", content=b"x", headers={"content-type": "text/plain"})
     assert r.status_code == 422 and "content-type" in r.json()["detail"]
     assert c.post(f"{API}/sites/nowhere/classifiers/clothes/analyse", json={"image_id": 1}).status_code == 404
+
+
+def test_classify_writes_prediction_log_rows(api, clothing_subset: Path, tmp_path: Path, trainer_key: str) -> None:
+    from sqlalchemy import select
+
+    from camfleet_hub.serving.models import PredictionLog
+
+    c = api.client
+    model = _hub_with_dataset(c, clothing_subset, tmp_path, trainer_key)
+    paths = [sorted((clothing_subset / "validation" / g).glob("*.jpg"))[0] for g in ("hat", "dress")]
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    r = c.post(f"{API}/classify", data={"site": "shop", "classifier": "clothes"}, files=files)
+    assert r.status_code == 200, r.text
+    answered = r.json()["results"]
+    with api.services.sessions() as session:
+        rows = session.execute(select(PredictionLog).order_by(PredictionLog.id)).scalars().all()
+        site_id = c.get(f"{API}/sites/shop").json()["id"]
+        assert [row.image_name for row in rows] == [p.name for p in paths]
+        for row, res in zip(rows, answered, strict=True):
+            assert (row.site_id, row.classifier, row.route) == (site_id, "clothes", "classify")
+            assert (row.model_id, row.model_version) == (model["id"], 1)
+            assert row.caller == c.get(f"{API}/auth/me").json()["name"]  # the token that asked
+            assert set(row.probabilities) == GROUPS and abs(sum(row.probabilities.values()) - 1.0) < 1e-4
+            assert (row.label, row.anomaly) == (res["label"], res["anomaly"])
+            assert abs(row.probability - res["probability"]) < 1e-6
+            assert abs(row.anomaly_score - res["anomaly_score"]) < 1e-6

@@ -108,7 +108,7 @@ async def classify(
         def run() -> dict[str, object]:
             classifier = crud.get_classifier(session, site, clf)
             user.require(classifier.site_id, Role.VIEWER, site)
-            return service.classify(services, session, state.runtimes, classifier, images)
+            return service.classify(services, session, state.runtimes, classifier, images, user.name)
 
         return ClassifyAnswer.model_validate(await run_in_threadpool(run))
     finally:

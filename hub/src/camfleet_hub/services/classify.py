@@ -23,6 +23,7 @@ from camfleet_hub.config import ClassifySettings
 from camfleet_hub.db.models import Classifier, ModelVersion
 from camfleet_hub.services import announce
 from camfleet_hub.services.errors import InvalidError, TooLargeError, UnavailableError
+from camfleet_hub.serving.service import LogContext, log_predictions, score_images
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
@@ -197,9 +198,15 @@ def decode_bounded(data: bytes, max_pixels: int, side: int = DEFAULT_SIDE) -> np
 
 
 def classify(
-    services: HubServices, session: Session, cache: RuntimeCache, classifier: Classifier, images: list[NamedImage]
+    services: HubServices,
+    session: Session,
+    cache: RuntimeCache,
+    classifier: Classifier,
+    images: list[NamedImage],
+    caller: str = "",
 ) -> dict[str, object]:
-    """Check sizes from the headers, decode every image at reduced scale (a bad one is a 422 naming it), classify."""
+    """Check sizes from the headers, decode every image at reduced scale (a bad one is a 422 naming it), classify;
+    one prediction-log row per image (``caller`` is who asked)."""
     limits = services.settings.classify
     check_request(images, limits)
     model, is_default = choose_model(session, classifier)
@@ -213,11 +220,13 @@ def classify(
             decoded.append(decode_bounded(image.data, limits.max_image_pixels, side))
         except ImageError as exc:
             raise InvalidError(f"images[{i}] ({image.name}): {exc}") from None
-    results = runtime.classify(decoded)
-    return {
+    results = score_images(runtime, decoded)  # every probability, for the log; the answer keeps the top_k
+    top_k = runtime.top_k
+    name = runtime.manifest.classifier if is_default else classifier.name
+    answer: dict[str, object] = {
         "model": {
             "id": model.id,
-            "classifier": runtime.manifest.classifier if is_default else classifier.name,
+            "classifier": name,
             "version": model.version,
             "default": is_default,
         },
@@ -225,10 +234,21 @@ def classify(
             {
                 "label": r.label,
                 "probability": r.probability,
-                "predictions": [p.model_dump() for p in r.predictions],
+                "predictions": [{"label": g, "probability": p} for g, p in list(r.probabilities.items())[:top_k]],
                 "anomaly": r.anomaly,
                 "anomaly_score": r.anomaly_score,
             }
             for r in results
         ],
     }
+    ctx = LogContext(
+        site_id=classifier.site_id,
+        classifier=name,
+        model_id=model.id,
+        model_version=model.version,
+        caller=caller,
+        route="classify",
+    )
+    log_predictions(session, ctx, [i.name for i in images], results)
+    session.commit()
+    return answer
