@@ -20,6 +20,7 @@ from camfleet_hub.api import (
     classifiers,
     classify,
     curation,
+    docs,
     duplicates,
     frames,
     groups,
@@ -94,7 +95,7 @@ def create_app(services: HubServices) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs.install serves /docs from local files
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -105,8 +106,8 @@ def create_app(services: HubServices) -> FastAPI:
     )
     fleet_router.install(app, services)  # events, settings, commands, /metrics; request metrics (inside the guards)
     install_error_handlers(app)
-    app.add_middleware(BrowserGuard, settings=services.settings)  # outermost: CSRF refusals, security headers
     app.add_middleware(BodyLimits, services=services)  # bodies bounded before any route reads them
+    app.add_middleware(BrowserGuard, settings=services.settings)  # outermost: CSRF refusals, security headers
     ui_auth.install_auth_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
@@ -115,6 +116,7 @@ def create_app(services: HubServices) -> FastAPI:
     app.include_router(ui_curation.router)
     app.include_router(ui_imports.router)
     app.include_router(compat_router.router)  # the older tools' paths, outside /api/v1
+    docs.install(app)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
 
