@@ -161,7 +161,7 @@ def _per_class(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _thresholds(model: ModelVersion) -> dict[str, Any]:
     """The manifest's anomaly calibration (without the reference curves) plus what the report adds."""
     anomaly = _dict(model.manifest.get("anomaly"))
-    shown = {k: v for k, v in anomaly.items() if k not in ("conf_ref", "dist_ref")}
+    shown = {k: v for k, v in anomaly.items() if k not in ("conf_ref", "dist_ref", "refs", "head_bias")}
     report = model.report or {}
     for key in ("thresholds", "calibration", "anomaly"):
         shown.update({k: v for k, v in _dict(report.get(key)).items() if not isinstance(v, list | dict)})
