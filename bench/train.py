@@ -34,7 +34,7 @@ from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
 from camfleet_trainer.export import export_imagenet_default  # noqa: E402
-from camfleet_trainer.pipeline import train_bundle  # noqa: E402
+from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, train_quick_bundle  # noqa: E402
 from camfleet_trainer.quick import QuickOptions, fit_head, stratified_folds  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
@@ -55,10 +55,8 @@ def timed_bundle(
 ) -> tuple[float, object]:
     """Wall time of one whole quick-mode job: embed (cache first) → fit → export → parity → sign."""
     start = time.perf_counter()
-    outcome = train_bundle(
-        data, out, backbone, seed, cache_dir=cache, device=CPU, classifier="clothes", options=options,
-        overwrite=True, known=known,
-    )  # fmt: skip
+    target = BundleTarget(out, seed, classifier="clothes", overwrite=True, device=CPU)
+    outcome = train_quick_bundle(data, backbone, target, QuickBundleOptions(options, cache, known))
     return time.perf_counter() - start, outcome
 
 

@@ -1,4 +1,4 @@
-"""Full-mode training on the shared clothing set: the whole job through `train_bundle(mode="full")`, its training
+"""Full-mode training on the shared clothing set: the whole job through `train_full_bundle`, its training
 throughput against the raw forward+backward+AdamW-step rate of the same model and batch (measured in the same run,
 before and after), and the exported bundle's accuracy on `validation/` (FP32 and, when kept, INT8).
 
@@ -32,7 +32,7 @@ from camfleet_trainer.backbone import Backbone, build_backbone, configure_thread
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.export import BundleModel  # noqa: E402
 from camfleet_trainer.full import CPU_BATCH, GPU_BATCH, FullOptions  # noqa: E402
-from camfleet_trainer.pipeline import format_report, train_bundle  # noqa: E402
+from camfleet_trainer.pipeline import BundleTarget, FullBundleOptions, format_report, train_full_bundle  # noqa: E402
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
@@ -142,18 +142,11 @@ def main() -> int:
     options = FullOptions(epochs=args.epochs, image_size=size, batch_size=batch)
     out = WORK / "bundle"
     start = time.perf_counter()
-    outcome = train_bundle(
+    outcome = train_full_bundle(
         data,
-        out,
         backbone,
-        load_or_create_key(WORK / "bench.key"),
-        device=device,
-        classifier="clothes",
-        overwrite=True,
-        mode="full",
-        full=options,
-        full_hooks=FullHooks(estimate=on_estimate, epoch=on_epoch),
-        int8=not args.no_int8,
+        BundleTarget(out, load_or_create_key(WORK / "bench.key"), classifier="clothes", overwrite=True, device=device),
+        FullBundleOptions(options, FullHooks(estimate=on_estimate, epoch=on_epoch), int8=not args.no_int8),
     )
     wall = time.perf_counter() - start
     raw_after = raw_rate(backbone, len(data.classes), batch, size, device, args.raw_steps)

@@ -13,7 +13,7 @@ from camfleet_contract.images import decode_image
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads
 from camfleet_trainer.data import load_folder
-from camfleet_trainer.pipeline import TrainOutcome, train_bundle
+from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, TrainOutcome, train_quick_bundle
 
 
 @dataclass
@@ -56,14 +56,11 @@ def trained(
     clothing_subset: Path, backbone: Backbone, trainer_cache: Path, trainer_seed: str, tmp_path_factory
 ) -> Trained:
     out = tmp_path_factory.mktemp("trained") / "bundle"
-    outcome = train_bundle(
+    outcome = train_quick_bundle(
         load_folder(clothing_subset / "train"),
-        out,
         backbone,
-        trainer_seed,
-        cache_dir=trainer_cache,
-        device=torch.device("cpu"),
-        classifier="clothes",
+        BundleTarget(out, trainer_seed, classifier="clothes", device=torch.device("cpu")),
+        QuickBundleOptions(cache_dir=trainer_cache),
     )
     return Trained(outcome, out, trainer_seed)
 

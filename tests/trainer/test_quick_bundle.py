@@ -13,7 +13,7 @@ from camfleet_contract.bundle import INDEX, INDEX_LABELS, MODEL, REPORT, verify_
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, load_folder
-from camfleet_trainer.pipeline import train_bundle
+from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, train_quick_bundle
 from camfleet_trainer.quick import QuickOptions, stratified_folds
 
 from .conftest import Trained, read_images
@@ -76,7 +76,8 @@ def test_unseen_class_is_flagged(
     keep = [s.label != full.classes.index("shoes") for s in full.samples]
     subset = full.subset(keep)
     data = LabeledSet(["dress", "hat"], subset.samples)
-    train_bundle(data, tmp_path / "b", backbone, trainer_seed, cache_dir=trainer_cache, device=torch.device("cpu"))
+    target = BundleTarget(tmp_path / "b", trainer_seed, device=torch.device("cpu"))
+    train_quick_bundle(data, backbone, target, QuickBundleOptions(cache_dir=trainer_cache))
     runtime = ClassifierRuntime(tmp_path / "b")
     val = read_images(clothing_subset / "validation")
     shoes_train = read_images(clothing_subset / "train")["shoes"]

@@ -144,7 +144,14 @@ def _train(args: argparse.Namespace) -> int:
     from camfleet_contract.signing import load_or_create_key
     from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
     from camfleet_trainer.console import console_hooks, full_options
-    from camfleet_trainer.pipeline import format_report, train_bundle
+    from camfleet_trainer.pipeline import (
+        BundleTarget,
+        FullBundleOptions,
+        QuickBundleOptions,
+        format_report,
+        train_full_bundle,
+        train_quick_bundle,
+    )
     from camfleet_trainer.quick import QuickOptions
 
     full = full_options(full_args, target_flag_rate=args.flag_rate) if args.mode == "full" else None
@@ -153,23 +160,23 @@ def _train(args: argparse.Namespace) -> int:
     cache = args.cache_dir.expanduser()
     seed = load_or_create_key((args.key or cache / "trainer.key").expanduser())
     backbone = build_backbone(args.backbone, args.checkpoint)
-    outcome = train_bundle(
-        data,
-        args.out,
-        backbone,
+    bars = not args.no_progress and sys.stderr.isatty()
+    target = BundleTarget(
+        Path(args.out),
         seed,
-        cache_dir=cache,
-        device=resolve_device(args.device),
-        classifier=args.classifier,
-        version=args.version_name,
-        options=QuickOptions(target_flag_rate=args.flag_rate),
-        show_progress=not args.no_progress and sys.stderr.isatty(),
+        args.classifier,
+        args.version_name,
         overwrite=args.force,
-        mode=args.mode,
-        full=full,
-        full_hooks=console_hooks(bars=not args.no_progress and sys.stderr.isatty()),
-        int8=args.int8,
+        device=resolve_device(args.device),
     )
+    if full is not None:
+        hooks = console_hooks(bars=bars)
+        outcome = train_full_bundle(data, backbone, target, FullBundleOptions(full, hooks, args.int8 is not False))
+    else:
+        quick = QuickOptions(target_flag_rate=args.flag_rate)
+        outcome = train_quick_bundle(
+            data, backbone, target, QuickBundleOptions(quick, cache, None, bool(args.int8), bars)
+        )
     print(format_report(outcome), flush=True)
     return 0
 

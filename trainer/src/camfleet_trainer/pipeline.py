@@ -1,4 +1,5 @@
-"""One training run, shared by the CLI and the hub worker: quick or full training → export → signed bundle."""
+"""One training run, shared by the CLI and the hub worker: `train_quick_bundle` or `train_full_bundle`, each over
+the shared steps (check the dataset, train, export + check + sign through `_export`) → a signed bundle."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from camfleet_contract.anomaly import AnomalyCalibration
 from camfleet_contract.bundle import Manifest
 from camfleet_contract.images import ImageError, Preprocessing, decode_image, preprocess_batch
+from camfleet_contract.neighbours import NeighbourIndex
 from camfleet_trainer.backbone import Backbone
-from camfleet_trainer.data import DatasetError, LabeledSet, Sample, check_dataset
+from camfleet_trainer.data import LabeledSet, Sample, check_dataset
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.export import l2_index, write_bundle
 from camfleet_trainer.full import FullOptions, FullResult, train_full
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quantize import CALIBRATION_IMAGES, Int8Inputs
-from camfleet_trainer.quick import QuickOptions, QuickResult, train_quick
+from camfleet_trainer.quick import LinearHead, QuickOptions, QuickResult, train_quick
 from camfleet_trainer.schedule import sample_groups
 
 log = logging.getLogger(__name__)
@@ -140,77 +143,66 @@ def label_error_ranking(data: LabeledSet, result: QuickResult) -> list[dict[str,
     return rows
 
 
-def train_bundle(
-    data: LabeledSet,
-    out_dir: str | Path,
-    backbone: Backbone,
-    seed_hex: str,
-    cache_dir: str | Path | None = None,
-    device: torch.device | None = None,
-    classifier: str = "classifier",
-    version: str | None = None,
-    options: QuickOptions | None = None,
-    on_stage: StageFn | None = None,
-    show_progress: bool = False,
-    overwrite: bool = False,
-    mode: Mode = "quick",
-    full: FullOptions | None = None,
-    full_hooks: FullHooks | None = None,
-    int8: bool | None = None,
-    known: Mapping[str, np.ndarray] | None = None,
-) -> TrainOutcome:
-    """Train `data` in `mode` and write a signed, export-checked bundle to `out_dir`.
+@dataclass(frozen=True)
+class BundleTarget:
+    """What both modes share: where the signed bundle goes, under which name, and where progress is reported."""
 
-    quick: a linear head on cached frozen embeddings (`options`), using `known` unit vectors by sha256 (the
-    hub's) where they match the backbone; full: the whole model fine-tuned (`full`, progress through
-    `full_hooks`). `int8` adds the INT8 variant when it passes the 1-point rule (default: in full mode only).
-    """
-    if mode not in MODES:
-        raise DatasetError(f"mode: {mode!r} is not one of {list(MODES)}")
+    out_dir: Path
+    seed_hex: str  # the trainer's signing key
+    classifier: str = "classifier"
+    version: str | None = None
+    overwrite: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    on_stage: StageFn = _noop  # (stage, progress in [0, 1], message); may raise to abort (a cancelled job)
+
+
+@dataclass(frozen=True)
+class QuickBundleOptions:
+    """Quick mode: a linear head on cached frozen embeddings; `known` are the hub's unit vectors by sha256 (used
+    where they match the backbone); INT8 is off unless asked for (no held-out split to judge it on)."""
+
+    options: QuickOptions = field(default_factory=QuickOptions)
+    cache_dir: Path | None = None
+    known: Mapping[str, np.ndarray] | None = None
+    int8: bool = False
+    show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class FullBundleOptions:
+    """Full mode: the whole model fine-tuned; progress through `hooks`; INT8 on by default (judged on the
+    validation split, kept only when it loses under a point)."""
+
+    options: FullOptions = field(default_factory=FullOptions)
+    hooks: FullHooks = field(default_factory=FullHooks)
+    int8: bool = True
+
+
+def train_quick_bundle(
+    data: LabeledSet, backbone: Backbone, target: BundleTarget, quick: QuickBundleOptions | None = None
+) -> TrainOutcome:
+    """Embed (cached) → quick head with out-of-fold calibration → export a signed, export-checked bundle."""
+    run = quick or QuickBundleOptions()
     check_dataset(data)
-    if mode == "full":
-        return _train_full(
-            data, Path(out_dir), backbone, seed_hex, device or torch.device("cpu"), classifier, version,
-            full or FullOptions(), full_hooks or FullHooks(), on_stage or _noop, overwrite,
-            True if int8 is None else int8,
-        )  # fmt: skip
-    return _train_quick(
-        data, out_dir, backbone, seed_hex, cache_dir, device, classifier, version, options, on_stage,
-        show_progress, overwrite, bool(int8), known,
-    )  # fmt: skip
-
-
-def _train_quick(
-    data: LabeledSet,
-    out_dir: str | Path,
-    backbone: Backbone,
-    seed_hex: str,
-    cache_dir: str | Path | None,
-    device: torch.device | None,
-    classifier: str,
-    version: str | None,
-    options: QuickOptions | None,
-    on_stage: StageFn | None,
-    show_progress: bool,
-    overwrite: bool,
-    int8: bool,
-    known: Mapping[str, np.ndarray] | None,
-) -> TrainOutcome:
-    """Embed (cached) → quick head with out-of-fold calibration → export."""
-    stage = on_stage or _noop
-    device = device or torch.device("cpu")
+    stage = target.on_stage
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
     total = len(data.samples)
     stage("embed", 0.05, f"embedding {total} images with {backbone.name}")
-    cache = FeatureCache(cache_dir, backbone.cache_key) if cache_dir is not None else None
+    cache = FeatureCache(run.cache_dir, backbone.cache_key) if run.cache_dir is not None else None
 
     def embed_progress(done: int, count: int) -> None:
         stage("embed", 0.05 + 0.65 * done / max(count, 1), f"embedded {done}/{count} images")
 
     emb = embed_samples(
-        backbone, data.samples, cache, device, progress=embed_progress, show_progress=show_progress, known=known
+        backbone,
+        data.samples,
+        cache,
+        target.device,
+        progress=embed_progress,
+        show_progress=run.show_progress,
+        known=run.known,
     )
     if emb.reused:
         stage("embed", 0.7, f"{emb.reused} of {total} embeddings reused from the hub, {emb.computed} computed")
@@ -226,7 +218,7 @@ def _train_quick(
         stage("train", 0.7 + 0.15 * done / max(count, 1), f"fitted {done}/{count} heads")
 
     groups = sample_groups([s.cluster for s in usable.samples])  # near-duplicates share a fold
-    quick = train_quick(emb.features, labels, usable.classes, emb.flipped, options, train_progress, groups)
+    quick_result = train_quick(emb.features, labels, usable.classes, emb.flipped, run.options, train_progress, groups)
     seconds["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -235,47 +227,68 @@ def _train_quick(
         "classes": usable.classes,
         "counts": usable.counts(),
         "skipped": [{"name": n, "reason": r} for n, r in emb.skipped],
-        "metrics": quick.metrics,
-        "label_errors": label_error_ranking(usable, quick),
+        "metrics": quick_result.metrics,
+        "label_errors": label_error_ranking(usable, quick_result),
     }
-    metrics = {k: v for k, v in quick.metrics.items() if k != "confusion"}
-    metrics["counts"] = usable.counts()
-    metrics["skipped_images"] = len(emb.skipped)
+    metrics = _manifest_metrics(quick_result.metrics, usable, emb.skipped, ("confusion",))
     metrics["embeddings_reused"] = emb.reused  # from the hub (computed at import), not run again here
-    manifest = write_bundle(
-        out_dir,
-        backbone,
-        usable.classes,
-        quick.calibration,
-        seed_hex,
-        _check_images(usable),
-        head=quick.head,
-        index=l2_index(emb.features, labels),
-        classifier=classifier,
-        version=version,
-        metrics=metrics,
-        report=report,
-        overwrite=overwrite,
-        int8=_int8_inputs(
+    int8 = (
+        _int8_inputs(
             usable,
             _spread(usable.samples, INT8_EVAL_IMAGES),
             backbone.preprocessing,
             "training images (quick mode has no held-out split)",
         )
-        if int8
-        else None,
+        if run.int8
+        else None
+    )
+    index = l2_index(emb.features, labels)
+    manifest = _export(
+        target, backbone, usable, quick_result.calibration, quick_result.head, index, metrics, report, int8
     )
     seconds["export"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
-    stage("done", 0.98, f"bundle written: OOF accuracy {quick.metrics['oof_accuracy']:.3f}")
-    return TrainOutcome(
-        manifest=manifest,
-        bundle_dir=Path(out_dir),
-        classes=usable.classes,
-        counts=usable.counts(),
-        skipped=emb.skipped,
-        quick=quick,
-        seconds=seconds,
+    stage("done", 0.98, f"bundle written: OOF accuracy {quick_result.metrics['oof_accuracy']:.3f}")
+    return TrainOutcome(manifest, target.out_dir, usable.classes, usable.counts(), emb.skipped, quick_result, seconds)
+
+
+def _manifest_metrics(
+    metrics: Mapping[str, Any], usable: LabeledSet, skipped: Sequence[object], leave_out: tuple[str, ...]
+) -> dict[str, Any]:
+    """The manifest's figures: the run's metrics minus the bulky ones, plus the counts and skipped images."""
+    out = {k: v for k, v in metrics.items() if k not in leave_out}
+    out["counts"] = usable.counts()
+    out["skipped_images"] = len(skipped)
+    return out
+
+
+def _export(
+    target: BundleTarget,
+    backbone: Backbone,
+    usable: LabeledSet,
+    calibration: AnomalyCalibration,
+    head: LinearHead | torch.nn.Linear,
+    index: NeighbourIndex,
+    metrics: dict[str, Any],
+    report: dict[str, Any],
+    int8: Int8Inputs | None,
+) -> Manifest:
+    """The shared last step: write, check (ONNX against torch on a few training images) and sign the bundle."""
+    return write_bundle(
+        target.out_dir,
+        backbone,
+        usable.classes,
+        calibration,
+        target.seed_hex,
+        _check_images(usable),
+        head=head,
+        index=index,
+        classifier=target.classifier,
+        version=target.version,
+        metrics=metrics,
+        report=report,
+        overwrite=target.overwrite,
+        int8=int8,
     )
 
 
@@ -342,25 +355,18 @@ def _full_label_errors(result: FullResult) -> list[dict[str, Any]]:
     return label_error_ranking(usable, train_quick(result.embeddings, labels, usable.classes, groups=groups))
 
 
-def _train_full(
-    data: LabeledSet,
-    out_dir: Path,
-    backbone: Backbone,
-    seed_hex: str,
-    device: torch.device,
-    classifier: str,
-    version: str | None,
-    options: FullOptions,
-    hooks: FullHooks,
-    stage: StageFn,
-    overwrite: bool,
-    int8: bool,
+def train_full_bundle(
+    data: LabeledSet, backbone: Backbone, target: BundleTarget, full: FullBundleOptions | None = None
 ) -> TrainOutcome:
     """Fine-tune → calibrate on the validation split → export (+ INT8 judged on the validation split)."""
-    if not overwrite and out_dir.exists() and any(out_dir.iterdir()):  # fail before minutes of work
+    run = full or FullBundleOptions()
+    check_dataset(data)
+    out_dir, stage = target.out_dir, target.on_stage
+    if not target.overwrite and out_dir.exists() and any(out_dir.iterdir()):  # fail before minutes of work
         raise FileExistsError(f"out: {out_dir} exists and is not empty (use --force to replace it)")
     t0 = time.perf_counter()
-    result = train_full(data, backbone, device, options, _progress_hooks(hooks, stage, options.epochs))
+    hooks = _progress_hooks(run.hooks, stage, run.options.epochs)
+    result = train_full(data, backbone, target.device, run.options, hooks)
     seconds = {"train": time.perf_counter() - t0}
     t1 = time.perf_counter()
     stage("export", 0.92, "exporting ONNX and checking it against torch")
@@ -369,9 +375,7 @@ def _train_full(
     is_train[result.train_indices] = True
     train_part = usable.subset(is_train.tolist())
     val_samples = [usable.samples[int(i)] for i in result.val_indices]
-    metrics = {k: v for k, v in result.metrics.items() if k not in ("confusion", "history")}
-    metrics["counts"] = usable.counts()
-    metrics["skipped_images"] = len(result.skipped)
+    metrics = _manifest_metrics(result.metrics, usable, result.skipped, ("confusion", "history"))
     report = {
         "mode": "full",
         "classes": usable.classes,
@@ -384,35 +388,15 @@ def _train_full(
         "misclassified": _misclassified(result),
         "label_errors": _full_label_errors(result),
     }
-    manifest = write_bundle(
-        out_dir,
-        result.backbone,
-        usable.classes,
-        result.calibration,
-        seed_hex,
-        _check_images(usable),
-        head=result.head,
-        index=result.index,
-        classifier=classifier,
-        version=version,
-        metrics=metrics,
-        report=report,
-        overwrite=overwrite,
-        int8=_int8_inputs(train_part, val_samples, result.backbone.preprocessing, "validation split") if int8 else None,
+    spec = result.backbone.preprocessing
+    int8 = _int8_inputs(train_part, val_samples, spec, "validation split") if run.int8 else None
+    manifest = _export(
+        target, result.backbone, usable, result.calibration, result.head, result.index, metrics, report, int8
     )
     seconds["export"] = time.perf_counter() - t1
     seconds["total"] = time.perf_counter() - t0
     stage("done", 0.98, f"bundle written: validation accuracy {result.metrics['val_accuracy']:.3f}")
-    return TrainOutcome(
-        manifest=manifest,
-        bundle_dir=out_dir,
-        classes=usable.classes,
-        counts=usable.counts(),
-        skipped=result.skipped,
-        quick=None,
-        seconds=seconds,
-        full=result,
-    )
+    return TrainOutcome(manifest, out_dir, usable.classes, usable.counts(), result.skipped, None, seconds, result)
 
 
 def _int8_line(manifest: Manifest) -> str | None:

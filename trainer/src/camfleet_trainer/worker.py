@@ -25,7 +25,15 @@ from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.data import DatasetError, LabeledSet, Sample
 from camfleet_trainer.export import ExportError, export_imagenet_default
 from camfleet_trainer.full import FullOptions
-from camfleet_trainer.pipeline import MODES, train_bundle
+from camfleet_trainer.pipeline import (
+    MODES,
+    BundleTarget,
+    FullBundleOptions,
+    QuickBundleOptions,
+    TrainOutcome,
+    train_full_bundle,
+    train_quick_bundle,
+)
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quick import QuickOptions
 
@@ -232,28 +240,7 @@ class Worker:
                     mode = job.mode or "quick"
                     if mode not in MODES:
                         raise DatasetError(f"mode: {mode!r} is not supported by this trainer ({', '.join(MODES)})")
-                    params = _job_params(job.params)
-                    full = self._full_options(params) if mode == "full" else None
-                    backbone = self.backbone_for(params.backbone)
-                    known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
-                    # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
-                    data, name = self._dataset(job_id, reporter, lazy=bool(known))
-                    outcome = train_bundle(
-                        data,
-                        work / "bundle",
-                        backbone,
-                        self.seed(),
-                        cache_dir=self.cache_dir,
-                        device=self.device,
-                        classifier=name,
-                        options=QuickOptions(target_flag_rate=self.settings.target_flag_rate),
-                        on_stage=reporter.update,
-                        mode=mode,
-                        full=full,
-                        full_hooks=_epoch_reports(reporter),
-                        int8=params.int8,
-                        known=known,
-                    )
+                    outcome = self._train(job_id, mode, _job_params(job.params), reporter, work / "bundle")
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
                     accuracy = outcome.metrics.get("val_accuracy", outcome.metrics.get("oof_accuracy"))
@@ -275,6 +262,22 @@ class Worker:
                     return self._fail(job_id, f"trainer error: {type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _train(self, job_id: int, mode: str, params: JobParams, reporter: JobReporter, out: Path) -> TrainOutcome:
+        """Download the job's dataset and train it in its mode (the job's params tune it) into a signed bundle."""
+        full = self._full_options(params) if mode == "full" else None
+        backbone = self.backbone_for(params.backbone)
+        known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
+        # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
+        data, name = self._dataset(job_id, reporter, lazy=bool(known))
+        target = BundleTarget(out, self.seed(), classifier=name, device=self.device, on_stage=reporter.update)
+        if full is not None:
+            hooks = _epoch_reports(reporter)
+            return train_full_bundle(data, backbone, target, FullBundleOptions(full, hooks, _int8(params, True)))
+        quick = QuickOptions(target_flag_rate=self.settings.target_flag_rate)
+        return train_quick_bundle(
+            data, backbone, target, QuickBundleOptions(quick, self.cache_dir, known, _int8(params, False))
+        )
 
     def _full_options(self, params: JobParams) -> FullOptions:
         """The full mode's options from the job's params; a bad value fails the job naming it."""
@@ -392,3 +395,8 @@ def _job_params(params: dict[str, Any]) -> JobParams:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise DatasetError(f"params.{where}={first.get('input')!r}: {first['msg']}") from None
+
+
+def _int8(params: JobParams, default: bool) -> bool:
+    """The job's int8 choice, or the mode's default when the job did not say."""
+    return default if params.int8 is None else params.int8
