@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from camfleet_contract.agent_config import CameraConfig
 from camfleet_contract.config import load_config
+from camfleet_contract.mqtt import MqttSettings as BrokerSettings
 from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 
 ENV_PREFIX = "CAMFLEET_AGENT"
@@ -44,26 +45,12 @@ DEFAULT_MQTT_PORT = 11883  # the hub's embedded broker
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-class MqttSettings(BaseModel):
-    """How to reach the broker."""
+class MqttSettings(BrokerSettings):
+    """How to reach the broker: the contract's settings (secret password, TLS files, validated root), the hub's
+    embedded broker's port by default, and this agent's client id."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=DEFAULT_MQTT_PORT, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    root: str = Field(default="camfleet", min_length=1)
-    keepalive: int = Field(default=30, ge=5, le=3600)
-    tls: bool = False
     client_id: str | None = Field(default=None, description="default: camfleet-agent-{site}-{agent}")
-
-    @field_validator("root")
-    @classmethod
-    def _root(cls, v: str) -> str:
-        for part in v.split("/"):
-            validate_name(part, "mqtt.root")
-        return v
 
 
 class CameraSettings(CameraConfig):

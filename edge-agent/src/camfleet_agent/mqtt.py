@@ -1,22 +1,19 @@
-"""The agent's MQTT connection: the one module that knows paho, topics, last-will and reconnects."""
+"""The agent's MQTT connection over the contract's paho wrapper: topics, last-will, the durable outbox."""
 
 from __future__ import annotations
 
 import json
 import logging
 import queue
-import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from typing import Protocol
 
 from camfleet_contract.envelope import PREFIX_SIZE
 from camfleet_contract.messages import AgentStatus, MessageError, ModelAnnouncement, from_json, to_json
+from camfleet_contract.mqtt import MqttClient, MqttError, Received, Will
 from camfleet_contract.topics import TopicError, Topics
 
 from . import __version__
@@ -26,10 +23,7 @@ from .outbox import Outbox, Priority
 log = logging.getLogger(__name__)
 _HEAD_LEN = struct.Struct(">I")
 
-MAX_QUEUED_MESSAGES = 0  # no bound in paho: the outbox bounds what is handed to it (SEND_WINDOW)
-SEND_WINDOW = 100  # outbox rows handed to paho and not yet acknowledged
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
+SEND_WINDOW = 100  # outbox rows handed to the client and not yet acknowledged (paho's own queue is unbounded)
 STOP_FLUSH_S = 5.0
 
 ModelHandler = Callable[[str, ModelAnnouncement | None], None]
@@ -88,26 +82,26 @@ class AgentMqtt:
         """Successful connections after the first one."""
         return max(0, self.connects - 1)
 
-    def _build_client(self) -> paho.Client:
-        s = self.settings
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=False,
-        )
-        if s.username:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
-        if s.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    def _build_client(self) -> MqttClient:
         will = AgentStatus(state="offline", agent=self.agent, site=self.site, software_version=__version__)
-        client.will_set(self.status_topic, to_json(will), qos=1, retain=True)
-        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
-        client.on_connect = self._handle_connect
-        client.on_disconnect = self._handle_disconnect
-        client.on_message = self._handle_message
-        client.on_publish = self._handle_publish
+        settings = self.settings
+        if not settings.username:  # an empty name means anonymous
+            settings = settings.model_copy(update={"username": None})
+        client = MqttClient.from_settings(
+            settings,
+            self.client_id,
+            clean_session=False,
+            will=Will(self.status_topic, to_json(will), qos=1, retain=True),
+            on_connect=self._handle_connect,
+            on_disconnect=self._handle_disconnect,
+            on_publish=self._handle_publish,
+        )
+        for subscription in (
+            self.topics.models_subscription(self.site),
+            self.topics.cmd(self.site, self.agent),
+            self.topics.config(self.site, self.agent),
+        ):
+            client.subscribe(subscription, self._handle_message, qos=1)
         return client
 
     # ------------------------------------------------------------------ lifecycle
@@ -116,8 +110,7 @@ class AgentMqtt:
         """Connect in the background; paho keeps reconnecting with backoff until stop()."""
         s = self.settings
         log.info("mqtt: connecting to %s:%d as %s", s.host, s.port, self.client_id)
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive)
-        self._client.loop_start()
+        self._client.start()
         self._sender_stop.clear()
         self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
         self._sender.start()
@@ -130,23 +123,20 @@ class AgentMqtt:
         self._stopping = True
         self._stop_sender(flush_s=STOP_FLUSH_S if self.connected.is_set() else 0.0)
         if offline_payload is not None and self.connected.is_set():
-            info = self._client.publish(self.status_topic, offline_payload, qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout=STOP_FLUSH_S)
-            except (RuntimeError, ValueError) as exc:
+                self._client.publish(self.status_topic, offline_payload, qos=1, retain=True).wait_for_publish(
+                    timeout=STOP_FLUSH_S
+                )
+            except (MqttError, RuntimeError, ValueError) as exc:
                 log.warning("mqtt: offline status not confirmed: %s", exc)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.stop()
         self.connected.clear()
 
     def abort(self) -> None:
         """Drop the connection without a DISCONNECT packet, as a crash would: the broker publishes the will."""
         self._stopping = True
         self._stop_sender(flush_s=0.0)
-        self._client.loop_stop()
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()
+        self._client.abort()
         self.connected.clear()
 
     # ------------------------------------------------------------------ outgoing
@@ -161,55 +151,36 @@ class AgentMqtt:
         return self.publish_direct(topic, payload, qos, retain)
 
     def publish_direct(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Hand a message to paho now (replies, status); False when paho refused it."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            log.warning("mqtt: publish to %s refused: %s", topic, paho.error_string(info.rc))
+        """Hand a message to the client now (replies, status); False when it refused it."""
+        try:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+        except MqttError as exc:
+            log.warning("mqtt: %s", exc)
             return False
         return True
 
-    # ------------------------------------------------------------------ paho callbacks
+    # ------------------------------------------------------------------ client callbacks (the network thread)
 
-    def _handle_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
-        if reason_code.is_failure:
-            log.error("mqtt: broker refused the connection: %s", reason_code)
-            return
+    def _handle_connect(self, session_present: bool) -> None:
+        """Accepted by the broker (subscriptions already renewed): announce ourselves, let the outbox drain."""
         self.connects += 1
-        log.info(
-            "mqtt: connected to %s:%d (session present: %s)",
-            self.settings.host,
-            self.settings.port,
-            getattr(_flags, "session_present", None),
-        )
         try:
-            client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
-        except Exception:  # a status bug must not stop the subscriptions
+            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+        except Exception:  # a status bug must not stop the connection's other work
             log.exception("mqtt: could not publish the online status")
-        client.subscribe(
-            [
-                (self.topics.models_subscription(self.site), 1),
-                (self.topics.cmd(self.site, self.agent), 1),
-                (self.topics.config(self.site, self.agent), 1),
-            ]
-        )
         self.connected.set()
         self.outbox.changed.set()  # wake the sender: the queue drains now
 
-    def _handle_disconnect(
-        self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
-    ) -> None:
+    def _handle_disconnect(self, reason: str) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected:
             self.disconnects += 1
         if not self._stopping and was_connected:
-            log.warning("mqtt: connection lost (%s); reconnecting", reason_code)
+            log.warning("mqtt: connection lost (%s); reconnecting", reason)
 
-    def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        try:
-            self._dispatch(msg.topic, bytes(msg.payload))
-        except Exception:  # never let a handler bug kill paho's network thread
-            log.exception("mqtt: handler failed for a message on %s", msg.topic)
+    def _handle_message(self, message: Received) -> None:
+        self._dispatch(message.topic, message.payload)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -248,7 +219,7 @@ class AgentMqtt:
 
     # ------------------------------------------------------------------ outbox sender
 
-    def _handle_publish(self, _client: paho.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
+    def _handle_publish(self, mid: int) -> None:
         # Runs under paho's message lock: only hand the ack over (taking our locks here could deadlock).
         self._acks.put(mid)
         self.outbox.changed.set()
@@ -281,12 +252,13 @@ class AgentMqtt:
         if room <= 0:
             return
         for item in self.outbox.peek(room, exclude=set(self._inflight.values())):
-            info = self._client.publish(item.topic, item.payload, qos=item.qos)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                log.warning("mqtt: paho refused an outbox message: %s", paho.error_string(info.rc))
+            try:
+                sent = self._client.publish(item.topic, item.payload, qos=item.qos)
+            except MqttError as exc:
+                log.warning("mqtt: an outbox message was refused: %s", exc)
                 break
-            self._inflight[info.mid] = item.id
-            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            self._inflight[sent.mid] = item.id
+            if sent.queued:
                 break  # queued in paho (it resends at reconnect); wait for the connection before sending more
         self.outbox.mark_inflight(set(self._inflight.values()))
         if len(self._inflight) < SEND_WINDOW and self.outbox.stats().depth > len(self._inflight):

@@ -1,1 +1,1 @@
-"""Transports: the one module that knows paho (``mqtt``)."""
+"""Transports: MQTT through the contract's paho wrapper (``mqtt``)."""
