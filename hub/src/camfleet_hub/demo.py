@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as mqtt
 
 from camfleet_contract.messages import Event, MessageError, from_json
 from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
+from camfleet_hub.comms.mqtt import MqttClient, Received
 
 SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
 ADMIN = "admin"
@@ -258,14 +258,15 @@ def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
         time.sleep(1.0)
 
 
-def _watch_events(args: argparse.Namespace, login: tuple[str, str]) -> mqtt.Client:
+def _watch_events(args: argparse.Namespace, login: tuple[str, str]) -> MqttClient:
     topics = Topics()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"camfleet-demo-{os.getpid()}")
-    client.username_pw_set(*login)
+    client = MqttClient(
+        "127.0.0.1", args.mqtt_port, f"camfleet-demo-{os.getpid()}", username=login[0], password=login[1]
+    )
 
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def on_message(msg: Received) -> None:
         try:
-            ev = from_json(Event, bytes(msg.payload))
+            ev = from_json(Event, msg.payload)
         except MessageError:
             return
         flag = "  ANOMALY" if ev.anomaly else ""
@@ -275,10 +276,8 @@ def _watch_events(args: argparse.Namespace, login: tuple[str, str]) -> mqtt.Clie
             flush=True,
         )
 
-    client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe(topics.event(SITE, CAMERA), qos=1)
-    client.connect("127.0.0.1", args.mqtt_port)
-    client.loop_start()
+    client.subscribe(topics.event(SITE, CAMERA), on_message, qos=1)
+    client.start()
     return client
 
 
@@ -316,7 +315,7 @@ def main(args: argparse.Namespace) -> int:
     # SIGINT ignored and Python would inherit that (CI saw the demo ignore it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     hub_url = f"http://127.0.0.1:{args.port}"
-    watcher: mqtt.Client | None = None
+    watcher: MqttClient | None = None
     try:
         print(f"starting the hub on {hub_url} (embedded MQTT broker on 127.0.0.1:{args.mqtt_port}) ...")
         procs.start("hub", "camfleet_hub", "serve", "--config", str(configs["hub"]))
@@ -379,8 +378,6 @@ def main(args: argparse.Namespace) -> int:
         raise
     finally:
         print("stopping ...")
-        procs.stop()
         if watcher is not None:
-            # No loop_stop(): once the broker (inside the hub) is gone, joining paho's network thread can wait out
-            # a reconnect back-off. The thread is a daemon and ends with the process.
-            watcher.disconnect()
+            watcher.stop()  # before the hub (and its broker) stops: a clean disconnect, no reconnect back-off to wait
+        procs.stop()
