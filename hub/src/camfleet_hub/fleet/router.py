@@ -26,7 +26,7 @@ from camfleet_hub.api.deps import (
 )
 from camfleet_hub.db.models import Role, Site
 from camfleet_hub.db.types import utcnow
-from camfleet_hub.fleet import events, rollout, service
+from camfleet_hub.fleet import events, pages, rollout, service
 from camfleet_hub.fleet.metrics import CONTENT_TYPE, HubMetrics, MetricsMiddleware
 from camfleet_hub.fleet.models import FleetCommand, FleetEvent
 from camfleet_hub.fleet.schemas import (
@@ -360,3 +360,4 @@ def install(app: FastAPI, services: object) -> None:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics_router)
+    app.include_router(pages.router)

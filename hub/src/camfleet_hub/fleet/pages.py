@@ -1,0 +1,187 @@
+"""Fleet web pages: ``/ui/fleet`` (every site, agent and camera, alerts, filters) and one camera's page (timeline,
+latest frames, settings form with a region drawn on the snapshot, commands). Server-rendered; forms post back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from camfleet_contract.agent_config import CameraConfig
+from camfleet_hub import __version__
+from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteAdminDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.api.errors import describe_errors
+from camfleet_hub.api.ui_auth import templates
+from camfleet_hub.db.models import Classifier, Site
+from camfleet_hub.fleet import overview, service
+from camfleet_hub.services import crud
+from camfleet_hub.services.errors import NotFoundError, ServiceError
+
+router = APIRouter(include_in_schema=False)
+
+REFRESH_SECONDS = 15
+STATES = ("online", "offline", "alert")
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
+
+
+def camera_url(site: str, camera: str) -> str:
+    return f"/ui/fleet/sites/{site}/cameras/{camera}"
+
+
+@router.get("/ui/fleet", response_class=HTMLResponse)
+def fleet_page(
+    request: Request, session: SessionDep, user: CurrentUserDep, site: str | None = None, state: str | None = None
+) -> HTMLResponse:
+    sites = overview.fleet(session, visible_site_ids(user, session), site or None, state if state in STATES else None)
+    all_sites = [s.name for s in overview.fleet(session, visible_site_ids(user, session))] if site else None
+    context = {
+        "sites": sites,
+        "site_names": all_sites or [s.name for s in sites],
+        "site": site or "",
+        "state": state or "",
+        "states": STATES,
+        "refresh": REFRESH_SECONDS,
+        "offline_min": overview.OFFLINE_ALERT_MIN,
+    }
+    return _render(request, "fleet/fleet.html", context)
+
+
+def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]:
+    points = overview.camera_events(session, site, camera)
+    found = service.camera_settings(session, site, camera)
+    agent, settings = found if found is not None else (None, None)
+    if agent is None:
+        row = next((a for s in overview.fleet(session, [site.id]) for a in s.agents if camera in a.cameras), None)
+        agent = row.name if row is not None else None
+    classifiers = list(
+        session.scalars(select(Classifier.name).where(Classifier.site_id == site.id).order_by(Classifier.name))
+    )
+    bound = {b.classifier: b for b in settings.classifiers} if settings is not None else {}
+    rows = []
+    for name in classifiers:
+        b = bound.get(name)
+        rect = b.region.bounds() if b is not None and b.region is not None else None
+        rows.append({"name": name, "on": b is not None, "region": ",".join(f"{v:.3f}" for v in rect) if rect else ""})
+    applied = service.applied_config_version(session, site, agent) if agent else None
+    current = None
+    if agent:
+        try:
+            current = service.current_settings(session, site, agent).version
+        except NotFoundError:
+            current = None
+    return {
+        "site": site.name,
+        "camera": camera,
+        "agent": agent,
+        "timeline": Markup(overview.timeline_svg(points)),  # noqa: S704 - built from escaped parts
+        "events": points[:20],
+        "frames": overview.latest_frames(session, site, camera),
+        "settings": settings,
+        "classifiers": rows,
+        "settings_version": current,
+        "applied_version": applied,
+        "commands": service.list_commands(session, site, agent, 10) if agent else [],
+    }
+
+
+@router.get("/ui/fleet/sites/{site}/cameras/{camera}", response_class=HTMLResponse)
+def camera_page(request: Request, site: str, camera: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
+    return _render(request, "fleet/camera.html", _camera_context(session, crud.get_site(session, site), camera))
+
+
+def _region(text: str, classifier: str) -> dict[str, Any] | None:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"region of {classifier!r}: {text!r} is not four numbers x0,y0,x1,y1") from None
+    if len(values) != 4:
+        raise ValueError(f"region of {classifier!r}: {text!r} is not four numbers x0,y0,x1,y1")
+    return {"rect": values}
+
+
+@router.post("/ui/fleet/sites/{site}/cameras/{camera}/settings", response_model=None)
+async def save_camera_settings(
+    request: Request, site: str, camera: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
+) -> Response:
+    """The camera page's settings form: this camera's entry in its agent's settings, saved as a new version."""
+    form = await request.form()
+    found = crud.get_site(session, site)
+    agent = str(form.get("agent", "")).strip()
+    try:
+        bindings = []
+        for name in session.scalars(select(Classifier.name).where(Classifier.site_id == found.id)):
+            if form.get(f"clf_{name}"):
+                region = _region(str(form.get(f"region_{name}", "")), name)
+                bindings.append({"classifier": name, **({"region": region} if region else {})})
+        cam = CameraConfig.model_validate(
+            {
+                "name": camera,
+                "source": str(form.get("source", "")).strip(),
+                "fps": str(form.get("fps", "2") or "2"),
+                "classifiers": bindings,
+                "gate": {
+                    "enabled": bool(form.get("gate_enabled")),
+                    "sensitivity": str(form.get("sensitivity", "0.5") or "0.5"),
+                    "min_area": str(form.get("min_area", "0.002") or "0.002"),
+                },
+                "uploads": [],
+            }
+        )
+        if not agent:
+            raise ServiceError("agent: name the agent that runs this camera")
+        try:
+            cameras = [c for c in service.current_settings(session, found, agent).config.cameras if c.name != camera]
+            old = next(
+                (c for c in service.current_settings(session, found, agent).config.cameras if c.name == camera), None
+            )
+        except NotFoundError:
+            cameras, old = [], None
+        if old is not None:
+            cam = cam.model_copy(
+                update={"uploads": old.uploads, "gate": cam.gate.model_copy(update={"mask": old.gate.mask})}
+            )
+        service.save_settings(services, session, found, agent, [*cameras, cam], user.name)
+    except ValidationError as exc:
+        return _settings_error(request, session, found, camera, describe_errors(exc.errors()), 422)
+    except ValueError as exc:
+        return _settings_error(request, session, found, camera, str(exc), 422)
+    except ServiceError as exc:
+        return _settings_error(request, session, found, camera, exc.detail, exc.status_code)
+    return RedirectResponse(camera_url(site, camera), status_code=303)
+
+
+def _settings_error(
+    request: Request, session: Session, site: Site, camera: str, detail: str, code: int
+) -> HTMLResponse:
+    return _render(request, "fleet/camera.html", {**_camera_context(session, site, camera), "error": detail}, code)
+
+
+@router.post("/ui/fleet/sites/{site}/cameras/{camera}/commands", response_model=None)
+async def camera_command(
+    request: Request, site: str, camera: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
+) -> Response:
+    form = await request.form()
+    found = crud.get_site(session, site)
+    command, agent = str(form.get("command", "")), str(form.get("agent", ""))
+    if command not in ("snapshot", "reload", "restart"):
+        return _settings_error(
+            request, session, found, camera, f"command={command!r}: use snapshot, reload or restart", 422
+        )
+    try:
+        service.send_command(
+            services, session, found, agent, command, None if command == "reload" else camera, user.name
+        )
+    except ServiceError as exc:
+        return _settings_error(request, session, found, camera, exc.detail, exc.status_code)
+    return RedirectResponse(camera_url(site, camera), status_code=303)
