@@ -47,6 +47,7 @@ from camfleet_hub.services.announce import announce_all
 from camfleet_hub.services.classify import RuntimeCache
 from camfleet_hub.services.media import ThumbnailCache
 from camfleet_hub.services.urls import API_PREFIX
+from camfleet_hub.serving import pages as serving_pages
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
@@ -116,6 +117,7 @@ def create_app(services: HubServices) -> FastAPI:
     app.include_router(ui_curation.router)
     app.include_router(ui_imports.router)
     app.include_router(compat_router.router)  # the older tools' paths, outside /api/v1
+    app.include_router(serving_pages.router)  # Try it, Analysis, Outliers, Errors bulk form, prediction Logs
     docs.install(app)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub") / "static")), name="static")
     return app
