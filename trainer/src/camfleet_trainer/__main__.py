@@ -1,4 +1,4 @@
-"""Command line: `camfleet-trainer worker | train | export-default | eval` (also `python -m camfleet_trainer`)."""
+"""Command line: `camfleet-trainer worker | train | export-default | eval | compare` (or `python -m ...`)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,52 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="judge the INT8 model when the bundle vouches for one")
     e.add_argument("--threads", type=int, help="ONNX Runtime threads (default: up to 4)")
     e.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="images per batch (default: 32)")
+    c = sub.add_parser(
+        "compare",
+        help="compare backbones: accuracy, images/s and size of FP32 and INT8 ONNX models on your images",
+        description="Fit the quick head per backbone on DATA (20 %% held out unless --eval is given), export "
+        "backbone + head to ONNX and INT8, and measure each with ONNX Runtime on this machine.",
+    )
+    c.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
+    c.add_argument("--eval", type=Path, help="judge on this folder instead of a held-out 20 %% of DATA")
+    c.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"],
+        help="timm names with packaged weights (default: lite0 lite1 lite2; missing ones are skipped)",
+    )
+    c.add_argument("--no-int8", dest="int8", action="store_false", help="FP32 rows only")
+    c.add_argument("--eval-images", dest="eval_images", type=int, default=200, help="at most this many (200)")
+    c.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the speed (default: 1)")
+    c.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"embedding cache (default: {DEFAULT_CACHE})")
+    c.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     return p
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from camfleet_trainer.backbone import configure_threads
+    from camfleet_trainer.compare import compare_backbones, render_table
+    from camfleet_trainer.data import load_folder
+
+    if args.eval_images < 1 or args.threads < 1:
+        raise DatasetError(f"--eval-images and --threads must be at least 1, got {args.eval_images}, {args.threads}")
+    data = load_folder(args.data)
+    evaluation = load_folder(args.eval) if args.eval else None
+    configure_threads(None)
+    cmp = compare_backbones(
+        data,
+        args.backbones,
+        args.cache_dir.expanduser(),
+        evaluation=evaluation,
+        int8=args.int8,
+        threads=args.threads,
+        eval_images=args.eval_images,
+        source=str(args.data),
+    )
+    print(json.dumps(cmp.as_dict(), indent=1) if args.json else render_table(cmp), flush=True)
+    return 0 if cmp.rows else 2
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -242,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # one line per HTTP request drowns the worker's own log
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    handlers = {"worker": _worker, "train": _train, "export-default": _export_default, "eval": _eval}
+    handlers = {
+        "worker": _worker,
+        "train": _train,
+        "export-default": _export_default,
+        "eval": _eval,
+        "compare": _compare,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetError, BackboneError, ExportError, FileExistsError, TopicError, BundleError) as exc:
