@@ -60,3 +60,13 @@ def test_fleet_sim_bench_smoke() -> None:
     for _n, ev_sent, ev_stored, fr_sent, fr_stored, _ev_p99, _fr_p99 in rows:
         assert int(ev_sent) > 0 and ev_sent == ev_stored and fr_sent == fr_stored, out
     assert re.search(r"largest N with p99 ingest lag < 1 s: \d+ cameras", out), out
+
+
+def test_ood_bench_smoke() -> None:
+    out = run_bench("ood.py", "--smoke")
+    rows = re.findall(r"^\| (\S[^|]*) \| (\d\.\d{3}) \| (\d\.\d{3}) \|", out, re.M)
+    methods = {name.strip() for name, *_ in rows}
+    assert {"energy", "distance", "max(energy + distance)"} <= methods, out
+    assert all(0.0 <= float(share) <= 1.0 and 0.0 <= float(auc) <= 1.0 for _, share, auc in rows)
+    assert re.search(r"^\| pants \+ skirt \| \d\.\d\d / \d\.\d\d", out, re.M), out
+    assert re.search(r"^best: ", out, re.M), out
