@@ -44,6 +44,8 @@ COMBOS: list[tuple[str, tuple[Statistic, ...]]] = [
     ("mean", ("confidence", "energy", "distance")),
     ("mean", ("energy", "scaled_energy", "distance")),
     ("max", ("confidence", "distance")),  # the older 'percentile' method
+    ("max", ("confidence", "energy", "distance")),
+    ("max", ("scaled_energy", "distance")),
 ]
 # Pairs of clearly different kinds, reported on their own (the target: >= 0.70).
 CLEAR = {("hat", "skirt"), ("shoes", "skirt"), ("hat", "pants"), ("shoes", "t-shirt"), ("hat", "shirt")}

@@ -26,7 +26,8 @@ def test_bundle_verifies_and_describes_the_model(trained: Trained) -> None:
     assert manifest.backbone == "tf_efficientnet_lite0" and manifest.embedding_dim == 1280
     assert manifest.preprocessing.size == 224
     assert {MODEL, INDEX, INDEX_LABELS, REPORT} <= set(manifest.files)
-    assert manifest.anomaly.method == "percentile" and manifest.anomaly.calibration_images == 60
+    assert manifest.anomaly.method == "combined" and manifest.anomaly.calibration_images == 60
+    assert manifest.anomaly.statistics == ["energy", "distance"] and manifest.anomaly.combine == "max"
     assert manifest.anomaly.dist_ref and 0.5 < manifest.anomaly.threshold <= 1.0
     metrics = manifest.metrics
     assert metrics["oof_accuracy"] > 0.85, metrics
