@@ -192,10 +192,12 @@ def get_fleet_settings(site: str, session: SessionDep, _user: SiteViewerDep) -> 
     "/sites/{site}/fleet-settings", operation_id="update_fleet_settings", response_model=FleetSiteSettingsPublic
 )
 def update_fleet_settings(
-    site: str, body: FleetSiteSettingsUpdate, session: SessionDep, _user: SiteAdminDep
+    site: str, body: FleetSiteSettingsUpdate, services: ServicesDep, session: SessionDep, _user: SiteAdminDep
 ) -> FleetSiteSettingsPublic:
     found = crud.get_site(session, site)
     opts = service.update_site_options(session, found, body.event_retention_days, body.homeassistant)
+    if body.homeassistant is not None and services.fleet is not None:
+        services.fleet.homeassistant.switch(found.name, body.homeassistant)
     return FleetSiteSettingsPublic.model_validate(opts, from_attributes=True)
 
 

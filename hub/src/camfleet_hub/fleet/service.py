@@ -27,6 +27,7 @@ from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Agent, Site
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.fleet import events
+from camfleet_hub.fleet.homeassistant import HomeAssistantBridge
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, AgentConfigVersion, FleetCommand, FleetSiteSettings
 from camfleet_hub.services.errors import InvalidError, NotFoundError
 
@@ -246,7 +247,8 @@ def record_reply(session: Session, site: str, agent: str, reply: CommandReply) -
 
 
 class FleetRuntime:
-    """What the fleet domain runs inside the hub: the command reply listener and the event retention sweeper."""
+    """What the fleet domain runs inside the hub: the command reply listener, the event retention sweeper and the
+    Home Assistant bridge."""
 
     def __init__(self, services: HubServices, sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.services = services
@@ -254,10 +256,12 @@ class FleetRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.swept = 0
+        self.homeassistant = HomeAssistantBridge(services)
 
     def start(self) -> None:
         topics = self.services.topics
         self.services.mqtt.subscribe(f"{topics.prefix}/+/agents/+/reply", self._on_reply, qos=1)
+        self.homeassistant.start()
         self._thread = threading.Thread(target=self._sweeper, name="fleet-sweeper", daemon=True)
         self._thread.start()
 
