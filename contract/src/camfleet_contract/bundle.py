@@ -16,7 +16,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -102,6 +102,25 @@ class Manifest(BaseModel):
     @classmethod
     def _site(cls, v: str) -> str:
         return v if v in ("", DEFAULT_SITE) else validate_name(v, "site")
+
+
+Precision = Literal["fp32", "int8"]
+PRECISION = "precision"  # metrics key the hub signs: the model file hub and agents both run for this bundle
+
+
+def signed_precision(manifest: Manifest) -> Precision | None:
+    """The precision the hub signed into ``metrics``; None for a bundle signed before the choice was explicit."""
+    value = manifest.metrics.get(PRECISION)
+    return "int8" if value == "int8" else "fp32" if value == "fp32" else None
+
+
+def read_precision(bundle_dir: str | Path) -> Precision | None:
+    """``signed_precision`` of an unpacked bundle, read before loading it (the runtime then verifies the manifest,
+    so a tampered choice is refused there); None when the manifest is missing or unreadable."""
+    try:
+        return signed_precision(Manifest.model_validate_json((Path(bundle_dir) / MANIFEST).read_bytes()))
+    except (OSError, ValidationError):
+        return None
 
 
 def check_scope(manifest: Manifest, site: str, classifier: str) -> None:

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--fp32",
         action="store_true",
-        help="run the FP32 model even when the bundle's INT8 model is vouched for (within 1 point of FP32)",
+        help="run the FP32 model even when the hub signed INT8 for the bundle (default: the signed precision, as "
+        "the agent and the hub run it; INT8 when vouched for if the bundle names none)",
     )
     return parser
 
@@ -109,7 +110,7 @@ def _table_row(path: str, label: str, prob: str, anomaly: str, score: str, versi
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from camfleet_contract.bundle import BundleError
+    from camfleet_contract.bundle import BundleError, read_precision
     from camfleet_contract.images import ImageError, decode_image
     from camfleet_contract.runtime import ClassifierRuntime
 
@@ -122,10 +123,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             "itself, not against a trusted key",
             file=sys.stderr,
         )
+    signed = read_precision(args.bundle)
+    prefer_int8 = not args.fp32 and signed != "fp32"
     try:
-        runtime = ClassifierRuntime(
-            args.bundle, public_key=args.public_key, top_k=args.top_k, prefer_int8=not args.fp32
-        )
+        runtime = ClassifierRuntime(args.bundle, public_key=args.public_key, top_k=args.top_k, prefer_int8=prefer_int8)
     except BundleError as exc:
         print(f"camfleet-agent: bundle {args.bundle} rejected: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -151,6 +152,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 "latency_ms": result.latency_ms,
                 "classifier": runtime.manifest.classifier,
                 "model_version": runtime.version,
+                "model_file": runtime.model_file,
             }
             print(json.dumps(record), flush=True)
         else:

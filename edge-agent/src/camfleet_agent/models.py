@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from camfleet_contract.bundle import BundleError, check_scope, read_signature, unpack_bundle
+from camfleet_contract.bundle import BundleError, check_scope, read_precision, read_signature, unpack_bundle
 from camfleet_contract.messages import ModelAnnouncement
 from camfleet_contract.rollback import verify_rollback
 from camfleet_contract.runtime import ClassifierRuntime
@@ -386,7 +386,10 @@ class ModelManager:
         except FleetKeyError as exc:
             raise TransientUpdateError(str(exc)) from None
         try:
-            runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=self.top_k, prefer_int8=self.use_int8)
+            # The hub signs each bundle's precision so hub and agents answer alike; use_int8 is for older bundles.
+            signed = read_precision(bundle_dir)
+            prefer_int8 = self.use_int8 if signed is None else signed == "int8"
+            runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=self.top_k, prefer_int8=prefer_int8)
         except BundleError as exc:
             raise ModelUpdateError(str(exc)) from None
         except Exception as exc:  # ORT/usearch failures that the runtime did not wrap

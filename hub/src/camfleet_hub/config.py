@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from camfleet_contract.bundle import Precision
 from camfleet_hub.compat.schemas import CompatSettings
 
 ENV_PREFIX = "CAMFLEET_HUB"
@@ -125,6 +126,19 @@ class ClassifySettings(_Section):
     )
     concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
     retry_after_s: int = Field(default=2, ge=1)
+    batch_wait_ms: float = Field(
+        default=5.0, ge=0, le=60_000, description="how long a model's first queued image waits for others to batch"
+    )
+    max_batch: int = Field(default=32, ge=1, le=1024, description="images in one ONNX Runtime run")
+    queue_images: int = Field(
+        default=256, ge=1, description="decoded images waiting for a model run, per model; more get 503"
+    )
+    precision: Precision = Field(
+        default="fp32", description="precision signed into newly registered bundles (int8 only when it is usable)"
+    )
+    precision_by_classifier: dict[str, Precision] = Field(
+        default_factory=dict, description='per classifier, keyed "site/classifier"; overrides precision'
+    )
 
 
 class LimitSettings(_Section):
@@ -155,6 +169,19 @@ class ClassifySettings(_Section):
     )
     concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
     retry_after_s: int = Field(default=2, ge=1)
+    batch_wait_ms: float = Field(
+        default=5.0, ge=0, le=60_000, description="how long a model's first queued image waits for others to batch"
+    )
+    max_batch: int = Field(default=32, ge=1, le=1024, description="images in one ONNX Runtime run")
+    queue_images: int = Field(
+        default=256, ge=1, description="decoded images waiting for a model run, per model; more get 503"
+    )
+    precision: Precision = Field(
+        default="fp32", description="precision signed into newly registered bundles (int8 only when it is usable)"
+    )
+    precision_by_classifier: dict[str, Precision] = Field(
+        default_factory=dict, description='per classifier, keyed "site/classifier"; overrides precision'
+    )
 
 
 class LimitSettings(_Section):

@@ -357,7 +357,11 @@ class JobProgress(Public):
 class ClassifyRequest(Request):
     site: str
     classifier: str
-    images: list[str] = Field(min_length=1, description="base64-encoded image files (JPEG, PNG, ...)")
+    images: list[str] = Field(default_factory=list, description="base64-encoded image files (JPEG, PNG, ...)")
+    urls: list[str] = Field(
+        default_factory=list, description="http(s) image URLs, fetched through the URL-import guard (imports.url_*)"
+    )
+    top_k: int | None = Field(default=None, ge=1, le=1000, description="predictions per image (default 5)")
 
     @field_validator("site", "classifier")
     @classmethod
@@ -383,6 +387,7 @@ class ModelRef(Public):
     classifier: str
     version: int
     default: bool
+    precision: Literal["fp32", "int8"] = Field(default="fp32", description="the model file that ran")
 
 
 class ClassifyAnswer(Public):

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,9 +39,12 @@ class ApiHub:
         return self.services.topics.prefix
 
 
-def _settings(tmp_path: Path, db_url: str, host: str, port: int, ingest: bool) -> HubSettings:
+def _settings(
+    tmp_path: Path, db_url: str, host: str, port: int, ingest: bool, sections: dict[str, Any] | None = None
+) -> HubSettings:
     return HubSettings.model_validate(
         {
+            **(sections or {}),
             "data_dir": str(tmp_path / "hub"),
             "mqtt": {"embedded": False, "host": host, "port": port, "root": unique("cf"), "client_id": unique("ing-")},
             "db": {"url": db_url},
@@ -81,9 +85,10 @@ def hub_factory(tmp_path: Path, mosquitto) -> Iterator[Callable[..., ApiHub]]:  
     """Start hubs on the session Mosquitto; each gets its own data dir, topic root and database URL."""
     started: list[tuple[Hub, TestClient]] = []
 
-    def make(db_url: str, ingest: bool = False) -> ApiHub:
+    def make(db_url: str, ingest: bool = False, sections: dict[str, Any] | None = None) -> ApiHub:
+        """``sections``: extra settings sections (e.g. {"classify": {...}}) besides the ones every test hub has."""
         hub = Hub(
-            _settings(tmp_path / unique("h"), db_url, mosquitto.host, mosquitto.port, ingest),
+            _settings(tmp_path / unique("h"), db_url, mosquitto.host, mosquitto.port, ingest, sections),
             http=False,
             ingest=ingest,
             broker=False,

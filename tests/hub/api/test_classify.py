@@ -72,7 +72,13 @@ def test_classify_with_default_then_production_model(
     r = _multipart(c, images)
     assert r.status_code == 200, r.text
     answer = r.json()
-    assert answer["model"] == {"id": model["id"], "classifier": "clothes", "version": 1, "default": False}
+    assert answer["model"] == {
+        "id": model["id"],
+        "classifier": "clothes",
+        "version": 1,
+        "default": False,
+        "precision": "fp32",
+    }
     assert len(answer["results"]) == 2
     for res in answer["results"]:
         assert res["label"] in ("dress", "hat", "shoes")

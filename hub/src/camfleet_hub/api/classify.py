@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +24,7 @@ from camfleet_hub.serving import analyse as analysis
 from camfleet_hub.serving.schemas import DEFAULT_NEIGHBOURS, MAX_NEIGHBOURS, AnalyseAnswer, AnalyseRequest
 
 router = APIRouter(tags=["classify"])
+MAX_TOP_K = 1000
 
 BODIES: dict[str, Any] = {
     "requestBody": {
@@ -36,6 +38,8 @@ BODIES: dict[str, Any] = {
                         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                         "site": {"type": "string"},
                         "classifier": {"type": "string"},
+                        "urls": {"type": "array", "items": {"type": "string"}},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
                     },
                 }
             },
@@ -52,9 +56,26 @@ def _form_text(form: Any, field: str) -> str:
     return value
 
 
-async def _from_form(request: Request, limits: ClassifySettings) -> tuple[str, str, list[service.NamedImage]]:
+def _top_k(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip().isdigit() or not 1 <= int(value) <= MAX_TOP_K:
+        raise InvalidError(f"top_k: {str(value)[:20]!r} is not a whole number from 1 to {MAX_TOP_K}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    site: str
+    classifier: str
+    images: list[service.NamedImage]
+    urls: list[str]
+    top_k: int | None
+
+
+async def _from_form(request: Request, limits: ClassifySettings) -> ClassifyInput:
     # The body itself is bounded by the limits middleware before this reads it.
-    form = await request.form(max_files=limits.max_images + 1, max_fields=8)
+    form = await request.form(max_files=limits.max_images + 1, max_fields=8 + limits.max_images)
     try:
         images = []
         for i, upload in enumerate(form.getlist("files")):
@@ -62,19 +83,22 @@ async def _from_form(request: Request, limits: ClassifySettings) -> tuple[str, s
                 raise InvalidError(f"files[{i}]: expected a file upload, got a text field")
             data = await upload.read(limits.max_image_bytes + 1)
             images.append(service.NamedImage(upload.filename or f"files[{i}]", data))
-        return _form_text(form, "site"), _form_text(form, "classifier"), images
+        urls = [u for u in form.getlist("urls") if isinstance(u, str)]
+        site, clf = _form_text(form, "site"), _form_text(form, "classifier")
+        return ClassifyInput(site, clf, images, urls, _top_k(form.get("top_k")))
     finally:
         await form.close()
 
 
-def _from_json(raw: bytes, limits: ClassifySettings) -> tuple[str, str, list[service.NamedImage]]:
+def _from_json(raw: bytes, limits: ClassifySettings) -> ClassifyInput:
     try:
         body = ClassifyRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise invalid_from(exc) from None
-    if len(body.images) > limits.max_images:
+    if len(body.images) + len(body.urls) > limits.max_images:
         raise TooLargeError(
-            f"images: {len(body.images)} images in one request, over classify.max_images={limits.max_images}"
+            f"images: {len(body.images) + len(body.urls)} images in one request, "
+            f"over classify.max_images={limits.max_images}"
         )
     images = []
     for i, text in enumerate(body.images):
@@ -83,14 +107,17 @@ def _from_json(raw: bytes, limits: ClassifySettings) -> tuple[str, str, list[ser
         except (binascii.Error, ValueError) as exc:
             raise InvalidError(f"images[{i}]: not valid base64 ({exc})") from None
         images.append(service.NamedImage(f"images[{i}]", data))
-    return body.site, body.classifier, images
+    return ClassifyInput(body.site, body.classifier, images, body.urls, body.top_k)
 
 
 @router.post("/classify", operation_id="classify", response_model=ClassifyAnswer, openapi_extra=BODIES)
 async def classify(
     request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
 ) -> ClassifyAnswer:
-    """Needs the viewer role in the named site; 503 with Retry-After while ``classify.concurrency`` are busy."""
+    """Needs the viewer role in the named site. Images as multipart ``files``, base64 JSON ``images`` or ``urls``
+    (fetched through the URL-import guard); ``top_k`` predictions per image. Concurrent requests for one model
+    run as one batch. 503 with Retry-After while ``classify.concurrency`` requests decode, or when the model's
+    queue holds ``classify.queue_images``."""
     limits = services.settings.classify
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith(("multipart/form-data", "application/json")):
@@ -101,18 +128,27 @@ async def classify(
     state.runtimes.slots.acquire()  # before the body is read: a busy hub holds no more request bodies
     try:
         if ctype.startswith("multipart/form-data"):
-            site, clf, images = await _from_form(request, limits)
+            body = await _from_form(request, limits)
         else:
-            site, clf, images = _from_json(await request.body(), limits)
+            body = _from_json(await request.body(), limits)
+        if len(body.images) + len(body.urls) > limits.max_images:
+            raise TooLargeError(
+                f"images: {len(body.images) + len(body.urls)} images in one request, "
+                f"over classify.max_images={limits.max_images}"
+            )
 
-        def run() -> dict[str, object]:
-            classifier = crud.get_classifier(session, site, clf)
-            user.require(classifier.site_id, Role.VIEWER, site)
-            return service.classify(services, session, state.runtimes, classifier, images, user.name)
+        def prepare() -> service.Prepared:
+            classifier = crud.get_classifier(session, body.site, body.classifier)
+            user.require(classifier.site_id, Role.VIEWER, body.site)
+            fetched = service.fetch_urls(body.urls, services.settings) if body.urls else []
+            return service.prepare(services, session, state.runtimes, classifier, body.images + fetched)
 
-        return ClassifyAnswer.model_validate(await run_in_threadpool(run))
+        prepared = await run_in_threadpool(prepare)
     finally:
         state.runtimes.slots.release()
+    # Waiting for the batch holds no slot: only the preprocessed tensors, bounded by classify.queue_images.
+    answer = await run_in_threadpool(service.finish, session, prepared, user.name, body.top_k)
+    return ClassifyAnswer.model_validate(answer)
 
 
 ANALYSE_BODIES: dict[str, Any] = {

@@ -1,4 +1,8 @@
-"""REST classification with a classifier's production model (or the ImageNet default), runtimes cached per model."""
+"""REST classification with a classifier's production model (or the ImageNet default), runtimes cached per model.
+
+Requests decode and preprocess in their own threads (at most ``classify.concurrency`` at once), then hand the
+tensors to the model's ``Batcher``, which runs concurrent requests as one ONNX Runtime batch.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 from sqlalchemy.orm import Session
 
-from camfleet_contract.bundle import MANIFEST, BundleError, unpack_bundle
-from camfleet_contract.images import ImageError, decode_image, probe_image
-from camfleet_contract.runtime import ClassifierRuntime
+from camfleet_contract.bundle import MANIFEST, MODEL_INT8, PRECISION, BundleError, Manifest, Precision, unpack_bundle
+from camfleet_contract.images import ImageError, decode_image, preprocess_batch, probe_image
+from camfleet_contract.runtime import ClassifierRuntime, int8_usable
 from camfleet_contract.signing import public_key_of
-from camfleet_hub.config import ClassifySettings
+from camfleet_hub.config import ClassifySettings, HubSettings
 from camfleet_hub.db.models import Classifier, ModelVersion
 from camfleet_hub.services import announce
 from camfleet_hub.services.errors import InvalidError, TooLargeError, UnavailableError
-from camfleet_hub.serving.service import LogContext, log_predictions, score_images
+from camfleet_hub.services.fetch import FetchError, FetchLimits, fetch
+from camfleet_hub.serving.batcher import Batcher, BatchLimits, BusyError
+from camfleet_hub.serving.service import LogContext, log_predictions, score_outputs
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
@@ -34,14 +41,6 @@ MAX_CACHED_RUNTIMES = 8
 DEFAULT_SIDE = 256
 # Up to this size (a 4-megapixel frame, 12 MB of RGB) JPEGs decode exactly, as the agent and the trainer do.
 EXACT_DECODE_PIXELS = 4_000_000
-
-
-class BusyError(UnavailableError):
-    """Every classification slot is taken; the client should retry after ``retry_after`` seconds."""
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class Slots:
@@ -62,6 +61,24 @@ class Slots:
         self._sem.release()
 
 
+__all__ = ["BusyError", "NamedImage", "Prepared", "RuntimeCache", "choose_precision", "classify", "finish", "prepare"]
+
+
+def choose_precision(settings: HubSettings, site: str, classifier: str, manifest: Manifest) -> Precision:
+    """The precision signed into a bundle at registration (hub and agents then run the same file): the
+    classifier's ``classify.precision_by_classifier`` entry, else ``classify.precision``; INT8 only when the
+    bundle ships an INT8 model the trainer vouched for, else FP32."""
+    limits = settings.classify
+    wanted = limits.precision_by_classifier.get(f"{site}/{classifier}", limits.precision)
+    return "int8" if wanted == "int8" and int8_usable(manifest) else "fp32"
+
+
+def model_precision(model: ModelVersion) -> Precision:
+    """What the hub runs for a registered model: the signed choice; FP32 for bundles registered before it."""
+    metrics = model.manifest.get("metrics") or {}
+    return "int8" if metrics.get(PRECISION) == "int8" else "fp32"
+
+
 @dataclass(frozen=True)
 class NamedImage:
     """One image of a request: how to name it in an error, and its bytes."""
@@ -71,13 +88,14 @@ class NamedImage:
 
 
 class RuntimeCache:
-    """Loaded ``ClassifierRuntime``s by model id; each bundle is unpacked from the store into the data dir once."""
+    """Loaded ``ClassifierRuntime``s (each with its ``Batcher``) by model id; each bundle is unpacked from the
+    store into the data dir once. The runtime runs the precision signed into the model's manifest."""
 
     def __init__(self, services: HubServices, max_entries: int = MAX_CACHED_RUNTIMES) -> None:
         self.services = services
         self.max_entries = max_entries
         self.root = services.settings.resolve("models")
-        self._runtimes: OrderedDict[int, ClassifierRuntime] = OrderedDict()
+        self._runtimes: OrderedDict[int, tuple[ClassifierRuntime, Batcher]] = OrderedDict()
         self._lock = threading.Lock()
         self.slots = Slots(services.settings.classify)
 
@@ -102,20 +120,37 @@ class RuntimeCache:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
-    def get(self, model: ModelVersion) -> ClassifierRuntime:
+    def entry(self, model: ModelVersion) -> tuple[ClassifierRuntime, Batcher]:
         with self._lock:
-            runtime = self._runtimes.get(model.id)
-            if runtime is not None:
+            entry = self._runtimes.get(model.id)
+            if entry is not None:
                 self._runtimes.move_to_end(model.id)
-                return runtime
+                return entry
             try:
-                runtime = ClassifierRuntime(self._bundle_dir(model), public_key=public_key_of(self.services.fleet_key))
+                runtime = ClassifierRuntime(
+                    self._bundle_dir(model),
+                    public_key=public_key_of(self.services.fleet_key),
+                    prefer_int8=model_precision(model) == "int8",
+                )
             except BundleError as exc:
                 raise UnavailableError(f"model id={model.id} cannot be loaded: {exc}") from None
-            self._runtimes[model.id] = runtime
+            s = self.services.settings.classify
+            limits = BatchLimits(s.max_batch, s.batch_wait_ms / 1000.0, s.queue_images, s.retry_after_s)
+            entry = (runtime, Batcher(runtime.run, limits, name=f"model id={model.id}"))
+            self._runtimes[model.id] = entry
             while len(self._runtimes) > self.max_entries:
-                self._runtimes.popitem(last=False)
-            return runtime
+                _id, (_rt, old) = self._runtimes.popitem(last=False)
+                old.close()  # queued requests still finish; the worker then exits
+            return entry
+
+    def get(self, model: ModelVersion) -> ClassifierRuntime:
+        return self.entry(model)[0]
+
+    def batcher(self, model: ModelVersion) -> Batcher | None:
+        """The model's batcher when it is loaded (its stats count batches), else None."""
+        with self._lock:
+            entry = self._runtimes.get(model.id)
+            return None if entry is None else entry[1]
 
 
 def choose_model(session: Session, classifier: Classifier) -> tuple[ModelVersion, bool]:
@@ -197,20 +232,42 @@ def decode_bounded(data: bytes, max_pixels: int, side: int = DEFAULT_SIDE) -> np
     return decode_image(data, max_pixels=max_pixels, draft=draft)
 
 
-def classify(
-    services: HubServices,
-    session: Session,
-    cache: RuntimeCache,
-    classifier: Classifier,
-    images: list[NamedImage],
-    caller: str = "",
-) -> dict[str, object]:
-    """Check sizes from the headers, decode every image at reduced scale (a bad one is a 422 naming it), classify;
-    one prediction-log row per image (``caller`` is who asked)."""
+def fetch_urls(urls: list[str], settings: HubSettings) -> list[NamedImage]:
+    """Image URLs fetched one after the other through the URL-import guard; a refused one is a 422 naming it."""
+    s = settings.imports
+    limits = FetchLimits(s.url_max_bytes, s.url_timeout_s, s.url_max_redirects, s.url_allow_private)
+    images = []
+    with httpx.Client(timeout=httpx.Timeout(limits.timeout_s), headers={"User-Agent": "camfleet-hub/1"}) as client:
+        for i, url in enumerate(urls):
+            try:
+                images.append(NamedImage(url[:512], fetch(client, url, limits)))
+            except FetchError as exc:
+                raise InvalidError(f"urls[{i}]: {exc}") from None
+    return images
+
+
+@dataclass
+class Prepared:
+    """A request decoded and preprocessed, ready for its model's batcher."""
+
+    classifier: Classifier
+    model: ModelVersion
+    is_default: bool
+    runtime: ClassifierRuntime
+    batcher: Batcher
+    names: list[str]
+    batch: np.ndarray
+
+
+def prepare(
+    services: HubServices, session: Session, cache: RuntimeCache, classifier: Classifier, images: list[NamedImage]
+) -> Prepared:
+    """Check sizes from the headers, decode every image at reduced scale (a bad one is a 422 naming it) and
+    preprocess: the part that needs a ``classify.concurrency`` slot."""
     limits = services.settings.classify
     check_request(images, limits)
     model, is_default = choose_model(session, classifier)
-    runtime = cache.get(model)
+    runtime, batcher = cache.entry(model)
     spec = runtime.manifest.preprocessing
     side = max(spec.resize, spec.size)
     check_pixels(images, limits, side)
@@ -220,21 +277,31 @@ def classify(
             decoded.append(decode_bounded(image.data, limits.max_image_pixels, side))
         except ImageError as exc:
             raise InvalidError(f"images[{i}] ({image.name}): {exc}") from None
-    results = score_images(runtime, decoded)  # every probability, for the log; the answer keeps the top_k
-    top_k = runtime.top_k
-    name = runtime.manifest.classifier if is_default else classifier.name
+    # Only the tensors wait in the batch queue, not the decoded images or the request's bytes.
+    batch = preprocess_batch(decoded, spec)
+    return Prepared(classifier, model, is_default, runtime, batcher, [i.name for i in images], batch)
+
+
+def finish(session: Session, prepared: Prepared, caller: str = "", top_k: int | None = None) -> dict[str, object]:
+    """Run the batch with whatever else waits for the model, answer the ``top_k`` and log one row per image."""
+    p = prepared
+    logits, embedding = p.batcher.submit(p.batch)
+    results = score_outputs(p.runtime, logits, embedding)  # every probability, for the log; the answer keeps top_k
+    k = min(top_k or p.runtime.top_k, len(p.runtime.classes))
+    name = p.runtime.manifest.classifier if p.is_default else p.classifier.name
     answer: dict[str, object] = {
         "model": {
-            "id": model.id,
+            "id": p.model.id,
             "classifier": name,
-            "version": model.version,
-            "default": is_default,
+            "version": p.model.version,
+            "default": p.is_default,
+            "precision": "int8" if p.runtime.model_file == MODEL_INT8 else "fp32",
         },
         "results": [
             {
                 "label": r.label,
                 "probability": r.probability,
-                "predictions": [{"label": g, "probability": p} for g, p in list(r.probabilities.items())[:top_k]],
+                "predictions": [{"label": g, "probability": q} for g, q in list(r.probabilities.items())[:k]],
                 "anomaly": r.anomaly,
                 "anomaly_score": r.anomaly_score,
             }
@@ -242,13 +309,26 @@ def classify(
         ],
     }
     ctx = LogContext(
-        site_id=classifier.site_id,
+        site_id=p.classifier.site_id,
         classifier=name,
-        model_id=model.id,
-        model_version=model.version,
+        model_id=p.model.id,
+        model_version=p.model.version,
         caller=caller,
         route="classify",
     )
-    log_predictions(session, ctx, [i.name for i in images], results)
+    log_predictions(session, ctx, p.names, results)
     session.commit()
     return answer
+
+
+def classify(
+    services: HubServices,
+    session: Session,
+    cache: RuntimeCache,
+    classifier: Classifier,
+    images: list[NamedImage],
+    caller: str = "",
+    top_k: int | None = None,
+) -> dict[str, object]:
+    """``prepare`` then ``finish`` in one call (callers that hold no concurrency slot)."""
+    return finish(session, prepare(services, session, cache, classifier, images), caller, top_k)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from camfleet_contract.bundle import (
     DEFAULT_CLASSIFIER,
     DEFAULT_SITE,
+    PRECISION,
     SIGNATURE,
     BundleError,
     Manifest,
@@ -32,6 +33,7 @@ from camfleet_contract.signing import public_key_of
 from camfleet_hub.db.models import Classifier, JobStatus, ModelStatus, ModelVersion, Site, TrainingJob
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services import announce, reports
+from camfleet_hub.services.classify import choose_precision
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 from camfleet_hub.services.jobs import get_job
 from camfleet_hub.store.base import ObjectNotFound
@@ -83,6 +85,9 @@ def resign(
         bundle_dir = unpack_bundle(data, Path(tmp) / "bundle")
         manifest = verify_bundle(bundle_dir, None)
         update_fields: dict[str, object] = {"version": str(version), "site": site, "classifier": classifier}
+        # The precision is signed with the bundle so hub and agents run the same model file (classify.precision*).
+        precision = choose_precision(services.settings, site, classifier, manifest)
+        update_fields["metrics"] = {**manifest.metrics, PRECISION: precision}
         manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_key)
         _check_loads(bundle_dir, public_key_of(services.fleet_key))
         signature = (bundle_dir / SIGNATURE).read_text().strip()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from camfleet_contract.anomaly import score
 from camfleet_contract.images import preprocess_batch
 from camfleet_contract.runtime import ClassifierRuntime, softmax
 from camfleet_hub.serving.models import PredictionLog
@@ -37,17 +36,24 @@ def score_images(runtime: ClassifierRuntime, images: Sequence[np.ndarray]) -> li
     if not images:
         return []
     logits, embedding = runtime.run(preprocess_batch(list(images), runtime.manifest.preprocessing))
+    return score_outputs(runtime, logits, embedding)
+
+
+def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.ndarray) -> list[Scored]:
+    """``Scored`` rows from raw model outputs (the batcher runs the model for several requests at once); the
+    anomaly score is the runtime's own, so the hub flags exactly what an agent running the bundle flags."""
     cal = runtime.manifest.anomaly
     probs = softmax(logits, cal.temperature)
     distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
+    scores = runtime.anomaly_scores(logits, embedding, distances)
     classes = runtime.classes
     out = []
-    for i in range(len(images)):
+    for i in range(len(logits)):
         order = np.argsort(-probs[i])
         ranked = {classes[j]: float(probs[i, j]) for j in order}
         top = classes[int(order[0])]
         dist = None if distances is None else float(distances[i])
-        s = score(ranked[top], dist, cal)
+        s = float(scores[i])
         out.append(Scored(top, ranked[top], ranked, s > cal.threshold, s, cal.threshold, dist, embedding[i]))
     return out
 
