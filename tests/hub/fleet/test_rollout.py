@@ -161,3 +161,29 @@ def test_share_widen_and_refusals(sqlite_fleet: FleetHub, clothing_subset: Path,
     )
     row = next(x for x in c.get(ROLLOUT).json()["agents"] if x["agent"] == "cam-agent-0")
     assert row["applied_version"] == "1" and row["expected_version"] == 2
+
+
+def test_rollout_from_the_fleet_page(sqlite_fleet: FleetHub, clothing_subset: Path, tmp_path: Path) -> None:
+    fleet, c = sqlite_fleet, sqlite_fleet.client
+    v1, _v2 = _models(fleet, clothing_subset, tmp_path, 2)
+    for agent in AGENTS:
+        _status(fleet, agent)
+    wait_for(lambda: len(c.get(ROLLOUT).json()["agents"]) == 3, "three agents known")
+    c.post(f"{API}/models/{v1}/promote")
+    form = "/ui/fleet/sites/shop/classifiers/clothes/rollout"
+    r = c.post(form, data={"action": "stage", "version": "2", "agents": "agent2"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = c.get("/ui/fleet").text
+    assert (
+        'staged <span class="badge candidate">2</span> on' in page
+        and "agent2" in page.split("staged <span", 1)[1][:120]
+    )
+    assert c.get(ROLLOUT).json()["staged_agents"] == ["agent2"]
+    assert c.post(form, data={"action": "promote"}, follow_redirects=False).status_code == 303
+    assert c.get(ROLLOUT).json()["production_version"] == 2
+    assert c.post(form, data={"action": "rollback"}, follow_redirects=False).status_code == 303
+    assert c.get(ROLLOUT).json()["production_version"] == 1
+    bad = c.post(form, data={"action": "stage", "version": "x", "agents": "agent2"})
+    assert bad.status_code == 422 and "version=&#39;x&#39;" in bad.text
+    older = c.post(form, data={"action": "stage", "version": "1", "agents": "agent2"})
+    assert older.status_code == 409 and "not above the production version" in older.text

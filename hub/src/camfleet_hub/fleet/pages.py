@@ -18,9 +18,9 @@ from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteA
 from camfleet_hub.api.errors import describe_errors
 from camfleet_hub.api.ui_auth import templates
 from camfleet_hub.db.models import Classifier, Site
-from camfleet_hub.fleet import overview, service
+from camfleet_hub.fleet import overview, rollout, service
 from camfleet_hub.services import crud
-from camfleet_hub.services.errors import NotFoundError, ServiceError
+from camfleet_hub.services.errors import InvalidError, NotFoundError, ServiceError
 
 router = APIRouter(include_in_schema=False)
 
@@ -34,6 +34,15 @@ def _render(request: Request, name: str, context: dict[str, Any], status_code: i
 
 def camera_url(site: str, camera: str) -> str:
     return f"/ui/fleet/sites/{site}/cameras/{camera}"
+
+
+def _rollouts(session: Session, site_names: list[str]) -> dict[str, list[rollout.RolloutView]]:
+    out: dict[str, list[rollout.RolloutView]] = {}
+    for name in site_names:
+        site = crud.get_site(session, name)
+        clfs = session.scalars(select(Classifier).where(Classifier.site_id == site.id).order_by(Classifier.name))
+        out[name] = [rollout.view(session, site, c) for c in clfs]
+    return out
 
 
 @router.get("/ui/fleet", response_class=HTMLResponse)
@@ -50,6 +59,7 @@ def fleet_page(
         "states": STATES,
         "refresh": REFRESH_SECONDS,
         "offline_min": overview.OFFLINE_ALERT_MIN,
+        "rollouts": _rollouts(session, [s.name for s in sites]),
     }
     return _render(request, "fleet/fleet.html", context)
 
@@ -139,7 +149,7 @@ async def save_camera_settings(
             }
         )
         if not agent:
-            raise ServiceError("agent: name the agent that runs this camera")
+            raise InvalidError("agent: name the agent that runs this camera")
         try:
             cameras = [c for c in service.current_settings(session, found, agent).config.cameras if c.name != camera]
             old = next(
@@ -185,3 +195,33 @@ async def camera_command(
     except ServiceError as exc:
         return _settings_error(request, session, found, camera, exc.detail, exc.status_code)
     return RedirectResponse(camera_url(site, camera), status_code=303)
+
+
+@router.post("/ui/fleet/sites/{site}/classifiers/{clf}/rollout", response_model=None)
+async def rollout_action(
+    request: Request, site: str, clf: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
+) -> Response:
+    """The fleet page's rollout forms: stage (agents, percent), promote to all, roll back."""
+    form = await request.form()
+    action = str(form.get("action", ""))
+    classifier = crud.get_classifier(session, site, clf)
+    try:
+        if action == "stage":
+            agents = [a.strip() for a in str(form.get("agents", "")).split(",") if a.strip()]
+            version, percent = str(form.get("version", "")).strip(), str(form.get("percent", "") or "0").strip()
+            if not version.isdigit() or not percent.isdigit() or int(percent) > 100:
+                raise InvalidError(f"version={version!r} percent={percent!r}: whole numbers, percent 0-100")
+            rollout.stage(services, session, classifier, int(version), agents, int(percent), user.name)
+        elif action == "promote":
+            rollout.promote_all(services, session, classifier, None)
+        elif action == "rollback":
+            rollout.rollback_all(services, session, classifier)
+        else:
+            raise InvalidError(f"action={action!r}: use stage, promote or rollback")
+    except ServiceError as exc:
+        context: dict[str, Any] = {"sites": overview.fleet(session, visible_site_ids(user, session), site)}
+        context["error"] = exc.detail
+        context |= {"site_names": [site], "site": site, "state": "", "states": STATES, "refresh": REFRESH_SECONDS}
+        context |= {"offline_min": overview.OFFLINE_ALERT_MIN, "rollouts": _rollouts(session, [site])}
+        return _render(request, "fleet/fleet.html", context, exc.status_code)
+    return RedirectResponse(f"/ui/fleet?site={site}#rollout-{site}-{clf}", status_code=303)
