@@ -485,7 +485,7 @@ def _calibrated(
         "augment": run.aug.name,
         "balanced_sampling": run.balanced,
         "device": run.device.type,
-        "history": [h.hub_metrics() for h in history],
+        "history": [h.hub_metrics().model_dump() for h in history],
         "estimate_s": round(estimate.total_s, 1),
         "train_images_per_s": round(float(np.mean([h.train_images_per_s for h in history])), 2),
     }

@@ -383,7 +383,10 @@ def train_full_bundle(
         "split": {"train": train_part.counts(), "validation": usable.subset((~is_train).tolist()).counts()},
         "skipped": [{"name": n, "reason": r} for n, r in result.skipped],
         "metrics": result.metrics,
-        "history": [h.hub_metrics() | {"train_images_per_s": round(h.train_images_per_s, 2)} for h in result.history],
+        "history": [
+            h.hub_metrics().model_dump() | {"train_images_per_s": round(h.train_images_per_s, 2)}
+            for h in result.history
+        ],
         "estimate": {"text": result.estimate.text(), "total_s": round(result.estimate.total_s, 1)},
         "misclassified": _misclassified(result),
         "label_errors": _full_label_errors(result),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from camfleet_contract.rest import EpochMetrics
 
 
 @dataclass
@@ -52,17 +53,17 @@ class EpochStats:
     lr: float
     best: bool
 
-    def hub_metrics(self) -> dict[str, Any]:
-        """The heartbeat's per-epoch figures (the hub's EpochMetrics)."""
-        return {
-            "epoch": self.epoch,
-            "loss": round(self.loss, 5),
-            "train_acc": round(self.train_acc, 4),
-            "val_acc": round(self.val_acc, 4),
-            "val_loss": round(self.val_loss, 5),
-            "epoch_s": round(self.seconds, 2),
-            "eta_s": round(self.eta_s, 1),
-        }
+    def hub_metrics(self) -> EpochMetrics:
+        """The heartbeat's per-epoch figures (the REST contract's EpochMetrics)."""
+        return EpochMetrics(
+            epoch=self.epoch,
+            loss=round(self.loss, 5),
+            train_acc=round(self.train_acc, 4),
+            val_acc=round(self.val_acc, 4),
+            val_loss=round(self.val_loss, 5),
+            epoch_s=round(self.seconds, 2),
+            eta_s=round(self.eta_s, 1),
+        )
 
 
 @dataclass

@@ -381,7 +381,7 @@ def _epoch_reports(reporter: JobReporter) -> FullHooks:
         reporter.add_epoch(start)
 
     def epoch(stats: EpochStats) -> None:
-        reporter.add_epoch(EpochMetrics.model_validate(stats.hub_metrics()))
+        reporter.add_epoch(stats.hub_metrics())
 
     return FullHooks(estimate=estimate, epoch=epoch)
 
