@@ -70,3 +70,11 @@ def test_ood_bench_smoke() -> None:
     assert all(0.0 <= float(share) <= 1.0 and 0.0 <= float(auc) <= 1.0 for _, share, auc in rows)
     assert re.search(r"^\| pants \+ skirt \| \d\.\d\d / \d\.\d\d", out, re.M), out
     assert re.search(r"^best: ", out, re.M), out
+
+
+def test_rest_bench_smoke() -> None:
+    out = run_bench("rest.py", "--smoke")
+    assert re.search(r"raw ONNX Runtime, batch 32, preprocessed input: +\d+\.\d images/s", out), out
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|", out, re.M)
+    assert [r[0] for r in rows] == ["1", "4", "16"], out
+    assert all(float(r[1]) > 0 for r in rows), out  # every client count got answers
