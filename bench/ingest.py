@@ -3,6 +3,7 @@
 The raw baseline is a paho publisher and subscriber moving the same payloads with no work, in the same run.
     python bench/ingest.py [--frames 2000]
     python bench/ingest.py --smoke     # a few seconds on the tests' carried clip: does it still run
+    python bench/ingest.py --events 20000 [--db-url postgresql://...]   # events stored (event history) ÷ raw
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common import REPO, clip_frames, free_port, mosquitto, wait_port  # noqa: E
 
 from camfleet_contract.envelope import encode_frame, new_header  # noqa: E402
 from camfleet_contract.images import encode_jpeg  # noqa: E402
+from camfleet_contract.messages import Event, Prediction, to_json  # noqa: E402
 from camfleet_contract.topics import Topics  # noqa: E402
 
 SITE, CAMERA, AGENT = "bench", "plaza", "bench-agent"
@@ -101,13 +103,40 @@ def raw_rate(port: int, topic: str, msgs: list[bytes]) -> float:
     return count[0] / elapsed
 
 
-def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float, dict]:
+def event_payloads(n: int) -> list[bytes]:
+    """Small JSON events (two predictions), as an agent publishes one per frame and classifier."""
+    preds = [Prediction(label="open", probability=0.8), Prediction(label="closed", probability=0.2)]
+    return [
+        to_json(
+            Event(frame_id=f"f{i}", site=SITE, camera=CAMERA, agent=AGENT, classifier="door", model_version="1",
+                  label="open", probability=0.8, predictions=preds, anomaly=i % 50 == 0, anomaly_score=0.1,
+                  motion=0.05, latency_ms=3.0)
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _events_stored(api: httpx.Client) -> tuple[int, dict]:
+    """Events stored and messages rejected so far, from the hub's /metrics."""
+    text = api.get("/metrics").text
+    stored = rejected = 0.0
+    for line in text.splitlines():
+        if line.startswith("camfleet_hub_ingest_events_total "):
+            stored = float(line.split()[-1])
+        elif line.startswith("camfleet_hub_ingest_rejected_total{"):
+            rejected += float(line.split()[-1])
+    return int(stored), {"events": int(stored), "rejected": int(rejected)}
+
+
+def hub_rate(
+    port: int, topic: str, msgs: list[bytes], tmp: Path, events: bool = False, db_url: str | None = None
+) -> tuple[float, dict]:
     http = free_port()
     cfg = tmp / "hub.toml"
     cfg.write_text(
         f'data_dir = "{tmp / "hub"}"\n[http]\nport = {http}\n[mqtt]\nembedded = false\nport = {port}\n'
         f'client_id = "bench-hub"\n[ingest]\nbatch_size = 128\nqueue_size = 4096\n'
-        '[auth]\nadmin_password = "bench-admin-password"\n'
+        '[auth]\nadmin_password = "bench-admin-password"\n' + (f'[db]\nurl = "{db_url}"\n' if db_url else "")
     )
     token = admin_token(cfg)
     log = open(tmp / "hub.log", "wb")  # noqa: SIM115
@@ -125,6 +154,13 @@ def hub_rate(port: int, topic: str, msgs: list[bytes], tmp: Path) -> tuple[float
         start = publish_all(port, topic, msgs)
         deadline = time.monotonic() + 600
         stats: dict = {}
+        while events and time.monotonic() < deadline:
+            stored, stats = _events_stored(api)
+            if stored + stats["rejected"] >= len(msgs):
+                break
+            time.sleep(0.1)
+        if events:
+            return stats["events"] / (time.perf_counter() - start), stats
         while time.monotonic() < deadline:
             r = api.get("/api/v1/ingest/stats")
             if r.status_code != 200:
@@ -144,7 +180,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--smoke", action="store_true", help="100 frames of the tests' carried clip")
+    ap.add_argument("--events", type=int, default=0, help="events mode: this many small JSON events instead")
+    ap.add_argument("--db-url", default=None, help="the hub's database (default: SQLite in a temp folder)")
     args = ap.parse_args()
+    if args.events:
+        msgs = event_payloads(args.events)
+        topic = Topics().event(SITE, CAMERA)
+        with mosquitto() as port:
+            raw = raw_rate(port, topic, msgs)
+            with tempfile.TemporaryDirectory() as tmp:
+                hub, stats = hub_rate(port, topic, msgs, Path(tmp), events=True, db_url=args.db_url)
+        db = "PostgreSQL" if args.db_url and args.db_url.startswith("postgres") else "SQLite"
+        print(f"events: {args.events} x {len(msgs[0])} B JSON (QoS 1, Mosquitto on loopback)")
+        print(f"raw broker rate (paho pub -> paho sub, no work): {raw:8.0f} events/s")
+        print(f"hub event history (row + ack, {db}):        {hub:8.0f} events/s   stats: {stats}")
+        print(f"ratio hub / raw: {hub / raw:.2f}   (target >= 0.5)")
+        return
     if args.smoke:
         common.CLIP, args.frames = SMOKE_CLIP, 100  # clip_frames reads common.CLIP
     jpegs = make_jpegs(min(args.frames, 300))
