@@ -77,7 +77,8 @@ def _rank(value: float, ref: Sequence[float]) -> float:
 def logsumexp(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     m = z.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    out: np.ndarray = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    return out
 
 
 def scale_factor(embedding: np.ndarray, percentile: float = DEFAULT_SCALE_PERCENTILE) -> np.ndarray:
@@ -88,7 +89,8 @@ def scale_factor(embedding: np.ndarray, percentile: float = DEFAULT_SCALE_PERCEN
     x = np.asarray(embedding, dtype=np.float64)
     cut = np.percentile(x, percentile, axis=1, keepdims=True)
     top = np.where(x >= cut, x, 0.0).sum(axis=1)
-    return np.exp(x.sum(axis=1) / np.maximum(top, 1e-12))
+    factor: np.ndarray = np.exp(x.sum(axis=1) / np.maximum(top, 1e-12))
+    return factor
 
 
 def statistics(
@@ -129,7 +131,8 @@ def combined_scores(values: Mapping[Statistic, np.ndarray], cal: AnomalyCalibrat
     if not ranks:
         raise ValueError(f"no statistic of {list(cal.statistics)} could be computed for these images")
     stacked = np.stack(ranks)
-    return stacked.mean(axis=0) if cal.combine == "mean" else stacked.max(axis=0)
+    combined: np.ndarray = stacked.mean(axis=0) if cal.combine == "mean" else stacked.max(axis=0)
+    return combined
 
 
 def batch_scores(
