@@ -108,8 +108,12 @@ class Sender:
         )
         self.client.reconnect_delay_set(0.2, 1.0)
         self.client.max_queued_messages_set(0)
+        connected = threading.Event()
+        self.client.on_connect = lambda *_args: connected.set()
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
+        # Publishing before CONNACK answers "not connected" (rc != 0) and would count as unacknowledged for good.
+        assert connected.wait(30), f"sender could not connect to {self.host}:{self.port}"
 
     def stop(self) -> None:
         if self.client is not None:

@@ -242,3 +242,34 @@ def sender_jpeg(sender: Sender, frame_id: str) -> bytes:
     from camfleet_contract.envelope import decode_frame
 
     return decode_frame(sender.sent[frame_id])[1]
+
+
+def test_nearly_full_disk_never_dead_letters_a_good_frame(
+    tmp_path: Path,
+    engine: Engine,
+    mosquitto,  # type: ignore[no-untyped-def]
+    tiny_disk: Path,
+    jpegs: list[bytes],
+) -> None:
+    """Outcome: with room for the 4 KiB dead-letter prefix but not for a frame, the worker keeps retrying the frame
+    (a storage error is not the message's fault) instead of acknowledging it as a dead letter."""
+    big = [j for j in jpegs if len(j) >= 12_000][:3]
+    store = DirectoryStore(tiny_disk / "objects")
+    (tiny_disk / "objects" / "dead").mkdir()  # the dead-letter folders exist, as on a hub that ran a while
+    filler = tiny_disk / "filler"
+    stat = os.statvfs(tiny_disk)
+    filler.write_bytes(b"\0" * max(0, stat.f_bavail * stat.f_frsize - 8 * 1024))  # 8 KiB left
+    settings = settings_for(tmp_path, engine.url.render_as_string(hide_password=False), mosquitto.host, mosquitto.port)
+    with ingest_worker(settings, engine, store) as (_worker, sessions, stats):
+        sender = Sender(mosquitto.host, mosquitto.port, Topics(settings.mqtt.root))
+        sender.start()
+        try:
+            for jpeg in big:
+                sender.send(jpeg)
+            wait_for(lambda: not sender.unacked(), "the broker to take every frame")
+            time.sleep(12.0)  # past three failed attempts of the batch and of the first single frame
+            assert stats.snapshot()["rejected_total"] == 0, stats.snapshot()
+            filler.unlink()
+            _check_exactly_once(sender, sessions)
+        finally:
+            sender.stop()

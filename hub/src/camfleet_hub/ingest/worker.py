@@ -44,6 +44,15 @@ STATUS = "status"
 EVENT = "event"
 
 
+def _infrastructure_error(exc: BaseException) -> bool:
+    """Errors of the store, the database or the network, which retrying outlasts (unlike a message's own fault)."""
+    from minio.error import MinioException
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, OSError | OperationalError | InterfaceError | HTTPError | MinioException)
+
+
 @dataclass
 class _Item:
     """A queued message and what the worker decided about it."""
@@ -219,6 +228,8 @@ class IngestWorker:
 
     def _give_up(self, item: _Item, exc: Exception) -> bool:
         """Dead-letter a single message that keeps failing; False if even that fails (the DB is down: keep trying)."""
+        if _infrastructure_error(exc):
+            return False  # a full disk, an unreachable database or store: not the message's fault, never drop it
         item.rejection = Rejection("internal_error", f"{type(exc).__name__}: {exc}")
         item.frame = item.status = item.event = None
         try:
