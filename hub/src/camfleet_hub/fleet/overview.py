@@ -255,8 +255,9 @@ def timeline_svg(points: list[TimelinePoint], hours: int = 24, width: int = 720)
     for h in range(0, hours + 1, max(1, hours // 6)):
         tx = left + plot_w * h / hours
         label_ts = start + timedelta(hours=h)
+        anchor = "end" if h == hours else "middle"  # the last label would be cut off at the right edge
         parts.append(
-            f'<text x="{tx:.1f}" y="{axis_y + 12}" font-size="10" text-anchor="middle" fill="#6b7280">'
+            f'<text x="{tx:.1f}" y="{axis_y + 12}" font-size="10" text-anchor="{anchor}" fill="#6b7280">'
             f"{label_ts:%H:%M}</text>"
         )
     parts.append("</svg>")
