@@ -390,7 +390,7 @@ def _job_params(params: dict[str, Any]) -> JobParams:
     """The job's params as the contract's JobParams (the hub checked them at creation); a bad value fails the job
     naming it."""
     try:
-        return JobParams.model_validate(params)
+        return JobParams.model_validate(params, strict=True)  # "yes" is not a boolean here
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
