@@ -48,3 +48,27 @@ def test_agent_subscribe(topic_filter: str, allowed: bool) -> None:
 def test_agent_retains_only_its_status() -> None:
     assert may_retain(AGENT, f"{R}/shop/agents/a1/status", "camfleet")
     assert not may_retain(AGENT, f"{R}/shop/agents/a1/reply", "camfleet")
+
+
+OBSERVER = MqttPrincipal(MqttRole.OBSERVER, "observer/shop/ha", site="shop")
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "allowed"),
+    [
+        ("homeassistant/#", True),  # Home Assistant's discovery
+        (f"{R}/shop/+/state/+", True),
+        (f"{R}/shop/door/state/lights", True),
+        (f"{R}/plaza/+/state/+", False),
+        (f"{R}/shop/+/frame", False),
+        (f"{R}/shop/agents/+/cmd", False),
+    ],
+)
+def test_observer_reads_home_assistant_topics(topic_filter: str, allowed: bool) -> None:
+    assert may_subscribe(OBSERVER, topic_filter, "camfleet") is allowed
+    assert not may_publish(OBSERVER, "homeassistant/sensor/x/config", "camfleet")
+
+
+def test_agents_cannot_publish_home_assistant_state() -> None:
+    assert not may_publish(AGENT, f"{R}/shop/door/state/lights", "camfleet")
+    assert not may_publish(AGENT, "homeassistant/sensor/x/config", "camfleet")

@@ -7,7 +7,8 @@ The embedded broker asks these functions on every CONNECT (last-will), SUBSCRIBE
     agent     publishes R/{site}/{camera}/frame|event (any camera of its own site) and
               R/{site}/agents/{agent}/status|reply; reads R/{site}/models/+ and R/{site}/agents/{agent}/cmd|config;
               retains only its own status
-    observer  reads R/{site}/+/event and R/{site}/agents/+/status (site ``None``: every site); never publishes
+    observer  reads R/{site}/+/event, R/{site}/agents/+/status, the Home Assistant state R/{site}/+/state/+ and the
+              discovery configs under ``homeassistant/`` (site ``None``: every site); never publishes
     anonymous only when ``mqtt.allow_anonymous_loopback`` is set, from loopback: the hub's rights (development)
 """
 
@@ -18,6 +19,7 @@ from enum import StrEnum
 
 from camfleet_contract.topics import VERSION
 
+HA_DISCOVERY_PREFIX = "homeassistant"
 # Second-level names that are not cameras: a "camera" called ``models`` would turn a frame topic into a model one.
 NOT_CAMERAS = frozenset({"agents", "models"})
 
@@ -80,7 +82,12 @@ def _read_filters(p: MqttPrincipal, root: str) -> list[str]:
         return [f"{prefix}/{p.site}/models/+", f"{own}/cmd", f"{own}/config"]
     if p.role is MqttRole.OBSERVER:
         site = p.site or "+"
-        return [f"{prefix}/{site}/+/event", f"{prefix}/{site}/agents/+/status"]
+        return [
+            f"{prefix}/{site}/+/event",
+            f"{prefix}/{site}/agents/+/status",
+            f"{prefix}/{site}/+/state/+",
+            f"{HA_DISCOVERY_PREFIX}/#",  # configs name only topics; Home Assistant connects as an observer
+        ]
     return []
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from camfleet_contract.messages import Event
 from camfleet_hub import __version__
+from camfleet_hub.comms.acl import HA_DISCOVERY_PREFIX
 from camfleet_hub.db.models import Site
 from camfleet_hub.fleet.events import validate_event
 from camfleet_hub.fleet.models import FleetEvent, FleetSiteSettings
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DISCOVERY_PREFIX = "homeassistant"
+DISCOVERY_PREFIX = HA_DISCOVERY_PREFIX  # one spelling, shared with the broker rules
 SITE_CACHE_S = 10.0
 # The agent's status is JSON with "state", or the bare last-will "offline": both map to online/offline.
 AVAILABILITY_TEMPLATE = "{{ 'online' if (value_json is defined and value_json.state == 'online') else 'offline' }}"
