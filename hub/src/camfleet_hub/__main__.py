@@ -27,7 +27,6 @@ log = logging.getLogger("camfleet_hub")
 
 EXIT_CONFIG = 2
 EXIT_START = 3
-QUIET_LOGGERS = ("transitions", "amqtt", "alembic")
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -47,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="camfleet hub: REST API + web UI, MQTT frame ingest, datasets, model registry and job queue.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default: log.level of the config, INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run everything: database, store, embedded broker, ingest, HTTP API + web UI")
@@ -224,8 +225,10 @@ def _run_until_signal(
 ) -> int:
     """Start the hub parts, wait for Ctrl-C / SIGTERM, stop cleanly."""
     from camfleet_hub.app import Hub, HubStartError
+    from camfleet_hub.logs import setup_logging
 
     settings = _load(args)
+    setup_logging(settings.log, level=args.log_level)  # one format for the hub's and uvicorn's lines
     hub = Hub(settings, http=http, ingest=ingest, broker=broker, publisher=publisher)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -254,13 +257,9 @@ def _run_until_signal(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``camfleet-hub`` and ``python -m camfleet_hub``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if logging.getLogger().level > logging.DEBUG:
-        for noisy in QUIET_LOGGERS:  # state-machine and plugin chatter at INFO
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from camfleet_hub.logs import LogSettings, setup_logging
+
+    setup_logging(LogSettings(), level=args.log_level)  # serve/ingest apply the config's [log] once it is read
     if args.command == "serve":
         return _run_until_signal(args, http=True, ingest=False if args.no_ingest else None)
     if args.command == "ingest":

@@ -270,12 +270,19 @@ class Hub:
         import uvicorn
 
         from camfleet_hub.api import create_app
+        from camfleet_hub.logs import RequestIdMiddleware
 
         s = self.settings.http
         # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the hub reads it itself, only
         # from auth.trusted_proxies (api.deps.client_address).
+        # log_config=None: uvicorn's lines go through the hub's handler (camfleet_hub.logs), request id included.
         config = uvicorn.Config(
-            create_app(services), host=s.host, port=s.port, log_level="info", access_log=False, proxy_headers=False
+            RequestIdMiddleware(create_app(services)),
+            host=s.host,
+            port=s.port,
+            log_config=None,
+            access_log=self.settings.log.access_log,
+            proxy_headers=False,
         )
         server = uvicorn.Server(config)
         self._server = server

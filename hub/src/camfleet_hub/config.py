@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from camfleet_contract.bundle import Precision
 from camfleet_hub.compat.schemas import CompatSettings
+from camfleet_hub.logs import LogSettings
 
 ENV_PREFIX = "CAMFLEET_HUB"
 
@@ -267,6 +268,7 @@ class HubSettings(_Section):
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
