@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from camfleet_contract.config import load_config
 
@@ -21,7 +21,7 @@ class TrainerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hub_url: str = Field(default="http://127.0.0.1:8600", description="base URL of the hub (without /api/v1)")
-    api_token: str | None = Field(default=None, description="bearer token for the hub, when it asks for one")
+    api_token: SecretStr | None = Field(default=None, description="bearer token for the hub (never printed)")
     worker: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
     cache_dir: Path = Field(default=DEFAULT_CACHE, description="embeddings, downloaded images, default bundle")
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -49,6 +49,10 @@ class JobAborted(Exception):
     """Stop working on the current job (cancelled, lease lost, or the worker is stopping); do not fail it."""
 
 
+def _token(settings: TrainerSettings) -> str | None:
+    return settings.api_token.get_secret_value() if settings.api_token is not None else None
+
+
 def _beat_interval(lease_s: float) -> float:
     """Well inside the lease: a third of it, between HEARTBEAT_MIN_S and HEARTBEAT_MAX_S."""
     return min(HEARTBEAT_MAX_S, max(HEARTBEAT_MIN_S, lease_s / 3.0))
@@ -140,7 +144,7 @@ class Worker:
         self.settings = settings
         self.stopping = threading.Event()
         self.client = client or HubClient(
-            settings.hub_url, settings.request_timeout_s, settings.retries, settings.api_token, sleep=self._backoff
+            settings.hub_url, settings.request_timeout_s, settings.retries, _token(settings), sleep=self._backoff
         )
         self.device = resolve_device(settings.device)
         self.cache_dir = settings.cache_dir
