@@ -1,15 +1,20 @@
 """Who may publish, subscribe and retain what on the broker: the one place the MQTT topic rules are written.
 
-The embedded broker asks these functions on every CONNECT (last-will), SUBSCRIBE, PUBLISH and delivery;
-``deploy/mosquitto/acl`` states the same rules for Mosquitto. Topics (``R`` = ``{root}/v1``)::
+``RULES`` is the table: per role, topic templates with an access (read, write, readwrite, deny). The embedded
+broker asks the functions below on every CONNECT (last-will), SUBSCRIBE, PUBLISH and delivery; they read the same
+table that ``comms/mosquitto_export.py`` writes into Mosquitto's ``acl_file``, one ``user`` block per credential,
+so the two brokers cannot drift. Topics (``R`` = ``{root}/v1``)::
 
-    hub       everything under R (ingests frames, watches agents, announces models, sends commands)
+    hub       everything under R on the embedded broker; on Mosquitto its block in RULES (frames, events,
+              statuses, replies, model announcements, commands, settings, Home Assistant topics)
     agent     publishes R/{site}/{camera}/frame|event (any camera of its own site) and
               R/{site}/agents/{agent}/status|reply; reads R/{site}/models/+ and R/{site}/agents/{agent}/cmd|config;
               retains only its own status
     observer  reads R/{site}/+/event, R/{site}/agents/+/status, the Home Assistant state R/{site}/+/state/+ and the
               discovery configs under ``homeassistant/`` (site ``None``: every site); never publishes
     anonymous only when ``mqtt.allow_anonymous_loopback`` is set, from loopback: the hub's rights (development)
+
+A ``deny`` rule wins over every other rule for any access, as in Mosquitto's acl_file.
 """
 
 from __future__ import annotations
@@ -33,6 +38,65 @@ class MqttRole(StrEnum):
     ANONYMOUS = "anonymous"
 
 
+class Access(StrEnum):
+    """An acl_file access word; ``deny`` refuses every access to the topics it matches."""
+
+    READ = "read"
+    WRITE = "write"
+    READWRITE = "readwrite"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class TopicRule:
+    """One line of the table: ``template`` uses ``{R}`` (``{root}/v1``), ``{site}`` and ``{agent}``."""
+
+    access: Access
+    template: str
+
+
+_R, _W, _RW, _DENY = Access.READ, Access.WRITE, Access.READWRITE, Access.DENY
+
+RULES: dict[MqttRole, tuple[TopicRule, ...]] = {
+    # The embedded broker lets the hub do anything; Mosquitto gets exactly these lines for it.
+    MqttRole.HUB: (
+        TopicRule(_R, "{R}/+/+/frame"),
+        TopicRule(_R, "{R}/+/+/event"),
+        TopicRule(_R, "{R}/+/agents/+/status"),
+        TopicRule(_R, "{R}/+/agents/+/reply"),
+        TopicRule(_RW, "{R}/+/models/+"),
+        TopicRule(_W, "{R}/+/agents/+/cmd"),
+        TopicRule(_RW, "{R}/+/agents/+/config"),
+        TopicRule(_RW, HA_DISCOVERY_PREFIX + "/#"),  # discovery configs, and the retained state they name
+        TopicRule(_RW, "{R}/+/+/state/+"),
+    ),
+    MqttRole.AGENT: (
+        TopicRule(_W, "{R}/{site}/+/frame"),
+        TopicRule(_W, "{R}/{site}/+/event"),
+        TopicRule(_W, "{R}/{site}/agents/{agent}/status"),
+        TopicRule(_W, "{R}/{site}/agents/{agent}/reply"),
+        TopicRule(_R, "{R}/{site}/models/+"),
+        TopicRule(_R, "{R}/{site}/agents/{agent}/cmd"),
+        TopicRule(_R, "{R}/{site}/agents/{agent}/config"),
+        # "+" in the camera level above also matches these words: frame/event there would be model or agent topics.
+        *(
+            TopicRule(_DENY, f"{{R}}/{{site}}/{word}/{kind}")
+            for word in sorted(NOT_CAMERAS)
+            for kind in ("event", "frame")
+        ),
+    ),
+    MqttRole.OBSERVER: (
+        TopicRule(_R, "{R}/{site}/+/event"),
+        TopicRule(_R, "{R}/{site}/agents/+/status"),
+        TopicRule(_R, "{R}/{site}/+/state/+"),
+        TopicRule(_R, HA_DISCOVERY_PREFIX + "/#"),  # configs name only topics; Home Assistant connects as an observer
+    ),
+}
+# What a role's retained messages (and retained last-will) may stay on the broker for (embedded broker only:
+# Mosquitto's acl_file cannot say it).
+RETAINED: dict[MqttRole, tuple[str, ...]] = {MqttRole.AGENT: ("{R}/{site}/agents/{agent}/status",)}
+
+
 @dataclass(frozen=True)
 class MqttPrincipal:
     """An authenticated MQTT client: its role and what it is bound to (agent: site + agent; observer: site)."""
@@ -43,52 +107,37 @@ class MqttPrincipal:
     agent: str | None = None
 
 
-def _levels(topic: str, prefix: str) -> list[str] | None:
-    """The levels after ``{root}/v1/``, or None for a topic outside the camfleet tree."""
-    if not topic.startswith(prefix + "/"):
-        return None
-    return topic[len(prefix) + 1 :].split("/")
+def render(template: str, p: MqttPrincipal, root: str) -> str:
+    """A template of the table as a topic filter for ``p`` (no site: ``+``, every site)."""
+    return template.format(R=f"{root}/{VERSION}", site=p.site or "+", agent=p.agent or "+")
+
+
+def rules_for(p: MqttPrincipal, root: str) -> list[tuple[Access, str]]:
+    """``p``'s lines of the table, rendered: what Mosquitto's ``user`` block for it says."""
+    return [(rule.access, render(rule.template, p, root)) for rule in RULES.get(p.role, ())]
 
 
 def _unrestricted(p: MqttPrincipal) -> bool:
     return p.role in (MqttRole.HUB, MqttRole.ANONYMOUS)
 
 
+def _allowed(p: MqttPrincipal, topic_filter: str, root: str, grants: tuple[Access, ...]) -> bool:
+    lines = rules_for(p, root)
+    if any(access is Access.DENY and covers(allowed, topic_filter) for access, allowed in lines):
+        return False
+    return any(access in grants and covers(allowed, topic_filter) for access, allowed in lines)
+
+
 def may_publish(p: MqttPrincipal, topic: str, root: str) -> bool:
     """May ``p`` publish on the concrete ``topic``?"""
-    if _unrestricted(p):
-        return True
-    if p.role is not MqttRole.AGENT:
-        return False
-    levels = _levels(topic, f"{root}/{VERSION}")
-    if levels is None or not levels or levels[0] != p.site:
-        return False
-    if len(levels) == 3 and levels[2] in ("frame", "event"):
-        return levels[1] not in NOT_CAMERAS
-    return levels[:3] == [p.site, "agents", p.agent] and len(levels) == 4 and levels[3] in ("status", "reply")
+    return _unrestricted(p) or _allowed(p, topic, root, (Access.WRITE, Access.READWRITE))
 
 
 def may_retain(p: MqttPrincipal, topic: str, root: str) -> bool:
     """May a retained message (or a retained last-will) from ``p`` stay on the broker? Agents: own status only."""
     if _unrestricted(p):
         return True
-    return p.role is MqttRole.AGENT and topic == f"{root}/{VERSION}/{p.site}/agents/{p.agent}/status"
-
-
-def _read_filters(p: MqttPrincipal, root: str) -> list[str]:
-    prefix = f"{root}/{VERSION}"
-    if p.role is MqttRole.AGENT:
-        own = f"{prefix}/{p.site}/agents/{p.agent}"
-        return [f"{prefix}/{p.site}/models/+", f"{own}/cmd", f"{own}/config"]
-    if p.role is MqttRole.OBSERVER:
-        site = p.site or "+"
-        return [
-            f"{prefix}/{site}/+/event",
-            f"{prefix}/{site}/agents/+/status",
-            f"{prefix}/{site}/+/state/+",
-            f"{HA_DISCOVERY_PREFIX}/#",  # configs name only topics; Home Assistant connects as an observer
-        ]
-    return []
+    return any(topic == render(template, p, root) for template in RETAINED.get(p.role, ()))
 
 
 def covers(allowed: str, requested: str) -> bool:
@@ -110,9 +159,7 @@ def covers(allowed: str, requested: str) -> bool:
 
 def may_subscribe(p: MqttPrincipal, topic_filter: str, root: str) -> bool:
     """May ``p`` subscribe to ``topic_filter``? Only when the filter lies wholly inside what it may read."""
-    if _unrestricted(p):
-        return True
-    return any(covers(allowed, topic_filter) for allowed in _read_filters(p, root))
+    return _unrestricted(p) or _allowed(p, topic_filter, root, (Access.READ, Access.READWRITE))
 
 
 def may_receive(p: MqttPrincipal, topic: str, root: str) -> bool:
