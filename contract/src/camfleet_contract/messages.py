@@ -61,6 +61,25 @@ class Event(Message):
     latency_ms: float = Field(ge=0.0)
 
 
+class FirstFrames(Message):
+    """A model version's behaviour over its first frames on one agent: the first ``frames`` classified after it
+    became active (all cameras of the agent together), counted until N frames or M minutes (then ``complete``)."""
+
+    version: str = Field(min_length=1, max_length=64)
+    since: AwareDatetime = Field(description="when the agent first classified with this version")
+    frames: int = Field(ge=0)
+    anomaly_rate: Unit = Field(description="share of those frames flagged anomalous")
+    mean_confidence: Unit = Field(description="mean top-1 probability over those frames")
+    complete: bool = Field(description="N frames or M minutes reached: the figures no longer change")
+
+
+class SwapBehaviour(Message):
+    """Per classifier: the running version's first-frames figures and the previous version's last-known ones."""
+
+    current: FirstFrames
+    previous: FirstFrames | None = None
+
+
 class AgentStatus(Message):
     """Retained per agent; the last-will variant has state 'offline' and little else."""
 
@@ -81,6 +100,9 @@ class AgentStatus(Message):
     config_version: int | None = Field(default=None, description="version of the hub-signed settings applied")
     problems: list[str] = Field(
         default_factory=list, description="what is wrong now (camera unreachable, unknown classifier, clock skew)"
+    )
+    first_frames: dict[str, SwapBehaviour] = Field(
+        default_factory=dict, description="classifier → behaviour of its model after the last swap (and before it)"
     )
 
 

@@ -21,6 +21,7 @@ from .mqtt import AgentMqtt
 from .outbox import Outbox
 from .pipeline import CameraPipeline, Identity, InferencePool
 from .remote_config import RemoteConfig
+from .swap_watch import SwapWatch
 from .uploads import UploadPolicy, camera_rules
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Agent:
         self._status_changed = threading.Event()
         self._status_stop = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self.swap_watch = SwapWatch(settings.swap_watch, on_complete=self._status_changed.set)
         self._stack: list[tuple[str, Callable[[bool], None]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,6 +183,7 @@ class Agent:
                 queue_size=self.settings.queue_size,
             )
             pipeline.on_latency = self.metrics.observe_latency
+            pipeline.on_classified = self.swap_watch.observe
             pipeline.start(self.pool)
             self.pipelines[cam.name] = pipeline
             return pipeline
@@ -242,6 +245,7 @@ class Agent:
             reconnects=h.reconnects,
             config_version=h.config_version,
             problems=h.problems,
+            first_frames=self.swap_watch.report(),
         )
 
     def health_snapshot(self) -> HealthSnapshot:

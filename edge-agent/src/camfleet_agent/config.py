@@ -39,6 +39,8 @@ from camfleet_contract.config import load_config
 from camfleet_contract.mqtt import MqttSettings as BrokerSettings
 from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
 
+from .swap_watch import SwapWatchSettings
+
 ENV_PREFIX = "CAMFLEET_AGENT"
 DEFAULT_HUB_URL = "http://127.0.0.1:8600"
 DEFAULT_MQTT_PORT = 11883  # the hub's embedded broker
@@ -130,6 +132,7 @@ class AgentSettings(BaseModel):
         default=1, ge=1, le=64, description="threads classifying frames, shared by every camera (one camera at a time)"
     )
     status_interval_s: float = Field(default=30.0, gt=0)
+    swap_watch: SwapWatchSettings = Field(default_factory=SwapWatchSettings)  # a new model's first frames
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -165,6 +165,8 @@ class CameraPipeline:
         self._frame_topic = identity.topics.frame(identity.site, camera.name)
         self.uploads = UploadPolicy(camera_rules(camera.uploads, camera.upload_interval_s))
         self.on_latency: Callable[[str, str, float], None] | None = None  # (camera, classifier, seconds): metrics
+        # (classifier, version, top-1 probability, anomaly): a new model's first frames (swap_watch)
+        self.on_classified: Callable[[str, str, float, bool], None] | None = None
         self._last_error_log = 0.0
         self._stop = threading.Event()
         self._capture_done = threading.Event()
@@ -295,6 +297,9 @@ class CameraPipeline:
         if self.on_latency is not None:
             for classifier, _, c in results:
                 self.on_latency(self.name, classifier, c.latency_ms / 1000.0)
+        if self.on_classified is not None:
+            for classifier, version, c in results:
+                self.on_classified(classifier, version, c.probability, c.anomaly)
         rule = self.uploads.decide([Result.of(classifier, c) for classifier, _, c in results])
         if rule is not None:
             jpeg = encode_jpeg(frame.rgb, quality=self.camera.jpeg_quality)
