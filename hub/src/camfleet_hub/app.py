@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from camfleet_hub.config import HubSettings
+from camfleet_hub.config import HubSettings, reveal
 from camfleet_hub.ingest.stats import IngestStats
 from camfleet_hub.store.base import ObjectStore
 
@@ -62,10 +62,15 @@ def _with_hub_credentials(s: HubSettings) -> HubSettings:
     """Settings whose hub MQTT user has a password: the configured one, or a random one for this process."""
     import secrets
 
+    from pydantic import SecretStr
+
     if s.mqtt.username and s.mqtt.password:
         return s
     mqtt = s.mqtt.model_copy(
-        update={"username": s.mqtt.username or "hub", "password": s.mqtt.password or secrets.token_urlsafe(32)}
+        update={
+            "username": s.mqtt.username or "hub",
+            "password": s.mqtt.password or SecretStr(secrets.token_urlsafe(32)),
+        }
     )
     return s.model_copy(update={"mqtt": mqtt})
 
@@ -78,7 +83,7 @@ def _broker_access(s: HubSettings, sessions: sessionmaker[Session]) -> Any:
     assert s.mqtt.username is not None and s.mqtt.password is not None
     return BrokerAccess(
         s.mqtt.username,
-        s.mqtt.password,
+        s.mqtt.password.get_secret_value(),
         verify=AccountVerifier(sessions),
         allow_anonymous_loopback=s.mqtt.allow_anonymous_loopback,
         root=s.mqtt.root,
@@ -185,7 +190,7 @@ class Hub:
             s.mqtt.port,
             f"{s.mqtt.client_id}-pub-{uuid.uuid4().hex[:8]}",
             username=s.mqtt.username,
-            password=s.mqtt.password,
+            password=reveal(s.mqtt.password),
             keepalive=s.mqtt.keepalive,
         )
         if self.with_publisher:

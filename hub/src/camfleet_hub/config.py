@@ -24,13 +24,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from camfleet_contract.bundle import Precision
 from camfleet_hub.compat.schemas import CompatSettings
 from camfleet_hub.logs import LogSettings
 
 ENV_PREFIX = "CAMFLEET_HUB"
+
+
+def reveal(value: SecretStr | None) -> str | None:
+    """The plain value of a secret setting, for the one call that needs it (secrets print as '**********')."""
+    return value.get_secret_value() if value is not None else None
 
 
 class _Section(BaseModel):
@@ -67,7 +72,7 @@ class MqttSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=11883, ge=1, le=65535)
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     allow_anonymous_loopback: bool = Field(
         default=False, description="embedded broker: let clients without credentials in from loopback (development)"
     )
@@ -96,8 +101,8 @@ class StoreSettings(_Section):
     kind: Literal["dir", "s3"] = "dir"
     path: str = "objects"
     endpoint: str = "127.0.0.1:9000"
-    access_key: str | None = None
-    secret_key: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
     bucket: str = "camfleet"
     secure: bool = False
     region: str | None = None
@@ -212,7 +217,7 @@ class AuthSettings(_Section):
 
     enabled: bool = True
     admin_username: str = "admin"
-    admin_password: str | None = None
+    admin_password: SecretStr | None = None
     session_hours: float = Field(default=168.0, gt=0)
     login_attempts: int = Field(default=5, ge=1, description="failed logins allowed per user+address per window")
     login_attempts_per_user: int = Field(default=20, ge=1, description="… per username from any address")
@@ -248,7 +253,7 @@ class ImportSettings(_Section):
         default=False, description="let URL imports reach loopback, private and link-local addresses"
     )
     search_provider: str = Field(default="", description="web image search provider name; empty = none")
-    search_api_key: str | None = None
+    search_api_key: SecretStr | None = None
     search_endpoint: str | None = None
 
 

@@ -19,7 +19,7 @@ from camfleet_contract.signing import public_key_of
 from camfleet_contract.topics import Topics
 from camfleet_hub.app import Hub, HubServices, HubStartError
 from camfleet_hub.comms.mqtt import MqttClient
-from camfleet_hub.config import ENV_PREFIX, HubSettings, load_settings
+from camfleet_hub.config import ENV_PREFIX, HubSettings, load_settings, reveal
 from camfleet_hub.db.models import Frame
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.ingest import IngestStats, IngestWorker
@@ -41,7 +41,7 @@ def test_file_and_env_overrides(tmp_path: Path) -> None:
     path.write_text('data_dir = "/srv/hub"\n[mqtt]\nembedded = false\nhost = "mqtt.local"\n[store]\nkind = "s3"\n')
     env = {f"{ENV_PREFIX}__MQTT__PORT": "1884", f"{ENV_PREFIX}__MQTT__PASSWORD": "1234", "OTHER": "x"}
     s = load_config(HubSettings, path, ENV_PREFIX, environ=env)
-    assert (s.mqtt.host, s.mqtt.port, s.mqtt.password, s.store.kind) == ("mqtt.local", 1884, "1234", "s3")
+    assert (s.mqtt.host, s.mqtt.port, reveal(s.mqtt.password), s.store.kind) == ("mqtt.local", 1884, "1234", "s3")
     assert s.db_url() == "sqlite:////srv/hub/hub.db"
     assert s.store_path() == Path("/srv/hub/objects") and s.key_path() == Path("/srv/hub/fleet.key")
 

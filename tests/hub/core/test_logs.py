@@ -74,3 +74,21 @@ def test_json_logs_with_request_ids(tmp_path: Path, free_port, mosquitto, access
     assert any(r["request_id"] == rid and "/healthz" in str(r["message"]) for r in access), access
     # uvicorn's own lines (start-up, shutdown) are in the same format, outside any request
     assert any(str(r["logger"]).startswith("uvicorn.error") and r["request_id"] is None for r in lines)
+
+
+def test_hub_secrets_are_never_printed() -> None:
+    from camfleet_contract.config import load_config
+    from camfleet_hub.config import ENV_PREFIX, HubSettings, reveal
+
+    env = {
+        "CAMFLEET_HUB__MQTT__PASSWORD": "mqtt-s3cret",
+        "CAMFLEET_HUB__STORE__ACCESS_KEY": "store-access",
+        "CAMFLEET_HUB__STORE__SECRET_KEY": "store-s3cret",
+        "CAMFLEET_HUB__AUTH__ADMIN_PASSWORD": "admin-s3cret",
+        "CAMFLEET_HUB__IMPORTS__SEARCH_API_KEY": "search-s3cret",
+    }
+    s = load_config(HubSettings, None, ENV_PREFIX, env)
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        for secret in env.values():
+            assert secret not in text
+    assert reveal(s.mqtt.password) == "mqtt-s3cret" and reveal(s.auth.admin_password) == "admin-s3cret"

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_contract.topics import Topics
 from camfleet_hub.comms.mqtt import MqttClient, Received
-from camfleet_hub.config import HubSettings
+from camfleet_hub.config import HubSettings, reveal
 from camfleet_hub.fleet.events import ValidEvent, site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
 from camfleet_hub.ingest.stats import IngestStats
@@ -112,7 +112,7 @@ class IngestWorker:
             mqtt.port,
             mqtt.client_id,
             username=mqtt.username,
-            password=mqtt.password,
+            password=reveal(mqtt.password),
             keepalive=mqtt.keepalive,
             clean_session=False,
             manual_ack=True,

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from camfleet_hub.config import AuthSettings
+from camfleet_hub.config import AuthSettings, reveal
 from camfleet_hub.db.models import NAME_LEN, ApiToken, LoginAttempt, LoginSession, Role, Site, SiteRole, User
 from camfleet_hub.db.types import utcnow
 from camfleet_hub.services.errors import (
@@ -259,7 +259,7 @@ def first_admin(session: Session, settings: AuthSettings) -> str | None:
     """Create ``admin_username`` when no user exists; returns the generated password (None: not created or set)."""
     if count_users(session) > 0:
         return None
-    password = settings.admin_password or random_password()
+    password = reveal(settings.admin_password) or random_password()
     create_user(session, settings.admin_username, password, is_admin=True)
     log.info("created the first hub administrator %r", settings.admin_username)
     return None if settings.admin_password else password

@@ -130,7 +130,9 @@ def make_provider(settings: ImportSettings) -> SearchProvider:
     if name == "pexels":
         if not settings.search_api_key:
             raise UnavailableError(NOT_CONFIGURED)
-        return PexelsProvider(settings.search_api_key, settings.search_endpoint, settings.url_timeout_s)
+        return PexelsProvider(
+            settings.search_api_key.get_secret_value(), settings.search_endpoint, settings.url_timeout_s
+        )
     if name == "fixture":
         if not settings.search_endpoint:
             raise UnavailableError("imports.search_provider='fixture' needs imports.search_endpoint (file or URL)")

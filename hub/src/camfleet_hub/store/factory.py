@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camfleet_hub.config import StoreSettings
+from camfleet_hub.config import StoreSettings, reveal
 from camfleet_hub.store.base import ObjectStore
 
 
@@ -22,8 +22,8 @@ def make_store(settings: StoreSettings, base_dir: Path | None = None) -> ObjectS
 
         return S3Store(
             settings.endpoint,
-            settings.access_key,
-            settings.secret_key,
+            reveal(settings.access_key),
+            reveal(settings.secret_key),
             settings.bucket,
             secure=settings.secure,
             region=settings.region,
