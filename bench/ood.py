@@ -130,6 +130,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=15, help="a fixed random sample of this many pairs (default 15)")
     ap.add_argument("--all-pairs", action="store_true", help="every pair of classes")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
+    ap.add_argument("--pair", nargs=2, action="append", metavar=("A", "B"), help="only these pairs (repeatable)")
     ap.add_argument("--smoke", action="store_true", help="the tests' carried images, 2 pairs")
     ap.add_argument("--cached-only", action="store_true", help="only the images whose embeddings are cached")
     args = ap.parse_args()
@@ -141,6 +142,8 @@ def main() -> int:
     pairs = list(itertools.combinations(range(len(classes)), 2))
     if args.smoke:
         pairs = [(classes.index("pants"), classes.index("skirt")), (classes.index("hat"), classes.index("skirt"))]
+    elif args.pair:
+        pairs = [(classes.index(a), classes.index(b)) for a, b in args.pair]
     elif not args.all_pairs and args.pairs < len(pairs):
         rng = np.random.default_rng(args.seed)
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), args.pairs, replace=False))]
