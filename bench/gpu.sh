@@ -11,16 +11,19 @@
 #                                 # carry it with the working tree to the GPU machine)
 #   bash bench/gpu.sh             # on the GPU machine
 #   bash bench/gpu.sh --dry-run   # end to end on CPU: lite0 at 64 px, 4 images per class of tests/data, 1 epoch
+#   bash bench/gpu.sh --from=2    # resume at step 2 (or 3) after a failure, reusing the earlier outputs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=gpu
+FROM=1
 for arg in "$@"; do
   case "$arg" in
     --dry-run) MODE=dry ;;
     --prepare) MODE=prepare ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "gpu.sh: unknown argument $arg (use --dry-run, --prepare)" >&2; exit 2 ;;
+    --from=[123]) FROM=${arg#--from=} ;;  # resume at step N, reusing the earlier steps' outputs
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "gpu.sh: unknown argument $arg (use --dry-run, --prepare, --from=2|3)" >&2; exit 2 ;;
   esac
 done
 
@@ -59,48 +62,60 @@ else
   DATA_ROOT=tests/data; DEVICE=cpu; PER_CLASS=4; EPOCHS=1; SIZE_ARGS=(--image-size 64); BATCH_ARGS=(--batch-size 4)
   RAW_STEPS=1; LIMIT=${GPU_SH_LIMIT:-1200}
 fi
-rm -rf "$OUT" && mkdir -p "$OUT"
+if (( FROM == 1 )); then rm -rf "$OUT"; fi
+mkdir -p "$OUT"
 export CAMFLEET_TEST_DATA="$REPO/$DATA_ROOT" PYTHONUNBUFFERED=1
 START=$(date +%s)
 left() { echo $((LIMIT - ($(date +%s) - START))); }
 
+if (( FROM <= 1 )); then
 echo "== 1/3 full fine-tune ($DEVICE) =="
 timeout "$(left)" "$PY" bench/train_full.py --device "$DEVICE" --per-class "$PER_CLASS" --epochs "$EPOCHS" \
   "${SIZE_ARGS[@]}" "${BATCH_ARGS[@]}" --raw-steps "$RAW_STEPS" --json "$OUT/full.json" | tee "$OUT/full.log"
+fi
 
+if (( FROM <= 2 )); then
 echo "== 2/3 label errors from fine-tuned features ($DEVICE) =="
-timeout "$(left)" "$PY" - "$DEVICE" "$PER_CLASS" "$EPOCHS" "$OUT" "${SIZE_ARGS[@]:1}" <<'PYEOF' | tee "$OUT/label_errors.log"
+# A script file, not stdin: full mode's DataLoader workers re-import the main module.
+cat > "$OUT/label_errors.py" <<'PYEOF'
 import json, sys, tempfile
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, "bench")
+sys.path.insert(0, str(Path.cwd() / "bench"))
 from label_errors import flipped_copy  # noqa: E402
 from train_full import DATA, subset  # noqa: E402
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
 from camfleet_trainer.data import load_folder
 from camfleet_trainer.full import FullOptions
-from camfleet_trainer.pipeline import train_bundle
+from camfleet_trainer.pipeline import BundleTarget, FullBundleOptions, train_full_bundle
 
-device, per_class, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-size = int(sys.argv[5]) if len(sys.argv) > 5 else None
-configure_threads(None)
-original = subset(load_folder(DATA / "train"), per_class)
-with tempfile.TemporaryDirectory(prefix="gpu-flips-") as tmp:
-    root, flipped = flipped_copy(original, Path(tmp) / "data", 0.05, 0)
-    data = load_folder(root)
-    opts = FullOptions(epochs=epochs, **({"image_size": size, "batch_size": 4} if size else {}))
-    outcome = train_bundle(data, out / "flips-bundle", build_backbone(), load_or_create_key(out / "k.key"),
-                           device=resolve_device(device), classifier="clothes", overwrite=True, mode="full",
-                           full=opts, int8=False)
-    ranking = json.loads((out / "flips-bundle" / "report.json").read_text())["label_errors"]
-    names = [Path(r["name"]).name for r in ranking]
-    k = max(1, len(flipped))
-    top = names[:k]
-    p_at_k = sum(n in flipped for n in top) / k
-    print(f"label errors: {len(flipped)} of {len(data.samples)} labels flipped; precision at k={k}: {p_at_k:.3f}")
-    (out / "label_errors.json").write_text(json.dumps({"flipped": len(flipped), "k": k, "precision_at_k": p_at_k}))
+def main() -> None:
+    device, per_class, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    size = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    configure_threads(None)
+    original = subset(load_folder(DATA / "train"), per_class)
+    with tempfile.TemporaryDirectory(prefix="gpu-flips-") as tmp:
+        root, flipped = flipped_copy(original, Path(tmp) / "data", 0.05, 0)
+        data = load_folder(root)
+        opts = FullOptions(epochs=epochs, **({"image_size": size, "batch_size": 4} if size else {}))
+        target = BundleTarget(out / "flips-bundle", load_or_create_key(out / "k.key"), classifier="clothes",
+                              overwrite=True, device=resolve_device(device))
+        train_full_bundle(data, build_backbone(), target, FullBundleOptions(options=opts, int8=False))
+        ranking = json.loads((out / "flips-bundle" / "report.json").read_text())["label_errors"]
+        names = [Path(r["name"]).name for r in ranking]
+        k = max(1, len(flipped))
+        top = names[:k]
+        p_at_k = sum(n in flipped for n in top) / k
+        print(f"label errors: {len(flipped)} of {len(data.samples)} labels flipped; precision at k={k}: {p_at_k:.3f}")
+        (out / "label_errors.json").write_text(json.dumps({"flipped": len(flipped), "k": k, "precision_at_k": p_at_k}))
+
+
+if __name__ == "__main__":
+    main()
 PYEOF
+timeout "$(left)" "$PY" "$OUT/label_errors.py" "$DEVICE" "$PER_CLASS" "$EPOCHS" "$OUT" "${SIZE_ARGS[@]:1}" | tee "$OUT/label_errors.log"
+fi
 
 echo "== 3/3 agent throughput with ONNX Runtime ($DEVICE) =="
 timeout "$(left)" "$PY" - "$DEVICE" "$OUT" <<'PYEOF' | tee "$OUT/ort.log"
