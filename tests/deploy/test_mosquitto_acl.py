@@ -1,4 +1,7 @@
-"""deploy/mosquitto/acl on a real Mosquitto: each client reaches its own topics and nothing else.
+"""deploy/mosquitto/acl (the bootstrap ACL, before the first ``mqtt export-mosquitto``) on a real Mosquitto.
+
+It holds only the hub's block, generated from ``comms/acl.RULES``; agents and observers get their own blocks from
+the export (tests/deploy/test_mosquitto_export.py). There are no pattern lines, so nobody else reaches anything.
 
 Denied publishes are dropped silently by the broker, so every check publishes the forbidden message first and an
 allowed sentinel after it on the same connection: once the sentinel arrives, the forbidden one would have too.
@@ -18,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORDS = {"hub": "hub-pw", "observer": "observer-pw", "plaza": "plaza-pw", "harbour": "harbour-pw"}
+PASSWORDS = {"hub": "hub-pw", "stranger": "stranger-pw"}  # "stranger": in the password file, no ACL block
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Broker:
 
 @pytest.fixture
 def secured_broker(mosquitto_factory, tmp_path: Path) -> Iterator[Broker]:  # type: ignore[no-untyped-def]
-    """A private broker running with the repository's ACL file and a password file for four users."""
+    """A private broker running with the repository's ACL file and a password file for two users."""
     tool = shutil.which("mosquitto_passwd")
     if tool is None:
         pytest.fail("mosquitto_passwd not found (apt-get install mosquitto)")
@@ -107,71 +110,25 @@ def test_anonymous_and_wrong_password_are_refused(secured_broker: Broker) -> Non
             client.close()
 
 
-def test_agent_publishes_only_its_own_sites_frames_events_and_status(clients: dict[str, Client]) -> None:
-    hub, plaza = clients["hub"], clients["plaza"]
-    hub.subscribe("camfleet/v1/+/+/frame", "camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
-    plaza.publish("camfleet/v1/harbour/door/frame", b"forged frame")
-    plaza.publish("camfleet/v1/harbour/door/event", b"forged event")
-    plaza.publish("camfleet/v1/harbour/agents/a1/status", b"forged status")
-    plaza.publish("camfleet/v1/plaza/door/frame", b"frame")
-    plaza.publish("camfleet/v1/plaza/door/event", b"event")
-    plaza.publish("camfleet/v1/plaza/agents/a1/status", b"status")
-    got = hub.received_until(b"status")
-    assert [payload for _, payload in got] == [b"frame", b"event", b"status"]
-
-
-def test_agent_reads_only_its_own_sites_models_and_commands(clients: dict[str, Client]) -> None:
-    hub, plaza = clients["hub"], clients["plaza"]
-    granted = plaza.subscribe(
-        "camfleet/v1/plaza/models/+",
-        "camfleet/v1/plaza/agents/a1/cmd",
-        "camfleet/v1/harbour/models/+",
-        "camfleet/v1/harbour/agents/a1/cmd",
-        "camfleet/v1/+/+/frame",
-    )
-    assert granted[:2] == [1, 1]
-    hub.publish("camfleet/v1/harbour/models/door", b"other site's model")
-    hub.publish("camfleet/v1/harbour/agents/a1/cmd", b"other site's command")
-    clients["harbour"].publish("camfleet/v1/harbour/door/frame", b"other site's frame")
+def test_the_hub_reaches_its_topics_and_a_user_without_a_block_nothing(clients: dict[str, Client]) -> None:
+    hub, stranger = clients["hub"], clients["stranger"]
+    hub.subscribe("camfleet/v1/+/models/+", "camfleet/v1/+/+/frame")
+    stranger.subscribe("#")
+    stranger.publish("camfleet/v1/plaza/models/door", b"forged model")
+    stranger.publish("camfleet/v1/plaza/door/frame", b"forged frame")
     hub.publish("camfleet/v1/plaza/models/door", b"model")
+    assert [payload for _, payload in hub.received_until(b"model")] == [b"model"]
     hub.publish("camfleet/v1/plaza/agents/a1/cmd", b"cmd")
-    assert [payload for _, payload in plaza.received_until(b"cmd")] == [b"model", b"cmd"]
+    hub.publish("camfleet/v1/plaza/models/door", b"second model")
+    assert [payload for _, payload in hub.received_until(b"second model")] == [b"second model"]
+    assert stranger.messages.empty()  # nothing the hub sent reached a user without a block
 
 
-def test_agent_cannot_announce_models_or_send_commands(clients: dict[str, Client]) -> None:
-    hub, plaza = clients["hub"], clients["plaza"]
-    hub.subscribe("camfleet/v1/plaza/models/+", "camfleet/v1/+/+/frame")
-    plaza.publish("camfleet/v1/plaza/models/door", b"forged model")
-    plaza.publish("camfleet/v1/plaza/agents/a2/cmd", b"forged command")
-    plaza.publish("camfleet/v1/plaza/door/frame", b"sentinel")
-    assert [payload for _, payload in hub.received_until(b"sentinel")] == [b"sentinel"]
-
-
-def test_observer_reads_events_and_status_but_not_frames(clients: dict[str, Client]) -> None:
-    observer, plaza = clients["observer"], clients["plaza"]
-    observer.subscribe("camfleet/v1/+/+/frame", "camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
-    plaza.publish("camfleet/v1/plaza/door/frame", b"frame")
-    plaza.publish("camfleet/v1/plaza/door/event", b"event")
-    plaza.publish("camfleet/v1/plaza/agents/a1/status", b"status")
-    assert [payload for _, payload in observer.received_until(b"status")] == [b"event", b"status"]
-
-
-def test_observer_cannot_publish(clients: dict[str, Client]) -> None:
-    hub, observer, plaza = clients["hub"], clients["observer"], clients["plaza"]
-    hub.subscribe("camfleet/v1/+/+/event", "camfleet/v1/+/agents/+/status")
-    observer.publish("camfleet/v1/plaza/door/event", b"forged event")
-    observer.publish("camfleet/v1/plaza/agents/a1/status", b"forged status")
-    plaza.publish("camfleet/v1/plaza/door/event", b"sentinel")
-    assert [payload for _, payload in hub.received_until(b"sentinel")] == [b"sentinel"]
-
-
-def test_every_acl_user_is_a_reserved_site_name() -> None:
-    """The pattern lines apply to the named users too: their %u topics must never be a real site's."""
-    from camfleet_hub.services.crud import RESERVED_SITE_NAMES
-
+def test_the_bootstrap_acl_has_no_pattern_lines() -> None:
+    """Pattern lines apply to every user, the hub's included; each user has its own block instead."""
     lines = (ROOT / "deploy" / "mosquitto" / "acl").read_text().splitlines()
-    users = {line.split()[1] for line in lines if line.startswith("user ")}
-    assert users and users <= RESERVED_SITE_NAMES
+    assert not [line for line in lines if line.startswith("pattern")]
+    assert {line.split()[1] for line in lines if line.startswith("user ")} == {"hub"}
 
 
 def test_the_hub_refuses_reserved_site_names(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@
     camfleet-hub token create --site shop --role viewer --name agent1   # prints the secret once
     camfleet-hub mqtt create --site shop --agent pi-1     # the agent's MQTT username and password, shown once
     camfleet-hub mqtt revoke agent/shop/pi-1
+    camfleet-hub mqtt export-mosquitto --out /etc/mosquitto/camfleet   # then: kill -HUP <mosquitto>
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ def _add_user_commands(sub: Any) -> None:
     c = accounts.add_parser("revoke", help="revoke credentials by username")
     _add_config(c)
     c.add_argument("username")
+    c = accounts.add_parser(
+        "export-mosquitto", help="write Mosquitto's password_file and acl_file (then reload it with SIGHUP)"
+    )
+    _add_config(c)
+    c.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for password_file and acl_file")
+    c.add_argument(
+        "--file-mode", type=lambda v: int(v, 8), default=0o600, metavar="OCTAL", help="file permissions (0600)"
+    )
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -158,7 +167,7 @@ def _accounts(args: argparse.Namespace) -> int:
                     auth.update_user(session, user, password=_read_password(args))
                     print(f"password of {user.username} changed")
                 elif args.command == "mqtt":
-                    _mqtt_accounts(session, args)
+                    _mqtt_accounts(session, args, settings)
                 else:
                     owner = auth.get_user_by_name(session, args.user) if args.user else None
                     caller = auth.caller_of_user(session, owner) if owner else auth.Caller("cli", True, None)
@@ -173,11 +182,27 @@ def _accounts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mqtt_accounts(session: Any, args: argparse.Namespace) -> None:
-    """``mqtt create|revoke``: the password is printed once and never stored in clear."""
+def _mqtt_accounts(session: Any, args: argparse.Namespace, settings: Any) -> None:
+    """``mqtt create|revoke|export-mosquitto``: the password is printed once and never stored in clear."""
+    from camfleet_hub.comms import mosquitto_export
     from camfleet_hub.db.models import MqttAccountKind
     from camfleet_hub.services import crud, mqtt_accounts
+    from camfleet_hub.services.errors import InvalidError
 
+    if args.mqtt_command == "export-mosquitto":
+        password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
+        try:
+            hub = mosquitto_export.hub_user(settings.mqtt.username, password)
+            done = mosquitto_export.export(
+                session, args.out, root=settings.mqtt.root, hub=hub, file_mode=args.file_mode
+            )
+        except mosquitto_export.ExportError as exc:
+            raise InvalidError(str(exc)) from None
+        except OSError as exc:
+            raise InvalidError(f"--out {args.out}: {exc.strerror or exc}") from None
+        print(f"wrote {done.password_file} and {done.acl_file}: {done.users} users ({done.agents} agents, "
+              f"{done.observers} observers, the hub); reload Mosquitto with SIGHUP")  # fmt: skip
+        return
     if args.mqtt_command == "revoke":
         row = mqtt_accounts.get_account_by_username(session, args.username)
         mqtt_accounts.revoke(session, row)

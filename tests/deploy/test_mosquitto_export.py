@@ -1,0 +1,249 @@
+"""``camfleet-hub mqtt export-mosquitto`` on a real Mosquitto: each agent is bound to its own site and agent name.
+
+The hub issues the accounts, the CLI writes password_file and acl_file, and a private Mosquitto runs with them.
+Denied publishes are dropped silently by the broker, so every check publishes the forbidden messages first and an
+allowed sentinel after them on the same connection: once the sentinel arrives, the forbidden ones would have too.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from camfleet_hub.__main__ import main
+from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, may_publish, may_subscribe
+from camfleet_hub.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_text, hub_user
+from camfleet_hub.db.models import MqttAccountKind
+from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.services import crud, mqtt_accounts
+
+ROOT = Path(__file__).resolve().parents[2]
+R = "camfleet/v1"
+HUB_PASSWORD = "hub-export-pw"
+
+
+class Client:
+    """A paho client (MQTT 3.1.1) that records the CONNACK and the messages it receives."""
+
+    def __init__(self, port: int, user: str | None, password: str | None) -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
+        self.subacks: queue.Queue[list[int]] = queue.Queue()
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"exp-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+        )
+        if user is not None:
+            self.paho.username_pw_set(user, password)
+        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
+        self.paho.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload))
+        self.paho.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put([rc.value for rc in rcs])
+        self.paho.connect("127.0.0.1", port, keepalive=30)
+        self.paho.loop_start()
+        self.rc = self.connack.get(timeout=10)
+
+    def subscribe(self, *topics: str) -> list[int]:
+        self.paho.subscribe([(t, 1) for t in topics])
+        return self.subacks.get(timeout=10)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.paho.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=10)
+
+    def payloads_until(self, sentinel: bytes) -> list[bytes]:
+        """Payloads received up to and including the first one equal to ``sentinel``."""
+        got = []
+        for _ in range(1000):
+            payload = self.messages.get(timeout=10)[1]
+            got.append(payload)
+            if payload == sentinel:
+                return got
+        raise AssertionError(f"sentinel {sentinel!r} never arrived: {got}")
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+@dataclass
+class Fleet:
+    config: Path
+    out: Path
+    broker: object  # conftest's MosquittoBroker
+    port: int
+    passwords: dict[str, str]  # username -> password
+    clients: list[Client]
+
+    def connect(self, user: str, password: str | None = None) -> Client:
+        client = Client(self.port, user, password if password is not None else self.passwords[user])
+        self.clients.append(client)
+        return client
+
+    def export(self) -> None:
+        assert main(["mqtt", "export-mosquitto", "--config", str(self.config), "--out", str(self.out)]) == 0
+
+
+def _config(tmp_path: Path, password: str | None) -> Path:
+    config = tmp_path / "hub.toml"
+    lines = [f'data_dir = "{tmp_path / "hub"}"', "[mqtt]", "embedded = false", 'username = "hub"']
+    if password is not None:
+        lines.append(f'password = "{password}"')
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+@pytest.fixture
+def fleet(mosquitto_factory, tmp_path: Path) -> Iterator[Fleet]:  # type: ignore[no-untyped-def]
+    """Sites shop and plaza; agents a1, a2 of shop and b1 of plaza; observer ha of shop; exported and served."""
+    config = _config(tmp_path, HUB_PASSWORD)
+    (tmp_path / "hub").mkdir()
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub' / 'hub.db'}")
+    passwords = {"hub": HUB_PASSWORD}
+    try:
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            shop, plaza = crud.create_site(session, "shop"), crud.create_site(session, "plaza")
+            for kind, site, name in [
+                (MqttAccountKind.AGENT, shop, "a1"),
+                (MqttAccountKind.AGENT, shop, "a2"),
+                (MqttAccountKind.AGENT, plaza, "b1"),
+                (MqttAccountKind.OBSERVER, shop, "ha"),
+            ]:
+                issued = mqtt_accounts.create_account(session, kind, site, name, "test")
+                passwords[issued.account.username] = issued.password
+    finally:
+        engine.dispose()
+    out = tmp_path / "mosquitto"
+    fleet = Fleet(config, out, None, 0, passwords, [])
+    fleet.export()
+    broker = mosquitto_factory(
+        extra_config=["allow_anonymous false", f"password_file {out / PASSWORD_FILE}", f"acl_file {out / ACL_FILE}"]
+    )
+    fleet.broker, fleet.port = broker, broker.port
+    try:
+        yield fleet
+    finally:
+        for client in fleet.clients:
+            client.close()
+
+
+A1, A2, B1, HA = "agent/shop/a1", "agent/shop/a2", "agent/plaza/b1", "observer/shop/ha"
+
+
+def test_every_user_connects_and_strangers_do_not(fleet: Fleet) -> None:
+    for user in (A1, A2, B1, HA, "hub"):
+        assert fleet.connect(user).rc == 0, user
+    assert fleet.connect(A1, fleet.passwords[A2]).rc != 0  # a2's password is not a1's
+    assert fleet.connect("shop", fleet.passwords[A1]).rc != 0  # the old site-name login is gone
+    assert Client(fleet.port, None, None).rc != 0
+
+
+def test_agent_publishes_its_own_status_and_frames_only(fleet: Fleet) -> None:
+    hub, a1 = fleet.connect("hub"), fleet.connect(A1)
+    hub.subscribe(f"{R}/+/+/frame", f"{R}/+/+/event", f"{R}/+/agents/+/status", f"{R}/+/agents/+/reply")
+    a1.publish(f"{R}/shop/agents/a2/status", b"forged a2 status", retain=True)
+    a1.publish(f"{R}/shop/agents/a2/reply", b"forged a2 reply")
+    a1.publish(f"{R}/plaza/door/frame", b"forged plaza frame")
+    a1.publish(f"{R}/shop/models/frame", b"forged via the camera wildcard")
+    a1.publish(f"{R}/shop/agents/frame", b"forged camera 'agents'")
+    a1.publish(f"{R}/shop/door/frame", b"frame")
+    a1.publish(f"{R}/shop/door/event", b"event")
+    a1.publish(f"{R}/shop/agents/a1/reply", b"reply")
+    a1.publish(f"{R}/shop/agents/a1/status", b"status")
+    assert hub.payloads_until(b"status") == [b"frame", b"event", b"reply", b"status"]
+
+
+def test_agent_reads_neither_another_agents_commands_nor_everything(fleet: Fleet) -> None:
+    hub, a1, a2 = fleet.connect("hub"), fleet.connect(A1), fleet.connect(A2)
+    a2.publish(f"{R}/shop/agents/a2/status", b"a2 status", retain=True)
+    a1.subscribe("#")
+    a1.subscribe(f"{R}/shop/agents/a2/cmd", f"{R}/shop/agents/a2/config", f"{R}/shop/agents/+/cmd")
+    a1.subscribe(f"{R}/shop/models/+", f"{R}/shop/agents/a1/cmd", f"{R}/shop/agents/a1/config")
+    hub.publish(f"{R}/shop/agents/a2/cmd", b"a2 cmd")
+    hub.publish(f"{R}/shop/agents/a2/config", b"a2 config")
+    hub.publish(f"{R}/plaza/models/door", b"plaza model")
+    a2.publish(f"{R}/shop/door/frame", b"a2 frame")
+    hub.publish(f"{R}/shop/models/door", b"model")
+    hub.publish(f"{R}/shop/agents/a1/config", b"config")
+    hub.publish(f"{R}/shop/agents/a1/cmd", b"cmd")
+    # a1 holds overlapping subscriptions, so Mosquitto may deliver its own messages more than once
+    assert set(a1.payloads_until(b"cmd")) == {b"model", b"config", b"cmd"}
+
+
+def test_agent_cannot_announce_models_or_send_commands(fleet: Fleet) -> None:
+    hub, a1, a2 = fleet.connect("hub"), fleet.connect(A1), fleet.connect(A2)
+    a2.subscribe(f"{R}/shop/models/+", f"{R}/shop/agents/a2/cmd", f"{R}/shop/agents/a2/config")
+    a1.publish(f"{R}/shop/models/door", b"forged model", retain=True)
+    a1.publish(f"{R}/shop/agents/a2/cmd", b"forged command")
+    a1.publish(f"{R}/shop/agents/a2/config", b"forged settings")
+    hub.publish(f"{R}/shop/agents/a2/cmd", b"sentinel")
+    assert a2.payloads_until(b"sentinel") == [b"sentinel"]
+    late = fleet.connect(A2)  # nothing forged was kept as the retained announcement
+    late.subscribe(f"{R}/shop/models/+", f"{R}/shop/agents/a2/cmd")
+    hub.publish(f"{R}/shop/agents/a2/cmd", b"second sentinel")
+    assert late.payloads_until(b"second sentinel") == [b"second sentinel"]
+
+
+def test_observer_reads_its_sites_events_and_statuses_and_never_publishes(fleet: Fleet) -> None:
+    hub, a1, b1, ha = fleet.connect("hub"), fleet.connect(A1), fleet.connect(B1), fleet.connect(HA)
+    ha.subscribe("#", f"{R}/+/+/event", f"{R}/shop/+/event", f"{R}/shop/agents/+/status")
+    hub.subscribe(f"{R}/+/+/event")
+    b1.publish(f"{R}/plaza/door/event", b"plaza event")
+    a1.publish(f"{R}/shop/door/frame", b"frame")
+    ha.publish(f"{R}/shop/door/event", b"forged event")
+    a1.publish(f"{R}/shop/door/event", b"event")
+    a1.publish(f"{R}/shop/agents/a1/status", b"status")
+    assert set(ha.payloads_until(b"status")) == {b"event", b"status"}
+    assert hub.payloads_until(b"event") == [b"plaza event", b"event"]
+
+
+def test_revoked_credentials_are_refused_after_export_and_sighup(fleet: Fleet) -> None:
+    assert fleet.connect(A2).rc == 0
+    assert main(["mqtt", "revoke", "--config", str(fleet.config), A2]) == 0
+    fleet.export()
+    assert A2 not in (fleet.out / PASSWORD_FILE).read_text()
+    proc = fleet.broker.proc  # type: ignore[attr-defined]
+    os.kill(proc.pid, signal.SIGHUP)
+    refused = None
+    for _ in range(100):  # the reload is asynchronous: poll, bounded
+        client = fleet.connect(A2)
+        if client.rc != 0:
+            refused = client.rc
+            break
+        time.sleep(0.1)
+    assert refused is not None, "a2 still connects after its credentials were revoked and Mosquitto reloaded"
+    assert fleet.connect(A1).rc == 0 and fleet.connect("hub").rc == 0 and fleet.connect(HA).rc == 0
+
+
+def test_export_needs_the_hub_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, None)
+    out = tmp_path / "out"
+    assert main(["mqtt", "export-mosquitto", "--config", str(config), "--out", str(out)]) == 1
+    assert "mqtt.password" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_files_are_owner_only(fleet: Fleet) -> None:
+    for name in (PASSWORD_FILE, ACL_FILE):
+        assert (fleet.out / name).stat().st_mode & 0o777 == 0o600
+    assert "pattern" not in (fleet.out / ACL_FILE).read_text()
+
+
+def test_the_checked_in_bootstrap_acl_is_the_export_of_the_hub_alone() -> None:
+    """deploy/mosquitto/acl (used before the first export) is generated from the same table, never hand-edited."""
+    assert (ROOT / "deploy" / "mosquitto" / "acl").read_text() == acl_text([hub_user("hub", "x")], "camfleet")
+
+
+def test_the_embedded_broker_denies_the_same_wildcard_gaps() -> None:
+    agent = MqttPrincipal(MqttRole.AGENT, A1, site="shop", agent="a1")
+    for topic in (f"{R}/shop/models/frame", f"{R}/shop/models/event", f"{R}/shop/agents/frame"):
+        assert not may_publish(agent, topic, "camfleet")
+    assert may_subscribe(agent, f"{R}/shop/models/+", "camfleet")
+    assert not may_subscribe(agent, f"{R}/shop/models/frame", "camfleet")
