@@ -17,6 +17,7 @@ from camfleet_hub.db.models import Blob, Camera, Classifier, Frame, Image, Image
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.retention import RetentionRules, RetentionSettings, SiteStorage, storage_by_site, sweep
 from camfleet_hub.store import DirectoryStore
+from camfleet_hub.store.base import sha256_hex
 from tests.support.polling import wait_for
 
 
@@ -84,9 +85,40 @@ def test_sweep_applies_per_site_rules(tmp_path: Path, engine: Engine, mosquitto,
         }
         assert session.execute(select(func.count()).select_from(Blob)).scalar_one() == 5  # every hash row stays
         after = storage_by_site(session)
-    from camfleet_hub.store.base import sha256_hex
-
     assert [store.exists(sha256_hex(jpegs[i])) for i in range(6)] == [True, False, False, True, False, True]
     assert after["shop"] == SiteStorage(1, sizes[0])
     assert after["lot"] == before["lot"]
     assert sweep(sessions, store, rules) == type(result)()  # nothing more to do
+
+
+def test_the_hub_runs_the_sweeper(tmp_path: Path, mosquitto, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    from conftest import frame_count, seed_site
+
+    from camfleet_hub.app import Hub
+
+    settings = settings_for(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        mosquitto.host,
+        mosquitto.port,
+        retention={"interval_s": 0.5, "default": {"new_frame_days": 1}},
+    )
+    hub = Hub(settings, http=False, ingest=True, broker=False)
+    services = hub.start()
+    try:
+        seed_site(services.engine)
+        assert hub.ingest is not None and hub.ingest.client.subscribed.wait(30)
+        sender = Sender(mosquitto.host, mosquitto.port, Topics(settings.mqtt.root))
+        sender.start()
+        try:
+            sender.send(jpegs[0])
+            wait_for(lambda: frame_count(services.sessions) == 1, "the frame stored")
+        finally:
+            sender.stop()
+        with services.sessions() as session:
+            session.execute(update(Frame).values(received_at=utcnow() - timedelta(days=2)))
+            session.commit()
+        wait_for(lambda: frame_count(services.sessions) == 0, "the sweeper to remove the 2-day-old frame")
+        wait_for(lambda: not services.store.exists(sha256_hex(jpegs[0])), "its object removed")
+    finally:
+        hub.stop()

@@ -266,6 +266,11 @@ class Hub:
         backfill = EmbeddingBackfill(services, services.embedder, services.near_indexes)
         backfill.start()
         self._stops.append(("embedding back-fill", backfill.stop))
+        from camfleet_hub.retention import RetentionSweeper
+
+        sweeper = RetentionSweeper(services.sessions, services.store, self.settings.retention)
+        sweeper.start()  # per-site dataset retention, every retention.interval_s
+        self._stops.append(("retention sweeper", sweeper.stop))
         services.import_worker = ImportWorker(services, services.embedder, services.near_indexes)
         services.import_worker.start()
         self._stops.append(("import worker", services.import_worker.stop))

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from camfleet_contract.bundle import Precision
 from camfleet_hub.compat.schemas import CompatSettings
 from camfleet_hub.logs import LogSettings
+from camfleet_hub.retention import RetentionSettings
 
 ENV_PREFIX = "CAMFLEET_HUB"
 
@@ -274,6 +275,7 @@ class HubSettings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)

@@ -27,13 +27,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, func, select, union
 from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_hub.db.models import Blob, Classifier, Frame, Image, ImageSource, ImageStatus, Site, utcnow
-from camfleet_hub.store.base import ObjectStore
+
+if TYPE_CHECKING:  # config.py imports the settings below; the store package imports config.py
+    from camfleet_hub.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
