@@ -29,7 +29,7 @@ from camfleet_hub.db.models import (
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 
 SHA = "ab" * 32
-HEAD = "0007"
+HEAD = "0008"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:

@@ -124,3 +124,24 @@ class Pin(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
     created_by: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelBehaviour(Base):
+    """What one agent reported of one model version's first frames after it swapped to it (AgentStatus
+    .first_frames): kept per agent and version, so the comparison with the version before survives a restart of
+    the agent (which forgets the previous version's figures)."""
+
+    __tablename__ = "fleet_model_behaviour"
+    __table_args__ = (UniqueConstraint("site_id", "agent", "classifier", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(NAME_LEN))
+    classifier: Mapped[str] = mapped_column(String(NAME_LEN))
+    version: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column()  # when the agent first classified with it
+    frames: Mapped[int] = mapped_column(Integer)
+    anomaly_rate: Mapped[float] = mapped_column(Float)
+    mean_confidence: Mapped[float] = mapped_column(Float)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

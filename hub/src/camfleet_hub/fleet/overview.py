@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.db.models import Agent, AgentState, Camera, Classifier, Frame, Site
 from camfleet_hub.db.types import utcnow
+from camfleet_hub.fleet import behaviour
 from camfleet_hub.fleet.models import FleetEvent
 from camfleet_hub.services.announce import production_model
 
@@ -133,6 +134,11 @@ def fleet(
             _agent_row(s.name, a, production, now)
             for a in session.scalars(select(Agent).where(Agent.site_id == s.id).order_by(Agent.name))
         ]
+        by_name = {a.name: a for a in agents}
+        for clf in classifiers:  # a model version that flags far more frames than the one before, per agent
+            for jump in behaviour.jumps(session, s.id, clf.name):
+                if jump.agent in by_name:
+                    by_name[jump.agent].alerts.append(f"anomaly rate jump: {jump.text}")
         owner = {cam: a.name for a in agents for cam in a.cameras}
         frames = _latest_frames(session, s.id)
         jumps = _anomaly_jumps(session, s.id, now)

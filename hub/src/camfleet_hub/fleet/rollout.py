@@ -20,6 +20,7 @@ from camfleet_contract.rollback import sign_rollback
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.db.models import Agent, Classifier, ModelVersion, Site
 from camfleet_hub.db.types import utcnow
+from camfleet_hub.fleet import behaviour
 from camfleet_hub.fleet.models import Pin, Rollout
 from camfleet_hub.services import announce, registry
 from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
@@ -277,6 +278,8 @@ class AgentRollout:
     pinned: bool
     staged: bool
     problems: list[str]
+    first_frames: behaviour.Figures | None = None  # the agent's latest version after its swap
+    previous_frames: behaviour.Figures | None = None  # and the version it ran before
 
 
 @dataclass(frozen=True)
@@ -289,10 +292,17 @@ class RolloutView:
     percent: int
     pins: dict[str, int]
     agents: list[AgentRollout]
+    anomaly_jumps: list[behaviour.Jump]
+
+    @property
+    def flagged_versions(self) -> list[str]:
+        """Versions whose anomaly rate jumped against the previous version on at least one agent."""
+        return sorted({j.version for j in self.anomaly_jumps}, key=lambda v: (len(v), v))
 
 
 def view(session: Session, site: Site, classifier: Classifier) -> RolloutView:
     plan = plan_of(session, classifier)
+    figures = behaviour.reported(session, site.id, classifier.name)
     agents = []
     for row in session.scalars(select(Agent).where(Agent.site_id == site.id).order_by(Agent.name)):
         status = row.status or {}
@@ -308,6 +318,8 @@ def view(session: Session, site: Site, classifier: Classifier) -> RolloutView:
                 pinned=row.name in plan.pins,
                 staged=plan.staged is not None and expected is plan.staged,
                 problems=problems,
+                first_frames=figures[row.name][0] if figures.get(row.name) else None,
+                previous_frames=figures[row.name][1] if len(figures.get(row.name, [])) > 1 else None,
             )
         )
     return RolloutView(
@@ -319,4 +331,5 @@ def view(session: Session, site: Site, classifier: Classifier) -> RolloutView:
         percent=plan.percent,
         pins={a: m.version for a, m in plan.pins.items()},
         agents=agents,
+        anomaly_jumps=behaviour.jumps(session, site.id, classifier.name),
     )

@@ -134,6 +134,25 @@ class PinCreate(Request):
     version: int = Field(ge=1)
 
 
+class FirstFramesPublic(Public):
+    version: str
+    since: datetime
+    frames: int
+    anomaly_rate: float
+    mean_confidence: float
+    complete: bool
+
+
+class AnomalyJumpPublic(Public):
+    agent: str
+    version: str
+    previous: str
+    anomaly_rate: float
+    previous_rate: float
+    frames: int
+    text: str
+
+
 class AgentRolloutPublic(Public):
     agent: str
     state: str
@@ -142,6 +161,10 @@ class AgentRolloutPublic(Public):
     pinned: bool
     staged: bool
     problems: list[str] = Field(description="the agent's reported problems that name this classifier")
+    first_frames: FirstFramesPublic | None = Field(
+        default=None, description="the agent's latest version of this classifier over its first frames after the swap"
+    )
+    previous_frames: FirstFramesPublic | None = Field(default=None, description="the version it ran before")
 
 
 class RolloutPublic(Public):
@@ -153,3 +176,7 @@ class RolloutPublic(Public):
     percent: int
     pins: dict[str, int]
     agents: list[AgentRolloutPublic]
+    anomaly_jumps: list[AnomalyJumpPublic] = Field(
+        description="agents on which the latest version's anomaly rate jumped against the version before"
+    )
+    flagged_versions: list[str] = Field(description="versions with an anomaly jump on at least one agent")

@@ -29,6 +29,7 @@ from camfleet_hub.db.models import (
     Site,
 )
 from camfleet_hub.db.types import utcnow
+from camfleet_hub.fleet import behaviour
 from camfleet_hub.ingest.validate import StatusUpdate, ValidFrame
 
 PRUNE_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's bound-parameter limit
@@ -251,4 +252,6 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
         agent.software_version = status.software_version
     if status.cameras:
         insert_ignore(session, Camera, [{"site_id": site_id, "name": c} for c in status.cameras], ["site_id", "name"])
+    if status.first_frames:
+        behaviour.record(session, site_id, status)
     return True
