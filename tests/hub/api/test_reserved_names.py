@@ -15,6 +15,8 @@ from conftest import API, ApiHub
         ("sites/{site}/cameras", "agents"),
         ("sites/{site}/classifiers", "imagenet"),
         ("sites/{site}/classifiers", "ImageNet"),
+        ("sites/{site}/classifiers", "frame"),
+        ("sites/{site}/classifiers", "event"),
     ],
 )
 def test_reserved_names_are_refused(sqlite_api: ApiHub, path: str, name: str) -> None:

@@ -20,7 +20,8 @@ RESERVED_SITE_NAMES = frozenset({"hub", "observer"})
 # A camera named like a second-level topic word would turn a frame topic into a model or agent one (Mosquitto's
 # `+` patterns cannot exclude them); a site classifier named like the signed ImageNet default could be fed it.
 RESERVED_CAMERA_NAMES = frozenset({"agents", "models"})
-RESERVED_CLASSIFIER_NAMES = frozenset({DEFAULT_CLASSIFIER})
+# ``frame``/``event``: the broker rules deny R/{site}/models/frame|event so a camera "models" cannot alias them.
+RESERVED_CLASSIFIER_NAMES = frozenset({DEFAULT_CLASSIFIER, "frame", "event"})
 
 
 def checked_name(value: str, field: str) -> str:
@@ -106,7 +107,7 @@ def list_classifiers(session: Session, site: Site) -> list[Classifier]:
 def create_classifier(session: Session, site: Site, name: str) -> Classifier:
     checked_name(name, "name")
     if name.lower() in RESERVED_CLASSIFIER_NAMES:
-        raise InvalidError(f"name={name!r} is reserved for the hub's ImageNet default model")
+        raise InvalidError(f"name={name!r} is reserved (the ImageNet default model and MQTT topic words)")
     exists = session.scalar(select(Classifier.id).where(Classifier.site_id == site.id, Classifier.name == name))
     if exists is not None:
         raise ConflictError(f"classifier name={name!r} already exists in site {site.name!r}")
