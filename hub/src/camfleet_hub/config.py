@@ -207,6 +207,12 @@ class DeadLetterSettings(_Section):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+class JobSettings(_Section):
+    """Training jobs: how long a claim lasts without a heartbeat before another trainer may take the job."""
+
+    lease_s: float = Field(default=60.0, ge=1.0, le=3600.0, description="trainers heartbeat every third of it")
+
+
 class SigningSettings(_Section):
     """The fleet signing key (ed25519 seed, hex); created on first start; relative to ``data_dir``."""
 
@@ -276,6 +282,7 @@ class HubSettings(_Section):
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)

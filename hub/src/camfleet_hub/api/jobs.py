@@ -74,11 +74,14 @@ def list_jobs(
     response_model=JobClaimed,
     responses={204: {"description": "no job is waiting"}},
 )
-def claim_job(body: JobClaim, session: SessionDep, _trainer: HubAdminDep) -> JobClaimed | Response:
-    job = jobs.claim(session, body.worker, gpu=body.gpu)
+def claim_job(
+    body: JobClaim, session: SessionDep, services: ServicesDep, _trainer: HubAdminDep
+) -> JobClaimed | Response:
+    lease = services.settings.jobs.lease_s
+    job = jobs.claim(session, body.worker, lease_seconds=lease, gpu=body.gpu)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return JobClaimed(job=_public(job), lease_seconds=jobs.LEASE_SECONDS)
+    return JobClaimed(job=_public(job), lease_seconds=lease)
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job", response_model=JobPublic)
@@ -89,9 +92,14 @@ def get_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> JobPublic
 
 
 @router.post("/jobs/{job_id}/heartbeat", operation_id="heartbeat_job", response_model=HeartbeatAnswer)
-def heartbeat(job_id: int, body: JobHeartbeat, session: SessionDep, _trainer: HubAdminDep) -> HeartbeatAnswer:
-    cancel = jobs.heartbeat(session, job_id, body.worker, body.progress, body.stage, body.message, epochs=body.epochs())
-    return HeartbeatAnswer(cancel=cancel, lease_seconds=jobs.LEASE_SECONDS)
+def heartbeat(
+    job_id: int, body: JobHeartbeat, session: SessionDep, services: ServicesDep, _trainer: HubAdminDep
+) -> HeartbeatAnswer:
+    lease = services.settings.jobs.lease_s
+    cancel = jobs.heartbeat(
+        session, job_id, body.worker, body.progress, body.stage, body.message, lease_seconds=lease, epochs=body.epochs()
+    )
+    return HeartbeatAnswer(cancel=cancel, lease_seconds=lease)
 
 
 @router.get("/jobs/{job_id}/progress", operation_id="get_job_progress", response_model=JobProgress)
