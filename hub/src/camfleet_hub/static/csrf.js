@@ -1,7 +1,7 @@
 // CSRF: every state-changing fetch to this hub carries the session's token (from <meta name="csrf-token">)
 // in the X-CSRF-Token header, which the hub requires of cookie-authenticated requests. Forms carry it as a
-// hidden csrf_token field; a form with data-confirm asks before it is sent (no inline handlers: the CSP
-// allows no inline script).
+// hidden csrf_token field; a form (or the button that submits it) with data-confirm asks before it is sent (no
+// inline handlers: the CSP allows no inline script).
 (function () {
   "use strict";
   const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -23,7 +23,10 @@
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
-    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    if (!(form instanceof HTMLFormElement)) return;
+    // The button that sent it may ask on its own (one form, several actions: only "Roll back" asks).
+    const question = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+    if (question && !window.confirm(question)) {
       event.preventDefault();
     }
   });
