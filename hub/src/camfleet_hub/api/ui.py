@@ -6,15 +6,12 @@ Form actions call the same services as the REST API and redirect back (POST → 
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from camfleet_hub import __version__
 from camfleet_hub.api.deps import (
     CurrentUserDep,
     HubAdminDep,
@@ -27,20 +24,17 @@ from camfleet_hub.api.deps import (
     visible_site_ids,
 )
 from camfleet_hub.api.errors import describe_errors
-from camfleet_hub.db.models import Role
+from camfleet_hub.api.ui_render import page_path, render, templates
+from camfleet_hub.db.models import Classifier, Role
 from camfleet_hub.schemas import JobCreate
 from camfleet_hub.services import crud, curation, jobs, overview, pages, registry
 from camfleet_hub.services.errors import ServiceError
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(resources.files("camfleet_hub") / "templates"))
+__all__ = ["router", "templates"]
 
 REFRESH_SECONDS = 10
 POLL_MS = 2000
-
-
-def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
 
 
 def _back(next_url: str | None, default: str) -> RedirectResponse:
@@ -57,22 +51,18 @@ def _require_model(user: Any, session: SessionDep, model: Any, role: Role) -> No
         user.require_admin()
 
 
-def training_url(site: str, clf: str) -> str:
-    return f"/ui/sites/{site}/classifiers/{clf}/training"
-
-
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, name="ui.overview")
 def index(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
     context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
-    return _render(request, "index.html", context)
+    return render(request, "index.html", context)
 
 
 def _index_error(request: Request, session: SessionDep, user: Any, detail: str, status_code: int) -> HTMLResponse:
     context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
-    return _render(request, "index.html", {**context, "error": detail}, status_code)
+    return render(request, "index.html", {**context, "error": detail}, status_code)
 
 
-@router.post("/ui/sites", response_model=None)
+@router.post("/ui/sites", response_model=None, name="ui.create_site")
 def create_site(
     request: Request, session: SessionDep, user: HubAdminDep, name: Annotated[str, Form()] = ""
 ) -> Response:
@@ -81,10 +71,10 @@ def create_site(
         site = crud.create_site(session, name.strip())
     except ServiceError as exc:
         return _index_error(request, session, user, exc.detail, exc.status_code)
-    return RedirectResponse(f"/#site-{site.name}", status_code=303)
+    return RedirectResponse(page_path(request, "ui.overview") + f"#site-{site.name}", status_code=303)
 
 
-@router.post("/ui/sites/{site}/classifiers", response_model=None)
+@router.post("/ui/sites/{site}/classifiers", response_model=None, name="ui.create_classifier")
 def create_classifier(
     request: Request, site: str, session: SessionDep, user: SiteAdminDep, name: Annotated[str, Form()] = ""
 ) -> Response:
@@ -93,16 +83,17 @@ def create_classifier(
         clf = crud.create_classifier(session, crud.get_site(session, site), name.strip())
     except ServiceError as exc:
         return _index_error(request, session, user, exc.detail, exc.status_code)
-    return RedirectResponse(f"/ui/sites/{site}/classifiers/{clf.name}", status_code=303)
+    return RedirectResponse(page_path(request, "ui.classifier", site=site, clf=clf.name), status_code=303)
 
 
-@router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse)
+@router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse, name="ui.training")
 def training(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
     classifier = crud.get_classifier(session, site, clf)
-    return _render(request, "training.html", {**pages.training(session, classifier), "poll_ms": POLL_MS})
+    context = {**pages.training(session, classifier), "poll_ms": POLL_MS}
+    return render(request, "training.html", context, site=site, clf=clf)
 
 
-@router.post("/ui/sites/{site}/classifiers/{clf}/jobs", response_model=None)
+@router.post("/ui/sites/{site}/classifiers/{clf}/jobs", response_model=None, name="ui.start_job")
 def start_job(
     request: Request,
     site: str,
@@ -128,37 +119,42 @@ def start_job(
         return _error(request, session, classifier, describe_errors(exc.errors()), 422)
     except ServiceError as exc:
         return _error(request, session, classifier, exc.detail, exc.status_code)
-    return RedirectResponse(training_url(site, clf), status_code=303)
+    return RedirectResponse(page_path(request, "ui.training", site=site, clf=clf), status_code=303)
 
 
 def _error(request: Request, session: SessionDep, classifier: Any, detail: str, status_code: int) -> HTMLResponse:
     context = {**pages.training(session, classifier), "poll_ms": POLL_MS, "error": detail}
-    return _render(request, "training.html", context, status_code)
+    return render(request, "training.html", context, status_code, site=classifier.site.name, clf=classifier.name)
 
 
-@router.post("/ui/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> RedirectResponse:
+@router.post("/ui/jobs/{job_id}/cancel", name="ui.cancel_job")
+def cancel_job(request: Request, job_id: int, session: SessionDep, user: CurrentUserDep) -> RedirectResponse:
     require_in_classifier(user, session, jobs.get_job(session, job_id).classifier_id, Role.LABELLER)
     job = jobs.cancel(session, job_id)
-    return RedirectResponse(training_url(job.classifier.site.name, job.classifier.name), status_code=303)
+    clf = job.classifier
+    return RedirectResponse(page_path(request, "ui.training", site=clf.site.name, clf=clf.name), status_code=303)
 
 
-@router.get("/ui/jobs/{job_id}/chart.svg")
+@router.get("/ui/jobs/{job_id}/chart.svg", name="ui.job_chart")
 def job_chart(job_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
     """The loss / accuracy curves of a job (two SVGs in a div), re-fetched by the Training page as epochs arrive."""
     require_in_classifier(user, session, jobs.get_job(session, job_id).classifier_id, Role.VIEWER)
     return HTMLResponse(pages.job_chart(session, job_id), headers={"Cache-Control": "no-store"})
 
 
-@router.get("/ui/models/{model_id}", response_class=HTMLResponse)
+@router.get("/ui/models/{model_id}", response_class=HTMLResponse, name="ui.model")
 def model_page(request: Request, model_id: int, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
     model = registry.get_model(session, model_id)
     _require_model(user, session, model, Role.VIEWER)
-    return _render(request, "model.html", pages.model(session, model))
+    clf = session.get(Classifier, model.classifier_id) if model.classifier_id is not None else None
+    if clf is None:  # the ImageNet default belongs to no site
+        return render(request, "model.html", pages.model(session, model))
+    return render(request, "model.html", pages.model(session, model), site=clf.site.name, clf=clf.name)
 
 
-@router.post("/ui/models/{model_id}/promote")
+@router.post("/ui/models/{model_id}/promote", name="ui.promote")
 def promote(
+    request: Request,
     model_id: int,
     session: SessionDep,
     services: ServicesDep,
@@ -168,24 +164,28 @@ def promote(
     model = registry.get_model(session, model_id)
     _require_model(user, session, model, Role.ADMIN)
     registry.promote(services, session, model)
-    return _back(next_url, "/")
+    return _back(next_url, page_path(request, "ui.overview"))
 
 
-@router.post("/ui/models/{model_id}/rollback")
-def rollback(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> RedirectResponse:
+@router.post("/ui/models/{model_id}/rollback", name="ui.rollback")
+def rollback(
+    request: Request, model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep
+) -> RedirectResponse:
     model = registry.get_model(session, model_id)
     _require_model(user, session, model, Role.ADMIN)
     previous = registry.rollback(services, session, model)
-    return RedirectResponse(f"/ui/models/{previous.id}", status_code=303)
+    return RedirectResponse(page_path(request, "ui.model", model_id=previous.id), status_code=303)
 
 
-@router.get("/ui/sites/{site}/classifiers/{clf}/errors", response_class=HTMLResponse)
+@router.get("/ui/sites/{site}/classifiers/{clf}/errors", response_class=HTMLResponse, name="ui.errors")
 def errors(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
-    return _render(request, "errors.html", pages.errors(session, crud.get_classifier(session, site, clf)))
+    context = pages.errors(session, crud.get_classifier(session, site, clf))
+    return render(request, "errors.html", context, site=site, clf=clf)
 
 
-@router.post("/ui/images/{image_id}/group")
+@router.post("/ui/images/{image_id}/group", name="ui.move_image")
 def move_image(
+    request: Request,
     image_id: int,
     session: SessionDep,
     user: CurrentUserDep,
@@ -197,4 +197,4 @@ def move_image(
     image = crud.get_image(session, image_id)
     require_in_classifier(user, session, image.classifier_id, Role.LABELLER)
     curation.edit_image(session, image, None, name, user.name)
-    return _back(next_url, "/")
+    return _back(next_url, page_path(request, "ui.overview"))

@@ -7,17 +7,13 @@ Every form here needs a session (a bearer token gets 403) and carries the sessio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import pass_context
-from markupsafe import Markup
 from sqlalchemy import select
 
-from camfleet_hub import __version__
 from camfleet_hub.api.auth import caller_of, set_session_cookie
 from camfleet_hub.api.deps import (
     SESSION_COOKIE,
@@ -27,7 +23,7 @@ from camfleet_hub.api.deps import (
     SettingsDep,
     client_address,
 )
-from camfleet_hub.api.ui import templates
+from camfleet_hub.api.ui_render import csrf_field, page_path, render, templates
 from camfleet_hub.db.models import Role, Site
 from camfleet_hub.services import auth, crud
 from camfleet_hub.services.errors import ForbiddenError, InvalidError, ServiceError, UnauthenticatedError
@@ -35,17 +31,7 @@ from camfleet_hub.services.urls import API_PREFIX
 
 router = APIRouter(include_in_schema=False)
 
-USERS_PAGE = "/ui/users"
-
-
-@pass_context
-def csrf_field(context: Mapping[str, Any]) -> Markup:
-    """``{{ csrf_field() }}`` in every POST form: the session's CSRF token (set by ``api.security``)."""
-    token = getattr(context["request"].state, "csrf_token", "")
-    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
-
-
-templates.env.globals["csrf_field"] = csrf_field
+__all__ = ["csrf_field", "router", "templates"]  # fleet.pages still takes templates from here
 
 
 def safe_next(next_url: str | None, default: str = "/") -> str:
@@ -54,19 +40,15 @@ def safe_next(next_url: str | None, default: str = "/") -> str:
     return next_url if ok and next_url else default
 
 
-def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
-
-
 # --------------------------------------------------------------------------- login / logout
 
 
-@router.get("/login", response_class=HTMLResponse)
+@router.get("/login", response_class=HTMLResponse, name="ui.login")
 def login_page(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002 - the query's name
-    return _render(request, "login.html", {"next": safe_next(next), "username": ""})
+    return render(request, "login.html", {"next": safe_next(next), "username": ""})
 
 
-@router.post("/login", response_model=None)
+@router.post("/login", response_model=None, name="ui.login_form")
 def login_form(
     request: Request,
     session: SessionDep,
@@ -80,7 +62,7 @@ def login_form(
         _user, secret = auth.login(session, settings.auth, username, password, client_address(request, settings))
     except ServiceError as exc:
         context = {"next": target, "username": username, "error": exc.detail}
-        page = _render(request, "login.html", context, exc.status_code)
+        page = render(request, "login.html", context, exc.status_code)
         if isinstance(exc, auth.LoginRateLimited):
             page.headers["Retry-After"] = str(exc.retry_after_s)
         return page
@@ -89,12 +71,12 @@ def login_form(
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", name="ui.logout")
 def logout_form(request: Request, session: SessionDep) -> RedirectResponse:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         auth.logout(session, cookie)
-    response = RedirectResponse("/login", status_code=303)
+    response = RedirectResponse(page_path(request, "ui.login"), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -126,19 +108,19 @@ def _page(
         "error": error,
         "created": created,
     }
-    return _render(request, "users.html", context, status_code)
+    return render(request, "users.html", context, status_code)
 
 
-@router.get(USERS_PAGE, response_class=HTMLResponse)
+@router.get("/ui/users", response_class=HTMLResponse, name="ui.users")
 def users_page(request: Request, session: SessionDep, user: SessionUserDep) -> HTMLResponse:
     return _page(request, session, user)
 
 
-def _done() -> RedirectResponse:
-    return RedirectResponse(USERS_PAGE, status_code=303)
+def _done(request: Request) -> RedirectResponse:
+    return RedirectResponse(page_path(request, "ui.users"), status_code=303)
 
 
-@router.post("/ui/users", response_model=None)
+@router.post("/ui/users", response_model=None, name="ui.create_user")
 def create_user(
     request: Request,
     session: SessionDep,
@@ -153,10 +135,10 @@ def create_user(
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
-    return _done()
+    return _done(request)
 
 
-@router.post("/ui/users/{user_id}", response_model=None)
+@router.post("/ui/users/{user_id}", response_model=None, name="ui.update_user")
 def update_user(
     request: Request,
     user_id: int,
@@ -179,7 +161,7 @@ def update_user(
                 auth.check_current_password(found, current_password)
             auth.update_user(session, found, password=password)
             if own:
-                response = _done()
+                response = _done(request)
                 set_session_cookie(response, auth.new_session(session, found, settings.auth), settings)
                 return response
         elif action in ("disable", "enable"):
@@ -193,10 +175,10 @@ def update_user(
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
-    return _done()
+    return _done(request)
 
 
-@router.post("/ui/users/{user_id}/role", response_model=None)
+@router.post("/ui/users/{user_id}/role", response_model=None, name="ui.set_role")
 def set_role(
     request: Request,
     user_id: int,
@@ -214,10 +196,10 @@ def set_role(
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
-    return _done()
+    return _done(request)
 
 
-@router.post("/ui/tokens", response_model=None)
+@router.post("/ui/tokens", response_model=None, name="ui.create_token")
 def create_token(
     request: Request,
     session: SessionDep,
@@ -239,14 +221,14 @@ def create_token(
     return response
 
 
-@router.post("/ui/tokens/{token_id}/revoke", response_model=None)
+@router.post("/ui/tokens/{token_id}/revoke", response_model=None, name="ui.revoke_token")
 def revoke_token(request: Request, token_id: int, session: SessionDep, user: SessionUserDep) -> Response:
     try:
         auth.revoke_token(session, caller_of(user), token_id)
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
-    return _done()
+    return _done(request)
 
 
 # --------------------------------------------------------------------------- 401 / 403 for browsers
@@ -261,8 +243,8 @@ async def _unauthenticated(request: Request, exc: Exception) -> Response:
     if _is_api(request):
         return JSONResponse(status_code=401, content={"detail": exc.detail}, headers={"WWW-Authenticate": "Bearer"})
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    target = back if request.method == "GET" else "/"
-    response = RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
+    target = back if request.method == "GET" else page_path(request, "ui.overview")
+    response = RedirectResponse(page_path(request, "ui.login") + f"?next={quote(target, safe='/')}", status_code=303)
     if request.cookies.get(SESSION_COOKIE):
         response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -272,9 +254,7 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForbiddenError)
     if _is_api(request):
         return JSONResponse(status_code=403, content={"detail": exc.detail})
-    return templates.TemplateResponse(
-        request, "forbidden.html", {"detail": exc.detail, "version": __version__}, status_code=403
-    )
+    return render(request, "forbidden.html", {"detail": exc.detail}, 403)
 
 
 async def _rate_limited(request: Request, exc: Exception) -> Response:

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from camfleet_hub.api.deps import CurrentUserDep, SessionDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
-from camfleet_hub.api.ui import _back, _render
+from camfleet_hub.api.ui import _back
+from camfleet_hub.api.ui_render import page_path, render
 from camfleet_hub.db.models import Classifier, Role
 from camfleet_hub.services import crud, curation
 from camfleet_hub.services import curation_pages as cp
@@ -33,10 +34,10 @@ def _classifier_view(
     status_code: int = 200,
 ) -> HTMLResponse:
     context = {**cp.classifier_page(session, classifier, group, after), "error": error}
-    return _render(request, "classifier.html", context, status_code)
+    return render(request, "classifier.html", context, status_code, site=classifier.site.name, clf=classifier.name)
 
 
-@router.get(CLF, response_class=HTMLResponse)
+@router.get(CLF, response_class=HTMLResponse, name="ui.classifier")
 def classifier_page(
     request: Request,
     site: str,
@@ -49,7 +50,7 @@ def classifier_page(
     return _classifier_view(request, session, crud.get_classifier(session, site, clf), group, after)
 
 
-@router.post(CLF + "/groups/action", response_model=None)
+@router.post(CLF + "/groups/action", response_model=None, name="ui.group_action")
 def group_action(
     request: Request,
     site: str,
@@ -88,11 +89,11 @@ def group_action(
     except ServiceError as exc:
         session.rollback()
         return _classifier_view(request, session, classifier, shown, None, exc.detail, exc.status_code)
-    target = f"/ui/sites/{site}/classifiers/{clf}" + (f"?group={shown}" if shown else "")
+    target = page_path(request, "ui.classifier", site=site, clf=clf) + (f"?group={shown}" if shown else "")
     return RedirectResponse(target, status_code=303)
 
 
-@router.get(CLF + "/triage", response_class=HTMLResponse)
+@router.get(CLF + "/triage", response_class=HTMLResponse, name="ui.triage")
 def triage_page(
     request: Request,
     site: str,
@@ -105,39 +106,41 @@ def triage_page(
 ) -> HTMLResponse:
     """Triage; ``rule`` / ``camera`` show only the camera frames sent by that upload rule / from that camera."""
     context = cp.triage_page(session, crud.get_classifier(session, site, clf), view, rule or None, camera or None)
-    return _render(request, "triage.html", context)
+    return render(request, "triage.html", context, site=site, clf=clf)
 
 
-@router.get(CLF + "/history", response_class=HTMLResponse)
+@router.get(CLF + "/history", response_class=HTMLResponse, name="ui.history")
 def history_page(
     request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep, before: int | None = None
 ) -> HTMLResponse:
-    return _render(request, "history.html", cp.history_page(session, crud.get_classifier(session, site, clf), before))
+    context = cp.history_page(session, crud.get_classifier(session, site, clf), before)
+    return render(request, "history.html", context, site=site, clf=clf)
 
 
-@router.post("/ui/history/{entry_id}/undo", response_model=None)
+@router.post("/ui/history/{entry_id}/undo", response_model=None, name="ui.undo")
 def undo_entry(request: Request, entry_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
     entry = curation.get_entry(session, entry_id)
     require_in_classifier(user, session, entry.classifier_id, Role.LABELLER)
     classifier = session.get(Classifier, entry.classifier_id)
     assert classifier is not None
+    site = classifier.site.name
     try:
         curation.undo(session, entry_id, user.name, classifier)
     except ServiceError as exc:
         session.rollback()
         context = {**cp.history_page(session, classifier, None), "error": exc.detail}
-        return _render(request, "history.html", context, exc.status_code)
-    return RedirectResponse(f"/ui/sites/{classifier.site.name}/classifiers/{classifier.name}/history", 303)
+        return render(request, "history.html", context, exc.status_code, site=site, clf=classifier.name)
+    return RedirectResponse(page_path(request, "ui.history", site=site, clf=classifier.name), 303)
 
 
-@router.get("/ui/images/{image_id}", response_class=HTMLResponse)
+@router.get("/ui/images/{image_id}", response_class=HTMLResponse, name="ui.image")
 def image_page(request: Request, image_id: int, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
     context, classifier = cp.image_page(session, image_id)
     user.require(classifier.site_id, Role.VIEWER, classifier.site.name)
-    return _render(request, "image.html", context)
+    return render(request, "image.html", context, site=classifier.site.name, clf=classifier.name)
 
 
-@router.post("/ui/images/{image_id}/action", response_model=None)
+@router.post("/ui/images/{image_id}/action", response_model=None, name="ui.image_action")
 def image_action(
     request: Request,
     image_id: int,
@@ -164,5 +167,6 @@ def image_action(
     except ServiceError as exc:
         session.rollback()
         context, _ = cp.image_page(session, image_id)
-        return _render(request, "image.html", {**context, "error": exc.detail}, exc.status_code)
-    return _back(next_url, f"/ui/images/{image_id}")
+        scope = {"site": classifier.site.name, "clf": classifier.name}
+        return render(request, "image.html", {**context, "error": exc.detail}, exc.status_code, **scope)
+    return _back(next_url, page_path(request, "ui.image", image_id=image_id))

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from camfleet_hub.api.deps import ServicesDep, SessionDep, SiteViewerDep
-from camfleet_hub.api.ui import _render
+from camfleet_hub.api.ui_render import render
 from camfleet_hub.db.models import Group
 from camfleet_hub.services import crud, curation_pages, search
 from camfleet_hub.services.errors import UnavailableError
@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 POLL_MS = 1500
 
 
-@router.get("/ui/sites/{site}/classifiers/{clf}/import", response_class=HTMLResponse)
+@router.get("/ui/sites/{site}/classifiers/{clf}/import", response_class=HTMLResponse, name="ui.import")
 def import_page(
     request: Request, site: str, clf: str, session: SessionDep, services: ServicesDep, user: SiteViewerDep
 ) -> HTMLResponse:
@@ -36,11 +36,11 @@ def import_page(
         "poll_ms": POLL_MS,
         "max_upload_mb": services.settings.imports.max_upload_bytes // (1024 * 1024),
     }
-    return _render(request, "imports.html", context)
+    return render(request, "imports.html", context, site=site, clf=clf)
 
 
-@router.get("/ui/sites/{site}/classifiers/{clf}/duplicates", response_class=HTMLResponse)
+@router.get("/ui/sites/{site}/classifiers/{clf}/duplicates", response_class=HTMLResponse, name="ui.duplicates")
 def duplicates_page(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
     classifier = crud.get_classifier(session, site, clf)
     context = {**curation_pages.base(classifier), "threshold": classifier.max_equal_distance}
-    return _render(request, "duplicates.html", context)
+    return render(request, "duplicates.html", context, site=site, clf=clf)

@@ -13,10 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_contract.agent_config import CameraConfig
-from camfleet_hub import __version__
 from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteAdminDep, SiteViewerDep, visible_site_ids
 from camfleet_hub.api.errors import describe_errors
-from camfleet_hub.api.ui_auth import templates
+from camfleet_hub.api.ui_render import page_path, render
 from camfleet_hub.db.models import Classifier, Site
 from camfleet_hub.fleet import overview, rollout, service
 from camfleet_hub.services import crud
@@ -28,12 +27,8 @@ REFRESH_SECONDS = 15
 STATES = ("online", "offline", "alert")
 
 
-def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {**context, "version": __version__}, status_code=status_code)
-
-
-def camera_url(site: str, camera: str) -> str:
-    return f"/ui/fleet/sites/{site}/cameras/{camera}"
+def camera_url(request: Request, site: str, camera: str) -> str:
+    return page_path(request, "fleet.camera", site=site, camera=camera)
 
 
 def _rollouts(session: Session, site_names: list[str]) -> dict[str, list[rollout.RolloutView]]:
@@ -45,7 +40,7 @@ def _rollouts(session: Session, site_names: list[str]) -> dict[str, list[rollout
     return out
 
 
-@router.get("/ui/fleet", response_class=HTMLResponse)
+@router.get("/ui/fleet", response_class=HTMLResponse, name="fleet.fleet")
 def fleet_page(
     request: Request, session: SessionDep, user: CurrentUserDep, site: str | None = None, state: str | None = None
 ) -> HTMLResponse:
@@ -61,7 +56,7 @@ def fleet_page(
         "offline_min": overview.OFFLINE_ALERT_MIN,
         "rollouts": _rollouts(session, [s.name for s in sites]),
     }
-    return _render(request, "fleet/fleet.html", context)
+    return render(request, "fleet/fleet.html", context)
 
 
 def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]:
@@ -102,9 +97,9 @@ def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]
     }
 
 
-@router.get("/ui/fleet/sites/{site}/cameras/{camera}", response_class=HTMLResponse)
+@router.get("/ui/fleet/sites/{site}/cameras/{camera}", response_class=HTMLResponse, name="fleet.camera")
 def camera_page(request: Request, site: str, camera: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
-    return _render(request, "fleet/camera.html", _camera_context(session, crud.get_site(session, site), camera))
+    return render(request, "fleet/camera.html", _camera_context(session, crud.get_site(session, site), camera))
 
 
 def _region(text: str, classifier: str) -> dict[str, Any] | None:
@@ -120,7 +115,7 @@ def _region(text: str, classifier: str) -> dict[str, Any] | None:
     return {"rect": values}
 
 
-@router.post("/ui/fleet/sites/{site}/cameras/{camera}/settings", response_model=None)
+@router.post("/ui/fleet/sites/{site}/cameras/{camera}/settings", response_model=None, name="fleet.camera_settings")
 async def save_camera_settings(
     request: Request, site: str, camera: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
 ) -> Response:
@@ -168,16 +163,16 @@ async def save_camera_settings(
         return _settings_error(request, session, found, camera, str(exc), 422)
     except ServiceError as exc:
         return _settings_error(request, session, found, camera, exc.detail, exc.status_code)
-    return RedirectResponse(camera_url(site, camera), status_code=303)
+    return RedirectResponse(camera_url(request, site, camera), status_code=303)
 
 
 def _settings_error(
     request: Request, session: Session, site: Site, camera: str, detail: str, code: int
 ) -> HTMLResponse:
-    return _render(request, "fleet/camera.html", {**_camera_context(session, site, camera), "error": detail}, code)
+    return render(request, "fleet/camera.html", {**_camera_context(session, site, camera), "error": detail}, code)
 
 
-@router.post("/ui/fleet/sites/{site}/cameras/{camera}/commands", response_model=None)
+@router.post("/ui/fleet/sites/{site}/cameras/{camera}/commands", response_model=None, name="fleet.camera_command")
 async def camera_command(
     request: Request, site: str, camera: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
 ) -> Response:
@@ -194,10 +189,10 @@ async def camera_command(
         )
     except ServiceError as exc:
         return _settings_error(request, session, found, camera, exc.detail, exc.status_code)
-    return RedirectResponse(camera_url(site, camera), status_code=303)
+    return RedirectResponse(camera_url(request, site, camera), status_code=303)
 
 
-@router.post("/ui/fleet/sites/{site}/classifiers/{clf}/rollout", response_model=None)
+@router.post("/ui/fleet/sites/{site}/classifiers/{clf}/rollout", response_model=None, name="fleet.rollout")
 async def rollout_action(
     request: Request, site: str, clf: str, services: ServicesDep, session: SessionDep, user: SiteAdminDep
 ) -> Response:
@@ -223,5 +218,5 @@ async def rollout_action(
         context["error"] = exc.detail
         context |= {"site_names": [site], "site": site, "state": "", "states": STATES, "refresh": REFRESH_SECONDS}
         context |= {"offline_min": overview.OFFLINE_ALERT_MIN, "rollouts": _rollouts(session, [site])}
-        return _render(request, "fleet/fleet.html", context, exc.status_code)
-    return RedirectResponse(f"/ui/fleet?site={site}#rollout-{site}-{clf}", status_code=303)
+        return render(request, "fleet/fleet.html", context, exc.status_code)
+    return RedirectResponse(page_path(request, "fleet.fleet") + f"?site={site}#rollout-{site}-{clf}", status_code=303)

@@ -18,20 +18,12 @@ HOTKEYS = 9
 
 
 def base(classifier: Classifier) -> dict[str, Any]:
+    """The names and REST links of a classifier page; its page links come from route names (``api.ui_render``)."""
     site, clf = classifier.site.name, classifier.name
-    root = f"/ui/sites/{site}/classifiers/{clf}"
     return {
         "site": site,
         "clf": clf,
         "links": {
-            "classifier": root,
-            "triage": f"{root}/triage",
-            "deleted": f"{root}/triage?view=deleted",
-            "history": f"{root}/history",
-            "training": f"{root}/training",
-            "errors": f"{root}/errors",
-            "import": f"{root}/import",
-            "duplicates": f"{root}/duplicates",
             "export": f"{urls.API_PREFIX}/sites/{site}/classifiers/{clf}/export",
             "api": f"{urls.API_PREFIX}/sites/{site}/classifiers/{clf}",
         },

@@ -29,7 +29,7 @@ from camfleet_hub.api.deps import (
     SiteViewerDep,
     visible_site_ids,
 )
-from camfleet_hub.api.ui import _render
+from camfleet_hub.api.ui_render import page_path, render
 from camfleet_hub.db.models import Classifier, Frame, Role, Site
 from camfleet_hub.services import announce, crud, curation, pages, urls
 from camfleet_hub.services import classify as clf_service
@@ -73,10 +73,10 @@ def _visible_classifiers(session: SessionDep, user: Any) -> list[dict[str, Any]]
     return out
 
 
-@router.get("/ui/try", response_class=HTMLResponse)
+@router.get("/ui/try", response_class=HTMLResponse, name="serving.try")
 def try_page(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
     """Upload, paste, webcam or drawing → top-5 of the ImageNet default or a visible classifier."""
-    return _render(request, "serving/try.html", {"classifiers": _visible_classifiers(session, user), "top": TRY_TOP})
+    return render(request, "serving/try.html", {"classifiers": _visible_classifiers(session, user), "top": TRY_TOP})
 
 
 def _score(
@@ -103,7 +103,7 @@ def _score(
     return model, is_default, runtime, score_images(runtime, [decoded])[0]
 
 
-@router.post("/ui/try/classify", response_model=None)
+@router.post("/ui/try/classify", response_model=None, name="serving.try_classify")
 async def try_classify(
     request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
 ) -> JSONResponse:
@@ -198,12 +198,14 @@ def _analysis_view(
     context["source"] = source or {}
     if answer is not None:
         data = answer.model_dump()
+        analyse = page_path(request, "serving.analyse", site=classifier.site.name, clf=classifier.name)
         for n in data["neighbours"]:
-            n["page_url"] = f"/ui/images/{n['image_id']}"
-            n["analyse_url"] = f"{context['links']['classifier']}/analyse?image_id={n['image_id']}&k={k}"
+            n["page_url"] = page_path(request, "ui.image", image_id=n["image_id"])
+            n["analyse_url"] = f"{analyse}?image_id={n['image_id']}&k={k}"
         context["a"] = data
         context["chart"] = _bars(data["probabilities"])
-    return _render(request, "serving/analyse.html", context, status_code)
+    scope = {"site": classifier.site.name, "clf": classifier.name}
+    return render(request, "serving/analyse.html", context, status_code, **scope)
 
 
 def _frame_image(services: Any, session: Any, classifier: Classifier, frame_id: str) -> clf_service.NamedImage:
@@ -228,7 +230,7 @@ async def _run_analysis(
         state.runtimes.slots.release()
 
 
-@router.get(CLF + "/analyse", response_class=HTMLResponse)
+@router.get(CLF + "/analyse", response_class=HTMLResponse, name="serving.analyse")
 async def analyse_page(
     request: Request,
     site: str,
@@ -249,7 +251,11 @@ async def analyse_page(
     source: dict[str, Any] = {}
     try:
         if image_id is not None:
-            source = {"image_id": image_id, "src": urls.image_thumbnail(image_id), "page": f"/ui/images/{image_id}"}
+            source = {
+                "image_id": image_id,
+                "src": urls.image_thumbnail(image_id),
+                "page": page_path(request, "ui.image", image_id=image_id),
+            }
         else:
             assert frame_id is not None
             upload = await run_in_threadpool(_frame_image, services, session, classifier, frame_id)
@@ -260,7 +266,7 @@ async def analyse_page(
     return _analysis_view(request, session, classifier, k, answer, source)
 
 
-@router.post(CLF + "/analyse", response_class=HTMLResponse)
+@router.post(CLF + "/analyse", response_class=HTMLResponse, name="serving.analyse_upload")
 async def analyse_upload(
     request: Request,
     site: str,
@@ -327,7 +333,7 @@ def _fetch_url(services: Any, url: str) -> bytes:
 # ---------------------------------------------------------------------------------------------------- Outliers
 
 
-@router.get(CLF + "/outliers", response_class=HTMLResponse)
+@router.get(CLF + "/outliers", response_class=HTMLResponse, name="serving.outliers")
 def outliers_page(
     request: Request, site: str, clf: str, session: SessionDep, services: ServicesDep, user: SiteViewerDep
 ) -> HTMLResponse:
@@ -342,13 +348,13 @@ def outliers_page(
         "groups": [g.name for g in crud.list_groups(session, classifier)],
         "can_label": role is not None and role.rank >= Role.LABELLER.rank,
     }
-    return _render(request, "serving/outliers.html", context)
+    return render(request, "serving/outliers.html", context, site=site, clf=clf)
 
 
 # ------------------------------------------------------------------------------------------ Errors: bulk actions
 
 
-@router.post(CLF + "/errors/action", response_model=None)
+@router.post(CLF + "/errors/action", response_model=None, name="serving.errors_action")
 def errors_action(
     request: Request,
     site: str,
@@ -376,8 +382,8 @@ def errors_action(
     except ServiceError as exc:
         session.rollback()
         context = {**pages.errors(session, classifier), "error": exc.detail}
-        return _render(request, "errors.html", context, exc.status_code)
-    return RedirectResponse(f"/ui/sites/{site}/classifiers/{clf}/errors", status_code=303)
+        return render(request, "errors.html", context, exc.status_code, site=site, clf=clf)
+    return RedirectResponse(page_path(request, "ui.errors", site=site, clf=clf), status_code=303)
 
 
 # -------------------------------------------------------------------------------------------------------- Logs
@@ -399,7 +405,7 @@ def _log_filter(session: Any, site: str, q: dict[str, str | None]) -> tuple[Site
     return row, logs.LogFilter(row.id, q["classifier"] or None, q["caller"] or None, q["label"] or None, since, until)
 
 
-@router.get("/ui/sites/{site}/logs", response_class=HTMLResponse)
+@router.get("/ui/sites/{site}/logs", response_class=HTMLResponse, name="serving.logs")
 def logs_page(
     request: Request,
     site: str,
@@ -430,14 +436,13 @@ def logs_page(
         for r in page.rows
     ]
     filters = "&".join(f"{k}={v}" for k, v in query.items() if v)
-    context["csv_url"] = f"/ui/sites/{site}/logs.csv" + (f"?{filters}" if filters else "")
-    context["next_url"] = (
-        None if page.next_before is None else f"/ui/sites/{site}/logs?{filters}&before={page.next_before}"
-    )
-    return _render(request, "serving/logs.html", context, status_code)
+    context["csv_url"] = page_path(request, "serving.logs_csv", site=site) + (f"?{filters}" if filters else "")
+    here = page_path(request, "serving.logs", site=site)
+    context["next_url"] = None if page.next_before is None else f"{here}?{filters}&before={page.next_before}"
+    return render(request, "serving/logs.html", context, status_code, site=site)
 
 
-@router.get("/ui/sites/{site}/logs.csv", response_model=None)
+@router.get("/ui/sites/{site}/logs.csv", response_model=None, name="serving.logs_csv")
 def logs_csv(
     site: str,
     session: SessionDep,

@@ -4,6 +4,7 @@
   const root = document.getElementById("duplicates");
   if (!root) return;
   const api = root.dataset.api;
+  const imagePage = (id) => root.dataset.imagePage.replace("IMAGE_ID", id);  // from the route name
   const box = document.getElementById("dup-pairs");
   const summary = document.getElementById("dup-summary");
   const more = document.getElementById("dup-more");
@@ -11,19 +12,13 @@
   const PAGE = 30;
   let offset = 0;
 
-  function showError(message) {
-    errorBox.textContent = message || "";
-    errorBox.hidden = !message;
-  }
-
-  async function detailOf(r) {
-    try { return (await r.json()).detail || r.statusText; } catch (e) { return r.statusText; }
-  }
+  const { detailOf } = window.camfleet;
+  const showError = (message) => window.camfleet.showError(errorBox, message);
 
   function side(img) {
     const fig = document.createElement("figure");
     const a = document.createElement("a");
-    a.href = `/ui/images/${img.id}`;
+    a.href = imagePage(img.id);
     const pic = document.createElement("img");
     pic.src = img.thumbnail_url;
     pic.alt = img.original_name || `image ${img.id}`;

@@ -5,6 +5,7 @@
   const root = document.getElementById("imports");
   if (!root) return;
   const api = root.dataset.api;
+  const imagePage = (id) => root.dataset.imagePage.replace("IMAGE_ID", id);  // from the route name
   const pollMs = parseInt(root.dataset.poll, 10) || 1500;
   const errorBox = document.getElementById("import-error");
   const groupInput = document.getElementById("target-group");
@@ -15,14 +16,8 @@
                    previously_deleted: "deleted before", rejected: "rejected" };
   let pollTimer = null;
 
-  function showError(message) {
-    errorBox.textContent = message || "";
-    errorBox.hidden = !message;
-  }
-
-  async function detailOf(r) {
-    try { return (await r.json()).detail || r.statusText; } catch (e) { return r.statusText; }
-  }
+  const { detailOf } = window.camfleet;
+  const showError = (message) => window.camfleet.showError(errorBox, message);
 
   function group() {
     const g = groupInput.value.trim();
@@ -266,7 +261,7 @@
       const thumb = document.createElement("td");
       if (it.thumbnail_url) {
         const a = document.createElement("a");
-        a.href = `/ui/images/${it.image_id}`;
+        a.href = imagePage(it.image_id);
         const img = document.createElement("img");
         img.src = it.thumbnail_url;
         img.alt = "";

@@ -25,7 +25,7 @@
   }
 
   function refreshChart() {
-    fetch("/ui/jobs/" + jobId + "/chart.svg", { cache: "no-store" })
+    fetch(box.dataset.chart, { cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (svg) { if (svg) { document.getElementById("job-chart").innerHTML = svg; } });
   }

@@ -11,6 +11,7 @@
   const root = document.getElementById("triage");
   if (!root) return;
   const api = root.dataset.api;
+  const imagePage = (id) => root.dataset.imagePage.replace("IMAGE_ID", id);  // from the route name
   const status = root.dataset.status;
   const deletedView = root.dataset.view === "deleted";
   const pageSize = parseInt(root.dataset.page, 10) || 60;
@@ -32,12 +33,7 @@
   let pending = 0;
   let done = 0;
 
-  function showError(msg) {
-    errorBox.textContent = msg;
-    errorBox.hidden = false;
-    clearTimeout(showError.t);
-    showError.t = setTimeout(() => { errorBox.hidden = true; }, 8000);
-  }
+  const showError = (msg) => window.camfleet.showError(errorBox, msg, 8000);
   function setStatus() {
     const sel = selected.size ? `${selected.size} selected · ` : "";
     const busy = pending ? ` · saving ${pending}…` : "";
@@ -80,7 +76,7 @@
       parts.push(hint);
     }
     const info = document.createElement("a");
-    info.href = `/ui/images/${img.id}`; info.className = "info"; info.textContent = "info"; info.title = "details";
+    info.href = imagePage(img.id); info.className = "info"; info.textContent = "info"; info.title = "details";
     info.addEventListener("mousedown", (e) => e.stopPropagation());
     parts.push(info);
     fig.append(...parts);
@@ -120,10 +116,7 @@
     if (!exhausted && items.length - cursor < pageSize / 2) loadMore();
   }
 
-  async function detail(r) {
-    try { const j = await r.json(); return j.detail ? (typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)) : r.statusText; }
-    catch (_) { return `${r.status} ${r.statusText}`; }
-  }
+  const detail = window.camfleet.detailOf;
 
   function render() {
     if (cursor >= items.length) cursor = Math.max(0, items.length - 1);

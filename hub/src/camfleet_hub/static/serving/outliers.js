@@ -9,7 +9,7 @@
   const errorBox = document.getElementById("outliers-error"), status = document.getElementById("outliers-status");
   let at = 0;
 
-  function show(text) { errorBox.textContent = text || ""; errorBox.hidden = !text; }
+  const show = (text) => window.camfleet.showError(errorBox, text);
   function select(i) {
     if (!rows.length) return;
     at = Math.max(0, Math.min(rows.length - 1, i));
@@ -17,10 +17,9 @@
     rows[at].scrollIntoView({ block: "nearest" });
   }
   async function post(path, body) {
-    const r = await fetch(api + path, { method: "POST", headers: { "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
-    const data = await r.json().catch(() => ({}));
-    if (!r.ok) { show(data.detail || String(r.status)); return null; }
-    show(""); return data;
+    const r = await window.camfleet.requestJSON(api + path, { method: "POST", json: body || undefined });
+    if (!r.ok) { show(r.detail); return null; }
+    show(""); return r.data;
   }
   async function act(row, action) {
     const id = Number(row.dataset.imageId);

@@ -1,4 +1,4 @@
-// Try it: an uploaded, pasted, dropped, webcam or drawn image → /ui/try/classify → top-5 bars and the anomaly
+// Try it: an uploaded, pasted, dropped, webcam or drawn image → the page's data-classify URL → top-5 bars and the anomaly
 // flag; "Add to dataset" sends the same image to the chosen classifier's REST import (NEW or a group).
 (function () {
   "use strict";
@@ -10,7 +10,7 @@
   const addForm = $("try-add"), addGroup = $("try-add-group"), addStatus = $("try-add-status");
   let current = null; // {blob, name}
 
-  function showError(text) { const e = $("try-error"); e.textContent = text || ""; e.hidden = !text; }
+  const showError = (text) => window.camfleet.showError($("try-error"), text);
 
   function clearCanvas() { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height); }
   clearCanvas();
@@ -55,10 +55,9 @@
     body.append("target", target.value);
     $("try-results").replaceChildren(); $("try-anomaly").textContent = ""; $("try-model").textContent = "…";
     try {
-      const r = await fetch(root.dataset.classify, { method: "POST", body });
-      const data = await r.json().catch(() => ({}));
-      if (!r.ok) { $("try-model").textContent = ""; showError(data.detail || r.status + " " + r.statusText); return; }
-      render(data);
+      const r = await window.camfleet.requestJSON(root.dataset.classify, { method: "POST", body });
+      if (!r.ok) { $("try-model").textContent = ""; showError(r.detail); return; }
+      render(r.data);
     } catch (e) { showError(String(e)); }
     updateAdd();
   }
@@ -115,9 +114,9 @@
     body.append("files", current.blob, current.name);
     if (addGroup.value) body.append("group", addGroup.value);
     addStatus.textContent = "adding…";
-    const r = await fetch(opt.dataset.import + "?wait=true", { method: "POST", body });
-    const data = await r.json().catch(() => ({}));
-    if (!r.ok) { addStatus.textContent = ""; showError(data.detail || String(r.status)); return; }
+    const r = await window.camfleet.requestJSON(opt.dataset.import + "?wait=true", { method: "POST", body });
+    if (!r.ok) { addStatus.textContent = ""; showError(r.detail); return; }
+    const data = r.data;
     addStatus.textContent = "added: import job #" + data.id + " (" + (data.status || data.state || "") + ")";
   });
   updateAdd();
