@@ -8,7 +8,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 camfleet \
-    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/camfleet camfleet
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/camfleet camfleet \
+    && install -d -o 10001 -g 1883 -m 0750 /camfleet/mqtt
+# /camfleet/mqtt: where `mqtt export-mosquitto` writes for Mosquitto (gid 1883 = the mosquitto group of
+# eclipse-mosquitto); a new compose volume mounted there takes this owner and mode
 
 COPY contract /src/contract
 COPY hub /src/hub

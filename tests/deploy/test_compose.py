@@ -264,3 +264,103 @@ def test_dockerfiles_copy_what_exists() -> None:
                 source = line.split()[1]
                 assert (ROOT / source).exists(), f"{path.name}: COPY {source} does not exist"
         assert (path.parent / f"{path.name}.dockerignore").is_file(), f"{path.name} has no .dockerignore"
+
+
+# --- MQTT credentials: the one-shot mqtt-users job feeds Mosquitto, and the agent logs in with what it issued ---
+
+EXPORT_MOUNT = "/camfleet/mqtt"  # deploy/mosquitto/entrypoint.sh's default CAMFLEET_MQTT_EXPORT_DIR
+MOSQUITTO_GID = 1883  # the mosquitto group of the eclipse-mosquitto image
+
+
+def _hub_cli_steps(script: str) -> dict[str, Any]:
+    """``python -m camfleet_hub mqtt ...`` steps of a ``sh -c`` script, parsed by the hub's own parser."""
+    import shlex
+
+    from camfleet_hub.__main__ import build_parser
+
+    steps = {}
+    for step in script.split("&&"):
+        words = shlex.split(step)
+        assert words[:3] == ["python", "-m", "camfleet_hub"], f"not a hub command: {step!r}"
+        args = build_parser().parse_args(words[3:])
+        steps[f"{args.command} {args.mqtt_command}"] = args
+    return steps
+
+
+def _agent_identity(env: dict[str, str]) -> tuple[str, str]:
+    """(site, agent) of the sample agent: deploy/config/agent.toml, after the environment's overrides."""
+    import tomllib
+
+    config = tomllib.loads((DEPLOY / "config" / "agent.toml").read_text())
+    return env.get("CAMFLEET_AGENT__SITE", config["site"]), env.get("CAMFLEET_AGENT__AGENT", config["agent"])
+
+
+def test_compose_mqtt_users_issues_the_agents_login_and_exports_before_mosquitto() -> None:
+    services = _compose()["services"]
+    job, broker, agent = services["mqtt-users"], services["mosquitto"], services["agent"]
+    assert job.get("restart") == "no"  # one-shot
+    assert broker["depends_on"]["mqtt-users"] == {"condition": "service_completed_successfully"}
+    assert job["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "mqtt-users" not in (services["hub"].get("depends_on") or {})  # the hub reaches the broker after it
+    assert job["user"].split(":")[1] == str(MOSQUITTO_GID)
+    assert job["entrypoint"] == ["/bin/sh", "-ec"]
+
+    steps = _hub_cli_steps(job["command"][0])
+    assert list(steps) == ["mqtt create", "mqtt export-mosquitto"]  # issued first, then exported
+    create, export = steps["mqtt create"], steps["mqtt export-mosquitto"]
+    assert str(export.out) == EXPORT_MOUNT and export.file_mode == 0o640
+    assert create.password_env and not create.password_stdin
+    assert create.create_site  # a fresh database has no site yet: the broker must not wait for one
+    # the password reaches the job and the agent from the same required .env variable
+    job_password, agent_password = job["environment"][create.password_env], agent["environment"]
+    assert SUBST.fullmatch(job_password) and SUBST.fullmatch(job_password).group(2) == "?"  # type: ignore[union-attr]
+    assert agent_password["CAMFLEET_AGENT__MQTT__PASSWORD"] == job_password
+    # the agent logs in as agent/{site}/{agent} with the names it runs under (the broker binds topics to them)
+    site, name = _agent_identity({k: _substitute(str(v)) for k, v in agent["environment"].items()})
+    assert (create.site, create.agent) == (site, name)
+    assert agent["environment"]["CAMFLEET_AGENT__MQTT__USERNAME"] == f"agent/{site}/{name}"
+
+    assert f"mqtt-export:{EXPORT_MOUNT}" in job["volumes"]  # written by the job ...
+    assert f"mqtt-export:{EXPORT_MOUNT}:ro" in broker["volumes"]  # ... read by the broker only
+    assert "mqtt-export" in _compose()["volumes"]
+    # a fresh volume takes the image's folder: owned by the hub's user, readable by the mosquitto group
+    dockerfile = (DEPLOY / "docker" / "hub.Dockerfile").read_text()
+    assert f"install -d -o 10001 -g {MOSQUITTO_GID} -m 0750 {EXPORT_MOUNT}" in dockerfile
+
+
+def test_env_example_lists_no_stale_mqtt_passwords() -> None:
+    names = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
+    assert "CAMFLEET_AGENT_MQTT_PASSWORD" in names
+    assert not {"CAMFLEET_MQTT_OBSERVER_PASSWORD", "CAMFLEET_MQTT_PLAZA_PASSWORD"} & names
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "PLAZA_PASSWORD" not in compose and "OBSERVER_PASSWORD" not in compose
+
+
+def test_k8s_mosquitto_init_container_issues_the_agents_login() -> None:
+    workloads = {
+        doc["metadata"]["name"]: doc for _, doc in _k8s_docs() if doc.get("kind") in ("Deployment", "DaemonSet")
+    }
+    pod = workloads["mosquitto"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"].startswith("camfleet/hub:")
+    assert init["securityContext"]["runAsGroup"] == MOSQUITTO_GID and init["securityContext"]["runAsNonRoot"]
+    steps = _hub_cli_steps(init["command"][2])
+    assert init["command"][:2] == ["/bin/sh", "-ec"] and list(steps) == ["mqtt create", "mqtt export-mosquitto"]
+    create, export = steps["mqtt create"], steps["mqtt export-mosquitto"]
+    assert str(export.out) == EXPORT_MOUNT and export.file_mode == 0o640
+    init_env = {e["name"]: e for e in init["env"]}
+    secret_key = init_env[create.password_env]["valueFrom"]["secretKeyRef"]["key"]
+
+    broker = pod["containers"][0]
+    assert {"name": "mqtt-export", "mountPath": EXPORT_MOUNT} in init["volumeMounts"]
+    assert {"name": "mqtt-export", "mountPath": EXPORT_MOUNT, "readOnly": True} in broker["volumeMounts"]
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}["mqtt-export"]
+
+    agent = workloads["agent-plaza"]["spec"]["template"]["spec"]["containers"][0]
+    agent_env = {e["name"]: e for e in agent["env"]}
+    site, name = _agent_identity({k: str(v.get("value", "")) for k, v in agent_env.items()})
+    assert (create.site, create.agent) == (site, name)
+    assert agent_env["CAMFLEET_AGENT__MQTT__USERNAME"]["value"] == f"agent/{site}/{name}"
+    assert agent_env["CAMFLEET_AGENT__MQTT__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == secret_key
+    example = yaml.safe_load((DEPLOY / "k8s" / "secret.example.yaml").read_text())["stringData"]
+    assert secret_key in example and "mqtt-plaza-password" not in example

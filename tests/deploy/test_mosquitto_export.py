@@ -7,6 +7,7 @@ allowed sentinel after them on the same connection: once the sentinel arrives, t
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import signal
@@ -247,3 +248,63 @@ def test_the_embedded_broker_denies_the_same_wildcard_gaps() -> None:
         assert not may_publish(agent, topic, "camfleet")
     assert may_subscribe(agent, f"{R}/shop/models/+", "camfleet")
     assert not may_subscribe(agent, f"{R}/shop/models/frame", "camfleet")
+
+
+AGENT_PASSWORD = "sample-agent-password-0123456789"
+
+
+def _create_with_password(config: Path, password: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
+    """``mqtt create --site plaza --create-site --agent sample-agent --password-stdin`` with ``password`` on stdin."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    argv = ["mqtt", "create", "--config", str(config), "--site", "plaza", "--create-site", "--agent", "sample-agent"]
+    return main([*argv, "--password-stdin", *extra])
+
+
+def test_create_with_a_given_password_is_idempotent_and_mosquitto_accepts_it(
+    mosquitto_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """What compose's mqtt-users runs at every start: create twice with one password, export, log in for real."""
+    config = _config(tmp_path, HUB_PASSWORD)
+    assert _create_with_password(config, AGENT_PASSWORD, monkeypatch) == 0
+    first = capsys.readouterr().out
+    assert "created site plaza" in first and AGENT_PASSWORD not in first
+    assert _create_with_password(config, AGENT_PASSWORD, monkeypatch) == 0  # a re-run: no 409
+    assert "same password" in capsys.readouterr().out
+    assert _create_with_password(config, "another-password-0123456789", monkeypatch) == 1
+    assert "revoke it first" in capsys.readouterr().err  # a different password does not replace the stored one
+
+    out = tmp_path / "mosquitto"
+    argv = ["mqtt", "export-mosquitto", "--config", str(config), "--out", str(out), "--file-mode", "0640"]
+    assert main(argv) == 0
+    assert (out / PASSWORD_FILE).stat().st_mode & 0o777 == 0o640
+    assert (out / PASSWORD_FILE).read_text().count("agent/plaza/sample-agent:$7$") == 1
+    broker = mosquitto_factory(
+        extra_config=["allow_anonymous false", f"password_file {out / PASSWORD_FILE}", f"acl_file {out / ACL_FILE}"]
+    )
+    user = "agent/plaza/sample-agent"
+    clients = [Client(broker.port, user, AGENT_PASSWORD), Client(broker.port, user, "another-password-0123456789")]
+    try:
+        assert clients[0].rc == 0 and clients[1].rc != 0
+        hub = Client(broker.port, "hub", HUB_PASSWORD)
+        clients.append(hub)
+        hub.subscribe(f"{R}/plaza/agents/+/status")
+        clients[0].publish(f"{R}/plaza/agents/sample-agent/status", b"online")  # its own block in the acl_file
+        assert hub.payloads_until(b"online") == [b"online"]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_create_refuses_a_bad_given_password_before_creating_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, HUB_PASSWORD)
+    assert _create_with_password(config, "short", monkeypatch) == 1
+    assert "--password-stdin: the password has 5 characters; 16 to 1024 are needed" in capsys.readouterr().err
+    monkeypatch.delenv("NO_SUCH_PASSWORD_VAR", raising=False)
+    argv = ["mqtt", "create", "--config", str(config), "--site", "plaza", "--agent", "a", "--password-env"]
+    assert main([*argv, "NO_SUCH_PASSWORD_VAR", "--create-site"]) == 1
+    assert "--password-env NO_SUCH_PASSWORD_VAR: the password has 0 characters" in capsys.readouterr().err
+    monkeypatch.setenv("SAMPLE_PASSWORD", AGENT_PASSWORD)
+    assert main([*argv, "SAMPLE_PASSWORD"]) == 1  # the refusals created no site, and no --create-site: none now
+    assert "site='plaza' not found" in capsys.readouterr().err

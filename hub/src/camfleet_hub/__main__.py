@@ -7,6 +7,7 @@
     camfleet-hub user passwd admin
     camfleet-hub token create --site shop --role viewer --name agent1   # prints the secret once
     camfleet-hub mqtt create --site shop --agent pi-1     # the agent's MQTT username and password, shown once
+    camfleet-hub mqtt create --site shop --agent pi-1 --password-env PI1_MQTT_PASSWORD   # idempotent, for deploys
     camfleet-hub mqtt revoke agent/shop/pi-1
     camfleet-hub mqtt export-mosquitto --out /etc/mosquitto/camfleet   # then: kill -HUP <mosquitto>
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -115,6 +117,16 @@ def _add_user_commands(sub: Any) -> None:
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", help="the agent's name, as in its config")
     who.add_argument("--observer", help="a read-only consumer's name")
+    c.add_argument(
+        "--create-site",
+        action="store_true",
+        help="create --site when it does not exist yet (a deployment's first start)",
+    )
+    given = c.add_mutually_exclusive_group()
+    given.add_argument(
+        "--password-stdin", action="store_true", help="use the password on standard input (default: a random one)"
+    )
+    given.add_argument("--password-env", metavar="NAME", help="use the password in environment variable NAME")
     c = accounts.add_parser("revoke", help="revoke credentials by username")
     _add_config(c)
     c.add_argument("username")
@@ -184,10 +196,12 @@ def _accounts(args: argparse.Namespace) -> int:
 
 def _mqtt_accounts(session: Any, args: argparse.Namespace, settings: Any) -> None:
     """``mqtt create|revoke|export-mosquitto``: the password is printed once and never stored in clear."""
+    from sqlalchemy import select
+
     from camfleet_hub.comms import mosquitto_export
-    from camfleet_hub.db.models import MqttAccountKind
+    from camfleet_hub.db.models import MqttAccount, MqttAccountKind
     from camfleet_hub.services import crud, mqtt_accounts
-    from camfleet_hub.services.errors import InvalidError
+    from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
 
     if args.mqtt_command == "export-mosquitto":
         password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
@@ -208,10 +222,60 @@ def _mqtt_accounts(session: Any, args: argparse.Namespace, settings: Any) -> Non
         mqtt_accounts.revoke(session, row)
         print(f"revoked {row.username}")
         return
-    site = crud.get_site(session, args.site) if args.site else None
+    given = _given_mqtt_password(args)  # checked before anything is created
+    site = None
+    if args.site:
+        try:
+            site = crud.get_site(session, args.site)
+        except NotFoundError:
+            if not args.create_site:
+                raise
+            site = crud.create_site(session, args.site)
+            print(f"created site {site.name}")
     kind, name = (MqttAccountKind.AGENT, args.agent) if args.agent else (MqttAccountKind.OBSERVER, args.observer)
+    if given is None:
+        issued = mqtt_accounts.create_account(session, kind, site, name, "cli")
+        print(f"username: {issued.account.username}\npassword: {issued.password}")
+        return
+    # A deployment's one-shot job runs this at every start: the same password again is a no-op, not a 409.
+    username = mqtt_accounts.username_of(kind, site.name if site else None, name)
+    row = session.scalar(select(MqttAccount).where(MqttAccount.username == username))
+    if row is not None and row.revoked_at is None:
+        if not mqtt_accounts.verify_secret(given, row.password_hash):
+            raise ConflictError(
+                f"MQTT account username={username!r} already exists with another password; revoke it first"
+            )
+        print(f"username: {username} (exists, same password)")
+        return
     issued = mqtt_accounts.create_account(session, kind, site, name, "cli")
-    print(f"username: {issued.account.username}\npassword: {issued.password}")
+    issued.account.password_hash = mqtt_accounts.hash_secret(given)  # the random one was never shown
+    session.commit()
+    print(f"username: {username}")
+
+
+# The hash uses few PBKDF2 rounds (made for random secrets), so a given password must be long enough not to guess.
+MIN_MQTT_PASSWORD_CHARS = 16
+
+
+def _given_mqtt_password(args: argparse.Namespace) -> str | None:
+    """The password of ``--password-stdin`` / ``--password-env NAME``, checked; ``None``: make a random one."""
+    from camfleet_hub.services.errors import InvalidError
+    from camfleet_hub.services.mqtt_accounts import MAX_PASSWORD_CHARS
+
+    if args.password_stdin:
+        source, password = "--password-stdin", sys.stdin.readline().rstrip("\r\n")
+    elif args.password_env:
+        source, password = f"--password-env {args.password_env}", os.environ.get(args.password_env, "")
+    else:
+        return None
+    if not MIN_MQTT_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise InvalidError(
+            f"{source}: the password has {len(password)} characters; "
+            f"{MIN_MQTT_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} are needed"
+        )
+    if any(ch.isspace() for ch in password):
+        raise InvalidError(f"{source}: the password must not hold spaces or line breaks")
+    return password
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
