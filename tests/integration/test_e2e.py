@@ -119,7 +119,15 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
-    # Tokens are made from the logged-in session (a token never makes tokens), then the session is dropped.
+    # The site is made from the admin's session, then the tokens (a token never makes tokens: the agent's
+    # viewer token names the site, so it comes after); then the session is dropped and only tokens act.
+    for path, body in [
+        ("/api/v1/sites", {"name": SITE}),
+        (f"/api/v1/sites/{SITE}/cameras", {"name": "plaza"}),
+        (f"/api/v1/sites/{SITE}/cameras", {"name": "shelf"}),
+        (f"/api/v1/sites/{SITE}/classifiers", {"name": CLF}),
+    ]:
+        assert api.post(path, json=body).status_code == 201, path
     tokens = {
         "script": token("e2e-script", None, "admin"),
         "trainer": token("e2e-trainer", None, "admin"),
@@ -128,13 +136,7 @@ def test_whole_loop(tmp_path, procs, mosquitto, pg_url, s3, clothing_subset, tes
     api.headers["Authorization"] = f"Bearer {tokens['script']}"
     api.cookies.clear()
     del api.headers["X-CSRF-Token"]
-    for path, body in [
-        ("/api/v1/sites", {"name": SITE}),
-        (f"/api/v1/sites/{SITE}/cameras", {"name": "plaza"}),
-        (f"/api/v1/sites/{SITE}/cameras", {"name": "shelf"}),
-        (f"/api/v1/sites/{SITE}/classifiers", {"name": CLF}),
-    ]:
-        assert api.post(path, json=body).status_code == 201, path
+    assert api.get("/api/v1/auth/me").status_code == 200  # the script token acts alone from here
 
     # Events from the bus, as any subscriber sees them.
     events: list[Event] = []
