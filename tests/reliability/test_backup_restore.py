@@ -23,9 +23,7 @@ from camfleet_contract.signing import generate_signing_key
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub
 from camfleet_hub.config import load_settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "api"))
-from apihelpers import bundle_zip, import_dataset  # noqa: E402
+from tests.hub.api.apihelpers import bundle_zip, import_dataset
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"

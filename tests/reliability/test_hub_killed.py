@@ -26,10 +26,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from camfleet_contract.signing import generate_signing_key
+from tests.hub.api.apihelpers import RetainedReader, bundle_zip, import_dataset
 from tests.support.polling import wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "api"))
-from apihelpers import RetainedReader, bundle_zip, import_dataset  # noqa: E402
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import Sender, frame_count, ingest_worker, seed_site, settings_for, stored_ids
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
-from tcpproxy import TcpProxy
 
 from camfleet_contract.topics import Topics
 from camfleet_hub.api import create_app
@@ -25,6 +23,8 @@ from camfleet_hub.app import Hub
 from camfleet_hub.db.models import DeadLetter, Frame
 from camfleet_hub.db.session import make_engine, migrate
 from camfleet_hub.store import DirectoryStore, S3Store
+from tests.reliability.faultkit import Sender, frame_count, ingest_worker, seed_site, settings_for, stored_ids
+from tests.reliability.tcpproxy import TcpProxy
 from tests.support.polling import wait_for
 
 WAIT_S = 60.0

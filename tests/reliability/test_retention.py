@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Sender, ingest_worker, settings_for, stored_ids
 from sqlalchemy import Engine, func, select, update
 
 from camfleet_contract.topics import Topics
@@ -18,6 +17,7 @@ from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.retention import RetentionRules, RetentionSettings, SiteStorage, storage_by_site, sweep
 from camfleet_hub.store import DirectoryStore
 from camfleet_hub.store.base import sha256_hex
+from tests.reliability.faultkit import Sender, ingest_worker, settings_for, stored_ids
 from tests.support.polling import wait_for
 
 
@@ -92,9 +92,8 @@ def test_sweep_applies_per_site_rules(tmp_path: Path, engine: Engine, mosquitto,
 
 
 def test_the_hub_runs_the_sweeper(tmp_path: Path, mosquitto, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-    from conftest import frame_count, seed_site
-
     from camfleet_hub.app import Hub
+    from tests.reliability.faultkit import frame_count, seed_site
 
     settings = settings_for(
         tmp_path,

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Sender, ingest_worker, seed_site, settings_for, stored_ids
 from sqlalchemy import Engine
 
 from camfleet_contract.topics import Topics
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.session import make_engine, migrate
 from camfleet_hub.store import DirectoryStore
+from tests.reliability.faultkit import Sender, ingest_worker, seed_site, settings_for, stored_ids
 from tests.support.polling import wait_for
 
 GROUP = "camfleet-hub"

@@ -19,10 +19,8 @@ from camfleet_hub.app import Hub
 from camfleet_hub.config import HubSettings
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker
+from tests.hub.api.apihelpers import import_dataset
 from tests.support.polling import wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "api"))
-from apihelpers import import_dataset  # noqa: E402
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
