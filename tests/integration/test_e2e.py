@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from camfleet_contract.messages import Event, from_json
 from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
+from tests.support.procs import Procs
 
 pytestmark = pytest.mark.e2e
 
@@ -32,43 +32,8 @@ SITE, CLF, AGENT = "e2e", "clothing", "agent-1"
 ADMIN_PASSWORD = "e2e-admin-password"
 
 
-class Procs:
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.items: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, *argv: str) -> None:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
-        self.items.append((name, subprocess.Popen([sys.executable, "-m", *argv], stdout=log, stderr=subprocess.STDOUT)))
-
-    def alive(self) -> None:
-        for name, p in self.items:
-            if p.poll() is not None:
-                pytest.fail(f"{name} exited with {p.returncode}:\n{self.log(name)}")
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        for _, p in reversed(self.items):
-            p.terminate()
-        for _, p in reversed(self.items):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
 def wait_for(what: str, check: Callable[[], object], procs: Procs, timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.alive()
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    logs = "\n".join(f"--- {n}\n{procs.log(n)}" for n, _ in procs.items)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+    return procs.wait_for(what, check, timeout)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ times (REST call → the agent's status reports the new version) are printed for
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from apihelpers import bundle_zip, dataset_zip  # noqa: E402
 
 from camfleet_contract.signing import generate_signing_key  # noqa: E402
 from tests.support.polling import unique  # noqa: E402
+from tests.support.procs import Procs  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -31,33 +31,6 @@ SITE, CLF = "rollout", "clothes"
 AGENTS = ("agent-a", "agent-b", "agent-c")
 PASSWORD = "rollout-admin-password"
 WAIT_S = 120.0
-
-
-class Procs:
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.items: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, *argv: str) -> None:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
-        self.items.append((name, subprocess.Popen([sys.executable, "-m", *argv], stdout=log, stderr=subprocess.STDOUT)))
-
-    def check(self) -> None:
-        for name, p in self.items:
-            if p.poll() is not None:
-                pytest.fail(f"{name} exited with {p.returncode}:\n{self.log(name)}")
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        for _, p in reversed(self.items):
-            p.terminate()
-        for _, p in reversed(self.items):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.fixture
@@ -101,15 +74,7 @@ class Versions:
 
 
 def _wait(what: str, check: Callable[[], object], procs: Procs) -> object:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        procs.check()
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    logs = "\n".join(f"--- {n}\n{procs.log(n)}" for n, _ in procs.items)
-    pytest.fail(f"timed out after {WAIT_S:.0f}s waiting for {what}\n{logs}")
+    return procs.wait_for(what, check, WAIT_S, interval=0.05)
 
 
 def test_staged_rollout_on_three_agents(tmp_path, procs, mosquitto, clothing_subset, free_port) -> None:  # type: ignore[no-untyped-def]
