@@ -131,50 +131,12 @@ class ClassifySettings(_Section):
     max_request_pixels: int = Field(
         default=24_000_000, ge=1, description="pixels decoded for one request, after reduced-scale JPEG decoding"
     )
-    concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
-    retry_after_s: int = Field(default=2, ge=1)
-    batch_wait_ms: float = Field(
-        default=5.0, ge=0, le=60_000, description="how long a model's first queued image waits for others to batch"
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="requests decoding at once (each bounded by max_request_pixels); more get 503",
     )
-    max_batch: int = Field(default=32, ge=1, le=1024, description="images in one ONNX Runtime run")
-    queue_images: int = Field(
-        default=256, ge=1, description="decoded images waiting for a model run, per model; more get 503"
-    )
-    precision: Precision = Field(
-        default="fp32", description="precision signed into newly registered bundles (int8 only when it is usable)"
-    )
-    precision_by_classifier: dict[str, Precision] = Field(
-        default_factory=dict, description='per classifier, keyed "site/classifier"; overrides precision'
-    )
-
-
-class LimitSettings(_Section):
-    """Request body bounds, enforced before a body is read or spooled (``api/limits.py``)."""
-
-    json_max_bytes: int = Field(default=1024**2, ge=1024, description="any body of a route not listed below")
-    bundle_max_bytes: int = Field(default=512 * 1024**2, ge=1024, description="model bundle uploads")
-
-
-class DeadLetterSettings(_Section):
-    """What a rejected ingest message leaves behind: a prefix of its payload, rows capped and aged out."""
-
-    keep_bytes: int = Field(default=4096, ge=0, le=1024**2, description="payload prefix kept in the store")
-    max_rows: int = Field(default=10_000, ge=1)
-    max_rows_per_topic: int = Field(default=100, ge=1)
-    retention_days: float = Field(default=7.0, gt=0)
-
-
-class ClassifySettings(_Section):
-    """Bounds of one ``POST /classify``: checked from image headers before anything is decoded."""
-
-    max_images: int = Field(default=32, ge=1, le=1024)
-    max_image_bytes: int = Field(default=5 * 1024**2, ge=1024)
-    max_request_bytes: int = Field(default=32 * 1024**2, ge=1024, description="all images of one request")
-    max_image_pixels: int = Field(default=40_000_000, ge=1, description="width x height from the header")
-    max_request_pixels: int = Field(
-        default=24_000_000, ge=1, description="pixels decoded for one request, after reduced-scale JPEG decoding"
-    )
-    concurrency: int = Field(default=2, ge=1, le=256, description="requests decoding at once; more get 503")
     retry_after_s: int = Field(default=2, ge=1)
     batch_wait_ms: float = Field(
         default=5.0, ge=0, le=60_000, description="how long a model's first queued image waits for others to batch"
@@ -283,9 +245,6 @@ class HubSettings(_Section):
     log: LogSettings = Field(default_factory=LogSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
-    classify: ClassifySettings = Field(default_factory=ClassifySettings)
-    limits: LimitSettings = Field(default_factory=LimitSettings)
-    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
 
     def resolve(self, path: str | Path) -> Path:
         """A settings path made absolute against ``data_dir``."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import API, ApiHub
+
+API = "/api/v1"
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,7 @@ from conftest import API, ApiHub
         ("sites/{site}/classifiers", "event"),
     ],
 )
-def test_reserved_names_are_refused(sqlite_api: ApiHub, path: str, name: str) -> None:
+def test_reserved_names_are_refused(sqlite_api, path: str, name: str) -> None:  # type: ignore[no-untyped-def]
     c = sqlite_api.client
     assert c.post(f"{API}/sites", json={"name": "shop"}).status_code == 201
     r = c.post(f"{API}/{path.format(site='shop')}", json={"name": name})
