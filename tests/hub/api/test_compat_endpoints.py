@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from camfleet_hub.compat.schemas import NO_CATEGORY
 from camfleet_hub.db.models import TrainingJob
-from camfleet_hub.serving.models import PredictionLog
 from camfleet_hub.services import jobs
+from camfleet_hub.serving.models import PredictionLog
 from camfleet_trainer.client import HubClient
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker

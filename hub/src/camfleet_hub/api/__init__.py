@@ -39,8 +39,8 @@ from camfleet_hub.api import (
 )
 from camfleet_hub.api.deps import ApiState
 from camfleet_hub.api.errors import install_error_handlers
-from camfleet_hub.api.security import BrowserGuard
 from camfleet_hub.api.limits import BodyLimits
+from camfleet_hub.api.security import BrowserGuard
 from camfleet_hub.compat import router as compat_router
 from camfleet_hub.fleet import router as fleet_router
 from camfleet_hub.services.announce import announce_all

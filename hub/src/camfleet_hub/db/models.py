@@ -585,6 +585,6 @@ class MqttAccount(Base):
 
 
 # Domain packages keep their tables next to their code; importing them here registers them on Base.metadata.
-import camfleet_hub.fleet.models  # noqa: E402, F401
 import camfleet_hub.compat.models  # noqa: E402, F401
+import camfleet_hub.fleet.models  # noqa: E402, F401
 import camfleet_hub.serving.models  # noqa: E402, F401
