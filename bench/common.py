@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +18,22 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAMFLEET_TEST_DATA", REPO.parent / "shared" / "data"))
 CLIP = SHARED_DATA / "video" / "plaza.avi"
+# The tests' carried subset (clothing images, a 60-frame plaza clip): what every bench's --smoke runs on.
+SMOKE_DATA = REPO / "tests" / "data"
 # Debian's Chromium for screenshots, headless, never talking to the network on its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def require_shared(*paths: Path) -> None:
+    """One line and exit code 2 when the shared data a full run needs is missing (``--smoke`` needs none)."""
+    for path in paths:
+        if not path.exists():
+            print(
+                f"{Path(sys.argv[0]).name}: the shared data {path} is missing "
+                "(set CAMFLEET_TEST_DATA, or run with --smoke on the tests' carried data)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ hashes it and embeds it with the real ImageNet default bundle (tf_efficientnet_l
 for near-duplicates. The raw baseline decodes and embeds the same images, batched the same way, with the same
 loaded runtime, in the same run.
     python bench/import.py [--images 600] [--bundle DIR] [--db-url postgresql+psycopg2://...]
+    python bench/import.py --smoke     # seconds: 48 of the tests' carried images, does every part still run
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA  # noqa: E402
+from common import SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
 from camfleet_contract.bundle import pack_bundle  # noqa: E402
 from camfleet_hub.app import Hub, HubServices  # noqa: E402
@@ -32,9 +33,11 @@ from camfleet_hub.services.importer import CHUNK  # noqa: E402
 CLOTHING = SHARED_DATA / "clothing" / "train"
 
 
-def dataset(count: int) -> list[tuple[str, bytes]]:
-    """``count`` distinct clothing images, round-robin over the classes, as (class/name, bytes)."""
-    per_class = {c.name: sorted(c.glob("*.jpg")) for c in sorted(CLOTHING.iterdir()) if c.is_dir()}
+def dataset(root: Path, count: int) -> list[tuple[str, bytes]]:
+    """``count`` distinct clothing images of ``root`` (a folder per class), round-robin over the classes, as
+    (class/name, bytes); fewer when ``root`` holds fewer."""
+    per_class = {c.name: sorted(c.glob("*.jpg")) for c in sorted(root.iterdir()) if c.is_dir()}
+    count = min(count, sum(len(files) for files in per_class.values()))
     out: list[tuple[str, bytes]] = []
     i = 0
     while len(out) < count:
@@ -102,9 +105,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--bundle", type=Path, help="an exported default bundle folder (default: export one now)")
     ap.add_argument("--db-url", default=None, help="database URL (default: SQLite in a temp folder)")
+    ap.add_argument("--smoke", action="store_true", help="48 of the tests' carried images")
     args = ap.parse_args()
 
-    entries = dataset(args.images)
+    if args.smoke:
+        entries = dataset(SMOKE_DATA / "clothing" / "train", 48)
+    else:
+        require_shared(CLOTHING)
+        entries = dataset(CLOTHING, args.images)
     data = zip_of(entries)
     with tempfile.TemporaryDirectory(prefix="camfleet-bench-import-") as tmp:
         bundle = args.bundle or export_default(Path(tmp) / "default")

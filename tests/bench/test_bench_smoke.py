@@ -78,3 +78,9 @@ def test_rest_bench_smoke() -> None:
     rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|", out, re.M)
     assert [r[0] for r in rows] == ["1", "4", "16"], out
     assert all(float(r[1]) > 0 for r in rows), out  # every client count got answers
+
+
+def test_import_bench_smoke() -> None:
+    out = run_bench("import.py", "--smoke")
+    assert re.search(r"ratio import / raw: \d+\.\d\d", out), out
+    assert "'imported': 48," in out, out  # every image of the zip imported
