@@ -10,6 +10,7 @@ cached embeddings, and measure how many of the flipped images the ranking puts a
 - oracle:     (--compare) the model fitted on the true labels: a reference for what these features allow
 
     python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2]
+    python bench/label_errors.py --smoke   # seconds: the tests' carried images, 10 % flipped, with --compare
 
 The flipped copy is a folder-per-class tree of symbolic links in a temporary folder, loaded like any
 dataset; embeddings come from var/bench-cache (filled on first use: minutes on 2 cores).
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
 from camfleet_contract.runtime import softmax  # noqa: E402
 from camfleet_trainer.backbone import build_backbone, configure_threads  # noqa: E402
@@ -106,7 +107,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="flip seeds (one run each)")
     ap.add_argument("--compare", action="store_true", help="also score the alternative rankings (slower)")
+    ap.add_argument("--smoke", action="store_true", help="the tests' carried images, 10 %% flipped, with --compare")
     args = ap.parse_args()
+    if args.smoke:  # 60 images: 5 % would flip 3, too few for a ranking to show anything
+        args.data, args.rate, args.compare = SMOKE_DATA / "clothing" / "train", 0.1, True
+    else:
+        require_shared(args.data)
 
     configure_threads(None)
     backbone = build_backbone()
