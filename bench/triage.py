@@ -6,6 +6,8 @@ A real hub process (uvicorn, auth off) over a database into which 100k image row
 - the JSON listing it calls (``GET .../images?status=NEW&limit=60&after_id=…``), first page and deep pages,
 - the classifier page (tree, health, mosaic of one group) and the health JSON, for reference.
     python bench/triage.py [--images 100000] [--requests 200] [--db sqlite,postgresql]
+    python bench/triage.py --smoke     # seconds: 2,000 images, 10 requests each, both databases
+(Synthetic rows only: this bench needs no shared data.)
 """
 
 from __future__ import annotations
@@ -137,7 +139,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--db", default="sqlite,postgresql")
+    ap.add_argument("--smoke", action="store_true", help="2,000 images, 10 requests each")
     args = ap.parse_args()
+    if args.smoke:
+        args.images, args.requests = 2000, 10
     results = {}
     with tempfile.TemporaryDirectory() as tmp_s, mosquitto() as mqtt_port:
         tmp = Path(tmp_s)

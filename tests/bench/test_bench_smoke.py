@@ -92,3 +92,10 @@ def test_label_errors_bench_smoke() -> None:
     rankings = dict(re.findall(r"^  (\S.*?) +(\d\.\d{3})   ", out, re.M))
     assert {"combined (shipped)", "margin", "oracle: model on true labels"} <= set(rankings), out
     assert all(0.0 <= float(v) <= 1.0 for v in rankings.values()), out
+
+
+def test_triage_bench_smoke() -> None:
+    out = run_bench("triage.py", "--smoke")
+    rows = re.findall(r"^\| (sqlite|postgresql) \| ([^|]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+    assert len(rows) == 10 and {r[0] for r in rows} == {"sqlite", "postgresql"}, out  # 5 timings per database
+    assert all(0 < float(p50) <= float(p95) for _db, _name, p50, p95 in rows), out
