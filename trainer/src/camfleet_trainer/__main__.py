@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare",
         help="compare backbones: accuracy, images/s and size of FP32 and INT8 ONNX models on your images",
-        description="Fit the quick head per backbone on DATA (20 %% held out unless --eval is given), export "
+        description="Fit the quick head per backbone on DATA (20 % held out unless --eval is given), export "
         "backbone + head to ONNX and INT8, and measure each with ONNX Runtime on this machine.",
     )
     c.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
