@@ -34,6 +34,7 @@ def test_fleet_page_shows_agents_cameras_and_alerts(sqlite_fleet: FleetHub) -> N
     for text in ("agent1", "agent2", "agent3", "cam1", "cam2", "fps cam1 2.0", "v0.9.1", "outbox 250"):
         assert text in html, text
     assert "outbox holds 250 messages" in html
+    assert "stored 0 files, 0 Bytes" in html  # storage use per site (events alone keep no objects)
     assert "model: model door/3 refused: bad signature" in html
     assert "offline for more than 5 min" in html
     assert "anomaly rate jumped to 50% in the last hour (was 0%)" in html

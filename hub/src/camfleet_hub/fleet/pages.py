@@ -18,6 +18,7 @@ from camfleet_hub.api.errors import describe_errors
 from camfleet_hub.api.ui_render import page_path, render
 from camfleet_hub.db.models import Classifier, Site
 from camfleet_hub.fleet import overview, rollout, service
+from camfleet_hub.retention import storage_by_site
 from camfleet_hub.services import crud
 from camfleet_hub.services.errors import InvalidError, NotFoundError, ServiceError
 
@@ -55,6 +56,7 @@ def fleet_page(
         "refresh": REFRESH_SECONDS,
         "offline_min": overview.OFFLINE_ALERT_MIN,
         "rollouts": _rollouts(session, [s.name for s in sites]),
+        "storage": storage_by_site(session),
     }
     return render(request, "fleet/fleet.html", context)
 
