@@ -99,3 +99,13 @@ def test_triage_bench_smoke() -> None:
     rows = re.findall(r"^\| (sqlite|postgresql) \| ([^|]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert len(rows) == 10 and {r[0] for r in rows} == {"sqlite", "postgresql"}, out  # 5 timings per database
     assert all(0 < float(p50) <= float(p95) for _db, _name, p50, p95 in rows), out
+
+
+def test_train_bench_smoke() -> None:
+    out = run_bench("train.py", "--smoke")
+    assert re.search(r"warm  \(embeddings cached\): +signed bundle in [\d.]+s", out), out
+    assert re.search(r"^hub job .* [1-9]\d* vectors reused", out, re.M), out
+    assert re.search(r"^validation through the ONNX bundle: accuracy \d\.\d{4} .* on 15 images", out, re.M), out
+    assert re.search(r"^trained without shoes and skirt: .*unseen: .*shoes \d/5", out, re.M), out
+    assert len(re.findall(r"^  \S.* CV acc \d\.\d{4} .* validation acc \d\.\d{4}", out, re.M)) >= 5, out
+    assert re.search(r"embedding throughput: .* ratio \d+\.\d\d", out), out
