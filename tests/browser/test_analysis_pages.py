@@ -1,14 +1,18 @@
 """Try it, Analysis and Outliers in a real browser against a real hub process: an upload and a drawing get their
 top groups and the anomaly flag, an upload is added to a group; a camera frame's image is analysed (bars of every
-group, neighbours one click from their pages); Outliers deletes with d and z undoes; the Try page fits a phone."""
+group, neighbours one click from their pages); Outliers deletes with d and z undoes; a site's Logs page lists the
+predictions; the Try page fits a phone."""
 
 from __future__ import annotations
 
+import io
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image as PILImage
 
 from camfleet_contract.signing import generate_signing_key
 from camfleet_contract.topics import Topics
@@ -21,6 +25,8 @@ PASSWORD = "browser-test-password"
 UI = f"/ui/sites/{SITE}/classifiers/{CLF}"
 API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
 DEFAULT_CLASSES = ["jersey", "sock", "cowboy_hat"]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SCREENSHOTS = bool(os.environ.get("CAMFLEET_SCREENSHOTS"))  # set: refresh docs/ui-{try,analysis,outliers,logs}.png
 
 
 def wait_until(check: Any, timeout: float = 30.0) -> None:
@@ -28,6 +34,19 @@ def wait_until(check: Any, timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
+
+
+def shoot(page: Any, name: str) -> None:
+    """A full-page PNG for docs/ once every <img> has loaded (a half-loaded thumbnail would show as a blank box).
+    A short viewport for the shot lets the page's own height, not the window's, set the PNG's; 256 colours keep a
+    page of photos under ~300 KB (the full-colour PNG of the Analysis page is over 500 KB)."""
+    if SCREENSHOTS:
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        size = page.viewport_size
+        page.set_viewport_size({"width": size["width"], "height": 300})
+        shot = PILImage.open(io.BytesIO(page.screenshot(full_page=True)))
+        page.set_viewport_size(size)
+        shot.quantize(256, method=PILImage.Quantize.MEDIANCUT).save(DOCS / name, optimize=True)
 
 
 def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +96,7 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     page.click("#try-add button[type=submit]")
     wait_until(lambda: "added" in page.locator("#try-add-status").inner_text())
     wait_until(lambda: hats() == before + 1)
+    shoot(page, "ui-try.png")
 
     # a drawing: strokes on the canvas, classified as a PNG
     page.select_option("#try-target", "")
@@ -107,6 +127,7 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     assert page.locator("#analysis-anomaly").inner_text().startswith(("Anomalous", "Not anomalous"))
     neighbours = page.locator("#neighbours figure.neighbour")
     assert neighbours.count() == 8
+    shoot(page, "ui-analysis.png")
     page.fill("#analysis ~ section input[name=k]", "3")
     page.click("#analysis ~ section button[type=submit]")
     wait_until(lambda: neighbours.count() == 3)
@@ -118,11 +139,23 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     page.goto(hub_url + UI + "/outliers")
     rows = page.locator("#outliers tr.outlier")
     assert rows.count() == 10
+    shoot(page, "ui-outliers.png")
     target = rows.nth(0).get_attribute("data-image-id")
     page.keyboard.press("d")
     wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
     page.keyboard.press("z")
     wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "GROUP")
+
+    # Logs: three REST predictions beside the one Try it logged for the site classifier
+    jpegs = [api.get(f"/api/v1/images/{images[i]['id']}/content").content for i in range(3)]
+    files = [("files", (f"img-{i}.jpg", data, "image/jpeg")) for i, data in enumerate(jpegs)]
+    r = api.post("/api/v1/classify", files=files, data={"site": SITE, "classifier": CLF})
+    assert r.status_code == 200, r.text
+    page.goto(hub_url + f"/ui/sites/{SITE}/logs")
+    log_rows = page.locator(".log-row")
+    assert log_rows.count() == 4
+    assert any("img-0.jpg" in row for row in log_rows.all_inner_texts())
+    shoot(page, "ui-logs.png")
 
     # on a phone: the Try and Analysis pages fit the screen's width
     phone = browser.new_page(viewport={"width": 390, "height": 844})
