@@ -3,6 +3,7 @@ throughput against the raw forward+backward+AdamW-step rate of the same model an
 before and after), and the exported bundle's accuracy on `validation/` (FP32 and, when kept, INT8).
 
     python bench/train_full.py [--epochs 2] [--per-class 60] [--image-size 224] [--batch-size 32] [--json FILE]
+    python bench/train_full.py --smoke   # the tests' carried images: 1 epoch, 8 per class, 96 px, on the CPU
 
 `--per-class N` trains on the first N images of every class of `train/` (0: all 3,068); accuracy is always
 measured on the whole `validation/` folder, which training never sees (the job splits its own validation set
@@ -15,6 +16,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
 from camfleet_contract.images import decode_image  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
@@ -89,12 +91,12 @@ def subset(data: LabeledSet, per_class: int) -> LabeledSet:
     return data.subset(keep)
 
 
-def accuracy(bundle: Path, classes: list[str], int8: bool) -> tuple[float, int]:
+def accuracy(bundle: Path, validation: Path, classes: list[str], int8: bool) -> tuple[float, int]:
     """Top-1 accuracy of the bundle (through the contract runtime, as agents run it) on validation/."""
     runtime = ClassifierRuntime(bundle, prefer_int8=int8)
     correct = total = 0
     for label in classes:
-        files = sorted((DATA / "validation" / label).iterdir())
+        files = sorted((validation / label).iterdir())
         for start in range(0, len(files), 32):
             images = [decode_image(f.read_bytes()) for f in files[start : start + 32]]
             correct += sum(r.label == label for r in runtime.classify(images))
@@ -112,12 +114,26 @@ def main() -> int:
     p.add_argument("--raw-steps", type=int, default=5, help="timed steps of the raw baseline, before and after")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--smoke", action="store_true", help="the tests' carried images, 1 epoch, 8 per class, 96 px, CPU")
     args = p.parse_args()
+    data_dir = DATA
+    if args.smoke:
+        data_dir = SMOKE_DATA / "clothing"
+        args.epochs, args.per_class, args.image_size, args.batch_size = 1, 8, 96, 8
+        args.device, args.raw_steps = "cpu", 1
+    else:
+        require_shared(DATA / "train", DATA / "validation")
+    with tempfile.TemporaryDirectory(prefix="bench-train-full-") as tmp:
+        # --smoke leaves var/bench-train-full (the real run's bundle and key) alone.
+        run(args, data_dir, Path(tmp) if args.smoke else WORK)
+    return 0
 
+
+def run(args: argparse.Namespace, data_dir: Path, work: Path) -> None:
     configure_threads(None)
     device = resolve_device(args.device)
     backbone = build_backbone()
-    data = subset(load_folder(DATA / "train"), args.per_class)
+    data = subset(load_folder(data_dir / "train"), args.per_class)
     size = args.image_size or backbone.preprocessing.size
     batch = args.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     print(f"train/: {len(data.samples)} images in {len(data.classes)} classes; {size} px, batch {batch}, {device}")
@@ -140,12 +156,12 @@ def main() -> int:
         print(e.text(), flush=True)
 
     options = FullOptions(epochs=args.epochs, image_size=size, batch_size=batch)
-    out = WORK / "bundle"
+    out = work / "bundle"
     start = time.perf_counter()
     outcome = train_full_bundle(
         data,
         backbone,
-        BundleTarget(out, load_or_create_key(WORK / "bench.key"), classifier="clothes", overwrite=True, device=device),
+        BundleTarget(out, load_or_create_key(work / "bench.key"), classifier="clothes", overwrite=True, device=device),
         FullBundleOptions(options, FullHooks(estimate=on_estimate, epoch=on_epoch), int8=not args.no_int8),
     )
     wall = time.perf_counter() - start
@@ -155,9 +171,13 @@ def main() -> int:
 
     train_rate = float(np.mean([e.train_images_per_s for e in epochs]))
     epoch_s = float(np.mean([e.seconds for e in epochs]))
-    val_acc, n_val = accuracy(out, outcome.classes, int8=False)
+    val_acc, n_val = accuracy(out, data_dir / "validation", outcome.classes, int8=False)
     int8_info = outcome.manifest.metrics.get("int8", {})
-    int8_acc = accuracy(out, outcome.classes, int8=True)[0] if outcome.manifest.metrics.get("int8_ok") else None
+    int8_acc = (
+        accuracy(out, data_dir / "validation", outcome.classes, int8=True)[0]
+        if outcome.manifest.metrics.get("int8_ok")
+        else None
+    )
     results = {
         "device": device.type,
         "images": len(data.samples),
@@ -186,7 +206,6 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -109,3 +109,10 @@ def test_train_bench_smoke() -> None:
     assert re.search(r"^trained without shoes and skirt: .*unseen: .*shoes \d/5", out, re.M), out
     assert len(re.findall(r"^  \S.* CV acc \d\.\d{4} .* validation acc \d\.\d{4}", out, re.M)) >= 5, out
     assert re.search(r"embedding throughput: .* ratio \d+\.\d\d", out), out
+
+
+def test_train_full_bench_smoke() -> None:
+    out = run_bench("train_full.py", "--smoke")
+    assert re.search(r"^epoch 1/1: \d+ s, training [\d.]+ images/s", out, re.M), out
+    assert re.search(r"^training [\d.]+ images/s / raw [\d.]+ images/s = ratio \d+\.\d\d$", out, re.M), out
+    assert re.search(r"^validation/ accuracy \d\.\d{4} on 15 images \(FP32\)", out, re.M), out
