@@ -13,7 +13,7 @@ Example ``hub.toml``::
     url = "postgresql+psycopg2://hub:secret@db/hub"
     [store]
     kind = "s3"
-    endpoint = "minio:9000"
+    endpoint = "s3.example:8333"
     bucket = "camfleet"
 
 Every key can be overridden from the environment: ``CAMFLEET_HUB__MQTT__PORT=1884``.
@@ -97,7 +97,7 @@ class DbSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """Object store: a directory (``path``, relative to ``data_dir``) or S3/MinIO through the minio SDK."""
+    """Object store: a directory (``path``, relative to ``data_dir``) or any S3 server (SeaweedFS, MinIO, AWS) through the minio SDK."""
 
     kind: Literal["dir", "s3"] = "dir"
     path: str = "objects"
