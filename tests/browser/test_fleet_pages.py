@@ -4,11 +4,13 @@ the snapshot, saves, and the agent's signed settings carry that region."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from playwright.sync_api import Page
 
 from camfleet_contract.envelope import encode_frame, new_header
 from camfleet_contract.images import probe_image
@@ -18,6 +20,12 @@ from tests.support.polling import unique, wait_for
 SITE = "yard"
 ADMIN_PASSWORD = "browser-fleet-pw"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def shoot(page: Page, name: str) -> None:
+    """Refresh a screenshot in docs/ only when asked (CAMFLEET_SCREENSHOTS=1): a test run leaves the tree clean."""
+    if os.environ.get("CAMFLEET_SCREENSHOTS"):
+        page.screenshot(path=str(DOCS / name), full_page=True)
 
 
 @pytest.fixture
@@ -69,7 +77,7 @@ def test_fleet_and_camera_pages(start_hub, browser, mosquitto, clothing_subset: 
     thumb.wait_for()
     assert page.evaluate("document.querySelector('[data-camera=\"gate\"] img').naturalWidth") > 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # nothing wider than the phone
-    page.screenshot(path=str(DOCS / "ui-fleet.png"), full_page=True)
+    shoot(page, "ui-fleet.png")
 
     page.set_viewport_size({"width": 1280, "height": 900})
     page.locator('[data-camera="gate"]').click()
@@ -89,7 +97,7 @@ def test_fleet_and_camera_pages(start_hub, browser, mosquitto, clothing_subset: 
     x0, y0, x1, y1 = (float(v) for v in drawn.split(","))
     assert abs(x0 - 0.25) < 0.03 and abs(y0 - 0.2) < 0.03 and abs(x1 - 0.75) < 0.03 and abs(y1 - 0.8) < 0.03
     assert page.is_checked('input[name="clf_door"]')
-    page.screenshot(path=str(DOCS / "ui-fleet-camera.png"), full_page=True)
+    shoot(page, "ui-fleet-camera.png")
     page.get_by_role("button", name="Save and send to the agent").click()
     page.wait_for_url("**/ui/fleet/sites/yard/cameras/gate")
     assert "version 1 saved" in page.locator("#settings-state").inner_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from apihelpers import dataset_zip, wait_for
 from PIL import Image as PILImage
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from camfleet_hub.db.models import Image, ImportItem, ImportJob, ImportStatus, Role
@@ -387,10 +388,10 @@ def test_pexels_provider_against_a_pexels_shaped_server(sqlite_api, web: Loopbac
             }
         ]
     }
-    settings.search_api_key, settings.search_endpoint = "wrong", f"{web.url}/pexels"
+    settings.search_api_key, settings.search_endpoint = SecretStr("wrong"), f"{web.url}/pexels"
     r = c.get(f"{CLF}/search", params={"q": "hat"})
     assert r.status_code == 503 and "401" in r.json()["detail"]
-    settings.search_api_key = "secret-key"
+    settings.search_api_key = SecretStr("secret-key")
     found = c.get(f"{CLF}/search", params={"q": "red hat", "count": 3}).json()
     assert found == [
         {

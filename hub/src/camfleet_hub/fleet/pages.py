@@ -41,13 +41,11 @@ def _rollouts(session: Session, site_names: list[str]) -> dict[str, list[rollout
     return out
 
 
-@router.get("/ui/fleet", response_class=HTMLResponse, name="fleet.fleet")
-def fleet_page(
-    request: Request, session: SessionDep, user: CurrentUserDep, site: str | None = None, state: str | None = None
-) -> HTMLResponse:
+def _fleet_context(session: Session, user: CurrentUserDep, site: str | None, state: str | None) -> dict[str, Any]:
+    """What the fleet page shows: the visible sites (filtered), their rollouts and storage use."""
     sites = overview.fleet(session, visible_site_ids(user, session), site or None, state if state in STATES else None)
     all_sites = [s.name for s in overview.fleet(session, visible_site_ids(user, session))] if site else None
-    context = {
+    return {
         "sites": sites,
         "site_names": all_sites or [s.name for s in sites],
         "site": site or "",
@@ -58,7 +56,13 @@ def fleet_page(
         "rollouts": _rollouts(session, [s.name for s in sites]),
         "storage": storage_by_site(session),
     }
-    return render(request, "fleet/fleet.html", context)
+
+
+@router.get("/ui/fleet", response_class=HTMLResponse, name="fleet.fleet")
+def fleet_page(
+    request: Request, session: SessionDep, user: CurrentUserDep, site: str | None = None, state: str | None = None
+) -> HTMLResponse:
+    return render(request, "fleet/fleet.html", _fleet_context(session, user, site, state))
 
 
 def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]:
@@ -216,9 +220,6 @@ async def rollout_action(
         else:
             raise InvalidError(f"action={action!r}: use stage, promote or rollback")
     except ServiceError as exc:
-        context: dict[str, Any] = {"sites": overview.fleet(session, visible_site_ids(user, session), site)}
-        context["error"] = exc.detail
-        context |= {"site_names": [site], "site": site, "state": "", "states": STATES, "refresh": REFRESH_SECONDS}
-        context |= {"offline_min": overview.OFFLINE_ALERT_MIN, "rollouts": _rollouts(session, [site])}
+        context = _fleet_context(session, user, site, None) | {"error": exc.detail}
         return render(request, "fleet/fleet.html", context, exc.status_code)
     return RedirectResponse(page_path(request, "fleet.fleet") + f"?site={site}#rollout-{site}-{clf}", status_code=303)
