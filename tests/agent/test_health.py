@@ -76,6 +76,8 @@ def test_health_ready_and_metrics_through_an_outage(  # type: ignore[no-untyped-
         assert m[("camfleet_agent_mqtt_connected", ())] == 1.0
         assert m[("camfleet_agent_camera_fps", (("camera", "door"), ("stage", "classify")))] > 0
         assert ("camfleet_agent_gate_ratio", (("camera", "door"),)) in m
+        ratio = agent.status().gate_ratio  # the same figure reaches the hub's fleet page
+        assert set(ratio) == {"door"} and 0.0 < ratio["door"] <= 1.0
         assert httpx.get(f"{url}/nope", timeout=10).status_code == 404
 
         broker.stop()  # outage: not ready, frames pile up on disk until the bound, then the least valuable go

@@ -91,6 +91,9 @@ class AgentStatus(Message):
     models: dict[str, str] = Field(default_factory=dict)
     cameras: list[Name] = Field(default_factory=list)
     fps: dict[str, float] = Field(default_factory=dict)
+    gate_ratio: dict[str, float] = Field(
+        default_factory=dict, description="per camera: frames classified ÷ frames captured (the motion gate's share)"
+    )
     outbox_depth: int = Field(default=0, ge=0, description="events and frames queued on disk, not yet acknowledged")
     outbox_bytes: int = Field(default=0, ge=0)
     dropped: dict[str, int] = Field(

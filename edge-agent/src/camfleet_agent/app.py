@@ -239,6 +239,7 @@ class Agent:
             models=h.models,
             cameras=sorted(self.cameras),
             fps={cam.name: round(cam.classify_fps, 3) for cam in h.cameras},
+            gate_ratio={cam.name: round(cam.gate_ratio, 3) for cam in h.cameras},
             outbox_depth=h.outbox_depth,
             outbox_bytes=h.outbox_bytes,
             dropped=dropped,

@@ -18,7 +18,15 @@ def _agent(fleet: FleetHub, name: str, **fields: object) -> None:
 def test_fleet_page_shows_agents_cameras_and_alerts(sqlite_fleet: FleetHub) -> None:
     fleet = sqlite_fleet
     fleet.site("shop", ("cam1", "cam2"))
-    _agent(fleet, "agent1", cameras=["cam1"], fps={"cam1": 2.0}, outbox_depth=250, software_version="0.9.1")
+    _agent(
+        fleet,
+        "agent1",
+        cameras=["cam1"],
+        fps={"cam1": 2.0},
+        gate_ratio={"cam1": 0.25},
+        outbox_depth=250,
+        software_version="0.9.1",
+    )
     _agent(fleet, "agent2", cameras=["cam2"], problems=["model door/3 refused: bad signature"])
     fleet.publish(fleet.topics.status("shop", "agent3"), b"offline", retain=True)  # a last will
     now = datetime.now(UTC)
@@ -31,7 +39,17 @@ def test_fleet_page_shows_agents_cameras_and_alerts(sqlite_fleet: FleetHub) -> N
     page = fleet.client.get("/ui/fleet")
     assert page.status_code == 200, page.text
     html = page.text
-    for text in ("agent1", "agent2", "agent3", "cam1", "cam2", "fps cam1 2.0", "v0.9.1", "outbox 250"):
+    for text in (
+        "agent1",
+        "agent2",
+        "agent3",
+        "cam1",
+        "cam2",
+        "fps cam1 2.0",
+        "classified cam1 25%",
+        "v0.9.1",
+        "outbox 250",
+    ):
         assert text in html, text
     assert "outbox holds 250 messages" in html
     assert "stored 0 files, 0 Bytes" in html  # storage use per site (events alone keep no objects)

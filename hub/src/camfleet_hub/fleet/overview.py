@@ -46,6 +46,7 @@ class AgentRow:
     software: str
     models: list[ModelCell]
     fps: dict[str, float]
+    gate_ratio: dict[str, float]
     outbox_depth: int
     dropped: int
     config_version: int | None
@@ -172,6 +173,7 @@ def _agent_row(site: str, agent: Agent, production: dict[str, str | None], now: 
         software=agent.software_version or "",
         models=[ModelCell(c, models.get(c), p) for c, p in sorted(production.items())],
         fps={str(k): float(v) for k, v in (status.get("fps") or {}).items()},
+        gate_ratio={str(k): float(v) for k, v in (status.get("gate_ratio") or {}).items()},
         outbox_depth=int(status.get("outbox_depth") or 0),
         dropped=sum(int(v) for v in (status.get("dropped") or {}).values()),
         config_version=status.get("config_version"),
