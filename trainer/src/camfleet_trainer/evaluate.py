@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from camfleet_contract import charts
 from camfleet_contract.images import ImageError, decode_image
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_trainer.data import IMAGE_SUFFIXES
@@ -307,59 +308,9 @@ def _confusion_lines(ev: Evaluation) -> list[str]:
     return rows
 
 
-def confusion_image(ev: Evaluation, cell: int = 44) -> Image.Image:
-    """The confusion matrix as a picture: cells shaded by the share of their row, counts written in."""
-    shown = shown_classes(ev)
-    names = [ev.classes[i] for i in shown]
-    n = len(shown)
-    font = _font(14)
-    small = _font(12)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(int(probe.textlength(c, font=font)) for c in names) + 16
-    margin_top = label_w + 24
-    width = max(label_w + n * cell + 16, 360)  # room for the footer line
-    height = margin_top + n * cell + 40
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    matrix = np.asarray(ev.confusion, dtype=np.float64)[np.ix_(shown, shown)]
-    row_sums = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)
-    for i in range(n):
-        y = margin_top + i * cell
-        draw.text((label_w - 8, y + cell / 2), names[i], fill="black", font=font, anchor="rm")
-        for j in range(n):
-            x = label_w + j * cell
-            s = float(shares[i, j])
-            diagonal = i == j
-            base = (33, 113, 181) if diagonal else (203, 24, 29)  # blue for right, red for wrong
-            color = tuple(round(255 - s * (255 - c)) for c in base)
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(220, 220, 220))
-            count = int(matrix[i, j])
-            if count:
-                ink = "white" if s > 0.5 else "black"
-                draw.text((x + cell / 2, y + cell / 2), str(count), fill=ink, font=small, anchor="mm")
-    for j, name in enumerate(names):  # column labels, written upwards
-        w = int(probe.textlength(name, font=font)) + 4
-        tile = Image.new("RGB", (w, 20), "white")
-        ImageDraw.Draw(tile).text((2, 10), name, fill="black", font=font, anchor="lm")
-        tile = tile.rotate(90, expand=True)
-        img.paste(tile, (label_w + j * cell + (cell - tile.width) // 2, margin_top - 8 - tile.height))
-    draw.text((label_w, 4), "columns: predicted class", fill=(90, 90, 90), font=small)
-    draw.text(
-        (8, height - 28),
-        f"rows: true class · accuracy {ev.accuracy:.3f} · {ev.images} images",
-        fill=(90, 90, 90),
-        font=small,
-    )
-    return img
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled scalable font (FreeType) when available, else its bitmap font."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):
-        return ImageFont.load_default()
+def confusion_image(ev: Evaluation) -> Image.Image:
+    """The confusion matrix as a picture, drawn by the contract's renderer (the same one as the hub's report)."""
+    return charts.confusion_image(ev.confusion, ev.classes)
 
 
 def write_report(ev: Evaluation, report_dir: str | Path) -> list[Path]:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
+from camfleet_contract import charts
 from camfleet_contract.rest import FleetKey, ModelPublic  # what agents and the trainer read
 from camfleet_contract.signing import public_key_of
 from camfleet_hub.api.deps import CurrentUserDep, HubAdminDep, Principal, ServicesDep, SessionDep, SiteViewerDep
@@ -93,7 +94,7 @@ def confusion(model_id: int, session: SessionDep, user: CurrentUserDep) -> Respo
     matrix = reports.confusion_of(model)
     if matrix is None:
         raise NotFoundError(f"model id={model_id} has no confusion matrix in its report")
-    png = reports.confusion_png(reports.classes_of(model), matrix)
+    png = charts.confusion_png(matrix, reports.classes_of(model))
     return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 

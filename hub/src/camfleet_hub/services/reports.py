@@ -7,14 +7,11 @@ empty, never as an error. The per-image out-of-fold ranking (``label_errors``) g
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from PIL import Image as PILImage
-from PIL import ImageDraw, ImageFont
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -251,53 +248,3 @@ def normalised(session: Session, model: ModelVersion) -> dict[str, Any]:
         "label_errors": count if isinstance(count, int) else 0,
         "report": report,
     }
-
-
-# --------------------------------------------------------------------------- confusion matrix picture
-
-CELL = 44
-MARGIN = 8
-
-
-def _text_width(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
-    left, _top, right, _bottom = draw.textbbox((0, 0), text, font=font)
-    return int(right - left)
-
-
-def confusion_png(classes: list[str], matrix: list[list[int]]) -> bytes:
-    """The confusion matrix as a PNG: rows true class, columns predicted; shade by the row's share."""
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(PILImage.new("RGB", (1, 1)))
-    labels = [f"{i + 1}. {c if len(c) <= 24 else c[:23] + '…'}" for i, c in enumerate(classes)]
-    label_w = max([_text_width(probe, t, font) for t in labels] + [40]) + 2 * MARGIN
-    n = len(classes)
-    top = 2 * MARGIN + 14
-    # Column headers are numbers (the row labels carry the names) so the picture stays readable with many classes.
-    width = label_w + n * CELL + MARGIN
-    height = top + 16 + n * CELL + MARGIN
-    img = PILImage.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((MARGIN, MARGIN), "true \\ predicted", fill=(90, 90, 90), font=font)
-    for j in range(n):
-        text = str(j + 1)
-        x = label_w + j * CELL + (CELL - _text_width(draw, text, font)) // 2
-        draw.text((x, top), text, fill=(60, 60, 60), font=font)
-    y0 = top + 16
-    for i, row in enumerate(matrix):
-        total = sum(row) or 1
-        y = y0 + i * CELL
-        draw.text((MARGIN, y + CELL // 2 - 6), labels[i], fill=(30, 30, 30), font=font)
-        for j, value in enumerate(row):
-            share = value / total
-            x = label_w + j * CELL
-            if i == j:
-                colour = (int(255 - 200 * share), int(255 - 80 * share), int(255 - 200 * share))
-            else:
-                colour = (255, int(255 - 200 * share), int(255 - 200 * share))
-            draw.rectangle([x, y, x + CELL - 2, y + CELL - 2], fill=colour, outline=(220, 220, 220))
-            text = str(value)
-            ink = (255, 255, 255) if share > 0.6 else (20, 20, 20)
-            draw.text((x + (CELL - _text_width(draw, text, font)) // 2, y + CELL // 2 - 6), text, fill=ink, font=font)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=True)
-    return out.getvalue()
