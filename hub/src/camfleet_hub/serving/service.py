@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from camfleet_contract.images import preprocess_batch
@@ -71,21 +72,24 @@ class LogContext:
 
 
 def log_predictions(session: Session, ctx: LogContext, names: Sequence[str], results: Sequence[Scored]) -> None:
-    """One row per image (committed by the caller)."""
-    for name, r in zip(names, results, strict=True):
-        session.add(
-            PredictionLog(
-                site_id=ctx.site_id,
-                classifier=ctx.classifier,
-                model_id=ctx.model_id,
-                model_version=ctx.model_version,
-                caller=ctx.caller[:64],
-                route=ctx.route,
-                image_name=name[:512],
-                label=r.label,
-                probability=r.probability,
-                anomaly=r.anomaly,
-                anomaly_score=r.anomaly_score,
-                probabilities=r.probabilities,
-            )
-        )
+    """One row per image (committed by the caller), as one bulk INSERT of plain rows: the ORM unit of work (an
+    object per row, then a flush) was ~7% of the hub's busy samples under 16 classify clients (py-spy)."""
+    rows = [
+        {
+            "site_id": ctx.site_id,
+            "classifier": ctx.classifier,
+            "model_id": ctx.model_id,
+            "model_version": ctx.model_version,
+            "caller": ctx.caller[:64],
+            "route": ctx.route,
+            "image_name": name[:512],
+            "label": r.label,
+            "probability": r.probability,
+            "anomaly": r.anomaly,
+            "anomaly_score": r.anomaly_score,
+            "probabilities": r.probabilities,
+        }
+        for name, r in zip(names, results, strict=True)
+    ]
+    if rows:
+        session.execute(insert(PredictionLog), rows)
