@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 from bundles import announcement_for, bundle_zip
 from mqttkit import mqtt_publish
 
-from camfleet_agent.app import Agent
+from camfleet_agent.app import OPENCV_THREADS, Agent
 from camfleet_agent.config import AgentSettings, CameraSettings, ModelTrustSettings, MqttSettings
 from camfleet_agent.keys import PIN_FILE
 from camfleet_contract.envelope import decode_frame
@@ -80,6 +81,8 @@ def test_agent_classifies_publishes_and_leaves_a_last_will(  # type: ignore[no-u
         assert event.label == event.predictions[0].label and event.label in ("dress", "hat", "shoes")
         assert len(event.predictions) == 3 and isinstance(event.anomaly, bool) and event.motion is not None
         assert (settings.data_dir / PIN_FILE).read_text().strip() == fleet_public
+        # OpenCV single-threaded in the agent: its pool would compete with ONNX Runtime's threads (issue 12)
+        assert cv2.getNumThreads() == OPENCV_THREADS == 1
 
         # frames arrive in the v1 envelope, decode, and carry the top-1 of each classifier
         msg = seen.wait_for(

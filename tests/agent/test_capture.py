@@ -13,7 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from camfleet_agent.capture import CaptureError, FolderSource, VideoSource, open_source, source_kind
+from camfleet_agent.capture import (
+    DECODE_THREADS,
+    CaptureError,
+    FolderSource,
+    VideoSource,
+    open_source,
+    source_kind,
+)
 
 
 class FakeClock:
@@ -81,6 +88,18 @@ def test_video_file_frames_are_rgb_with_utc_times(plaza: Path) -> None:
         assert f.rgb.shape == (*size, 3) and f.rgb.dtype == np.uint8
         assert f.captured_at.tzinfo == UTC
     assert ok and np.array_equal(frames[0].rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def test_video_file_decodes_on_one_thread(plaza: Path) -> None:
+    """A decoder thread per core would compete with ONNX Runtime's threads (issue 12: agent ÷ raw ORT)."""
+    source = VideoSource(str(plaza), fps=100, loop=False)
+    stop = threading.Event()
+    frames = source.frames(stop)
+    next(frames)
+    assert source._cap is not None and source._cap.get(cv2.CAP_PROP_N_THREADS) == DECODE_THREADS == 1
+    stop.set()
+    frames.close()
+    assert source._cap is None
 
 
 def test_video_file_is_paced_to_fps(plaza: Path) -> None:
