@@ -36,7 +36,7 @@ BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 STALL_TIMEOUT_S = 10.0
 # One decoder thread per camera: the inference workers' ONNX Runtime threads already take every core, and a
-# decoder with a thread per core competes with them (measured: agent ÷ raw ORT 0.76 → 0.84 on 2 cores).
+# decoder with a thread per core competes with them (issue 12; docs/BENCHMARKS.md, agent section).
 # A single thread decodes 720p H.264 in ~4 ms, far faster than a frame is classified.
 DECODE_THREADS = 1
 
