@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import io
 import os
-import queue
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from camfleet_hub.__main__ import main
@@ -26,51 +23,11 @@ from camfleet_hub.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_tex
 from camfleet_hub.db.models import MqttAccountKind
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.services import crud, mqtt_accounts
+from tests.support.mqttprobe import ProbeClient
 
 ROOT = Path(__file__).resolve().parents[2]
 R = "camfleet/v1"
 HUB_PASSWORD = "hub-export-pw"
-
-
-class Client:
-    """A paho client (MQTT 3.1.1) that records the CONNACK and the messages it receives."""
-
-    def __init__(self, port: int, user: str | None, password: str | None) -> None:
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.connack: queue.Queue[int] = queue.Queue()
-        self.subacks: queue.Queue[list[int]] = queue.Queue()
-        self.paho = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"exp-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
-        )
-        if user is not None:
-            self.paho.username_pw_set(user, password)
-        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
-        self.paho.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, msg.payload))
-        self.paho.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put([rc.value for rc in rcs])
-        self.paho.connect("127.0.0.1", port, keepalive=30)
-        self.paho.loop_start()
-        self.rc = self.connack.get(timeout=10)
-
-    def subscribe(self, *topics: str) -> list[int]:
-        self.paho.subscribe([(t, 1) for t in topics])
-        return self.subacks.get(timeout=10)
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.paho.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=10)
-
-    def payloads_until(self, sentinel: bytes) -> list[bytes]:
-        """Payloads received up to and including the first one equal to ``sentinel``."""
-        got = []
-        for _ in range(1000):
-            payload = self.messages.get(timeout=10)[1]
-            got.append(payload)
-            if payload == sentinel:
-                return got
-        raise AssertionError(f"sentinel {sentinel!r} never arrived: {got}")
-
-    def close(self) -> None:
-        self.paho.disconnect()
-        self.paho.loop_stop()
 
 
 @dataclass
@@ -80,10 +37,10 @@ class Fleet:
     broker: object  # conftest's MosquittoBroker
     port: int
     passwords: dict[str, str]  # username -> password
-    clients: list[Client]
+    clients: list[ProbeClient]
 
-    def connect(self, user: str, password: str | None = None) -> Client:
-        client = Client(self.port, user, password if password is not None else self.passwords[user])
+    def connect(self, user: str, password: str | None = None) -> ProbeClient:
+        client = ProbeClient(self.port, user, password if password is not None else self.passwords[user])
         self.clients.append(client)
         return client
 
@@ -143,7 +100,7 @@ def test_every_user_connects_and_strangers_do_not(fleet: Fleet) -> None:
         assert fleet.connect(user).rc == 0, user
     assert fleet.connect(A1, fleet.passwords[A2]).rc != 0  # a2's password is not a1's
     assert fleet.connect("shop", fleet.passwords[A1]).rc != 0  # the old site-name login is gone
-    assert Client(fleet.port, None, None).rc != 0
+    assert ProbeClient(fleet.port, None, None).rc != 0
 
 
 def test_agent_publishes_its_own_status_and_frames_only(fleet: Fleet) -> None:
@@ -282,10 +239,13 @@ def test_create_with_a_given_password_is_idempotent_and_mosquitto_accepts_it(
         extra_config=["allow_anonymous false", f"password_file {out / PASSWORD_FILE}", f"acl_file {out / ACL_FILE}"]
     )
     user = "agent/plaza/sample-agent"
-    clients = [Client(broker.port, user, AGENT_PASSWORD), Client(broker.port, user, "another-password-0123456789")]
+    clients = [
+        ProbeClient(broker.port, user, AGENT_PASSWORD),
+        ProbeClient(broker.port, user, "another-password-0123456789"),
+    ]
     try:
         assert clients[0].rc == 0 and clients[1].rc != 0
-        hub = Client(broker.port, "hub", HUB_PASSWORD)
+        hub = ProbeClient(broker.port, "hub", HUB_PASSWORD)
         clients.append(hub)
         hub.subscribe(f"{R}/plaza/agents/+/status")
         clients[0].publish(f"{R}/plaza/agents/sample-agent/status", b"online")  # its own block in the acl_file

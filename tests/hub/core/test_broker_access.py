@@ -7,13 +7,10 @@ sentinel after it on the same connection: once the sentinel arrives, the forbidd
 from __future__ import annotations
 
 import json
-import queue
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,52 +19,11 @@ from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, covers, may_publish,
 from camfleet_hub.db.models import MqttAccountKind, Site
 from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.services import mqtt_accounts
+from tests.support.mqttprobe import ProbeClient
 
 HUB_PASSWORD = "hub-secret"
 NOT_AUTHORISED = 135  # paho reports CONNACK 5 (not authorised) as reason code 135
 REFUSED = 0x80
-
-
-class Client:
-    """A paho client (MQTT 3.1.1) that records its CONNACK, SUBACKs and messages."""
-
-    def __init__(self, port: int, user: str | None, password: str | None, will: tuple[str, bool] | None = None):
-        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
-        self.connack: queue.Queue[int] = queue.Queue()
-        self.subacks: queue.Queue[list[int]] = queue.Queue()
-        self.paho = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
-        )
-        if user is not None:
-            self.paho.username_pw_set(user, password)
-        if will is not None:
-            self.paho.will_set(will[0], b"will", qos=1, retain=will[1])
-        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
-        self.paho.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
-        self.paho.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put([rc.value for rc in rcs])
-        self.paho.connect("127.0.0.1", port, keepalive=30)
-        self.paho.loop_start()
-        self.rc = self.connack.get(timeout=15)
-
-    def subscribe(self, *topics: str) -> list[int]:
-        self.paho.subscribe([(t, 1) for t in topics])
-        return self.subacks.get(timeout=10)
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.paho.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=10)
-
-    def received_until(self, sentinel: bytes) -> list[bytes]:
-        got = []
-        for _ in range(1000):
-            _topic, payload, _retain = self.messages.get(timeout=10)
-            got.append(payload)
-            if payload == sentinel:
-                return got
-        raise AssertionError(f"sentinel {sentinel!r} never arrived: {got}")
-
-    def close(self) -> None:
-        self.paho.disconnect()
-        self.paho.loop_stop()
 
 
 @dataclass
@@ -76,16 +32,16 @@ class Fleet:
     broker: EmbeddedBroker
     sessions: sessionmaker[Session]
     passwords: dict[str, tuple[str, str]]  # label -> (username, password)
-    made: list[Client]
+    made: list[ProbeClient]
 
-    def connect(self, label: str | None, password: str | None = None, **kw: object) -> Client:
+    def connect(self, label: str | None, password: str | None = None, **kw: object) -> ProbeClient:
         if label is None:
-            client = Client(self.port, None, None, **kw)  # type: ignore[arg-type]
+            client = ProbeClient(self.port, None, None, **kw)  # type: ignore[arg-type]
         elif label == "hub":
-            client = Client(self.port, "hub", password or HUB_PASSWORD, **kw)  # type: ignore[arg-type]
+            client = ProbeClient(self.port, "hub", password or HUB_PASSWORD, **kw)  # type: ignore[arg-type]
         else:
             user, real = self.passwords[label]
-            client = Client(self.port, user, password or real, **kw)  # type: ignore[arg-type]
+            client = ProbeClient(self.port, user, password or real, **kw)  # type: ignore[arg-type]
         self.made.append(client)
         return client
 
@@ -120,7 +76,7 @@ def fleet(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Fleet]:
         ):
             issued = mqtt_accounts.create_account(s, kind, site, name, "test")
             passwords[label] = (issued.account.username, issued.password)
-    made: list[Client] = []
+    made: list[ProbeClient] = []
     try:
         yield Fleet(port, broker, sessions, passwords, made)
     finally:
@@ -133,7 +89,7 @@ def test_anonymous_wrong_password_and_revoked_are_refused(fleet: Fleet) -> None:
     assert fleet.connect(None).rc == NOT_AUTHORISED
     assert fleet.connect("hub", "wrong").rc == NOT_AUTHORISED
     assert fleet.connect("a1", "wrong").rc == NOT_AUTHORISED
-    assert Client(fleet.port, "plaza", "anything").rc == NOT_AUTHORISED  # a bare site name is no account
+    assert ProbeClient(fleet.port, "plaza", "anything").rc == NOT_AUTHORISED  # a bare site name is no account
     assert fleet.connect("a1").rc == 0 and fleet.connect("hub").rc == 0
     with fleet.sessions() as s:
         mqtt_accounts.revoke(s, mqtt_accounts.get_account_by_username(s, fleet.passwords["a1"][0]))
@@ -144,7 +100,7 @@ def test_anonymous_on_loopback_only_when_allowed(tmp_path: Path, free_port: Call
     port = free_port()
     broker, _ = _start(tmp_path, port, anonymous=True)
     try:
-        client = Client(port, None, None)
+        client = ProbeClient(port, None, None)
         try:
             assert client.rc == 0
         finally:
@@ -168,7 +124,7 @@ def test_agent_cannot_read_everything_or_other_agents_commands(fleet: Fleet) -> 
     hub.publish("camfleet/v1/plaza/agents/a2/cmd", b"other agent's command")
     hub.publish("camfleet/v1/plaza/models/door", b"model")
     hub.publish("camfleet/v1/plaza/agents/a1/cmd", b"cmd")
-    assert a1.received_until(b"cmd") == [b"model", b"cmd"]
+    assert a1.payloads_until(b"cmd") == [b"model", b"cmd"]
 
 
 def test_agent_publishes_only_its_own_site_and_status(fleet: Fleet) -> None:
@@ -184,7 +140,7 @@ def test_agent_publishes_only_its_own_site_and_status(fleet: Fleet) -> None:
     a1.publish("camfleet/v1/plaza/door/frame", b"frame")
     a1.publish("camfleet/v1/plaza/door/event", b"event")
     a1.publish("camfleet/v1/plaza/agents/a1/status", b"status")
-    assert hub.received_until(b"status") == [b"frame", b"event", b"status"]
+    assert hub.payloads_until(b"status") == [b"frame", b"event", b"status"]
 
 
 def test_agent_retains_only_its_status_and_nothing_forged_is_persisted(fleet: Fleet, tmp_path: Path) -> None:
@@ -231,8 +187,8 @@ def test_observer_reads_events_and_statuses_of_its_site_and_publishes_nothing(fl
     h1.publish("camfleet/v1/harbour/door/event", b"other site")
     a1.publish("camfleet/v1/plaza/door/frame", b"frame")
     a1.publish("camfleet/v1/plaza/door/event", b"event")
-    assert watch.received_until(b"event") == [b"event"]
-    assert hub.received_until(b"event") == [b"other site", b"frame", b"event"]
+    assert watch.payloads_until(b"event") == [b"event"]
+    assert hub.payloads_until(b"event") == [b"other site", b"frame", b"event"]
 
 
 @pytest.mark.parametrize(
