@@ -56,19 +56,6 @@ def _settings(
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on SQLite (WAL file) and on the real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hub.db'}"
-
-
 def _admin_token(services: HubServices) -> str:
     """An every-site admin token of the first admin, made through the service as the CLI does."""
     from camfleet_hub.db.models import Role

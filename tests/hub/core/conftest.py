@@ -14,14 +14,6 @@ from camfleet_hub.db.session import make_engine, migrate
 sys.path.insert(0, str(Path(__file__).parent))  # `import hubcore_helpers` under --import-mode=importlib
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on SQLite (WAL file) and on the real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """A migrated database."""

@@ -20,19 +20,6 @@ from camfleet_hub.comms.mqtt import MqttClient  # noqa: E402
 from tests.support.polling import unique  # noqa: E402
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on SQLite (WAL file) and on the real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'hub.db'}"
-
-
 @pytest.fixture
 def fleet_factory(tmp_path: Path, mosquitto) -> Iterator[Callable[..., FleetHub]]:  # type: ignore[no-untyped-def]
     """Start hubs with ingest on the session Mosquitto, each with its own topic root, plus an 'agent' client."""
