@@ -8,18 +8,19 @@ from pathlib import Path
 import httpx
 from hubcore_helpers import frame_payload, wait_for
 from sqlalchemy import func, select
-from test_broker_access import NOT_AUTHORISED, Client
+from test_broker_access import NOT_AUTHORISED
 
 from camfleet_hub.app import Hub
 from camfleet_hub.config import HubSettings
 from camfleet_hub.db.models import Frame
+from tests.support.mqttprobe import ProbeClient
 
 API = "/api/v1"
 ADMIN_PASSWORD = "broker-test-admin-pw"
 
 
 def _refused(port: int, user: str | None, password: str | None) -> bool:
-    client = Client(port, user, password)
+    client = ProbeClient(port, user, password)
     client.close()
     return client.rc == NOT_AUTHORISED
 
@@ -69,7 +70,7 @@ def test_agent_credentials_from_rest_ingest_and_revoke(
         )
         assert by_token.status_code == 403 and "session" in by_token.text
 
-        agent = Client(port, issued["username"], issued["password"])
+        agent = ProbeClient(port, issued["username"], issued["password"])
         try:
             assert agent.rc == 0
             agent.publish(services.topics.frame("shop", "cam1"), frame_payload(jpegs[0], "shop", "cam1", "pi-1"))
