@@ -36,7 +36,8 @@ from common import CLIP, REPO, mosquitto  # noqa: E402
 
 from camfleet_agent.capture import open_source  # noqa: E402
 from camfleet_agent.config import CameraSettings  # noqa: E402
-from camfleet_agent.pipeline import CameraPipeline, Identity  # noqa: E402
+from camfleet_agent.events import Identity  # noqa: E402
+from camfleet_agent.pipeline import CameraPipeline  # noqa: E402
 from camfleet_contract.images import preprocess  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
 from camfleet_contract.topics import Topics  # noqa: E402

@@ -15,7 +15,9 @@ from bundles import SITE, announcement_for, bundle_zip
 
 from camfleet_agent.config import AgentSettings
 from camfleet_agent.keys import PIN_FILE, FleetKey, FleetKeyError
-from camfleet_agent.models import TRUST_FILE, ModelManager, ModelUpdateError
+from camfleet_agent.models.errors import ModelUpdateError
+from camfleet_agent.models.manager import ModelManager
+from camfleet_agent.models.store import TRUST_FILE
 from camfleet_contract.bundle import DEFAULT_CLASSIFIER, DEFAULT_SITE, INDEX, INDEX_LABELS
 from camfleet_contract.config import ConfigError, load_config
 from camfleet_contract.rollback import sign_rollback
@@ -77,7 +79,10 @@ def test_unassigned_manifest_is_refused(mm: ModelManager, static_hub, fleet_seed
 
 
 def test_bundle_on_disk_for_another_site_is_not_loaded(
-    static_hub, fleet_seed: str, fleet_public: str, tmp_path: Path  # type: ignore[no-untyped-def]
+    static_hub,
+    fleet_seed: str,
+    fleet_public: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     other_site = ModelManager(tmp_path / "agent", static_hub.url, lambda: fleet_public, site="other")
     assert other_site.apply(CLF, publish(static_hub, fleet_seed, "1", site="other")) is True
@@ -211,11 +216,16 @@ def test_download_only_from_the_hub_origin(mm: ModelManager, static_hub, fleet_s
 
 def test_relative_path_keeps_the_hub_url_prefix(fleet_public: str, tmp_path: Path) -> None:
     mm = ModelManager(tmp_path, "https://hub.example:8443/camfleet/", lambda: fleet_public, site=SITE)
-    assert mm.bundle_url("/api/v1/models/3/bundle") == "https://hub.example:8443/camfleet/api/v1/models/3/bundle"
-    assert mm.bundle_url("api/v1/models/3/bundle") == "https://hub.example:8443/camfleet/api/v1/models/3/bundle"
-    assert mm.bundle_url("https://HUB.example:8443/x") == "https://hub.example:8443/x"
+    assert (
+        mm.downloader.bundle_url("/api/v1/models/3/bundle")
+        == "https://hub.example:8443/camfleet/api/v1/models/3/bundle"
+    )
+    assert (
+        mm.downloader.bundle_url("api/v1/models/3/bundle") == "https://hub.example:8443/camfleet/api/v1/models/3/bundle"
+    )
+    assert mm.downloader.bundle_url("https://HUB.example:8443/x") == "https://hub.example:8443/x"
     with pytest.raises(ModelUpdateError, match="origin"):
-        mm.bundle_url("https://hub.example/x")  # port 443, not 8443
+        mm.downloader.bundle_url("https://hub.example/x")  # port 443, not 8443
 
 
 # ---------------------------------------------------------------------------------------------- fleet key

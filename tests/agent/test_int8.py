@@ -12,7 +12,8 @@ import pytest
 from bundles import build_bundle
 
 from camfleet_agent.config import AgentSettings
-from camfleet_agent.models import ACTIVE_FILE, ModelManager
+from camfleet_agent.models.manager import ModelManager
+from camfleet_agent.models.store import ACTIVE_FILE
 from camfleet_contract.bundle import MODEL, MODEL_INT8
 from camfleet_contract.images import decode_image
 

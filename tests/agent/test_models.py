@@ -10,7 +10,9 @@ import pytest
 from bundles import SITE, announcement_for, build_bundle, bundle_zip
 
 from camfleet_agent.keys import PIN_FILE, FleetKey, FleetKeyError
-from camfleet_agent.models import ACTIVE_FILE, TRUST_FILE, ModelManager, ModelUpdateError
+from camfleet_agent.models.errors import ModelUpdateError
+from camfleet_agent.models.manager import ModelManager
+from camfleet_agent.models.store import ACTIVE_FILE, TRUST_FILE
 from camfleet_contract.bundle import pack_bundle
 from camfleet_contract.images import decode_image
 from camfleet_contract.rollback import sign_rollback

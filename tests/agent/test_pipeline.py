@@ -12,7 +12,10 @@ from bundles import build_bundle
 
 from camfleet_agent.capture import CapturedFrame, open_source
 from camfleet_agent.config import CameraSettings
-from camfleet_agent.pipeline import CameraPipeline, FrameQueue, Identity, InferencePool
+from camfleet_agent.events import Identity
+from camfleet_agent.frame_queue import FrameQueue
+from camfleet_agent.inference_pool import InferencePool
+from camfleet_agent.pipeline import CameraPipeline
 from camfleet_contract.envelope import decode_frame
 from camfleet_contract.messages import Event, from_json
 from camfleet_contract.runtime import ClassifierRuntime
@@ -110,7 +113,7 @@ def test_replayed_sources_wait_instead_of_dropping() -> None:
     import numpy as np
 
     from camfleet_agent.capture import CapturedFrame
-    from camfleet_agent.pipeline import FrameQueue
+    from camfleet_agent.frame_queue import FrameQueue
 
     def frame(i: int) -> CapturedFrame:
         return CapturedFrame(rgb=np.zeros((2, 2, 3), np.uint8), captured_at=datetime.now(UTC), seq=i)

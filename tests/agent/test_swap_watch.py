@@ -14,7 +14,8 @@ from bundles import build_bundle
 
 from camfleet_agent.capture import CapturedFrame, open_source
 from camfleet_agent.config import AgentSettings, CameraSettings
-from camfleet_agent.pipeline import CameraPipeline, Identity
+from camfleet_agent.events import Identity
+from camfleet_agent.pipeline import CameraPipeline
 from camfleet_agent.swap_watch import SwapWatch, SwapWatchSettings
 from camfleet_contract.messages import AgentStatus, Event, from_json
 from camfleet_contract.runtime import ClassifierRuntime

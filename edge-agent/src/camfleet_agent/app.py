@@ -12,17 +12,19 @@ from camfleet_contract.agent_config import AgentConfig
 from camfleet_contract.messages import AgentStatus, CommandReply, to_json
 from camfleet_contract.topics import Topics
 
-from . import __version__
 from .capture import FrameSource, open_source
 from .commands import CommandFailed, CommandRunner
 from .config import AgentSettings, CameraSettings
-from .health import AgentMetrics, CameraHealth, HealthServer, HealthSnapshot
+from .events import Identity
+from .health import AgentMetrics, HealthServer, HealthSnapshot
+from .inference_pool import InferencePool
 from .keys import FleetKey
-from .models import ModelManager
+from .models.manager import ModelManager
 from .mqtt import AgentMqtt
 from .outbox import Outbox
-from .pipeline import CameraPipeline, Identity, InferencePool
+from .pipeline import CameraPipeline
 from .remote_config import RemoteConfig
+from .status_report import StatusLoop, agent_status, camera_health, problems
 from .swap_watch import SwapWatch
 from .uploads import UploadPolicy, camera_rules
 
@@ -35,11 +37,6 @@ OPENCV_THREADS = 1
 
 def _open_camera(cam: CameraSettings) -> FrameSource:
     return open_source(cam.source, cam.fps, cam.loop, stall_timeout_s=cam.stall_timeout_s)
-
-
-def _stopper(pipeline: CameraPipeline) -> Callable[[bool], None]:
-    """A stop callback bound to one pipeline (clean or not, a camera stops the same way)."""
-    return lambda _clean: pipeline.stop()
 
 
 class Agent:
@@ -77,10 +74,8 @@ class Agent:
         self._cameras_lock = threading.RLock()  # restart and settings change cameras from the command thread
         self._camera_errors: dict[str, str] = {}  # cameras that could not be (re)opened
         self.metrics = AgentMetrics(self.health_snapshot)
-        self._status_changed = threading.Event()
-        self._status_stop = threading.Event()
-        self._status_thread: threading.Thread | None = None
-        self.swap_watch = SwapWatch(settings.swap_watch, on_complete=self._status_changed.set)
+        self.status_loop = StatusLoop(settings.status_interval_s, self.publish_status)
+        self.swap_watch = SwapWatch(settings.swap_watch, on_complete=self.status_loop.changed)
         self._stack: list[tuple[str, Callable[[bool], None]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -94,71 +89,19 @@ class Agent:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.fleet_key.check_hub()
             self.remote.load()  # the hub's settings of an earlier run (verified again): before the cameras start
-
-            outbox = Outbox(s.data_dir / "outbox.sqlite", s.delivery.outbox_max_bytes)
-            self.outbox = outbox
-            self._stack.append(("outbox", lambda _clean: outbox.close()))
-
-            if s.health.enabled:
-                try:
-                    health = HealthServer(self.metrics, s.health.host, s.health.port)
-                except OSError as exc:  # a taken port must not keep the cameras from running
-                    log.error("health: cannot listen on %s:%d: %s", s.health.host, s.health.port, exc)
-                else:
-                    health.start()
-                    self.health = health
-                    self._stack.append(("health", lambda _clean: health.stop()))
-
+            outbox = self._start_outbox()
+            self._start_health()
             self.commands.start()
             self._stack.append(("commands", lambda _clean: self.commands.stop()))
-
-            models = ModelManager(
-                s.data_dir,
-                s.hub_url,
-                self.fleet_key.get,
-                site=s.site,
-                top_k=s.top_k,
-                on_change=self._status_changed.set,
-                use_int8=s.use_int8,
-                token=self._token,
-            )
-            models.load_from_disk()
-            models.start()
-            self.models = models
-            self._stack.append(("models", lambda _clean: models.stop()))
-
-            mqtt = AgentMqtt(
-                s.mqtt,
-                s.site,
-                s.agent,
-                status_payload=self.status_payload,
-                on_model=models.submit,
-                on_command=self.commands.submit,
-                outbox=outbox,
-                on_config=self._on_config_message,
-            )
-            mqtt.start()
-            self.mqtt = mqtt
-            self._stack.append(("mqtt", self._stop_mqtt))
-
+            models = self._start_models()
+            self._start_mqtt(models, outbox)
             pool = InferencePool(s.inference_workers)
             pool.start()
             self.pool = pool
             self._stack.append(("inference", lambda _clean: pool.stop()))
-
-            for name, cam in list(self.cameras.items()):
-                # a local camera as configured uses the source opened above; the hub's settings may change it
-                source = sources.pop(name, None)
-                if source is not None and cam != _local(s, name):
-                    source.close()
-                    source = None
-                self._start_camera_reporting(cam, source)
-            self._stack.append(("cameras", lambda _clean: self._stop_cameras()))
-
-            self._status_stop.clear()
-            self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
-            self._status_thread.start()
-            self._stack.append(("status", lambda _clean: self._stop_status()))
+            self._start_cameras(sources)
+            self.status_loop.start()
+            self._stack.append(("status", lambda _clean: self.status_loop.stop()))
         except BaseException:
             for source in list(sources.values()):
                 source.close()
@@ -167,6 +110,69 @@ class Agent:
         log.info(
             "agent %s/%s started: %d camera(s), models %s", s.site, s.agent, len(self.pipelines), self.model_versions()
         )
+
+    def _start_outbox(self) -> Outbox:
+        outbox = Outbox(self.settings.data_dir / "outbox.sqlite", self.settings.delivery.outbox_max_bytes)
+        self.outbox = outbox
+        self._stack.append(("outbox", lambda _clean: outbox.close()))
+        return outbox
+
+    def _start_health(self) -> None:
+        cfg = self.settings.health
+        if not cfg.enabled:
+            return
+        try:
+            health = HealthServer(self.metrics, cfg.host, cfg.port)
+        except OSError as exc:  # a taken port must not keep the cameras from running
+            log.error("health: cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
+            return
+        health.start()
+        self.health = health
+        self._stack.append(("health", lambda _clean: health.stop()))
+
+    def _start_models(self) -> ModelManager:
+        s = self.settings
+        models = ModelManager(
+            s.data_dir,
+            s.hub_url,
+            self.fleet_key.get,
+            site=s.site,
+            top_k=s.top_k,
+            on_change=self.status_loop.changed,
+            use_int8=s.use_int8,
+            token=self._token,
+        )
+        models.load_from_disk()
+        models.start()
+        self.models = models
+        self._stack.append(("models", lambda _clean: models.stop()))
+        return models
+
+    def _start_mqtt(self, models: ModelManager, outbox: Outbox) -> None:
+        s = self.settings
+        mqtt = AgentMqtt(
+            s.mqtt,
+            s.site,
+            s.agent,
+            status_payload=self.status_payload,
+            on_model=models.submit,
+            on_command=self.commands.submit,
+            outbox=outbox,
+            on_config=self._on_config_message,
+        )
+        mqtt.start()
+        self.mqtt = mqtt
+        self._stack.append(("mqtt", self._stop_mqtt))
+
+    def _start_cameras(self, sources: dict[str, FrameSource]) -> None:
+        """Every camera; one configured locally as it runs uses the source opened at start (the hub may differ)."""
+        for name, cam in list(self.cameras.items()):
+            source = sources.pop(name, None)
+            if source is not None and cam != _local(self.settings, name):
+                source.close()
+                source = None
+            self._start_camera_reporting(cam, source)
+        self._stack.append(("cameras", lambda _clean: self._stop_cameras()))
 
     def stop(self, clean: bool = True) -> None:
         """Stop in reverse order; `clean=False` drops the MQTT connection like a crash (the will fires)."""
@@ -219,48 +225,19 @@ class Agent:
         else:
             self.mqtt.abort()
 
-    def _stop_status(self) -> None:
-        self._status_stop.set()
-        self._status_changed.set()
-        if self._status_thread is not None:
-            self._status_thread.join(timeout=10)
-            self._status_thread = None
-
     # ------------------------------------------------------------------ status
 
     def model_versions(self) -> dict[str, str]:
         return self.models.versions() if self.models is not None else {}
 
     def status(self, state: str = "online") -> AgentStatus:
-        h = self.health_snapshot()
-        dropped = dict(h.outbox_dropped)
-        for cam in h.cameras:
-            for reason, n in cam.dropped.items():
-                if n:
-                    dropped[f"frame_{reason}"] = dropped.get(f"frame_{reason}", 0) + n
-        return AgentStatus(
-            state="online" if state == "online" else "offline",
-            agent=self.settings.agent,
-            site=self.settings.site,
-            software_version=__version__,
-            models=h.models,
-            cameras=sorted(self.cameras),
-            fps={cam.name: round(cam.classify_fps, 3) for cam in h.cameras},
-            gate_ratio={cam.name: round(cam.gate_ratio, 3) for cam in h.cameras},
-            outbox_depth=h.outbox_depth,
-            outbox_bytes=h.outbox_bytes,
-            dropped=dropped,
-            reconnects=h.reconnects,
-            config_version=h.config_version,
-            problems=h.problems,
-            first_frames=self.swap_watch.report(),
-        )
+        return agent_status(self.settings, self.health_snapshot(), list(self.cameras), self.swap_watch.report(), state)
 
     def health_snapshot(self) -> HealthSnapshot:
         """One consistent read of everything status, /readyz and /metrics report."""
         with self._cameras_lock:
             pipelines = list(self.pipelines.values())
-        cameras = [_camera_health(p) for p in pipelines]
+        cameras = [camera_health(p) for p in pipelines]
         box = self.outbox.stats() if self.outbox is not None else None
         models = self.model_versions()
         return HealthSnapshot(
@@ -274,24 +251,16 @@ class Agent:
             config_version=self.remote.version,
             config_refused=self.remote.refused,
             clock_skew_s=self.commands.clock_skew_s,
-            problems=self._problems(cameras, models),
+            problems=problems(
+                cameras,
+                self._camera_errors,
+                self.cameras,
+                models,
+                self.remote.last_error,
+                self.commands.clock_skew_s,
+                self.settings.delivery.clock_skew_warn_s,
+            ),
         )
-
-    def _problems(self, cameras: list[CameraHealth], models: dict[str, str]) -> list[str]:
-        out = [f"camera {c.name}: {c.error}" for c in cameras if c.error is not None]
-        out += [f"camera {name}: {error}" for name, error in sorted(self._camera_errors.items())]
-        for cam in sorted(self.cameras.values(), key=lambda c: c.name):
-            out += [
-                f"camera {cam.name}: classifier {b.classifier!r} is unknown (no model announced for it)"
-                for b in cam.classifiers
-                if b.classifier not in models
-            ]
-        if self.remote.last_error is not None:
-            out.append(f"settings refused: {self.remote.last_error}")
-        skew = self.commands.clock_skew_s
-        if abs(skew) > self.settings.delivery.clock_skew_warn_s:
-            out.append(f"clock skew: our clock differs from the hub's by {skew:+.0f} s (or a command waited that long)")
-        return [p[:500] for p in out]
 
     def status_payload(self) -> bytes:
         return to_json(self.status("online"))
@@ -299,18 +268,6 @@ class Agent:
     def publish_status(self) -> None:
         if self.mqtt is not None and self.mqtt.connected.is_set():
             self.mqtt.publish(self.mqtt.status_topic, self.status_payload(), qos=1, retain=True)
-
-    def _status_loop(self) -> None:
-        """Retained status every `status_interval_s`, and at once when the models change."""
-        while not self._status_stop.is_set():
-            self._status_changed.wait(self.settings.status_interval_s)
-            self._status_changed.clear()
-            if self._status_stop.is_set():
-                return
-            try:
-                self.publish_status()
-            except Exception:
-                log.exception("publishing the status failed")
 
     # ------------------------------------------------------------------ commands and settings
 
@@ -365,7 +322,7 @@ class Agent:
 
     def _accept_config(self, payload: bytes) -> None:
         if self.remote.submit(payload):
-            self._status_changed.set()
+            self.status_loop.changed()
 
     def _apply(self, config: AgentConfig) -> None:
         """Run the hub's settings: a camera's local-only fields (loop, jpeg quality) stay as configured here."""
@@ -398,28 +355,3 @@ class Agent:
 
 def _local(settings: AgentSettings, name: str) -> CameraSettings | None:
     return next((c for c in settings.cameras if c.name == name), None)
-
-
-def _camera_health(p: CameraPipeline) -> CameraHealth:
-    """A camera's figures, from its stats when the pipeline keeps them."""
-    stats = getattr(p, "stats", None)
-    if stats is not None:
-        snap = stats.snapshot()
-        return CameraHealth(
-            name=p.name,
-            capture_fps=snap.capture_fps,
-            classify_fps=snap.classify_fps,
-            gate_ratio=snap.gate_ratio,
-            dropped=dict(snap.dropped),
-            connected=snap.connected,
-            error=p.error or snap.last_error,
-        )
-    return CameraHealth(
-        name=p.name,
-        capture_fps=p.fps,
-        classify_fps=p.fps,
-        gate_ratio=1.0,
-        dropped={"queue_full": p.queue.dropped},
-        connected=p.error is None,
-        error=p.error,
-    )

@@ -1,9 +1,9 @@
 """Per camera: capture + motion gate thread → bounded queue (drop oldest) → classify + publish.
 
 The capture thread runs the camera's motion gate, so only frames with change (or a keep-alive, or a pending
-snapshot) enter the queue. Classification runs on the camera's own thread, or on a shared `InferencePool`
-whose workers serve every camera in turn. A slow classifier never makes memory grow: the queue keeps the
-newest frames and counts what it dropped (`stats.dropped["queue_full"]`).
+snapshot) enter the queue (`frame_queue`). Classification runs on the camera's own thread, or on a shared
+`InferencePool` whose workers serve every camera in turn. A slow classifier never makes memory grow: the queue
+keeps the newest frames and counts what it dropped (`stats.dropped["queue_full"]`).
 """
 
 from __future__ import annotations
@@ -12,122 +12,25 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from camfleet_contract.envelope import encode_frame, new_header
-from camfleet_contract.images import encode_jpeg
-from camfleet_contract.messages import Event, Prediction, to_json
-from camfleet_contract.runtime import Classification, ClassifierRuntime
-from camfleet_contract.topics import Topics
+from camfleet_contract.messages import to_json
+from camfleet_contract.runtime import ClassifierRuntime
 
 from .capture import CapturedFrame, CaptureError, FrameSource
 from .config import CameraSettings
+from .events import ClassifierResult, Identity, event_of, frame_message
+from .frame_queue import FrameQueue, GatedFrame
 from .gate import GateDecision, MotionGate
+from .inference_pool import InferencePool
 from .mqtt import Publisher
 from .regions import RegionCropper
-from .stats import CameraStats
-from .uploads import REASON_OF, Result, UploadPolicy, camera_rules
+from .stats import RateMeter
+from .uploads import Result, UploadPolicy, camera_rules
 
 log = logging.getLogger(__name__)
 
-FPS_WINDOW_S = 10.0
 ERROR_LOG_INTERVAL_S = 30.0
-
-
-@dataclass(frozen=True)
-class GatedFrame:
-    """A frame that passed the gate, with the gate's verdict (motion score and regions for the events)."""
-
-    frame: CapturedFrame
-    decision: GateDecision = field(default_factory=lambda: GateDecision(classify=True, reason="off"))
-
-    @property
-    def seq(self) -> int:
-        return self.frame.seq
-
-
-class FrameQueue:
-    """Bounded hand-off between two threads; when full, the oldest frame is dropped and counted."""
-
-    def __init__(self, maxsize: int, stats: CameraStats | None = None) -> None:
-        self.maxsize = maxsize
-        self.dropped = 0
-        self.stats = stats
-        self.on_put: Callable[[], None] | None = None  # wakes a shared inference pool
-        self._items: deque[GatedFrame] = deque()
-        self._cond = threading.Condition()
-
-    def put(self, item: GatedFrame | CapturedFrame, wait_unless: threading.Event | None = None) -> None:
-        """Add a frame; when full, drop the oldest (a live camera cannot wait).
-
-        With `wait_unless` (a stop event) wait for room instead: right for replayed files and folders,
-        where waiting loses nothing and decoding frames only to drop them wastes the CPU inference needs.
-        """
-        if isinstance(item, CapturedFrame):
-            item = GatedFrame(item)
-        with self._cond:
-            while wait_unless is not None and len(self._items) >= self.maxsize and not wait_unless.is_set():
-                self._cond.wait(0.1)
-            if len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self.dropped += 1
-                if self.stats is not None:
-                    self.stats.on_dropped("queue_full")
-            self._items.append(item)
-            self._cond.notify_all()
-        if self.on_put is not None:
-            self.on_put()
-
-    def get(self, timeout: float) -> GatedFrame | None:
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            item = self._items.popleft() if self._items else None
-            self._cond.notify_all()  # room for a producer waiting in put
-            return item
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-class RateMeter:
-    """Frames per second over a sliding window."""
-
-    def __init__(self, window_s: float = FPS_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._times: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def mark(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._times.append(now)
-            self._trim(now)
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            self._trim(now)
-            if len(self._times) < 2:
-                return 0.0
-            span = self._times[-1] - self._times[0]
-            return (len(self._times) - 1) / span if span > 0 else 0.0
-
-    def _trim(self, now: float) -> None:
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who publishes: used in topics, events and frame headers."""
-
-    site: str
-    agent: str
-    topics: Topics
 
 
 class CameraPipeline:
@@ -285,65 +188,43 @@ class CameraPipeline:
     def process(self, frame: CapturedFrame, decision: GateDecision | None = None) -> None:
         """Classify with the camera's classifiers (each on its region), publish the events, and the frame when due."""
         gate = decision or GateDecision(classify=True, reason="off")
-        results: list[tuple[str, str, Classification]] = []
-        for classifier, runtime, cropper in self._work():
-            try:
-                results.append((classifier, runtime.version, runtime.classify([cropper.crop(frame.rgb)])[0]))
-            except Exception:
-                self._log_error(f"classifier {classifier}/{runtime.version} failed on a frame")
-        ident = self.identity
-        frame_id = uuid.uuid4().hex
-        payload: bytes | None = None
-        if self.on_latency is not None:
-            for classifier, _, c in results:
-                self.on_latency(self.name, classifier, c.latency_ms / 1000.0)
-        if self.on_classified is not None:
-            for classifier, version, c in results:
-                self.on_classified(classifier, version, c.probability, c.anomaly)
-        rule = self.uploads.decide([Result.of(classifier, c) for classifier, _, c in results])
+        results = self._classify(frame)
+        self._report(results)
+        rule = self.uploads.decide([Result.of(r.classifier, r.classification) for r in results])
+        upload = None
         if rule is not None:
-            jpeg = encode_jpeg(frame.rgb, quality=self.camera.jpeg_quality)
-            height, width = frame.rgb.shape[:2]
-            top1: list[Prediction] = [c.predictions[0] for _, _, c in results if c.predictions]
-            header = new_header(
-                ident.agent,
-                ident.site,
-                self.name,
-                jpeg,
-                width,
-                height,
-                reason=REASON_OF[rule],
-                rule=rule,
-                predictions=top1,
-                captured_at=frame.captured_at,
-            )
-            frame_id = header.frame_id
-            payload = encode_frame(header, jpeg)
-        for classifier, version, c in results:
-            event = Event(
-                frame_id=frame_id,
-                ts=frame.captured_at,
-                site=ident.site,
-                camera=self.name,
-                agent=ident.agent,
-                classifier=classifier,
-                model_version=version,
-                label=c.label,
-                probability=min(1.0, max(0.0, c.probability)),
-                predictions=c.predictions,
-                anomaly=c.anomaly,
-                anomaly_score=min(1.0, max(0.0, c.anomaly_score)),
-                motion=gate.motion,
-                motion_regions=gate.regions,
-                latency_ms=max(0.0, c.latency_ms),
-            )
+            upload = frame_message(self.identity, self.name, frame, results, rule, self.camera.jpeg_quality)
+        frame_id = upload.frame_id if upload is not None else uuid.uuid4().hex
+        for result in results:
+            event = event_of(self.identity, self.name, frame, frame_id, result, gate)
             if self._publisher.publish(self._event_topic, to_json(event), qos=1):
                 self.events_published += 1
-        if payload is not None and self._publisher.publish(self._frame_topic, payload, qos=1):
+        if upload is not None and self._publisher.publish(self._frame_topic, upload.payload, qos=1):
             self.frames_published += 1
         self.processed += 1
         self.meter.mark()
         self.stats.on_classified(keepalive=gate.reason == "keepalive")
+
+    def _classify(self, frame: CapturedFrame) -> list[ClassifierResult]:
+        """Every classifier of the camera on its region; one that fails is logged and left out."""
+        results: list[ClassifierResult] = []
+        for classifier, runtime, cropper in self._work():
+            try:
+                classification = runtime.classify([cropper.crop(frame.rgb)])[0]
+            except Exception:
+                self._log_error(f"classifier {classifier}/{runtime.version} failed on a frame")
+                continue
+            results.append(ClassifierResult(classifier, runtime.version, classification))
+        return results
+
+    def _report(self, results: list[ClassifierResult]) -> None:
+        """Latency to the metrics and each verdict to the swap watch (a new model's first frames)."""
+        if self.on_latency is not None:
+            for r in results:
+                self.on_latency(self.name, r.classifier, r.classification.latency_ms / 1000.0)
+        if self.on_classified is not None:
+            for r in results:
+                self.on_classified(r.classifier, r.version, r.classification.probability, r.classification.anomaly)
 
     def _log_error(self, what: str) -> None:
         """Log with the traceback, but at most every 30 s per camera so a broken model cannot flood the log."""
@@ -351,86 +232,3 @@ class CameraPipeline:
         if now - self._last_error_log >= ERROR_LOG_INTERVAL_S:
             self._last_error_log = now
             log.exception("camera %s: %s", self.name, what)
-
-
-class InferencePool:
-    """Inference workers shared by every camera: each worker takes the next frame of the next camera in turn.
-
-    A camera is classified by one worker at a time (its events stay in order and its upload state needs no
-    lock); with several workers, several cameras are classified at once.
-    """
-
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = workers
-        self._pipelines: list[CameraPipeline] = []
-        self._busy: set[int] = set()
-        self._next = 0
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"infer-{i}", daemon=True) for i in range(self.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
-
-    def add(self, pipeline: CameraPipeline) -> None:
-        pipeline.queue.on_put = self._wake
-        with self._cond:
-            self._pipelines.append(pipeline)
-            self._cond.notify_all()
-
-    def remove(self, pipeline: CameraPipeline) -> None:
-        """Forget a camera; waits until no worker is classifying one of its frames."""
-        with self._cond:
-            self._pipelines = [p for p in self._pipelines if p is not pipeline]
-            while id(pipeline) in self._busy:
-                self._cond.wait(0.1)
-        pipeline.queue.on_put = None
-
-    def busy(self, pipeline: CameraPipeline) -> bool:
-        with self._cond:
-            return id(pipeline) in self._busy
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def _take(self) -> tuple[CameraPipeline, GatedFrame] | None:
-        """The next frame of the next idle camera with one waiting, round-robin (holding the lock)."""
-        count = len(self._pipelines)
-        for i in range(count):
-            pipeline = self._pipelines[(self._next + i) % count]
-            if id(pipeline) in self._busy:
-                continue
-            item = pipeline.queue.get(0)
-            if item is not None:
-                self._next = (self._next + i + 1) % count
-                self._busy.add(id(pipeline))
-                return pipeline, item
-        return None
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._cond:
-                taken = self._take()
-                if taken is None:
-                    self._cond.wait(0.5)
-                    continue
-            pipeline, item = taken
-            try:
-                pipeline.process_safely(item)
-            finally:
-                with self._cond:
-                    self._busy.discard(id(pipeline))
-                    self._cond.notify_all()

@@ -72,6 +72,22 @@ class _Rate:
             self._times.popleft()
 
 
+class RateMeter:
+    """Frames per second over a sliding window, safe from any thread (a pipeline's own figure)."""
+
+    def __init__(self, window_s: float = FPS_WINDOW_S) -> None:
+        self._rate = _Rate(window_s)
+        self._lock = threading.Lock()
+
+    def mark(self) -> None:
+        with self._lock:
+            self._rate.mark(time.monotonic())
+
+    def rate(self) -> float:
+        with self._lock:
+            return self._rate.rate(time.monotonic())
+
+
 @dataclass
 class CameraStats:
     """Thread-safe counters of one camera; writers call the `on_*` methods, readers call `snapshot()`."""
