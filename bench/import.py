@@ -24,11 +24,14 @@ from common import SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
 from camfleet_contract.bundle import pack_bundle  # noqa: E402
 from camfleet_hub.app import Hub, HubServices  # noqa: E402
-from camfleet_hub.config import HubSettings  # noqa: E402
-from camfleet_hub.db.models import ImportKind, ImportStatus, Site  # noqa: E402
-from camfleet_hub.services import crud, import_jobs, registry  # noqa: E402
-from camfleet_hub.services.embeddings import decode_for_embedding  # noqa: E402
-from camfleet_hub.services.importer import CHUNK  # noqa: E402
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.embeddings import decode_for_embedding
+from camfleet_hub.datasets.models import Site
+from camfleet_hub.imports import jobs as import_jobs
+from camfleet_hub.imports.importer import CHUNK
+from camfleet_hub.imports.models import ImportKind, ImportStatus
+from camfleet_hub.training import registry
 
 CLOTHING = SHARED_DATA / "clothing" / "train"
 

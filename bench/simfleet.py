@@ -191,8 +191,8 @@ def _moto(workdir: Path) -> Iterator[int]:
 
 
 def _seed(db_url: str, cameras: list[str]) -> None:
-    from camfleet_hub.db.models import Camera, Site
-    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.datasets.models import Camera, Site
 
     engine = make_engine(db_url)
     try:

@@ -29,7 +29,7 @@ from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
 from camfleet_contract.signing import load_or_create_key  # noqa: E402
 from camfleet_contract.vectors import pack_vectors, unpack_vectors  # noqa: E402
-from camfleet_hub.services.embeddings import decode_for_embedding  # noqa: E402
+from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402

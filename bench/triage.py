@@ -29,8 +29,8 @@ from sqlalchemy import create_engine, insert, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hub_process, mosquitto  # noqa: E402
 
-from camfleet_hub.db.models import Blob, Classifier, Group, Image, Site  # noqa: E402
-from camfleet_hub.db.types import utcnow  # noqa: E402
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.models import Blob, Classifier, Group, Image, Site
 
 SITE, CLF = "bench", "door"
 GROUPS = [f"class{i}" for i in range(10)]

@@ -60,8 +60,17 @@ def _manifest(site: str, classifier: str = "door", fmt: int = FORMAT_VERSION) ->
         (_manifest(""), "shop", "door", "site=''"),
         (_manifest("shop", fmt=1), "shop", "door", "format_version=1 names no site"),
     ],
-    ids=["own", "default", "site-imagenet", "other-site", "other-classifier", "default-as-site", "star-site",
-         "unassigned", "format-1"],
+    ids=[
+        "own",
+        "default",
+        "site-imagenet",
+        "other-site",
+        "other-classifier",
+        "default-as-site",
+        "star-site",
+        "unassigned",
+        "format-1",
+    ],
 )
 def test_check_scope(manifest: Manifest, site: str, classifier: str, error: str | None) -> None:
     if error is None:
@@ -108,8 +117,13 @@ def test_rollback_statement_signature(key: str) -> None:
     verify_rollback(statement, public_key_of(key))
     again = RollbackStatement.model_validate_json(statement.model_dump_json())  # survives the wire
     verify_rollback(again, public_key_of(key))
-    for field, value in [("site", "other"), ("classifier", "x"), ("version", "1"), ("replaces", "6"),
-                         ("issued_at", datetime(2026, 1, 3, tzinfo=UTC))]:
+    for field, value in [
+        ("site", "other"),
+        ("classifier", "x"),
+        ("version", "1"),
+        ("replaces", "6"),
+        ("issued_at", datetime(2026, 1, 3, tzinfo=UTC)),
+    ]:
         with pytest.raises(SignatureError):
             verify_rollback(statement.model_copy(update={field: value}), public_key_of(key))
     with pytest.raises(SignatureError):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, SecretStr
 
 from camfleet_agent.config import AgentSettings
 from camfleet_contract.config import ConfigError, load_config
-from camfleet_hub.config import HubSettings
+from camfleet_hub.core.config import HubSettings
 from camfleet_trainer.config import TrainerSettings
 
 AGENT_REQUIRED = {"CAMFLEET_AGENT__AGENT": "a1", "CAMFLEET_AGENT__SITE": "shop"}

@@ -21,7 +21,7 @@ DEPLOY = ROOT / "deploy"
 
 # python -m module  ->  (package folder, env prefix, settings class "module:Class", example config)
 PROCESSES: dict[str, tuple[str, str, str, str]] = {
-    "camfleet_hub": ("hub", "CAMFLEET_HUB", "camfleet_hub.config:HubSettings", "hub.toml"),
+    "camfleet_hub": ("hub", "CAMFLEET_HUB", "camfleet_hub.core.config:HubSettings", "hub.toml"),
     "camfleet_agent": ("edge-agent", "CAMFLEET_AGENT", "camfleet_agent.config:AgentSettings", "agent.toml"),
     "camfleet_trainer": ("trainer", "CAMFLEET_TRAINER", "camfleet_trainer.config:TrainerSettings", "trainer.toml"),
 }

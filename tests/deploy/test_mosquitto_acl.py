@@ -132,9 +132,9 @@ def test_the_bootstrap_acl_has_no_pattern_lines() -> None:
 
 
 def test_the_hub_refuses_reserved_site_names(tmp_path: Path) -> None:
-    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-    from camfleet_hub.services import crud
-    from camfleet_hub.services.errors import InvalidError
+    from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.core.errors import InvalidError
+    from camfleet_hub.datasets import crud
 
     engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
     try:

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from camfleet_hub.__main__ import main
-from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, may_publish, may_subscribe
-from camfleet_hub.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_text, hub_user
-from camfleet_hub.db.models import MqttAccountKind
-from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-from camfleet_hub.services import crud, mqtt_accounts
+from camfleet_hub.auth import mqtt_accounts
+from camfleet_hub.auth.models import MqttAccountKind
+from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, may_subscribe
+from camfleet_hub.core.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_text, hub_user
+from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.datasets import crud
 from tests.support.mqttprobe import ProbeClient
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,9 +24,10 @@ from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.signing import generate_signing_key, public_key_of
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub, HubServices
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import ModelVersion, Role
-from camfleet_hub.services import auth
+from camfleet_hub.auth import service as auth
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.training.models import ModelVersion
 from camfleet_trainer.quantize import quantize_int8
 from tests.support.polling import unique
 from tests.support.tinybundle import make_bundle

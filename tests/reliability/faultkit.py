@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from camfleet_contract.envelope import encode_frame, new_header
 from camfleet_contract.images import probe_image
 from camfleet_contract.topics import Topics
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import Camera, Classifier, Frame, Site
-from camfleet_hub.db.session import make_sessionmaker
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.core.db.session import make_sessionmaker
+from camfleet_hub.core.store.base import ObjectStore
+from camfleet_hub.datasets.models import Camera, Classifier, Frame, Site
 from camfleet_hub.ingest import IngestStats, IngestWorker
-from camfleet_hub.store.base import ObjectStore
 
 SITE, CAMERA = "shop", "cam1"
 

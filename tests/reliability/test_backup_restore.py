@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from camfleet_contract.signing import generate_signing_key
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub
-from camfleet_hub.config import load_settings
+from camfleet_hub.core.config import load_settings
 from tests.hub.api.apihelpers import bundle_zip, import_dataset
 
 API = "/api/v1"
@@ -47,8 +47,8 @@ def _config(folder: Path, db_url: str, s3: Any, bucket: str, mqtt: Any, root: st
 
 @contextmanager
 def _running(config: Path) -> Iterator[TestClient]:
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
 
     hub = Hub(load_settings(config), http=False, ingest=False, broker=False)
     services = hub.start()
@@ -155,7 +155,7 @@ def test_restore_refuses_a_damaged_object(tmp_path: Path, s3, mosquitto) -> None
     with _running(old) as client:
         client.post(f"{API}/sites", json={"name": "shop"})
     hub_store = load_settings(old)
-    from camfleet_hub.store.factory import make_store
+    from camfleet_hub.core.store.factory import make_store
 
     make_store(hub_store.store).put(b"some image bytes")
     out = tmp_path / "backup"

@@ -20,9 +20,10 @@ from sqlalchemy.engine import make_url
 from camfleet_contract.topics import Topics
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub
-from camfleet_hub.db.models import DeadLetter, Frame
-from camfleet_hub.db.session import make_engine, migrate
-from camfleet_hub.store import DirectoryStore, S3Store
+from camfleet_hub.core.db.session import make_engine, migrate
+from camfleet_hub.core.store import DirectoryStore, S3Store
+from camfleet_hub.datasets.models import Frame
+from camfleet_hub.ingest.models import DeadLetter
 from tests.reliability.faultkit import Sender, frame_count, ingest_worker, seed_site, settings_for, stored_ids
 from tests.reliability.tcpproxy import TcpProxy
 from tests.support.polling import wait_for

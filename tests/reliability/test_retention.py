@@ -12,11 +12,12 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from camfleet_contract.topics import Topics
-from camfleet_hub.db.models import Blob, Camera, Classifier, Frame, Image, ImageStatus, Site, utcnow
-from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-from camfleet_hub.retention import RetentionRules, RetentionSettings, SiteStorage, storage_by_site, sweep
-from camfleet_hub.store import DirectoryStore
-from camfleet_hub.store.base import sha256_hex
+from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.store import DirectoryStore
+from camfleet_hub.core.store.base import sha256_hex
+from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Image, ImageStatus, Site
+from camfleet_hub.datasets.retention import RetentionRules, RetentionSettings, SiteStorage, storage_by_site, sweep
 from tests.reliability.faultkit import Sender, ingest_worker, settings_for, stored_ids
 from tests.support.polling import wait_for
 

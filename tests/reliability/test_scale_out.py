@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import Engine
 
 from camfleet_contract.topics import Topics
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.session import make_engine, migrate
-from camfleet_hub.store import DirectoryStore
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.core.db.session import make_engine, migrate
+from camfleet_hub.core.store import DirectoryStore
 from tests.reliability.faultkit import Sender, ingest_worker, seed_site, settings_for, stored_ids
 from tests.support.polling import wait_for
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from camfleet_hub.app import Hub
-from camfleet_hub.config import HubSettings
+from camfleet_hub.core.config import HubSettings
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker
 from tests.hub.api.apihelpers import import_dataset
@@ -28,8 +28,8 @@ LEASE_S = 5.0
 
 
 def _admin_token(services) -> str:  # type: ignore[no-untyped-def]
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
         admin = auth.get_user_by_name(session, "admin")

@@ -18,19 +18,9 @@ import numpy as np
 import pytest
 
 from camfleet_contract.bundle import BundleError, Manifest, check_scope
-from camfleet_hub.db.models import (
-    ApiToken,
-    Blob,
-    Classifier,
-    Frame,
-    Group,
-    Image,
-    ModelVersion,
-    Site,
-    SiteRole,
-    TrainingJob,
-    User,
-)
+from camfleet_hub.auth.models import ApiToken, SiteRole, User
+from camfleet_hub.datasets.models import Blob, Classifier, Frame, Group, Image, Site
+from camfleet_hub.training.models import ModelVersion, TrainingJob
 from tests.security.world import ADMIN_USER, API, ORIGIN, PASSWORD, World, build_world
 from tests.support.polling import unique
 

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from camfleet_contract.signing import generate_signing_key
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub, HubServices
-from camfleet_hub.config import HubSettings
+from camfleet_hub.core.config import HubSettings
 from tests.support.polling import unique
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "api"))  # the hub tests' bundle/zip helpers
@@ -141,8 +141,8 @@ def hub_settings(data_dir: Path, mosquitto: Any, **over: Any) -> HubSettings:
 
 
 def _every_site_admin_token(services: HubServices) -> str:
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
         admin = auth.get_user_by_name(session, ADMIN_USER)
@@ -152,8 +152,9 @@ def _every_site_admin_token(services: HubServices) -> str:
 
 def _site_token(services: HubServices, username: str, site: str, role: str) -> str:
     """A site token made for ``username`` through the service (as a logged-in user would make it)."""
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth, crud
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
+    from camfleet_hub.datasets import crud
 
     with services.sessions() as session:
         user = auth.get_user_by_name(session, username)
@@ -168,7 +169,7 @@ def _ok(r: Any, what: str) -> Any:
 
 
 def _build_site(w: World, name: str, data: Path, trainer_key: str, tmp: Path) -> SiteWorld:
-    from camfleet_hub.db.models import Camera, Frame, Image, Site
+    from camfleet_hub.datasets.models import Camera, Frame, Image, Site
 
     sw = SiteWorld(site=name)
     c = w.admin
@@ -257,8 +258,9 @@ def build_world(tmp: Path, mosquitto: Any, data: Path, **settings: Any) -> World
 
 def victim_token(w: World, site: str) -> int:
     """A viewer token of ``site`` owned by the hub admin (to be revoked by the test); returns its id."""
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth, crud
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
+    from camfleet_hub.datasets import crud
 
     with w.services.sessions() as session:
         admin = auth.get_user_by_name(session, ADMIN_USER)

@@ -11,7 +11,7 @@ import torch
 
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.vectors import pack_vectors, unpack_vectors
-from camfleet_hub.services.embeddings import decode_for_embedding
+from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, load_folder
 from camfleet_trainer.embed import KNOWN_PROBES, KNOWN_TOLERANCE, FeatureCache, embed_samples, l2_normalize

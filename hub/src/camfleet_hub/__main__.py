@@ -153,10 +153,11 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def _accounts(args: argparse.Namespace) -> int:
     """``user create|passwd`` and ``token create`` against the configured database."""
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-    from camfleet_hub.services import auth, crud
-    from camfleet_hub.services.errors import ServiceError
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
+    from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.core.errors import ServiceError
+    from camfleet_hub.datasets import crud
 
     settings = _load(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,10 +199,11 @@ def _mqtt_accounts(session: Any, args: argparse.Namespace, settings: Any) -> Non
     """``mqtt create|revoke|export-mosquitto``: the password is printed once and never stored in clear."""
     from sqlalchemy import select
 
-    from camfleet_hub.comms import mosquitto_export
-    from camfleet_hub.db.models import MqttAccount, MqttAccountKind
-    from camfleet_hub.services import crud, mqtt_accounts
-    from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
+    from camfleet_hub.auth import mqtt_accounts
+    from camfleet_hub.auth.models import MqttAccount, MqttAccountKind
+    from camfleet_hub.core.comms import mosquitto_export
+    from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
+    from camfleet_hub.datasets import crud
 
     if args.mqtt_command == "export-mosquitto":
         password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
@@ -259,8 +261,8 @@ MIN_MQTT_PASSWORD_CHARS = 16
 
 def _given_mqtt_password(args: argparse.Namespace) -> str | None:
     """The password of ``--password-stdin`` / ``--password-env NAME``, checked; ``None``: make a random one."""
-    from camfleet_hub.services.errors import InvalidError
-    from camfleet_hub.services.mqtt_accounts import MAX_PASSWORD_CHARS
+    from camfleet_hub.auth.mqtt_accounts import MAX_PASSWORD_CHARS
+    from camfleet_hub.core.errors import InvalidError
 
     if args.password_stdin:
         source, password = "--password-stdin", sys.stdin.readline().rstrip("\r\n")
@@ -280,7 +282,7 @@ def _given_mqtt_password(args: argparse.Namespace) -> str | None:
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from camfleet_contract.config import ConfigError
-    from camfleet_hub.config import load_settings
+    from camfleet_hub.core.config import load_settings
 
     try:
         return load_settings(args.config)
@@ -291,7 +293,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _backup(args: argparse.Namespace) -> int:
     """``backup --out DIR`` / ``restore --from DIR``; prints what was copied."""
-    from camfleet_hub import backup
+    from camfleet_hub.core import backup
 
     settings = _load(args)
     try:
@@ -314,7 +316,7 @@ def _run_until_signal(
 ) -> int:
     """Start the hub parts, wait for Ctrl-C / SIGTERM, stop cleanly."""
     from camfleet_hub.app import Hub, HubStartError
-    from camfleet_hub.logs import setup_logging
+    from camfleet_hub.core.logs import setup_logging
 
     settings = _load(args)
     setup_logging(settings.log, level=args.log_level)  # one format for the hub's and uvicorn's lines
@@ -346,7 +348,7 @@ def _run_until_signal(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``camfleet-hub`` and ``python -m camfleet_hub``."""
     args = build_parser().parse_args(argv)
-    from camfleet_hub.logs import LogSettings, setup_logging
+    from camfleet_hub.core.logs import LogSettings, setup_logging
 
     setup_logging(LogSettings(), level=args.log_level)  # serve/ingest apply the config's [log] once it is read
     if args.command == "serve":
@@ -354,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest":
         return _run_until_signal(args, http=False, ingest=True, broker=False, publisher=False)
     if args.command == "migrate":
-        from camfleet_hub.db.session import make_engine, migrate
+        from camfleet_hub.core.db.session import make_engine, migrate
 
         settings = _load(args)
         engine = make_engine(settings.db_url())

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from camfleet_hub.config import HubSettings, reveal
+from camfleet_hub.core.config import HubSettings, reveal
+from camfleet_hub.core.store.base import ObjectStore
 from camfleet_hub.ingest.stats import IngestStats
-from camfleet_hub.store.base import ObjectStore
 
 if TYPE_CHECKING:
     from camfleet_contract.topics import Topics
-    from camfleet_hub.broker import EmbeddedBroker
-    from camfleet_hub.comms.mqtt import MqttClient
+    from camfleet_hub.core.comms.broker import EmbeddedBroker
+    from camfleet_hub.core.comms.mqtt import MqttClient
+    from camfleet_hub.datasets.duplicates import NearIndexes
+    from camfleet_hub.datasets.embeddings import Embedder
     from camfleet_hub.fleet.service import FleetRuntime
+    from camfleet_hub.imports.jobs import ImportWorker
     from camfleet_hub.ingest.worker import IngestWorker
-    from camfleet_hub.services.duplicates import NearIndexes
-    from camfleet_hub.services.embeddings import Embedder
-    from camfleet_hub.services.import_jobs import ImportWorker
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def _with_hub_credentials(s: HubSettings) -> HubSettings:
 
 def _broker_access(s: HubSettings, sessions: sessionmaker[Session]) -> Any:
     """The embedded broker's access rules: the hub user, the accounts the hub issued, maybe loopback anonymous."""
-    from camfleet_hub.broker import BrokerAccess
-    from camfleet_hub.services.mqtt_accounts import AccountVerifier
+    from camfleet_hub.auth.mqtt_accounts import AccountVerifier
+    from camfleet_hub.core.comms.broker import BrokerAccess
 
     assert s.mqtt.username is not None and s.mqtt.password is not None
     return BrokerAccess(
@@ -150,9 +150,9 @@ class Hub:
     def _start(self) -> HubServices:
         from camfleet_contract.signing import load_or_create_key
         from camfleet_contract.topics import Topics
-        from camfleet_hub.comms.mqtt import MqttClient
-        from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-        from camfleet_hub.store.factory import make_store
+        from camfleet_hub.core.comms.mqtt import MqttClient
+        from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+        from camfleet_hub.core.store.factory import make_store
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ class Hub:
         log.info("object store: %r", store)
 
         if self.with_broker:
-            from camfleet_hub.broker import EmbeddedBroker
+            from camfleet_hub.core.comms.broker import EmbeddedBroker
 
             if s.mqtt.shared_group:
                 raise HubStartError(
@@ -242,8 +242,8 @@ class Hub:
         """On an empty user table create ``auth.admin_username``; a generated password is printed once, here."""
         from sqlalchemy.exc import IntegrityError
 
-        from camfleet_hub.services.auth import first_admin
-        from camfleet_hub.services.errors import ConflictError
+        from camfleet_hub.auth.service import first_admin
+        from camfleet_hub.core.errors import ConflictError
 
         a = self.settings.auth
         with sessions() as session:
@@ -257,16 +257,16 @@ class Hub:
 
     def _start_datasets(self, services: HubServices) -> None:
         """Import jobs (resuming those a previous run left) and the embedding back-fill thread."""
-        from camfleet_hub.services.duplicates import NearIndexes
-        from camfleet_hub.services.embeddings import Embedder, EmbeddingBackfill
-        from camfleet_hub.services.import_jobs import ImportWorker
+        from camfleet_hub.datasets.duplicates import NearIndexes
+        from camfleet_hub.datasets.embeddings import Embedder, EmbeddingBackfill
+        from camfleet_hub.imports.jobs import ImportWorker
 
         services.embedder = Embedder(services)
         services.near_indexes = NearIndexes()
         backfill = EmbeddingBackfill(services, services.embedder, services.near_indexes)
         backfill.start()
         self._stops.append(("embedding back-fill", backfill.stop))
-        from camfleet_hub.retention import RetentionSweeper
+        from camfleet_hub.datasets.retention import RetentionSweeper
 
         sweeper = RetentionSweeper(services.sessions, services.store, self.settings.retention)
         sweeper.start()  # per-site dataset retention, every retention.interval_s
@@ -280,12 +280,12 @@ class Hub:
         import uvicorn
 
         from camfleet_hub.api import create_app
-        from camfleet_hub.logs import RequestIdMiddleware
+        from camfleet_hub.core.logs import RequestIdMiddleware
 
         s = self.settings.http
         # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the hub reads it itself, only
         # from auth.trusted_proxies (api.deps.client_address).
-        # log_config=None: uvicorn's lines go through the hub's handler (camfleet_hub.logs), request id included.
+        # log_config=None: uvicorn's lines go through the hub's handler (camfleet_hub.core.logs), request id included.
         config = uvicorn.Config(
             RequestIdMiddleware(create_app(services)),
             host=s.host,

@@ -32,7 +32,7 @@ import httpx
 from camfleet_contract.messages import Event, MessageError, from_json
 from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
-from camfleet_hub.comms.mqtt import MqttClient, Received
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
 
 SITE, CLASSIFIER, AGENT, CAMERA = "demo", "clothing", "demo-agent", "shelf"
 ADMIN = "admin"

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from camfleet_contract.signing import generate_signing_key
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub, HubServices
-from camfleet_hub.config import HubSettings
+from camfleet_hub.core.config import HubSettings
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import apihelpers` under --import-mode=importlib
 
@@ -58,8 +58,8 @@ def _settings(
 
 def _admin_token(services: HubServices) -> str:
     """An every-site admin token of the first admin, made through the service as the CLI does."""
-    from camfleet_hub.db.models import Role
-    from camfleet_hub.services import auth
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
         admin = auth.get_user_by_name(session, ADMIN_USER)

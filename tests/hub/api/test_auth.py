@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from camfleet_hub.app import Hub
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import ApiToken, Blob, Image, ImageSource, LoginSession, User
-from camfleet_hub.services.passwords import hash_password, verify_password
+from camfleet_hub.auth.models import ApiToken, LoginSession, User
+from camfleet_hub.auth.passwords import hash_password, verify_password
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.datasets.models import Blob, Image, ImageSource
 
 API = "/api/v1"
 PASSWORD = "correct horse 1"

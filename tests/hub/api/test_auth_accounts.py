@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_auth import API, PASSWORD, admin_session, anonymous, bearer, logged_in, make_user, setup_sites  # noqa: E402
 
-from camfleet_hub.db.models import Role  # noqa: E402
-from camfleet_hub.services import auth  # noqa: E402
-from camfleet_hub.services.errors import ForbiddenError  # noqa: E402
+from camfleet_hub.auth import service as auth
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.errors import ForbiddenError
 
 ADMIN_PASSWORD = "admin-password-1"
 

@@ -26,7 +26,7 @@ def _admin_cookie_client(api):  # type: ignore[no-untyped-def]
 def _user_count(api) -> int:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
-    from camfleet_hub.db.models import ApiToken, User
+    from camfleet_hub.auth.models import ApiToken, User
 
     with api.services.sessions() as s:
         return int(s.scalar(select(func.count(User.id))) or 0) + int(s.scalar(select(func.count(ApiToken.id))) or 0)

@@ -16,9 +16,9 @@ from test_auth import API, PASSWORD, make_user  # noqa: E402
 
 from camfleet_hub.api import create_app  # noqa: E402
 from camfleet_hub.app import Hub  # noqa: E402
-from camfleet_hub.config import HubSettings  # noqa: E402
-from camfleet_hub.services import auth  # noqa: E402
-from camfleet_hub.services.errors import UnauthenticatedError  # noqa: E402
+from camfleet_hub.auth import service as auth
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.core.errors import UnauthenticatedError
 
 
 def _fail(api, username: str, address: str) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +118,7 @@ def test_failed_login_rows_stay_bounded(sqlite_api) -> None:
 
     from sqlalchemy import func, select
 
-    from camfleet_hub.db.models import LoginAttempt
+    from camfleet_hub.auth.models import LoginAttempt
 
     api = sqlite_api
     for i in range(3):

@@ -18,7 +18,7 @@ from PIL import Image
 from camfleet_contract.bundle import unpack_bundle
 from camfleet_contract.images import decode_image
 from camfleet_contract.runtime import ClassifierRuntime
-from camfleet_hub.db.models import ModelVersion
+from camfleet_hub.training.models import ModelVersion
 from tests.support.loopback_http import loopback_server
 
 API = "/api/v1"

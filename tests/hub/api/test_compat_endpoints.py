@@ -14,9 +14,9 @@ import httpx
 from sqlalchemy import func, select
 
 from camfleet_hub.compat.schemas import NO_CATEGORY
-from camfleet_hub.db.models import TrainingJob
-from camfleet_hub.services import jobs
 from camfleet_hub.serving.models import PredictionLog
+from camfleet_hub.training import jobs
+from camfleet_hub.training.models import TrainingJob
 from camfleet_trainer.client import HubClient
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker

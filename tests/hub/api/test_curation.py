@@ -9,8 +9,10 @@ from typing import Any
 
 from PIL import Image as PILImage
 
-from camfleet_hub.db.models import Blob, Classifier, Group, Image, ImageSource, ImageStatus, Site, TrainingJob
-from camfleet_hub.services import crud, jobs
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.models import Blob, Classifier, Group, Image, ImageSource, ImageStatus, Site
+from camfleet_hub.training import jobs
+from camfleet_hub.training.models import TrainingJob
 
 API = "/api/v1"
 
@@ -310,7 +312,7 @@ def test_image_detail_has_frame_camera_and_file_metadata(api) -> None:
     [a] = seed.images("shop", "door", 1, name="door-1")
     from datetime import UTC, datetime
 
-    from camfleet_hub.db.models import Camera, Frame
+    from camfleet_hub.datasets.models import Camera, Frame
 
     captured = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with api.services.sessions() as s:

@@ -10,8 +10,9 @@ from apihelpers import dataset_zip, wait_for
 from sqlalchemy import func, select
 
 from camfleet_contract.images import decode_image, encode_jpeg
-from camfleet_hub.db.models import Embedding, Image, ModelVersion, TrainingJob
-from camfleet_hub.services import jobs
+from camfleet_hub.datasets.models import Embedding, Image
+from camfleet_hub.training import jobs
+from camfleet_hub.training.models import ModelVersion, TrainingJob
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"

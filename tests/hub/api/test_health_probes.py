@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from camfleet_hub import __version__
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub
-from camfleet_hub.config import HubSettings
+from camfleet_hub.core.config import HubSettings
 
 API = "/api/v1"
 

@@ -15,8 +15,8 @@ import pytest
 from apihelpers import dataset_zip, make_zip, make_zip_with, symlink_entry
 
 from camfleet_contract.images import probe_image
-from camfleet_hub.services.errors import InvalidError, TooLargeError
-from camfleet_hub.services.imports import ImportLimits, iter_zip, resolve_import_root
+from camfleet_hub.core.errors import InvalidError, TooLargeError
+from camfleet_hub.imports.sources import ImportLimits, iter_zip, resolve_import_root
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"

@@ -15,9 +15,12 @@ from PIL import Image as PILImage
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from camfleet_hub.db.models import Image, ImportItem, ImportJob, ImportStatus, Role
-from camfleet_hub.services import auth, crud
-from camfleet_hub.services.search import NOT_CONFIGURED
+from camfleet_hub.auth import service as auth
+from camfleet_hub.auth.models import Role
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.models import Image
+from camfleet_hub.imports.models import ImportItem, ImportJob, ImportStatus
+from camfleet_hub.imports.search import NOT_CONFIGURED
 from tests.support.loopback_http import LoopbackServer, loopback_server
 
 API = "/api/v1"
@@ -349,7 +352,7 @@ def test_server_folder_is_for_hub_admins_only(sqlite_api, clothing_subset: Path)
 
 
 def test_cancel_while_queued_and_staging_cleaned_at_start(sqlite_api, clothing_subset: Path) -> None:
-    from camfleet_hub.services.import_jobs import ImportWorker
+    from camfleet_hub.imports.jobs import ImportWorker
 
     c = sqlite_api.client
     _setup(c)

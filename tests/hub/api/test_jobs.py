@@ -9,9 +9,9 @@ from pathlib import Path
 from apihelpers import dataset_zip, import_dataset
 from sqlalchemy import update
 
-from camfleet_hub.db.models import TrainingJob
-from camfleet_hub.db.types import utcnow
-from camfleet_hub.services import jobs as job_service
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.training import jobs as job_service
+from camfleet_hub.training.models import TrainingJob
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"

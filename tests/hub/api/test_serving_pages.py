@@ -15,9 +15,9 @@ import numpy as np
 from apihelpers import bundle_zip, dataset_zip
 from sqlalchemy import select
 
-from camfleet_hub.db.models import Group, Image, ImageStatus
-from camfleet_hub.db.types import utcnow
-from camfleet_hub.services.embeddings import load_vectors
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.embeddings import load_vectors
+from camfleet_hub.datasets.models import Group, Image, ImageStatus
 from camfleet_hub.serving import outliers
 from camfleet_hub.serving.models import PredictionLog
 
@@ -150,7 +150,7 @@ def test_outliers_match_brute_force(sqlite_api, clothing_subset: Path, tmp_path:
             rest = [vectors[x] / np.linalg.norm(vectors[x]) for i, x, g in rows if g == group and i != image_id]
             centroid = np.sum(rest, axis=0)
             expected[image_id] = 1 - float(mine @ centroid / np.linalg.norm(centroid))
-        from camfleet_hub.db.models import Classifier
+        from camfleet_hub.datasets.models import Classifier
 
         clf = s.scalar(select(Classifier).where(Classifier.name == "clothes"))
         found = outliers.find(services, s, clf)

@@ -13,7 +13,7 @@ import httpx
 from apihelpers import import_dataset
 
 from camfleet_contract.vectors import MODEL_HEADER, unpack_vectors
-from camfleet_hub.db.models import ModelVersion, TrainingJob
+from camfleet_hub.training.models import ModelVersion, TrainingJob
 from camfleet_trainer.client import HubClient
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.worker import Worker

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from camfleet_hub.services.fetch import FetchError, FetchLimits, address_allowed, fetch
+from camfleet_hub.imports.fetch import FetchError, FetchLimits, address_allowed, fetch
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 

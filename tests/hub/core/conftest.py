@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from camfleet_hub.db.session import make_engine, migrate
+from camfleet_hub.core.db.session import make_engine, migrate
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import hubcore_helpers` under --import-mode=importlib
 

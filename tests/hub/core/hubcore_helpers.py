@@ -9,9 +9,9 @@ from sqlalchemy import Engine
 
 from camfleet_contract.envelope import encode_frame, new_header
 from camfleet_contract.images import probe_image
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import Camera, Classifier, Site
-from camfleet_hub.db.session import make_sessionmaker
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.core.db.session import make_sessionmaker
+from camfleet_hub.datasets.models import Camera, Classifier, Site
 from tests.support.polling import WAIT_S, unique, wait_for  # noqa: F401 - re-exported
 
 

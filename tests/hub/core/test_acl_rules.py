@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, may_publish, may_retain, may_subscribe
+from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, may_retain, may_subscribe
 
 AGENT = MqttPrincipal(MqttRole.AGENT, "agent/shop/a1", site="shop", agent="a1")
 R = "camfleet/v1"

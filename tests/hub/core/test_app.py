@@ -18,12 +18,12 @@ from camfleet_contract.config import ConfigError, load_config
 from camfleet_contract.signing import public_key_of
 from camfleet_contract.topics import Topics
 from camfleet_hub.app import Hub, HubServices, HubStartError
-from camfleet_hub.comms.mqtt import MqttClient
-from camfleet_hub.config import ENV_PREFIX, HubSettings, load_settings, reveal
-from camfleet_hub.db.models import Frame
-from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.core.comms.mqtt import MqttClient
+from camfleet_hub.core.config import ENV_PREFIX, HubSettings, load_settings, reveal
+from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.core.store import DirectoryStore
+from camfleet_hub.datasets.models import Frame
 from camfleet_hub.ingest import IngestStats, IngestWorker
-from camfleet_hub.store import DirectoryStore
 
 # ---------------------------------------------------------------- settings
 

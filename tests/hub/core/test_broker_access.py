@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from camfleet_hub.broker import BrokerAccess, EmbeddedBroker
-from camfleet_hub.comms.acl import MqttPrincipal, MqttRole, covers, may_publish, may_subscribe
-from camfleet_hub.db.models import MqttAccountKind, Site
-from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-from camfleet_hub.services import mqtt_accounts
+from camfleet_hub.auth import mqtt_accounts
+from camfleet_hub.auth.models import MqttAccountKind
+from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, covers, may_publish, may_subscribe
+from camfleet_hub.core.comms.broker import BrokerAccess, EmbeddedBroker
+from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.datasets.models import Site
 from tests.support.mqttprobe import ProbeClient
 
 HUB_PASSWORD = "hub-secret"

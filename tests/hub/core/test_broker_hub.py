@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from test_broker_access import NOT_AUTHORISED
 
 from camfleet_hub.app import Hub
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import Frame
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.datasets.models import Frame
 from tests.support.mqttprobe import ProbeClient
 
 API = "/api/v1"
@@ -87,9 +87,9 @@ def test_agent_credentials_from_rest_ingest_and_revoke(
 
 def test_cli_issues_and_revokes_mqtt_credentials(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from camfleet_hub.__main__ import main
-    from camfleet_hub.db.models import Site
-    from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
-    from camfleet_hub.services.mqtt_accounts import AccountVerifier
+    from camfleet_hub.auth.mqtt_accounts import AccountVerifier
+    from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+    from camfleet_hub.datasets.models import Site
 
     config = tmp_path / "hub.toml"
     config.write_text(f'data_dir = "{tmp_path / "hub"}"\n')

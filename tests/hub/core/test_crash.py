@@ -14,10 +14,10 @@ from hubcore_helpers import frame_payload, seed_site, unique, wait_for
 from sqlalchemy import Engine, func, select
 
 from camfleet_contract.envelope import decode_frame
-from camfleet_hub.comms.mqtt import MqttClient
-from camfleet_hub.db.models import Blob, Frame, Image
-from camfleet_hub.db.session import make_sessionmaker
-from camfleet_hub.store import DirectoryStore
+from camfleet_hub.core.comms.mqtt import MqttClient
+from camfleet_hub.core.db.session import make_sessionmaker
+from camfleet_hub.core.store import DirectoryStore
+from camfleet_hub.datasets.models import Blob, Frame, Image
 from tests.support import crash_ingest
 
 N_FRAMES = 20

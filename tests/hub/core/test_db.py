@@ -10,23 +10,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from camfleet_hub.db.models import (
-    Agent,
-    Base,
-    Blob,
-    Camera,
-    Classifier,
-    DeadLetter,
-    Frame,
-    Group,
-    Image,
-    ImageStatus,
-    ModelStatus,
-    ModelVersion,
-    Site,
-    TrainingJob,
-)
-from camfleet_hub.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.core.db.base import Base
+from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Group, Image, ImageStatus, Site
+from camfleet_hub.fleet.models import Agent
+from camfleet_hub.ingest.models import DeadLetter
+from camfleet_hub.training.models import ModelStatus, ModelVersion, TrainingJob
 
 SHA = "ab" * 32
 HEAD = "0008"
@@ -80,7 +69,7 @@ def _downgrade(engine: Engine, revision: str) -> None:
     """Alembic downgrade on one connection, the way migrate() upgrades (SQLite: FKs off for batch copies)."""
     from alembic import command
 
-    from camfleet_hub.db.session import alembic_config
+    from camfleet_hub.core.db.session import alembic_config
 
     cfg = alembic_config(engine)
     with engine.connect() as conn:

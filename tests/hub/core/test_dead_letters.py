@@ -13,10 +13,10 @@ from hubcore_helpers import wait_for
 from sqlalchemy import func, select, update
 from test_ingest import Rig, make_rig
 
-from camfleet_hub.config import DeadLetterSettings
-from camfleet_hub.db.models import DeadLetter
-from camfleet_hub.db.types import utcnow
-from camfleet_hub.store import DEAD_PREFIX
+from camfleet_hub.core.config import DeadLetterSettings
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.store import DEAD_PREFIX
+from camfleet_hub.ingest.models import DeadLetter
 
 PAYLOAD = 64 * 1024
 KEEP = 1024

@@ -12,7 +12,7 @@ calls = []
 for name in ("scrypt", "pbkdf2_hmac"):
     real = getattr(hashlib, name)
     setattr(hashlib, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
-import camfleet_hub.services.mqtt_accounts, camfleet_hub.services.passwords as passwords
+import camfleet_hub.auth.mqtt_accounts, camfleet_hub.auth.passwords as passwords
 print(len(calls))
 passwords.burn_time("not-a-password")
 print(len(calls))

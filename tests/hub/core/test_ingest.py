@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from camfleet_contract.envelope import MAGIC, encode_frame, new_header
 from camfleet_contract.messages import AgentStatus, to_json
 from camfleet_contract.topics import Topics
-from camfleet_hub.comms.mqtt import MqttClient
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import Agent, Blob, Camera, DeadLetter, Frame, Image, ImageStatus, Site
-from camfleet_hub.db.session import make_sessionmaker
+from camfleet_hub.core.comms.mqtt import MqttClient
+from camfleet_hub.core.config import HubSettings
+from camfleet_hub.core.db.session import make_sessionmaker
+from camfleet_hub.core.store import DEAD_PREFIX, DirectoryStore
+from camfleet_hub.datasets.models import Blob, Camera, Frame, Image, ImageStatus, Site
+from camfleet_hub.fleet.models import Agent
 from camfleet_hub.ingest import IngestStats, IngestWorker
-from camfleet_hub.store import DEAD_PREFIX, DirectoryStore
+from camfleet_hub.ingest.models import DeadLetter
 
 MAX_FRAME_BYTES = 512 * 1024
 WAIT_S = 10.0

@@ -78,7 +78,7 @@ def test_json_logs_with_request_ids(tmp_path: Path, free_port, mosquitto, access
 
 def test_hub_secrets_are_never_printed() -> None:
     from camfleet_contract.config import load_config
-    from camfleet_hub.config import ENV_PREFIX, HubSettings, reveal
+    from camfleet_hub.core.config import ENV_PREFIX, HubSettings, reveal
 
     env = {
         "CAMFLEET_HUB__MQTT__PASSWORD": "mqtt-s3cret",

@@ -13,8 +13,8 @@ import pytest
 from hubcore_helpers import unique, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
-from camfleet_hub.broker import BrokerAccess, BrokerStartError, EmbeddedBroker
-from camfleet_hub.comms.mqtt import MqttClient, Received
+from camfleet_hub.core.comms.broker import BrokerAccess, BrokerStartError, EmbeddedBroker
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
 
 WAIT_S = 10.0
 # These tests are about transport, not access (tests/hub/core/test_broker_access.py): loopback anonymous.

@@ -14,9 +14,9 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from camfleet_hub.config import StoreSettings
+from camfleet_hub.core.config import StoreSettings
+from camfleet_hub.core.store import DirectoryStore, ObjectNotFound, ObjectStore, S3Store, make_store, object_key
 from camfleet_hub.ingest.worker import _infrastructure_error
-from camfleet_hub.store import DirectoryStore, ObjectNotFound, ObjectStore, S3Store, make_store, object_key
 from tests.reliability.tcpproxy import TcpProxy
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from fleethelpers import ADMIN_PASSWORD, ADMIN_USER, FleetHub, hub_settings, tok
 
 from camfleet_hub.api import create_app  # noqa: E402
 from camfleet_hub.app import Hub  # noqa: E402
-from camfleet_hub.comms.mqtt import MqttClient  # noqa: E402
+from camfleet_hub.core.comms.mqtt import MqttClient
 from tests.support.polling import unique  # noqa: E402
 
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from camfleet_contract.messages import Event, Prediction, to_json
 from camfleet_hub.app import Hub, HubServices
-from camfleet_hub.comms.mqtt import MqttClient
-from camfleet_hub.config import HubSettings
-from camfleet_hub.db.models import Role
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.comms.mqtt import MqttClient
+from camfleet_hub.core.config import HubSettings
 from tests.support.polling import WAIT_S, unique, wait_for  # noqa: F401 - re-exported
 
 API = "/api/v1"
@@ -34,7 +34,8 @@ def hub_settings(data_dir: Path, db_url: str, host: str, port: int) -> HubSettin
 
 def token_for(services: HubServices, site: str | None = None, role: Role = Role.ADMIN) -> str:
     """A token of the first admin: every site (default) or one site with ``role``."""
-    from camfleet_hub.services import auth, crud
+    from camfleet_hub.auth import service as auth
+    from camfleet_hub.datasets import crud
 
     with services.sessions() as session:
         admin = auth.get_user_by_name(session, ADMIN_USER)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from fleethelpers import API, FleetHub, token_for, wait_for
 
 from camfleet_contract.messages import Event, to_json
-from camfleet_hub.db.models import Role
+from camfleet_hub.auth.models import Role
 
 
 def _stored(fleet: FleetHub, n: int) -> None:

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from fleethelpers import API, FleetHub, unique, wait_for
 
-from camfleet_hub.comms.mqtt import MqttClient, Received
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
 
 # Home Assistant's documented options (https://www.home-assistant.io/integrations/sensor.mqtt/ and
 # .../binary_sensor.mqtt/, "Configuration Variables"), typed as documented; anything else is refused.

@@ -8,7 +8,7 @@ from fleethelpers import API, FleetHub, token_for, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from camfleet_contract.messages import AgentStatus, to_json
-from camfleet_hub.db.models import Role
+from camfleet_hub.auth.models import Role
 
 
 def _samples(fleet: FleetHub) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,8 +13,8 @@ from fleethelpers import API, FleetHub, token_for, unique, wait_for
 from camfleet_contract.messages import AgentStatus, ModelAnnouncement, from_json, to_json
 from camfleet_contract.rollback import verify_rollback
 from camfleet_contract.signing import generate_signing_key, public_key_of
-from camfleet_hub.comms.mqtt import MqttClient, Received
-from camfleet_hub.db.models import Role
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
 from camfleet_hub.fleet.rollout import in_share
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # the hub tests' bundle and dataset helpers

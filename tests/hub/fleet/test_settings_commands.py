@@ -19,8 +19,8 @@ from camfleet_contract.messages import (
     to_json,
 )
 from camfleet_contract.signing import public_key_of, verify
-from camfleet_hub.comms.mqtt import MqttClient, Received
-from camfleet_hub.db.models import Role
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
 
 CAMERA = {
     "name": "cam1",

@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
-from camfleet_hub.db.models import Base
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.base import Base
+from camfleet_hub.core.db.types import utcnow
 
 
 class HoldoutImage(Base):

@@ -14,8 +14,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from camfleet_hub.api.deps import ApiStateDep, ServicesDep, SessionDep, get_current_user
-from camfleet_hub.api.errors import describe_errors
 from camfleet_hub.compat import service
 from camfleet_hub.compat.schemas import (
     CvAnswer,
@@ -26,7 +24,9 @@ from camfleet_hub.compat.schemas import (
     SaveDataAnswer,
     SaveDataRequest,
 )
-from camfleet_hub.services.errors import ServiceError
+from camfleet_hub.core.deps import ApiStateDep, ServicesDep, SessionDep, get_current_user
+from camfleet_hub.core.errors import ServiceError
+from camfleet_hub.core.http_errors import describe_errors
 
 router = APIRouter(tags=["compat"])
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_contract.images import ImageError, probe_image, thumbnail_jpeg
+from camfleet_hub.auth.models import Role
 from camfleet_hub.compat.models import HoldoutImage
 from camfleet_hub.compat.schemas import (
     NO_CATEGORY,
@@ -30,34 +31,24 @@ from camfleet_hub.compat.schemas import (
     SaveDataAnswer,
     SaveDataRequest,
 )
-from camfleet_hub.db.models import (
-    Blob,
-    Classifier,
-    Image,
-    ImageSource,
-    ImageStatus,
-    JobStatus,
-    ModelStatus,
-    ModelVersion,
-    Role,
-    Site,
-    TrainingJob,
-)
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError
+from camfleet_hub.core.store.base import sha256_hex
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.embeddings import decode_for_embedding, store_embeddings
+from camfleet_hub.datasets.media import THUMB_PREFIX, THUMB_SIZE
+from camfleet_hub.datasets.models import Blob, Classifier, Image, ImageSource, ImageStatus, Site
+from camfleet_hub.imports.fetch import FetchError, fetch
+from camfleet_hub.imports.jobs import fetch_limits
 from camfleet_hub.ingest.persist import insert_ignore
-from camfleet_hub.services import announce, crud, jobs, registry
-from camfleet_hub.services import classify as classify_service
-from camfleet_hub.services.embeddings import decode_for_embedding, store_embeddings
-from camfleet_hub.services.errors import InvalidError, NotFoundError, ServiceError
-from camfleet_hub.services.fetch import FetchError, fetch
-from camfleet_hub.services.import_jobs import fetch_limits
-from camfleet_hub.services.media import THUMB_PREFIX, THUMB_SIZE
+from camfleet_hub.serving import classify as classify_service
 from camfleet_hub.serving.service import LogContext, Scored, log_predictions, score_images
-from camfleet_hub.store.base import sha256_hex
+from camfleet_hub.training import announce, jobs, registry
+from camfleet_hub.training.models import JobStatus, ModelStatus, ModelVersion, TrainingJob
 
 if TYPE_CHECKING:
-    from camfleet_hub.api.deps import Principal
     from camfleet_hub.app import HubServices
+    from camfleet_hub.core.deps import Principal
 
 POLL_S = 0.5
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
@@ -258,7 +249,7 @@ def predict(
 
 def holdout_rows(session: Session, classifier: Classifier) -> list[tuple[int, str, str]]:
     """(image id, sha256, group name) of the classifier's test set (confirmed images only)."""
-    from camfleet_hub.db.models import Group
+    from camfleet_hub.datasets.models import Group
 
     rows = session.execute(
         select(Image.id, Image.sha256, Group.name)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_contract.messages import AgentStatus
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.fleet.models import ModelBehaviour
 
 JUMP_FACTOR = 2.0  # the new version's anomaly rate ≥ this × the previous one's ...

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from camfleet_contract.messages import Event, MessageError, from_json
 from camfleet_contract.topics import Topics
-from camfleet_hub.db.models import Site
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.errors import InvalidError
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, FleetEvent, FleetSiteSettings
 from camfleet_hub.ingest.persist import insert_ignore
 from camfleet_hub.ingest.validate import Rejection, parse_topic
-from camfleet_hub.services.errors import InvalidError
 
 MAX_PAGE = 1000
 SWEEP_CHUNK = 500  # ids per DELETE ... IN (...): short transactions, well under SQLite's parameter limit

@@ -20,15 +20,15 @@ from sqlalchemy import select
 
 from camfleet_contract.messages import Event
 from camfleet_hub import __version__
-from camfleet_hub.comms.acl import HA_DISCOVERY_PREFIX
-from camfleet_hub.db.models import Site
+from camfleet_hub.core.comms.acl import HA_DISCOVERY_PREFIX
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet.events import validate_event
 from camfleet_hub.fleet.models import FleetEvent, FleetSiteSettings
 from camfleet_hub.ingest.validate import Rejection
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
-    from camfleet_hub.comms.mqtt import Received
+    from camfleet_hub.core.comms.mqtt import Received
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from camfleet_hub.db.models import Agent, AgentState, ImportJob, Site, TrainingJob
+from camfleet_hub.datasets.models import Site
+from camfleet_hub.fleet.models import Agent, AgentState
+from camfleet_hub.imports.models import ImportJob
+from camfleet_hub.training.models import TrainingJob
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices

@@ -1,7 +1,7 @@
 """SQL tables of the fleet domain: stored events, per-site fleet settings, agent settings history, commands.
 
-Registered on the hub's ``Base.metadata`` (``camfleet_hub.db.models`` imports this module at its end), so Alembic
-and the schema test see them; migration ``0006_fleet`` creates them on SQLite and PostgreSQL alike.
+Registered on the hub's ``Base.metadata`` through ``core.db.tables``, so Alembic and the schema test see
+them; migration ``0006_fleet`` creates them on SQLite and PostgreSQL alike.
 Names of cameras, agents and classifiers are stored as text, not as foreign keys: an event of a camera that the
 hub has not registered (yet) is still history worth keeping, and a renamed classifier keeps its old events.
 """
@@ -9,13 +9,28 @@ hub has not registered (yet) is still history worth keeping, and a renamed class
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from camfleet_hub.db.models import NAME_LEN, Base
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.base import NAME_LEN, Base
+from camfleet_hub.core.db.types import utcnow
+
+if TYPE_CHECKING:
+    from camfleet_hub.datasets.models import Site
+
 
 # 64-bit ids on PostgreSQL (events are many); SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER.
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -145,3 +160,27 @@ class ModelBehaviour(Base):
     mean_confidence: Mapped[float] = mapped_column(Float)
     complete: Mapped[bool] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentState(StrEnum):
+    """Agent liveness as last reported (``offline`` comes from the status last-will)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Agent(Base):
+    """An edge agent of a site, as last reported on its retained status topic."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    state: Mapped[str] = mapped_column(String(32), default=AgentState.ONLINE.value)
+    software_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    status: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()

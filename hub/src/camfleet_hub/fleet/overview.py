@@ -13,11 +13,11 @@ from html import escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from camfleet_hub.db.models import Agent, AgentState, Camera, Classifier, Frame, Site
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.models import Camera, Classifier, Frame, Site
 from camfleet_hub.fleet import behaviour
-from camfleet_hub.fleet.models import FleetEvent
-from camfleet_hub.services.announce import production_model
+from camfleet_hub.fleet.models import Agent, AgentState, FleetEvent
+from camfleet_hub.training.announce import production_model
 
 OFFLINE_ALERT_MIN = 5  # an agent offline (or silent) this long is an alert
 OUTBOX_ALERT = 100  # messages queued on the agent's disk: the broker or the hub is not keeping up

@@ -13,14 +13,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_contract.agent_config import CameraConfig
-from camfleet_hub.api.deps import CurrentUserDep, ServicesDep, SessionDep, SiteAdminDep, SiteViewerDep, visible_site_ids
-from camfleet_hub.api.errors import describe_errors
-from camfleet_hub.api.ui_render import page_path, render
-from camfleet_hub.db.models import Classifier, Site
+from camfleet_hub.core.deps import (
+    CurrentUserDep,
+    ServicesDep,
+    SessionDep,
+    SiteAdminDep,
+    SiteViewerDep,
+    visible_site_ids,
+)
+from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError
+from camfleet_hub.core.http_errors import describe_errors
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.models import Classifier, Site
+from camfleet_hub.datasets.retention import storage_by_site
 from camfleet_hub.fleet import overview, rollout, service
-from camfleet_hub.retention import storage_by_site
-from camfleet_hub.services import crud
-from camfleet_hub.services.errors import InvalidError, NotFoundError, ServiceError
+from camfleet_hub.web.render import page_path, render
 
 router = APIRouter(include_in_schema=False)
 

@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 from camfleet_contract.messages import AgentModel, ModelAnnouncement
 from camfleet_contract.rollback import sign_rollback
 from camfleet_contract.topics import TopicError, validate_name
-from camfleet_hub.db.models import Agent, Classifier, ModelVersion, Site
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
+from camfleet_hub.datasets.models import Classifier, Site
 from camfleet_hub.fleet import behaviour
-from camfleet_hub.fleet.models import Pin, Rollout
-from camfleet_hub.services import announce, registry
-from camfleet_hub.services.errors import ConflictError, InvalidError, NotFoundError
+from camfleet_hub.fleet.models import Agent, Pin, Rollout
+from camfleet_hub.training import announce, registry
+from camfleet_hub.training.models import ModelVersion
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices

@@ -13,7 +13,9 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from camfleet_hub.api.deps import (
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.deps import (
     CurrentUserDep,
     Principal,
     ServicesDep,
@@ -24,8 +26,10 @@ from camfleet_hub.api.deps import (
     get_current_user,
     visible_site_ids,
 )
-from camfleet_hub.db.models import Role, Site
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.errors import InvalidError, UnauthenticatedError
+from camfleet_hub.core.urls import API_PREFIX
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet import events, pages, rollout, service
 from camfleet_hub.fleet.metrics import CONTENT_TYPE, HubMetrics, MetricsMiddleware
 from camfleet_hub.fleet.models import FleetCommand, FleetEvent
@@ -44,9 +48,6 @@ from camfleet_hub.fleet.schemas import (
     RolloutPublic,
     RolloutStage,
 )
-from camfleet_hub.services import crud
-from camfleet_hub.services.errors import InvalidError, UnauthenticatedError
-from camfleet_hub.services.urls import API_PREFIX
 
 router = APIRouter(tags=["fleet"])
 metrics_router = APIRouter(tags=["metrics"])

@@ -24,16 +24,16 @@ from camfleet_contract.messages import (
 )
 from camfleet_contract.signing import sign
 from camfleet_contract.topics import TopicError, validate_name
-from camfleet_hub.db.models import Agent, Site
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.core.errors import InvalidError, NotFoundError
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet import events
 from camfleet_hub.fleet.homeassistant import HomeAssistantBridge
-from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, AgentConfigVersion, FleetCommand, FleetSiteSettings
-from camfleet_hub.services.errors import InvalidError, NotFoundError
+from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, Agent, AgentConfigVersion, FleetCommand, FleetSiteSettings
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices
-    from camfleet_hub.comms.mqtt import Received
+    from camfleet_hub.core.comms.mqtt import Received
 
 log = logging.getLogger(__name__)
 

@@ -14,22 +14,12 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from camfleet_hub.config import DeadLetterSettings
-from camfleet_hub.db.models import (
-    Agent,
-    AgentState,
-    Blob,
-    Camera,
-    Classifier,
-    DeadLetter,
-    Frame,
-    Image,
-    ImageSource,
-    ImageStatus,
-    Site,
-)
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.config import DeadLetterSettings
+from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Image, ImageSource, ImageStatus, Site
 from camfleet_hub.fleet import behaviour
+from camfleet_hub.fleet.models import Agent, AgentState
+from camfleet_hub.ingest.models import DeadLetter
 from camfleet_hub.ingest.validate import StatusUpdate, ValidFrame
 
 PRUNE_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's bound-parameter limit

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_contract.topics import Topics
-from camfleet_hub.comms.mqtt import MqttClient, Received
-from camfleet_hub.config import HubSettings, reveal
+from camfleet_hub.core.comms.mqtt import MqttClient, Received
+from camfleet_hub.core.config import HubSettings, reveal
+from camfleet_hub.core.store.base import DEAD_PREFIX, ObjectStore
 from camfleet_hub.fleet.events import ValidEvent, site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
 from camfleet_hub.ingest.stats import IngestStats
 from camfleet_hub.ingest.validate import Rejection, StatusUpdate, ValidFrame, validate_frame, validate_status
-from camfleet_hub.store.base import DEAD_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 

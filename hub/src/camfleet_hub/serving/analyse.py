@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session
 
 from camfleet_contract.anomaly import AnomalyCalibration
 from camfleet_contract.images import ImageError
-from camfleet_hub.db.models import Classifier, Group, Image
-from camfleet_hub.services import classify, urls
-from camfleet_hub.services.duplicates import live_ids
-from camfleet_hub.services.embeddings import decode_for_embedding, load_vectors
-from camfleet_hub.services.errors import InvalidError, NotFoundError
+from camfleet_hub.core import urls
+from camfleet_hub.core.errors import InvalidError, NotFoundError
+from camfleet_hub.core.store.base import ObjectNotFound
+from camfleet_hub.datasets.duplicates import live_ids
+from camfleet_hub.datasets.embeddings import decode_for_embedding, load_vectors
+from camfleet_hub.datasets.models import Classifier, Group, Image
+from camfleet_hub.serving import classify
 from camfleet_hub.serving.schemas import AnalyseAnswer
 from camfleet_hub.serving.service import Scored, score_images
-from camfleet_hub.store.base import ObjectNotFound
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from camfleet_hub.services.errors import UnavailableError
+from camfleet_hub.core.errors import UnavailableError
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

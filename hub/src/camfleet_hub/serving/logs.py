@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.fleet.events import retention_days
 from camfleet_hub.serving.models import PredictionLog
 

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from camfleet_hub.db.models import NAME_LEN, Base
-from camfleet_hub.db.types import utcnow
+from camfleet_hub.core.db.base import NAME_LEN, Base
+from camfleet_hub.core.db.types import utcnow
 
 
 class PredictionLog(Base):

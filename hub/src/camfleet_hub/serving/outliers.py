@@ -14,9 +14,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from camfleet_hub.db.models import Classifier, Group, Image, ImageStatus
-from camfleet_hub.services import urls
-from camfleet_hub.services.embeddings import load_vectors
+from camfleet_hub.core import urls
+from camfleet_hub.datasets.embeddings import load_vectors
+from camfleet_hub.datasets.models import Classifier, Group, Image, ImageStatus
 
 if TYPE_CHECKING:
     from camfleet_hub.app import HubServices

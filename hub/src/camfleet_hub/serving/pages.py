@@ -20,7 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from camfleet_contract.images import ImageError, probe_image
-from camfleet_hub.api.deps import (
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core import urls
+from camfleet_hub.core.deps import (
     ApiStateDep,
     CurrentUserDep,
     ServicesDep,
@@ -29,19 +31,21 @@ from camfleet_hub.api.deps import (
     SiteViewerDep,
     visible_site_ids,
 )
-from camfleet_hub.api.ui_render import page_path, render
-from camfleet_hub.db.models import Classifier, Frame, Role, Site
-from camfleet_hub.services import announce, crud, curation, pages, urls
-from camfleet_hub.services import classify as clf_service
-from camfleet_hub.services import curation_pages as cp
-from camfleet_hub.services.errors import InvalidError, NotFoundError, ServiceError, UnavailableError
-from camfleet_hub.services.fetch import FetchError, fetch
-from camfleet_hub.services.import_jobs import fetch_limits
+from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError, UnavailableError
+from camfleet_hub.core.store.base import ObjectNotFound
+from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import page_data as cp
+from camfleet_hub.datasets.models import Classifier, Frame, Site
+from camfleet_hub.imports.fetch import FetchError, fetch
+from camfleet_hub.imports.jobs import fetch_limits
 from camfleet_hub.serving import analyse as analysis
+from camfleet_hub.serving import classify as clf_service
 from camfleet_hub.serving import logs, outliers
 from camfleet_hub.serving.schemas import DEFAULT_NEIGHBOURS, MAX_NEIGHBOURS
 from camfleet_hub.serving.service import LogContext, log_predictions, score_images
-from camfleet_hub.store.base import ObjectNotFound
+from camfleet_hub.training import announce
+from camfleet_hub.training import page_data as pages
+from camfleet_hub.web.render import page_path, render
 
 router = APIRouter(include_in_schema=False)
 

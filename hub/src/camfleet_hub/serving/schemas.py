@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from camfleet_contract.rest import (  # noqa: F401
+    BACKBONE_PATTERN,
+    MAX_EPOCHS_PER_BEAT,
+    Dataset,
+    DatasetImage,
+    EpochMetrics,
+    FleetKey,
+    HeartbeatAnswer,
+    JobClaim,
+    JobClaimed,
+    JobFail,
+    JobHeartbeat,
+    JobParams,
+    JobPublic,
+    ModelPublic,
+    WorkerRequest,
+)
+from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
+from camfleet_hub.core.schemas import Public, Request
 
 DEFAULT_NEIGHBOURS = 8
 MAX_NEIGHBOURS = 50
@@ -55,3 +77,44 @@ class AnalyseAnswer(BaseModel):
     k: int
     neighbours: list[Neighbour] = Field(description="the k nearest non-deleted images of the dataset, nearest first")
     neighbours_note: str | None = Field(default=None, description="why there are fewer than k neighbours")
+
+
+class ClassifyRequest(Request):
+    site: str
+    classifier: str
+    images: list[str] = Field(default_factory=list, description="base64-encoded image files (JPEG, PNG, ...)")
+    urls: list[str] = Field(
+        default_factory=list, description="http(s) image URLs, fetched through the URL-import guard (imports.url_*)"
+    )
+    top_k: int | None = Field(default=None, ge=1, le=1000, description="predictions per image (default 5)")
+
+    @field_validator("site", "classifier")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return validate_name(v, info.field_name)
+
+
+class PredictionPublic(Public):
+    label: str
+    probability: float
+
+
+class ClassifyResult(Public):
+    label: str
+    probability: float
+    predictions: list[PredictionPublic]
+    anomaly: bool
+    anomaly_score: float
+
+
+class ModelRef(Public):
+    id: int
+    classifier: str
+    version: int
+    default: bool
+    precision: Literal["fp32", "int8"] = Field(default="fp32", description="the model file that ran")
+
+
+class ClassifyAnswer(Public):
+    model: ModelRef
+    results: list[ClassifyResult]

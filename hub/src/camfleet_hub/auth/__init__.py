@@ -1,0 +1,1 @@
+"""Who may do what: users, site roles, API tokens, login sessions and limits, MQTT accounts, login and Users pages."""

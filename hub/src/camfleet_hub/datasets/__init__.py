@@ -1,0 +1,1 @@
+"""Sites, cameras, classifiers, groups and images: curation, triage, duplicates, embeddings, retention, pages."""

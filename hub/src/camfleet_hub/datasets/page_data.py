@@ -1,0 +1,203 @@
+"""What the classifier, triage, history and image pages show; grouped counts only, keyset pages of images."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from camfleet_hub.core import urls
+from camfleet_hub.datasets import crud, curation, triage
+from camfleet_hub.datasets import listing as datasets
+from camfleet_hub.datasets import public as views
+from camfleet_hub.datasets.models import Camera, Classifier, Group, Image, ImageStatus
+
+MOSAIC_PAGE = 60
+TRIAGE_PAGE = 60
+HOTKEYS = 9
+
+
+def base(classifier: Classifier) -> dict[str, Any]:
+    """The names and REST links of a classifier page; its page links come from route names (``api.ui_render``)."""
+    site, clf = classifier.site.name, classifier.name
+    return {
+        "site": site,
+        "clf": clf,
+        "links": {
+            "export": f"{urls.API_PREFIX}/sites/{site}/classifiers/{clf}/export",
+            "api": f"{urls.API_PREFIX}/sites/{site}/classifiers/{clf}",
+        },
+    }
+
+
+def group_tree(
+    session: Session, classifier: Classifier, counts: dict[int | None, dict[str, int]] | None = None
+) -> list[dict[str, Any]]:
+    """Groups in tree order (parents before their children) with depth, counts and hotkey number.
+
+    Counts come from ``crud.status_counts`` (one grouped count); the Triage page passes ``{}`` (names only).
+    """
+    counts = crud.status_counts(session, classifier) if counts is None else counts
+    rows = crud.list_groups(session, classifier)
+    names = {g.id: g.name for g in rows}
+    children: dict[int | None, list[Group]] = {}
+    for g in rows:
+        parent = g.parent_id if g.parent_id in names else None
+        children.setdefault(parent, []).append(g)
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+
+    def walk(parent: int | None, depth: int) -> None:
+        for g in children.get(parent, []):
+            if g.id in seen:
+                continue
+            seen.add(g.id)
+            out.append({**views.group(g, names, counts.get(g.id)), "depth": depth})
+            walk(g.id, depth + 1)
+
+    walk(None, 0)
+    for i, row in enumerate(out):
+        row["key"] = i + 1 if i < HOTKEYS else None
+    return out
+
+
+def bar_chart(groups: list[dict[str, Any]], min_to_train: int) -> str:
+    """Horizontal bars of confirmed images per group (SVG); groups under the minimum drawn in amber."""
+    if not groups:
+        return ""
+    bar_h, gap, left, width = 18, 6, 150, 560
+    top = 8
+    height = top + len(groups) * (bar_h + gap) + 20
+    peak = max(max(g["images"] for g in groups), min_to_train, 1)
+    scale = (width - left - 60) / peak
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="images per group">',
+        f'<rect width="{width}" height="{height}" fill="#fff"/>',
+    ]
+    for i, g in enumerate(groups):
+        y = top + i * (bar_h + gap)
+        w = g["images"] * scale
+        colour = "#d97706" if g["images"] < min_to_train else "#2563eb"
+        label = escape(g["name"][:22]) + (" ⁂" if g["common"] else "")
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end" fill="#1d2327">{label}</text>'
+            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}" rx="3">'
+            f"<title>{escape(g['name'])}: {g['images']}</title></rect>"
+            f'<text x="{left + w + 5:.1f}" y="{y + 13}" font-size="12" fill="#6b7280">{g["images"]}</text>'
+        )
+    x_min = left + min_to_train * scale
+    parts.append(
+        f'<line x1="{x_min:.1f}" y1="{top - 4}" x2="{x_min:.1f}" y2="{height - 16}" stroke="#b45309" '
+        f'stroke-dasharray="4 3"/><text x="{x_min:.1f}" y="{height - 4}" font-size="11" fill="#b45309" '
+        f'text-anchor="middle">min {min_to_train}</text></svg>'
+    )
+    return "".join(parts)
+
+
+def _image_cards(rows: list[Image]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": img.id,
+            "thumbnail_url": urls.image_thumbnail(img.id),
+            "status": img.status,
+            "name": img.original_name or img.sha256[:12],
+        }
+        for img in rows
+    ]
+
+
+def classifier_page(session: Session, classifier: Classifier, group: str | None, after: int | None) -> dict[str, Any]:
+    """Group tree, the mosaic of one group (keyset page after ``after``), the health panel."""
+    counts = crud.status_counts(session, classifier)
+    tree = group_tree(session, classifier, counts)
+    health = datasets.health(session, classifier, counts)
+    selected = next((g for g in tree if g["name"] == group), tree[0] if tree and group is None else None)
+    mosaic: list[dict[str, Any]] = []
+    next_after = None
+    if selected is not None:
+        query = (
+            select(Image)
+            .where(
+                Image.classifier_id == classifier.id,
+                Image.group_id == selected["id"],
+                Image.status == ImageStatus.GROUP.value,
+            )
+            .order_by(Image.id)
+            .limit(MOSAIC_PAGE + 1)
+        )
+        if after is not None:
+            query = query.where(Image.id > after)
+        rows = list(session.scalars(query))
+        if len(rows) > MOSAIC_PAGE:
+            rows = rows[:MOSAIC_PAGE]
+            next_after = rows[-1].id
+        mosaic = _image_cards(rows)
+    return {
+        **base(classifier),
+        "tree": tree,
+        "shared": datasets.shared_common_groups(session, classifier),
+        "selected": selected,
+        "mosaic": mosaic,
+        "after": after,
+        "next_after": next_after,
+        "health": health,
+        "chart": bar_chart(health["groups"], health["min_to_train"]),
+    }
+
+
+def triage_page(
+    session: Session, classifier: Classifier, view: str, rule: str | None = None, camera: str | None = None
+) -> dict[str, Any]:
+    """The shell of the Triage page: groups with their number keys, the rule / camera filter; the images come from
+    the JSON listing (``/triage``, with the camera, rule and suggestion of each)."""
+    deleted = view == "deleted"
+    tree = group_tree(session, classifier, counts={})
+    cameras = list(
+        session.scalars(select(Camera.name).where(Camera.site_id == classifier.site_id).order_by(Camera.name))
+    )
+    rule = rule if rule in triage.RULE_WORDS else None
+    camera = camera if camera in cameras else None
+    query = "&".join(f"{k}={quote(v)}" for k, v in (("rule", rule), ("camera", camera)) if v)
+    return {
+        **base(classifier),
+        "tree": tree,
+        "view": "deleted" if deleted else "new",
+        "status": ImageStatus.DELETED.value if deleted else ImageStatus.NEW.value,
+        "page_size": TRIAGE_PAGE,
+        "hotkeys": [{"key": g["key"], "name": g["name"]} for g in tree if g["key"] is not None],
+        "groups": [g["name"] for g in tree],
+        "rules": [{"value": k, "text": v} for k, v in triage.RULE_WORDS.items()],
+        "cameras": cameras,
+        "rule": rule,
+        "camera": camera,
+        "filter_query": query,
+    }
+
+
+def history_page(session: Session, classifier: Classifier, before: int | None) -> dict[str, Any]:
+    entries = curation.list_history(session, classifier, before, curation.HISTORY_PAGE)
+    rows = []
+    for e in entries:
+        row = curation.history_row(e, classifier.name)
+        row["thumbs"] = [{"id": i, "url": urls.image_thumbnail(i)} for i in row["image_ids"][:8]]
+        rows.append(row)
+    more = entries[-1].id if len(entries) == curation.HISTORY_PAGE else None
+    return {**base(classifier), "entries": rows, "before": before, "next_before": more}
+
+
+def image_page(session: Session, image_id: int) -> tuple[dict[str, Any], Classifier]:
+    image = session.scalar(
+        select(Image).options(joinedload(Image.blob), joinedload(Image.group)).where(Image.id == image_id)
+    )
+    if image is None:
+        image = crud.get_image(session, image_id)  # raises the 404
+    classifier = session.get(Classifier, image.classifier_id)
+    assert classifier is not None
+    detail = datasets.image_detail(session, image, classifier)
+    return {**base(classifier), "image": detail, "groups": [g.name for g in crud.list_groups(session, classifier)]}, (
+        classifier
+    )

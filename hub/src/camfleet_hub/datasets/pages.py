@@ -1,0 +1,173 @@
+"""Curation pages: a classifier's groups and health, Triage (keyboard first), History with undo, image detail.
+
+Form actions call ``services.curation`` like the REST API and redirect back (POST → 303 → GET); a refused change
+shows the page again with the reason. The Triage page's script talks to the REST API directly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.deps import CurrentUserDep, SessionDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
+from camfleet_hub.core.errors import InvalidError, ServiceError
+from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import page_data as cp
+from camfleet_hub.datasets.models import Classifier
+from camfleet_hub.web.pages import _back
+from camfleet_hub.web.render import page_path, render
+
+router = APIRouter(include_in_schema=False)
+
+CLF = "/ui/sites/{site}/classifiers/{clf}"
+
+
+def _classifier_view(
+    request: Request,
+    session: SessionDep,
+    classifier: Classifier,
+    group: str | None = None,
+    after: int | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    context = {**cp.classifier_page(session, classifier, group, after), "error": error}
+    return render(request, "classifier.html", context, status_code, site=classifier.site.name, clf=classifier.name)
+
+
+@router.get(CLF, response_class=HTMLResponse, name="ui.classifier")
+def classifier_page(
+    request: Request,
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    group: str | None = None,
+    after: int | None = None,
+) -> HTMLResponse:
+    return _classifier_view(request, session, crud.get_classifier(session, site, clf), group, after)
+
+
+@router.post(CLF + "/groups/action", response_model=None, name="ui.group_action")
+def group_action(
+    request: Request,
+    site: str,
+    clf: str,
+    session: SessionDep,
+    user: SiteLabellerDep,
+    action: Annotated[str, Form()],
+    group: Annotated[str, Form()] = "",
+    value: Annotated[str, Form()] = "",
+    common: Annotated[str, Form()] = "",
+    parent: Annotated[str, Form()] = "",
+) -> Response:
+    """The classifier page's group forms: create, rename, parent, common, merge, delete."""
+    classifier = crud.get_classifier(session, site, clf)
+    group, value = group.strip(), value.strip()
+    shown = group or None
+    try:
+        if action == "create":
+            curation.create_group(session, classifier, value, user.name, parent.strip() or None, bool(common))
+            shown = value
+        elif action == "rename":
+            curation.rename_group(session, classifier, group, value, user.name)
+            shown = value
+        elif action == "parent":
+            curation.set_parent(session, classifier, group, value or None, user.name)
+        elif action == "common":
+            curation.set_common(session, classifier, group, bool(common), user.name)
+        elif action == "merge":
+            curation.merge_groups(session, classifier, group, value, user.name)
+            shown = value
+        elif action == "delete":
+            curation.delete_group(session, classifier, group, user.name)
+            shown = None
+        else:
+            raise InvalidError(f"action={action!r} is not one of create, rename, parent, common, merge, delete")
+    except ServiceError as exc:
+        session.rollback()
+        return _classifier_view(request, session, classifier, shown, None, exc.detail, exc.status_code)
+    target = page_path(request, "ui.classifier", site=site, clf=clf) + (f"?group={shown}" if shown else "")
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get(CLF + "/triage", response_class=HTMLResponse, name="ui.triage")
+def triage_page(
+    request: Request,
+    site: str,
+    clf: str,
+    session: SessionDep,
+    _user: SiteViewerDep,
+    view: str = "new",
+    rule: str | None = None,
+    camera: str | None = None,
+) -> HTMLResponse:
+    """Triage; ``rule`` / ``camera`` show only the camera frames sent by that upload rule / from that camera."""
+    context = cp.triage_page(session, crud.get_classifier(session, site, clf), view, rule or None, camera or None)
+    return render(request, "triage.html", context, site=site, clf=clf)
+
+
+@router.get(CLF + "/history", response_class=HTMLResponse, name="ui.history")
+def history_page(
+    request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep, before: int | None = None
+) -> HTMLResponse:
+    context = cp.history_page(session, crud.get_classifier(session, site, clf), before)
+    return render(request, "history.html", context, site=site, clf=clf)
+
+
+@router.post("/ui/history/{entry_id}/undo", response_model=None, name="ui.undo")
+def undo_entry(request: Request, entry_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
+    entry = curation.get_entry(session, entry_id)
+    require_in_classifier(user, session, entry.classifier_id, Role.LABELLER)
+    classifier = session.get(Classifier, entry.classifier_id)
+    assert classifier is not None
+    site = classifier.site.name
+    try:
+        curation.undo(session, entry_id, user.name, classifier)
+    except ServiceError as exc:
+        session.rollback()
+        context = {**cp.history_page(session, classifier, None), "error": exc.detail}
+        return render(request, "history.html", context, exc.status_code, site=site, clf=classifier.name)
+    return RedirectResponse(page_path(request, "ui.history", site=site, clf=classifier.name), 303)
+
+
+@router.get("/ui/images/{image_id}", response_class=HTMLResponse, name="ui.image")
+def image_page(request: Request, image_id: int, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
+    context, classifier = cp.image_page(session, image_id)
+    user.require(classifier.site_id, Role.VIEWER, classifier.site.name)
+    return render(request, "image.html", context, site=classifier.site.name, clf=classifier.name)
+
+
+@router.post("/ui/images/{image_id}/action", response_model=None, name="ui.image_action")
+def image_action(
+    request: Request,
+    image_id: int,
+    session: SessionDep,
+    user: CurrentUserDep,
+    action: Annotated[str, Form()],
+    group: Annotated[str, Form()] = "",
+    next_url: Annotated[str | None, Form(alias="next")] = None,
+) -> Response:
+    """The image page's buttons: move to a group, delete, restore (each one history entry)."""
+    image = crud.get_image(session, image_id)
+    require_in_classifier(user, session, image.classifier_id, Role.LABELLER)
+    classifier = session.get(Classifier, image.classifier_id)
+    assert classifier is not None
+    try:
+        if action == "move":
+            curation.move_images(session, classifier, [image_id], group, user.name)
+        elif action == "delete":
+            curation.delete_images(session, classifier, [image_id], user.name)
+        elif action == "restore":
+            curation.restore_images(session, classifier, [image_id], user.name)
+        else:
+            raise InvalidError(f"action={action!r} is not one of move, delete, restore")
+    except ServiceError as exc:
+        session.rollback()
+        context, _ = cp.image_page(session, image_id)
+        scope = {"site": classifier.site.name, "clf": classifier.name}
+        return render(request, "image.html", {**context, "error": exc.detail}, exc.status_code, **scope)
+    return _back(next_url, page_path(request, "ui.image", image_id=image_id))

@@ -1,0 +1,1 @@
+"""The datasets domain's REST routers, one module per resource."""

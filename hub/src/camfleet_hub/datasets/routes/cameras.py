@@ -1,0 +1,29 @@
+"""Cameras of a site (also registered from agents' status messages by the ingest worker)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from camfleet_hub.core.deps import SessionDep, SiteAdminDep, SiteViewerDep
+from camfleet_hub.datasets import crud
+from camfleet_hub.datasets import public as views
+from camfleet_hub.datasets.schemas import CameraCreate, CameraPublic
+
+router = APIRouter(tags=["cameras"])
+
+
+@router.post(
+    "/sites/{site}/cameras",
+    operation_id="create_camera",
+    response_model=CameraPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def create_camera(site: str, body: CameraCreate, session: SessionDep, _user: SiteAdminDep) -> CameraPublic:
+    found = crud.get_site(session, site)
+    return CameraPublic.model_validate(views.camera(crud.create_camera(session, found, body.name), found))
+
+
+@router.get("/sites/{site}/cameras", operation_id="list_cameras", response_model=list[CameraPublic])
+def list_cameras(site: str, session: SessionDep, _user: SiteViewerDep) -> list[CameraPublic]:
+    found = crud.get_site(session, site)
+    return [CameraPublic.model_validate(views.camera(c, found)) for c in crud.list_cameras(session, found)]

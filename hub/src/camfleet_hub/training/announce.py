@@ -1,0 +1,145 @@
+"""Model announcements: the retained message per site and classifier that tells agents which bundle to run."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import zipfile
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from camfleet_contract.bundle import DEFAULT_CLASSIFIER as DEFAULT_CLASSIFIER  # the default bundle's name
+from camfleet_contract.bundle import SIGNATURE
+from camfleet_contract.messages import ModelAnnouncement, to_json
+from camfleet_contract.rollback import RollbackStatement, sign_rollback
+from camfleet_hub.core import urls
+from camfleet_hub.core.store.base import ObjectStore
+from camfleet_hub.datasets.models import Classifier, Site
+from camfleet_hub.training.models import ModelStatus, ModelVersion
+
+if TYPE_CHECKING:
+    from camfleet_hub.app import HubServices
+
+log = logging.getLogger(__name__)
+
+BUNDLE_PREFIX = "bundles"
+
+_signatures: dict[str, str] = {}
+_signatures_lock = threading.Lock()
+
+
+def bundle_signature(store: ObjectStore, sha: str) -> str:
+    """The manifest signature inside a stored bundle zip (read once per bundle and process)."""
+    with _signatures_lock:
+        if sha in _signatures:
+            return _signatures[sha]
+    with zipfile.ZipFile(io.BytesIO(store.get(sha, prefix=BUNDLE_PREFIX))) as zf:
+        signature = zf.read(SIGNATURE).decode().strip()
+    with _signatures_lock:
+        _signatures[sha] = signature
+    return signature
+
+
+def remember_signature(sha: str, signature: str) -> None:
+    """Prime the cache when the hub has just signed the bundle itself."""
+    with _signatures_lock:
+        _signatures[sha] = signature
+
+
+def production_model(session: Session, classifier: Classifier) -> ModelVersion | None:
+    return session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.classifier_id == classifier.id, ModelVersion.status == ModelStatus.PRODUCTION.value)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+
+
+def default_model(session: Session) -> ModelVersion | None:
+    """The ImageNet no-training default in production, if one was uploaded."""
+    return session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.classifier_id.is_(None), ModelVersion.status == ModelStatus.PRODUCTION.value)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+
+
+def rollback_statement(
+    services: HubServices, session: Session, site: Site, classifier: Classifier, model: ModelVersion
+) -> RollbackStatement | None:
+    """A fleet-signed rollback when `model` is below a version that was ever in production, else None.
+
+    Agents refuse a version below the highest they applied unless this statement names it.
+    """
+    highest = session.scalar(
+        select(func.max(ModelVersion.version)).where(
+            ModelVersion.classifier_id == classifier.id, ModelVersion.promoted_at.is_not(None)
+        )
+    )
+    if highest is None or int(highest) <= model.version:
+        return None
+    return sign_rollback(site.name, classifier.name, str(model.version), str(highest), services.fleet_key)
+
+
+def announcement(
+    store: ObjectStore, model: ModelVersion, classifier: str, rollback: RollbackStatement | None = None
+) -> ModelAnnouncement:
+    """The announcement of one registered model under a classifier name."""
+    return ModelAnnouncement(
+        classifier=classifier,
+        version=str(model.version),
+        sha256=model.sha256,
+        size=model.size,
+        url=urls.model_bundle(model.id),
+        signature=bundle_signature(store, model.sha256),
+        classes=list(model.manifest.get("classes", [])),
+        rollback=rollback,
+    )
+
+
+def _publish(services: HubServices, topic: str, payload: bytes) -> None:
+    """Publish retained; a broker problem is logged, and the start-up re-announce repairs it."""
+    try:
+        services.mqtt.publish(topic, payload, qos=1, retain=True)
+    except Exception:
+        log.exception("could not publish the model announcement on %s", topic)
+
+
+def announce_site(services: HubServices, session: Session, site: Site) -> list[str]:
+    """Publish every production model of the site, or the default while it has none; returns the topics."""
+    from camfleet_hub.fleet.rollout import with_plan  # staged agents and pins (fleet domain)
+
+    topics: list[str] = []
+    classifiers = list(session.scalars(select(Classifier).where(Classifier.site_id == site.id)))
+    for clf in classifiers:
+        model = production_model(session, clf)
+        if model is not None:
+            topic = services.topics.model(site.name, clf.name)
+            statement = rollback_statement(services, session, site, clf, model)
+            ann = with_plan(services, session, site, clf, announcement(services.store, model, clf.name, statement))
+            _publish(services, topic, to_json(ann))
+            topics.append(topic)
+    if any(c.name == DEFAULT_CLASSIFIER for c in classifiers):
+        return topics  # a site classifier owns that topic
+    default_topic = services.topics.model(site.name, DEFAULT_CLASSIFIER)
+    default = default_model(session) if not topics else None
+    if default is not None:
+        _publish(services, default_topic, to_json(announcement(services.store, default, DEFAULT_CLASSIFIER)))
+        topics.append(default_topic)
+    else:
+        _publish(services, default_topic, b"")  # clears the retained default (a no-op when none was there)
+    return topics
+
+
+def announce_all(services: HubServices) -> None:
+    """Re-announce every site (at start-up and after the default bundle changes)."""
+    with services.sessions() as session:
+        for site in session.scalars(select(Site).order_by(Site.id)):
+            try:
+                announce_site(services, session, site)
+            except Exception:
+                log.exception("could not announce the models of site %r", site.name)

@@ -1,0 +1,1 @@
+"""The web app every page shares: the Jinja2 environment, base template, static files, overview and Training."""
