@@ -113,7 +113,7 @@ def test_hub_rest_and_agent_cli_agree(hub: Any, tmp_path: Path, precision: str) 
         paths.append(tmp_path / f"img{i}.png")
         paths[-1].write_bytes(data)
     cmd = [sys.executable, "-m", "camfleet_agent", "classify", "--bundle", str(bundle_dir), "--json", "--top-k", "3"]
-    cmd += ["--public-key", public_key_of(services.fleet_key), *map(str, paths)]
+    cmd += ["--public-key", public_key_of(services.fleet_signing_key), *map(str, paths)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     agent = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]

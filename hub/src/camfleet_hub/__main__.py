@@ -155,6 +155,7 @@ def _accounts(args: argparse.Namespace) -> int:
     """``user create|passwd`` and ``token create`` against the configured database."""
     from camfleet_hub.auth import service as auth
     from camfleet_hub.auth.models import Role
+    from camfleet_hub.auth.principal import Principal
     from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
     from camfleet_hub.core.errors import ServiceError
     from camfleet_hub.datasets import crud
@@ -183,7 +184,7 @@ def _accounts(args: argparse.Namespace) -> int:
                     _mqtt_accounts(session, args, settings)
                 else:
                     owner = auth.get_user_by_name(session, args.user) if args.user else None
-                    caller = auth.caller_of_user(session, owner) if owner else auth.Caller("cli", True, None)
+                    caller = auth.caller_of_user(session, owner) if owner else Principal("cli", True, None)
                     scope = crud.get_site(session, args.site) if args.site else None
                     _token, secret = auth.create_token(session, caller, args.name, scope, Role(args.role))
                     print(secret)

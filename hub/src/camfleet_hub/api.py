@@ -19,12 +19,10 @@ from camfleet_hub.auth import router as auth
 from camfleet_hub.compat import router as compat_router
 from camfleet_hub.core import docs, health
 from camfleet_hub.core.browser_guard import BrowserGuard
-from camfleet_hub.core.deps import ApiState
 from camfleet_hub.core.http_errors import install_error_handlers
 from camfleet_hub.core.limits import BodyLimits
 from camfleet_hub.core.urls import API_PREFIX
 from camfleet_hub.datasets import pages as ui_curation
-from camfleet_hub.datasets.media import ThumbnailCache
 from camfleet_hub.datasets.routes import (
     blobs,
     cameras,
@@ -42,14 +40,13 @@ from camfleet_hub.imports import router as imports
 from camfleet_hub.ingest import router as ingest
 from camfleet_hub.serving import pages as serving_pages
 from camfleet_hub.serving import router as classify
-from camfleet_hub.serving.classify import RuntimeCache
 from camfleet_hub.training import registry_router as models
 from camfleet_hub.training import router as jobs
 from camfleet_hub.training.announce import announce_all
 from camfleet_hub.web import pages as ui
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +97,6 @@ def create_app(services: HubServices) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.api = ApiState(
-        runtimes=RuntimeCache(services),
-        thumbnails=ThumbnailCache(services.store, services.settings.ingest.max_pixels),
-    )
     fleet_router.install(app, services)  # events, settings, commands, /metrics; request metrics (inside the guards)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, services=services)  # bodies bounded before any route reads them

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,17 +18,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_hub.core.config import HubSettings, reveal
-from camfleet_hub.core.store.base import ObjectStore
+from camfleet_hub.core.container import HubCore, HubServices
 from camfleet_hub.ingest.stats import IngestStats
 
 if TYPE_CHECKING:
-    from camfleet_contract.topics import Topics
     from camfleet_hub.core.comms.broker import EmbeddedBroker
     from camfleet_hub.core.comms.mqtt import MqttClient
-    from camfleet_hub.datasets.duplicates import NearIndexes
     from camfleet_hub.datasets.embeddings import Embedder
-    from camfleet_hub.fleet.service import FleetRuntime
-    from camfleet_hub.imports.jobs import ImportWorker
     from camfleet_hub.ingest.worker import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -37,25 +32,6 @@ log = logging.getLogger(__name__)
 HTTP_START_TIMEOUT_S = 30.0
 MQTT_CONNECT_WAIT_S = 10.0
 RETAINED_FILE = "broker-retained.json"
-
-
-@dataclass
-class HubServices:
-    """Everything the API and workers share; routes get it through a FastAPI dependency, never as app attributes."""
-
-    settings: HubSettings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    store: ObjectStore
-    mqtt: MqttClient
-    topics: Topics
-    fleet_key: str  # ed25519 seed, hex; public key via camfleet_contract.signing.public_key_of
-    ingest_stats: IngestStats
-    # Dataset services started by the hub: embeddings, near-duplicate indexes, import jobs (None until started).
-    embedder: Embedder | None = None
-    near_indexes: NearIndexes | None = None
-    import_worker: ImportWorker | None = None
-    fleet: FleetRuntime | None = None  # command replies, event retention (started with the publisher)
 
 
 def _with_hub_credentials(s: HubSettings) -> HubSettings:
@@ -203,21 +179,19 @@ class Hub:
                 )
 
         stats = IngestStats()
-        self.services = services = HubServices(
+        core = HubCore(
             settings=s,
             engine=engine,
             sessions=sessions,
             store=store,
             mqtt=self.mqtt,
             topics=topics,
-            fleet_key=load_or_create_key(s.key_path()),
+            fleet_signing_key=load_or_create_key(s.key_path()),
             ingest_stats=stats,
         )
+        self.services = services = self._services(core)
 
-        if self.with_publisher:
-            from camfleet_hub.fleet.service import FleetRuntime
-
-            services.fleet = FleetRuntime(services)
+        if services.fleet is not None:
             services.fleet.start()
             self._stops.append(("fleet runtime", services.fleet.stop))
 
@@ -231,8 +205,8 @@ class Hub:
                     "ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port
                 )
 
-        if self.with_datasets:
-            self._start_datasets(services)
+        if services.embedder is not None:
+            self._start_datasets(services, services.embedder)
 
         if self.with_http:
             self._start_http(services)
@@ -255,25 +229,48 @@ class Hub:
         if password is not None:
             print(f"first admin: {a.admin_username} / {password} - change it (shown only this once)", flush=True)
 
-    def _start_datasets(self, services: HubServices) -> None:
-        """Import jobs (resuming those a previous run left) and the embedding back-fill thread."""
+    def _services(self, core: HubCore) -> HubServices:
+        """Every long-lived part this process runs, built once; nothing is added to the container later."""
         from camfleet_hub.datasets.duplicates import NearIndexes
-        from camfleet_hub.datasets.embeddings import Embedder, EmbeddingBackfill
-        from camfleet_hub.imports.jobs import ImportWorker
+        from camfleet_hub.datasets.media import ThumbnailCache
+        from camfleet_hub.serving.classify import RuntimeCache
 
-        services.embedder = Embedder(services)
-        services.near_indexes = NearIndexes()
-        backfill = EmbeddingBackfill(services, services.embedder, services.near_indexes)
-        backfill.start()
-        self._stops.append(("embedding back-fill", backfill.stop))
+        near = NearIndexes()
+        embedder = import_worker = fleet = None
+        if self.with_datasets:
+            from camfleet_hub.datasets.embeddings import Embedder
+            from camfleet_hub.imports.jobs import ImportWorker
+
+            embedder = Embedder(core)
+            import_worker = ImportWorker(core, embedder, near)
+        if self.with_publisher:
+            from camfleet_hub.fleet.service import FleetRuntime
+
+            fleet = FleetRuntime(core)
+        return HubServices.of(
+            core,
+            runtimes=RuntimeCache(core),
+            thumbnails=ThumbnailCache(core.store, core.settings.ingest.max_pixels),
+            near_indexes=near,
+            embedder=embedder,
+            import_worker=import_worker,
+            fleet=fleet,
+        )
+
+    def _start_datasets(self, services: HubServices, embedder: Embedder) -> None:
+        """The embedding back-fill thread, the retention sweeper and import jobs (resuming those a run left)."""
+        from camfleet_hub.datasets.embeddings import EmbeddingBackfill
         from camfleet_hub.datasets.retention import RetentionSweeper
 
+        backfill = EmbeddingBackfill(services, embedder, services.near_indexes)
+        backfill.start()
+        self._stops.append(("embedding back-fill", backfill.stop))
         sweeper = RetentionSweeper(services.sessions, services.store, self.settings.retention)
         sweeper.start()  # per-site dataset retention, every retention.interval_s
         self._stops.append(("retention sweeper", sweeper.stop))
-        services.import_worker = ImportWorker(services, services.embedder, services.near_indexes)
-        services.import_worker.start()
-        self._stops.append(("import worker", services.import_worker.stop))
+        if services.import_worker is not None:
+            services.import_worker.start()
+            self._stops.append(("import worker", services.import_worker.stop))
 
     def _start_http(self, services: HubServices) -> None:
         """Serve ``camfleet_hub.api.create_app(services)`` with uvicorn in a thread; wait until it listens."""

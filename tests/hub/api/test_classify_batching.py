@@ -115,7 +115,7 @@ def test_concurrent_requests_run_as_one_batch_with_unbatched_answers(
 
 def _batcher(api: Any) -> Any:
     """The default model's batcher (None until a classify request loaded the model)."""
-    return api.client.app.state.api.runtimes.batcher(_model(api))
+    return api.client.app.state.services.runtimes.batcher(_model(api))
 
 
 def test_full_queue_answers_503_with_retry_after(

@@ -116,7 +116,7 @@ def test_bytes_per_image_and_per_request(hub) -> None:  # type: ignore[no-untype
 def test_busy_hub_answers_503_with_retry_after(hub) -> None:  # type: ignore[no-untyped-def]
     small = io.BytesIO()
     Image.new("RGB", (300, 300), (10, 200, 30)).save(small, "JPEG")
-    slots = hub.client.app.state.api.runtimes.slots
+    slots = hub.client.app.state.services.runtimes.slots
     held = 0
     try:
         for _ in range(hub.services.settings.classify.concurrency):  # as if that many requests were decoding

@@ -69,7 +69,7 @@ def test_result_upload_verify_resign_idempotent(api, clothing_subset: Path, tmp_
     assert bundle.status_code == 200 and bundle.headers["content-type"] == "application/zip"
     assert hashlib.sha256(bundle.content).hexdigest() == model["sha256"] and len(bundle.content) == model["size"]
     fleet = c.get(f"{API}/keys/fleet").json()["public_key"]
-    assert fleet == public_key_of(api.services.fleet_key) != public_key_of(trainer_key)
+    assert fleet == public_key_of(api.services.fleet_signing_key) != public_key_of(trainer_key)
     manifest = verify_bundle(unpack_bundle(bundle.content, tmp_path / "downloaded"), fleet)
     assert (manifest.version, manifest.classifier, manifest.signer) == ("1", "clothes", fleet)
     assert (manifest.site, manifest.format_version) == ("shop", 2)  # agents check the signed site (issue 10)
@@ -156,7 +156,7 @@ def test_promote_announce_and_rollback(api, clothing_subset: Path, tmp_path: Pat
     rollback = _announced(seen["clothes"]).rollback
     assert rollback is not None
     assert (rollback.site, rollback.classifier, rollback.version, rollback.replaces) == ("shop", "clothes", "1", "2")
-    verify_rollback(rollback, public_key_of(api.services.fleet_key))
+    verify_rollback(rollback, public_key_of(api.services.fleet_signing_key))
     assert c.post(f"{API}/models/999/promote").status_code == 404
 
 

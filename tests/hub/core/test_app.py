@@ -91,7 +91,7 @@ def test_hub_on_embedded_defaults_ingests_a_frame(
         assert isinstance(services, HubServices)
         assert isinstance(services.store, DirectoryStore)
         assert services.mqtt.connected
-        assert len(public_key_of(services.fleet_key)) == 64
+        assert len(public_key_of(services.fleet_signing_key)) == 64
         assert (tmp_path / "hub" / "hub.db").exists() and (tmp_path / "hub" / "fleet.key").exists()
         seed_site(services.engine)
         assert hub.ingest is not None and hub.ingest.client.subscribed.wait(10)
@@ -99,10 +99,10 @@ def test_hub_on_embedded_defaults_ingests_a_frame(
         wait_for(lambda: services.ingest_stats.snapshot()["accepted"] == 1, "the frame through the embedded broker")
         with services.sessions() as s:
             assert s.execute(select(func.count()).select_from(Frame)).scalar_one() == 1
-        key = services.fleet_key
+        key = services.fleet_signing_key
     assert hub.broker is not None and not hub.broker.running
     with Hub(settings, http=False, ingest=False) as hub:  # restart: same key, same database
-        assert hub.services is not None and hub.services.fleet_key == key
+        assert hub.services is not None and hub.services.fleet_signing_key == key
 
 
 def test_hub_serves_http(tmp_path: Path, free_port: Callable[[], int]) -> None:

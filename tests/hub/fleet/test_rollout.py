@@ -74,7 +74,7 @@ def test_staged_rollout_pin_promote_rollback(sqlite_fleet: FleetHub, clothing_su
     wait_for(lambda: len(c.get(ROLLOUT).json()["agents"]) == 3, "three agents known")
     assert c.post(f"{API}/models/{v1}/promote").status_code == 200
     ann = Announcements(fleet)
-    public = public_key_of(fleet.services.fleet_key)
+    public = public_key_of(fleet.services.fleet_signing_key)
     try:
         ann.latest(lambda a: a.version == "1", "version 1 announced")
 

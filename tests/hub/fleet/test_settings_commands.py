@@ -60,7 +60,7 @@ def test_settings_versions_signed_delivery_and_applied(fleet: FleetHub, tmp_path
         sub.stop()
     assert got[0].retain
     signed = from_json(SignedConfig, got[0].payload)
-    public = public_key_of(fleet.services.fleet_key)
+    public = public_key_of(fleet.services.fleet_signing_key)
     verify(signed.config.encode(), signed.signature, public)
     doc = from_json(AgentConfigDocument, signed.config)
     assert (doc.site, doc.agent, doc.config.version) == ("shop", "agent1", 2)

@@ -10,8 +10,9 @@ from pydantic import Field, field_validator
 
 from camfleet_contract.topics import validate_name
 from camfleet_hub.auth import mqtt_accounts
+from camfleet_hub.auth.deps import SiteAdminDep
 from camfleet_hub.auth.models import MqttAccount, MqttAccountKind
-from camfleet_hub.core.deps import SessionDep, SiteAdminDep
+from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import ForbiddenError
 from camfleet_hub.core.schemas import Public
 from camfleet_hub.core.schemas import Request as RequestBody

@@ -15,9 +15,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import select
 
 from camfleet_hub.auth import service as auth
+from camfleet_hub.auth.deps import SESSION_COOKIE, SessionUserDep, client_address
 from camfleet_hub.auth.models import Role
-from camfleet_hub.auth.router import caller_of, set_session_cookie
-from camfleet_hub.core.deps import SESSION_COOKIE, Principal, SessionDep, SessionUserDep, SettingsDep, client_address
+from camfleet_hub.auth.principal import Principal
+from camfleet_hub.auth.router import set_session_cookie
+from camfleet_hub.core.deps import SessionDep, SettingsDep
 from camfleet_hub.core.errors import ForbiddenError, InvalidError, ServiceError, UnauthenticatedError
 from camfleet_hub.core.urls import API_PREFIX
 from camfleet_hub.datasets import crud
@@ -91,8 +93,8 @@ def _page(
     sites = list(session.scalars(select(Site).order_by(Site.name)))
     admin_sites = [s.name for s in sites if user.role_in(s.id) == Role.ADMIN]
     token_sites = [s.name for s in sites if user.role_in(s.id) is not None]
-    users = auth.visible_users(session, caller_of(user)) if (user.admin or admin_sites) else []
-    tokens = [auth.token_view(session, t) for t in auth.list_tokens(session, caller_of(user))]
+    users = auth.visible_users(session, user) if (user.admin or admin_sites) else []
+    tokens = [auth.token_view(session, t) for t in auth.list_tokens(session, user)]
     context = {
         "me": user,
         "users": users,
@@ -206,7 +208,7 @@ def create_token(
     """Shows the page with the new secret once (not a redirect: the secret must not be stored anywhere)."""
     try:
         found = crud.get_site(session, site) if site else None
-        token, secret = auth.create_token(session, caller_of(user), name, found, auth.checked_role(role))
+        token, secret = auth.create_token(session, user, name, found, auth.checked_role(role))
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
@@ -219,7 +221,7 @@ def create_token(
 @router.post("/ui/tokens/{token_id}/revoke", response_model=None, name="ui.revoke_token")
 def revoke_token(request: Request, token_id: int, session: SessionDep, user: SessionUserDep) -> Response:
     try:
-        auth.revoke_token(session, caller_of(user), token_id)
+        auth.revoke_token(session, user, token_id)
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)

@@ -12,6 +12,14 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
 from camfleet_hub.auth import service as auth
+from camfleet_hub.auth.deps import (
+    SESSION_COOKIE,
+    CurrentUserDep,
+    SessionHubAdminDep,
+    SessionSiteAdminDep,
+    SessionUserDep,
+    client_address,
+)
 from camfleet_hub.auth.models import Role
 from camfleet_hub.auth.schemas import (
     LoginRequest,
@@ -25,17 +33,7 @@ from camfleet_hub.auth.schemas import (
     UserUpdate,
 )
 from camfleet_hub.core.config import HubSettings
-from camfleet_hub.core.deps import (
-    SESSION_COOKIE,
-    CurrentUserDep,
-    Principal,
-    SessionDep,
-    SessionHubAdminDep,
-    SessionSiteAdminDep,
-    SessionUserDep,
-    SettingsDep,
-    client_address,
-)
+from camfleet_hub.core.deps import SessionDep, SettingsDep
 from camfleet_hub.core.errors import ForbiddenError
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Site
@@ -58,17 +56,6 @@ def set_session_cookie(response: Response, secret: str, settings: HubSettings) -
         path="/",
     )
     response.headers[CSRF_HEADER] = auth.csrf_token(secret)
-
-
-def caller_of(user: Principal) -> auth.Caller:
-    return auth.Caller(
-        name=user.name,
-        admin=user.admin,
-        user_id=user.user_id,
-        roles=user.roles,
-        token_id=user.token_id,
-        session_id=user.session_id,
-    )
 
 
 def _user_public(session: SessionDep, user: object) -> UserPublic:
@@ -130,7 +117,7 @@ def me(request: Request, response: Response, user: CurrentUserDep, session: Sess
 def list_users(user: SessionUserDep, session: SessionDep) -> list[UserPublic]:
     """Hub admins see every user; a site admin only users with a role in a site they administer, and only
     those roles."""
-    return [UserPublic.model_validate(u) for u in auth.visible_users(session, caller_of(user))]
+    return [UserPublic.model_validate(u) for u in auth.visible_users(session, user)]
 
 
 @router.post("/users", operation_id="create_user", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
@@ -189,16 +176,16 @@ def set_site_role(
 def create_token(body: TokenCreate, session: SessionDep, user: SessionUserDep) -> TokenCreated:
     """A bearer token for a script or agent; the secret is in this answer only. Tokens never create tokens."""
     site = crud.get_site(session, body.site) if body.site is not None else None
-    token, secret = auth.create_token(session, caller_of(user), body.name, site, Role(body.role))
+    token, secret = auth.create_token(session, user, body.name, site, Role(body.role))
     return TokenCreated.model_validate({**auth.token_view(session, token), "token": secret})
 
 
 @router.get("/tokens", operation_id="list_tokens", response_model=list[TokenPublic])
 def list_tokens(session: SessionDep, user: SessionUserDep) -> list[TokenPublic]:
-    return [TokenPublic.model_validate(auth.token_view(session, t)) for t in auth.list_tokens(session, caller_of(user))]
+    return [TokenPublic.model_validate(auth.token_view(session, t)) for t in auth.list_tokens(session, user)]
 
 
 @router.delete("/tokens/{token_id}", operation_id="revoke_token", response_model=TokenPublic)
 def revoke_token(token_id: int, session: SessionDep, user: SessionUserDep) -> TokenPublic:
     """Revoke (the row stays, marked, so logs can still name it)."""
-    return TokenPublic.model_validate(auth.token_view(session, auth.revoke_token(session, caller_of(user), token_id)))
+    return TokenPublic.model_validate(auth.token_view(session, auth.revoke_token(session, user, token_id)))

@@ -20,7 +20,7 @@ import hmac
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -35,6 +35,7 @@ from camfleet_hub.auth.passwords import (
     secret_digest,
     verify_password,
 )
+from camfleet_hub.auth.principal import Principal
 from camfleet_hub.core.config import AuthSettings, reveal
 from camfleet_hub.core.db.base import NAME_LEN
 from camfleet_hub.core.db.types import utcnow
@@ -82,18 +83,6 @@ class EverySite(Mapping[int, Role]):
 
     def __repr__(self) -> str:
         return f"EverySite({self.role.value})"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a credential belongs to; ``api.deps.Principal`` is built from it."""
-
-    name: str
-    admin: bool
-    user_id: int | None
-    roles: Mapping[int, Role] = field(default_factory=dict)
-    token_id: int | None = None
-    session_id: int | None = None  # the login session row, when the credential is a session cookie
 
 
 # --------------------------------------------------------------------------- validation
@@ -145,7 +134,7 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def visible_users(session: Session, caller: Caller) -> list[dict[str, object]]:
+def visible_users(session: Session, caller: Principal) -> list[dict[str, object]]:
     """Users as ``user_view`` dicts: every user with all roles for hub admins; for a site admin only users
     holding a role in a site they administer, with only those roles (other sites stay invisible)."""
     if caller.admin:
@@ -270,9 +259,9 @@ def first_admin(session: Session, settings: AuthSettings) -> str | None:
 # --------------------------------------------------------------------------- who is calling
 
 
-def caller_of_user(session: Session, user: User, session_id: int | None = None) -> Caller:
+def caller_of_user(session: Session, user: User, session_id: int | None = None) -> Principal:
     roles = roles_of(session, user.id)
-    return Caller(name=user.username, admin=user.is_admin, user_id=user.id, roles=roles, session_id=session_id)
+    return Principal(name=user.username, admin=user.is_admin, user_id=user.id, roles=roles, session_id=session_id)
 
 
 def _weaker(a: Role | None, b: Role | None) -> Role | None:
@@ -281,7 +270,7 @@ def _weaker(a: Role | None, b: Role | None) -> Role | None:
     return a if a.rank <= b.rank else b
 
 
-def caller_of_token(session: Session, secret: str) -> Caller | None:
+def caller_of_token(session: Session, secret: str) -> Principal | None:
     """The caller a bearer token stands for, or None when it is unknown, revoked or its owner lost the rights."""
     token = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == secret_digest(secret)))
     if token is None or token.revoked_at is not None:
@@ -295,10 +284,10 @@ def caller_of_token(session: Session, secret: str) -> Caller | None:
     if token.site_id is None:
         if not owner_admin:
             return None  # every-site tokens belong to hub admins
-        caller = Caller(name, role == Role.ADMIN, token.user_id, EverySite(role), token.id)
+        caller = Principal(name, role == Role.ADMIN, token.user_id, EverySite(role), token.id)
     else:
         held = role if owner_admin else _weaker(role, roles_of(session, owner.id).get(token.site_id))  # type: ignore[union-attr]
-        caller = Caller(name, False, token.user_id, {token.site_id: held} if held else {}, token.id)
+        caller = Principal(name, False, token.user_id, {token.site_id: held} if held else {}, token.id)
     now = utcnow()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > TOKEN_TOUCH_S:
         token.last_used_at = now
@@ -306,7 +295,7 @@ def caller_of_token(session: Session, secret: str) -> Caller | None:
     return caller
 
 
-def caller_of_cookie(session: Session, secret: str) -> Caller | None:
+def caller_of_cookie(session: Session, secret: str) -> Principal | None:
     """The logged-in user of a session cookie, or None when it is unknown, expired or the user is disabled."""
     row = session.scalar(select(LoginSession).where(LoginSession.token_sha256 == secret_digest(secret)))
     if row is None or row.expires_at <= utcnow():
@@ -437,7 +426,7 @@ def logout(session: Session, secret: str) -> None:
 # --------------------------------------------------------------------------- tokens
 
 
-def _holds(caller: Caller, site_id: int, role: Role) -> bool:
+def _holds(caller: Principal, site_id: int, role: Role) -> bool:
     if caller.admin:
         return True
     held = caller.roles.get(site_id)
@@ -445,7 +434,7 @@ def _holds(caller: Caller, site_id: int, role: Role) -> bool:
 
 
 def create_token(
-    session: Session, caller: Caller, name: str, site: Site | None, role: Role, *, owner: User | None = None
+    session: Session, caller: Principal, name: str, site: Site | None, role: Role, *, owner: User | None = None
 ) -> tuple[ApiToken, str]:
     """A new token (returns the row and its secret, shown once). Only hub admins make every-site tokens;
     others may make tokens for sites where they hold at least ``role``."""
@@ -472,7 +461,7 @@ def create_token(
     return token, secret
 
 
-def list_tokens(session: Session, caller: Caller) -> list[ApiToken]:
+def list_tokens(session: Session, caller: Principal) -> list[ApiToken]:
     """Hub admins see every token; others their own and those of sites they administer."""
     q = select(ApiToken).order_by(ApiToken.id)
     if not caller.admin:
@@ -481,7 +470,7 @@ def list_tokens(session: Session, caller: Caller) -> list[ApiToken]:
     return list(session.scalars(q))
 
 
-def revoke_token(session: Session, caller: Caller, token_id: int) -> ApiToken:
+def revoke_token(session: Session, caller: Principal, token_id: int) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
         raise NotFoundError(f"token id={token_id} not found")

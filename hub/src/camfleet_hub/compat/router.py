@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from camfleet_hub.auth.deps import get_current_user
 from camfleet_hub.compat import service
 from camfleet_hub.compat.schemas import (
     CvAnswer,
@@ -24,7 +25,7 @@ from camfleet_hub.compat.schemas import (
     SaveDataAnswer,
     SaveDataRequest,
 )
-from camfleet_hub.core.deps import ApiStateDep, ServicesDep, SessionDep, get_current_user
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import ServiceError
 from camfleet_hub.core.http_errors import describe_errors
 
@@ -86,12 +87,12 @@ async def save_data(request: Request, services: ServicesDep, session: SessionDep
     responses=ERRORS,
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": MakeModelRequest.model_json_schema()}}}},
 )
-async def make_model(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+async def make_model(request: Request, services: ServicesDep, session: SessionDep) -> Any:
     """Train the site's classifier now (a trainer worker does it) and wait; the stage flags say how far it got."""
     try:
         user = get_current_user(request, services.settings, session)
         body = _body(MakeModelRequest, await request.body())
-        status, answer = await run_in_threadpool(service.make_model, services, session, state.runtimes, user, body)
+        status, answer = await run_in_threadpool(service.make_model, services, session, services.runtimes, user, body)
     except ServiceError as exc:
         session.rollback()
         return _refusal(exc, _list_error)
@@ -105,21 +106,21 @@ async def make_model(request: Request, services: ServicesDep, session: SessionDe
     responses={**ERRORS, 503: {"description": "classification slots busy; Retry-After"}},
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
 )
-async def predict(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+async def predict(request: Request, services: ServicesDep, session: SessionDep) -> Any:
     """Top category per image; "No category (Anomaly)" under min_confidence or when flagged anomalous."""
     try:
         user = get_current_user(request, services.settings, session)
-        state.runtimes.slots.acquire()
+        services.runtimes.slots.acquire()
     except ServiceError as exc:
         return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
     try:
         body = _body(PredictRequest, await request.body())
-        return await run_in_threadpool(service.predict, services, session, state.runtimes, user, body)
+        return await run_in_threadpool(service.predict, services, session, services.runtimes, user, body)
     except ServiceError as exc:
         session.rollback()
         return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()
 
 
 @router.get(
@@ -129,18 +130,18 @@ async def predict(request: Request, services: ServicesDep, session: SessionDep, 
     responses=ERRORS,
     description="`/cv?PATH_OR_URL[:HOW_MANY]` or `/cv?path=…&how_many=…&site=…&classifier=…`",
 )
-async def cv(request: Request, services: ServicesDep, session: SessionDep, state: ApiStateDep) -> Any:
+async def cv(request: Request, services: ServicesDep, session: SessionDep) -> Any:
     """The dataset tool's REST form: ``{group: probability}`` of the top HOW_MANY groups."""
     raw = request.scope.get("query_string", b"").decode("latin-1")
     try:
         user = get_current_user(request, services.settings, session)
-        state.runtimes.slots.acquire()
+        services.runtimes.slots.acquire()
     except ServiceError as exc:
         return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
     try:
-        return await run_in_threadpool(service.cv, services, session, state.runtimes, user, raw)
+        return await run_in_threadpool(service.cv, services, session, services.runtimes, user, raw)
     except ServiceError as exc:
         session.rollback()
         return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()

@@ -47,8 +47,8 @@ from camfleet_hub.training import announce, jobs, registry
 from camfleet_hub.training.models import JobStatus, ModelStatus, ModelVersion, TrainingJob
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
-    from camfleet_hub.core.deps import Principal
+    from camfleet_hub.auth.principal import Principal
+    from camfleet_hub.core.container import HubServices
 
 POLL_S = 0.5
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)

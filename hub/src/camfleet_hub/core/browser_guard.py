@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from camfleet_hub.auth.deps import SESSION_COOKIE
 from camfleet_hub.auth.service import csrf_matches, csrf_token
 from camfleet_hub.core.config import HubSettings
-from camfleet_hub.core.deps import SESSION_COOKIE
 from camfleet_hub.core.urls import API_PREFIX
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

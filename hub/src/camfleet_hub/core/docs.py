@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.routing import BaseRoute
 
-from camfleet_hub.core.deps import get_current_user
+from camfleet_hub.auth.deps import get_current_user
 
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"

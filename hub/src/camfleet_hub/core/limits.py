@@ -23,7 +23,7 @@ from camfleet_hub.core.errors import UnauthenticatedError
 from camfleet_hub.core.urls import API_PREFIX
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and part headers around the files
 
@@ -87,7 +87,7 @@ class BodyLimits:
 
     def _authenticate(self, scope: Scope) -> str | None:
         """Why the caller is refused (no valid token or session), or None; the route still checks its role."""
-        from camfleet_hub.core.deps import get_current_user
+        from camfleet_hub.auth.deps import get_current_user
 
         with self.services.sessions() as session:
             try:

@@ -27,7 +27,7 @@ from camfleet_hub.serving.classify import RuntimeCache
 from camfleet_hub.training.announce import default_model
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubCore, HubServices
     from camfleet_hub.datasets.duplicates import NearIndexes
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def vector_of(data: bytes) -> np.ndarray:
 class Embedder:
     """Embeds decoded RGB images with the current default bundle (ONNX Runtime), reloading when it changes."""
 
-    def __init__(self, services: HubServices) -> None:
+    def __init__(self, services: HubCore) -> None:
         self.services = services
         self._runtimes = RuntimeCache(services, max_entries=1)
         self._lock = threading.Lock()

@@ -18,7 +18,7 @@ from camfleet_hub.ingest.models import DeadLetter
 from camfleet_hub.serving.classify import decode_bounded
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 THUMB_PREFIX = "thumbs"
 THUMB_SIZE = 256

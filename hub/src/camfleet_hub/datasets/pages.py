@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import CurrentUserDep, SessionDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
+from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, ServiceError
 from camfleet_hub.datasets import crud, curation
 from camfleet_hub.datasets import page_data as cp

@@ -27,8 +27,8 @@ from camfleet_hub.fleet.models import FleetEvent, FleetSiteSettings
 from camfleet_hub.ingest.validate import Rejection
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
     from camfleet_hub.core.comms.mqtt import Received
+    from camfleet_hub.core.container import HubCore
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def state_payload(event: Event) -> dict[str, Any]:
 class HomeAssistantBridge:
     """Follows events on the hub's MQTT client and keeps Home Assistant's entities and states up to date."""
 
-    def __init__(self, services: HubServices) -> None:
+    def __init__(self, services: HubCore) -> None:
         self.services = services
         self._lock = threading.Lock()
         self._announced: set[tuple[str, str, str]] = set()

@@ -23,7 +23,7 @@ from camfleet_hub.imports.models import ImportJob
 from camfleet_hub.training.models import TrainingJob
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"  # 404s keep one label value, so a scanner cannot blow up the series count

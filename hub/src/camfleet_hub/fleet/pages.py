@@ -13,14 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_contract.agent_config import CameraConfig
-from camfleet_hub.core.deps import (
-    CurrentUserDep,
-    ServicesDep,
-    SessionDep,
-    SiteAdminDep,
-    SiteViewerDep,
-    visible_site_ids,
-)
+from camfleet_hub.auth.deps import CurrentUserDep, SiteAdminDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError
 from camfleet_hub.core.http_errors import describe_errors
 from camfleet_hub.datasets import crud

@@ -27,7 +27,7 @@ from camfleet_hub.training import announce, registry
 from camfleet_hub.training.models import ModelVersion
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 
 def in_share(classifier: str, agent: str, percent: int) -> bool:
@@ -236,7 +236,7 @@ def with_plan(
         ann = ann.model_copy(
             update={
                 "rollback": sign_rollback(
-                    site.name, classifier.name, default.version, str(withdrawn), services.fleet_key
+                    site.name, classifier.name, default.version, str(withdrawn), services.fleet_signing_key
                 )
             }
         )
@@ -250,7 +250,7 @@ def with_plan(
             continue
         pinned_low = agent in plan.pins and model.version < highest_any
         statement = (
-            sign_rollback(site.name, classifier.name, str(model.version), str(highest_any), services.fleet_key)
+            sign_rollback(site.name, classifier.name, str(model.version), str(highest_any), services.fleet_signing_key)
             if pinned_low
             else None
         )

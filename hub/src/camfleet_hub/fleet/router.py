@@ -13,19 +13,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from camfleet_hub.auth.deps import CurrentUserDep, SiteAdminDep, SiteViewerDep, get_current_user, visible_site_ids
 from camfleet_hub.auth.models import Role
+from camfleet_hub.auth.principal import Principal
 from camfleet_hub.core.db.types import utcnow
-from camfleet_hub.core.deps import (
-    CurrentUserDep,
-    Principal,
-    ServicesDep,
-    SessionDep,
-    SettingsDep,
-    SiteAdminDep,
-    SiteViewerDep,
-    get_current_user,
-    visible_site_ids,
-)
+from camfleet_hub.core.deps import ServicesDep, SessionDep, SettingsDep
 from camfleet_hub.core.errors import InvalidError, UnauthenticatedError
 from camfleet_hub.core.urls import API_PREFIX
 from camfleet_hub.datasets import crud

@@ -32,8 +32,8 @@ from camfleet_hub.fleet.homeassistant import HomeAssistantBridge
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, Agent, AgentConfigVersion, FleetCommand, FleetSiteSettings
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
     from camfleet_hub.core.comms.mqtt import Received
+    from camfleet_hub.core.container import HubCore, HubServices
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,10 @@ def settings_history(session: Session, site: Site, agent: str, limit: int = 50) 
     return [_settings_of(session, site, r) for r in rows]
 
 
-def signed_config(site: str, agent: str, config: AgentConfig, fleet_key: str) -> SignedConfig:
+def signed_config(site: str, agent: str, config: AgentConfig, signing_key: str) -> SignedConfig:
     """The retained message for the agent: the document as exact JSON text, and the fleet key's signature of it."""
     text = AgentConfigDocument(site=site, agent=agent, config=config).model_dump_json()
-    return SignedConfig(config=text, signature=sign(text.encode(), fleet_key))
+    return SignedConfig(config=text, signature=sign(text.encode(), signing_key))
 
 
 def save_settings(
@@ -163,7 +163,7 @@ def save_settings(
 
 
 def publish_settings(services: HubServices, site: str, agent: str, config: AgentConfig) -> None:
-    message = signed_config(site, agent, config, services.fleet_key)
+    message = signed_config(site, agent, config, services.fleet_signing_key)
     services.mqtt.publish(services.topics.config(site, agent), to_json(message), qos=1, retain=True)
 
 
@@ -250,7 +250,7 @@ class FleetRuntime:
     """What the fleet domain runs inside the hub: the command reply listener, the event retention sweeper and the
     Home Assistant bridge."""
 
-    def __init__(self, services: HubServices, sweep_every_s: float = SWEEP_EVERY_S) -> None:
+    def __init__(self, services: HubCore, sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.services = services
         self.sweep_every_s = sweep_every_s
         self._stop = threading.Event()

@@ -37,7 +37,7 @@ from camfleet_hub.ingest.persist import insert_ignore
 
 if TYPE_CHECKING:
     from camfleet_contract.runtime import ClassifierRuntime
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubCore
     from camfleet_hub.datasets.duplicates import NearIndexes
     from camfleet_hub.datasets.embeddings import Embedder
 
@@ -91,7 +91,7 @@ class Importer:
 
     def __init__(
         self,
-        services: HubServices,
+        services: HubCore,
         embedder: Embedder,
         near: NearIndexes,
         job: ImportJob,

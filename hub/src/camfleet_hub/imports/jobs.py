@@ -43,7 +43,7 @@ from camfleet_hub.imports.sources import (
 )
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubCore, HubServices
     from camfleet_hub.datasets.duplicates import NearIndexes
     from camfleet_hub.datasets.embeddings import Embedder
 
@@ -58,12 +58,12 @@ COPY_CHUNK = 1024 * 1024
 MAX_ITEMS_PAGE = 1000
 
 
-def limits_of(services: HubServices) -> ImportLimits:
+def limits_of(services: HubCore) -> ImportLimits:
     s = services.settings
     return ImportLimits(max_pixels=s.ingest.max_pixels, max_upload_bytes=s.imports.max_upload_bytes)
 
 
-def fetch_limits(services: HubServices) -> FetchLimits:
+def fetch_limits(services: HubCore) -> FetchLimits:
     s = services.settings.imports
     return FetchLimits(
         max_bytes=s.url_max_bytes,
@@ -73,7 +73,7 @@ def fetch_limits(services: HubServices) -> FetchLimits:
     )
 
 
-def allowed_roots(services: HubServices) -> list[Path] | None:
+def allowed_roots(services: HubCore) -> list[Path] | None:
     roots = services.settings.imports.roots
     return [Path(r) for r in roots] if roots else None
 
@@ -81,7 +81,7 @@ def allowed_roots(services: HubServices) -> list[Path] | None:
 # --------------------------------------------------------------------------- staging
 
 
-def staging_dir(services: HubServices, token: str) -> Path:
+def staging_dir(services: HubCore, token: str) -> Path:
     return services.settings.resolve(STAGING) / token
 
 
@@ -274,7 +274,7 @@ def item_view(item: ImportItem) -> dict[str, Any]:
 class ImportWorker:
     """A few hub threads that run queued import jobs one file at a time."""
 
-    def __init__(self, services: HubServices, embedder: Embedder, near: NearIndexes, threads: int = 2) -> None:
+    def __init__(self, services: HubCore, embedder: Embedder, near: NearIndexes, threads: int = 2) -> None:
         self.services = services
         self.embedder = embedder
         self.near = near

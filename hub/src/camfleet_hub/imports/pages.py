@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from camfleet_hub.core.deps import ServicesDep, SessionDep, SiteViewerDep
+from camfleet_hub.auth.deps import SiteViewerDep
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import UnavailableError
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import page_data as curation_pages

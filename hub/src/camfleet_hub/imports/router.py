@@ -9,16 +9,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import (
-    CurrentUserDep,
-    Principal,
-    ServicesDep,
-    SessionDep,
-    SiteLabellerDep,
-    SiteViewerDep,
-    require_in_classifier,
-)
+from camfleet_hub.auth.principal import Principal
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, TooLargeError
 from camfleet_hub.core.http_errors import invalid_from
 from camfleet_hub.datasets import crud

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from camfleet_hub.core.deps import HubAdminDep, ServicesDep, SessionDep
+from camfleet_hub.auth.deps import HubAdminDep
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.datasets import media
 from camfleet_hub.ingest.schemas import DeadLetterPublic, IngestStats
 

@@ -28,7 +28,7 @@ from camfleet_hub.serving.schemas import AnalyseAnswer
 from camfleet_hub.serving.service import Scored, score_images
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 
 def explain(scored: Scored, cal: AnomalyCalibration) -> str:

@@ -34,7 +34,7 @@ from camfleet_hub.training import announce
 from camfleet_hub.training.models import ModelVersion
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubCore, HubServices
 
 MAX_CACHED_RUNTIMES = 8
 # JPEGs decode at 1/2, 1/4 or 1/8 scale while both sides stay at least the model's resize (256 px for a 224 px
@@ -92,7 +92,7 @@ class RuntimeCache:
     """Loaded ``ClassifierRuntime``s (each with its ``Batcher``) by model id; each bundle is unpacked from the
     store into the data dir once. The runtime runs the precision signed into the model's manifest."""
 
-    def __init__(self, services: HubServices, max_entries: int = MAX_CACHED_RUNTIMES) -> None:
+    def __init__(self, services: HubCore, max_entries: int = MAX_CACHED_RUNTIMES) -> None:
         self.services = services
         self.max_entries = max_entries
         self.root = services.settings.resolve("models")
@@ -130,7 +130,7 @@ class RuntimeCache:
             try:
                 runtime = ClassifierRuntime(
                     self._bundle_dir(model),
-                    public_key=public_key_of(self.services.fleet_key),
+                    public_key=public_key_of(self.services.fleet_signing_key),
                     prefer_int8=model_precision(model) == "int8",
                 )
             except BundleError as exc:

@@ -19,7 +19,7 @@ from camfleet_hub.datasets.embeddings import load_vectors
 from camfleet_hub.datasets.models import Classifier, Group, Image, ImageStatus
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 SHOWN = 60
 

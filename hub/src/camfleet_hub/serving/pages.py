@@ -16,21 +16,16 @@ import httpx
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from camfleet_contract.images import ImageError, probe_image
+from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDep, visible_site_ids
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core import urls
-from camfleet_hub.core.deps import (
-    ApiStateDep,
-    CurrentUserDep,
-    ServicesDep,
-    SessionDep,
-    SiteLabellerDep,
-    SiteViewerDep,
-    visible_site_ids,
-)
+from camfleet_hub.core.container import HubServices
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError, UnavailableError
 from camfleet_hub.core.store.base import ObjectNotFound
 from camfleet_hub.datasets import crud, curation
@@ -109,12 +104,12 @@ def _score(
 
 @router.post("/ui/try/classify", response_model=None, name="serving.try_classify")
 async def try_classify(
-    request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
+    request: Request, session: SessionDep, services: ServicesDep, user: CurrentUserDep
 ) -> JSONResponse:
     """Multipart ``file`` and ``target`` ('' = ImageNet default, else 'site/classifier') → top-5, anomaly flag.
     A site classifier's prediction is logged (route 'try') like REST classify."""
     limits = services.settings.classify
-    state.runtimes.slots.acquire()
+    services.runtimes.slots.acquire()
     try:
         form = await request.form(max_files=2, max_fields=4)
         try:
@@ -139,7 +134,7 @@ async def try_classify(
                 user.require(classifier.site_id, Role.VIEWER, site)
             if image is None:  # after the role check: a caller learns nothing of a site it cannot see
                 raise InvalidError("file: missing multipart file field 'file'")
-            model, is_default, runtime, scored = _score(services, session, state.runtimes, classifier, image)
+            model, is_default, runtime, scored = _score(services, session, services.runtimes, classifier, image)
             shown = runtime.manifest.classifier if is_default or classifier is None else classifier.name
             if classifier is not None:
                 ctx = LogContext(classifier.site_id, shown, model.id, model.version, user.name, "try")
@@ -155,7 +150,7 @@ async def try_classify(
 
         return JSONResponse(await run_in_threadpool(run))
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()
 
 
 # ---------------------------------------------------------------------------------------------------- Analysis
@@ -223,15 +218,15 @@ def _frame_image(services: Any, session: Any, classifier: Classifier, frame_id: 
 
 
 async def _run_analysis(
-    state: Any, services: Any, session: Any, classifier: Classifier, upload: Any, image_id: int | None, k: int
+    services: HubServices, session: Session, classifier: Classifier, upload: Any, image_id: int | None, k: int
 ) -> Any:
-    state.runtimes.slots.acquire()
+    services.runtimes.slots.acquire()
     try:
         return await run_in_threadpool(
-            analysis.analyse, services, session, state.runtimes, classifier, upload, image_id, k
+            analysis.analyse, services, session, services.runtimes, classifier, upload, image_id, k
         )
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()
 
 
 @router.get(CLF + "/analyse", response_class=HTMLResponse, name="serving.analyse")
@@ -241,7 +236,6 @@ async def analyse_page(
     clf: str,
     session: SessionDep,
     services: ServicesDep,
-    state: ApiStateDep,
     _user: SiteViewerDep,
     image_id: Annotated[int | None, Query(ge=1, lt=2**63)] = None,
     frame_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -264,7 +258,7 @@ async def analyse_page(
             assert frame_id is not None
             upload = await run_in_threadpool(_frame_image, services, session, classifier, frame_id)
             source = {"frame_id": frame_id, "src": f"{urls.API_PREFIX}/frames/{frame_id}/thumbnail"}
-        answer = await _run_analysis(state, services, session, classifier, upload, image_id, k)
+        answer = await _run_analysis(services, session, classifier, upload, image_id, k)
     except ServiceError as exc:
         return _analysis_view(request, session, classifier, k, None, source, exc.detail, exc.status_code)
     return _analysis_view(request, session, classifier, k, answer, source)
@@ -277,7 +271,6 @@ async def analyse_upload(
     clf: str,
     session: SessionDep,
     services: ServicesDep,
-    state: ApiStateDep,
     _user: SiteViewerDep,
 ) -> HTMLResponse:
     """The Analysis page's form: an uploaded image (``file``) or an http(s) ``url`` (through the URL guard)."""
@@ -308,7 +301,7 @@ async def analyse_upload(
             data = await run_in_threadpool(_fetch_url, services, name)
         image = clf_service.NamedImage(name, data)
         source = {"name": name, "src": _data_url(data, limits.max_image_bytes)}
-        answer = await _run_analysis(state, services, session, classifier, image, None, k)
+        answer = await _run_analysis(services, session, classifier, image, None, k)
     except ServiceError as exc:
         return _analysis_view(request, session, classifier, k, None, None, exc.detail, exc.status_code)
     return _analysis_view(request, session, classifier, k, answer, source)

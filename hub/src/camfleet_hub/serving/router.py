@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from camfleet_hub.auth.deps import CurrentUserDep, SiteViewerDep
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.config import ClassifySettings
-from camfleet_hub.core.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep, SiteViewerDep
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, TooLargeError
 from camfleet_hub.core.http_errors import invalid_from
 from camfleet_hub.datasets import crud
@@ -118,7 +119,7 @@ def _from_json(raw: bytes, limits: ClassifySettings) -> ClassifyInput:
 
 @router.post("/classify", operation_id="classify", response_model=ClassifyAnswer, openapi_extra=BODIES)
 async def classify(
-    request: Request, session: SessionDep, services: ServicesDep, state: ApiStateDep, user: CurrentUserDep
+    request: Request, session: SessionDep, services: ServicesDep, user: CurrentUserDep
 ) -> ClassifyAnswer:
     """Needs the viewer role in the named site. Images as multipart ``files``, base64 JSON ``images`` or ``urls``
     (fetched through the URL-import guard); ``top_k`` predictions per image. Concurrent requests for one model
@@ -131,7 +132,7 @@ async def classify(
             f"content-type={ctype!r}: send multipart/form-data with 'files', 'site' and 'classifier', "
             'or JSON {"site", "classifier", "images": [base64, ...]}'
         )
-    state.runtimes.slots.acquire()  # before the body is read: a busy hub holds no more request bodies
+    services.runtimes.slots.acquire()  # before the body is read: a busy hub holds no more request bodies
     try:
         if ctype.startswith("multipart/form-data"):
             body = await _from_form(request, limits)
@@ -147,11 +148,11 @@ async def classify(
             classifier = crud.get_classifier(session, body.site, body.classifier)
             user.require(classifier.site_id, Role.VIEWER, body.site)
             fetched = service.fetch_urls(body.urls, services.settings) if body.urls else []
-            return service.prepare(services, session, state.runtimes, classifier, body.images + fetched)
+            return service.prepare(services, session, services.runtimes, classifier, body.images + fetched)
 
         prepared = await run_in_threadpool(prepare)
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()
     # Waiting for the batch holds no slot: only the preprocessed tensors, bounded by classify.queue_images.
     answer = await run_in_threadpool(service.finish, session, prepared, user.name, body.top_k)
     return ClassifyAnswer.model_validate(answer)
@@ -208,21 +209,20 @@ async def analyse(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
-    state: ApiStateDep,
     _user: SiteViewerDep,
     k: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS, description="how many similar images")] = DEFAULT_NEIGHBOURS,
 ) -> AnalyseAnswer:
     """Every group's probability under the production model (else the ImageNet default), the anomaly score against
     its threshold in words, and the ``k`` nearest dataset images. Needs the viewer role in the site."""
     limits = services.settings.classify
-    state.runtimes.slots.acquire()  # the same slots as /classify: one more model run per request
+    services.runtimes.slots.acquire()  # the same slots as /classify: one more model run per request
     try:
         upload, image_id = await _analyse_input(request, limits)
 
         def run() -> AnalyseAnswer:
             classifier = crud.get_classifier(session, site, clf)
-            return analysis.analyse(services, session, state.runtimes, classifier, upload, image_id, k)
+            return analysis.analyse(services, session, services.runtimes, classifier, upload, image_id, k)
 
         return await run_in_threadpool(run)
     finally:
-        state.runtimes.slots.release()
+        services.runtimes.slots.release()

@@ -21,7 +21,7 @@ from camfleet_hub.datasets.models import Classifier, Site
 from camfleet_hub.training.models import ModelStatus, ModelVersion
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def rollback_statement(
     )
     if highest is None or int(highest) <= model.version:
         return None
-    return sign_rollback(site.name, classifier.name, str(model.version), str(highest), services.fleet_key)
+    return sign_rollback(site.name, classifier.name, str(model.version), str(highest), services.fleet_signing_key)
 
 
 def announcement(

@@ -40,7 +40,7 @@ from camfleet_hub.training.jobs import get_job
 from camfleet_hub.training.models import JobStatus, ModelStatus, ModelVersion, TrainingJob
 
 if TYPE_CHECKING:
-    from camfleet_hub.app import HubServices
+    from camfleet_hub.core.container import HubServices
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def resign(
         # The precision is signed with the bundle so hub and agents run the same model file (classify.precision*).
         precision = choose_precision(services.settings, site, classifier, manifest)
         update_fields["metrics"] = {**manifest.metrics, PRECISION: precision}
-        manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_key)
-        _check_loads(bundle_dir, public_key_of(services.fleet_key))
+        manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_signing_key)
+        _check_loads(bundle_dir, public_key_of(services.fleet_signing_key))
         signature = (bundle_dir / SIGNATURE).read_text().strip()
         return pack_bundle(bundle_dir), manifest, signature, reports.read_report(bundle_dir)
 

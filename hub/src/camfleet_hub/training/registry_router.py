@@ -9,8 +9,10 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from camfleet_contract import charts
 from camfleet_contract.rest import FleetKey, ModelPublic  # what agents and the trainer read
 from camfleet_contract.signing import public_key_of
+from camfleet_hub.auth.deps import CurrentUserDep, HubAdminDep, SiteViewerDep
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import CurrentUserDep, HubAdminDep, Principal, ServicesDep, SessionDep, SiteViewerDep
+from camfleet_hub.auth.principal import Principal
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import NotFoundError, TooLargeError
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
@@ -141,4 +143,4 @@ def bundle(model_id: int, session: SessionDep, services: ServicesDep, user: Curr
 
 @router.get("/keys/fleet", operation_id="get_fleet_key", response_model=FleetKey, tags=["keys"])
 def fleet_key(services: ServicesDep, _user: CurrentUserDep) -> FleetKey:
-    return FleetKey(public_key=public_key_of(services.fleet_key))
+    return FleetKey(public_key=public_key_of(services.fleet_signing_key))

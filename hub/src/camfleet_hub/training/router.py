@@ -22,16 +22,9 @@ from camfleet_contract.rest import (  # the trainer's side of these routes: the 
     ModelPublic,
 )
 from camfleet_contract.vectors import MEDIA_TYPE, MODEL_HEADER, pack_vectors
+from camfleet_hub.auth.deps import CurrentUserDep, HubAdminDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import (
-    CurrentUserDep,
-    HubAdminDep,
-    ServicesDep,
-    SessionDep,
-    SiteLabellerDep,
-    SiteViewerDep,
-    require_in_classifier,
-)
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import TooLargeError
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views

@@ -12,18 +12,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import (
+from camfleet_hub.auth.deps import (
     CurrentUserDep,
     HubAdminDep,
-    ServicesDep,
-    SessionDep,
     SiteAdminDep,
     SiteLabellerDep,
     SiteViewerDep,
     require_in_classifier,
     visible_site_ids,
 )
+from camfleet_hub.auth.models import Role
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import ServiceError
 from camfleet_hub.core.http_errors import describe_errors
 from camfleet_hub.datasets import crud, curation

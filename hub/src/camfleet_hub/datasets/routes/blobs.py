@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from camfleet_hub.core.deps import CurrentUserDep, ServicesDep, SessionDep, visible_site_ids
+from camfleet_hub.auth.deps import CurrentUserDep, visible_site_ids
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import ForbiddenError, InvalidError
 from camfleet_hub.core.store.base import object_key
 from camfleet_hub.datasets import media

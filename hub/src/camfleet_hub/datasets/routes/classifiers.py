@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from camfleet_hub.core.deps import SessionDep, SiteAdminDep, SiteViewerDep
+from camfleet_hub.auth.deps import SiteAdminDep, SiteViewerDep
+from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.schemas import ClassifierCreate, ClassifierDetail, ClassifierPublic

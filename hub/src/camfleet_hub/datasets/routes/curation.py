@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from camfleet_contract.envelope import UploadRuleName
+from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDep
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import CurrentUserDep, ServicesDep, SessionDep, SiteLabellerDep, SiteViewerDep
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError
 from camfleet_hub.datasets import crud, curation, triage
 from camfleet_hub.datasets import listing as datasets

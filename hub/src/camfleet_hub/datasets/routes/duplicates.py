@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from camfleet_hub.core.deps import ServicesDep, SessionDep, SiteLabellerDep, SiteViewerDep
+from camfleet_hub.auth.deps import SiteLabellerDep, SiteViewerDep
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.datasets import crud, duplicates
 from camfleet_hub.datasets.schemas import (
     DuplicateSettings,
@@ -17,13 +18,6 @@ from camfleet_hub.datasets.schemas import (
 )
 
 router = APIRouter(tags=["duplicates"])
-
-
-def _indexes(services: Any) -> duplicates.NearIndexes:
-    indexes = services.near_indexes
-    if indexes is None:  # a hub built without its dataset services (never in a started hub)
-        indexes = services.near_indexes = duplicates.NearIndexes()
-    return indexes  # type: ignore[no-any-return]
 
 
 @router.get("/sites/{site}/classifiers/{clf}/duplicates", operation_id="list_duplicates", response_model=DuplicatesPage)
@@ -39,7 +33,7 @@ def list_duplicates(
     """Pairs of non-deleted images closer than ``max_equal_distance``, closest first."""
     classifier = crud.get_classifier(session, site, clf)
     model = services.embedder.current_model(session) if services.embedder is not None else None
-    pairs = duplicates.find_pairs(session, _indexes(services), classifier, model)
+    pairs = duplicates.find_pairs(session, services.near_indexes, classifier, model)
     page = [duplicates.pair_view(session, p) for p in pairs[offset : offset + limit]]
     return DuplicatesPage.model_validate(
         {

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from camfleet_hub.auth.deps import CurrentUserDep, require_in_site_id
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import ApiStateDep, CurrentUserDep, ServicesDep, SessionDep, require_in_site_id
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import ForbiddenError
 from camfleet_hub.datasets import crud, media
 from camfleet_hub.datasets.schemas import FramePublic
@@ -54,7 +55,7 @@ def frame_image(frame_id: str, session: SessionDep, services: ServicesDep, user:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256 px"}},
 )
-def frame_thumbnail(frame_id: str, session: SessionDep, state: ApiStateDep, user: CurrentUserDep) -> Response:
+def frame_thumbnail(frame_id: str, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Response:
     frame = media.get_frame(session, frame_id)
     require_in_site_id(user, session, frame.site_id, Role.VIEWER)
-    return Response(content=state.thumbnails.get(session, frame.sha256), media_type="image/jpeg", headers=IMMUTABLE)
+    return Response(content=services.thumbnails.get(session, frame.sha256), media_type="image/jpeg", headers=IMMUTABLE)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy.orm import Session
 
-from camfleet_hub.core.deps import SessionDep, SiteLabellerDep, SiteViewerDep
+from camfleet_hub.auth.deps import SiteLabellerDep, SiteViewerDep
+from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError
 from camfleet_hub.datasets import crud, curation
 from camfleet_hub.datasets import public as views

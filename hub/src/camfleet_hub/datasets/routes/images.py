@@ -6,15 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from camfleet_hub.auth.deps import CurrentUserDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
-from camfleet_hub.core.deps import (
-    ApiStateDep,
-    CurrentUserDep,
-    ServicesDep,
-    SessionDep,
-    SiteViewerDep,
-    require_in_classifier,
-)
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.datasets import crud, curation, media
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Classifier, ImageStatus
@@ -77,7 +71,7 @@ def image_content(image_id: int, session: SessionDep, services: ServicesDep, use
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG of at most 256 px"}},
 )
-def image_thumbnail(image_id: int, session: SessionDep, state: ApiStateDep, user: CurrentUserDep) -> Response:
+def image_thumbnail(image_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Response:
     image = crud.get_image(session, image_id)
     require_in_classifier(user, session, image.classifier_id, Role.VIEWER)
-    return Response(content=state.thumbnails.get(session, image.sha256), media_type="image/jpeg", headers=IMMUTABLE)
+    return Response(content=services.thumbnails.get(session, image.sha256), media_type="image/jpeg", headers=IMMUTABLE)

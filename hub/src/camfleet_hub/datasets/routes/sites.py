@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from camfleet_hub.core.deps import CurrentUserDep, HubAdminDep, ServicesDep, SessionDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.auth.deps import CurrentUserDep, HubAdminDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.schemas import SiteCreate, SitePublic
 from camfleet_hub.training import announce
