@@ -254,7 +254,7 @@ def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
             print(line, flush=True)
             last = line
         if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
+            return dict(job)
         time.sleep(1.0)
 
 

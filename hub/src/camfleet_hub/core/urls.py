@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from camfleet_contract.rest import API_PREFIX, MODEL_BUNDLE
+from camfleet_contract.rest import API_PREFIX as API_PREFIX  # the hub spells every path from this one prefix
+from camfleet_contract.rest import MODEL_BUNDLE
 
 
 def model_bundle(model_id: int) -> str:

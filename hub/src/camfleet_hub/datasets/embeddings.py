@@ -85,7 +85,8 @@ class Embedder:
             return np.zeros((0, 0), dtype=np.float32)
         vectors = np.asarray(runtime.embed(list(images)), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        unit: np.ndarray = vectors / np.maximum(norms, 1e-12)
+        return unit
 
 
 def load_vectors(session: Session, shas: Sequence[str], model: str) -> dict[str, np.ndarray]:

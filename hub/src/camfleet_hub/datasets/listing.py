@@ -230,7 +230,7 @@ def export_zip(session: Session, store: ObjectStore, classifier: Classifier) -> 
 
 def _stream_zip(store: ObjectStore, entries: list[tuple[str, str]]) -> Iterator[bytes]:
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, sha in entries:
             zf.writestr(name, store.get(sha))
             yield sink.drain()

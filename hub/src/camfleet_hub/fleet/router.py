@@ -220,7 +220,7 @@ def put_agent_config(
 ) -> AgentConfigPublic:
     """Store a new settings version and deliver it to the agent (hub-signed, retained on its config topic)."""
     found = crud.get_site(session, site)
-    saved = service.save_settings(services, session, found, agent, body.cameras, user.name)  # type: ignore[arg-type]
+    saved = service.save_settings(services, session, found, agent, body.cameras, user.name)
     return _config_public(saved)
 
 
@@ -253,7 +253,7 @@ def send_agent_command(
 ) -> CommandPublic:
     """Send snapshot / reload / restart / config to the agent; the reply shows up on GET .../commands/{id}."""
     found = crud.get_site(session, site)
-    row = service.send_command(services, session, found, agent, body.command, body.camera, user.name)  # type: ignore[arg-type]
+    row = service.send_command(services, session, found, agent, body.command, body.camera, user.name)
     return _command_public(row, found)
 
 

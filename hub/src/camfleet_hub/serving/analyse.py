@@ -71,7 +71,8 @@ def _query_vector(
     if loaded is None or loaded[0] != model:
         return None
     decoded = decode_for_embedding(data, services.settings.ingest.max_pixels)
-    return services.embedder.embed(loaded[1], [decoded])[0]
+    vector: np.ndarray = services.embedder.embed(loaded[1], [decoded])[0]
+    return vector
 
 
 def neighbours(

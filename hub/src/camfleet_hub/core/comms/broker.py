@@ -117,7 +117,7 @@ def _principal_of(session: Session | None) -> MqttPrincipal | None:
     return found if isinstance(found, MqttPrincipal) else None
 
 
-class CamfleetAuthPlugin(BaseAuthPlugin):
+class CamfleetAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt auth plugin: credentials for every client; a last-will the client may not publish refuses the CONNECT."""
 
     def __init__(self, context: BaseContext) -> None:
@@ -152,7 +152,7 @@ class CamfleetAuthPlugin(BaseAuthPlugin):
         access_key: str = ""
 
 
-class CamfleetTopicPlugin(BaseTopicPlugin):
+class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt topic plugin: the rules of ``camfleet_hub.core.comms.acl`` for subscribe, publish and delivery."""
 
     def __init__(self, context: BaseContext) -> None:
@@ -184,7 +184,7 @@ class CamfleetTopicPlugin(BaseTopicPlugin):
         access_key: str = ""
 
 
-class _CamfleetBroker(Broker):
+class _CamfleetBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's broker, keeping a retained message only where its sender may retain (agents: their own status)."""
 
     def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, root: str) -> None:
@@ -206,7 +206,7 @@ class _CamfleetBroker(Broker):
         await super().retain_message(source_session, topic_name, data, qos)
 
 
-class RetainedStorePlugin(BasePlugin[BrokerContext]):
+class RetainedStorePlugin(BasePlugin[BrokerContext]):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt plugin: keeps retained messages in a JSON file and restores them when the broker starts."""
 
     def __init__(self, context: BrokerContext) -> None:
