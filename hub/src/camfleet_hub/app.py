@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from camfleet_hub.core.config import HubSettings, reveal
+from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.container import HubCore, HubServices
 from camfleet_hub.ingest.stats import IngestStats
 
@@ -126,91 +126,88 @@ class Hub:
     def _start(self) -> HubServices:
         from camfleet_contract.signing import load_or_create_key
         from camfleet_contract.topics import Topics
-        from camfleet_hub.core.comms.mqtt import MqttClient
-        from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
         from camfleet_hub.core.store.factory import make_store
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        engine, sessions = self._start_database()
+        store = make_store(s.store, base_dir=s.data_dir)
+        log.info("object store: %r", store)
+        if self.with_broker:
+            self._start_broker(sessions)
+        core = HubCore(
+            settings=self.settings,
+            engine=engine,
+            sessions=sessions,
+            store=store,
+            mqtt=self._start_mqtt(),
+            topics=Topics(self.settings.mqtt.root),
+            fleet_signing_key=load_or_create_key(s.key_path()),
+            ingest_stats=IngestStats(),
+        )
+        self.services = services = self._services(core)
+        if services.fleet is not None:
+            services.fleet.start()
+            self._stops.append(("fleet runtime", services.fleet.stop))
+        if self.with_ingest:
+            self._start_ingest(core)
+        if services.embedder is not None:
+            self._start_datasets(services, services.embedder)
+        if self.with_http:
+            self._start_http(services)
+        return services
 
-        self.engine = engine = make_engine(s.db_url())
+    def _start_database(self) -> tuple[Engine, sessionmaker[Session]]:
+        """Engine, migrations to head, sessions, and the first admin on an empty user table."""
+        from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+
+        self.engine = engine = make_engine(self.settings.db_url())
         self._stops.append(("database", engine.dispose))
         migrate(engine)
         sessions = make_sessionmaker(engine)
         log.info("database ready: %s", engine.url.render_as_string(hide_password=True))
-        if s.auth.enabled:
+        if self.settings.auth.enabled:
             self._first_admin(sessions)
+        return engine, sessions
 
-        store = make_store(s.store, base_dir=s.data_dir)
-        log.info("object store: %r", store)
+    def _start_broker(self, sessions: sessionmaker[Session]) -> None:
+        """The embedded amqtt broker; the hub's own MQTT user gets a password first if it has none."""
+        from camfleet_hub.core.comms.broker import EmbeddedBroker
 
-        if self.with_broker:
-            from camfleet_hub.core.comms.broker import EmbeddedBroker
-
-            if s.mqtt.shared_group:
-                raise HubStartError(
-                    f"mqtt.shared_group={s.mqtt.shared_group!r} needs a broker with shared subscriptions "
-                    "(Mosquitto, EMQX, HiveMQ); the embedded amqtt broker has none: set mqtt.embedded = false"
-                )
-
-            s = self.settings = _with_hub_credentials(s)
-            self.broker = EmbeddedBroker(
-                s.mqtt.host, s.mqtt.port, _broker_access(s, sessions), retained_file=s.resolve(RETAINED_FILE)
+        if self.settings.mqtt.shared_group:
+            raise HubStartError(
+                f"mqtt.shared_group={self.settings.mqtt.shared_group!r} needs a broker with shared subscriptions "
+                "(Mosquitto, EMQX, HiveMQ); the embedded amqtt broker has none: set mqtt.embedded = false"
             )
-            self.broker.start()
-            self._stops.append(("embedded broker", self.broker.stop))
-
-        topics = Topics(s.mqtt.root)
-        self.mqtt = MqttClient(
-            s.mqtt.host,
-            s.mqtt.port,
-            f"{s.mqtt.client_id}-pub-{uuid.uuid4().hex[:8]}",
-            username=s.mqtt.username,
-            password=reveal(s.mqtt.password),
-            keepalive=s.mqtt.keepalive,
+        s = self.settings = _with_hub_credentials(self.settings)
+        self.broker = EmbeddedBroker(
+            s.mqtt.host, s.mqtt.port, _broker_access(s, sessions), retained_file=s.resolve(RETAINED_FILE)
         )
+        self.broker.start()
+        self._stops.append(("embedded broker", self.broker.stop))
+
+    def _start_mqtt(self) -> MqttClient:
+        """The publishing client (announcements, settings, commands); connected only in a publishing hub."""
+        from camfleet_hub.core.comms.mqtt import MqttClient
+
+        m = self.settings.mqtt
+        self.mqtt = MqttClient.of(m, f"{m.client_id}-pub-{uuid.uuid4().hex[:8]}")
         if self.with_publisher:
             self._stops.append(("mqtt client", self.mqtt.stop))
             if not self.mqtt.start(MQTT_CONNECT_WAIT_S):
                 log.warning(
-                    "MQTT broker %s:%s not reachable yet; announcements are queued and sent once it is",
-                    s.mqtt.host,
-                    s.mqtt.port,
+                    "MQTT broker %s:%s not reachable yet; announcements are queued and sent once it is", m.host, m.port
                 )
+        return self.mqtt
 
-        stats = IngestStats()
-        core = HubCore(
-            settings=s,
-            engine=engine,
-            sessions=sessions,
-            store=store,
-            mqtt=self.mqtt,
-            topics=topics,
-            fleet_signing_key=load_or_create_key(s.key_path()),
-            ingest_stats=stats,
-        )
-        self.services = services = self._services(core)
+    def _start_ingest(self, core: HubCore) -> None:
+        from camfleet_hub.ingest.worker import IngestWorker
 
-        if services.fleet is not None:
-            services.fleet.start()
-            self._stops.append(("fleet runtime", services.fleet.stop))
-
-        if self.with_ingest:
-            from camfleet_hub.ingest.worker import IngestWorker
-
-            self.ingest = IngestWorker(s, sessions, store, stats, topics)
-            self._stops.append(("ingest worker", self.ingest.stop))
-            if not self.ingest.start(MQTT_CONNECT_WAIT_S):
-                log.warning(
-                    "ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port
-                )
-
-        if services.embedder is not None:
-            self._start_datasets(services, services.embedder)
-
-        if self.with_http:
-            self._start_http(services)
-        return services
+        s = self.settings
+        self.ingest = IngestWorker(s, core.sessions, core.store, core.ingest_stats, core.topics)
+        self._stops.append(("ingest worker", self.ingest.stop))
+        if not self.ingest.start(MQTT_CONNECT_WAIT_S):
+            log.warning("ingest: broker %s:%s not reachable yet; retrying in the background", s.mqtt.host, s.mqtt.port)
 
     def _first_admin(self, sessions: sessionmaker[Session]) -> None:
         """On an empty user table create ``auth.admin_username``; a generated password is printed once, here."""

@@ -24,9 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from camfleet_contract.bundle import Precision
+from camfleet_contract.mqtt import MqttSettings as BrokerSettings
 from camfleet_hub.compat.schemas import CompatSettings
 from camfleet_hub.core.logs import LogSettings
 from camfleet_hub.datasets.retention import RetentionSettings
@@ -61,26 +62,24 @@ class HttpSettings(_Section):
         return f"http://{host}:{self.port}"
 
 
-class MqttSettings(_Section):
-    """The broker the hub talks to; ``embedded`` runs an amqtt broker inside the hub on host:port.
+class MqttSettings(BrokerSettings):
+    """The broker the hub talks to (the contract's broker settings: secret password, TLS, checked topic root);
+    ``embedded`` runs an amqtt broker inside the hub on host:port.
 
     ``username``/``password`` are the hub's own MQTT credentials. On the embedded broker the hub user is
     ``username`` (default ``hub``) and, without a ``password``, a random one made at each start (set one when a
     separate ``camfleet-hub ingest`` process connects to it). Agents get their own accounts from the hub.
     """
 
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     embedded: bool = True
-    host: str = "127.0.0.1"
     port: int = Field(default=11883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
     allow_anonymous_loopback: bool = Field(
         default=False, description="embedded broker: let clients without credentials in from loopback (development)"
     )
-    root: str = "camfleet"
     client_id: str = "camfleet-hub-ingest"
     shared_group: str = ""
-    keepalive: int = Field(default=30, ge=5, le=3600)
 
     @field_validator("shared_group")
     @classmethod
@@ -88,6 +87,12 @@ class MqttSettings(_Section):
         if any(c in value for c in "/+#"):
             raise ValueError(f"mqtt.shared_group must not contain '/', '+' or '#', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _embedded_is_plain(self) -> MqttSettings:
+        if self.embedded and self.tls:
+            raise ValueError("mqtt.tls needs an external broker (mqtt.embedded = false): the embedded one is plain")
+        return self
 
 
 class DbSettings(_Section):
