@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from camfleet_contract.signing import generate_signing_key
 from camfleet_contract.topics import Topics
 from tests.browser.test_triage_suggestions import publish
 from tests.hub.api.apihelpers import bundle_zip, dataset_zip
-from tests.support.polling import unique
+from tests.support.polling import unique, wait_for
 
 SITE, CLF = "shop", "clothes"
 PASSWORD = "browser-test-password"
@@ -27,13 +26,6 @@ API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
 DEFAULT_CLASSES = ["jersey", "sock", "cowboy_hat"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCREENSHOTS = bool(os.environ.get("CAMFLEET_SCREENSHOTS"))  # set: refresh docs/ui-{try,analysis,outliers,logs}.png
-
-
-def wait_until(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def shoot(page: Any, name: str) -> None:
@@ -82,7 +74,7 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     page.goto(hub_url + "/ui/try")
     results = page.locator("#try-results li")
     page.set_input_files("#try-file", str(photo))
-    wait_until(lambda: results.count() == 3)
+    wait_for(lambda: results.count() == 3)
     assert {results.nth(i).locator(".name").inner_text() for i in range(3)} == set(DEFAULT_CLASSES)
     assert "ImageNet default" in page.locator("#try-model").inner_text()
     assert "threshold" in page.locator("#try-anomaly").inner_text()
@@ -90,12 +82,12 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
 
     # ... then the site classifier (no production model: the default answers), added to the hat group
     page.select_option("#try-target", f"{SITE}/{CLF}")
-    wait_until(lambda: page.locator("#try-add").is_visible())
+    wait_for(lambda: page.locator("#try-add").is_visible())
     before = hats()
     page.select_option("#try-add-group", "hat")
     page.click("#try-add button[type=submit]")
-    wait_until(lambda: "added" in page.locator("#try-add-status").inner_text())
-    wait_until(lambda: hats() == before + 1)
+    wait_for(lambda: "added" in page.locator("#try-add-status").inner_text())
+    wait_for(lambda: hats() == before + 1)
     shoot(page, "ui-try.png")
 
     # a drawing: strokes on the canvas, classified as a PNG
@@ -113,12 +105,12 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     assert answer.value.status == 200
     drawn = answer.value.json()
     assert drawn["model"]["default"] is True and len(drawn["top"]) == 3
-    wait_until(lambda: results.count() == 3 and page.locator("#try-preview").is_visible())
+    wait_for(lambda: results.count() == 3 and page.locator("#try-preview").is_visible())
 
     # a camera frame: its image page links to the Analysis page
     jpeg = sorted((clothing_subset / "validation" / "dress").glob("*.jpg"))[0].read_bytes()
     publish(mosquitto, Topics(root), jpeg, "door", "sample", "dress", 0.7)
-    wait_until(lambda: len(api.get(f"{API}/triage").json()) == 1)
+    wait_for(lambda: len(api.get(f"{API}/triage").json()) == 1)
     frame_image = api.get(f"{API}/triage").json()[0]["id"]
     page.goto(hub_url + f"/ui/images/{frame_image}")
     page.click("#image-analyse")
@@ -130,7 +122,7 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     shoot(page, "ui-analysis.png")
     page.fill("#analysis ~ section input[name=k]", "3")
     page.click("#analysis ~ section button[type=submit]")
-    wait_until(lambda: neighbours.count() == 3)
+    wait_for(lambda: neighbours.count() == 3)
     first = neighbours.nth(0).get_attribute("data-image-id")
     neighbours.nth(0).locator("a").first.click()
     page.wait_for_url(f"**/ui/images/{first}")
@@ -142,9 +134,9 @@ def test_try_analyse_outliers(start_hub, mosquitto, browser, clothing_subset: Pa
     shoot(page, "ui-outliers.png")
     target = rows.nth(0).get_attribute("data-image-id")
     page.keyboard.press("d")
-    wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
+    wait_for(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
     page.keyboard.press("z")
-    wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "GROUP")
+    wait_for(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "GROUP")
 
     # Logs: three REST predictions beside the one Try it logged for the site classifier
     jpegs = [api.get(f"/api/v1/images/{images[i]['id']}/content").content for i in range(3)]

@@ -6,13 +6,13 @@ History, and see that a deleted image re-imported by zip is reported previously 
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.polling import wait_for
 
 SITE, CLF = "shop", "clothing"
 PASSWORD = "browser-test-password"
@@ -40,13 +40,6 @@ def counts(api: httpx.Client) -> dict[str, dict[str, int]]:
 
 def new_ids(api: httpx.Client) -> list[int]:
     return [i["id"] for i in api.get(f"{API}/images", params={"status": "NEW", "limit": 1000}).json()]
-
-
-def wait_until(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) -> None:  # type: ignore[no-untyped-def]
@@ -92,11 +85,11 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     # triage: 1 puts the first image into "dress"
     page.goto(hub_url + UI + "/triage")
     grid = page.locator("#triage-grid figure")
-    wait_until(lambda: grid.count() == total)
+    wait_for(lambda: grid.count() == total)
     assert page.locator('[data-hotkey="1"]').inner_text() == "dress"
     first = int(grid.nth(0).get_attribute("data-id") or 0)
     page.keyboard.press("1")
-    wait_until(lambda: counts(api)["dress"]["GROUP"] == 1)
+    wait_for(lambda: counts(api)["dress"]["GROUP"] == 1)
     assert grid.count() == total - 1 and first not in new_ids(api)
 
     # arrow right, then d deletes the second image of what is left
@@ -104,13 +97,13 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     page.keyboard.press("ArrowRight")
     assert page.locator("#triage-grid figure.cursor").get_attribute("data-id") == str(target)
     page.keyboard.press("d")
-    wait_until(lambda: target not in new_ids(api) and api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
+    wait_for(lambda: target not in new_ids(api) and api.get(f"/api/v1/images/{target}").json()["status"] == "DELETED")
     assert grid.count() == total - 2
 
     # z undoes the delete: the image is back in the grid and NEW again
     page.keyboard.press("z")
-    wait_until(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "NEW")
-    wait_until(lambda: page.locator(f'#triage-grid figure[data-id="{target}"]').count() == 1)
+    wait_for(lambda: api.get(f"/api/v1/images/{target}").json()["status"] == "NEW")
+    wait_for(lambda: page.locator(f'#triage-grid figure[data-id="{target}"]').count() == 1)
     assert grid.count() == total - 1
 
     # shift-click selects three, move them to "hat" with the selection controls
@@ -119,7 +112,7 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     assert page.locator("#triage-grid figure.selected").count() == 3
     page.select_option("#move-target", "hat")
     page.click("#move-selected")
-    wait_until(lambda: counts(api)["hat"]["GROUP"] == 3)
+    wait_for(lambda: counts(api)["hat"]["GROUP"] == 3)
     assert grid.count() == total - 4
 
     # drag across two images selects both; Escape clears the selection
@@ -140,10 +133,10 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
 
     # 2 on the cursor image, then delete one more and keep it deleted
     page.keyboard.press("2")
-    wait_until(lambda: counts(api)["hat"]["GROUP"] == 4)
+    wait_for(lambda: counts(api)["hat"]["GROUP"] == 4)
     gone = int(grid.nth(0).get_attribute("data-id") or 0)
     page.keyboard.press("d")
-    wait_until(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "DELETED")
+    wait_for(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "DELETED")
     assert grid.count() == total - 6
 
     # counts on the classifier page
@@ -160,14 +153,14 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     hat_move.locator("button.undo").click()
     page.wait_for_load_state()
     assert page.locator("#page-error").count() == 0
-    wait_until(lambda: counts(api)["hat"]["GROUP"] == 3)
+    wait_for(lambda: counts(api)["hat"]["GROUP"] == 3)
 
     # re-import the same zip: the deleted image is reported and not offered again
     again = api.post(f"{API}/import?wait=true", files={"file": ("inbox.zip", archive, "application/zip")}).json()
     assert again["counts"].get("previously_deleted") == 1, again
     assert gone not in new_ids(api)
     page.goto(hub_url + UI + "/triage?view=deleted")
-    wait_until(lambda: page.locator("#triage-grid figure").count() == 1)
+    wait_for(lambda: page.locator("#triage-grid figure").count() == 1)
     page.keyboard.press("r")
-    wait_until(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "NEW")
+    wait_for(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "NEW")
     page.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from camfleet_contract.images import decode_image, encode_jpeg
 from tests.support.loopback_http import LoopbackServer, loopback_server
+from tests.support.polling import wait_for
 
 SITE, CLF = "shop", "clothing"
 PASSWORD = "browser-import-password"
@@ -40,14 +40,6 @@ def hub_url(start_hub, web: LoopbackServer) -> str:  # type: ignore[no-untyped-d
         f'[imports]\nsearch_provider = "fixture"\nsearch_endpoint = "{web.url}/json/search"\n'
         "url_allow_private = true\n",
     )
-
-
-def wait_until(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-    return value
 
 
 def jobs(api: httpx.Client) -> list[dict[str, Any]]:
@@ -92,12 +84,12 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
 
     # a folder-per-class zip, then loose files (one a near-duplicate of a zipped image)
     page.set_input_files("#file-input", str(zipped))
-    wait_until(lambda: finished(api, 1))
+    wait_for(lambda: finished(api, 1))
     page.set_input_files("#file-input", [str(copy), str(loose)])
-    upload = wait_until(lambda: finished(api, 2))[0]
+    upload = wait_for(lambda: finished(api, 2))[0]
     assert upload["kind"] == "upload" and upload["counts"] == {"imported": 1, "near_duplicate": 1}, upload
     rows = page.locator("#jobs tbody tr")
-    wait_until(lambda: rows.count() == 2 and "succeeded" in rows.nth(0).inner_text())
+    wait_for(lambda: rows.count() == 2 and "succeeded" in rows.nth(0).inner_text())
     assert "1 imported" in rows.nth(0).inner_text() and "1 near-duplicate" in rows.nth(0).inner_text()
 
     # URLs: one served, one missing; the per-file list says why
@@ -105,10 +97,10 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
     web.images["h1.jpg"] = hats[1].read_bytes()
     page.fill("#urls", f"{web.image_url('h1.jpg')}\n{web.url}/missing\n")
     page.click("#urls-form button[type=submit]")
-    wait_until(lambda: finished(api, 3))
-    wait_until(lambda: "1 rejected" in rows.nth(0).inner_text())
+    wait_for(lambda: finished(api, 3))
+    wait_for(lambda: "1 rejected" in rows.nth(0).inner_text())
     rows.nth(0).locator("button", has_text="files").click()
-    wait_until(lambda: "404" in page.locator("#items-body").inner_text())
+    wait_for(lambda: "404" in page.locator("#items-body").inner_text())
 
     # web search (fixture provider): tick two results, import them into "hat"
     for i in (2, 3):
@@ -125,27 +117,27 @@ def test_import_sources_and_duplicates_in_the_browser(  # type: ignore[no-untype
     page.fill("#target-group", "hat")
     page.fill("#search-term", "hat")
     page.click("#search-form button[type=submit]")
-    wait_until(lambda: page.locator("#search-results label").count() == 2)
+    wait_for(lambda: page.locator("#search-results label").count() == 2)
     page.click("#search-all")
     page.click("#search-import")
-    search_job = wait_until(lambda: finished(api, 4))[0]
+    search_job = wait_for(lambda: finished(api, 4))[0]
     assert search_job["kind"] == "search" and search_job["counts"] == {"imported": 2, "groups": {"hat": 2}}
-    wait_until(lambda: "search" in rows.nth(0).inner_text() and "succeeded" in rows.nth(0).inner_text())
+    wait_for(lambda: "search" in rows.nth(0).inner_text() and "succeeded" in rows.nth(0).inner_text())
     if SCREENSHOTS:
         page.screenshot(path=str(DOCS / "hub-import.png"), full_page=True)
 
     # duplicates: the re-saved copy next to its original; keep the left one
     page.goto(hub_url + UI + "/duplicates")
     pair = page.locator(".dup-pair").first
-    wait_until(lambda: page.locator(".dup-pair").count() >= 1)
+    wait_for(lambda: page.locator(".dup-pair").count() >= 1)
     left, right = int(pair.get_attribute("data-left") or 0), int(pair.get_attribute("data-right") or 0)
     assert api.get(f"/api/v1/images/{right}").json()["original_name"] == copy.name  # the newer image on the right
     if SCREENSHOTS:
         page.screenshot(path=str(DOCS / "hub-duplicates.png"), full_page=True)
     pair.locator("button.keep-left").click()
-    wait_until(lambda: api.get(f"/api/v1/images/{right}").json()["status"] == "DELETED")
+    wait_for(lambda: api.get(f"/api/v1/images/{right}").json()["status"] == "DELETED")
     assert api.get(f"/api/v1/images/{left}").json()["status"] != "DELETED"
-    wait_until(lambda: page.locator(f'.dup-pair[data-right="{right}"]').count() == 0)
+    wait_for(lambda: page.locator(f'.dup-pair[data-right="{right}"]').count() == 0)
     # and the deleted copy is not offered again when uploaded once more
     body = io.BytesIO(copy.read_bytes())
     again = api.post(f"{API}/import?wait=true", files=[("files", (copy.name, body, "image/jpeg"))]).json()

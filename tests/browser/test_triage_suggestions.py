@@ -4,9 +4,7 @@ agent's upload rules appear in Triage with the rule, the camera and the model's 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.publish as mqtt_publish
@@ -15,20 +13,13 @@ from camfleet_contract.envelope import UploadRuleName, encode_frame, new_header
 from camfleet_contract.images import probe_image
 from camfleet_contract.messages import Prediction
 from camfleet_contract.topics import Topics
-from tests.support.polling import unique
+from tests.support.polling import unique, wait_for
 
 SITE, CLF = "shop", "clothing"
 PASSWORD = "browser-test-password"
 UI = f"/ui/sites/{SITE}/classifiers/{CLF}"
 API = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
 REASON = {"low_confidence": "low_confidence", "anomalous": "anomaly", "sample": "sample"}
-
-
-def wait_until(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def publish(mosquitto, topics: Topics, jpeg: bytes, camera: str, rule: UploadRuleName, label: str, p: float) -> str:  # type: ignore[no-untyped-def]
@@ -69,7 +60,7 @@ def test_accept_the_models_suggestion_in_triage(start_hub, mosquitto, browser, c
     low = publish(mosquitto, topics, jpegs[0], "door", "low_confidence", "hat", 0.41)
     odd = publish(mosquitto, topics, jpegs[1], "till", "anomalous", "dress", 0.3)
     unknown = publish(mosquitto, topics, jpegs[2], "door", "sample", "tabby", 0.7)
-    wait_until(lambda: len(api.get(f"{API}/triage").json()) == 3)
+    wait_for(lambda: len(api.get(f"{API}/triage").json()) == 3)
     ids = {r["frame_id"]: r["id"] for r in api.get(f"{API}/triage").json()}
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -81,7 +72,7 @@ def test_accept_the_models_suggestion_in_triage(start_hub, mosquitto, browser, c
 
     page.goto(hub_url + UI + "/triage")
     grid = page.locator("#triage-grid figure")
-    wait_until(lambda: grid.count() == 3)
+    wait_for(lambda: grid.count() == 3)
     card = page.locator(f'#triage-grid figure[data-id="{ids[low]}"]')
     assert card.locator(".hint").inner_text() == "hat 41%"
     assert card.locator("figcaption").inner_text() == "low confidence" + "door"
@@ -93,19 +84,19 @@ def test_accept_the_models_suggestion_in_triage(start_hub, mosquitto, browser, c
     # a accepts the suggestion of the image under the cursor (the first: the low-confidence frame)
     assert grid.nth(0).get_attribute("data-id") == str(ids[low])
     page.keyboard.press("a")
-    wait_until(lambda: api.get(f"/api/v1/images/{ids[low]}").json()["status"] == "GROUP")
+    wait_for(lambda: api.get(f"/api/v1/images/{ids[low]}").json()["status"] == "GROUP")
     assert api.get(f"/api/v1/images/{ids[low]}").json()["group"] == "hat"
     assert grid.count() == 2
 
     # z puts it back into triage, NEW again
     page.keyboard.press("z")
-    wait_until(lambda: api.get(f"/api/v1/images/{ids[low]}").json()["status"] == "NEW")
-    wait_until(lambda: card.count() == 1)
+    wait_for(lambda: api.get(f"/api/v1/images/{ids[low]}").json()["status"] == "NEW")
+    wait_for(lambda: card.count() == 1)
 
     # an image whose prediction names no group: a says so and moves nothing
     other.click()
     page.keyboard.press("a")
-    wait_until(lambda: page.locator("#triage-error").is_visible())
+    wait_for(lambda: page.locator("#triage-error").is_visible())
     assert "No suggestion" in page.locator("#triage-error").inner_text()
     assert api.get(f"/api/v1/images/{ids[unknown]}").json()["status"] == "NEW" and grid.count() == 3
 
@@ -114,24 +105,24 @@ def test_accept_the_models_suggestion_in_triage(start_hub, mosquitto, browser, c
         page.locator(f'#triage-grid figure[data-id="{ids[image]}"]').click(modifiers=["Control"])
     assert page.locator("#triage-grid figure.selected").count() == 2
     page.keyboard.press("Enter")
-    wait_until(lambda: api.get(f"/api/v1/images/{ids[odd]}").json()["status"] == "GROUP")
+    wait_for(lambda: api.get(f"/api/v1/images/{ids[odd]}").json()["status"] == "GROUP")
     assert api.get(f"/api/v1/images/{ids[odd]}").json()["group"] == "dress"
     assert api.get(f"/api/v1/images/{ids[low]}").json()["group"] == "hat"
-    wait_until(lambda: grid.count() == 1)
+    wait_for(lambda: grid.count() == 1)
     page.keyboard.press("z")
-    wait_until(lambda: {r["frame_id"] for r in api.get(f"{API}/triage").json()} == {low, odd, unknown})
+    wait_for(lambda: {r["frame_id"] for r in api.get(f"{API}/triage").json()} == {low, odd, unknown})
 
     # the filter: only the anomalous frames, then only the door camera
     page.goto(hub_url + UI + "/triage")
-    wait_until(lambda: grid.count() == 3)
+    wait_for(lambda: grid.count() == 3)
     page.select_option("#filter-rule", "anomalous")
     page.click(".triage-filter button[type=submit]")
     page.wait_for_url("**rule=anomalous**")
-    wait_until(lambda: grid.count() == 1)
+    wait_for(lambda: grid.count() == 1)
     assert grid.nth(0).get_attribute("data-id") == str(ids[odd])
     page.select_option("#filter-rule", "")
     page.select_option("#filter-camera", "door")
     page.click(".triage-filter button[type=submit]")
     page.wait_for_url("**camera=door**")
-    wait_until(lambda: grid.count() == 2)
+    wait_for(lambda: grid.count() == 2)
     assert {grid.nth(i).get_attribute("data-id") for i in range(2)} == {str(ids[low]), str(ids[unknown])}

@@ -24,8 +24,6 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))  # the agent tests' bundle and MQTT helpers
 
 from bundles import announcement_for, bundle_zip  # noqa: E402
@@ -35,6 +33,7 @@ from camfleet_agent.outbox import Outbox  # noqa: E402
 from camfleet_contract.envelope import decode_frame  # noqa: E402
 from camfleet_contract.signing import generate_signing_key, public_key_of  # noqa: E402
 from camfleet_contract.topics import Topics  # noqa: E402
+from tests.support.polling import wait_for
 
 CAMERAS = 4
 FPS = 2
@@ -63,14 +62,6 @@ def read_db(path: Path, table: str) -> list[tuple[str, str]]:
         return [message_id(t, bytes(p)) for t, p in db.execute(f"SELECT topic, payload FROM {table} ORDER BY 1")]
     finally:
         db.close()
-
-
-def wait(check, what: str, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s:.0f}s: {what}")
-        time.sleep(0.2)
 
 
 def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +132,7 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
             kinds = Counter(k for k, _ in received)
             return kinds["event"] >= 2 * CAMERAS and kinds["frame"] >= CAMERAS
 
-        wait(flowing, "events and frames from every camera", 60)
+        wait_for(flowing, "events and frames from every camera", 60)
 
         broker.stop()
         outage_start = time.monotonic()
@@ -161,12 +152,12 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
             take()
             return not read_db(outbox, "outbox")
 
-        wait(drained, "the outbox drained after the broker came back", 60)
+        wait_for(drained, "the outbox drained after the broker came back", 60)
         drain_s = time.monotonic() - back
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
         journal = read_db(outbox, "journal")
-        wait(lambda: (take(), set(journal) <= set(received))[1], "every journaled id at the subscriber", 30)
+        wait_for(lambda: (take(), set(journal) <= set(received))[1], "every journaled id at the subscriber", 30)
     finally:
         for proc in (agent, second):
             if proc is not None and proc.poll() is None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-WAIT_S = 30.0
+WAIT_S = 60.0  # an upper bound: polling returns as soon as the predicate holds
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+def wait_for(predicate: Callable[[], Any], what: str = "the condition", timeout_s: float = WAIT_S) -> Any:
     """Poll ``predicate`` until it returns something truthy (bounded); fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -3,12 +3,10 @@ naming what failed) while /healthz still answers, so Kubernetes stops routing to
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
@@ -16,6 +14,7 @@ from camfleet_hub import __version__
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub
 from camfleet_hub.core.config import HubSettings
+from tests.support.polling import wait_for
 
 API = "/api/v1"
 
@@ -31,14 +30,6 @@ def _hub(tmp_path: Path, db_url: str, host: str, port: int) -> Hub:
         }
     )
     return Hub(settings, http=False, ingest=False, broker=False)
-
-
-def _wait(predicate: Callable[[], bool], what: str) -> None:
-    for _ in range(300):  # bounded: 30 s
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_healthz_and_readyz_on_a_database_and_a_broker_outage(
@@ -58,13 +49,13 @@ def test_healthz_and_readyz_on_a_database_and_a_broker_outage(
 
         # Broker down: not ready, naming the broker; alive all the same.
         broker.stop()  # type: ignore[attr-defined]
-        _wait(lambda: not services.mqtt.connected, "the hub to notice the broker is gone")
+        wait_for(lambda: not services.mqtt.connected, "the hub to notice the broker is gone")
         ready = client.get(f"{API}/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["broker"] == "not connected"
         assert ready.json()["checks"]["database"] == "ok"
         assert client.get(f"{API}/healthz").status_code == 200
         broker.start()  # type: ignore[attr-defined]
-        _wait(lambda: services.mqtt.connected, "the hub to reconnect to the broker")
+        wait_for(lambda: services.mqtt.connected, "the hub to reconnect to the broker")
 
         # Database refusing connections (as during a restart): not ready, naming the database; alive.
         name = make_url(pg_url).database
