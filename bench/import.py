@@ -29,6 +29,7 @@ from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_hub.datasets.models import Site
 from camfleet_hub.imports import jobs as import_jobs
+from camfleet_hub.imports import staging
 from camfleet_hub.imports.importer import CHUNK
 from camfleet_hub.imports.models import ImportKind, ImportStatus
 from camfleet_hub.training import registry
@@ -88,7 +89,7 @@ def import_rate(services: HubServices, data: bytes, classifier: str) -> tuple[fl
         site = session.query(Site).filter_by(name="bench").one()
         clf = crud.create_classifier(session, site, classifier)
         start = time.perf_counter()
-        token, total = import_jobs.stage_zip(services, io.BytesIO(data))
+        token, total = staging.stage_zip(services, io.BytesIO(data))
         job = import_jobs.create_job(
             services, session, clf, ImportKind.ZIP, "bench", None, {"staging": token, "file": "bench.zip"}, total
         )

@@ -24,7 +24,7 @@ from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.signing import generate_signing_key, public_key_of
 from camfleet_hub.api import create_app
 from camfleet_hub.app import Hub, HubServices
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import callers, tokens, users
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.training.models import ModelVersion
@@ -73,8 +73,8 @@ def hub(tmp_path: Path, mosquitto: Any) -> Iterator[tuple[HubServices, TestClien
         services = h.start()
         started.append(h)
         with services.sessions() as session:
-            admin = auth.get_user_by_name(session, "admin")
-            _row, token = auth.create_token(session, auth.caller_of_user(session, admin), "t", None, Role.ADMIN)
+            admin = users.get_user_by_name(session, "admin")
+            _row, token = tokens.create_token(session, callers.caller_of_user(session, admin), "t", None, Role.ADMIN)
         client = TestClient(create_app(services), headers={"Authorization": f"Bearer {token}"})
         clients.append(client)
         return services, client

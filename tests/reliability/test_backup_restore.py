@@ -47,15 +47,15 @@ def _config(folder: Path, db_url: str, s3: Any, bucket: str, mqtt: Any, root: st
 
 @contextmanager
 def _running(config: Path) -> Iterator[TestClient]:
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
 
     hub = Hub(load_settings(config), http=False, ingest=False, broker=False)
     services = hub.start()
     try:
         with services.sessions() as session:
-            admin = auth.get_user_by_name(session, ADMIN)
-            _row, token = auth.create_token(session, auth.caller_of_user(session, admin), "t", None, Role.ADMIN)
+            admin = users.get_user_by_name(session, ADMIN)
+            _row, token = tokens.create_token(session, callers.caller_of_user(session, admin), "t", None, Role.ADMIN)
         with TestClient(create_app(services), headers={"Authorization": f"Bearer {token}"}) as client:
             yield client
     finally:

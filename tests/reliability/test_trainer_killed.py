@@ -28,12 +28,12 @@ LEASE_S = 5.0
 
 
 def _admin_token(services) -> str:  # type: ignore[no-untyped-def]
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
-        admin = auth.get_user_by_name(session, "admin")
-        _row, secret = auth.create_token(session, auth.caller_of_user(session, admin), "t", None, Role.ADMIN)
+        admin = users.get_user_by_name(session, "admin")
+        _row, secret = tokens.create_token(session, callers.caller_of_user(session, admin), "t", None, Role.ADMIN)
     return secret
 
 

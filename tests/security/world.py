@@ -141,25 +141,25 @@ def hub_settings(data_dir: Path, mosquitto: Any, **over: Any) -> HubSettings:
 
 
 def _every_site_admin_token(services: HubServices) -> str:
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
-        admin = auth.get_user_by_name(session, ADMIN_USER)
-        _row, secret = auth.create_token(session, auth.caller_of_user(session, admin), "trainer", None, Role.ADMIN)
+        admin = users.get_user_by_name(session, ADMIN_USER)
+        _row, secret = tokens.create_token(session, callers.caller_of_user(session, admin), "trainer", None, Role.ADMIN)
     return secret
 
 
 def _site_token(services: HubServices, username: str, site: str, role: str) -> str:
     """A site token made for ``username`` through the service (as a logged-in user would make it)."""
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
     from camfleet_hub.datasets import crud
 
     with services.sessions() as session:
-        user = auth.get_user_by_name(session, username)
-        caller = auth.caller_of_user(session, user)
-        _row, secret = auth.create_token(session, caller, unique("tok-"), crud.get_site(session, site), Role(role))
+        user = users.get_user_by_name(session, username)
+        caller = callers.caller_of_user(session, user)
+        _row, secret = tokens.create_token(session, caller, unique("tok-"), crud.get_site(session, site), Role(role))
     return secret
 
 
@@ -258,14 +258,16 @@ def build_world(tmp: Path, mosquitto: Any, data: Path, **settings: Any) -> World
 
 def victim_token(w: World, site: str) -> int:
     """A viewer token of ``site`` owned by the hub admin (to be revoked by the test); returns its id."""
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
     from camfleet_hub.datasets import crud
 
     with w.services.sessions() as session:
-        admin = auth.get_user_by_name(session, ADMIN_USER)
-        caller = auth.caller_of_user(session, admin)
-        row, _secret = auth.create_token(session, caller, unique("victim-"), crud.get_site(session, site), Role.VIEWER)
+        admin = users.get_user_by_name(session, ADMIN_USER)
+        caller = callers.caller_of_user(session, admin)
+        row, _secret = tokens.create_token(
+            session, caller, unique("victim-"), crud.get_site(session, site), Role.VIEWER
+        )
         return int(row.id)
 
 

@@ -153,7 +153,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def _accounts(args: argparse.Namespace) -> int:
     """``user create|passwd`` and ``token create`` against the configured database."""
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
     from camfleet_hub.auth.principal import Principal
     from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
@@ -171,22 +171,22 @@ def _accounts(args: argparse.Namespace) -> int:
                     grants = []
                     for item in args.role:
                         site, _, role = item.partition("=")
-                        grants.append((crud.get_site(session, site), auth.checked_role(role, f"--role {item}")))
-                    user = auth.create_user(session, args.username, _read_password(args), is_admin=args.admin)
+                        grants.append((crud.get_site(session, site), users.checked_role(role, f"--role {item}")))
+                    user = users.create_user(session, args.username, _read_password(args), is_admin=args.admin)
                     for site_row, role_value in grants:
-                        auth.set_site_role(session, user, site_row, role_value)
+                        users.set_site_role(session, user, site_row, role_value)
                     print(f"created user {user.username}" + (" (hub admin)" if user.is_admin else ""))
                 elif args.command == "user":
-                    user = auth.get_user_by_name(session, args.username)
-                    auth.update_user(session, user, password=_read_password(args))
+                    user = users.get_user_by_name(session, args.username)
+                    users.update_user(session, user, password=_read_password(args))
                     print(f"password of {user.username} changed")
                 elif args.command == "mqtt":
                     _mqtt_accounts(session, args, settings)
                 else:
-                    owner = auth.get_user_by_name(session, args.user) if args.user else None
-                    caller = auth.caller_of_user(session, owner) if owner else Principal("cli", True, None)
+                    owner = users.get_user_by_name(session, args.user) if args.user else None
+                    caller = callers.caller_of_user(session, owner) if owner else Principal("cli", True, None)
                     scope = crud.get_site(session, args.site) if args.site else None
-                    _token, secret = auth.create_token(session, caller, args.name, scope, Role(args.role))
+                    _token, secret = tokens.create_token(session, caller, args.name, scope, Role(args.role))
                     print(secret)
             except ServiceError as exc:
                 print(f"camfleet-hub: {exc.detail}", file=sys.stderr)

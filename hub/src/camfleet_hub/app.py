@@ -213,7 +213,7 @@ class Hub:
         """On an empty user table create ``auth.admin_username``; a generated password is printed once, here."""
         from sqlalchemy.exc import IntegrityError
 
-        from camfleet_hub.auth.service import first_admin
+        from camfleet_hub.auth.users import first_admin
         from camfleet_hub.core.errors import ConflictError
 
         a = self.settings.auth
@@ -236,7 +236,7 @@ class Hub:
         embedder = import_worker = fleet = None
         if self.with_datasets:
             from camfleet_hub.datasets.embeddings import Embedder
-            from camfleet_hub.imports.jobs import ImportWorker
+            from camfleet_hub.imports.worker import ImportWorker
 
             embedder = Embedder(core)
             import_worker = ImportWorker(core, embedder, near)

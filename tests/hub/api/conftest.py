@@ -58,12 +58,12 @@ def _settings(
 
 def _admin_token(services: HubServices) -> str:
     """An every-site admin token of the first admin, made through the service as the CLI does."""
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.auth.models import Role
 
     with services.sessions() as session:
-        admin = auth.get_user_by_name(session, ADMIN_USER)
-        _row, secret = auth.create_token(session, auth.caller_of_user(session, admin), "tests", None, Role.ADMIN)
+        admin = users.get_user_by_name(session, ADMIN_USER)
+        _row, secret = tokens.create_token(session, callers.caller_of_user(session, admin), "tests", None, Role.ADMIN)
     return secret
 
 

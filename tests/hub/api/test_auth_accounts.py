@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_auth import API, PASSWORD, admin_session, anonymous, bearer, logged_in, make_user, setup_sites  # noqa: E402
 
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import callers, tokens, users
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.errors import ForbiddenError
 
@@ -61,12 +61,12 @@ def test_a_token_caller_cannot_mint_tokens_in_the_service(sqlite_api) -> None:
     """The service refuses too, so no other path (CLI, a future route) can create a child token."""
     api = sqlite_api
     with api.services.sessions() as s:
-        admin = auth.get_user_by_name(s, "admin")
-        caller = auth.caller_of_token(s, api.admin_token)
+        admin = users.get_user_by_name(s, "admin")
+        caller = callers.caller_of_token(s, api.admin_token)
         assert caller is not None and caller.token_id is not None
         with pytest.raises(ForbiddenError, match="cannot create tokens"):
-            auth.create_token(s, caller, "child", None, Role.ADMIN)
-        auth.create_token(s, auth.caller_of_user(s, admin), "from a user", None, Role.VIEWER)  # a user may
+            tokens.create_token(s, caller, "child", None, Role.ADMIN)
+        tokens.create_token(s, callers.caller_of_user(s, admin), "from a user", None, Role.VIEWER)  # a user may
 
 
 def test_own_password_change_needs_the_current_one_and_revokes_everything(api) -> None:

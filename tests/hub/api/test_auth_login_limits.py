@@ -16,26 +16,26 @@ from test_auth import API, PASSWORD, make_user  # noqa: E402
 
 from camfleet_hub.api import create_app  # noqa: E402
 from camfleet_hub.app import Hub  # noqa: E402
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import logins
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.errors import UnauthenticatedError
 
 
 def _fail(api, username: str, address: str) -> None:  # type: ignore[no-untyped-def]
     with api.services.sessions() as s, pytest.raises(UnauthenticatedError):
-        auth.login(s, api.services.settings.auth, username, "wrong guess 0", address)
+        logins.login(s, api.services.settings.auth, username, "wrong guess 0", address)
 
 
 def _login(api, username: str, password: str, address: str) -> None:  # type: ignore[no-untyped-def]
     with api.services.sessions() as s:
-        auth.login(s, api.services.settings.auth, username, password, address)
+        logins.login(s, api.services.settings.auth, username, password, address)
 
 
 def test_one_username_from_many_addresses_is_limited(api) -> None:
     settings = api.services.settings.auth
     for i in range(settings.login_attempts_per_user):
         _fail(api, "admin", f"10.0.{i // 250}.{i % 250 + 1}")  # never 5 from one address
-    with pytest.raises(auth.LoginRateLimited, match="for username='admin'") as err:
+    with pytest.raises(logins.LoginRateLimited, match="for username='admin'") as err:
         _login(api, "admin", "admin-password-1", "10.9.9.9")
     assert 0 < err.value.retry_after_s <= settings.login_window_s
 
@@ -45,7 +45,7 @@ def test_one_password_sprayed_over_many_usernames_is_limited(sqlite_api) -> None
     make_user(api, "victim")
     for i in range(api.services.settings.auth.login_attempts_per_address):
         _fail(api, f"user{i}", "192.0.2.7")
-    with pytest.raises(auth.LoginRateLimited, match="from this address"):
+    with pytest.raises(logins.LoginRateLimited, match="from this address"):
         _login(api, "victim", PASSWORD, "192.0.2.7")
     _login(api, "victim", PASSWORD, "192.0.2.8")  # another address is not blocked
 

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import callers, tokens, users
 from camfleet_hub.auth.models import Role
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Image
@@ -70,10 +70,10 @@ def _ico() -> bytes:
 
 def _user_token(api, username: str, role: Role) -> str:  # type: ignore[no-untyped-def]
     with api.services.sessions() as session:
-        user = auth.create_user(session, username, "correct-horse-battery-9")
+        user = users.create_user(session, username, "correct-horse-battery-9")
         site = crud.get_site(session, "shop")
-        auth.set_site_role(session, user, site, role)
-        _row, secret = auth.create_token(session, auth.caller_of_user(session, user), "t", site, role)
+        users.set_site_role(session, user, site, role)
+        _row, secret = tokens.create_token(session, callers.caller_of_user(session, user), "t", site, role)
     return secret
 
 
@@ -352,7 +352,7 @@ def test_server_folder_is_for_hub_admins_only(sqlite_api, clothing_subset: Path)
 
 
 def test_cancel_while_queued_and_staging_cleaned_at_start(sqlite_api, clothing_subset: Path) -> None:
-    from camfleet_hub.imports.jobs import ImportWorker
+    from camfleet_hub.imports.worker import ImportWorker
 
     c = sqlite_api.client
     _setup(c)

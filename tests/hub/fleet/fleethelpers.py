@@ -34,13 +34,13 @@ def hub_settings(data_dir: Path, db_url: str, host: str, port: int) -> HubSettin
 
 def token_for(services: HubServices, site: str | None = None, role: Role = Role.ADMIN) -> str:
     """A token of the first admin: every site (default) or one site with ``role``."""
-    from camfleet_hub.auth import service as auth
+    from camfleet_hub.auth import callers, tokens, users
     from camfleet_hub.datasets import crud
 
     with services.sessions() as session:
-        admin = auth.get_user_by_name(session, ADMIN_USER)
+        admin = users.get_user_by_name(session, ADMIN_USER)
         found = crud.get_site(session, site) if site else None
-        _row, secret = auth.create_token(session, auth.caller_of_user(session, admin), unique("t"), found, role)
+        _row, secret = tokens.create_token(session, callers.caller_of_user(session, admin), unique("t"), found, role)
     return secret
 
 

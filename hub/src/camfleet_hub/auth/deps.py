@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from camfleet_hub.auth.callers import EverySite, caller_of_cookie, caller_of_token
 from camfleet_hub.auth.models import Role
 from camfleet_hub.auth.principal import Principal
-from camfleet_hub.auth.service import EverySite, caller_of_cookie, caller_of_token
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.deps import SessionDep, SettingsDep
 from camfleet_hub.core.errors import ForbiddenError, UnauthenticatedError

@@ -7,18 +7,19 @@ Every form here needs a session (a bearer token gets 403) and carries the sessio
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import logins, tokens, users
 from camfleet_hub.auth.deps import SESSION_COOKIE, SessionUserDep, client_address
 from camfleet_hub.auth.models import Role
 from camfleet_hub.auth.principal import Principal
 from camfleet_hub.auth.router import set_session_cookie
+from camfleet_hub.auth.schemas import TokenCreated
 from camfleet_hub.core.deps import SessionDep, SettingsDep
 from camfleet_hub.core.errors import ForbiddenError, InvalidError, ServiceError, UnauthenticatedError
 from camfleet_hub.core.urls import API_PREFIX
@@ -56,11 +57,11 @@ def login_form(
 ) -> Response:
     target = safe_next(next_url)
     try:
-        _user, secret = auth.login(session, settings.auth, username, password, client_address(request, settings))
+        _user, secret = logins.login(session, settings.auth, username, password, client_address(request, settings))
     except ServiceError as exc:
         context = {"next": target, "username": username, "error": exc.detail}
         page = render(request, "login.html", context, exc.status_code)
-        if isinstance(exc, auth.LoginRateLimited):
+        if isinstance(exc, logins.LoginRateLimited):
             page.headers["Retry-After"] = str(exc.retry_after_s)
         return page
     response = RedirectResponse(target, status_code=303)
@@ -72,7 +73,7 @@ def login_form(
 def logout_form(request: Request, session: SessionDep) -> RedirectResponse:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        auth.logout(session, cookie)
+        logins.logout(session, cookie)
     response = RedirectResponse(page_path(request, "ui.login"), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -87,18 +88,18 @@ def _page(
     user: Principal,
     *,
     error: str | None = None,
-    created: dict[str, Any] | None = None,
+    created: TokenCreated | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     sites = list(session.scalars(select(Site).order_by(Site.name)))
     admin_sites = [s.name for s in sites if user.role_in(s.id) == Role.ADMIN]
     token_sites = [s.name for s in sites if user.role_in(s.id) is not None]
-    users = auth.visible_users(session, user) if (user.admin or admin_sites) else []
-    tokens = [auth.token_view(session, t) for t in auth.list_tokens(session, user)]
+    shown_users = users.visible_users(session, user) if (user.admin or admin_sites) else []
+    shown_tokens = [tokens.token_view(session, t) for t in tokens.list_tokens(session, user)]
     context = {
         "me": user,
-        "users": users,
-        "tokens": tokens,
+        "users": shown_users,
+        "tokens": shown_tokens,
         "admin_sites": admin_sites,
         "token_sites": token_sites,
         "roles": [r.value for r in Role],
@@ -128,7 +129,7 @@ def create_user(
 ) -> Response:
     try:
         user.require_admin()
-        auth.create_user(session, username.strip(), password, is_admin=bool(is_admin))
+        users.create_user(session, username.strip(), password, is_admin=bool(is_admin))
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
@@ -152,21 +153,21 @@ def update_user(
     try:
         if not (user.admin or (action == "password" and own)):
             raise ForbiddenError(f"user {user.name!r} may only change their own password")
-        found = auth.get_user(session, user_id)
+        found = users.get_user(session, user_id)
         if action == "password":
             if own:
-                auth.check_current_password(found, current_password)
-            auth.update_user(session, found, password=password)
+                users.check_current_password(found, current_password)
+            users.update_user(session, found, password=password)
             if own:
                 response = _done(request)
-                set_session_cookie(response, auth.new_session(session, found, settings.auth), settings)
+                set_session_cookie(response, logins.new_session(session, found, settings.auth), settings)
                 return response
         elif action in ("disable", "enable"):
-            auth.update_user(session, found, disabled=action == "disable")
+            users.update_user(session, found, disabled=action == "disable")
         elif action in ("make-admin", "drop-admin"):
-            auth.update_user(session, found, is_admin=action == "make-admin")
+            users.update_user(session, found, is_admin=action == "make-admin")
         elif action == "delete":
-            auth.delete_user(session, found)
+            users.delete_user(session, found)
         else:
             raise InvalidError(f"action={action!r} is not a user action")
     except ServiceError as exc:
@@ -188,8 +189,8 @@ def set_role(
     try:
         found_site = crud.get_site(session, site)
         user.require(found_site.id, Role.ADMIN, found_site.name)
-        grant = auth.checked_role(role) if role else None
-        auth.set_site_role(session, auth.get_user(session, user_id), found_site, grant)
+        grant = users.checked_role(role) if role else None
+        users.set_site_role(session, users.get_user(session, user_id), found_site, grant)
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
@@ -208,11 +209,11 @@ def create_token(
     """Shows the page with the new secret once (not a redirect: the secret must not be stored anywhere)."""
     try:
         found = crud.get_site(session, site) if site else None
-        token, secret = auth.create_token(session, user, name, found, auth.checked_role(role))
+        token, secret = tokens.create_token(session, user, name, found, users.checked_role(role))
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
-    created = {**auth.token_view(session, token), "token": secret}
+    created = tokens.created_view(session, token, secret)
     response = _page(request, session, user, created=created, status_code=201)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -221,7 +222,7 @@ def create_token(
 @router.post("/ui/tokens/{token_id}/revoke", response_model=None, name="ui.revoke_token")
 def revoke_token(request: Request, token_id: int, session: SessionDep, user: SessionUserDep) -> Response:
     try:
-        auth.revoke_token(session, user, token_id)
+        tokens.revoke_token(session, user, token_id)
     except ServiceError as exc:
         session.rollback()
         return _page(request, session, user, error=exc.detail, status_code=exc.status_code)
@@ -255,7 +256,7 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 
 async def _rate_limited(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, auth.LoginRateLimited)
+    assert isinstance(exc, logins.LoginRateLimited)
     headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(status_code=429, content={"detail": exc.detail}, headers=headers)
 
@@ -264,5 +265,5 @@ def install_auth_handlers(app: FastAPI) -> None:
     """401 → the login page for browsers (JSON for the API); 403 → a page saying which role is missing;
     429 after failed logins → ``Retry-After``."""
     app.add_exception_handler(UnauthenticatedError, _unauthenticated)
-    app.add_exception_handler(auth.LoginRateLimited, _rate_limited)
+    app.add_exception_handler(logins.LoginRateLimited, _rate_limited)
     app.add_exception_handler(ForbiddenError, _forbidden)

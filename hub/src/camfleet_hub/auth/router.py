@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
-from camfleet_hub.auth import service as auth
+from camfleet_hub.auth import callers, logins, tokens, users
 from camfleet_hub.auth.deps import (
     SESSION_COOKIE,
     CurrentUserDep,
@@ -55,11 +55,7 @@ def set_session_cookie(response: Response, secret: str, settings: HubSettings) -
         secure=settings.auth.secure_cookies,
         path="/",
     )
-    response.headers[CSRF_HEADER] = auth.csrf_token(secret)
-
-
-def _user_public(session: SessionDep, user: object) -> UserPublic:
-    return UserPublic.model_validate(auth.user_view(session, user))  # type: ignore[arg-type]
+    response.headers[CSRF_HEADER] = logins.csrf_token(secret)
 
 
 @router.post("/auth/login", operation_id="login", response_model=UserPublic)
@@ -72,16 +68,16 @@ def login(
 ) -> UserPublic:
     """Check username and password; sets the session cookie and answers the session's CSRF token in the
     ``X-CSRF-Token`` header. 401 on a wrong pair, 429 after too many failures (per name, address or both)."""
-    user, secret = auth.login(session, settings.auth, body.username, body.password, client_address(request, settings))
+    user, secret = logins.login(session, settings.auth, body.username, body.password, client_address(request, settings))
     set_session_cookie(response, secret, settings)
-    return _user_public(session, user)
+    return users.user_view(session, user)
 
 
 @router.post("/auth/logout", operation_id="logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(request: Request, session: SessionDep) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        auth.logout(session, cookie)
+        logins.logout(session, cookie)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -92,8 +88,8 @@ def me(request: Request, response: Response, user: CurrentUserDep, session: Sess
     """Who is calling; for a session, the ``X-CSRF-Token`` header carries its CSRF token again."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if user.session_id is not None and cookie:
-        response.headers[CSRF_HEADER] = auth.csrf_token(cookie)
-    every = user.roles.role if isinstance(user.roles, auth.EverySite) else None
+        response.headers[CSRF_HEADER] = logins.csrf_token(cookie)
+    every = user.roles.role if isinstance(user.roles, callers.EverySite) else None
     roles: dict[str, str] = {}
     if user.roles and every is None:
         rows = session.execute(select(Site.id, Site.name).where(Site.id.in_(list(user.roles))))
@@ -117,12 +113,12 @@ def me(request: Request, response: Response, user: CurrentUserDep, session: Sess
 def list_users(user: SessionUserDep, session: SessionDep) -> list[UserPublic]:
     """Hub admins see every user; a site admin only users with a role in a site they administer, and only
     those roles."""
-    return [UserPublic.model_validate(u) for u in auth.visible_users(session, user)]
+    return users.visible_users(session, user)
 
 
 @router.post("/users", operation_id="create_user", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, session: SessionDep, _admin: SessionHubAdminDep) -> UserPublic:
-    return _user_public(session, auth.create_user(session, body.username, body.password, is_admin=body.is_admin))
+    return users.user_view(session, users.create_user(session, body.username, body.password, is_admin=body.is_admin))
 
 
 @router.patch("/users/{user_id}", operation_id="update_user", response_model=UserPublic)
@@ -141,19 +137,19 @@ def update_user(
     own_password_only = own and body.disabled is None and body.is_admin is None
     if not (user.admin or own_password_only):
         raise ForbiddenError(f"user {user.name!r} may only change their own password")
-    found = auth.get_user(session, user_id)
+    found = users.get_user(session, user_id)
     if own and body.password is not None:
-        auth.check_current_password(found, body.current_password)
-    updated = auth.update_user(session, found, password=body.password, disabled=body.disabled, is_admin=body.is_admin)
+        users.check_current_password(found, body.current_password)
+    updated = users.update_user(session, found, password=body.password, disabled=body.disabled, is_admin=body.is_admin)
     if own and body.password is not None and not updated.disabled:
-        set_session_cookie(response, auth.new_session(session, updated, settings.auth), settings)
-    return _user_public(session, updated)
+        set_session_cookie(response, logins.new_session(session, updated, settings.auth), settings)
+    return users.user_view(session, updated)
 
 
 @router.delete("/users/{user_id}", operation_id="delete_user", status_code=status.HTTP_204_NO_CONTENT)
 def delete_user(user_id: int, session: SessionDep, _admin: SessionHubAdminDep) -> Response:
     """Removes the user with their sessions and tokens."""
-    auth.delete_user(session, auth.get_user(session, user_id))
+    users.delete_user(session, users.get_user(session, user_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -162,11 +158,11 @@ def set_site_role(
     user_id: int, site: str, body: SiteRoleSet, session: SessionDep, admin: SessionSiteAdminDep
 ) -> UserPublic:
     """Grant a role in the site (or remove it with ``null``); needs the admin role in that site."""
-    found = auth.get_user(session, user_id)
+    found = users.get_user(session, user_id)
     site_row = crud.get_site(session, site)
-    auth.set_site_role(session, found, site_row, Role(body.role) if body.role else None)
+    users.set_site_role(session, found, site_row, Role(body.role) if body.role else None)
     only = None if admin.admin else sorted(s for s, r in admin.roles.items() if r == Role.ADMIN)
-    return UserPublic.model_validate(auth.user_view(session, found, only))
+    return users.user_view(session, found, only)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -176,16 +172,16 @@ def set_site_role(
 def create_token(body: TokenCreate, session: SessionDep, user: SessionUserDep) -> TokenCreated:
     """A bearer token for a script or agent; the secret is in this answer only. Tokens never create tokens."""
     site = crud.get_site(session, body.site) if body.site is not None else None
-    token, secret = auth.create_token(session, user, body.name, site, Role(body.role))
-    return TokenCreated.model_validate({**auth.token_view(session, token), "token": secret})
+    token, secret = tokens.create_token(session, user, body.name, site, Role(body.role))
+    return tokens.created_view(session, token, secret)
 
 
 @router.get("/tokens", operation_id="list_tokens", response_model=list[TokenPublic])
 def list_tokens(session: SessionDep, user: SessionUserDep) -> list[TokenPublic]:
-    return [TokenPublic.model_validate(auth.token_view(session, t)) for t in auth.list_tokens(session, user)]
+    return [tokens.token_view(session, t) for t in tokens.list_tokens(session, user)]
 
 
 @router.delete("/tokens/{token_id}", operation_id="revoke_token", response_model=TokenPublic)
 def revoke_token(token_id: int, session: SessionDep, user: SessionUserDep) -> TokenPublic:
     """Revoke (the row stays, marked, so logs can still name it)."""
-    return TokenPublic.model_validate(auth.token_view(session, auth.revoke_token(session, user, token_id)))
+    return tokens.token_view(session, tokens.revoke_token(session, user, token_id))

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from camfleet_hub.auth.deps import SESSION_COOKIE
-from camfleet_hub.auth.service import csrf_matches, csrf_token
+from camfleet_hub.auth.logins import csrf_matches, csrf_token
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.urls import API_PREFIX
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from camfleet_hub.datasets.embeddings import Embedder
     from camfleet_hub.datasets.media import ThumbnailCache
     from camfleet_hub.fleet.service import FleetRuntime
-    from camfleet_hub.imports.jobs import ImportWorker
+    from camfleet_hub.imports.worker import ImportWorker
     from camfleet_hub.serving.classify import RuntimeCache
 
 

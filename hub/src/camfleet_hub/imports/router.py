@@ -18,7 +18,7 @@ from camfleet_hub.core.http_errors import invalid_from
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.imports import jobs as import_jobs
-from camfleet_hub.imports import search
+from camfleet_hub.imports import search, staging
 from camfleet_hub.imports.models import ImportKind, ImportOutcome
 from camfleet_hub.imports.schemas import (
     ImportItemsPage,
@@ -31,7 +31,7 @@ from camfleet_hub.imports.sources import resolve_import_root
 
 router = APIRouter(tags=["imports"])
 
-MAX_FORM_FILES = import_jobs.MAX_UPLOAD_FILES
+MAX_FORM_FILES = staging.MAX_UPLOAD_FILES
 WAIT_S = 3600.0
 FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and headers around the files
 
@@ -59,10 +59,6 @@ BODIES: dict[str, Any] = {
 }
 
 
-def _view(session: Any, job: Any) -> ImportJobPublic:
-    return ImportJobPublic.model_validate(import_jobs.job_view(session, job))
-
-
 async def _from_form(request: Request, services: Any, session: Any, classifier: Classifier, user: Principal) -> Any:
     form = await request.form(max_files=MAX_FORM_FILES, max_fields=8)
     try:
@@ -71,12 +67,12 @@ async def _from_form(request: Request, services: Any, session: Any, classifier: 
         zipped = form.get("file")
         uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
         if isinstance(zipped, UploadFile) and not uploads:
-            token, total = await run_in_threadpool(import_jobs.stage_zip, services, zipped.file)
+            token, total = await run_in_threadpool(staging.stage_zip, services, zipped.file)
             params: dict[str, Any] = {"staging": token, "file": zipped.filename or "upload.zip"}
             kind = ImportKind.ZIP
         elif uploads and zipped is None:
             files: list[tuple[str, BinaryIO]] = [(f.filename or f"file-{i}", f.file) for i, f in enumerate(uploads)]
-            token = await run_in_threadpool(import_jobs.stage_files, services, files)
+            token = await run_in_threadpool(staging.stage_files, services, files)
             total = len(files)
             params = {"staging": token, "names": [name for name, _ in files]}
             kind = ImportKind.UPLOAD
@@ -158,7 +154,7 @@ async def import_images(
         response.status_code = status.HTTP_200_OK
     session.expire_all()
     job = await run_in_threadpool(import_jobs.get_job, session, job.id)
-    return await run_in_threadpool(_view, session, job)
+    return await run_in_threadpool(import_jobs.job_view, session, job)
 
 
 @router.get(
@@ -173,14 +169,14 @@ def list_import_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ImportJobPublic]:
     classifier = crud.get_classifier(session, site, clf)
-    return [_view(session, job) for job in import_jobs.list_jobs(session, classifier, limit, offset)]
+    return [import_jobs.job_view(session, job) for job in import_jobs.list_jobs(session, classifier, limit, offset)]
 
 
 @router.get("/imports/{job_id}", operation_id="get_import_job", response_model=ImportJobPublic)
 def get_import_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> ImportJobPublic:
     job = import_jobs.get_job(session, job_id)
     require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
-    return _view(session, job)
+    return import_jobs.job_view(session, job)
 
 
 @router.get("/imports/{job_id}/items", operation_id="list_import_items", response_model=ImportItemsPage)
@@ -196,9 +192,7 @@ def list_import_items(
     require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
     items, total = import_jobs.list_items(session, job, outcome, limit, after)
     next_after = items[-1].id if len(items) == limit else None
-    return ImportItemsPage.model_validate(
-        {"items": [import_jobs.item_view(i) for i in items], "total": total, "next_after": next_after}
-    )
+    return ImportItemsPage(items=[import_jobs.item_view(i) for i in items], total=total, next_after=next_after)
 
 
 @router.post("/imports/{job_id}/cancel", operation_id="cancel_import_job", response_model=ImportJobPublic)
@@ -206,7 +200,7 @@ def cancel_import_job(job_id: int, session: SessionDep, user: CurrentUserDep) ->
     """Stop the job between two files; what was imported stays. A finished job is returned unchanged."""
     job = import_jobs.get_job(session, job_id)
     require_in_classifier(user, session, job.classifier_id, Role.LABELLER)
-    return _view(session, import_jobs.cancel(session, job))
+    return import_jobs.job_view(session, import_jobs.cancel(session, job))
 
 
 @router.get(
