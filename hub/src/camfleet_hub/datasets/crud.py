@@ -152,6 +152,14 @@ def find_group(session: Session, classifier: Classifier, name: str) -> Group | N
     return session.scalar(select(Group).where(Group.classifier_id == classifier.id, Group.name == name))
 
 
+def get_group(session: Session, classifier: Classifier, name: str) -> Group:
+    """The group called ``name`` (checked); 404 when the classifier has none."""
+    group = find_group(session, classifier, checked_name(name, "group"))
+    if group is None:
+        raise NotFoundError(f"group={name!r} not found in classifier {classifier.name!r}")
+    return group
+
+
 def create_group(
     session: Session, classifier: Classifier, name: str, parent: str | None = None, common: bool = False
 ) -> Group:

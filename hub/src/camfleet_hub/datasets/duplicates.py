@@ -23,7 +23,7 @@ from usearch.index import Index as UsearchIndex
 
 from camfleet_hub.core import urls
 from camfleet_hub.core.errors import InvalidError, NotFoundError
-from camfleet_hub.datasets import curation
+from camfleet_hub.datasets import image_changes
 from camfleet_hub.datasets.embeddings import load_vectors, vector_of
 from camfleet_hub.datasets.models import Classifier, Embedding, Image, ImageStatus
 
@@ -242,7 +242,7 @@ def resolve(session: Session, classifier: Classifier, keep: int, drop: list[int]
             raise NotFoundError(f"image id={image_id} is not in classifier {classifier.name!r}")
     if found[keep].status == ImageStatus.DELETED.value:
         raise InvalidError(f"keep={keep}: that image is DELETED; restore it first or keep another one")
-    curation.delete_images(session, classifier, drop, username)  # one undoable history entry
+    image_changes.delete_images(session, classifier, drop, username)  # one undoable history entry
     return drop
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from camfleet_hub.core import urls
-from camfleet_hub.datasets import crud, curation, triage
+from camfleet_hub.datasets import crud, history, triage
 from camfleet_hub.datasets import listing as datasets
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Camera, Classifier, Group, Image, ImageStatus
@@ -179,13 +179,13 @@ def triage_page(
 
 
 def history_page(session: Session, classifier: Classifier, before: int | None) -> dict[str, Any]:
-    entries = curation.list_history(session, classifier, before, curation.HISTORY_PAGE)
+    entries = history.list_history(session, classifier, before, history.HISTORY_PAGE)
     rows = []
     for e in entries:
-        row = curation.history_row(e, classifier.name)
+        row = history.history_row(e, classifier.name).model_dump()
         row["thumbs"] = [{"id": i, "url": urls.image_thumbnail(i)} for i in row["image_ids"][:8]]
         rows.append(row)
-    more = entries[-1].id if len(entries) == curation.HISTORY_PAGE else None
+    more = entries[-1].id if len(entries) == history.HISTORY_PAGE else None
     return {**base(classifier), "entries": rows, "before": before, "next_before": more}
 
 

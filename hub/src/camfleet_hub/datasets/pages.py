@@ -15,7 +15,7 @@ from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDe
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, ServiceError
-from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import crud, group_changes, history, image_changes, undo
 from camfleet_hub.datasets import page_data as cp
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.web.pages import _back
@@ -71,20 +71,20 @@ def group_action(
     shown = group or None
     try:
         if action == "create":
-            curation.create_group(session, classifier, value, user.name, parent.strip() or None, bool(common))
+            group_changes.create_group(session, classifier, value, user.name, parent.strip() or None, bool(common))
             shown = value
         elif action == "rename":
-            curation.rename_group(session, classifier, group, value, user.name)
+            group_changes.rename_group(session, classifier, group, value, user.name)
             shown = value
         elif action == "parent":
-            curation.set_parent(session, classifier, group, value or None, user.name)
+            group_changes.set_parent(session, classifier, group, value or None, user.name)
         elif action == "common":
-            curation.set_common(session, classifier, group, bool(common), user.name)
+            group_changes.set_common(session, classifier, group, bool(common), user.name)
         elif action == "merge":
-            curation.merge_groups(session, classifier, group, value, user.name)
+            group_changes.merge_groups(session, classifier, group, value, user.name)
             shown = value
         elif action == "delete":
-            curation.delete_group(session, classifier, group, user.name)
+            group_changes.delete_group(session, classifier, group, user.name)
             shown = None
         else:
             raise InvalidError(f"action={action!r} is not one of create, rename, parent, common, merge, delete")
@@ -121,13 +121,13 @@ def history_page(
 
 @router.post("/ui/history/{entry_id}/undo", response_model=None, name="ui.undo")
 def undo_entry(request: Request, entry_id: int, session: SessionDep, user: CurrentUserDep) -> Response:
-    entry = curation.get_entry(session, entry_id)
+    entry = history.get_entry(session, entry_id)
     require_in_classifier(user, session, entry.classifier_id, Role.LABELLER)
     classifier = session.get(Classifier, entry.classifier_id)
     assert classifier is not None
     site = classifier.site.name
     try:
-        curation.undo(session, entry_id, user.name, classifier)
+        undo.undo(session, entry_id, user.name, classifier)
     except ServiceError as exc:
         session.rollback()
         context = {**cp.history_page(session, classifier, None), "error": exc.detail}
@@ -159,11 +159,11 @@ def image_action(
     assert classifier is not None
     try:
         if action == "move":
-            curation.move_images(session, classifier, [image_id], group, user.name)
+            image_changes.move_images(session, classifier, [image_id], group, user.name)
         elif action == "delete":
-            curation.delete_images(session, classifier, [image_id], user.name)
+            image_changes.delete_images(session, classifier, [image_id], user.name)
         elif action == "restore":
-            curation.restore_images(session, classifier, [image_id], user.name)
+            image_changes.restore_images(session, classifier, [image_id], user.name)
         else:
             raise InvalidError(f"action={action!r} is not one of move, delete, restore")
     except ServiceError as exc:

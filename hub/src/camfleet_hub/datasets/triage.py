@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from camfleet_contract.envelope import UploadRuleName
 from camfleet_hub.core.errors import InvalidError
-from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import crud, history, image_changes
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Camera, Classifier, Frame, Group, HistoryEntry, Image, ImageStatus
 
@@ -166,15 +166,14 @@ def list_triage(
 
 
 def accept_suggestions(
-    session: Session, classifier: Classifier, ids: Sequence[int], user: str, expected: curation.Expected | None
+    session: Session, classifier: Classifier, ids: Sequence[int], user: str, expected: image_changes.Expected | None
 ) -> HistoryEntry:
     """Move each image into the group its suggestion names, all in one history entry (one undo puts all back).
 
     Refused as a whole (422, naming the ids) when an image has no suggestion naming a group of this classifier.
     """
-    # The per-image targets need curation's own loading, checks and recording, which are module-private there.
-    images = curation._load_images(session, classifier, ids)
-    curation._check_expected(session, images, expected)
+    images = image_changes.load_images(session, classifier, ids)
+    image_changes.check_expected(session, images, expected)
     frames = _frames(session, classifier, images)
     groups = group_names(session, classifier)
     chosen: dict[int, str] = {}
@@ -186,7 +185,7 @@ def accept_suggestions(
     lacking = [img.id for img in images if img.id not in chosen]
     if lacking:
         raise InvalidError(
-            f"ids: image ids {curation._ids_text(lacking)} have no suggestion naming a group of classifier "
+            f"ids: image ids {history.ids_text(lacking)} have no suggestion naming a group of classifier "
             f"{classifier.name!r}; move them with a group instead"
         )
     by_name = {g.name: g for g in session.scalars(select(Group).where(Group.classifier_id == classifier.id))}
@@ -198,4 +197,4 @@ def accept_suggestions(
         counts[name] = counts.get(name, 0) + 1
     detail = ", ".join(f"{n} to {name!r}" for name, n in sorted(counts.items()))
     summary = f"accepted the model's suggestion for {len(images)} image(s): {detail}"
-    return curation._apply_images(session, classifier, images, target, curation.Action.MOVE, summary, user)
+    return image_changes.apply_images(session, classifier, images, target, history.Action.MOVE, summary, user)

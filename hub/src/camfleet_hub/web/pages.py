@@ -25,7 +25,7 @@ from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import ServiceError
 from camfleet_hub.core.http_errors import describe_errors
-from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import crud, image_changes
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.training import jobs, registry
 from camfleet_hub.training import page_data as pages
@@ -199,5 +199,5 @@ def move_image(
     name = crud.checked_name(group, "group")
     image = crud.get_image(session, image_id)
     require_in_classifier(user, session, image.classifier_id, Role.LABELLER)
-    curation.edit_image(session, image, None, name, user.name)
+    image_changes.edit_image(session, image, None, name, user.name)
     return _back(next_url, page_path(request, "ui.overview"))

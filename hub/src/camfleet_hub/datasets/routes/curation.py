@@ -12,7 +12,7 @@ from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDe
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError
-from camfleet_hub.datasets import crud, curation, triage
+from camfleet_hub.datasets import crud, history, image_changes, triage, undo
 from camfleet_hub.datasets import listing as datasets
 from camfleet_hub.datasets.curation_schemas import BulkAction, DatasetHealth, HistoryPage, HistoryPublic, ImageDetail
 from camfleet_hub.datasets.models import Classifier, ImageStatus
@@ -27,16 +27,18 @@ CLF = "/sites/{site}/classifiers/{clf}"
 def bulk_images(site: str, clf: str, body: BulkAction, session: SessionDep, user: SiteLabellerDep) -> HistoryPublic:
     """Move, delete or restore a selection of images in one history entry (one undo puts all back)."""
     classifier = crud.get_classifier(session, site, clf)
-    expected = curation.Expected(status=body.expected_status) if body.expected_status else None
+    expected = image_changes.Expected(status=body.expected_status) if body.expected_status else None
     if body.action == "move":
         if body.group is None:
             raise InvalidError("group: required for action='move'")
-        entry = curation.move_images(session, classifier, body.ids, body.group, user.name, expected, body.create_group)
+        entry = image_changes.move_images(
+            session, classifier, body.ids, body.group, user.name, expected, body.create_group
+        )
     elif body.action == "delete":
-        entry = curation.delete_images(session, classifier, body.ids, user.name, expected)
+        entry = image_changes.delete_images(session, classifier, body.ids, user.name, expected)
     else:
-        entry = curation.restore_images(session, classifier, body.ids, user.name, expected)
-    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+        entry = image_changes.restore_images(session, classifier, body.ids, user.name, expected)
+    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
 
 
 @router.get(f"{CLF}/triage", operation_id="list_triage", response_model=list[TriageImage])
@@ -63,9 +65,9 @@ def accept_suggestions(
 ) -> HistoryPublic:
     """Put each image into the group the model suggests for it, in one history entry (one undo puts all back)."""
     classifier = crud.get_classifier(session, site, clf)
-    expected = curation.Expected(status=body.expected_status) if body.expected_status else None
+    expected = image_changes.Expected(status=body.expected_status) if body.expected_status else None
     entry = triage.accept_suggestions(session, classifier, body.ids, user.name, expected)
-    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
 
 
 @router.get(f"{CLF}/history", operation_id="list_history", response_model=HistoryPage)
@@ -75,32 +77,32 @@ def list_history(
     session: SessionDep,
     _user: SiteViewerDep,
     before_id: int | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = curation.HISTORY_PAGE,
+    limit: Annotated[int, Query(ge=1, le=500)] = history.HISTORY_PAGE,
 ) -> HistoryPage:
     """Newest first; pass ``next_before_id`` back as ``before_id`` for older entries."""
     classifier = crud.get_classifier(session, site, clf)
-    rows = curation.list_history(session, classifier, before_id, limit)
-    entries = [HistoryPublic.model_validate(curation.history_row(e, classifier.name)) for e in rows]
+    rows = history.list_history(session, classifier, before_id, limit)
+    entries = [HistoryPublic.model_validate(history.history_row(e, classifier.name)) for e in rows]
     return HistoryPage(entries=entries, next_before_id=rows[-1].id if len(rows) == limit else None)
 
 
 @router.post("/history/{entry_id}/undo", operation_id="undo_history_entry", response_model=HistoryPublic)
 def undo_entry(entry_id: int, session: SessionDep, user: CurrentUserDep) -> HistoryPublic:
     """Undo one change; 409 names the later changes that touched the same images or groups."""
-    entry = curation.get_entry(session, entry_id)
+    entry = history.get_entry(session, entry_id)
     classifier = session.get(Classifier, entry.classifier_id)
     assert classifier is not None
     user.require(classifier.site_id, Role.LABELLER, classifier.site.name)
-    entry = curation.undo(session, entry_id, user.name, classifier)
-    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+    entry = undo.undo(session, entry_id, user.name, classifier)
+    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
 
 
 @router.post(f"{CLF}/undo", operation_id="undo_last", response_model=HistoryPublic)
 def undo_last(site: str, clf: str, session: SessionDep, user: SiteLabellerDep) -> HistoryPublic:
     """Undo the caller's own latest change in this classifier."""
     classifier = crud.get_classifier(session, site, clf)
-    entry = curation.undo_last(session, classifier, user.name)
-    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+    entry = undo.undo_last(session, classifier, user.name)
+    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
 
 
 @router.get("/images/{image_id}", operation_id="get_image", response_model=ImageDetail)

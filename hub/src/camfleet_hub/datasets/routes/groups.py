@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from camfleet_hub.auth.deps import SiteLabellerDep, SiteViewerDep
 from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError
-from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import crud, group_changes, history
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.curation_schemas import GroupUpdate, HistoryPublic
 from camfleet_hub.datasets.models import Classifier
@@ -29,7 +29,7 @@ def _public(session: Session, classifier: Classifier, group_id: int) -> GroupPub
 @router.post(GROUPS, operation_id="create_group", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
 def create_group(site: str, clf: str, body: GroupCreate, session: SessionDep, user: SiteLabellerDep) -> GroupPublic:
     classifier = crud.get_classifier(session, site, clf)
-    group = curation.create_group(session, classifier, body.name, user.name, body.parent, body.common)
+    group = group_changes.create_group(session, classifier, body.name, user.name, body.parent, body.common)
     return _public(session, classifier, group.id)
 
 
@@ -51,17 +51,17 @@ def update_group(
             f"body: give exactly one of name, parent, common, merge_into (got {sorted(given) or 'none'})"
         )
     if body.merge_into is not None:
-        curation.merge_groups(session, classifier, group, body.merge_into, user.name)
+        group_changes.merge_groups(session, classifier, group, body.merge_into, user.name)
         target = crud.find_group(session, classifier, body.merge_into)
         assert target is not None
         return _public(session, classifier, target.id)
     if body.name is not None:
-        curation.rename_group(session, classifier, group, body.name, user.name)
+        group_changes.rename_group(session, classifier, group, body.name, user.name)
         group = body.name
     elif "parent" in given:
-        curation.set_parent(session, classifier, group, body.parent, user.name)
+        group_changes.set_parent(session, classifier, group, body.parent, user.name)
     elif body.common is not None:
-        curation.set_common(session, classifier, group, body.common, user.name)
+        group_changes.set_common(session, classifier, group, body.common, user.name)
     else:
         raise InvalidError(f"body: {sorted(given)[0]} must not be null")
     found = crud.find_group(session, classifier, group)
@@ -73,5 +73,5 @@ def update_group(
 def delete_group(site: str, clf: str, group: str, session: SessionDep, user: SiteLabellerDep) -> HistoryPublic:
     """Remove a group; its confirmed images go back to the inbox (NEW). Undo brings it back as it was."""
     classifier = crud.get_classifier(session, site, clf)
-    entry = curation.delete_group(session, classifier, group, user.name)
-    return HistoryPublic.model_validate(curation.history_row(entry, classifier.name))
+    entry = group_changes.delete_group(session, classifier, group, user.name)
+    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from camfleet_hub.auth.deps import CurrentUserDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import ServicesDep, SessionDep
-from camfleet_hub.datasets import crud, curation, media
+from camfleet_hub.datasets import crud, image_changes, media
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Classifier, ImageStatus
 from camfleet_hub.datasets.schemas import ImagePublic, ImageUpdate
@@ -45,8 +45,8 @@ def update_image(image_id: int, body: ImageUpdate, session: SessionDep, user: Cu
     user.require(classifier.site_id, Role.LABELLER, classifier.site.name)
     expected = None
     if body.expected_status is not None or body.expected_updated_at is not None:
-        expected = curation.Expected(status=body.expected_status, updated_at=body.expected_updated_at)
-    curation.edit_image(session, image, body.status, body.group, user.name, expected)
+        expected = image_changes.Expected(status=body.expected_status, updated_at=body.expected_updated_at)
+    image_changes.edit_image(session, image, body.status, body.group, user.name, expected)
     session.refresh(image)
     return ImagePublic.model_validate(views.image(image, classifier.name))
 
