@@ -28,7 +28,7 @@ from camfleet_hub.core.container import HubServices
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError, UnavailableError
 from camfleet_hub.core.store.base import ObjectNotFound
-from camfleet_hub.datasets import crud, curation
+from camfleet_hub.datasets import crud, image_changes
 from camfleet_hub.datasets import page_data as cp
 from camfleet_hub.datasets.models import Classifier, Frame, Site
 from camfleet_hub.imports.fetch import FetchError, fetch
@@ -371,9 +371,9 @@ def errors_action(
             raise InvalidError("image_id: tick at least one image")
         if action == "move":
             name = crud.checked_name(group.strip(), "group")
-            curation.move_images(session, classifier, ids, name, user.name, None, True)
+            image_changes.move_images(session, classifier, ids, name, user.name, None, True)
         elif action == "delete":
-            curation.delete_images(session, classifier, ids, user.name)
+            image_changes.delete_images(session, classifier, ids, user.name)
         else:
             raise InvalidError(f"action={action!r} is not one of move, delete")
     except ServiceError as exc:
