@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from camfleet_hub.auth.deps import get_current_user
-from camfleet_hub.compat import service
+from camfleet_hub.compat import model_making, predicting, storing, temples
 from camfleet_hub.compat.schemas import (
     CvAnswer,
     MakeModelAnswer,
@@ -46,7 +46,7 @@ def _body(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise service.BadRequest(describe_errors(exc.errors())) from None
+        raise temples.BadRequest(describe_errors(exc.errors())) from None
 
 
 def _refusal(exc: ServiceError, shape: Callable[[str], BaseModel]) -> JSONResponse:
@@ -74,7 +74,7 @@ async def save_data(request: Request, services: ServicesDep, session: SessionDep
     try:
         user = get_current_user(request, services.settings, session)
         body = _body(SaveDataRequest, await request.body())
-        return await run_in_threadpool(service.save_data, services, session, user, body)
+        return await run_in_threadpool(storing.save_data, services, session, user, body)
     except ServiceError as exc:
         session.rollback()
         return _refusal(exc, lambda d: SaveDataAnswer(error_msg=d))
@@ -92,7 +92,9 @@ async def make_model(request: Request, services: ServicesDep, session: SessionDe
     try:
         user = get_current_user(request, services.settings, session)
         body = _body(MakeModelRequest, await request.body())
-        status, answer = await run_in_threadpool(service.make_model, services, session, services.runtimes, user, body)
+        status, answer = await run_in_threadpool(
+            model_making.make_model, services, session, services.runtimes, user, body
+        )
     except ServiceError as exc:
         session.rollback()
         return _refusal(exc, _list_error)
@@ -115,7 +117,7 @@ async def predict(request: Request, services: ServicesDep, session: SessionDep) 
         return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
     try:
         body = _body(PredictRequest, await request.body())
-        return await run_in_threadpool(service.predict, services, session, services.runtimes, user, body)
+        return await run_in_threadpool(predicting.predict, services, session, services.runtimes, user, body)
     except ServiceError as exc:
         session.rollback()
         return _refusal(exc, lambda d: PredictAnswer(error_msg=[d]))
@@ -139,7 +141,7 @@ async def cv(request: Request, services: ServicesDep, session: SessionDep) -> An
     except ServiceError as exc:
         return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
     try:
-        return await run_in_threadpool(service.cv, services, session, services.runtimes, user, raw)
+        return await run_in_threadpool(predicting.cv, services, session, services.runtimes, user, raw)
     except ServiceError as exc:
         session.rollback()
         return JSONResponse(status_code=exc.status_code, content={"error_msg": exc.detail, "detail": exc.detail})
