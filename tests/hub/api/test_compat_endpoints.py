@@ -63,9 +63,9 @@ def _save(c, path: Path, split: str, category: str):  # type: ignore[no-untyped-
 
 
 def test_temple_server_requests_train_test_and_predict(
-    sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+    api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
 ) -> None:
-    c = sqlite_api.client
+    c = api.client
     r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
     assert r.status_code in (200, 201), r.text
 
@@ -99,7 +99,7 @@ def test_temple_server_requests_train_test_and_predict(
     assert r.status_code == 400 and r.json()["error_msg"] and "make_model" in r.json()["error_msg"][0]
 
     # make_model trains synchronously while a trainer worker takes the job.
-    worker = _worker(sqlite_api, tmp_path)
+    worker = _worker(api, tmp_path)
     ran: list[int] = []
     thread = threading.Thread(target=lambda: ran.append(worker.run(max_jobs=1)), daemon=True)
     thread.start()
@@ -112,11 +112,11 @@ def test_temple_server_requests_train_test_and_predict(
     assert made["test_images"] == 6 and 0.0 <= made["test_accuracy"] <= 1.0
     assert ran == [1]
     # The test images were never trained on: the job's dataset holds only the 18 train images.
-    with sqlite_api.services.sessions() as session:
+    with api.services.sessions() as session:
         job = session.get(TrainingJob, made["job_id"])
         assert job is not None
-        trained = jobs.dataset(session, job)["images"]
-        assert len(trained) == 18  # type: ignore[arg-type]
+        trained = jobs.dataset(session, job).images
+        assert len(trained) == 18
 
     # A second make_model without forceful keeps the model: 400, nothing trained.
     r = c.post("/api/make_model", json={"temple_id": TEMPLE, "forceful": False})
@@ -150,7 +150,7 @@ def test_temple_server_requests_train_test_and_predict(
     assert r.status_code == 400 and "image_name" in r.json()["error_msg"][0]
 
     # Every prediction is logged with all probabilities, the model version, the caller and the image name.
-    with sqlite_api.services.sessions() as session:
+    with api.services.sessions() as session:
         rows = list(session.scalars(select(PredictionLog).order_by(PredictionLog.id)))
         assert [r.image_name for r in rows] == ["h.jpg", "s.jpg", "d.jpg", "h.jpg"]
         assert all(set(r.probabilities) == set(CLASSES) for r in rows)
