@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 INPUT = "image"
 OUTPUTS = ("logits", "embedding")
+# ORT's intra-op threads spin-wait between parallel sections by default. On a small box that spinning takes the
+# CPU the video decoder, preprocessing and other processes need: under load the agent spent 29 ms CPU per frame
+# with it and 17 ms without (docs/BENCHMARKS.md, issue 12).
+ALLOW_SPINNING = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class ClassifierRuntime:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.bundle_dir / self.model_file), opts, providers=list(providers or default_providers())
