@@ -38,7 +38,7 @@ from camfleet_hub.fleet import router as fleet_router
 from camfleet_hub.imports import pages as ui_imports
 from camfleet_hub.imports import router as imports
 from camfleet_hub.ingest import router as ingest
-from camfleet_hub.serving import pages as serving_pages
+from camfleet_hub.serving import analysis_page, logs_page, review_pages, try_page
 from camfleet_hub.serving import router as classify
 from camfleet_hub.training import registry_router as models
 from camfleet_hub.training import router as jobs
@@ -109,7 +109,8 @@ def create_app(services: HubServices) -> FastAPI:
     app.include_router(ui_curation.router)
     app.include_router(ui_imports.router)
     app.include_router(compat_router.router)  # the older tools' paths, outside /api/v1
-    app.include_router(serving_pages.router)  # Try it, Analysis, Outliers, Errors bulk form, prediction Logs
+    for serving_pages in (try_page, analysis_page, review_pages, logs_page):
+        app.include_router(serving_pages.router)  # Try it, Analysis, Outliers and Errors bulk form, prediction Logs
     docs.install(app)
     app.mount("/static", StaticFiles(directory=str(resources.files("camfleet_hub.web") / "static")), name="static")
     return app

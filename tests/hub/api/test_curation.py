@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image as PILImage
 
+from camfleet_contract.rest import Dataset
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Blob, Classifier, Group, Image, ImageSource, ImageStatus, Site
 from camfleet_hub.training import jobs
@@ -239,7 +240,7 @@ def test_common_groups_join_every_same_named_classifier(api) -> None:
     c.post(f"{API}/sites/temple/classifiers/lights/groups/nothing", json={})
     assert c.patch(f"{API}/sites/temple/classifiers/lights/groups/nothing", json={"common": True}).status_code == 200
 
-    def dataset() -> dict[str, Any]:
+    def dataset() -> Dataset:
         with api.services.sessions() as s:
             clf = crud.get_classifier(s, "shop", "door")
             job = TrainingJob(classifier_id=clf.id)
@@ -249,13 +250,13 @@ def test_common_groups_join_every_same_named_classifier(api) -> None:
             s.rollback()
             return out
 
-    assert dataset()["classes"] == ["closed", "open"]
+    assert dataset().classes == ["closed", "open"]
     r = c.patch(f"{API}/sites/temple/classifiers/door/groups/nothing", json={"common": True})
     assert r.status_code == 200
     ds = dataset()
-    assert ds["classes"] == ["closed", "nothing", "open"]
-    assert sorted(i["id"] for i in ds["images"] if i["group"] == "nothing") == shared
-    assert sum(1 for i in ds["images"] if i["group"] == "open") == 3  # temple's "open" is not common
+    assert ds.classes == ["closed", "nothing", "open"]
+    assert sorted(i.id for i in ds.images if i.group == "nothing") == shared
+    assert sum(1 for i in ds.images if i.group == "open") == 3  # temple's "open" is not common
     health = c.get(f"{a}/health").json()
     nothing = next(g for g in health["groups"] if g["name"] == "nothing")
     assert nothing == {"name": "nothing", "common": True, "images": 5, "shared": 5}
@@ -264,7 +265,7 @@ def test_common_groups_join_every_same_named_classifier(api) -> None:
     # a deleted image of a common group is not shared
     temple = f"{API}/sites/temple/classifiers/door"
     c.post(f"{temple}/images/bulk", json={"ids": shared[:1], "action": "delete"})
-    assert len([i for i in dataset()["images"] if i["group"] == "nothing"]) == 4
+    assert len([i for i in dataset().images if i.group == "nothing"]) == 4
 
 
 def test_health_figures(api) -> None:

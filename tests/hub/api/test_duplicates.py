@@ -93,7 +93,7 @@ def test_embeddings_and_duplicates_with_the_real_default_model(
     with api.services.sessions() as session:
         row = session.get(TrainingJob, job["id"])
         assert row is not None
-        scratch = {i["id"]: i["cluster"] for i in jobs.dataset(session, row)["images"]}
+        scratch = {i.id: i.cluster for i in jobs.dataset(session, row).images}
         index = api.services.near_indexes.get(session, row.classifier_id, model_sha)
     assert scratch == dataset and index.pairs_key is not None
     assert c.post(f"{API}/jobs/{job['id']}/cancel").status_code == 200

@@ -51,7 +51,7 @@ def test_route_names_give_the_same_paths(sqlite_api) -> None:
 
 
 def test_no_page_script_copies_the_shared_helpers() -> None:
-    static = resources.files("camfleet_hub") / "static"
+    static = resources.files("camfleet_hub") / "web" / "static"
     scripts = [p for p in Path(str(static)).rglob("*.js") if p.name != "common.js"]
     assert scripts
     for path in scripts:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from camfleet_contract.messages import Event
@@ -105,15 +106,26 @@ def entity(prefix: str, site: str, camera: str, classifier: str, agent: str) -> 
     )
 
 
-def state_payload(event: Event) -> dict[str, Any]:
-    return {
-        "label": event.label,
-        "probability": round(event.probability, 4),
-        "anomaly": event.anomaly,
-        "anomaly_score": round(event.anomaly_score, 4),
-        "model_version": event.model_version,
-        "ts": event.ts.isoformat(),
-    }
+class StatePayload(BaseModel):
+    """The retained state of a camera/classifier sensor (JSON; the entities' templates read ``value_json``)."""
+
+    label: str
+    probability: float
+    anomaly: bool
+    anomaly_score: float
+    model_version: str
+    ts: str = Field(description="the event's time, ISO 8601")
+
+
+def state_payload(event: Event) -> StatePayload:
+    return StatePayload(
+        label=event.label,
+        probability=round(event.probability, 4),
+        anomaly=event.anomaly,
+        anomaly_score=round(event.anomaly_score, 4),
+        model_version=event.model_version,
+        ts=event.ts.isoformat(),
+    )
 
 
 class HomeAssistantBridge:
@@ -170,7 +182,7 @@ class HomeAssistantBridge:
             if self._last.get(key) == now:
                 return
             self._last[key] = now
-        self._publish(state_topic(prefix, *key), json.dumps(state_payload(event)))
+        self._publish(state_topic(prefix, *key), json.dumps(state_payload(event).model_dump()))
         self.published_states += 1
 
     def _publish(self, topic: str, payload: str) -> None:

@@ -3,7 +3,7 @@ latest frames, settings form with a region drawn on the snapshot, commands). Ser
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -14,14 +14,16 @@ from sqlalchemy.orm import Session
 
 from camfleet_contract.agent_config import CameraConfig
 from camfleet_hub.auth.deps import CurrentUserDep, SiteAdminDep, SiteViewerDep, visible_site_ids
+from camfleet_hub.auth.principal import Principal
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError
 from camfleet_hub.core.http_errors import describe_errors
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Classifier, Site
-from camfleet_hub.datasets.retention import storage_by_site
+from camfleet_hub.datasets.retention import SiteStorage, storage_by_site
 from camfleet_hub.fleet import overview, rollout, service
-from camfleet_hub.web.render import page_path, render
+from camfleet_hub.fleet.models import FleetCommand
+from camfleet_hub.web.render import page_context, page_path, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,46 +44,86 @@ def _rollouts(session: Session, site_names: list[str]) -> dict[str, list[rollout
     return out
 
 
-def _fleet_context(session: Session, user: CurrentUserDep, site: str | None, state: str | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class FleetPage:
     """What the fleet page shows: the visible sites (filtered), their rollouts and storage use."""
+
+    sites: list[overview.SiteRow]
+    site_names: list[str]
+    site: str
+    state: str
+    states: tuple[str, ...]
+    refresh: int
+    offline_min: float
+    rollouts: dict[str, list[rollout.RolloutView]]
+    storage: dict[str, SiteStorage]
+
+
+def _fleet_context(session: Session, user: Principal, site: str | None, state: str | None) -> FleetPage:
     sites = overview.fleet(session, visible_site_ids(user, session), site or None, state if state in STATES else None)
     all_sites = [s.name for s in overview.fleet(session, visible_site_ids(user, session))] if site else None
-    return {
-        "sites": sites,
-        "site_names": all_sites or [s.name for s in sites],
-        "site": site or "",
-        "state": state or "",
-        "states": STATES,
-        "refresh": REFRESH_SECONDS,
-        "offline_min": overview.OFFLINE_ALERT_MIN,
-        "rollouts": _rollouts(session, [s.name for s in sites]),
-        "storage": storage_by_site(session),
-    }
+    return FleetPage(
+        sites=sites,
+        site_names=all_sites or [s.name for s in sites],
+        site=site or "",
+        state=state or "",
+        states=STATES,
+        refresh=REFRESH_SECONDS,
+        offline_min=overview.OFFLINE_ALERT_MIN,
+        rollouts=_rollouts(session, [s.name for s in sites]),
+        storage=storage_by_site(session),
+    )
 
 
 @router.get("/ui/fleet", response_class=HTMLResponse, name="fleet.fleet")
 def fleet_page(
     request: Request, session: SessionDep, user: CurrentUserDep, site: str | None = None, state: str | None = None
 ) -> HTMLResponse:
-    return render(request, "fleet/fleet.html", _fleet_context(session, user, site, state))
+    return render(request, "fleet/fleet.html", page_context(_fleet_context(session, user, site, state)))
 
 
-def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CameraClassifier:
+    """A row of the camera form: the site's classifier, whether it runs on this camera, its region as text."""
+
+    name: str
+    on: bool
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPage:
+    site: str
+    camera: str
+    agent: str | None
+    timeline: Markup
+    events: list[overview.TimelinePoint]
+    frames: list[str]
+    settings: CameraConfig | None
+    classifiers: list[CameraClassifier]
+    settings_version: int | None
+    applied_version: int | None
+    commands: list[FleetCommand]
+
+
+def _classifier_rows(session: Session, site: Site, settings: CameraConfig | None) -> list[CameraClassifier]:
+    query = select(Classifier.name).where(Classifier.site_id == site.id).order_by(Classifier.name)
+    bound = {b.classifier: b for b in settings.classifiers} if settings is not None else {}
+    rows = []
+    for name in session.scalars(query):
+        b = bound.get(name)
+        rect = b.region.bounds() if b is not None and b.region is not None else None
+        rows.append(CameraClassifier(name, b is not None, ",".join(f"{v:.3f}" for v in rect) if rect else ""))
+    return rows
+
+
+def _camera_context(session: Session, site: Site, camera: str) -> CameraPage:
     points = overview.camera_events(session, site, camera)
     found = service.camera_settings(session, site, camera)
     agent, settings = found if found is not None else (None, None)
     if agent is None:
         row = next((a for s in overview.fleet(session, [site.id]) for a in s.agents if camera in a.cameras), None)
         agent = row.name if row is not None else None
-    classifiers = list(
-        session.scalars(select(Classifier.name).where(Classifier.site_id == site.id).order_by(Classifier.name))
-    )
-    bound = {b.classifier: b for b in settings.classifiers} if settings is not None else {}
-    rows = []
-    for name in classifiers:
-        b = bound.get(name)
-        rect = b.region.bounds() if b is not None and b.region is not None else None
-        rows.append({"name": name, "on": b is not None, "region": ",".join(f"{v:.3f}" for v in rect) if rect else ""})
     applied = service.applied_config_version(session, site, agent) if agent else None
     current = None
     if agent:
@@ -89,27 +131,29 @@ def _camera_context(session: Session, site: Site, camera: str) -> dict[str, Any]
             current = service.current_settings(session, site, agent).version
         except NotFoundError:
             current = None
-    return {
-        "site": site.name,
-        "camera": camera,
-        "agent": agent,
-        "timeline": Markup(overview.timeline_svg(points)),  # noqa: S704 - built from escaped parts
-        "events": points[:20],
-        "frames": overview.latest_frames(session, site, camera),
-        "settings": settings,
-        "classifiers": rows,
-        "settings_version": current,
-        "applied_version": applied,
-        "commands": service.list_commands(session, site, agent, 10) if agent else [],
-    }
+    return CameraPage(
+        site=site.name,
+        camera=camera,
+        agent=agent,
+        timeline=Markup(overview.timeline_svg(points)),  # noqa: S704 - built from escaped parts
+        events=points[:20],
+        frames=overview.latest_frames(session, site, camera),
+        settings=settings,
+        classifiers=_classifier_rows(session, site, settings),
+        settings_version=current,
+        applied_version=applied,
+        commands=service.list_commands(session, site, agent, 10) if agent else [],
+    )
 
 
 @router.get("/ui/fleet/sites/{site}/cameras/{camera}", response_class=HTMLResponse, name="fleet.camera")
 def camera_page(request: Request, site: str, camera: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
-    return render(request, "fleet/camera.html", _camera_context(session, crud.get_site(session, site), camera))
+    page = _camera_context(session, crud.get_site(session, site), camera)
+    return render(request, "fleet/camera.html", page_context(page))
 
 
-def _region(text: str, classifier: str) -> dict[str, Any] | None:
+def _rect(text: str, classifier: str) -> list[float] | None:
+    """The region field's "x0,y0,x1,y1" as four numbers (checked further by ``Region``); None when empty."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         return None
@@ -119,7 +163,7 @@ def _region(text: str, classifier: str) -> dict[str, Any] | None:
         raise ValueError(f"region of {classifier!r}: {text!r} is not four numbers x0,y0,x1,y1") from None
     if len(values) != 4:
         raise ValueError(f"region of {classifier!r}: {text!r} is not four numbers x0,y0,x1,y1")
-    return {"rect": values}
+    return values
 
 
 @router.post("/ui/fleet/sites/{site}/cameras/{camera}/settings", response_model=None, name="fleet.camera_settings")
@@ -134,8 +178,8 @@ async def save_camera_settings(
         bindings = []
         for name in session.scalars(select(Classifier.name).where(Classifier.site_id == found.id)):
             if form.get(f"clf_{name}"):
-                region = _region(str(form.get(f"region_{name}", "")), name)
-                bindings.append({"classifier": name, **({"region": region} if region else {})})
+                rect = _rect(str(form.get(f"region_{name}", "")), name)
+                bindings.append({"classifier": name, **({"region": {"rect": rect}} if rect else {})})
         cam = CameraConfig.model_validate(
             {
                 "name": camera,
@@ -176,7 +220,9 @@ async def save_camera_settings(
 def _settings_error(
     request: Request, session: Session, site: Site, camera: str, detail: str, code: int
 ) -> HTMLResponse:
-    return render(request, "fleet/camera.html", {**_camera_context(session, site, camera), "error": detail}, code)
+    return render(
+        request, "fleet/camera.html", page_context(_camera_context(session, site, camera), error=detail), code
+    )
 
 
 @router.post("/ui/fleet/sites/{site}/cameras/{camera}/commands", response_model=None, name="fleet.camera_command")
@@ -221,6 +267,6 @@ async def rollout_action(
         else:
             raise InvalidError(f"action={action!r}: use stage, promote or rollback")
     except ServiceError as exc:
-        context = _fleet_context(session, user, site, None) | {"error": exc.detail}
+        context = page_context(_fleet_context(session, user, site, None), error=exc.detail)
         return render(request, "fleet/fleet.html", context, exc.status_code)
     return RedirectResponse(page_path(request, "fleet.fleet") + f"?site={site}#rollout-{site}-{clf}", status_code=303)

@@ -24,7 +24,7 @@ from camfleet_hub.datasets.duplicates import live_ids
 from camfleet_hub.datasets.embeddings import decode_for_embedding, load_vectors
 from camfleet_hub.datasets.models import Classifier, Group, Image
 from camfleet_hub.serving import classify
-from camfleet_hub.serving.schemas import AnalyseAnswer
+from camfleet_hub.serving.schemas import AnalyseAnswer, Neighbour
 from camfleet_hub.serving.service import Scored, score_images
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _query_vector(
 
 def neighbours(
     services: HubServices, session: Session, classifier: Classifier, image: Image | None, data: bytes, k: int
-) -> tuple[list[dict[str, object]], str | None]:
+) -> tuple[list[Neighbour], str | None]:
     """The k nearest non-deleted images (the analysed one excluded), and a note when fewer could be found."""
     if services.embedder is None or services.near_indexes is None:
         return [], "this hub computes no embeddings, so it cannot look for similar images"
@@ -103,15 +103,15 @@ def neighbours(
             select(Image.id, Group.name).join(Group, Group.id == Image.group_id).where(Image.id.in_(alive))
         ).all()
     )
-    out: list[dict[str, object]] = [
-        {
-            "image_id": i,
-            "group": groups.get(i),
-            "status": alive[i],
-            "distance": d,
-            "thumbnail_url": urls.image_thumbnail(i),
-            "url": f"{urls.API_PREFIX}/images/{i}",
-        }
+    out = [
+        Neighbour(
+            image_id=i,
+            group=groups.get(i),
+            status=alive[i],
+            distance=d,
+            thumbnail_url=urls.image_thumbnail(i),
+            url=f"{urls.API_PREFIX}/images/{i}",
+        )
         for i, d in live
     ]
     note = None if len(out) == k else f"the dataset has only {len(out)} other non-deleted images with embeddings"

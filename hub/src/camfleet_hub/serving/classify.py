@@ -29,6 +29,7 @@ from camfleet_hub.core.errors import InvalidError, TooLargeError, UnavailableErr
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.imports.fetch import FetchError, FetchLimits, fetch
 from camfleet_hub.serving.batcher import Batcher, BatchLimits, BusyError
+from camfleet_hub.serving.schemas import ClassifyAnswer, ClassifyResult, ModelRef, PredictionPublic
 from camfleet_hub.serving.service import LogContext, log_predictions, score_outputs
 from camfleet_hub.training import announce
 from camfleet_hub.training.models import ModelVersion
@@ -283,32 +284,32 @@ def prepare(
     return Prepared(classifier, model, is_default, runtime, batcher, [i.name for i in images], batch)
 
 
-def finish(session: Session, prepared: Prepared, caller: str = "", top_k: int | None = None) -> dict[str, object]:
+def finish(session: Session, prepared: Prepared, caller: str = "", top_k: int | None = None) -> ClassifyAnswer:
     """Run the batch with whatever else waits for the model, answer the ``top_k`` and log one row per image."""
     p = prepared
     logits, embedding = p.batcher.submit(p.batch)
     results = score_outputs(p.runtime, logits, embedding)  # every probability, for the log; the answer keeps top_k
     k = min(top_k or p.runtime.top_k, len(p.runtime.classes))
     name = p.runtime.manifest.classifier if p.is_default else p.classifier.name
-    answer: dict[str, object] = {
-        "model": {
-            "id": p.model.id,
-            "classifier": name,
-            "version": p.model.version,
-            "default": p.is_default,
-            "precision": "int8" if p.runtime.model_file == MODEL_INT8 else "fp32",
-        },
-        "results": [
-            {
-                "label": r.label,
-                "probability": r.probability,
-                "predictions": [{"label": g, "probability": q} for g, q in list(r.probabilities.items())[:k]],
-                "anomaly": r.anomaly,
-                "anomaly_score": r.anomaly_score,
-            }
+    answer = ClassifyAnswer(
+        model=ModelRef(
+            id=p.model.id,
+            classifier=name,
+            version=p.model.version,
+            default=p.is_default,
+            precision="int8" if p.runtime.model_file == MODEL_INT8 else "fp32",
+        ),
+        results=[
+            ClassifyResult(
+                label=r.label,
+                probability=r.probability,
+                predictions=[PredictionPublic(label=g, probability=q) for g, q in list(r.probabilities.items())[:k]],
+                anomaly=r.anomaly,
+                anomaly_score=r.anomaly_score,
+            )
             for r in results
         ],
-    }
+    )
     ctx = LogContext(
         site_id=p.classifier.site_id,
         classifier=name,
@@ -330,6 +331,6 @@ def classify(
     images: list[NamedImage],
     caller: str = "",
     top_k: int | None = None,
-) -> dict[str, object]:
+) -> ClassifyAnswer:
     """``prepare`` then ``finish`` in one call (callers that hold no concurrency slot)."""
     return finish(session, prepare(services, session, cache, classifier, images), caller, top_k)

@@ -154,8 +154,7 @@ async def classify(
     finally:
         services.runtimes.slots.release()
     # Waiting for the batch holds no slot: only the preprocessed tensors, bounded by classify.queue_images.
-    answer = await run_in_threadpool(service.finish, session, prepared, user.name, body.top_k)
-    return ClassifyAnswer.model_validate(answer)
+    return await run_in_threadpool(service.finish, session, prepared, user.name, body.top_k)
 
 
 ANALYSE_BODIES: dict[str, Any] = {

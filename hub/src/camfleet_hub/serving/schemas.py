@@ -118,3 +118,13 @@ class ModelRef(Public):
 class ClassifyAnswer(Public):
     model: ModelRef
     results: list[ClassifyResult]
+
+
+class TryAnswer(Public):
+    """What the Try page's script gets from ``/ui/try/classify`` (a page route, not part of the REST API)."""
+
+    model: AnalysedModel
+    top: list[PredictionPublic]
+    anomaly: bool
+    anomaly_score: float
+    threshold: float

@@ -15,6 +15,7 @@ from sqlalchemy import String, and_, cast, func, literal, or_, select, true, upd
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from camfleet_contract.rest import Dataset, DatasetImage
 from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
 from camfleet_hub.datasets import duplicates
@@ -264,7 +265,7 @@ def _training_rows(session: Session, job: TrainingJob) -> tuple[list[str], list[
     return classes, [r for r in datasets.training_images(session, job.classifier) if r.group in wanted]
 
 
-def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes | None = None) -> dict[str, object]:
+def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes | None = None) -> Dataset:
     """What the trainer trains on: the classifier's confirmed images of every group that has enough of them,
     plus those of same-named common groups in other sites (see ``datasets.training_images``)."""
     classifier = job.classifier
@@ -279,13 +280,13 @@ def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes 
         classifier.max_equal_distance,
         own,
     )
-    return {
-        "job_id": job.id,
-        "site": classifier.site.name,
-        "classifier": classifier.name,
-        "classes": classes,
-        "images": [{"id": r.id, "sha256": r.sha256, "group": r.group, "cluster": cluster[r.id]} for r in rows],
-    }
+    return Dataset(
+        job_id=job.id,
+        site=classifier.site.name,
+        classifier=classifier.name,
+        classes=classes,
+        images=[DatasetImage(id=r.id, sha256=r.sha256, group=r.group, cluster=cluster[r.id]) for r in rows],
+    )
 
 
 def dataset_vectors(session: Session, job: TrainingJob) -> tuple[str | None, dict[str, np.ndarray]]:

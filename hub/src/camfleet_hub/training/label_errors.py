@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.core import urls
 from camfleet_hub.datasets.models import Classifier, Group, Image, ImageStatus
 from camfleet_hub.training.models import ImageLabelScore, ModelVersion
+from camfleet_hub.training.schemas import LabelErrorPublic
 
 MAX_LIMIT = 1000
 
@@ -25,7 +24,7 @@ def latest_scored_model(session: Session, classifier: Classifier) -> ModelVersio
     )
 
 
-def ranked(session: Session, classifier: Classifier, limit: int = 100) -> list[dict[str, Any]]:
+def ranked(session: Session, classifier: Classifier, limit: int = 100) -> list[LabelErrorPublic]:
     """Lowest self-confidence first; only images still confirmed in the group the model was trained on."""
     model = latest_scored_model(session, classifier)
     if model is None:
@@ -43,17 +42,17 @@ def ranked(session: Session, classifier: Classifier, limit: int = 100) -> list[d
         .limit(max(1, min(limit, MAX_LIMIT)))
     )
     return [
-        {
-            "image_id": score.image_id,
-            "sha256": sha,
-            "given_label": score.given_label,
-            "predicted_label": score.predicted_label,
-            "self_confidence": score.self_confidence,
-            "predicted_confidence": score.predicted_confidence,
-            "group": group,
-            "model_version_id": model.id,
-            "thumbnail_url": urls.image_thumbnail(score.image_id),
-            "content_url": urls.image_content(score.image_id),
-        }
+        LabelErrorPublic(
+            image_id=score.image_id,
+            sha256=sha,
+            given_label=score.given_label,
+            predicted_label=score.predicted_label,
+            self_confidence=score.self_confidence,
+            predicted_confidence=score.predicted_confidence,
+            group=group,
+            model_version_id=model.id,
+            thumbnail_url=urls.image_thumbnail(score.image_id),
+            content_url=urls.image_content(score.image_id),
+        )
         for score, sha, group in rows
     ]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from camfleet_contract.rest import EpochMetrics
 from camfleet_hub.training.models import JobEvent
 
 MAX_EVENTS_PER_JOB = 20_000
@@ -47,21 +49,27 @@ def events(session: Session, job_id: int, after: int = 0, limit: int = MAX_EVENT
     return list(session.scalars(query.limit(max(1, min(limit, MAX_EVENTS_SERVED)))))
 
 
-def epoch_curve(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """One point per epoch, sorted; a later report of the same epoch (a retried attempt) replaces the earlier."""
-    points: dict[int, dict[str, Any]] = {}
+def epoch_curve(session: Session, job_id: int) -> list[EpochMetrics]:
+    """One point per epoch, sorted; a later report of the same epoch (a retried attempt) replaces the earlier.
+
+    The points were stored from validated heartbeats (``JobHeartbeat.epochs``); one that no longer validates is
+    left out rather than failing the page.
+    """
+    points: dict[int, EpochMetrics] = {}
     rows = session.scalars(select(JobEvent.metrics).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
     for metrics in rows:
         for point in metrics or []:
             if isinstance(point, dict) and isinstance(point.get("epoch"), int):
-                points[point["epoch"]] = point
+                try:
+                    points[point["epoch"]] = EpochMetrics.model_validate(point)
+                except ValidationError:
+                    continue
     return [points[e] for e in sorted(points)]
 
 
 def eta_seconds(session: Session, job_id: int) -> float | None:
     """Seconds left according to the newest epoch figures that carried an estimate."""
     for point in reversed(epoch_curve(session, job_id)):
-        eta = point.get("eta_s")
-        if isinstance(eta, int | float):
-            return float(eta)
+        if point.eta_s is not None:
+            return point.eta_s
     return None

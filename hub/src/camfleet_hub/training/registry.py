@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -72,15 +73,22 @@ def _check_loads(bundle_dir: Path, public_key: str) -> None:
         raise BundleError(f"model.onnx fails on a test input: {exc}") from None
 
 
-def resign(
-    services: HubServices, data: bytes, site: str, classifier: str, version: int
-) -> tuple[bytes, Manifest, str, dict[str, Any] | None]:
+@dataclass(frozen=True, slots=True)
+class ResignedBundle:
+    """A bundle as the hub stores it: the zip, its re-signed manifest and signature, and its report (if any)."""
+
+    packed: bytes
+    manifest: Manifest
+    signature: str
+    report: reports.BundleReport | None
+
+
+def resign(services: HubServices, data: bytes, site: str, classifier: str, version: int) -> ResignedBundle:
     """Unpack, verify (hashes + the uploader's signature), set site/classifier/version, re-sign.
 
     The signed site and classifier are what agents check: the default bundle is site "*", classifier
     "imagenet", so it can never be taken for a site's own classifier.
 
-    Returns (zip, manifest, signature, the bundle's report.json or None).
     """
     with tempfile.TemporaryDirectory(prefix="camfleet-bundle-") as tmp:
         bundle_dir = unpack_bundle(data, Path(tmp) / "bundle")
@@ -92,7 +100,7 @@ def resign(
         manifest = sign_bundle(bundle_dir, manifest.model_copy(update=update_fields), services.fleet_signing_key)
         _check_loads(bundle_dir, public_key_of(services.fleet_signing_key))
         signature = (bundle_dir / SIGNATURE).read_text().strip()
-        return pack_bundle(bundle_dir), manifest, signature, reports.read_report(bundle_dir)
+        return ResignedBundle(pack_bundle(bundle_dir), manifest, signature, reports.read_report(bundle_dir))
 
 
 def _store_model(
@@ -110,24 +118,23 @@ def _store_model(
             site, name = (DEFAULT_SITE, DEFAULT_CLASSIFIER)
             if classifier is not None:
                 site, name = classifier.site.name, classifier.name
-            packed, manifest, signature, report = resign(services, data, site, name, version)
+            signed = resign(services, data, site, name, version)
         except BundleError as exc:
             session.rollback()
             raise InvalidError(f"file: bundle rejected: {exc}") from None
-        sha = services.store.put(packed, prefix=announce.BUNDLE_PREFIX)
-        announce.remember_signature(sha, signature)
-        kept, ranking = reports.split_report(report) if report is not None else (None, [])
+        sha = services.store.put(signed.packed, prefix=announce.BUNDLE_PREFIX)
+        announce.remember_signature(sha, signed.signature)
         model = ModelVersion(
             classifier_id=None if classifier is None else classifier.id,
             version=version,
             status=status.value,
             sha256=sha,
-            size=len(packed),
-            manifest=manifest.model_dump(mode="json"),
-            metrics=dict(manifest.metrics),
+            size=len(signed.packed),
+            manifest=signed.manifest.model_dump(mode="json"),
+            metrics=dict(signed.manifest.metrics),
             job_id=None if job is None else job.id,
             promoted_at=utcnow() if status == ModelStatus.PRODUCTION else None,
-            report=kept,
+            report=None if signed.report is None else signed.report.kept,
         )
         session.add(model)
         try:
@@ -138,7 +145,7 @@ def _store_model(
                 raise
             log.info("model version %s was taken concurrently (attempt %s); retrying", version, attempt + 1)
             continue
-        reports.store_label_scores(session, model, ranking)
+        reports.store_label_scores(session, model, [] if signed.report is None else signed.report.ranking)
         return model
     raise ConflictError("could not assign a model version: too many concurrent uploads")
 

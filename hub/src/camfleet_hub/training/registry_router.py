@@ -85,7 +85,7 @@ def rollback(model_id: int, session: SessionDep, services: ServicesDep, user: Cu
 @router.get("/models/{model_id}/report", operation_id="get_model_report", response_model=ModelReport)
 def report(model_id: int, session: SessionDep, user: CurrentUserDep) -> ModelReport:
     model = _require(user, registry.get_model(session, model_id), Role.VIEWER)
-    return ModelReport.model_validate(reports.normalised(session, model))
+    return reports.normalised(session, model)
 
 
 @router.get(
@@ -117,7 +117,7 @@ def list_label_errors(
 ) -> list[LabelErrorPublic]:
     """Images whose label the latest model doubts most (out-of-fold probability of the label, lowest first)."""
     classifier = crud.get_classifier(session, site, clf)
-    return [LabelErrorPublic.model_validate(r) for r in label_errors.ranked(session, classifier, limit)]
+    return label_errors.ranked(session, classifier, limit)
 
 
 @router.get(

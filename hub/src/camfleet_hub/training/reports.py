@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from camfleet_contract.bundle import REPORT
 from camfleet_hub.core import urls
 from camfleet_hub.datasets.models import Image
 from camfleet_hub.training.models import ImageLabelScore, ModelVersion
+from camfleet_hub.training.schemas import MisclassifiedImage, ModelReport
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,20 @@ MAX_REPORT_BYTES = 64 * 1024 * 1024
 NAME_LEN = 64
 
 
-def read_report(bundle_dir: Path) -> dict[str, Any] | None:
-    """The bundle's report.json as a dict; None when absent, too large or not a JSON object (logged)."""
+@dataclass(frozen=True, slots=True)
+class BundleReport:
+    """A bundle's report.json split in two: what the model version keeps, and the per-image ranking rows.
+
+    Both stay JSON as the trainer wrote it (bundles differ by age and mode): ``kept`` is stored with the version
+    and shown as-is; ``ranking`` rows are checked one by one when they are stored (``store_label_scores``).
+    """
+
+    kept: dict[str, Any]
+    ranking: list[dict[str, Any]]
+
+
+def read_report(bundle_dir: Path) -> BundleReport | None:
+    """The bundle's report.json, split; None when absent, too large or not a JSON object (logged)."""
     path = bundle_dir / REPORT
     if not path.is_file():
         return None
@@ -41,11 +55,11 @@ def read_report(bundle_dir: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("%s is not readable JSON (%s); not kept", REPORT, exc)
         return None
-    return data if isinstance(data, dict) else None
+    return split_report(data) if isinstance(data, dict) else None
 
 
-def split_report(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(report without the per-image ranking, the ranking rows)."""
+def split_report(report: dict[str, Any]) -> BundleReport:
+    """The report without the per-image ranking (counted in ``label_errors_count``), and the ranking rows."""
     ranking: list[dict[str, Any]] = []
     kept = dict(report)
     for key in RANKING_KEYS:
@@ -53,7 +67,7 @@ def split_report(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
         if isinstance(rows, list):
             ranking.extend(r for r in rows if isinstance(r, dict))
     kept["label_errors_count"] = len(ranking)
-    return kept, ranking
+    return BundleReport(kept, ranking)
 
 
 def _number(value: Any) -> float | None:
@@ -116,6 +130,8 @@ def store_label_scores(session: Session, model: ModelVersion, rows: list[dict[st
 # --------------------------------------------------------------------------- normalised view
 
 
+# The report's sections below stay JSON objects: bundles differ by age and mode, and ModelReport (the REST
+# contract) declares per_class, thresholds and int8 as free-form objects.
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -174,78 +190,80 @@ def _int8(model: ModelVersion) -> dict[str, Any] | None:
     return None
 
 
-def _misclassified(session: Session, model: ModelVersion) -> list[dict[str, Any]]:
+def _misclassified(session: Session, model: ModelVersion) -> list[MisclassifiedImage]:
     """The report's misclassified validation images; else the out-of-fold mistakes, most doubtful first."""
     rows = (model.report or {}).get("misclassified")
-    items: list[dict[str, Any]] = []
     if isinstance(rows, list):
-        shas = {str(r.get("sha256")) for r in rows if isinstance(r, dict) and r.get("sha256")}
-        by_sha: dict[str, int] = {}
-        if shas and model.classifier_id is not None:
-            query = select(Image.sha256, Image.id).where(
-                Image.classifier_id == model.classifier_id, Image.sha256.in_(shas)
-            )
-            by_sha = {sha: image_id for sha, image_id in session.execute(query)}
-        for r in rows[:MAX_MISCLASSIFIED]:
-            if not isinstance(r, dict):
-                continue
-            label = _label(r, "label", "true", "given_label")
-            predicted = _label(r, "predicted", "predicted_label")
-            if label is None or predicted is None:
-                continue
-            image_id = by_sha.get(str(r.get("sha256"))) or _image_id_of(r)
-            items.append(
-                {
-                    "image_id": image_id,
-                    "sha256": r.get("sha256") if isinstance(r.get("sha256"), str) else None,
-                    "label": label,
-                    "predicted": predicted,
-                    "probability": _number(r.get("probability", r.get("p_predicted"))),
-                }
-            )
-    else:
-        scores = session.scalars(
-            select(ImageLabelScore)
-            .where(
-                ImageLabelScore.model_version_id == model.id,
-                ImageLabelScore.given_label != ImageLabelScore.predicted_label,
-            )
-            .order_by(ImageLabelScore.self_confidence, ImageLabelScore.id)
-            .limit(MAX_MISCLASSIFIED)
+        return _reported_mistakes(session, model, rows)
+    scores = session.scalars(
+        select(ImageLabelScore)
+        .where(
+            ImageLabelScore.model_version_id == model.id,
+            ImageLabelScore.given_label != ImageLabelScore.predicted_label,
         )
-        for s in scores:
-            image = session.get(Image, s.image_id)
-            items.append(
-                {
-                    "image_id": s.image_id,
-                    "sha256": None if image is None else image.sha256,
-                    "label": s.given_label,
-                    "predicted": s.predicted_label,
-                    "probability": s.predicted_confidence,
-                }
-            )
-    for item in items:
-        item["thumbnail_url"] = None if item["image_id"] is None else urls.image_thumbnail(item["image_id"])
+        .order_by(ImageLabelScore.self_confidence, ImageLabelScore.id)
+        .limit(MAX_MISCLASSIFIED)
+    )
+    items = []
+    for s in scores:
+        image = session.get(Image, s.image_id)
+        sha = None if image is None else image.sha256
+        items.append(_mistake(s.image_id, sha, s.given_label, s.predicted_label, s.predicted_confidence))
     return items
 
 
-def normalised(session: Session, model: ModelVersion) -> dict[str, Any]:
-    """What GET /models/{id}/report answers (validated by schemas.ModelReport)."""
+def _reported_mistakes(session: Session, model: ModelVersion, rows: list[Any]) -> list[MisclassifiedImage]:
+    """The report's own ``misclassified`` rows that name both labels, matched to dataset images by sha256."""
+    shas = {str(r.get("sha256")) for r in rows if isinstance(r, dict) and r.get("sha256")}
+    by_sha: dict[str, int] = {}
+    if shas and model.classifier_id is not None:
+        query = select(Image.sha256, Image.id).where(Image.classifier_id == model.classifier_id, Image.sha256.in_(shas))
+        by_sha = {sha: image_id for sha, image_id in session.execute(query)}
+    items = []
+    for r in rows[:MAX_MISCLASSIFIED]:
+        if not isinstance(r, dict):
+            continue
+        label = _label(r, "label", "true", "given_label")
+        predicted = _label(r, "predicted", "predicted_label")
+        if label is None or predicted is None:
+            continue
+        image_id = by_sha.get(str(r.get("sha256"))) or _image_id_of(r)
+        sha = r.get("sha256") if isinstance(r.get("sha256"), str) else None
+        items.append(_mistake(image_id, sha, label, predicted, _number(r.get("probability", r.get("p_predicted")))))
+    return items
+
+
+def _mistake(
+    image_id: int | None, sha256: str | None, label: str, predicted: str, probability: float | None
+) -> MisclassifiedImage:
+    thumbnail = None if image_id is None else urls.image_thumbnail(image_id)
+    return MisclassifiedImage(
+        image_id=image_id,
+        sha256=sha256,
+        label=label,
+        predicted=predicted,
+        probability=probability,
+        thumbnail_url=thumbnail,
+    )
+
+
+def normalised(session: Session, model: ModelVersion) -> ModelReport:
+    """What GET /models/{id}/report answers and the model page shows."""
     report = model.report or {}
     confusion = confusion_of(model)
     count = report.get("label_errors_count")
-    return {
-        "model_id": model.id,
-        "version": model.version,
-        "status": model.status,
-        "classes": classes_of(model),
-        "metrics": model.metrics or {},
-        "per_class": _per_class(report),
-        "confusion": confusion,
-        "confusion_url": None if confusion is None else urls.model_confusion(model.id),
-        "misclassified": _misclassified(session, model),
-        "thresholds": _thresholds(model),
-        "int8": _int8(model),
-        "label_errors": count if isinstance(count, int) else 0,
-        "report": report,
-    }
+    return ModelReport(
+        model_id=model.id,
+        version=model.version,
+        status=model.status,
+        classes=classes_of(model),
+        metrics=model.metrics or {},
+        per_class=_per_class(report),
+        confusion=confusion,
+        confusion_url=None if confusion is None else urls.model_confusion(model.id),
+        misclassified=_misclassified(session, model),
+        thresholds=_thresholds(model),
+        int8=_int8(model),
+        label_errors=count if isinstance(count, int) else 0,
+        report=report,
+    )

@@ -112,7 +112,7 @@ def job_progress(
     return JobProgress(
         job=_public(job),
         events=[JobEventPublic.model_validate(e) for e in events],
-        epochs=progress_log.epoch_curve(session, job_id),
+        epochs=[p.model_dump(exclude_none=True) for p in progress_log.epoch_curve(session, job_id)],
         eta_s=progress_log.eta_seconds(session, job_id) if job.status == "running" else None,
         last_event_id=last,
     )
@@ -133,7 +133,7 @@ def cancel_job(job_id: int, session: SessionDep, user: CurrentUserDep) -> JobPub
 def job_dataset(job_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> Dataset:
     job = jobs.get_job(session, job_id)
     require_in_classifier(user, session, job.classifier_id, Role.VIEWER)
-    return Dataset.model_validate(jobs.dataset(session, job, services.near_indexes))
+    return jobs.dataset(session, job, services.near_indexes)
 
 
 @router.get(

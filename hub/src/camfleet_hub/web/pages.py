@@ -31,7 +31,7 @@ from camfleet_hub.training import jobs, registry
 from camfleet_hub.training import page_data as pages
 from camfleet_hub.training.schemas import JobCreate
 from camfleet_hub.web import overview
-from camfleet_hub.web.render import page_path, render, templates
+from camfleet_hub.web.render import page_context, page_path, render, templates
 
 router = APIRouter(include_in_schema=False)
 __all__ = ["router", "templates"]
@@ -92,7 +92,7 @@ def create_classifier(
 @router.get("/ui/sites/{site}/classifiers/{clf}/training", response_class=HTMLResponse, name="ui.training")
 def training(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
     classifier = crud.get_classifier(session, site, clf)
-    context = {**pages.training(session, classifier), "poll_ms": POLL_MS}
+    context = page_context(pages.training(session, classifier), poll_ms=POLL_MS)
     return render(request, "training.html", context, site=site, clf=clf)
 
 
@@ -126,7 +126,7 @@ def start_job(
 
 
 def _error(request: Request, session: SessionDep, classifier: Any, detail: str, status_code: int) -> HTMLResponse:
-    context = {**pages.training(session, classifier), "poll_ms": POLL_MS, "error": detail}
+    context = page_context(pages.training(session, classifier), poll_ms=POLL_MS, error=detail)
     return render(request, "training.html", context, status_code, site=classifier.site.name, clf=classifier.name)
 
 
@@ -151,8 +151,8 @@ def model_page(request: Request, model_id: int, session: SessionDep, user: Curre
     _require_model(user, session, model, Role.VIEWER)
     clf = session.get(Classifier, model.classifier_id) if model.classifier_id is not None else None
     if clf is None:  # the ImageNet default belongs to no site
-        return render(request, "model.html", pages.model(session, model))
-    return render(request, "model.html", pages.model(session, model), site=clf.site.name, clf=clf.name)
+        return render(request, "model.html", page_context(pages.model(session, model)))
+    return render(request, "model.html", page_context(pages.model(session, model)), site=clf.site.name, clf=clf.name)
 
 
 @router.post("/ui/models/{model_id}/promote", name="ui.promote")
@@ -182,7 +182,7 @@ def rollback(
 
 @router.get("/ui/sites/{site}/classifiers/{clf}/errors", response_class=HTMLResponse, name="ui.errors")
 def errors(request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> HTMLResponse:
-    context = pages.errors(session, crud.get_classifier(session, site, clf))
+    context = page_context(pages.errors(session, crud.get_classifier(session, site, clf)))
     return render(request, "errors.html", context, site=site, clf=clf)
 
 

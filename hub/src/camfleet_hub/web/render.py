@@ -10,8 +10,9 @@ sub-navigation (``_crumbs.html``) with its links built here from route names.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -21,7 +22,17 @@ from markupsafe import Markup
 
 from camfleet_hub import __version__
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+CLASSIFIER_PATH = "/ui/sites/{site}/classifiers/{clf}"  # the prefix of a classifier's page routes
+
 templates = Jinja2Templates(directory=str(resources.files("camfleet_hub.web") / "templates"))
+
+
+def page_context(page: DataclassInstance, **extra: object) -> dict[str, object]:
+    """A page builder's typed result as a template context (its fields, shallow), plus ``extra`` names."""
+    return {**{f.name: getattr(page, f.name) for f in fields(page)}, **extra}
 
 
 def page_path(request: Request, name: str, /, **params: Any) -> str:
