@@ -88,7 +88,8 @@ from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
 from camfleet_trainer.data import load_folder
 from camfleet_trainer.full import FullOptions
-from camfleet_trainer.pipeline import BundleTarget, FullBundleOptions, train_full_bundle
+from camfleet_trainer.full_bundle import FullBundleOptions, train_full_bundle
+from camfleet_trainer.pipeline import BundleTarget
 
 def main() -> None:
     device, per_class, epochs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])

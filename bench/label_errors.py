@@ -34,14 +34,9 @@ from camfleet_contract.runtime import softmax  # noqa: E402
 from camfleet_trainer.backbone import build_backbone, configure_threads  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples  # noqa: E402
-from camfleet_trainer.quick import (  # noqa: E402
-    QuickOptions,
-    QuickResult,
-    fit_head,
-    neighbour_evidence,
-    stratified_folds,
-    train_quick,
-)
+from camfleet_trainer.head import fit_head  # noqa: E402
+from camfleet_trainer.oof import neighbour_evidence, stratified_folds  # noqa: E402
+from camfleet_trainer.quick import QuickOptions, QuickResult, train_quick  # noqa: E402
 
 CACHE = REPO / "var" / "bench-cache"
 

@@ -32,7 +32,9 @@ from camfleet_contract.anomaly import AnomalyCalibration, Statistic, statistics 
 from camfleet_trainer.backbone import build_backbone, configure_threads  # noqa: E402
 from camfleet_trainer.data import LabeledSet, Sample, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples, l2_normalize  # noqa: E402
-from camfleet_trainer.quick import DEFAULT_NEIGHBOURS, QuickOptions, fit_head, stratified_folds  # noqa: E402
+from camfleet_trainer.head import fit_head  # noqa: E402
+from camfleet_trainer.oof import stratified_folds  # noqa: E402
+from camfleet_trainer.quick import DEFAULT_NEIGHBOURS, QuickOptions  # noqa: E402
 
 CACHE = REPO / "var" / "bench-cache"
 FLAG_RATE = 0.05

@@ -35,8 +35,11 @@ from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
 from camfleet_trainer.export import export_imagenet_default  # noqa: E402
-from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, train_quick_bundle  # noqa: E402
-from camfleet_trainer.quick import QuickOptions, fit_head, stratified_folds  # noqa: E402
+from camfleet_trainer.head import fit_head  # noqa: E402
+from camfleet_trainer.oof import stratified_folds  # noqa: E402
+from camfleet_trainer.pipeline import BundleTarget  # noqa: E402
+from camfleet_trainer.quick import QuickOptions  # noqa: E402
+from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
 CACHE = REPO / "var" / "bench-cache"

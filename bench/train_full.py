@@ -34,8 +34,10 @@ from camfleet_trainer.backbone import Backbone, build_backbone, configure_thread
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.export import BundleModel  # noqa: E402
 from camfleet_trainer.full import CPU_BATCH, GPU_BATCH, FullOptions  # noqa: E402
-from camfleet_trainer.pipeline import BundleTarget, FullBundleOptions, format_report, train_full_bundle  # noqa: E402
+from camfleet_trainer.full_bundle import FullBundleOptions, train_full_bundle  # noqa: E402
+from camfleet_trainer.pipeline import BundleTarget  # noqa: E402
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks  # noqa: E402
+from camfleet_trainer.report import format_report  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
 WORK = REPO / "var" / "bench-train-full"
@@ -165,6 +167,8 @@ def run(args: argparse.Namespace, data_dir: Path, work: Path) -> None:
         FullBundleOptions(options, FullHooks(estimate=on_estimate, epoch=on_epoch), int8=not args.no_int8),
     )
     wall = time.perf_counter() - start
+    full = outcome.full
+    assert full is not None
     raw_after = raw_rate(backbone, len(data.classes), batch, size, device, args.raw_steps)
     raw = (raw_before + raw_after) / 2
     print(format_report(outcome))
@@ -183,7 +187,7 @@ def run(args: argparse.Namespace, data_dir: Path, work: Path) -> None:
         "images": len(data.samples),
         "per_class": args.per_class,
         "image_size": size,
-        "batch_size": outcome.metrics["batch_size"],
+        "batch_size": full.metrics["batch_size"],
         "epochs_run": len(epochs),
         "seconds_per_epoch": round(epoch_s, 1),
         "train_images_per_s": round(train_rate, 2),
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace, data_dir: Path, work: Path) -> None:
         "ratio": round(train_rate / raw, 3),
         "estimate_s": round(estimates[0].total_s, 1) if estimates else None,
         "wall_s": round(wall, 1),
-        "split_val_accuracy": outcome.metrics["val_accuracy"],
+        "split_val_accuracy": full.metrics["val_accuracy"],
         "validation_accuracy": round(val_acc, 4),
         "validation_images": n_val,
         "int8": int8_info,

@@ -13,7 +13,8 @@ from camfleet_contract.images import decode_image
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads
 from camfleet_trainer.data import load_folder
-from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, TrainOutcome, train_quick_bundle
+from camfleet_trainer.pipeline import BundleTarget, TrainOutcome
+from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle
 
 
 @dataclass

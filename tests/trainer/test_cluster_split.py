@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from camfleet_trainer.quick import stratified_folds
+from camfleet_trainer.oof import stratified_folds
 from camfleet_trainer.schedule import sample_groups, stratified_split
 
 

@@ -40,9 +40,9 @@ def test_onnx_matches_torch_on_real_images(exported, backbone: Backbone, validat
     module, path = exported
     images = [im for ims in validation_images.values() for im in ims]
     report = check_parity(module, path, images, backbone)
-    assert report["images"] == 15
-    assert report["max_abs_logit_diff"] <= PARITY_ATOL
-    assert report["max_abs_embedding_diff"] <= PARITY_ATOL
+    assert report.images == 15
+    assert report.max_abs_logit_diff <= PARITY_ATOL
+    assert report.max_abs_embedding_diff <= PARITY_ATOL
 
 
 def test_parity_check_catches_a_model_that_differs(exported, backbone: Backbone, validation_images) -> None:

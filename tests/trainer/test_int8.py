@@ -78,15 +78,16 @@ def test_add_int8_keeps_a_model_that_holds_its_accuracy_and_drops_one_that_does_
     good = tmp_path / "good.onnx"
     # Labelled by the INT8 model itself: it cannot be less accurate than FP32, so it must be kept.
     report = add_int8(fp32_path, good, Int8Inputs(calibration[::4], lambda: [(batch, _top1(good, batch))], "own"))
-    assert report["included"] and report["loss_points"] <= 0 and good.is_file()
+    assert report.included and report.comparison is not None and report.comparison.loss_points <= 0 and good.is_file()
 
     bad = tmp_path / "bad.onnx"
     # Calibrated on blank images, the activation ranges are wrong and real photos saturate them.
     blank = np.zeros_like(calibration[:8])
     labels = _top1(fp32_path, batch)  # FP32 is right on every image by construction
     report = add_int8(fp32_path, bad, Int8Inputs(blank, lambda: [(batch, labels)], "fp32 labels"))
-    assert report["fp32_accuracy"] == 1.0 and report["loss_points"] >= 1.0, report
-    assert not report["included"] and not bad.exists()
+    assert report.comparison is not None, report
+    assert report.comparison.fp32_accuracy == 1.0 and report.comparison.loss_points >= 1.0, report
+    assert not report.included and not bad.exists()
 
 
 def test_runtime_prefers_int8_only_when_the_manifest_vouches_for_it(

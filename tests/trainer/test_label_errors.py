@@ -14,8 +14,9 @@ from camfleet_contract.bundle import REPORT
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, load_folder
 from camfleet_trainer.embed import FeatureCache, embed_samples
-from camfleet_trainer.pipeline import label_error_ranking
-from camfleet_trainer.quick import label_probabilities, neighbour_evidence, stratified_folds, train_quick
+from camfleet_trainer.label_errors import label_error_ranking
+from camfleet_trainer.oof import label_probabilities, neighbour_evidence, stratified_folds
+from camfleet_trainer.quick import train_quick
 
 from .conftest import Trained
 
@@ -39,12 +40,12 @@ def test_flipped_labels_rank_first(flipped) -> None:
     labels = np.array([s.label for s in data.samples])
     result = train_quick(emb.features, labels, data.classes, emb.flipped)
     ranking = label_error_ranking(data, result)
-    top = {row["name"] for row in ranking[: len(FLIPS)]}
-    assert top == {data.samples[i].name for i in FLIPS}, [(r["name"][-30:], r["p_label"]) for r in ranking[:6]]
+    top = {row.name for row in ranking[: len(FLIPS)]}
+    assert top == {data.samples[i].name for i in FLIPS}, [(r.name[-30:], r.p_label) for r in ranking[:6]]
     for row in ranking[: len(FLIPS)]:
-        assert row["predicted"] != row["label"] and row["p_label"] < 0.5 and 0.0 <= row["p_model"] <= 1.0
+        assert row.predicted != row.label and row.p_label < 0.5 and 0.0 <= row.p_model <= 1.0
     assert np.allclose(result.label_probs.sum(axis=1), 1.0)
-    assert [r["p_label"] for r in ranking] == sorted(r["p_label"] for r in ranking)
+    assert [r.p_label for r in ranking] == sorted(r.p_label for r in ranking)
 
 
 def test_every_bundle_report_carries_the_ranking(trained: Trained) -> None:

@@ -13,8 +13,10 @@ from camfleet_contract.bundle import INDEX, INDEX_LABELS, MODEL, REPORT, verify_
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, load_folder
-from camfleet_trainer.pipeline import BundleTarget, QuickBundleOptions, train_quick_bundle
-from camfleet_trainer.quick import QuickOptions, stratified_folds
+from camfleet_trainer.oof import stratified_folds
+from camfleet_trainer.pipeline import BundleTarget
+from camfleet_trainer.quick import QuickOptions
+from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle
 
 from .conftest import Trained, read_images
 

@@ -49,14 +49,14 @@ def _worker(tmp_path: Path, hub: FakeHub) -> Worker:
 
 def test_eager_download_skips_what_the_hub_no_longer_has(tmp_path: Path) -> None:
     hub = FakeHub()
-    data, name = _worker(tmp_path, hub)._dataset(7, Reporter())  # type: ignore[arg-type]
+    data, name = _worker(tmp_path, hub).images.dataset(7, Reporter())  # type: ignore[arg-type]
     assert name == "clothes" and [s.name for s in data.samples] == ["image 1"]
     assert data.samples[0].read() == HAT and len(hub.fetched) == 2
 
 
 def test_lazy_download_fetches_on_first_read_only(tmp_path: Path) -> None:
     hub = FakeHub()
-    data, _ = _worker(tmp_path, hub)._dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]
+    data, _ = _worker(tmp_path, hub).images.dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]
     assert [s.name for s in data.samples] == ["image 1", "image 2"] and hub.fetched == []
     assert data.samples[0].read() == HAT and data.samples[0].read() == HAT
     assert len(hub.fetched) == 1  # cached by sha256 after the first read
@@ -66,4 +66,4 @@ def test_lazy_download_fetches_on_first_read_only(tmp_path: Path) -> None:
 
 def test_a_malformed_hash_is_refused_before_it_names_a_file(tmp_path: Path) -> None:
     with pytest.raises(HubError, match="not a lowercase hex digest"):
-        _worker(tmp_path, FakeHub(bad_sha="../../etc/passwd"))._dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]
+        _worker(tmp_path, FakeHub(bad_sha="../../etc/passwd")).images.dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]

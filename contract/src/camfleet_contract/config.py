@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 
 S = TypeVar("S", bound=BaseModel)
+# A TOML table or environment overrides before validation: values of any JSON/TOML type, checked by pydantic.
+RawTable = dict[str, object]
 
 
 class ConfigError(ValueError):
@@ -61,14 +63,14 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _env_overrides(prefix: str, environ: Mapping[str, str], model: type[BaseModel] | None = None) -> dict[str, Any]:
+def _env_overrides(prefix: str, environ: Mapping[str, str], model: type[BaseModel] | None = None) -> RawTable:
     """PREFIX__SECTION__KEY=value → {"section": {"key": value}}.
 
     Typed by the model: a field that takes a string gets the value verbatim ("1e3", "null", "0123" stay strings);
     other fields (numbers, booleans, lists, tables) read it as JSON when it parses, else verbatim, and pydantic
     validates the result.
     """
-    out: dict[str, Any] = {}
+    out: RawTable = {}
     head = prefix.upper() + "__"
     for name, raw in environ.items():
         if not name.upper().startswith(head):
@@ -84,9 +86,10 @@ def _env_overrides(prefix: str, environ: Mapping[str, str], model: type[BaseMode
                 value = raw
         node = out
         for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
                 raise ConfigError(f"environment variable {name} conflicts with another override")
+            node = child
         node[path[-1]] = value
     return out
 
@@ -110,11 +113,12 @@ def _describe(model: type[BaseModel], error: Any) -> str:
     return f"{where}: {error['msg']} (got {value!r})"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: RawTable, over: RawTable) -> RawTable:
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
         else:
             merged[key] = value
     return merged
@@ -124,7 +128,7 @@ def load_config(
     model: type[S], path: str | Path | None, env_prefix: str, environ: Mapping[str, str] | None = None
 ) -> S:
     """Read `path` (optional), apply `{env_prefix}__…` overrides, validate."""
-    data: dict[str, Any] = {}
+    data: RawTable = {}
     where = "defaults"
     if path is not None:
         where = str(path)

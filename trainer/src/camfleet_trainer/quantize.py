@@ -10,9 +10,8 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -115,7 +114,48 @@ def batch1_ms(sessions: list[ort.InferenceSession], image: np.ndarray, runs: int
     return [float(np.median(t)) for t in times]
 
 
-def compare_int8(fp32_path: Path, int8_path: Path, batches: Batches, runs: int = SPEED_RUNS) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Int8Comparison:
+    """INT8 against FP32 on the same labelled images: top-1 accuracy, agreement, batch-1 latency, file sizes."""
+
+    images: int
+    fp32_accuracy: float
+    int8_accuracy: float
+    loss_points: float
+    agreement: float
+    fp32_ms_batch1: float
+    int8_ms_batch1: float
+    speedup: float | None
+    fp32_bytes: int
+    int8_bytes: int
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What `add_int8` did: the comparison and the verdict, or why quantising failed (`error`)."""
+
+    included: bool
+    comparison: Int8Comparison | None = None
+    error: str | None = None
+    eval_set: str = ""
+    calibration_images: int = 0
+    max_loss_points: float = MAX_LOSS_POINTS
+    seconds: float = 0.0
+
+    def manifest_json(self) -> dict[str, object]:
+        """The manifest's `int8` entry: the comparison's figures and the verdict, or `included` and `error`."""
+        if self.comparison is None:
+            return {"included": self.included, "error": self.error}
+        return asdict(self.comparison) | {
+            "included": self.included,
+            "eval_set": self.eval_set,
+            "calibration_images": self.calibration_images,
+            "max_loss_points": self.max_loss_points,
+            "seconds": self.seconds,
+        }
+
+
+def compare_int8(fp32_path: Path, int8_path: Path, batches: Batches, runs: int = SPEED_RUNS) -> Int8Comparison:
     """Top-1 accuracy of both models on the labelled batches, their agreement, and batch-1 speed in ORT."""
     s32, s8 = _session(fp32_path), _session(int8_path)
     correct32 = correct8 = agree = total = 0
@@ -135,21 +175,21 @@ def compare_int8(fp32_path: Path, int8_path: Path, batches: Batches, runs: int =
         raise ValueError("no images to compare the INT8 model on")
     ms32, ms8 = batch1_ms([s32, s8], first, runs)
     acc32, acc8 = correct32 / total, correct8 / total
-    return {
-        "images": total,
-        "fp32_accuracy": round(acc32, 4),
-        "int8_accuracy": round(acc8, 4),
-        "loss_points": round((acc32 - acc8) * 100.0, 2),
-        "agreement": round(agree / total, 4),
-        "fp32_ms_batch1": round(ms32, 2),
-        "int8_ms_batch1": round(ms8, 2),
-        "speedup": round(ms32 / ms8, 2) if ms8 > 0 else None,
-        "fp32_bytes": fp32_path.stat().st_size,
-        "int8_bytes": int8_path.stat().st_size,
-    }
+    return Int8Comparison(
+        images=total,
+        fp32_accuracy=round(acc32, 4),
+        int8_accuracy=round(acc8, 4),
+        loss_points=round((acc32 - acc8) * 100.0, 2),
+        agreement=round(agree / total, 4),
+        fp32_ms_batch1=round(ms32, 2),
+        int8_ms_batch1=round(ms8, 2),
+        speedup=round(ms32 / ms8, 2) if ms8 > 0 else None,
+        fp32_bytes=fp32_path.stat().st_size,
+        int8_bytes=int8_path.stat().st_size,
+    )
 
 
-def add_int8(fp32_path: Path, int8_path: Path, inputs: Int8Inputs) -> dict[str, Any]:
+def add_int8(fp32_path: Path, int8_path: Path, inputs: Int8Inputs) -> Int8Report:
     """Quantise, measure, and keep `int8_path` only when it passes the 1-point rule; returns the report.
 
     A quantisation that fails is reported, not raised: the FP32 bundle is still good.
@@ -157,16 +197,17 @@ def add_int8(fp32_path: Path, int8_path: Path, inputs: Int8Inputs) -> dict[str, 
     start = time.perf_counter()
     try:
         quantize_int8(fp32_path, int8_path, inputs.calibration)
-        report = compare_int8(fp32_path, int8_path, inputs.evaluation())
+        comparison = compare_int8(fp32_path, int8_path, inputs.evaluation())
     except Exception as exc:  # ORT's quantiser raises many types; a failure must not cost the FP32 bundle
         log.warning("INT8 export failed: %s: %s", type(exc).__name__, exc)
         int8_path.unlink(missing_ok=True)
-        return {"included": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
-    included = int8_acceptable(report["fp32_accuracy"], report["int8_accuracy"])
+        return Int8Report(included=False, error=f"{type(exc).__name__}: {exc}"[:500])
+    included = int8_acceptable(comparison.fp32_accuracy, comparison.int8_accuracy)
     if not included:
         int8_path.unlink()
-    report.update(
+    report = Int8Report(
         included=included,
+        comparison=comparison,
         eval_set=inputs.eval_set,
         calibration_images=len(inputs.calibration),
         max_loss_points=MAX_LOSS_POINTS,

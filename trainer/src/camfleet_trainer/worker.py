@@ -2,139 +2,37 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
-from camfleet_contract.rest import Dataset, EpochMetrics, JobClaimed, JobParams
+from camfleet_contract.rest import EpochMetrics, JobClaimed, JobParams
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
 from camfleet_trainer.client import HubClient, HubError, LeaseLost
 from camfleet_trainer.config import TrainerSettings
-from camfleet_trainer.data import DatasetError, LabeledSet, Sample
+from camfleet_trainer.data import DatasetError
 from camfleet_trainer.export import ExportError, export_imagenet_default
 from camfleet_trainer.full import FullOptions
-from camfleet_trainer.pipeline import (
-    MODES,
-    BundleTarget,
-    FullBundleOptions,
-    QuickBundleOptions,
-    TrainOutcome,
-    train_full_bundle,
-    train_quick_bundle,
-)
+from camfleet_trainer.full_bundle import FullBundleOptions, train_full_bundle
+from camfleet_trainer.heartbeat import JobAborted, JobReporter
+from camfleet_trainer.job_images import JobImages
+from camfleet_trainer.pipeline import MODES, BundleTarget, TrainOutcome
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quick import QuickOptions
+from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_MIN_S = 2.0
-HEARTBEAT_MAX_S = 5.0  # progress on the hub stays fresh and a cancel is noticed within seconds
 DEFAULT_RETRY_S = 60.0
 FULL_PARAMS = ("epochs", "batch_size", "test_size", "image_size")  # job params that tune the full mode
-
-
-class JobAborted(Exception):
-    """Stop working on the current job (cancelled, lease lost, or the worker is stopping); do not fail it."""
-
-
-def _token(settings: TrainerSettings) -> str | None:
-    return settings.api_token.get_secret_value() if settings.api_token is not None else None
-
-
-def _beat_interval(lease_s: float) -> float:
-    """Well inside the lease: a third of it, between HEARTBEAT_MIN_S and HEARTBEAT_MAX_S."""
-    return min(HEARTBEAT_MAX_S, max(HEARTBEAT_MIN_S, lease_s / 3.0))
-
-
-class JobReporter:
-    """Heartbeats for one job from a background thread, so long stages never let the lease lapse.
-
-    The training thread calls `update` at every step; it records progress, wakes the thread on a stage
-    change and raises JobAborted as soon as the hub said cancel, the lease was lost, or the worker stops.
-    """
-
-    def __init__(self, client: HubClient, job_id: int, worker: str, lease_s: float, stopping: threading.Event) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.worker = worker
-        self.interval = _beat_interval(lease_s)
-        self.stopping = stopping
-        self.abort_reason: str | None = None
-        self._state = ("claimed", 0.0, "")
-        self._epochs: list[EpochMetrics] = []  # per-epoch figures not yet delivered to the hub
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{job_id}", daemon=True)
-
-    def __enter__(self) -> JobReporter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
-
-    def update(self, stage: str, progress: float, message: str) -> None:
-        """Record progress (sent by the thread); raises JobAborted when the job must stop."""
-        with self._lock:
-            changed = stage != self._state[0]
-            self._state = (stage, progress, message)
-        if changed:
-            self._wake.set()
-        self.check()
-
-    def add_epoch(self, metrics: EpochMetrics) -> None:
-        """Queue one epoch's figures for the next heartbeat, sent at once (the hub draws them live)."""
-        with self._lock:
-            self._epochs.append(metrics)
-        self._wake.set()
-        self.check()
-
-    def check(self) -> None:
-        if self.stopping.is_set():
-            raise JobAborted("the worker is stopping")
-        if self.abort_reason is not None:
-            raise JobAborted(self.abort_reason)
-
-    def send(self) -> None:
-        """One heartbeat with the latest progress; notes a cancel or a lost lease."""
-        with self._lock:
-            stage, progress, message = self._state
-            epochs = list(self._epochs)
-        try:
-            answer = self.client.heartbeat(self.job_id, self.worker, progress, stage, message, epochs or None)
-            with self._lock:
-                del self._epochs[: len(epochs)]  # delivered; a failed beat keeps them for the next one
-        except LeaseLost as exc:
-            self.abort_reason = f"lease lost: {exc}"
-            return
-        except HubError as exc:  # unreachable for a while: keep training, the next beat may get through
-            log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
-            return
-        if answer.cancel:
-            self.abort_reason = "cancelled on the hub"
-        if answer.lease_seconds > 0:
-            self.interval = _beat_interval(answer.lease_seconds)
-
-    def _loop(self) -> None:
-        while not self._done.is_set() and self.abort_reason is None:
-            self.send()
-            self._wake.wait(self.interval)
-            self._wake.clear()
 
 
 class Worker:
@@ -148,6 +46,7 @@ class Worker:
         )
         self.device = resolve_device(settings.device)
         self.cache_dir = settings.cache_dir
+        self.images = JobImages(self.client, settings.cache_dir)
         self._backbone: Backbone | None = None
         self._other_backbones: dict[str, Backbone] = {}
         self._default_ok = False
@@ -247,8 +146,7 @@ class Worker:
                     outcome = self._train(job_id, mode, _job_params(job.params), reporter, work / "bundle")
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
-                    accuracy = outcome.metrics.get("val_accuracy", outcome.metrics.get("oof_accuracy"))
-                    log.info("job %s done (%s): model %s, accuracy %s", job_id, mode, model.version, accuracy)
+                    log.info("job %s done (%s): model %s, accuracy %s", job_id, mode, model.version, outcome.accuracy)
                     return "succeeded"
                 except JobAborted as exc:
                     log.warning("job %s aborted: %s", job_id, exc)
@@ -271,9 +169,9 @@ class Worker:
         """Download the job's dataset and train it in its mode (the job's params tune it) into a signed bundle."""
         full = self._full_options(params) if mode == "full" else None
         backbone = self.backbone_for(params.backbone)
-        known = self._hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
+        known = self.images.hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
         # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
-        data, name = self._dataset(job_id, reporter, lazy=bool(known))
+        data, name = self.images.dataset(job_id, reporter, lazy=bool(known))
         target = BundleTarget(out, self.seed(), classifier=name, device=self.device, on_stage=reporter.update)
         if full is not None:
             hooks = _epoch_reports(reporter)
@@ -305,72 +203,9 @@ class Worker:
             log.error("job %s: could not report the failure: %s", job_id, exc)
         return "failed"
 
-    def _dataset(self, job_id: int, reporter: JobReporter, lazy: bool = False) -> tuple[LabeledSet, str]:
-        """The job's image list, every image downloaded now (cached by sha256), or with `lazy` on first read;
-        an image missing on the hub is skipped (now) or fails its read like an unreadable file (lazy)."""
-        reporter.update("download", 0.0, "fetching the dataset")
-        ds: Dataset = self.client.dataset(job_id)
-        classes = list(ds.classes)
-        index = {name: i for i, name in enumerate(classes)}
-        images = ds.images
-        samples: list[Sample] = []
-        for n, item in enumerate(images, 1):
-            group = item.group
-            if group not in index:
-                log.warning("job %s: image %s is in group %r, not in classes; skipped", job_id, item.id, group)
-                continue
-            sha256 = _checked_sha256(item.sha256)
-            read: Callable[[], bytes]
-            if lazy:
-                read = functools.partial(self._read_blob, sha256)
-            else:
-                path = self._blob(sha256)
-                if path is None:
-                    log.warning("job %s: image %s (%s) is missing on the hub; skipped", job_id, item.id, group)
-                    continue
-                read = path.read_bytes
-            samples.append(Sample(f"image {item.id}", sha256, index[group], read, item.cluster))
-            if not lazy and (n % 25 == 0 or n == len(images)):
-                reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
-        return LabeledSet(classes, samples), ds.classifier or "classifier"
 
-    def _read_blob(self, sha256: str) -> bytes:
-        """An image's bytes, downloaded on first use; OSError when the hub no longer has it (skipped like a
-        corrupt file)."""
-        path = self._blob(sha256)
-        if path is None:
-            raise FileNotFoundError(f"sha256 {sha256} is missing on the hub")
-        return path.read_bytes()
-
-    def _hub_vectors(self, job_id: int) -> dict[str, np.ndarray]:
-        """The embeddings the hub computed at import, so a quick job need not run the backbone on them again;
-        without them (an old hub, an error) the trainer computes its own."""
-        try:
-            return self.client.embeddings(job_id)
-        except HubError as exc:
-            log.warning("job %s: no embeddings from the hub (%s); computing them here", job_id, exc)
-            return {}
-
-    def _blob(self, sha256: str) -> Path | None:
-        """The image file in the local cache, downloading it once."""
-        path = self.cache_dir / "blobs" / sha256[:2] / sha256
-        if path.is_file():
-            return path
-        data = self.client.blob(sha256)
-        if data is None:
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return path
-
-
-def _checked_sha256(sha256: str) -> str:
-    """A dataset's sha256 as a lowercase hex digest (it names a cache file), or HubError."""
-    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-        raise HubError(f"dataset: sha256 {sha256!r} is not a lowercase hex digest")
-    return sha256
+def _token(settings: TrainerSettings) -> str | None:
+    return settings.api_token.get_secret_value() if settings.api_token is not None else None
 
 
 def _epoch_reports(reporter: JobReporter) -> FullHooks:
