@@ -116,7 +116,7 @@ def test_postgresql_unreachable_and_back(
                 sender.send(jpegs[n])
             wait_for(lambda: not sender.unacked(), "the broker to take the frames sent during the outage")
             time.sleep(3.0)  # the worker is failing and retrying now
-            assert stats.snapshot()["accepted"] == 20, "a frame was counted as stored while the database was down"
+            assert stats.snapshot().accepted == 20, "a frame was counted as stored while the database was down"
             with admin.cursor() as cur:
                 cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             _check_exactly_once(sender, sessions)
@@ -169,7 +169,7 @@ def test_s3_server_down(tmp_path: Path, mosquitto, s3, jpegs: list[bytes]) -> No
                 assert ready.json()["checks"]["store"].startswith("unreachable"), ready.text
                 assert ready.json()["checks"]["database"] == "ok"
                 assert frame_count(services.sessions) == 10, "a frame row was written without its object"
-                assert services.ingest_stats.snapshot()["accepted"] == 10
+                assert services.ingest_stats.snapshot().accepted == 10
                 proxy.restore()
                 _check_exactly_once(sender, services.sessions)
                 assert client.get(f"{API}/readyz").status_code == 200
@@ -228,7 +228,7 @@ def test_object_store_disk_full(
             with sessions() as session:
                 shas = list(session.execute(select(Frame.sha256)).scalars())
             assert all(store.exists(sha) for sha in shas), "a frame row points at an object that was never written"
-            assert stats.snapshot()["accepted"] == stored
+            assert stats.snapshot().accepted == stored
             filler.unlink()  # space freed
             _check_exactly_once(sender, sessions)
             with sessions() as session:
@@ -269,7 +269,7 @@ def test_nearly_full_disk_never_dead_letters_a_good_frame(
                 sender.send(jpeg)
             wait_for(lambda: not sender.unacked(), "the broker to take every frame")
             time.sleep(12.0)  # past three failed attempts of the batch and of the first single frame
-            assert stats.snapshot()["rejected_total"] == 0, stats.snapshot()
+            assert stats.snapshot().rejected_total == 0, stats.snapshot()
             filler.unlink()
             _check_exactly_once(sender, sessions)
         finally:

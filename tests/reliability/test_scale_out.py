@@ -94,7 +94,7 @@ def test_two_ingest_processes_one_killed_every_frame_once(
                 wait_for(lambda: set(stored_ids(sessions)) >= set(sender.sent), f"all {FRAMES} frames stored", 60)
                 ids = stored_ids(sessions)
                 assert len(ids) == len(set(ids)) == FRAMES
-                by_b = stats_b.snapshot()["accepted"]
+                by_b = stats_b.snapshot().accepted
                 assert 0 < by_b < FRAMES, f"process B stored {by_b} of {FRAMES}: the subscription was not shared"
                 print(f"process B stored {by_b} of {FRAMES}")
             finally:

@@ -96,7 +96,7 @@ def test_hub_on_embedded_defaults_ingests_a_frame(
         seed_site(services.engine)
         assert hub.ingest is not None and hub.ingest.client.subscribed.wait(10)
         services.mqtt.publish(services.topics.frame("shop", "cam1"), frame_payload(jpegs[0], "shop", "cam1"))
-        wait_for(lambda: services.ingest_stats.snapshot()["accepted"] == 1, "the frame through the embedded broker")
+        wait_for(lambda: services.ingest_stats.snapshot().accepted == 1, "the frame through the embedded broker")
         with services.sessions() as s:
             assert s.execute(select(func.count()).select_from(Frame)).scalar_one() == 1
         key = services.fleet_signing_key
@@ -242,8 +242,8 @@ def test_shared_subscription_on_mosquitto(
         topic = Topics(base.mqtt.root).frame("shop", "cam1")
         for jpeg in jpegs:
             pub.publish(topic, frame_payload(jpeg, "shop", "cam1"), qos=1).wait_for_publish(10)
-        wait_for(lambda: sum(s.snapshot()["accepted"] for s in stats) == len(jpegs), "all frames across both")
-        assert sum(s.snapshot()["duplicates"] for s in stats) == 0
+        wait_for(lambda: sum(s.snapshot().accepted for s in stats) == len(jpegs), "all frames across both")
+        assert sum(s.snapshot().duplicates for s in stats) == 0
         with make_sessionmaker(engine)() as s:
             assert s.execute(select(func.count()).select_from(Frame)).scalar_one() == len(jpegs)
     finally:

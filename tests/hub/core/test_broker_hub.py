@@ -74,7 +74,7 @@ def test_agent_credentials_from_rest_ingest_and_revoke(
         try:
             assert agent.rc == 0
             agent.publish(services.topics.frame("shop", "cam1"), frame_payload(jpegs[0], "shop", "cam1", "pi-1"))
-            wait_for(lambda: services.ingest_stats.snapshot()["accepted"] == 1, "the agent's frame ingested")
+            wait_for(lambda: services.ingest_stats.snapshot().accepted == 1, "the agent's frame ingested")
         finally:
             agent.close()
         with services.sessions() as s:

@@ -38,7 +38,7 @@ def test_many_bad_payloads_leave_a_bounded_table_and_store(tmp_path: Path, engin
         topics += [rig.topics.frame("shop", f"x{i}") for i in range(20)]  # many topics: only the total cap holds
         for n, topic in enumerate(topics):
             rig.publish(topic, _bad(n))
-        wait_for(lambda: rig.stats.snapshot()["rejected_total"] == len(topics), "every bad payload rejected")
+        wait_for(lambda: rig.stats.snapshot().rejected_total == len(topics), "every bad payload rejected")
 
         with rig.sessions() as s:
             rows = s.execute(select(DeadLetter).order_by(DeadLetter.id)).scalars().all()
@@ -64,6 +64,6 @@ def test_many_bad_payloads_leave_a_bounded_table_and_store(tmp_path: Path, engin
             )
             s.commit()
         rig.publish(rig.topics.frame("shop", "late"), _bad(999))
-        wait_for(lambda: rig.stats.snapshot()["rejected_total"] == len(topics) + 1, "one more rejected")
+        wait_for(lambda: rig.stats.snapshot().rejected_total == len(topics) + 1, "one more rejected")
         with rig.sessions() as s:
             assert s.get(DeadLetter, oldest) is None

@@ -55,7 +55,7 @@ class Rig:
 
     def settled(self, accepted: int, duplicates: int = 0, rejected: int = 0) -> bool:
         snap = self.stats.snapshot()
-        return (snap["accepted"], snap["duplicates"], snap["rejected_total"]) == (accepted, duplicates, rejected)
+        return (snap.accepted, snap.duplicates, snap.rejected_total) == (accepted, duplicates, rejected)
 
 
 @contextmanager
@@ -151,7 +151,7 @@ def test_frame_id_reused_with_other_bytes_is_rejected(rig: Rig, jpegs: list[byte
     wait_for(lambda: rig.settled(accepted=1), "first frame")
     rig.frame(frame_payload(jpegs[1], "shop", "cam1", frame_id="fixed-id"))
     wait_for(lambda: rig.settled(accepted=1, rejected=1), "conflict rejected")
-    assert rig.stats.snapshot()["rejected"] == {"frame_id_conflict": 1}
+    assert rig.stats.snapshot().rejected == {"frame_id_conflict": 1}
 
 
 # ---------------------------------------------------------------- bad input
@@ -228,7 +228,7 @@ def test_bad_input_is_dead_lettered_and_ingest_goes_on(rig: Rig, jpegs: list[byt
     where, payload = make(jpegs)
     rig.publish(f"{rig.topics.prefix}/{where}/frame", payload)
     wait_for(lambda: rig.settled(accepted=0, rejected=1), f"the {case!r} message rejected")
-    assert rig.stats.snapshot()["rejected"] == {reason: 1}
+    assert rig.stats.snapshot().rejected == {reason: 1}
     with rig.sessions() as s:
         dead = s.execute(select(DeadLetter)).scalar_one()
     assert dead.reason == reason
@@ -266,7 +266,7 @@ def test_auto_register_cameras(tmp_path: Path, engine: Engine, mosquitto, jpegs:
         wait_for(lambda: rig.settled(accepted=1, rejected=1), "one accepted, unknown site still rejected")
         with rig.sessions() as s:
             assert set(s.execute(select(Camera.name)).scalars()) == {"cam1", "new-cam"}
-        assert rig.stats.snapshot()["rejected"] == {"unknown_site": 1}
+        assert rig.stats.snapshot().rejected == {"unknown_site": 1}
 
 
 # ---------------------------------------------------------------- agent status
@@ -275,7 +275,7 @@ def test_auto_register_cameras(tmp_path: Path, engine: Engine, mosquitto, jpegs:
 def test_agent_status_registers_agent_and_cameras(rig: Rig, jpegs: list[bytes]) -> None:
     status = AgentStatus(state="online", agent="edge1", site="shop", software_version="0.1.0", cameras=["cam7"])
     rig.publish(rig.topics.status("shop", "edge1"), to_json(status), retain=True)
-    wait_for(lambda: rig.stats.snapshot()["statuses"] == 1, "the status handled")
+    wait_for(lambda: rig.stats.snapshot().statuses == 1, "the status handled")
     with rig.sessions() as s:
         agent = s.execute(select(Agent)).scalar_one()
         assert (agent.name, agent.state, agent.software_version) == ("edge1", "online", "0.1.0")
@@ -286,7 +286,7 @@ def test_agent_status_registers_agent_and_cameras(rig: Rig, jpegs: list[bytes]) 
     wait_for(lambda: rig.settled(accepted=1), "frame of the registered camera")
 
     rig.publish(rig.topics.status("shop", "edge1"), b"offline", retain=True)  # the last-will payload
-    wait_for(lambda: rig.stats.snapshot()["statuses"] == 2, "the offline status handled")
+    wait_for(lambda: rig.stats.snapshot().statuses == 2, "the offline status handled")
     with rig.sessions() as s:
         agent = s.execute(select(Agent)).scalar_one()
         assert agent.state == "offline"
@@ -297,7 +297,7 @@ def test_agent_status_registers_agent_and_cameras(rig: Rig, jpegs: list[bytes]) 
 def test_status_for_a_site_created_later_is_applied(rig: Rig) -> None:
     status = AgentStatus(state="online", agent="edge2", site="later", cameras=["c1"])
     rig.publish(rig.topics.status("later", "edge2"), to_json(status))
-    wait_for(lambda: rig.stats.snapshot()["statuses"] == 1, "the status handled")
+    wait_for(lambda: rig.stats.snapshot().statuses == 1, "the status handled")
     assert rig.count(Agent) == 0
     with rig.sessions() as s:
         s.add(Site(name="later"))
@@ -316,7 +316,7 @@ def test_status_for_a_site_created_later_is_applied(rig: Rig) -> None:
 )
 def test_bad_status_is_dead_lettered(rig: Rig, payload: bytes, reason: str) -> None:
     rig.publish(rig.topics.status("shop", "edge3"), payload)
-    wait_for(lambda: rig.stats.snapshot()["rejected_total"] == 1, "status rejected")
+    wait_for(lambda: rig.stats.snapshot().rejected_total == 1, "status rejected")
     with rig.sessions() as s:
         assert s.execute(select(DeadLetter.reason)).scalar_one() == reason
     assert rig.count(Agent) == 0

@@ -16,7 +16,7 @@ from minio.error import S3Error
 
 from camfleet_hub.core.config import StoreSettings
 from camfleet_hub.core.store import DirectoryStore, ObjectNotFound, ObjectStore, S3Store, make_store, object_key
-from camfleet_hub.ingest.worker import _infrastructure_error
+from camfleet_hub.ingest.batch import infrastructure_error
 from tests.reliability.tcpproxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def test_s3_server_down_is_a_retryable_error_then_recovers(s3_server: S3Server) 
             with pytest.raises(Exception) as caught:
                 call()
             assert not isinstance(caught.value, ObjectNotFound)
-            assert _infrastructure_error(caught.value), repr(caught.value)
+            assert infrastructure_error(caught.value), repr(caught.value)
         proxy.restore()
         assert store.get(kept) == b"before the outage"
         assert store.get(store.put(b"after the outage")) == b"after the outage"

@@ -14,6 +14,7 @@ from camfleet_hub.app import Hub, HubServices
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.comms.mqtt import MqttClient
 from camfleet_hub.core.config import HubSettings
+from camfleet_hub.ingest.stats import IngestCounts
 from tests.support.polling import WAIT_S, unique, wait_for  # noqa: F401 - re-exported
 
 API = "/api/v1"
@@ -85,7 +86,7 @@ class FleetHub:
         self.publish(self.topics.event(event.site, event.camera), to_json(event))
         return event
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> IngestCounts:
         return self.services.ingest_stats.snapshot()
 
 

@@ -15,7 +15,7 @@ from camfleet_hub.auth.models import Role
 
 
 def _stored(fleet: FleetHub, n: int) -> None:
-    wait_for(lambda: fleet.stats()["events"] == n, f"{n} events stored")
+    wait_for(lambda: fleet.stats().events == n, f"{n} events stored")
 
 
 def test_events_are_stored_and_filtered(fleet: FleetHub) -> None:
@@ -102,15 +102,15 @@ def test_redelivery_bad_events_and_unknown_sites(sqlite_fleet: FleetHub) -> None
     event = fleet.event()
     _stored(fleet, 1)
     fleet.publish(fleet.topics.event("shop", "cam1"), to_json(event))  # the broker redelivers: a no-op
-    wait_for(lambda: fleet.stats()["event_duplicates"] == 1, "the duplicate counted")
+    wait_for(lambda: fleet.stats().event_duplicates == 1, "the duplicate counted")
     other = fleet.event(camera="cam9").model_copy(update={"event_id": "x1"})
     fleet.publish(fleet.topics.event("shop", "cam1"), to_json(other))  # body says cam9, topic cam1
     fleet.publish(fleet.topics.event("shop", "cam1"), b'{"not": "an event"}')
     fleet.event(site="nowhere")
-    wait_for(lambda: fleet.stats()["rejected_total"] >= 3, "three rejections")
-    rejected = fleet.stats()["rejected"]
+    wait_for(lambda: fleet.stats().rejected_total >= 3, "three rejections")
+    rejected = fleet.stats().rejected
     assert rejected["topic_mismatch"] == 1 and rejected["bad_event"] == 1 and rejected["unknown_site"] == 1
-    wait_for(lambda: fleet.stats()["events"] == 2, "the cam9 event on its own topic stored")
+    wait_for(lambda: fleet.stats().events == 2, "the cam9 event on its own topic stored")
     body = fleet.client.get(f"{API}/events", params={"site": "shop"}).json()
     assert {e["camera"] for e in body["items"]} == {"cam1", "cam9"} and len(body["items"]) == 2
 

@@ -159,7 +159,7 @@ def test_discovery_states_and_switch(sqlite_fleet: FleetHub, site: str) -> None:
         assert r.status_code == 200 and r.json()["homeassistant"] is False
         wait_for(lambda: b"" in w2.on(sensor_topic), "the sensor config removed")
         fleet.event(site=site, label="open")
-        wait_for(lambda: fleet.stats()["events"] == 6, "the sixth event stored")
+        wait_for(lambda: fleet.stats().events == 6, "the sixth event stored")
         assert fleet.services.fleet.homeassistant.published_states == 3
     finally:
         w2.client.stop()

@@ -33,7 +33,7 @@ def test_metrics_follow_the_hub(sqlite_fleet: FleetHub) -> None:
     fleet.publish(fleet.topics.event("shop", "cam1"), b"{}")
     status = AgentStatus(state="online", agent="agent1", site="shop", cameras=["cam1"])
     fleet.publish(fleet.topics.status("shop", "agent1"), to_json(status), retain=True)
-    wait_for(lambda: fleet.stats()["events"] == 2 and fleet.stats()["statuses"] == 1, "events and status handled")
+    wait_for(lambda: fleet.stats().events == 2 and fleet.stats().statuses == 1, "events and status handled")
     fleet.client.post(f"{API}/classify", data={"site": "shop", "classifier": "nope"}, files={"image": ("a.jpg", b"x")})
 
     after = _samples(fleet)

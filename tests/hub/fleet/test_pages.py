@@ -34,7 +34,7 @@ def test_fleet_page_shows_agents_cameras_and_alerts(sqlite_fleet: FleetHub) -> N
         fleet.event(ts=now - timedelta(minutes=i), anomaly=i % 2 == 0)
     for i in range(12):
         fleet.event(ts=now - timedelta(hours=5, minutes=i))
-    wait_for(lambda: fleet.stats()["events"] == 24 and fleet.stats()["statuses"] == 3, "events and statuses")
+    wait_for(lambda: fleet.stats().events == 24 and fleet.stats().statuses == 3, "events and statuses")
 
     page = fleet.client.get("/ui/fleet")
     assert page.status_code == 200, page.text
@@ -71,7 +71,7 @@ def test_camera_page_timeline_settings_and_commands(sqlite_fleet: FleetHub) -> N
     _agent(fleet, "agent1", cameras=["cam1"])
     fleet.event(anomaly=True)
     fleet.event(label="closed")
-    wait_for(lambda: fleet.stats()["events"] == 2 and fleet.stats()["statuses"] == 1, "events and the status")
+    wait_for(lambda: fleet.stats().events == 2 and fleet.stats().statuses == 1, "events and the status")
     url = "/ui/fleet/sites/shop/cameras/cam1"
     html = fleet.client.get(url).text
     assert "<svg" in html and html.count('class="ev"') == 2 and html.count('class="anomaly"') == 1

@@ -49,7 +49,7 @@ def test_a_version_whose_anomaly_rate_jumps_is_flagged_per_agent(fleet: FleetHub
     status(fleet, "agent1", ff("2", 0.40, hours=5), v1)  # 10x and +36 points: a jump
     status(fleet, "agent2", ff("2", 0.12, hours=5), v1)  # 3x but only +8 points: no jump
     status(fleet, "agent3", ff("2", 1.0, frames=5, hours=5, complete=False), v1)  # 5 frames: too early to say
-    wait_for(lambda: fleet.stats()["statuses"] == 3, "three statuses stored")
+    wait_for(lambda: fleet.stats().statuses == 3, "three statuses stored")
 
     body = fleet.client.get(ROLLOUT).json()
     assert body["flagged_versions"] == ["2"]
@@ -74,7 +74,7 @@ def test_a_version_whose_anomaly_rate_jumps_is_flagged_per_agent(fleet: FleetHub
     )
     # A restarted agent no longer knows the previous version's figures: the hub still does.
     status(fleet, "agent1", ff("2", 0.40, hours=5))
-    wait_for(lambda: fleet.stats()["statuses"] == 5, "the restarted agent's status")
+    wait_for(lambda: fleet.stats().statuses == 5, "the restarted agent's status")
     assert [j["agent"] for j in fleet.client.get(ROLLOUT).json()["anomaly_jumps"]] == ["agent1", "agent3"]
     # Rolled back to v1 on agent1: v1's fresh figures compare against v2, and v1 is no jump against v2.
     status(fleet, "agent1", ff("1", 0.05, hours=9), ff("2", 0.40, hours=5))

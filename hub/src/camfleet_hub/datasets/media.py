@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -119,7 +120,7 @@ def ingest_stats(services: HubServices, session: Session) -> dict[str, Any]:
         for reason, n in session.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
     }
     return {
-        "worker": services.ingest_stats.snapshot(),
+        "worker": asdict(services.ingest_stats.snapshot()),
         "frames": int(session.scalar(select(func.count()).select_from(Frame)) or 0),
         "dead_letters": sum(by_reason.values()),
         "dead_letters_by_reason": by_reason,

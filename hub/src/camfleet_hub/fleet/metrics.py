@@ -38,22 +38,22 @@ class _StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         snap = self.services.ingest_stats.snapshot()
         frames = CounterMetricFamily("camfleet_hub_ingest_frames", "Frames stored for the first time")
-        frames.add_metric([], float(snap["accepted"]))  # type: ignore[arg-type]
+        frames.add_metric([], float(snap.accepted))
         yield frames
         dup = CounterMetricFamily("camfleet_hub_ingest_duplicates", "Redelivered frames (already stored)")
-        dup.add_metric([], float(snap["duplicates"]))  # type: ignore[arg-type]
+        dup.add_metric([], float(snap.duplicates))
         yield dup
         events = CounterMetricFamily("camfleet_hub_ingest_events", "Agent events stored in the event history")
-        events.add_metric([], float(snap["events"]))  # type: ignore[arg-type]
+        events.add_metric([], float(snap.events))
         yield events
         rejected = CounterMetricFamily(
             "camfleet_hub_ingest_rejected", "Messages rejected, by reason", labels=["reason"]
         )
-        for reason, n in sorted(snap["rejected"].items()):  # type: ignore[attr-defined]
+        for reason, n in sorted(snap.rejected.items()):
             rejected.add_metric([reason], float(n))
         yield rejected
         depth = GaugeMetricFamily("camfleet_hub_ingest_queue_depth", "Messages received, not yet committed")
-        depth.add_metric([], float(snap.get("queue_depth", 0)))  # type: ignore[arg-type]
+        depth.add_metric([], float(snap.queue_depth))
         yield depth
         buckets, total, count = self.services.ingest_stats.commit_histogram()
         hist = HistogramMetricFamily("camfleet_hub_ingest_commit_seconds", "Ingest batch commit latency")

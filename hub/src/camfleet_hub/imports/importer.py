@@ -275,6 +275,7 @@ class Importer:
         session.commit()
 
     def _write(self, item: Prepared, model: str | None) -> None:
+        """Write one prepared file: its bytes, blob, embedding and image, then its item (one transaction)."""
         with self.services.sessions() as session:
             if item.outcome is not None:
                 if item.image_id is None and item.sha in self._seen:
@@ -282,48 +283,12 @@ class Importer:
                 self._record(session, item, item.outcome)
                 return
             assert item.sha is not None and item.entry.data is not None and item.thumb is not None
-            similar: tuple[int, float] | None = None
-            if item.vector is not None and model is not None:
-                index = self.near.get(session, self.classifier_id, model)
-                found = duplicates.nearest_live(session, index, self.classifier_id, item.vector)
-                if found is not None and found[1] < self.threshold:
-                    similar = found
+            similar = self._similar(session, item, model)
             group_id = None
             if similar is None and item.group is not None:
                 group_id = self._group_id(session, item.group)
-            store = self.services.store
-            store.put(item.entry.data)
-            thumb_sha = store.put(item.thumb, prefix=THUMB_PREFIX)
-            blob = {
-                "sha256": item.sha,
-                "size": len(item.entry.data),
-                "width": item.width,
-                "height": item.height,
-                "format": item.fmt,
-                "thumb_sha256": thumb_sha,
-                "created_at": utcnow(),
-            }
-            insert_ignore(session, Blob, [blob], ["sha256"])
-            session.execute(
-                update(Blob)
-                .where(Blob.sha256 == item.sha, Blob.thumb_sha256.is_(None))
-                .values(thumb_sha256=thumb_sha)
-                .execution_options(synchronize_session=False)
-            )
-            if item.vector is not None and model is not None:
-                store_embeddings(session, model, {item.sha: item.vector})
-            origin = item.entry.origin
-            image = Image(
-                classifier_id=self.classifier_id,
-                sha256=item.sha,
-                status=ImageStatus.GROUP.value if group_id is not None else ImageStatus.NEW.value,
-                group_id=group_id,
-                source=SOURCE_OF[self.kind].value,
-                original_name=item.entry.name[:512],
-                origin=None if origin is None else (self.origin_prefix + origin)[:2048],
-                labelled_by=self.created_by[:64] if group_id is not None else None,
-                import_job_id=self.job_id,
-            )
+            self._store_bytes(session, item, model)
+            image = self._new_image(item, group_id)
             session.add(image)
             try:
                 session.flush()
@@ -349,6 +314,55 @@ class Importer:
         self._seen[item.sha] = image_id
         if item.vector is not None and model is not None:
             self.near.add(self.classifier_id, model, image_id, item.vector)
+
+    def _similar(self, session: Session, item: Prepared, model: str | None) -> tuple[int, float] | None:
+        """The closest live image (id, distance) when it is under the classifier's threshold."""
+        if item.vector is None or model is None:
+            return None
+        index = self.near.get(session, self.classifier_id, model)
+        found = duplicates.nearest_live(session, index, self.classifier_id, item.vector)
+        return found if found is not None and found[1] < self.threshold else None
+
+    def _store_bytes(self, session: Session, item: Prepared, model: str | None) -> None:
+        """Original and thumbnail into the store first, then the blob row and the embedding (not committed)."""
+        assert item.sha is not None and item.entry.data is not None and item.thumb is not None
+        store = self.services.store
+        store.put(item.entry.data)
+        thumb_sha = store.put(item.thumb, prefix=THUMB_PREFIX)
+        blob = {
+            "sha256": item.sha,
+            "size": len(item.entry.data),
+            "width": item.width,
+            "height": item.height,
+            "format": item.fmt,
+            "thumb_sha256": thumb_sha,
+            "created_at": utcnow(),
+        }
+        insert_ignore(session, Blob, [blob], ["sha256"])
+        session.execute(
+            update(Blob)
+            .where(Blob.sha256 == item.sha, Blob.thumb_sha256.is_(None))
+            .values(thumb_sha256=thumb_sha)
+            .execution_options(synchronize_session=False)
+        )
+        if item.vector is not None and model is not None:
+            store_embeddings(session, model, {item.sha: item.vector})
+
+    def _new_image(self, item: Prepared, group_id: int | None) -> Image:
+        """The image row: in ``group_id`` (labelled by the job's creator) or NEW in the inbox."""
+        assert item.sha is not None
+        origin = item.entry.origin
+        return Image(
+            classifier_id=self.classifier_id,
+            sha256=item.sha,
+            status=ImageStatus.GROUP.value if group_id is not None else ImageStatus.NEW.value,
+            group_id=group_id,
+            source=SOURCE_OF[self.kind].value,
+            original_name=item.entry.name[:512],
+            origin=None if origin is None else (self.origin_prefix + origin)[:2048],
+            labelled_by=self.created_by[:64] if group_id is not None else None,
+            import_job_id=self.job_id,
+        )
 
 
 def finish(session: Session, job_id: int, status: ImportStatus, message: str | None = None) -> None:

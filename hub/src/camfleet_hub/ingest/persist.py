@@ -102,18 +102,7 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
     if not frames:
         return FrameOutcome([], [], [])
     now = utcnow()
-    blobs = {
-        f.header.sha256: {
-            "sha256": f.header.sha256,
-            "size": len(f.jpeg),
-            "width": f.width,
-            "height": f.height,
-            "format": "JPEG",
-            "created_at": now,
-        }
-        for f in frames
-    }
-    insert_ignore(session, Blob, list(blobs.values()), ["sha256"])
+    _insert_blobs(session, frames, now)
     rows = [
         {
             "frame_id": f.header.frame_id,
@@ -139,12 +128,32 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
         stored_sha = {frame_id: sha for frame_id, sha in session.execute(query)}
     duplicates = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) == f.header.sha256]
     conflicts = [f.header.frame_id for f in others if stored_sha.get(f.header.frame_id) != f.header.sha256]
+    _insert_images(session, [f for f in frames if f.header.frame_id in inserted], index, now)
+    order = [f.header.frame_id for f in frames]
+    return FrameOutcome(inserted=[i for i in order if i in inserted], duplicates=duplicates, conflicts=conflicts)
 
+
+def _insert_blobs(session: Session, frames: Sequence[ValidFrame], now: datetime) -> None:
+    """One blob row per distinct image (bytes already in the store); existing ones are kept."""
+    blobs = {
+        f.header.sha256: {
+            "sha256": f.header.sha256,
+            "size": len(f.jpeg),
+            "width": f.width,
+            "height": f.height,
+            "format": "JPEG",
+            "created_at": now,
+        }
+        for f in frames
+    }
+    insert_ignore(session, Blob, list(blobs.values()), ["sha256"])
+
+
+def _insert_images(session: Session, fresh: Sequence[ValidFrame], index: SiteIndex, now: datetime) -> None:
+    """A NEW image per classifier of the site for each newly stored frame; its camera's ``last_seen_at``."""
     images = []
     last_seen: dict[int, datetime] = {}
-    for f in frames:
-        if f.header.frame_id not in inserted:
-            continue
+    for f in fresh:
         site_id = index.sites[f.topic.site]
         cam_id = index.cameras[(f.topic.site, f.topic.camera or "")]
         last_seen[cam_id] = now
@@ -165,8 +174,6 @@ def write_frames(session: Session, frames: Sequence[ValidFrame], index: SiteInde
     insert_ignore(session, Image, images, ["classifier_id", "sha256"])
     for cam_id, seen in last_seen.items():
         session.execute(update(Camera).where(Camera.id == cam_id).values(last_seen_at=seen))
-    order = [f.header.frame_id for f in frames]
-    return FrameOutcome(inserted=[i for i in order if i in inserted], duplicates=duplicates, conflicts=conflicts)
 
 
 def add_dead_letter(

@@ -9,6 +9,20 @@ from dataclasses import dataclass, field
 COMMIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+@dataclass(frozen=True, slots=True)
+class IngestCounts:
+    """The counters at one moment (``GET /ingest/stats`` shows them as ``worker``, in this order)."""
+
+    accepted: int
+    duplicates: int
+    rejected: dict[str, int]  # by reason
+    rejected_total: int
+    statuses: int
+    events: int
+    event_duplicates: int
+    queue_depth: int
+
+
 @dataclass
 class IngestStats:
     """Accepted / duplicate / rejected-by-reason counts since the process started."""
@@ -66,17 +80,17 @@ class IngestStats:
         with self._lock:
             return list(zip(COMMIT_BUCKETS_S, self.commit_buckets, strict=True)), self.commit_seconds, self.commits
 
-    def snapshot(self) -> dict[str, object]:
-        """A consistent copy for the API: ``{accepted, duplicates, rejected: {reason: n}, rejected_total}``."""
+    def snapshot(self) -> IngestCounts:
+        """A consistent copy for the API and /metrics."""
         with self._lock:
             rejected = dict(self.rejected)
-            return {
-                "accepted": self.accepted,
-                "duplicates": self.duplicates,
-                "rejected": rejected,
-                "rejected_total": sum(rejected.values()),
-                "statuses": self.statuses,
-                "events": self.events,
-                "event_duplicates": self.event_duplicates,
-                "queue_depth": self.queue_depth,
-            }
+            return IngestCounts(
+                accepted=self.accepted,
+                duplicates=self.duplicates,
+                rejected=rejected,
+                rejected_total=sum(rejected.values()),
+                statuses=self.statuses,
+                events=self.events,
+                event_duplicates=self.event_duplicates,
+                queue_depth=self.queue_depth,
+            )

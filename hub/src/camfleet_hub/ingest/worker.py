@@ -10,14 +10,12 @@ in the store under ``dead/``) and are acknowledged too, so a poison message neve
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,10 +23,20 @@ from camfleet_contract.topics import Topics
 from camfleet_hub.core.comms.mqtt import MqttClient, Received
 from camfleet_hub.core.config import HubSettings, reveal
 from camfleet_hub.core.store.base import DEAD_PREFIX, ObjectStore
-from camfleet_hub.fleet.events import ValidEvent, site_ids, store_events, validate_event
+from camfleet_hub.fleet.events import site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
+from camfleet_hub.ingest.batch import (
+    EVENT,
+    FRAME,
+    STATUS,
+    Batch,
+    Item,
+    count_batch,
+    infrastructure_error,
+    keep_dead_payload,
+)
 from camfleet_hub.ingest.stats import IngestStats
-from camfleet_hub.ingest.validate import Rejection, StatusUpdate, ValidFrame, validate_frame, validate_status
+from camfleet_hub.ingest.validate import Rejection, ValidFrame, validate_frame, validate_status
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +46,6 @@ PENDING_STATUS_RETRY_S = 2.0
 MAX_PENDING_STATUSES = 10_000
 RETRY_ATTEMPTS = 3
 RETRY_MAX_SLEEP_S = 10.0
-
-FRAME = "frame"
-STATUS = "status"
-EVENT = "event"
-
-
-def _infrastructure_error(exc: BaseException) -> bool:
-    """Errors of the store, the database or the network, which retrying outlasts (unlike a message's own fault)."""
-    from minio.error import MinioException
-    from sqlalchemy.exc import InterfaceError, OperationalError
-    from urllib3.exceptions import HTTPError
-
-    return isinstance(exc, OSError | OperationalError | InterfaceError | HTTPError | MinioException)
-
-
-@dataclass
-class _Item:
-    """A queued message and what the worker decided about it."""
-
-    kind: str
-    msg: Received
-    frame: ValidFrame | None = None
-    status: StatusUpdate | None = None
-    event: ValidEvent | None = None
-    rejection: Rejection | None = None
-
-
-@dataclass
-class _Batch:
-    """The messages handled (and acknowledged) together."""
-
-    items: list[_Item]
-    events_new: int = 0
-    events_seen: int = 0
 
 
 class IngestWorker:
@@ -99,11 +73,11 @@ class IngestWorker:
         self.stats = stats
         self.topics = topics or Topics(settings.mqtt.root)
         ingest = settings.ingest
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=ingest.queue_size)
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=ingest.queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._pending_status: dict[tuple[str, str], _Item] = {}
+        self._pending_status: dict[tuple[str, str], Item] = {}
         self._pending_checked = 0.0
         self.batches = 0
         mqtt = settings.mqtt
@@ -154,7 +128,7 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ network thread side
 
-    def _put(self, item: _Item) -> None:
+    def _put(self, item: Item) -> None:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=POLL_S)
@@ -163,17 +137,17 @@ class IngestWorker:
                 continue
 
     def _enqueue_frame(self, msg: Received) -> None:
-        self._put(_Item(FRAME, msg))
+        self._put(Item(FRAME, msg))
 
     def _enqueue_status(self, msg: Received) -> None:
-        self._put(_Item(STATUS, msg))
+        self._put(Item(STATUS, msg))
 
     def _enqueue_event(self, msg: Received) -> None:
-        self._put(_Item(EVENT, msg))
+        self._put(Item(EVENT, msg))
 
     # ------------------------------------------------------------------ worker thread
 
-    def _next_batch(self) -> list[_Item]:
+    def _next_batch(self) -> list[Item]:
         """Up to ``batch_size`` messages: whatever is queued now, plus what arrives within ~20 ms."""
         try:
             first = self._queue.get(timeout=POLL_S)
@@ -205,7 +179,7 @@ class IngestWorker:
             if self._pending_status and time.monotonic() - self._pending_checked > PENDING_STATUS_RETRY_S:
                 self._retry_pending_statuses()
 
-    def _handle_with_retry(self, items: list[_Item]) -> None:
+    def _handle_with_retry(self, items: list[Item]) -> None:
         """Process a batch; on a database/store error retry, then split it so one bad message cannot block all."""
         attempt = 0
         while True:
@@ -226,20 +200,20 @@ class IngestWorker:
                         return
                 time.sleep(min(RETRY_MAX_SLEEP_S, 0.5 * 2**attempt))
 
-    def _give_up(self, item: _Item, exc: Exception) -> bool:
+    def _give_up(self, item: Item, exc: Exception) -> bool:
         """Dead-letter a single message that keeps failing; False if even that fails (the DB is down: keep trying)."""
-        if _infrastructure_error(exc):
+        if infrastructure_error(exc):
             return False  # a full disk, an unreachable database or store: not the message's fault, never drop it
         item.rejection = Rejection("internal_error", f"{type(exc).__name__}: {exc}")
         item.frame = item.status = item.event = None
         try:
-            self._finish(_Batch([item]), [])
+            self._finish(Batch([item]), [])
         except Exception:  # noqa: BLE001
             log.exception("ingest: could not dead-letter a failing message on %s", item.msg.topic)
             return False
         return True
 
-    def _validate(self, item: _Item) -> None:
+    def _validate(self, item: Item) -> None:
         """Database-free checks of one message (runs on the decode pool: PIL releases the GIL while decoding)."""
         ingest = self.settings.ingest
         item.frame = item.status = item.event = item.rejection = None
@@ -255,15 +229,15 @@ class IngestWorker:
         except Rejection as rej:
             item.rejection = rej
 
-    def _handle(self, items: list[_Item]) -> None:
+    def _handle(self, items: list[Item]) -> None:
         if self._pool is not None and len(items) > 1:
             list(self._pool.map(self._validate, items))
         else:
             for item in items:
                 self._validate(item)
-        self._finish(_Batch(items), [i for i in items if i.frame is not None])
+        self._finish(Batch(items), [i for i in items if i.frame is not None])
 
-    def _finish(self, batch: _Batch, framed: list[_Item]) -> None:
+    def _finish(self, batch: Batch, framed: list[Item]) -> None:
         """Resolve names, store objects, commit one transaction, then count and acknowledge."""
         outcome = persist.FrameOutcome([], [], [])
         with self.sessions() as session:
@@ -307,7 +281,9 @@ class IngestWorker:
             for item in batch.items:
                 if item.rejection is not None:
                     dead_topics.add(item.msg.topic)
-                    sha, detail = self._keep_dead_payload(item.msg.payload, item.rejection.detail)
+                    sha, detail = keep_dead_payload(
+                        self.store, self.settings.dead_letters.keep_bytes, item.msg.payload, item.rejection.detail
+                    )
                     persist.add_dead_letter(
                         session, item.msg.topic, item.rejection.reason, detail, len(item.msg.payload), sha
                     )
@@ -316,12 +292,12 @@ class IngestWorker:
             self.stats.observe_commit(time.perf_counter() - started, self._queue.qsize())
         if dead_topics:
             self._prune_dead_letters(dead_topics)
-        self._account(batch, outcome)
+        count_batch(self.stats, batch, outcome)
         for item in batch.items:
             self.client.ack(item.msg.mid, item.msg.qos)
         self.batches += 1
 
-    def _store_events(self, session: Session, batch: _Batch) -> None:
+    def _store_events(self, session: Session, batch: Batch) -> None:
         """Events of known sites go to the event history in this batch's transaction; others are rejected."""
         evented = [i for i in batch.items if i.event is not None and i.rejection is None]
         if not evented:
@@ -334,16 +310,6 @@ class IngestWorker:
         fresh = [i.event for i in evented if i.event is not None]
         batch.events_new = store_events(session, fresh, known)
         batch.events_seen = len(fresh)
-
-    def _keep_dead_payload(self, payload: bytes, detail: str) -> tuple[str | None, str]:
-        """Store only the first ``dead_letters.keep_bytes`` of a rejected payload; the detail names the whole one."""
-        keep = self.settings.dead_letters.keep_bytes
-        kept = payload[:keep]
-        sha = self.store.put(kept, DEAD_PREFIX) if kept else None
-        if len(payload) > keep:
-            whole = hashlib.sha256(payload).hexdigest()
-            detail = f"{detail[:1800]} [payload {len(payload)} bytes, sha256={whole}; first {keep} bytes kept]"
-        return sha, detail
 
     def _prune_dead_letters(self, topics: set[str]) -> None:
         """Apply the dead-letter caps after a commit; a failure here only delays the pruning to the next one."""
@@ -361,30 +327,7 @@ class IngestWorker:
         for frame in frames:
             self.store.put(frame.jpeg)
 
-    def _account(self, batch: _Batch, outcome: persist.FrameOutcome) -> None:
-        """Update counters and log rejections, after the commit succeeded."""
-        accepted = len(outcome.inserted)
-        duplicates = sum(1 for i in batch.items if i.frame is not None and i.rejection is None) - accepted
-        if accepted:
-            self.stats.add_accepted(accepted)
-        if duplicates:
-            self.stats.add_duplicate(duplicates)
-        for item in batch.items:
-            if item.rejection is not None:
-                self.stats.add_rejected(item.rejection.reason)
-                log.warning(
-                    "ingest rejected %s (%d bytes): %s: %s",
-                    item.msg.topic,
-                    len(item.msg.payload),
-                    item.rejection.reason,
-                    item.rejection.detail,
-                )
-            elif item.kind == STATUS:
-                self.stats.add_status()
-        if batch.events_seen:
-            self.stats.add_events(batch.events_new, batch.events_seen - batch.events_new)
-
-    def _remember_status(self, item: _Item) -> None:
+    def _remember_status(self, item: Item) -> None:
         """Keep the latest status of an agent whose site does not exist yet; applied once the site appears."""
         assert item.status is not None
         key = (item.status.site, item.status.agent)
