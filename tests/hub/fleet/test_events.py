@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from fleethelpers import API, FleetHub, token_for, wait_for
+from sqlalchemy import select
 
 from camfleet_contract.messages import Event, to_json
 from camfleet_hub.auth.models import Role
+from camfleet_hub.datasets.models import Site
+from camfleet_hub.serving.models import PredictionLog
 
 
 def _stored(fleet: FleetHub, n: int) -> None:
@@ -129,12 +132,41 @@ def test_retention_per_site(sqlite_fleet: FleetHub) -> None:
     bad = fleet.client.patch(f"{API}/sites/plant/fleet-settings", json={"event_retention_days": 0})
     assert bad.status_code == 422 and "event_retention_days" in bad.text
 
+    logged = {site: _prediction_logs(fleet, site, now - timedelta(days=40), now) for site in ("shop", "plant")}
+
     assert fleet.services.fleet is not None
     assert fleet.services.fleet.sweep_now() == 1  # shop keeps 30 days (default), plant 60
     shop = {e["event_id"] for e in fleet.client.get(f"{API}/events", params={"site": "shop"}).json()["items"]}
     plant = {e["event_id"] for e in fleet.client.get(f"{API}/events", params={"site": "plant"}).json()["items"]}
     assert old_shop.event_id not in shop and len(shop) == 1
     assert plant == {old_plant.event_id}
+    # REST prediction logs age out in the same sweep, by the same per-site retention (reading them deletes nothing)
+    with fleet.services.sessions() as session:
+        kept = set(session.scalars(select(PredictionLog.id)))
+    assert kept == {logged["shop"][1], *logged["plant"]}
+
+
+def _prediction_logs(fleet: FleetHub, site: str, *times: datetime) -> list[int]:
+    """One prediction log row per time in ``site``; their ids."""
+    with fleet.services.sessions() as session:
+        site_id = session.scalars(select(Site.id).where(Site.name == site)).one()
+        rows = [
+            PredictionLog(
+                site_id=site_id,
+                classifier="door",
+                model_version=1,
+                caller="t",
+                route="classify",
+                label="open",
+                probability=0.9,
+                probabilities={"open": 0.9},
+                created_at=t,
+            )
+            for t in times
+        ]
+        session.add_all(rows)
+        session.commit()
+        return [r.id for r in rows]
 
 
 def test_site_roles(sqlite_fleet: FleetHub) -> None:

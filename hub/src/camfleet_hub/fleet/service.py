@@ -30,6 +30,7 @@ from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet import events
 from camfleet_hub.fleet.homeassistant import HomeAssistantBridge
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, Agent, AgentConfigVersion, FleetCommand, FleetSiteSettings
+from camfleet_hub.serving import logs as prediction_logs
 
 if TYPE_CHECKING:
     from camfleet_hub.core.comms.mqtt import Received
@@ -272,11 +273,13 @@ class FleetRuntime:
             self._thread = None
 
     def sweep_now(self) -> int:
+        """Age out camera events and REST prediction logs past their site's retention; returns events deleted."""
         with self.services.sessions() as session:
             n = events.sweep(session)
+            predictions = prediction_logs.sweep(session)
         self.swept += n
-        if n:
-            log.info("fleet: %d event(s) past their site's retention deleted", n)
+        if n or predictions:
+            log.info("fleet: %d event(s), %d prediction log row(s) past their site's retention deleted", n, predictions)
         return n
 
     def _sweeper(self) -> None:

@@ -1,8 +1,8 @@
 """A site's REST prediction log: filtered keyset pages, CSV export, and retention by age.
 
 Retention follows the site's ``event_retention_days`` (fleet site settings): one age for a site's logs, camera
-events and REST predictions alike. ``sweep`` runs when a site's log is read, so an idle hub keeps nothing extra
-that anyone could see.
+events and REST predictions alike. ``sweep`` runs in the fleet runtime's hourly retention sweeper, beside the
+camera events, so reading a log never deletes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet.events import retention_days
 from camfleet_hub.serving.models import PredictionLog
 
@@ -144,11 +145,17 @@ def kept_days(session: Session, site_id: int) -> int:
     return retention_days(session, site_id)
 
 
-def sweep(session: Session, site_id: int, now: datetime | None = None) -> int:
-    """Delete the site's rows older than its retention; returns how many went (committed)."""
-    cutoff = (now or utcnow()) - timedelta(days=retention_days(session, site_id))
-    result = session.execute(
-        delete(PredictionLog).where(PredictionLog.site_id == site_id, PredictionLog.created_at < cutoff)
-    )
-    session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+def sweep(session: Session, now: datetime | None = None) -> int:
+    """Delete every site's rows older than its retention; returns how many went (committed per site).
+
+    Run by the fleet runtime's retention sweeper with the camera events, never by a request."""
+    now = now or utcnow()
+    removed = 0
+    for site_id in list(session.scalars(select(Site.id))):
+        cutoff = now - timedelta(days=retention_days(session, site_id))
+        result = session.execute(
+            delete(PredictionLog).where(PredictionLog.site_id == site_id, PredictionLog.created_at < cutoff)
+        )
+        session.commit()
+        removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed

@@ -50,7 +50,7 @@ def logs_page(
     until: str | None = None,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
-    """REST predictions of a site, newest first, filtered; rows past the site's retention are swept first."""
+    """REST predictions of a site, newest first, filtered; the fleet sweeper ages out rows past retention."""
     query = {"classifier": classifier, "caller": caller, "label": label, "since": since, "until": until}
     context: dict[str, Any] = {"site": site, "q": {k: v or "" for k, v in query.items()}, "error": None}
     status_code = 200
@@ -59,7 +59,6 @@ def logs_page(
     except InvalidError as exc:
         row, f = crud.get_site(session, site), None
         context["error"], status_code = exc.detail, exc.status_code
-    context["swept"] = logs.sweep(session, row.id)
     context["retention_days"] = logs.kept_days(session, row.id)
     context["choices"] = logs.choices(session, row.id)
     page = logs.query(session, f, before) if f is not None else logs.LogPage([], None)
@@ -89,7 +88,6 @@ def logs_csv(
     """Every matching row as CSV (all probabilities as one JSON column), streamed in batches."""
     query = {"classifier": classifier, "caller": caller, "label": label, "since": since, "until": until}
     row, f = _log_filter(session, site, query)
-    logs.sweep(session, row.id)
 
     def stream() -> Iterator[str]:  # its own session: the request's closes before a streamed body is sent
         with services.sessions() as own:
