@@ -57,6 +57,16 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """How every classifier session runs: `threads` intra-op threads (default min(4, cores)), full graph
+    optimisation, no spin-waiting. Benchmarks use it too, so they measure what hub and agents run."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
+    return opts
+
+
 def int8_usable(manifest: Manifest) -> bool:
     """The bundle ships an INT8 model and the trainer measured it within 1 accuracy point of FP32."""
     return MODEL_INT8 in manifest.files and manifest.metrics.get("int8_ok") is True
@@ -91,13 +101,11 @@ class ClassifierRuntime:
         self.manifest: Manifest = verify_bundle(self.bundle_dir, public_key)
         # INT8 only when asked for and the trainer vouched for it; otherwise the FP32 model.
         self.model_file = MODEL_INT8 if prefer_int8 and int8_usable(self.manifest) else MODEL
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
         try:
             self.session = ort.InferenceSession(
-                str(self.bundle_dir / self.model_file), opts, providers=list(providers or default_providers())
+                str(self.bundle_dir / self.model_file),
+                session_options(threads),
+                providers=list(providers or default_providers()),
             )
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise BundleError(f"{self.model_file} cannot be loaded by ONNX Runtime: {exc}") from None
