@@ -127,6 +127,7 @@ class Hub:
         from camfleet_contract.signing import load_or_create_key
         from camfleet_contract.topics import Topics
         from camfleet_hub.core.store.factory import make_store
+        from camfleet_hub.training.announce import BundleSignatures
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +145,7 @@ class Hub:
             topics=Topics(self.settings.mqtt.root),
             fleet_signing_key=load_or_create_key(s.key_path()),
             ingest_stats=IngestStats(),
+            bundle_signatures=BundleSignatures(store),
         )
         self.services = services = self._services(core)
         if services.fleet is not None:

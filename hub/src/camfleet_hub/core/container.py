@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from camfleet_hub.fleet.service import FleetRuntime
     from camfleet_hub.imports.worker import ImportWorker
     from camfleet_hub.serving.classify import RuntimeCache
+    from camfleet_hub.training.announce import BundleSignatures
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class HubCore:
     topics: Topics
     fleet_signing_key: str  # the hub's private ed25519 seed (hex); agents hold its public key as models.fleet_key
     ingest_stats: IngestStats
+    bundle_signatures: BundleSignatures  # each stored bundle's signature, read once (announcements repeat it)
 
 
 @dataclass(frozen=True)

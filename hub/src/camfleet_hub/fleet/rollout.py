@@ -254,7 +254,7 @@ def with_plan(
             if pinned_low
             else None
         )
-        base = announce.announcement(services.store, model, classifier.name)
+        base = announce.announcement(services.bundle_signatures, model, classifier.name)
         entries[agent] = AgentModel(
             version=base.version,
             sha256=base.sha256,

@@ -27,26 +27,28 @@ log = logging.getLogger(__name__)
 
 BUNDLE_PREFIX = "bundles"
 
-_signatures: dict[str, str] = {}
-_signatures_lock = threading.Lock()
 
+class BundleSignatures:
+    """The manifest signature inside each stored bundle zip, read once per bundle (a stored bundle never changes)."""
 
-def bundle_signature(store: ObjectStore, sha: str) -> str:
-    """The manifest signature inside a stored bundle zip (read once per bundle and process)."""
-    with _signatures_lock:
-        if sha in _signatures:
-            return _signatures[sha]
-    with zipfile.ZipFile(io.BytesIO(store.get(sha, prefix=BUNDLE_PREFIX))) as zf:
-        signature = zf.read(SIGNATURE).decode().strip()
-    with _signatures_lock:
-        _signatures[sha] = signature
-    return signature
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
 
+    def of(self, sha: str) -> str:
+        with self._lock:
+            if sha in self._known:
+                return self._known[sha]
+        with zipfile.ZipFile(io.BytesIO(self._store.get(sha, prefix=BUNDLE_PREFIX))) as zf:
+            signature = zf.read(SIGNATURE).decode().strip()
+        self.remember(sha, signature)
+        return signature
 
-def remember_signature(sha: str, signature: str) -> None:
-    """Prime the cache when the hub has just signed the bundle itself."""
-    with _signatures_lock:
-        _signatures[sha] = signature
+    def remember(self, sha: str, signature: str) -> None:
+        """Prime it when the hub has just signed the bundle itself."""
+        with self._lock:
+            self._known[sha] = signature
 
 
 def production_model(session: Session, classifier: Classifier) -> ModelVersion | None:
@@ -86,7 +88,7 @@ def rollback_statement(
 
 
 def announcement(
-    store: ObjectStore, model: ModelVersion, classifier: str, rollback: RollbackStatement | None = None
+    signatures: BundleSignatures, model: ModelVersion, classifier: str, rollback: RollbackStatement | None = None
 ) -> ModelAnnouncement:
     """The announcement of one registered model under a classifier name."""
     return ModelAnnouncement(
@@ -95,7 +97,7 @@ def announcement(
         sha256=model.sha256,
         size=model.size,
         url=urls.model_bundle(model.id),
-        signature=bundle_signature(store, model.sha256),
+        signature=signatures.of(model.sha256),
         classes=list(model.manifest.get("classes", [])),
         rollback=rollback,
     )
@@ -120,7 +122,9 @@ def announce_site(services: HubServices, session: Session, site: Site) -> list[s
         if model is not None:
             topic = services.topics.model(site.name, clf.name)
             statement = rollback_statement(services, session, site, clf, model)
-            ann = with_plan(services, session, site, clf, announcement(services.store, model, clf.name, statement))
+            ann = with_plan(
+                services, session, site, clf, announcement(services.bundle_signatures, model, clf.name, statement)
+            )
             _publish(services, topic, to_json(ann))
             topics.append(topic)
     if any(c.name == DEFAULT_CLASSIFIER for c in classifiers):
@@ -128,7 +132,9 @@ def announce_site(services: HubServices, session: Session, site: Site) -> list[s
     default_topic = services.topics.model(site.name, DEFAULT_CLASSIFIER)
     default = default_model(session) if not topics else None
     if default is not None:
-        _publish(services, default_topic, to_json(announcement(services.store, default, DEFAULT_CLASSIFIER)))
+        _publish(
+            services, default_topic, to_json(announcement(services.bundle_signatures, default, DEFAULT_CLASSIFIER))
+        )
         topics.append(default_topic)
     else:
         _publish(services, default_topic, b"")  # clears the retained default (a no-op when none was there)

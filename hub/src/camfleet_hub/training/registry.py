@@ -123,7 +123,7 @@ def _store_model(
             session.rollback()
             raise InvalidError(f"file: bundle rejected: {exc}") from None
         sha = services.store.put(signed.packed, prefix=announce.BUNDLE_PREFIX)
-        announce.remember_signature(sha, signed.signature)
+        services.bundle_signatures.remember(sha, signed.signature)
         model = ModelVersion(
             classifier_id=None if classifier is None else classifier.id,
             version=version,
