@@ -132,7 +132,7 @@ def test_refusals_carry_the_headers_too(sqlite_api) -> None:
 def test_templates_have_no_script_the_csp_would_block() -> None:
     """Every <script> is a file of the hub's own or carries the nonce; no inline event handlers; every POST form
     carries the CSRF field (the login form needs none)."""
-    folder = resources.files("camfleet_hub") / "templates"
+    folder = resources.files("camfleet_hub.web") / "templates"
     checked = 0
     for item in folder.iterdir():
         if not item.name.endswith(".html"):
