@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import onnxruntime  # noqa: F401 - must load before usearch: the other order segfaults (usearch 2.x, ORT 1.2x)
@@ -26,6 +25,7 @@ from camfleet_hub.core.errors import InvalidError, NotFoundError
 from camfleet_hub.datasets import image_changes
 from camfleet_hub.datasets.embeddings import load_vectors, vector_of
 from camfleet_hub.datasets.models import Classifier, Embedding, Image, ImageStatus
+from camfleet_hub.datasets.schemas import DuplicateImage, DuplicatePair
 
 EXACT_DISTANCE = 1e-4
 NEIGHBOURS = 6
@@ -193,30 +193,30 @@ def find_pairs(session: Session, indexes: NearIndexes, classifier: Classifier, m
     return [p for p in candidates if p.a in alive and p.b in alive]
 
 
-def pair_view(session: Session, pair: Pair) -> dict[str, Any]:
+def pair_view(session: Session, pair: Pair) -> DuplicatePair:
     images = {img.id: img for img in session.scalars(select(Image).where(Image.id.in_((pair.a, pair.b))))}
 
-    def side(image_id: int) -> dict[str, Any]:
+    def side(image_id: int) -> DuplicateImage:
         img = images[image_id]
-        return {
-            "id": img.id,
-            "status": img.status,
-            "group": None if img.group is None else img.group.name,
-            "original_name": img.original_name,
-            "source": img.source,
-            "width": img.blob.width,
-            "height": img.blob.height,
-            "size": img.blob.size,
-            "thumbnail_url": urls.image_thumbnail(img.id),
-            "image_url": urls.image_content(img.id),
-        }
+        return DuplicateImage(
+            id=img.id,
+            status=img.status,
+            group=None if img.group is None else img.group.name,
+            original_name=img.original_name,
+            source=img.source,
+            width=img.blob.width,
+            height=img.blob.height,
+            size=img.blob.size,
+            thumbnail_url=urls.image_thumbnail(img.id),
+            image_url=urls.image_content(img.id),
+        )
 
-    return {
-        "kind": "exact" if pair.distance <= EXACT_DISTANCE else "near",
-        "distance": round(pair.distance, 6),
-        "left": side(pair.a),
-        "right": side(pair.b),
-    }
+    return DuplicatePair(
+        kind="exact" if pair.distance <= EXACT_DISTANCE else "near",
+        distance=round(pair.distance, 6),
+        left=side(pair.a),
+        right=side(pair.b),
+    )
 
 
 def set_threshold(session: Session, classifier: Classifier, value: float) -> Classifier:

@@ -35,6 +35,7 @@ class GroupRow:
 
 
 def _row_change(group: Group, before: GroupRow) -> dict[str, Any]:
+    """The JSON ``history.changes`` keeps for a change of one group's row (a JSON column, hence a dict)."""
     return {"groups": [group.id], "group": {"before": asdict(before), "after": asdict(GroupRow.of(group))}}
 
 

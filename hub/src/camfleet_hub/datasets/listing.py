@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from camfleet_hub.core import urls
 from camfleet_hub.core.store.base import ObjectStore
 from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.curation_schemas import DatasetHealth, GroupHealth, ImageDetail
 from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Group, Image, ImageStatus, Site
 
 MIN_TO_TRAIN = 10
@@ -105,7 +106,15 @@ def common_counts(session: Session, classifier: Classifier) -> dict[str, int]:
     return {name: int(n) for name, n in rows}
 
 
-def shared_common_groups(session: Session, classifier: Classifier) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class SharedGroup:
+    """A common group of a same-named classifier in another site."""
+
+    name: str
+    site: str
+
+
+def shared_common_groups(session: Session, classifier: Classifier) -> list[SharedGroup]:
     """Common groups of same-named classifiers in other sites (name, site), shown in the group tree."""
     rows = session.execute(
         select(Group.name, Site.name)
@@ -114,7 +123,7 @@ def shared_common_groups(session: Session, classifier: Classifier) -> list[dict[
         .where(Classifier.name == classifier.name, Classifier.id != classifier.id, Group.common.is_(True))
         .order_by(Group.name, Site.name)
     )
-    return [{"name": g, "site": s} for g, s in rows]
+    return [SharedGroup(g, s) for g, s in rows]
 
 
 # --------------------------------------------------------------------------- health
@@ -122,7 +131,7 @@ def shared_common_groups(session: Session, classifier: Classifier) -> list[dict[
 
 def health(
     session: Session, classifier: Classifier, counts: dict[int | None, dict[str, int]] | None = None
-) -> dict[str, Any]:
+) -> DatasetHealth:
     """Images per group (own + common from other sites), NEW waiting, groups under the minimum, imbalance.
 
     ``counts`` (``crud.status_counts``) may be passed in by a page that already has them.
@@ -130,23 +139,23 @@ def health(
     counts = crud.status_counts(session, classifier) if counts is None else counts
     groups = crud.list_groups(session, classifier)
     extra = common_counts(session, classifier)
-    per_group: list[dict[str, Any]] = []
+    per_group: list[GroupHealth] = []
     for g in groups:
         own = counts.get(g.id, {}).get(ImageStatus.GROUP.value, 0)
         shared = extra.pop(g.name, 0)
-        per_group.append({"name": g.name, "common": bool(g.common), "images": own + shared, "shared": shared})
+        per_group.append(GroupHealth(name=g.name, common=bool(g.common), images=own + shared, shared=shared))
     for name, n in sorted(extra.items()):  # a common group of another site with no local group of that name
-        per_group.append({"name": name, "common": True, "images": n, "shared": n})
-    sizes = [g["images"] for g in per_group if g["images"] > 0]
+        per_group.append(GroupHealth(name=name, common=True, images=n, shared=n))
+    sizes = [g.images for g in per_group if g.images > 0]
     ratio = (max(sizes) / min(sizes)) if len(sizes) >= 2 else 1.0
-    under = [g["name"] for g in per_group if g["images"] < MIN_TO_TRAIN]
+    under = [g.name for g in per_group if g.images < MIN_TO_TRAIN]
     warnings = []
     if ratio > IMBALANCE_RATIO:
-        big = max(per_group, key=lambda g: g["images"])
-        small = min((g for g in per_group if g["images"] > 0), key=lambda g: g["images"])
+        big = max(per_group, key=lambda g: g.images)
+        small = min((g for g in per_group if g.images > 0), key=lambda g: g.images)
         warnings.append(
-            f"class imbalance: {big['name']!r} has {big['images']} images, {small['name']!r} only "
-            f"{small['images']} ({ratio:.1f}x, more than {IMBALANCE_RATIO:g}x)"
+            f"class imbalance: {big.name!r} has {big.images} images, {small.name!r} only "
+            f"{small.images} ({ratio:.1f}x, more than {IMBALANCE_RATIO:g}x)"
         )
     if under:
         warnings.append(f"{len(under)} group(s) under {MIN_TO_TRAIN} images: {', '.join(under)}")
@@ -154,19 +163,19 @@ def health(
     deleted = sum(c.get(ImageStatus.DELETED.value, 0) for c in counts.values())
     if new:
         warnings.append(f"{new} new image(s) waiting for triage")
-    return {
-        "classifier": classifier.name,
-        "groups": per_group,
-        "new": new,
-        "deleted": deleted,
-        "confirmed": sum(g["images"] for g in per_group),
-        "min_to_train": MIN_TO_TRAIN,
-        "under_min": under,
-        "imbalance_ratio": round(ratio, 2),
-        "imbalance_limit": IMBALANCE_RATIO,
-        "imbalanced": ratio > IMBALANCE_RATIO,
-        "warnings": warnings,
-    }
+    return DatasetHealth(
+        classifier=classifier.name,
+        groups=per_group,
+        new=new,
+        deleted=deleted,
+        confirmed=sum(g.images for g in per_group),
+        min_to_train=MIN_TO_TRAIN,
+        under_min=under,
+        imbalance_ratio=round(ratio, 2),
+        imbalance_limit=IMBALANCE_RATIO,
+        imbalanced=ratio > IMBALANCE_RATIO,
+        warnings=warnings,
+    )
 
 
 # --------------------------------------------------------------------------- export
@@ -244,7 +253,7 @@ def export_filename(classifier: Classifier, site: str) -> str:
 # --------------------------------------------------------------------------- image detail
 
 
-def image_detail(session: Session, image: Image, classifier: Classifier) -> dict[str, Any]:
+def image_detail(session: Session, image: Image, classifier: Classifier) -> ImageDetail:
     """Everything known about one image: where it came from, its file, who labelled it, when."""
     blob = image.blob
     camera = captured_at = agent = None
@@ -256,28 +265,28 @@ def image_detail(session: Session, image: Image, classifier: Classifier) -> dict
         ).first()
         if row is not None:
             camera, captured_at, agent = row
-    return {
-        "id": image.id,
-        "site": classifier.site.name,
-        "classifier": classifier.name,
-        "status": image.status,
-        "group": None if image.group is None else image.group.name,
-        "source": image.source,
-        "origin": image.origin,
-        "original_name": image.original_name,
-        "import_job_id": image.import_job_id,
-        "frame_id": image.frame_id,
-        "camera": camera,
-        "agent": agent,
-        "captured_at": captured_at,
-        "sha256": image.sha256,
-        "size": blob.size,
-        "width": blob.width,
-        "height": blob.height,
-        "format": blob.format,
-        "labelled_by": image.labelled_by,
-        "created_at": image.created_at,
-        "updated_at": image.updated_at,
-        "content_url": urls.image_content(image.id),
-        "thumbnail_url": urls.image_thumbnail(image.id),
-    }
+    return ImageDetail(
+        id=image.id,
+        site=classifier.site.name,
+        classifier=classifier.name,
+        status=image.status,
+        group=None if image.group is None else image.group.name,
+        source=image.source,
+        origin=image.origin,
+        original_name=image.original_name,
+        import_job_id=image.import_job_id,
+        frame_id=image.frame_id,
+        camera=camera,
+        agent=agent,
+        captured_at=captured_at,
+        sha256=image.sha256,
+        size=blob.size,
+        width=blob.width,
+        height=blob.height,
+        format=blob.format,
+        labelled_by=image.labelled_by,
+        created_at=image.created_at,
+        updated_at=image.updated_at,
+        content_url=urls.image_content(image.id),
+        thumbnail_url=urls.image_thumbnail(image.id),
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,7 +15,9 @@ from camfleet_hub.core.errors import NotFoundError
 from camfleet_hub.core.store.base import ObjectNotFound, ObjectStore
 from camfleet_hub.datasets.crud import checked_name, get_site
 from camfleet_hub.datasets.models import Blob, Camera, Frame, Site
+from camfleet_hub.datasets.schemas import FramePublic
 from camfleet_hub.ingest.models import DeadLetter
+from camfleet_hub.ingest.schemas import IngestStats
 from camfleet_hub.serving.classify import decode_bounded
 
 if TYPE_CHECKING:
@@ -76,7 +78,7 @@ def original_bytes(store: ObjectStore, sha: str) -> bytes:
         raise NotFoundError(f"object sha256={sha} is not in the object store") from None
 
 
-def list_frames(session: Session, site: str | None, camera: str | None, limit: int) -> list[dict[str, Any]]:
+def list_frames(session: Session, site: str | None, camera: str | None, limit: int) -> list[FramePublic]:
     """Newest frames first, optionally of one site and camera."""
     query = select(Frame, Site.name, Camera.name).join(Site, Frame.site_id == Site.id)
     query = query.join(Camera, Frame.camera_id == Camera.id)
@@ -88,22 +90,22 @@ def list_frames(session: Session, site: str | None, camera: str | None, limit: i
     return [frame_view(frame, site_name, camera_name) for frame, site_name, camera_name in session.execute(query)]
 
 
-def frame_view(frame: Frame, site: str, camera: str) -> dict[str, Any]:
-    return {
-        "frame_id": frame.frame_id,
-        "site": site,
-        "camera": camera,
-        "agent": frame.agent,
-        "captured_at": frame.captured_at,
-        "received_at": frame.received_at,
-        "sha256": frame.sha256,
-        "width": frame.width,
-        "height": frame.height,
-        "reason": frame.reason,
-        "predictions": frame.predictions,
-        "image_url": urls.frame_image(frame.frame_id),
-        "thumbnail_url": urls.frame_thumbnail(frame.frame_id),
-    }
+def frame_view(frame: Frame, site: str, camera: str) -> FramePublic:
+    return FramePublic(
+        frame_id=frame.frame_id,
+        site=site,
+        camera=camera,
+        agent=frame.agent,
+        captured_at=frame.captured_at,
+        received_at=frame.received_at,
+        sha256=frame.sha256,
+        width=frame.width,
+        height=frame.height,
+        reason=frame.reason,
+        predictions=frame.predictions,
+        image_url=urls.frame_image(frame.frame_id),
+        thumbnail_url=urls.frame_thumbnail(frame.frame_id),
+    )
 
 
 def get_frame(session: Session, frame_id: str) -> Frame:
@@ -113,18 +115,18 @@ def get_frame(session: Session, frame_id: str) -> Frame:
     return frame
 
 
-def ingest_stats(services: HubServices, session: Session) -> dict[str, Any]:
+def ingest_stats(services: HubServices, session: Session) -> IngestStats:
     """This process's ingest counters plus what the database holds."""
     by_reason = {
         reason: int(n)
         for reason, n in session.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
     }
-    return {
-        "worker": asdict(services.ingest_stats.snapshot()),
-        "frames": int(session.scalar(select(func.count()).select_from(Frame)) or 0),
-        "dead_letters": sum(by_reason.values()),
-        "dead_letters_by_reason": by_reason,
-    }
+    return IngestStats(
+        worker=asdict(services.ingest_stats.snapshot()),
+        frames=int(session.scalar(select(func.count()).select_from(Frame)) or 0),
+        dead_letters=sum(by_reason.values()),
+        dead_letters_by_reason=by_reason,
+    )
 
 
 def list_dead_letters(session: Session, limit: int = 100, reason: str | None = None) -> list[DeadLetter]:

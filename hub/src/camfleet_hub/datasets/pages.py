@@ -19,7 +19,7 @@ from camfleet_hub.datasets import crud, group_changes, history, image_changes, u
 from camfleet_hub.datasets import page_data as cp
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.web.pages import _back
-from camfleet_hub.web.render import page_path, render
+from camfleet_hub.web.render import page_context, page_path, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,7 +35,7 @@ def _classifier_view(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    context = {**cp.classifier_page(session, classifier, group, after), "error": error}
+    context = cp.base(classifier) | page_context(cp.classifier_page(session, classifier, group, after), error=error)
     return render(request, "classifier.html", context, status_code, site=classifier.site.name, clf=classifier.name)
 
 
@@ -107,7 +107,10 @@ def triage_page(
     camera: str | None = None,
 ) -> HTMLResponse:
     """Triage; ``rule`` / ``camera`` show only the camera frames sent by that upload rule / from that camera."""
-    context = cp.triage_page(session, crud.get_classifier(session, site, clf), view, rule or None, camera or None)
+    classifier = crud.get_classifier(session, site, clf)
+    context = cp.base(classifier) | page_context(
+        cp.triage_page(session, classifier, view, rule or None, camera or None)
+    )
     return render(request, "triage.html", context, site=site, clf=clf)
 
 
@@ -115,7 +118,8 @@ def triage_page(
 def history_page(
     request: Request, site: str, clf: str, session: SessionDep, _user: SiteViewerDep, before: int | None = None
 ) -> HTMLResponse:
-    context = cp.history_page(session, crud.get_classifier(session, site, clf), before)
+    classifier = crud.get_classifier(session, site, clf)
+    context = cp.base(classifier) | page_context(cp.history_page(session, classifier, before))
     return render(request, "history.html", context, site=site, clf=clf)
 
 
@@ -130,15 +134,16 @@ def undo_entry(request: Request, entry_id: int, session: SessionDep, user: Curre
         undo.undo(session, entry_id, user.name, classifier)
     except ServiceError as exc:
         session.rollback()
-        context = {**cp.history_page(session, classifier, None), "error": exc.detail}
+        context = cp.base(classifier) | page_context(cp.history_page(session, classifier, None), error=exc.detail)
         return render(request, "history.html", context, exc.status_code, site=site, clf=classifier.name)
     return RedirectResponse(page_path(request, "ui.history", site=site, clf=classifier.name), 303)
 
 
 @router.get("/ui/images/{image_id}", response_class=HTMLResponse, name="ui.image")
 def image_page(request: Request, image_id: int, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
-    context, classifier = cp.image_page(session, image_id)
+    page, classifier = cp.image_page(session, image_id)
     user.require(classifier.site_id, Role.VIEWER, classifier.site.name)
+    context = cp.base(classifier) | page_context(page)
     return render(request, "image.html", context, site=classifier.site.name, clf=classifier.name)
 
 
@@ -168,7 +173,7 @@ def image_action(
             raise InvalidError(f"action={action!r} is not one of move, delete, restore")
     except ServiceError as exc:
         session.rollback()
-        context, _ = cp.image_page(session, image_id)
-        scope = {"site": classifier.site.name, "clf": classifier.name}
-        return render(request, "image.html", {**context, "error": exc.detail}, exc.status_code, **scope)
+        page, _ = cp.image_page(session, image_id)
+        context = cp.base(classifier) | page_context(page, error=exc.detail)
+        return render(request, "image.html", context, exc.status_code, site=classifier.site.name, clf=classifier.name)
     return _back(next_url, page_path(request, "ui.image", image_id=image_id))

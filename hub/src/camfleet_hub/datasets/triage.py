@@ -21,6 +21,8 @@ from camfleet_hub.core.errors import InvalidError
 from camfleet_hub.datasets import crud, history, image_changes
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Camera, Classifier, Frame, Group, HistoryEntry, Image, ImageStatus
+from camfleet_hub.datasets.triage_schemas import Suggestion as SuggestionPublic
+from camfleet_hub.datasets.triage_schemas import TriageImage
 
 RULE_OF_REASON: dict[str, UploadRuleName] = {
     "sample": "sample",
@@ -124,7 +126,7 @@ def list_triage(
     camera: str | None = None,
     limit: int = 60,
     after_id: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[TriageImage]:
     """NEW (or DELETED) images in id order, each with its camera, rule and suggestion; ``rule`` / ``camera`` keep
     only camera images whose latest frame was sent by that rule / from that camera."""
     if status not in (ImageStatus.NEW, ImageStatus.DELETED):
@@ -152,15 +154,15 @@ def list_triage(
         frame = frames.get(img.sha256) if img.frame_id else None
         hint = suggest(frame.predictions, groups) if frame else None
         out.append(
-            {
-                **views.image(img, classifier.name),
-                "camera": frame.camera if frame else None,
-                "agent": frame.agent if frame else None,
-                "captured_at": frame.captured_at if frame else None,
-                "rule": frame.rule if frame else None,
-                "rule_text": RULE_WORDS.get(frame.rule or "") if frame else None,
-                "suggestion": None if hint is None else vars(hint),
-            }
+            TriageImage(
+                **views.image(img, classifier.name).model_dump(),
+                camera=frame.camera if frame else None,
+                agent=frame.agent if frame else None,
+                captured_at=frame.captured_at if frame else None,
+                rule=frame.rule if frame else None,
+                rule_text=RULE_WORDS.get(frame.rule or "") if frame else None,
+                suggestion=None if hint is None else SuggestionPublic.model_validate(hint),
+            )
         )
     return out
 

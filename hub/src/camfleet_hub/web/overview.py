@@ -51,7 +51,7 @@ def overview(session: Session, site_ids: Collection[int] | None = None) -> dict[
     for site in session.scalars(query):
         classifiers = []
         for clf in crud.list_classifiers(session, site):
-            detail = views.classifier_detail(session, clf)
+            detail = views.classifier_detail(session, clf).model_dump()
             for group in detail["groups"]:
                 group["samples"] = _samples(session, group["id"])
             detail["jobs"] = [views.job(j) for j in jobs.list_jobs(session, clf, JOBS_PER_CLASSIFIER)]

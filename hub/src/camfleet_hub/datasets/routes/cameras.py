@@ -21,10 +21,10 @@ router = APIRouter(tags=["cameras"])
 )
 def create_camera(site: str, body: CameraCreate, session: SessionDep, _user: SiteAdminDep) -> CameraPublic:
     found = crud.get_site(session, site)
-    return CameraPublic.model_validate(views.camera(crud.create_camera(session, found, body.name), found))
+    return views.camera(crud.create_camera(session, found, body.name), found)
 
 
 @router.get("/sites/{site}/cameras", operation_id="list_cameras", response_model=list[CameraPublic])
 def list_cameras(site: str, session: SessionDep, _user: SiteViewerDep) -> list[CameraPublic]:
     found = crud.get_site(session, site)
-    return [CameraPublic.model_validate(views.camera(c, found)) for c in crud.list_cameras(session, found)]
+    return [views.camera(c, found) for c in crud.list_cameras(session, found)]

@@ -21,15 +21,15 @@ router = APIRouter(tags=["classifiers"])
 )
 def create_classifier(site: str, body: ClassifierCreate, session: SessionDep, _user: SiteAdminDep) -> ClassifierPublic:
     clf = crud.create_classifier(session, crud.get_site(session, site), body.name)
-    return ClassifierPublic.model_validate(views.classifier(clf))
+    return views.classifier(clf)
 
 
 @router.get("/sites/{site}/classifiers", operation_id="list_classifiers", response_model=list[ClassifierPublic])
 def list_classifiers(site: str, session: SessionDep, _user: SiteViewerDep) -> list[ClassifierPublic]:
     found = crud.get_site(session, site)
-    return [ClassifierPublic.model_validate(views.classifier(c)) for c in crud.list_classifiers(session, found)]
+    return [views.classifier(c) for c in crud.list_classifiers(session, found)]
 
 
 @router.get("/sites/{site}/classifiers/{clf}", operation_id="get_classifier", response_model=ClassifierDetail)
 def get_classifier(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> ClassifierDetail:
-    return ClassifierDetail.model_validate(views.classifier_detail(session, crud.get_classifier(session, site, clf)))
+    return views.classifier_detail(session, crud.get_classifier(session, site, clf))

@@ -38,7 +38,7 @@ def bulk_images(site: str, clf: str, body: BulkAction, session: SessionDep, user
         entry = image_changes.delete_images(session, classifier, body.ids, user.name, expected)
     else:
         entry = image_changes.restore_images(session, classifier, body.ids, user.name, expected)
-    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
+    return history.history_row(entry, classifier.name)
 
 
 @router.get(f"{CLF}/triage", operation_id="list_triage", response_model=list[TriageImage])
@@ -56,7 +56,7 @@ def list_triage(
     """NEW (or DELETED) images in id order with the camera, the upload rule and the model's suggestion."""
     classifier = crud.get_classifier(session, site, clf)
     rows = triage.list_triage(session, classifier, status, rule, camera, limit, after_id)
-    return [TriageImage.model_validate(row) for row in rows]
+    return rows
 
 
 @router.post(f"{CLF}/images/accept-suggestions", operation_id="accept_suggestions", response_model=HistoryPublic)
@@ -67,7 +67,7 @@ def accept_suggestions(
     classifier = crud.get_classifier(session, site, clf)
     expected = image_changes.Expected(status=body.expected_status) if body.expected_status else None
     entry = triage.accept_suggestions(session, classifier, body.ids, user.name, expected)
-    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
+    return history.history_row(entry, classifier.name)
 
 
 @router.get(f"{CLF}/history", operation_id="list_history", response_model=HistoryPage)
@@ -82,7 +82,7 @@ def list_history(
     """Newest first; pass ``next_before_id`` back as ``before_id`` for older entries."""
     classifier = crud.get_classifier(session, site, clf)
     rows = history.list_history(session, classifier, before_id, limit)
-    entries = [HistoryPublic.model_validate(history.history_row(e, classifier.name)) for e in rows]
+    entries = [history.history_row(e, classifier.name) for e in rows]
     return HistoryPage(entries=entries, next_before_id=rows[-1].id if len(rows) == limit else None)
 
 
@@ -94,7 +94,7 @@ def undo_entry(entry_id: int, session: SessionDep, user: CurrentUserDep) -> Hist
     assert classifier is not None
     user.require(classifier.site_id, Role.LABELLER, classifier.site.name)
     entry = undo.undo(session, entry_id, user.name, classifier)
-    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
+    return history.history_row(entry, classifier.name)
 
 
 @router.post(f"{CLF}/undo", operation_id="undo_last", response_model=HistoryPublic)
@@ -102,7 +102,7 @@ def undo_last(site: str, clf: str, session: SessionDep, user: SiteLabellerDep) -
     """Undo the caller's own latest change in this classifier."""
     classifier = crud.get_classifier(session, site, clf)
     entry = undo.undo_last(session, classifier, user.name)
-    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
+    return history.history_row(entry, classifier.name)
 
 
 @router.get("/images/{image_id}", operation_id="get_image", response_model=ImageDetail)
@@ -112,13 +112,13 @@ def get_image(image_id: int, session: SessionDep, user: CurrentUserDep) -> Image
     classifier = session.get(Classifier, image.classifier_id)
     assert classifier is not None
     user.require(classifier.site_id, Role.VIEWER, classifier.site.name)
-    return ImageDetail.model_validate(datasets.image_detail(session, image, classifier))
+    return datasets.image_detail(session, image, classifier)
 
 
 @router.get(f"{CLF}/health", operation_id="get_dataset_health", response_model=DatasetHealth)
 def dataset_health(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> DatasetHealth:
     """Images per group, NEW waiting, groups under the minimum to train, class imbalance."""
-    return DatasetHealth.model_validate(datasets.health(session, crud.get_classifier(session, site, clf)))
+    return datasets.health(session, crud.get_classifier(session, site, clf))
 
 
 @router.get(

@@ -35,13 +35,8 @@ def list_duplicates(
     model = services.embedder.current_model(session) if services.embedder is not None else None
     pairs = duplicates.find_pairs(session, services.near_indexes, classifier, model)
     page = [duplicates.pair_view(session, p) for p in pairs[offset : offset + limit]]
-    return DuplicatesPage.model_validate(
-        {
-            "pairs": page,
-            "total": len(pairs),
-            "max_equal_distance": classifier.max_equal_distance,
-            "embedded": model is not None,
-        }
+    return DuplicatesPage(
+        pairs=page, total=len(pairs), max_equal_distance=classifier.max_equal_distance, embedded=model is not None
     )
 
 

@@ -32,7 +32,7 @@ def list_frames(
         require_in_site_id(user, session, found.id, Role.VIEWER)
     elif not user.admin:
         raise ForbiddenError(f"user {user.name!r}: site: name the site whose frames to list (?site=...)")
-    return [FramePublic.model_validate(f) for f in media.list_frames(session, site, camera, limit)]
+    return media.list_frames(session, site, camera, limit)
 
 
 @router.get(

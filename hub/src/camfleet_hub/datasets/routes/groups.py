@@ -20,10 +20,10 @@ GROUPS = "/sites/{site}/classifiers/{clf}/groups"
 
 
 def _public(session: Session, classifier: Classifier, group_id: int) -> GroupPublic:
-    found = next((g for g in views.groups(session, classifier) if g["id"] == group_id), None)
+    found = next((g for g in views.groups(session, classifier) if g.id == group_id), None)
     if found is None:
         raise NotFoundError(f"group id={group_id} not found")
-    return GroupPublic.model_validate(found)
+    return found
 
 
 @router.post(GROUPS, operation_id="create_group", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
@@ -36,7 +36,7 @@ def create_group(site: str, clf: str, body: GroupCreate, session: SessionDep, us
 @router.get(GROUPS, operation_id="list_groups", response_model=list[GroupPublic])
 def list_groups(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> list[GroupPublic]:
     classifier = crud.get_classifier(session, site, clf)
-    return [GroupPublic.model_validate(g) for g in views.groups(session, classifier)]
+    return views.groups(session, classifier)
 
 
 @router.patch(GROUPS + "/{group}", operation_id="update_group", response_model=GroupPublic)
@@ -74,4 +74,4 @@ def delete_group(site: str, clf: str, group: str, session: SessionDep, user: Sit
     """Remove a group; its confirmed images go back to the inbox (NEW). Undo brings it back as it was."""
     classifier = crud.get_classifier(session, site, clf)
     entry = group_changes.delete_group(session, classifier, group, user.name)
-    return HistoryPublic.model_validate(history.history_row(entry, classifier.name))
+    return history.history_row(entry, classifier.name)

@@ -33,7 +33,7 @@ def list_images(
 ) -> list[ImagePublic]:
     classifier = crud.get_classifier(session, site, clf)
     rows = crud.list_images(session, classifier, status, group, limit, offset, after_id)
-    return [ImagePublic.model_validate(views.image(img, classifier.name)) for img in rows]
+    return [views.image(img, classifier.name) for img in rows]
 
 
 @router.patch("/images/{image_id}", operation_id="update_image", response_model=ImagePublic)
@@ -48,7 +48,7 @@ def update_image(image_id: int, body: ImageUpdate, session: SessionDep, user: Cu
         expected = image_changes.Expected(status=body.expected_status, updated_at=body.expected_updated_at)
     image_changes.edit_image(session, image, body.status, body.group, user.name, expected)
     session.refresh(image)
-    return ImagePublic.model_validate(views.image(image, classifier.name))
+    return views.image(image, classifier.name)
 
 
 @router.get(
