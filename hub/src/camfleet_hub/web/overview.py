@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from camfleet_contract.rest import JobPublic, ModelPublic
 from camfleet_hub.core import urls
 from camfleet_hub.datasets import crud, media
 from camfleet_hub.datasets import public as views
-from camfleet_hub.datasets.models import Image, ImageStatus, Site
+from camfleet_hub.datasets.models import Classifier, Image, ImageStatus, Site
 from camfleet_hub.fleet.models import Agent
 from camfleet_hub.training import announce, jobs
 
@@ -30,43 +33,97 @@ def _samples(session: Session, group_id: int) -> list[str]:
     return [urls.image_thumbnail(i) for i in ids]
 
 
-def _agent(agent: Agent) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """An agent as the overview lists it: what it said in its latest status (models: classifier → version)."""
+
+    name: str
+    state: str
+    software_version: str
+    models: dict[str, Any]
+    cameras: list[str]
+    last_seen_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPanel:
+    """A group row with a few of its newest images' thumbnails."""
+
+    id: int
+    name: str
+    common: bool
+    counts: dict[str, int]
+    samples: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierPanel:
+    """A classifier's part of its site panel: image counts, groups, model versions and latest jobs."""
+
+    name: str
+    counts: dict[str, int]
+    new_count: int
+    groups: list[GroupPanel]
+    models: list[ModelPublic]
+    jobs: list[JobPublic]
+
+
+@dataclass(frozen=True, slots=True)
+class SitePanel:
+    id: int
+    name: str
+    frames: list[Any]  # datasets.media.list_frames
+    classifiers: list[ClassifierPanel]
+    agents: list[AgentRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    sites: list[SitePanel]
+    default_model: ModelPublic | None
+
+
+def _agent(agent: Agent) -> AgentRow:
     status = agent.status or {}
-    return {
-        "name": agent.name,
-        "state": agent.state,
-        "software_version": agent.software_version or status.get("software_version", ""),
-        "models": status.get("models", {}),
-        "cameras": status.get("cameras", []),
-        "last_seen_at": agent.last_seen_at,
-    }
+    return AgentRow(
+        name=agent.name,
+        state=agent.state,
+        software_version=agent.software_version or status.get("software_version", ""),
+        models=status.get("models", {}),
+        cameras=status.get("cameras", []),
+        last_seen_at=agent.last_seen_at,
+    )
 
 
-def overview(session: Session, site_ids: Collection[int] | None = None) -> dict[str, Any]:
+def _classifier(session: Session, clf: Classifier) -> ClassifierPanel:
+    detail = views.classifier_detail(session, clf)
+    return ClassifierPanel(
+        name=detail.name,
+        counts=detail.counts,
+        new_count=detail.new_count,
+        groups=[GroupPanel(g.id, g.name, g.common, g.counts, _samples(session, g.id)) for g in detail.groups],
+        models=detail.models,
+        jobs=[views.job(j) for j in jobs.list_jobs(session, clf, JOBS_PER_CLASSIFIER)],
+    )
+
+
+def overview(session: Session, site_ids: Collection[int] | None = None) -> Overview:
     """Every site's panel, or only those in ``site_ids`` (the ones the viewer holds a role in)."""
     sites = []
     query = select(Site).order_by(Site.name)
     if site_ids is not None:
         query = query.where(Site.id.in_(list(site_ids)))
     for site in session.scalars(query):
-        classifiers = []
-        for clf in crud.list_classifiers(session, site):
-            detail = views.classifier_detail(session, clf).model_dump()
-            for group in detail["groups"]:
-                group["samples"] = _samples(session, group["id"])
-            detail["jobs"] = [views.job(j) for j in jobs.list_jobs(session, clf, JOBS_PER_CLASSIFIER)]
-            classifiers.append(detail)
+        classifiers = [_classifier(session, clf) for clf in crud.list_classifiers(session, site)]
+        agents = session.scalars(select(Agent).where(Agent.site_id == site.id).order_by(Agent.name))
         sites.append(
-            {
-                "id": site.id,
-                "name": site.name,
-                "frames": media.list_frames(session, site.name, None, FRAMES_PER_SITE),
-                "classifiers": classifiers,
-                "agents": [
-                    _agent(a)
-                    for a in session.scalars(select(Agent).where(Agent.site_id == site.id).order_by(Agent.name))
-                ],
-            }
+            SitePanel(
+                id=site.id,
+                name=site.name,
+                frames=media.list_frames(session, site.name, None, FRAMES_PER_SITE),
+                classifiers=classifiers,
+                agents=[_agent(a) for a in agents],
+            )
         )
     default = announce.default_model(session)
-    return {"sites": sites, "default_model": None if default is None else views.model(default)}
+    return Overview(sites, None if default is None else views.model(default))

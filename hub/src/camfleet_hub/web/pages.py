@@ -56,12 +56,12 @@ def _require_model(user: Any, session: SessionDep, model: Any, role: Role) -> No
 
 @router.get("/", response_class=HTMLResponse, name="ui.overview")
 def index(request: Request, session: SessionDep, user: CurrentUserDep) -> HTMLResponse:
-    context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
+    context = page_context(overview.overview(session, visible_site_ids(user, session)), refresh=REFRESH_SECONDS)
     return render(request, "index.html", context)
 
 
 def _index_error(request: Request, session: SessionDep, user: Any, detail: str, status_code: int) -> HTMLResponse:
-    context = {**overview.overview(session, visible_site_ids(user, session)), "refresh": REFRESH_SECONDS}
+    context = page_context(overview.overview(session, visible_site_ids(user, session)), refresh=REFRESH_SECONDS)
     return render(request, "index.html", {**context, "error": detail}, status_code)
 
 
