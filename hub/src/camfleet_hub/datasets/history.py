@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.core.errors import NotFoundError
-from camfleet_hub.datasets.curation_schemas import HistoryPublic
 from camfleet_hub.datasets.models import Classifier, HistoryEntry
+from camfleet_hub.datasets.schemas import HistoryPublic
 
 HISTORY_PAGE = 50
 MAX_IMAGE_IDS = 1000  # image ids one history row lists (image_count says how many in all)

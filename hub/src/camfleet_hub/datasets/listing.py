@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from camfleet_hub.core import urls
 from camfleet_hub.core.store.base import ObjectStore
 from camfleet_hub.datasets import crud
-from camfleet_hub.datasets.curation_schemas import DatasetHealth, GroupHealth, ImageDetail
 from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Group, Image, ImageStatus, Site
+from camfleet_hub.datasets.schemas import DatasetHealth, GroupHealth, ImageDetail
 
 MIN_TO_TRAIN = 10
 IMBALANCE_RATIO = 5.0

@@ -17,8 +17,8 @@ from camfleet_hub.core import urls
 from camfleet_hub.datasets import crud, history, triage
 from camfleet_hub.datasets import listing as datasets
 from camfleet_hub.datasets import public as views
-from camfleet_hub.datasets.curation_schemas import DatasetHealth, GroupHealth, HistoryPublic, ImageDetail
 from camfleet_hub.datasets.models import Camera, Classifier, Group, Image, ImageStatus
+from camfleet_hub.datasets.schemas import DatasetHealth, GroupHealth, HistoryPublic, ImageDetail
 
 MOSAIC_PAGE = 60
 TRIAGE_PAGE = 60

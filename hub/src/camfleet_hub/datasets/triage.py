@@ -21,8 +21,8 @@ from camfleet_hub.core.errors import InvalidError
 from camfleet_hub.datasets import crud, history, image_changes
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Camera, Classifier, Frame, Group, HistoryEntry, Image, ImageStatus
-from camfleet_hub.datasets.triage_schemas import Suggestion as SuggestionPublic
-from camfleet_hub.datasets.triage_schemas import TriageImage
+from camfleet_hub.datasets.schemas import Suggestion as SuggestionPublic
+from camfleet_hub.datasets.schemas import TriageImage
 
 RULE_OF_REASON: dict[str, UploadRuleName] = {
     "sample": "sample",

@@ -14,9 +14,16 @@ from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError
 from camfleet_hub.datasets import crud, history, image_changes, triage, undo
 from camfleet_hub.datasets import listing as datasets
-from camfleet_hub.datasets.curation_schemas import BulkAction, DatasetHealth, HistoryPage, HistoryPublic, ImageDetail
 from camfleet_hub.datasets.models import Classifier, ImageStatus
-from camfleet_hub.datasets.triage_schemas import AcceptSuggestions, TriageImage
+from camfleet_hub.datasets.schemas import (
+    AcceptSuggestions,
+    BulkAction,
+    DatasetHealth,
+    HistoryPage,
+    HistoryPublic,
+    ImageDetail,
+    TriageImage,
+)
 
 router = APIRouter(tags=["curation"])
 

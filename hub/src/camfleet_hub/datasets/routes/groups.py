@@ -10,9 +10,8 @@ from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError
 from camfleet_hub.datasets import crud, group_changes, history
 from camfleet_hub.datasets import public as views
-from camfleet_hub.datasets.curation_schemas import GroupUpdate, HistoryPublic
 from camfleet_hub.datasets.models import Classifier
-from camfleet_hub.datasets.schemas import GroupCreate, GroupPublic
+from camfleet_hub.datasets.schemas import GroupCreate, GroupPublic, GroupUpdate, HistoryPublic
 
 router = APIRouter(tags=["groups"])
 
