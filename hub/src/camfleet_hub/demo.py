@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from camfleet_contract.messages import Event, MessageError, from_json
+from camfleet_contract.rest import JobPublic
 from camfleet_contract.signing import fingerprint, load_or_create_key, public_key_of
 from camfleet_contract.topics import Topics
 from camfleet_hub.core.comms.mqtt import MqttClient, Received
@@ -236,25 +237,25 @@ def _ensure(client: httpx.Client, path: str, body: dict[str, object]) -> None:
         raise SystemExit(f"POST {path} failed: {r.status_code} {r.text}")
 
 
-def _train(client: httpx.Client, procs: _Processes) -> dict[str, object]:
+def _train(client: httpx.Client, procs: _Processes) -> JobPublic:
     base = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
     r = client.post(f"{base}/jobs", json={"mode": "quick", "auto_promote": True})
     if r.status_code == 409:  # a job from an earlier run is still queued or running
-        job = next(j for j in client.get(f"{base}/jobs").json() if j["status"] in ("queued", "running"))
+        job_id = next(j["id"] for j in client.get(f"{base}/jobs").json() if j["status"] in ("queued", "running"))
     elif r.status_code in (200, 201):
-        job = r.json()
+        job_id = JobPublic.model_validate(r.json()).id
     else:
         raise SystemExit(f"could not start training: {r.status_code} {r.text}")
     last = ""
     while True:
         procs.check()
-        job = client.get(f"/api/v1/jobs/{job['id']}").json()
-        line = f"  training: {job['status']} {job.get('stage') or ''} {100 * float(job.get('progress') or 0):.0f}%"
+        job = JobPublic.model_validate(client.get(f"/api/v1/jobs/{job_id}").json())
+        line = f"  training: {job.status} {job.stage or ''} {100 * job.progress:.0f}%"
         if line != last:
             print(line, flush=True)
             last = line
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return dict(job)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
         time.sleep(1.0)
 
 
@@ -301,6 +302,58 @@ def _triage_line(client: httpx.Client, hub_url: str) -> str | None:
     )
 
 
+def _set_up(client: httpx.Client, args: argparse.Namespace, procs: _Processes) -> dict[str, tuple[str, str]]:
+    """The demo site, camera and classifier, MQTT logins and tokens; then the trainer and the agent start."""
+    _ensure(client, "/api/v1/sites", {"name": SITE})
+    _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
+    _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
+    logins = _mqtt_logins(client)
+    _write_private(args.data_dir.resolve() / "observer-password", logins["observer"][1] + "\n")
+    configs = _write_configs(args, _tokens(client), logins["agent"])
+    print("starting the trainer worker and the edge agent ...")
+    print(f"  camera {CAMERA}: {RULES_LINE}")
+    procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
+    procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
+    return logins
+
+
+def _import_sample(client: httpx.Client, sample: Path) -> None:
+    r = client.post(f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}/import?wait=true", json={"path": str(sample)})
+    if r.status_code >= 400:
+        raise SystemExit(f"import failed: {r.status_code} {r.text}")
+    result = r.json()
+    if result["status"] != "succeeded":
+        raise SystemExit(f"import {result['status']}: {result.get('message')}")
+    print(f"imported the sample: {json.dumps(result['counts'].get('groups', result['counts']))}")
+    rejected = client.get(f"/api/v1/imports/{result['id']}/items", params={"outcome": "rejected"}).json()
+    for item in rejected["items"]:
+        print(f"  skipped {item['name']}: {item['reason']}")
+
+
+def _tell_where(hub_url: str, args: argparse.Namespace, observer: str) -> None:
+    data_dir = args.data_dir.resolve()
+    print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
+    print(f"       log in as {ADMIN} / {_admin_password(data_dir)}  (kept in {data_dir / 'admin-password'})")
+    print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
+    print(
+        f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -u {observer} "
+        f"-P \"$(cat {data_dir / 'observer-password'})\" -t 'camfleet/v1/{SITE}/+/event' -v"
+    )
+    print("  logs and state in", data_dir, "- press Ctrl-C to stop\n")
+
+
+def _run_until_stopped(stop: threading.Event, procs: _Processes, client: httpx.Client, hub_url: str) -> None:
+    triage_told, polls = False, 0
+    while not stop.wait(1.0):
+        procs.check()
+        polls += 1
+        if not triage_told and polls % 5 == 0:  # the frames the rules send, once they carry a suggestion
+            line = _triage_line(client, hub_url)
+            if line:
+                print(line, flush=True)
+                triage_told = True
+
+
 def main(args: argparse.Namespace) -> int:
     for path, what in ((args.sample, "--sample"), (args.camera, "--camera")):
         if not path.is_dir():
@@ -322,52 +375,16 @@ def main(args: argparse.Namespace) -> int:
         client = httpx.Client(base_url=hub_url, timeout=60.0)
         _wait_hub(client, procs)
         _login(client, args)
-        _ensure(client, "/api/v1/sites", {"name": SITE})
-        _ensure(client, f"/api/v1/sites/{SITE}/cameras", {"name": CAMERA})
-        _ensure(client, f"/api/v1/sites/{SITE}/classifiers", {"name": CLASSIFIER})
-        logins = _mqtt_logins(client)
-        _write_private(args.data_dir.resolve() / "observer-password", logins["observer"][1] + "\n")
-        configs.update(_write_configs(args, _tokens(client), logins["agent"]))
-        print("starting the trainer worker and the edge agent ...")
-        print(f"  camera {CAMERA}: {RULES_LINE}")
-        procs.start("trainer", "camfleet_trainer", "worker", "--config", str(configs["trainer"]))
-        procs.start("agent", "camfleet_agent", "run", "--config", str(configs["agent"]))
+        logins = _set_up(client, args, procs)
         watcher = _watch_events(args, logins["observer"])
-        clf_url = f"/api/v1/sites/{SITE}/classifiers/{CLASSIFIER}"
-        r = client.post(f"{clf_url}/import?wait=true", json={"path": str(args.sample.resolve())})
-        if r.status_code >= 400:
-            raise SystemExit(f"import failed: {r.status_code} {r.text}")
-        result = r.json()
-        if result["status"] != "succeeded":
-            raise SystemExit(f"import {result['status']}: {result.get('message')}")
-        print(f"imported the sample: {json.dumps(result['counts'].get('groups', result['counts']))}")
-        rejected = client.get(f"/api/v1/imports/{result['id']}/items", params={"outcome": "rejected"}).json()
-        for item in rejected["items"]:
-            print(f"  skipped {item['name']}: {item['reason']}")
+        _import_sample(client, args.sample.resolve())
         print("training a quick model (the first run also builds the ImageNet default model) ...")
         job = _train(client, procs)
-        if job["status"] != "succeeded":
-            raise SystemExit(f"training {job['status']}: {job.get('message')}")
+        if job.status != "succeeded":
+            raise SystemExit(f"training {job.status}: {job.message}")
         print("model promoted. The agent pulls it and its events now carry the new version.\n")
-        password = _admin_password(args.data_dir.resolve())
-        print(f"  open {hub_url}/            the hub: frames, dataset, models, agents")
-        print(f"       log in as {ADMIN} / {password}  (kept in {args.data_dir.resolve() / 'admin-password'})")
-        print(f"       {hub_url}/docs        the REST API (try POST /api/v1/classify)")
-        observer_file = args.data_dir.resolve() / "observer-password"
-        print(
-            f"  MQTT events: mosquitto_sub -h 127.0.0.1 -p {args.mqtt_port} -u {logins['observer'][0]} "
-            f"-P \"$(cat {observer_file})\" -t 'camfleet/v1/{SITE}/+/event' -v"
-        )
-        print("  logs and state in", args.data_dir.resolve(), "- press Ctrl-C to stop\n")
-        triage_told, polls = False, 0
-        while not stop.wait(1.0):
-            procs.check()
-            polls += 1
-            if not triage_told and polls % 5 == 0:  # the frames the rules send, once they carry a suggestion
-                line = _triage_line(client, hub_url)
-                if line:
-                    print(line, flush=True)
-                    triage_told = True
+        _tell_where(hub_url, args, logins["observer"][0])
+        _run_until_stopped(stop, procs, client, hub_url)
         return 0
     except KeyboardInterrupt:
         return 0
