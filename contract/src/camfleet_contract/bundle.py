@@ -150,7 +150,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def sign_bundle(bundle_dir: str | Path, manifest: Manifest, seed_hex: str) -> Manifest:
+def sign_bundle(bundle_dir: str | Path, manifest: Manifest, private_key_hex: str) -> Manifest:
     """Hash every file, write manifest.json and its signature; returns the manifest as written."""
     bundle_dir = Path(bundle_dir)
     if not (bundle_dir / MODEL).is_file():
@@ -164,11 +164,11 @@ def sign_bundle(bundle_dir: str | Path, manifest: Manifest, seed_hex: str) -> Ma
     if unknown:
         raise BundleError(f"unexpected files in bundle: {sorted(unknown)}")
     # Whatever format it was read as, it is written (and signed) in the current one.
-    update = {"files": files, "signer": public_key_of(seed_hex), "format_version": FORMAT_VERSION}
+    update = {"files": files, "signer": public_key_of(private_key_hex), "format_version": FORMAT_VERSION}
     manifest = manifest.model_copy(update=update)
     data = manifest.model_dump_json(indent=2).encode()
     (bundle_dir / MANIFEST).write_bytes(data)
-    (bundle_dir / SIGNATURE).write_text(sign(data, seed_hex) + "\n")
+    (bundle_dir / SIGNATURE).write_text(sign(data, private_key_hex) + "\n")
     return manifest
 
 

@@ -50,11 +50,11 @@ def _payload(site: str, classifier: str, version: str, replaces: str, issued_at:
 
 
 def sign_rollback(
-    site: str, classifier: str, version: str, replaces: str, seed_hex: str, issued_at: datetime | None = None
+    site: str, classifier: str, version: str, replaces: str, private_key_hex: str, issued_at: datetime | None = None
 ) -> RollbackStatement:
     """The statement for rolling `site`/`classifier` back to `version`, withdrawing everything up to `replaces`."""
     issued_at = issued_at or datetime.now(UTC)
-    signature = sign(_payload(site, classifier, version, replaces, issued_at), seed_hex)
+    signature = sign(_payload(site, classifier, version, replaces, issued_at), private_key_hex)
     return RollbackStatement(
         site=site, classifier=classifier, version=version, replaces=replaces, issued_at=issued_at, signature=signature
     )

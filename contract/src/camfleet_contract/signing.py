@@ -15,19 +15,19 @@ class SignatureError(ValueError):
 
 
 def generate_signing_key() -> str:
-    """A new private key as a 64-hex-character seed."""
+    """A new ed25519 private key: its 32-byte seed as 64 hex characters."""
     return bytes(SigningKey.generate()).hex()
 
 
-def _signing_key(seed_hex: str) -> SigningKey:
+def _signing_key(private_key_hex: str) -> SigningKey:
     try:
-        return SigningKey(bytes.fromhex(seed_hex.strip()))
+        return SigningKey(bytes.fromhex(private_key_hex.strip()))
     except (ValueError, TypeError) as exc:
         raise SignatureError(f"signing key is not a 32-byte hex seed ({exc})") from None
 
 
-def public_key_of(seed_hex: str) -> str:
-    return bytes(_signing_key(seed_hex).verify_key).hex()
+def public_key_of(private_key_hex: str) -> str:
+    return bytes(_signing_key(private_key_hex).verify_key).hex()
 
 
 def fingerprint(public_key_hex: str) -> str:
@@ -40,22 +40,22 @@ def fingerprint(public_key_hex: str) -> str:
 
 
 def load_or_create_key(path: str | Path) -> str:
-    """Read the seed at `path`, creating it (mode 0600) on first use."""
+    """Read the private key at `path`, creating it (mode 0600) on first use."""
     path = Path(path)
     if path.exists():
-        seed = path.read_text().strip()
-        _signing_key(seed)
-        return seed
+        key = path.read_text().strip()
+        _signing_key(key)
+        return key
     path.parent.mkdir(parents=True, exist_ok=True)
-    seed = generate_signing_key()
+    key = generate_signing_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(seed + "\n")
-    return seed
+        fh.write(key + "\n")
+    return key
 
 
-def sign(data: bytes, seed_hex: str) -> str:
-    return _signing_key(seed_hex).sign(data).signature.hex()
+def sign(data: bytes, private_key_hex: str) -> str:
+    return _signing_key(private_key_hex).sign(data).signature.hex()
 
 
 def verify(data: bytes, signature_hex: str, public_key_hex: str) -> None:

@@ -5,7 +5,7 @@
     DIR/manifest.json     hub version, schema revision, database kind, object count/bytes, fleet key fingerprint
     DIR/database.dump     pg_dump custom format (PostgreSQL)  |  DIR/database.sqlite (SQLite, online backup API)
     DIR/objects/<prefix>/ab/cd/<sha256>   every object of the store (directory or S3)
-    DIR/fleet.key         the ed25519 seed (0600): agents pin its public key, so a hub without it is a new fleet
+    DIR/fleet.key         the fleet private key (0600): agents pin its public key, so a hub without it is a new fleet
 
 ``camfleet-hub restore --config new.toml --from DIR`` loads it into the *empty* database and store that
 ``new.toml`` names (refused when the database already has tables or a different key exists), checks every
@@ -115,8 +115,8 @@ def backup(settings: HubSettings, out: Path) -> BackupManifest:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         count, size = count + 1, size + len(data)
-    seed = key_path.read_text().strip()
-    (out / KEY_FILE).write_text(seed + "\n")
+    private_key = key_path.read_text().strip()
+    (out / KEY_FILE).write_text(private_key + "\n")
     os.chmod(out / KEY_FILE, 0o600)
     manifest = BackupManifest(
         format=FORMAT,
@@ -126,7 +126,7 @@ def backup(settings: HubSettings, out: Path) -> BackupManifest:
         schema_revision=revision,
         objects=count,
         object_bytes=size,
-        fleet_key_fingerprint=fingerprint(public_key_of(seed)),
+        fleet_key_fingerprint=fingerprint(public_key_of(private_key)),
     )
     (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
@@ -173,11 +173,11 @@ def _restore_objects(folder: Path, store: ObjectStore) -> tuple[int, int]:
 def restore(settings: HubSettings, folder: Path) -> BackupManifest:
     """Load a backup into the empty database, store and key path that ``settings`` name."""
     manifest = read_manifest(folder)
-    seed = (folder / KEY_FILE).read_text().strip()
-    if fingerprint(public_key_of(seed)) != manifest.fleet_key_fingerprint:
+    private_key = (folder / KEY_FILE).read_text().strip()
+    if fingerprint(public_key_of(private_key)) != manifest.fleet_key_fingerprint:
         raise BackupError(f"--from {folder}: {KEY_FILE} does not match the fingerprint in {MANIFEST}")
     key_path = settings.key_path()
-    if key_path.exists() and key_path.read_text().strip() != seed:
+    if key_path.exists() and key_path.read_text().strip() != private_key:
         raise BackupError(
             f"signing.key_path {key_path} already holds a different fleet key; move it away first "
             "(agents trust the backed-up key, not that one)"
@@ -200,9 +200,9 @@ def restore(settings: HubSettings, folder: Path) -> BackupManifest:
     if (count, size) != (manifest.objects, manifest.object_bytes):
         raise BackupError(f"restored {count} objects ({size} bytes) but the backup lists {manifest.objects}")
     key_path.parent.mkdir(parents=True, exist_ok=True)
-    key_path.write_text(seed + "\n")
+    key_path.write_text(private_key + "\n")
     os.chmod(key_path, 0o600)
-    assert load_or_create_key(key_path) == seed
+    assert load_or_create_key(key_path) == private_key
     engine = make_engine(url)
     try:
         migrate(engine)  # a backup from an older hub is upgraded like any database
