@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from camfleet_agent.app import Agent
 from camfleet_agent.config import AgentSettings, CameraSettings, DeliverySettings, HealthSettings, MqttSettings
 from camfleet_contract.topics import Topics
+from tests.support.polling import wait_for
 
 CLF = "clothes"
 
@@ -25,13 +25,6 @@ def metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def wait(check, what: str, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout_s:.0f}s: {what}"
-        time.sleep(0.1)
 
 
 def test_health_ready_and_metrics_through_an_outage(  # type: ignore[no-untyped-def]
@@ -60,9 +53,9 @@ def test_health_ready_and_metrics_through_an_outage(  # type: ignore[no-untyped-
         assert agent.health is not None
         url = f"http://{agent.health.host}:{agent.health.port}"
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-        wait(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200, "ready")
-        wait(lambda: agent.model_versions() == {CLF: "7"}, "model 7 active")
-        wait(
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200, "ready")
+        wait_for(lambda: agent.model_versions() == {CLF: "7"}, "model 7 active")
+        wait_for(
             lambda: (
                 metrics(url).get(
                     ("camfleet_agent_inference_latency_seconds_count", (("camera", "door"), ("classifier", CLF))), 0
@@ -81,9 +74,11 @@ def test_health_ready_and_metrics_through_an_outage(  # type: ignore[no-untyped-
         assert httpx.get(f"{url}/nope", timeout=10).status_code == 404
 
         broker.stop()  # outage: not ready, frames pile up on disk until the bound, then the least valuable go
-        wait(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 503, "not ready while the broker is away")
+        wait_for(
+            lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 503, "not ready while the broker is away"
+        )
         assert "mqtt: not connected" in httpx.get(f"{url}/readyz", timeout=10).json()["reasons"]
-        wait(
+        wait_for(
             lambda: (
                 metrics(url).get(("camfleet_agent_outbox_dropped_total", (("reason", "outbox_full_sampled"),)), 0) > 0
             ),
@@ -96,8 +91,8 @@ def test_health_ready_and_metrics_through_an_outage(  # type: ignore[no-untyped-
         assert status.dropped.get("outbox_full_event", 0) == 0  # events are evicted last: sampled frames first
 
         broker.start()
-        wait(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200, "ready again")
-        wait(lambda: metrics(url)[("camfleet_agent_mqtt_reconnects_total", ())] >= 1, "a reconnect counted")
+        wait_for(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 200, "ready again")
+        wait_for(lambda: metrics(url)[("camfleet_agent_mqtt_reconnects_total", ())] >= 1, "a reconnect counted")
         assert agent.status().reconnects >= 1
     finally:
         agent.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from camfleet_contract.bundle import pack_bundle
 from camfleet_contract.images import decode_image
 from camfleet_contract.rollback import sign_rollback
 from camfleet_contract.signing import generate_signing_key, public_key_of
+from tests.support.polling import wait_for
 
 CLF = "clothes"
 
@@ -29,15 +29,6 @@ def publish(hub, seed: str, version: str, **kwargs: object):  # type: ignore[no-
     """Build + serve a bundle; returns its announcement."""
     data = bundle_zip(seed, classifier=CLF, version=version, **kwargs)
     return announcement_for(data, hub.put(f"bundles/{CLF}-{version}.zip", data), CLF, version)
-
-
-def wait_for(predicate, what: str, attempts: int = 300) -> None:  # type: ignore[no-untyped-def]
-    """Poll a condition (bounded); fail naming what never happened."""
-    for _ in range(attempts):
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture
