@@ -133,20 +133,6 @@ class MqttClient:
         client.stop()
     """
 
-    @classmethod
-    def of(cls, settings: MqttSettings, client_id: str, **options: Any) -> MqttClient:
-        """A client for ``settings`` (address, credentials, TLS); ``options`` as for the constructor."""
-        return cls(
-            settings.host,
-            settings.port,
-            client_id,
-            username=settings.username,
-            password=settings.password,
-            keepalive=settings.keepalive,
-            tls=settings,
-            **options,
-        )
-
     def __init__(
         self,
         host: str,

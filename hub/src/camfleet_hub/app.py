@@ -193,7 +193,7 @@ class Hub:
         from camfleet_hub.core.comms.mqtt import MqttClient
 
         m = self.settings.mqtt
-        self.mqtt = MqttClient.of(m, f"{m.client_id}-pub-{uuid.uuid4().hex[:8]}")
+        self.mqtt = MqttClient.from_settings(m, f"{m.client_id}-pub-{uuid.uuid4().hex[:8]}")
         if self.with_publisher:
             self._stops.append(("mqtt client", self.mqtt.stop))
             if not self.mqtt.start(MQTT_CONNECT_WAIT_S):

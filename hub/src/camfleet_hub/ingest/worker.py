@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_contract.topics import Topics
 from camfleet_hub.core.comms.mqtt import MqttClient, Received
-from camfleet_hub.core.config import HubSettings, reveal
+from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.store.base import DEAD_PREFIX, ObjectStore
 from camfleet_hub.fleet.events import site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
@@ -81,16 +81,7 @@ class IngestWorker:
         self._pending_checked = 0.0
         self.batches = 0
         mqtt = settings.mqtt
-        self.client = MqttClient(
-            mqtt.host,
-            mqtt.port,
-            mqtt.client_id,
-            username=mqtt.username,
-            password=reveal(mqtt.password),
-            keepalive=mqtt.keepalive,
-            clean_session=False,
-            manual_ack=True,
-        )
+        self.client = MqttClient.from_settings(mqtt, mqtt.client_id, clean_session=False, manual_ack=True)
 
     # ------------------------------------------------------------------ lifecycle
 
