@@ -4,10 +4,11 @@ export."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from camfleet_hub.auth.deps import SiteViewerDep
@@ -31,10 +32,27 @@ def _when(value: str | None, field: str) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)  # the form's times are UTC
 
 
-def _log_filter(session: Any, site: str, q: dict[str, str | None]) -> tuple[Site, logs.LogFilter]:
+@dataclass(frozen=True)
+class LogQuery:
+    """The Logs page's filters, as query parameters of the page and of its CSV export."""
+
+    classifier: str | None = None
+    caller: str | None = None
+    label: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+
+LogQueryDep = Annotated[LogQuery, Depends()]
+
+
+def _log_filter(session: Any, site: str, q: LogQuery) -> tuple[Site, logs.LogFilter]:
     row = crud.get_site(session, site)
-    since, until = _when(q["since"], "since"), _when(q["until"], "until")
-    return row, logs.LogFilter(row.id, q["classifier"] or None, q["caller"] or None, q["label"] or None, since, until)
+    since, until = _when(q.since, "since"), _when(q.until, "until")
+    return row, logs.LogFilter(row.id, q.classifier or None, q.caller or None, q.label or None, since, until)
 
 
 @router.get("/ui/sites/{site}/logs", response_class=HTMLResponse, name="serving.logs")
@@ -43,16 +61,11 @@ def logs_page(
     site: str,
     session: SessionDep,
     _user: SiteViewerDep,
-    classifier: str | None = None,
-    caller: str | None = None,
-    label: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    query: LogQueryDep,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
     """REST predictions of a site, newest first, filtered; the fleet sweeper ages out rows past retention."""
-    query = {"classifier": classifier, "caller": caller, "label": label, "since": since, "until": until}
-    context: dict[str, Any] = {"site": site, "q": {k: v or "" for k, v in query.items()}, "error": None}
+    context: dict[str, Any] = {"site": site, "q": {k: v or "" for k, v in asdict(query).items()}, "error": None}
     status_code = 200
     try:
         row, f = _log_filter(session, site, query)
@@ -66,7 +79,7 @@ def logs_page(
         {**dict(zip(logs.CSV_COLUMNS, logs.csv_row(r), strict=True)), "top": list(r.probabilities.items())[:3]}
         for r in page.rows
     ]
-    filters = "&".join(f"{k}={v}" for k, v in query.items() if v)
+    filters = "&".join(f"{k}={v}" for k, v in query.given().items())
     context["csv_url"] = page_path(request, "serving.logs_csv", site=site) + (f"?{filters}" if filters else "")
     here = page_path(request, "serving.logs", site=site)
     context["next_url"] = None if page.next_before is None else f"{here}?{filters}&before={page.next_before}"
@@ -79,15 +92,10 @@ def logs_csv(
     session: SessionDep,
     services: ServicesDep,
     _user: SiteViewerDep,
-    classifier: str | None = None,
-    caller: str | None = None,
-    label: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    query: LogQueryDep,
 ) -> Response:
     """Every matching row as CSV (all probabilities as one JSON column), streamed in batches."""
-    query = {"classifier": classifier, "caller": caller, "label": label, "since": since, "until": until}
-    row, f = _log_filter(session, site, query)
+    _row, f = _log_filter(session, site, query)
 
     def stream() -> Iterator[str]:  # its own session: the request's closes before a streamed body is sent
         with services.sessions() as own:
