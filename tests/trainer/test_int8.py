@@ -51,7 +51,7 @@ def test_int8_is_used_only_when_it_loses_under_one_point(fp32: float, int8: floa
 
 def test_int8_model_loads_in_ort_and_agrees_with_fp32(full_run: FullRun, quantized: Path, validation_images) -> None:
     ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert {"QuantizeLinear", "DequantizeLinear", "QLinearConv"} <= ops  # QOperator form: int8 kernels
     assert quantized.stat().st_size < (full_run.bundle / MODEL).stat().st_size / 2  # int8 weights
     batch, labels = _batch(validation_images, full_run.bundle)
     fp32, int8 = _top1(full_run.bundle / MODEL, batch), _top1(quantized, batch)

@@ -59,9 +59,11 @@ def _quiet_quantizer(record: logging.LogRecord) -> bool:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
-    """QDQ static quantisation: per-channel int8 weights, uint8 activations with MinMax ranges from `calibration`.
+    """Static quantisation in ORT's QOperator form (QLinearConv, QLinearMatMul, ...): per-channel int8 weights,
+    uint8 activations with MinMax ranges from `calibration`.
 
-    uint8 activations with int8 weights (U8S8) is what ORT's x86 kernels run fastest. The FP32 graph must have
+    uint8 activations with int8 weights (U8S8) is what ORT's x86 kernels run fastest; the QOperator graph gave the
+    same logits as the QDQ one and ran 2.3x FP32 against 1.8x (docs/BENCHMARKS.md, INT8 variants). The FP32 graph must have
     static padding (see export.static_padding): quantising TF-style runtime padding arithmetic breaks it.
     """
     if len(calibration) == 0:
@@ -82,7 +84,7 @@ def _quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
             str(prepared),
             str(out_path),
             _Reader(calibration),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
