@@ -261,6 +261,9 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("std+squash mean embedding (train = infer)", Recipe(views=("std", "squash"), train="mean", infer="mean")),
     ("std ⊕ squash concatenated", Recipe(views=("std", "squash"), infer="concat")),
     ("std ⊕ squash concatenated (train = infer)", Recipe(views=("std", "squash"), infer="concat", mirror_train=False)),
+    ("std ⊕ full concatenated", Recipe(views=("std", "full"), infer="concat")),
+    ("full ⊕ squash concatenated", Recipe(views=("full", "squash"), infer="concat")),
+    ("std ⊕ full ⊕ squash concatenated", Recipe(views=("std", "full", "squash"), infer="concat")),
 ]
 
 
