@@ -251,6 +251,7 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("today: std, mirror rows, image at inference", Recipe()),
     ("std, no mirror rows", Recipe(mirror_train=False)),
     ("std + flip at inference", Recipe(infer="mean")),
+    ("full, mirror rows, image at inference", Recipe(views=("full",))),
     ("full + flip at inference", Recipe(views=("full",), infer="mean")),
     ("squash + flip at inference", Recipe(views=("squash",), infer="mean")),
     ("pad + flip at inference", Recipe(views=("pad",), infer="mean")),
