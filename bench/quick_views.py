@@ -265,6 +265,7 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("std ⊕ full concatenated", Recipe(views=("std", "full"), infer="concat")),
     ("full ⊕ squash concatenated", Recipe(views=("full", "squash"), infer="concat")),
     ("std ⊕ full ⊕ squash concatenated", Recipe(views=("std", "full", "squash"), infer="concat")),
+    ("std ⊕ full ⊕ squash ⊕ pad concatenated", Recipe(views=("std", "full", "squash", "pad"), infer="concat")),
 ]
 
 
