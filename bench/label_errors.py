@@ -51,11 +51,11 @@ def flipped_copy(data: LabeledSet, root: Path, rate: float, seed: int) -> tuple[
     for c in data.classes:
         (root / c).mkdir(parents=True)
     for i, s in enumerate(data.samples):
-        label = s.label
+        label = s.class_index
         if i in flip:
-            label = int(rng.choice([c for c in range(len(data.classes)) if c != s.label]))
+            label = int(rng.choice([c for c in range(len(data.classes)) if c != s.class_index]))
         src = Path(s.name)
-        dst = root / data.classes[label] / f"{data.classes[s.label]}--{src.name}"
+        dst = root / data.classes[label] / f"{data.classes[s.class_index]}--{src.name}"
         dst.symlink_to(src.resolve())
         if i in flip:
             flipped_names.add(dst.name)
@@ -121,7 +121,7 @@ def main() -> int:
             data = load_folder(root)
             emb = embed_samples(backbone, data.samples, cache, torch.device("cpu"))
             usable = data.subset(emb.kept.tolist())
-            labels = np.array([s.label for s in usable.samples])
+            labels = np.array([s.class_index for s in usable.samples])
             is_flipped = np.array([Path(s.name).name in flipped_names for s in usable.samples])
             start = time.perf_counter()
             result = train_quick(emb.features, labels, usable.classes, emb.flipped, opts)

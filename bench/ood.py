@@ -107,13 +107,13 @@ def features(data: LabeledSet, cached_only: bool) -> tuple[np.ndarray, np.ndarra
     backbone = build_backbone()
     if cached_only:  # what is in the cache already (a quick look while it is being filled)
         cache = FeatureCache(CACHE, backbone.cache_key)
-        rows = [(cache.get(s.sha256, backbone.embedding_dim), s.label) for s in data.samples]
+        rows = [(cache.get(s.sha256, backbone.embedding_dim), s.class_index) for s in data.samples]
         kept = [(r, label) for r, label in rows if r is not None]
         return np.stack([r[0] for r, _ in kept]), np.stack([r[1] for r, _ in kept]), np.array([lb for _, lb in kept])
     emb = embed_samples(backbone, data.samples, FeatureCache(CACHE, backbone.cache_key), torch.device("cpu"))
     if emb.flipped is None:
         raise SystemExit("the cache holds no mirror views for these images")
-    y = np.array([s.label for s, k in zip(data.samples, emb.kept, strict=True) if k])
+    y = np.array([s.class_index for s, k in zip(data.samples, emb.kept, strict=True) if k])
     return emb.features, emb.flipped, y
 
 
@@ -122,7 +122,9 @@ def smoke_set() -> LabeledSet:
     root = REPO / "tests" / "data" / "clothing"
     parts = [load_folder(root / "train"), load_folder(root / "validation")]
     classes = sorted({c for p in parts for c in p.classes})
-    samples = [Sample(s.name, s.sha256, classes.index(p.classes[s.label]), s.read) for p in parts for s in p.samples]
+    samples = [
+        Sample(s.name, s.sha256, classes.index(p.classes[s.class_index]), s.read) for p in parts for s in p.samples
+    ]
     return LabeledSet(classes, samples)
 
 

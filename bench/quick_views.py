@@ -90,7 +90,7 @@ def embed_view(backbone: Backbone, data: LabeledSet, view: str, path: Path) -> N
     np.savez(
         path,
         features=np.concatenate(feats).astype(np.float32),
-        labels=np.array([s.label for s in data.samples]),
+        labels=np.array([s.class_index for s in data.samples]),
         sha256=np.array([s.sha256 for s in data.samples]),
         classes=np.array(data.classes),
     )

@@ -81,7 +81,7 @@ def hub_vectors(data: LabeledSet, backbone: Backbone, seed: str, folder: Path) -
 def cached_features(backbone: Backbone, data: LabeledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, mirrored features, labels) of a split from the bench cache."""
     emb = embed_samples(backbone, data.samples, FeatureCache(CACHE, backbone.cache_key), CPU)
-    labels = np.array([s.label for s, k in zip(data.samples, emb.kept, strict=True) if k])
+    labels = np.array([s.class_index for s, k in zip(data.samples, emb.kept, strict=True) if k])
     return emb.features, emb.flipped, labels
 
 
@@ -167,9 +167,9 @@ def known_classes(data: LabeledSet, classes: list[str]) -> LabeledSet:
     return LabeledSet(
         classes,
         [
-            replace(s, label=classes.index(data.classes[s.label]))
+            replace(s, class_index=classes.index(data.classes[s.class_index]))
             for s in data.samples
-            if data.classes[s.label] in classes
+            if data.classes[s.class_index] in classes
         ],
     )
 
@@ -280,11 +280,11 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     }
     print(f"validation through the ONNX bundle: {describe(ev)}", flush=True)
 
-    keep = [train.classes[s.label] not in LEFT_OUT for s in train.samples]
+    keep = [train.classes[s.class_index] not in LEFT_OUT for s in train.samples]
     kept = train.subset(keep)
     classes = [c for c in train.classes if c not in LEFT_OUT]
     relabel = {train.classes.index(c): i for i, c in enumerate(classes)}
-    partial = LabeledSet(classes, [replace(s, label=relabel[s.label]) for s in kept.samples])
+    partial = LabeledSet(classes, [replace(s, class_index=relabel[s.class_index]) for s in kept.samples])
     _, partial_outcome = timed_bundle(partial, tmp / "partial", backbone, seed, CACHE, options)
     ev_unseen = evaluate_bundle(tmp / "partial", val_dir, public_key=partial_outcome.manifest.signer)
     results["unseen"] = {

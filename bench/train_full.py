@@ -88,8 +88,8 @@ def subset(data: LabeledSet, per_class: int) -> LabeledSet:
     seen: dict[int, int] = {}
     keep = []
     for s in data.samples:
-        seen[s.label] = seen.get(s.label, 0) + 1
-        keep.append(seen[s.label] <= per_class)
+        seen[s.class_index] = seen.get(s.class_index, 0) + 1
+        keep.append(seen[s.class_index] <= per_class)
     return data.subset(keep)
 
 

@@ -47,7 +47,7 @@ def test_hub_vectors_are_used_for_the_same_backbone(data, backbone, hub_vectors,
     distance = 1.0 - np.sum(l2_normalize(own.features) * l2_normalize(emb.features), axis=1)
     print(f"hub vs trainer cosine distance: max {distance.max():.5f}, mean {distance.mean():.5f}")
     assert distance.max() < KNOWN_TOLERANCE / 2, distance.max()
-    labels = np.array([s.label for s in data.samples])
+    labels = np.array([s.class_index for s in data.samples])
     on_hub = train_quick(emb.features, labels, data.classes, emb.flipped)
     on_own = train_quick(own.features, labels, data.classes)
     agree = (on_hub.oof_probs.argmax(1) == on_own.oof_probs.argmax(1)).mean()

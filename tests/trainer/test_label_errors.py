@@ -27,8 +27,8 @@ FLIPS = {3: 2, 25: 0, 47: 1}  # sample index -> wrong label (dress 0-19, hat 20-
 def flipped(clothing_subset: Path, backbone: Backbone, trainer_cache: Path) -> tuple[LabeledSet, object]:
     """The subset with three labels flipped (one per class), embedded from the shared cache."""
     data = load_folder(clothing_subset / "train")
-    assert [data.classes[s.label] for s in data.samples[::20]] == ["dress", "hat", "shoes"]
-    samples = [replace(s, label=FLIPS.get(i, s.label)) for i, s in enumerate(data.samples)]
+    assert [data.classes[s.class_index] for s in data.samples[::20]] == ["dress", "hat", "shoes"]
+    samples = [replace(s, class_index=FLIPS.get(i, s.class_index)) for i, s in enumerate(data.samples)]
     noisy = LabeledSet(data.classes, samples)
     emb = embed_samples(backbone, noisy.samples, FeatureCache(trainer_cache, backbone.cache_key), torch.device("cpu"))
     assert emb.kept.all()
@@ -37,7 +37,7 @@ def flipped(clothing_subset: Path, backbone: Backbone, trainer_cache: Path) -> t
 
 def test_flipped_labels_rank_first(flipped) -> None:
     data, emb = flipped
-    labels = np.array([s.label for s in data.samples])
+    labels = np.array([s.class_index for s in data.samples])
     result = train_quick(emb.features, labels, data.classes, emb.flipped)
     ranking = label_error_ranking(data, result)
     top = {row.name for row in ranking[: len(FLIPS)]}

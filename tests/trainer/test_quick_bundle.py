@@ -76,7 +76,7 @@ def test_unseen_class_is_flagged(
 ) -> None:
     """Trained on dress + hat only, photos of shoes are mostly flagged, far more than dresses and hats."""
     full = load_folder(clothing_subset / "train")
-    keep = [s.label != full.classes.index("shoes") for s in full.samples]
+    keep = [s.class_index != full.classes.index("shoes") for s in full.samples]
     subset = full.subset(keep)
     data = LabeledSet(["dress", "hat"], subset.samples)
     target = BundleTarget(tmp_path / "b", trainer_seed, device=torch.device("cpu"))

@@ -119,7 +119,7 @@ def _split(data: LabeledSet, evaluation: LabeledSet | None) -> tuple[list[Sample
     """(training samples, held-out samples, what the held-out set is)."""
     if evaluation is not None:
         return list(data.samples), list(evaluation.samples), "the evaluation folder"
-    held = holdout_split(np.array([s.label for s in data.samples]))
+    held = holdout_split(np.array([s.class_index for s in data.samples]))
     train_samples = [s for s, h in zip(data.samples, held, strict=True) if not h]
     test_samples = [s for s, h in zip(data.samples, held, strict=True) if h]
     return train_samples, test_samples, "held-out 20 % of the data (stratified)"
@@ -148,7 +148,7 @@ def _rows(
     """Fit the head on one backbone's features, export FP32 (and INT8), measure each on the held-out images."""
     cache = FeatureCache(cache_dir, backbone.cache_key) if cache_dir is not None else None
     emb = embed_samples(backbone, train_samples, cache, torch.device("cpu"))
-    y = np.array([s.label for s, k in zip(train_samples, emb.kept, strict=True) if k])
+    y = np.array([s.class_index for s, k in zip(train_samples, emb.kept, strict=True) if k])
     head = fit_head(emb.features, y, num_classes, opts.l2, opts.standardize, emb.flipped if opts.use_flips else None)
     size = backbone.preprocessing.size
     batch = preprocess_batch(held.decoded, backbone.preprocessing)
@@ -211,7 +211,7 @@ def compare_backbones(
         threads=threads,
     )
     decoded = [decode_image(s.read()) for s in test_samples]
-    held = _Held(decoded, np.array([s.label for s in test_samples]), int8, threads, speed_runs)
+    held = _Held(decoded, np.array([s.class_index for s in test_samples]), int8, threads, speed_runs)
     for name in backbones:
         try:
             backbone = build(name)

@@ -26,7 +26,7 @@ class Sample:
 
     name: str
     sha256: str
-    label: int
+    class_index: int  # the position of its class in the set's `classes` (a class *name* is called `label`)
     read: Callable[[], bytes] = field(repr=False, compare=False)
     # Near-duplicate cluster from the hub (None: the image is its own); a cluster never straddles a split.
     cluster: int | None = field(default=None, compare=False)
@@ -41,7 +41,7 @@ class LabeledSet:
 
     def counts(self) -> dict[str, int]:
         """Images per class, in class order."""
-        c = Counter(s.label for s in self.samples)
+        c = Counter(s.class_index for s in self.samples)
         return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
 
     def subset(self, keep: Sequence[bool]) -> LabeledSet:
@@ -49,10 +49,10 @@ class LabeledSet:
         return LabeledSet(self.classes, [s for s, k in zip(self.samples, keep, strict=True) if k])
 
 
-def file_sample(path: Path, label: int) -> Sample:
+def file_sample(path: Path, class_index: int) -> Sample:
     """A sample read from a file (hashed now, read again when embedded if not cached)."""
     data = path.read_bytes()
-    return Sample(str(path), hashlib.sha256(data).hexdigest(), label, path.read_bytes)
+    return Sample(str(path), hashlib.sha256(data).hexdigest(), class_index, path.read_bytes)
 
 
 def load_folder(root: str | Path) -> LabeledSet:

@@ -79,7 +79,7 @@ class FineTune:
         self.classes = data.classes
         self.spec = _spec(backbone.preprocessing, opts.image_size)
         self.workers = default_workers() if opts.workers is None else opts.workers
-        labels = np.array([s.label for s in data.samples], dtype=np.int64)
+        labels = np.array([s.class_index for s in data.samples], dtype=np.int64)
         groups = sample_groups([s.cluster for s in data.samples])  # near-duplicates stay on one side
         self.train_idx, self.val_idx = stratified_split(labels, opts.test_size, opts.seed, groups)
         self.labels = labels

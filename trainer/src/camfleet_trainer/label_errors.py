@@ -44,7 +44,7 @@ def label_error_ranking(data: LabeledSet, result: QuickResult) -> list[LabelErro
     `p_label` is the combined belief of the OOF model and the image's neighbours (oof.label_probabilities);
     `p_model` is the OOF model's calibrated probability of the label on its own.
     """
-    labels = np.array([s.label for s in data.samples])
+    labels = np.array([s.class_index for s in data.samples])
     rows_idx = np.arange(len(labels))
     p_label = result.label_probs[rows_idx, labels]
     p_model = result.oof_probs[rows_idx, labels]
@@ -56,7 +56,7 @@ def label_error_ranking(data: LabeledSet, result: QuickResult) -> list[LabelErro
             LabelError(
                 name=s.name,
                 sha256=s.sha256,
-                label=data.classes[s.label],
+                label=data.classes[s.class_index],
                 predicted=data.classes[int(predicted[i])],
                 p_label=round(float(p_label[i]), 6),
                 p_predicted=round(float(result.label_probs[i, predicted[i]]), 4),
@@ -73,12 +73,12 @@ def misclassified(result: FullResult) -> list[Misclassified]:
     predicted = result.val_probs.argmax(axis=1)
     for j in np.argsort(-result.val_probs.max(axis=1), kind="stable"):
         s = result.usable.samples[int(result.val_indices[j])]
-        if predicted[j] != s.label:
+        if predicted[j] != s.class_index:
             rows.append(
                 Misclassified(
                     name=s.name,
                     sha256=s.sha256,
-                    label=result.classes[s.label],
+                    label=result.classes[s.class_index],
                     predicted=result.classes[int(predicted[j])],
                     probability=round(float(result.val_probs[j, predicted[j]]), 4),
                 )
@@ -90,6 +90,6 @@ def full_label_errors(result: FullResult) -> list[LabelError]:
     """The label-error ranking of a full run: quick mode's out-of-fold heads and neighbours, on the fine-tuned
     model's embeddings of every image (seconds, where refitting the whole model per fold would take hours)."""
     usable = result.usable
-    labels = np.array([s.label for s in usable.samples], dtype=np.int64)
+    labels = np.array([s.class_index for s in usable.samples], dtype=np.int64)
     groups = sample_groups([s.cluster for s in usable.samples])
     return label_error_ranking(usable, train_quick(result.embeddings, labels, usable.classes, groups=groups))

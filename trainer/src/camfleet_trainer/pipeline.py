@@ -103,7 +103,7 @@ def check_images(data: LabeledSet, limit: int = PARITY_IMAGES) -> list[np.ndarra
     """A few decodable training images spread over the classes, for the ONNX-vs-torch check."""
     by_class: dict[int, list[int]] = {}
     for i, s in enumerate(data.samples):
-        by_class.setdefault(s.label, []).append(i)
+        by_class.setdefault(s.class_index, []).append(i)
     order = [idxs[j] for j in range(max(map(len, by_class.values()))) for idxs in by_class.values() if j < len(idxs)]
     images: list[np.ndarray] = []
     for i in order:
@@ -127,7 +127,7 @@ def eval_batches(
                 images.append(decode_image(s.read()))
             except (ImageError, OSError):
                 continue
-            labels.append(s.label)
+            labels.append(s.class_index)
         if images:
             yield preprocess_batch(images, spec), np.asarray(labels, dtype=np.int64)
 

@@ -63,8 +63,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
     uint8 activations with MinMax ranges from `calibration`.
 
     uint8 activations with int8 weights (U8S8) is what ORT's x86 kernels run fastest; the QOperator graph gave the
-    same logits as the QDQ one and ran 2.3x FP32 against 1.8x (docs/BENCHMARKS.md, INT8 variants). The FP32 graph must have
-    static padding (see export.static_padding): quantising TF-style runtime padding arithmetic breaks it.
+    same logits as the QDQ one and ran 2.3x FP32 against 1.8x (docs/BENCHMARKS.md, INT8 variants). The FP32
+    graph must have static padding (see export.static_padding): quantising TF-style runtime padding arithmetic
+    breaks it.
     """
     if len(calibration) == 0:
         raise ValueError("INT8 calibration needs at least one image")

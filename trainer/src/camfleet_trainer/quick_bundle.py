@@ -104,7 +104,7 @@ def train_quick_bundle(
 
     t1 = time.perf_counter()
     stage("train", 0.7, f"fitting the quick model on {len(usable.samples)} images")
-    labels = np.array([s.label for s in usable.samples], dtype=np.int64)
+    labels = np.array([s.class_index for s in usable.samples], dtype=np.int64)
 
     def train_progress(done: int, count: int) -> None:
         stage("train", 0.7 + 0.15 * done / max(count, 1), f"fitted {done}/{count} heads")
