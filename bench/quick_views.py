@@ -3,6 +3,7 @@ and reported on validation/ (nothing else is looked at).
 
     python bench/quick_views.py embed [--views std,full,squash]   # frozen features per view (cached, minutes)
     python bench/quick_views.py ablate [--json var/bench-views/ablation.json]
+    python bench/quick_views.py --smoke     # both steps on the tests' carried images: does every part still run
 
 A *view* is one way to turn a photo into the backbone's square input, each also mirrored:
   std     the contract's default: shorter side to 256, centre 224 crop (what bundles use today)
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -114,9 +116,33 @@ def cmd_embed(args: argparse.Namespace) -> None:
             embed_view(backbone, data, view, path)
 
 
+def smoke() -> None:
+    """Both steps on the tests' carried images (15 training and 5 validation images of each of three classes, two
+    views, the variants they allow), in a temporary folder."""
+    global OUT
+    with tempfile.TemporaryDirectory(prefix="quick-views-") as tmp:
+        root = Path(tmp)
+        for folder in sorted((REPO / "tests" / "data" / "clothing" / "train").iterdir()):
+            files = sorted(folder.iterdir())
+            for split, part in (("train", files[:15]), ("validation", files[15:])):
+                (root / "data" / split / folder.name).mkdir(parents=True)
+                for f in part:
+                    (root / "data" / split / folder.name / f.name).symlink_to(f)
+        OUT = root / "views"
+        cmd_embed(argparse.Namespace(data=root / "data", views="std,squash"))
+        only = ["today", "std ⊕ squash concatenated"]
+        ablate = dict(json=OUT / "ablation.json", base="", l2=[], no_standardize=False, mlp=False, only=only)
+        cmd_ablate(argparse.Namespace(data=root / "data", **ablate))
+
+
 def main() -> int:
+    if "--smoke" in sys.argv[1:]:
+        configure_threads(None)
+        smoke()
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--smoke", action="store_true", help="a minute on the tests' carried images")
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("embed")
     e.add_argument("--views", default="std,full,squash")

@@ -116,3 +116,9 @@ def test_train_full_bench_smoke() -> None:
     assert re.search(r"^epoch 1/1: \d+ s, training [\d.]+ images/s", out, re.M), out
     assert re.search(r"^training [\d.]+ images/s / raw [\d.]+ images/s = ratio \d+\.\d\d$", out, re.M), out
     assert re.search(r"^validation/ accuracy \d\.\d{4} on 15 images \(FP32\)", out, re.M), out
+
+
+def test_quick_views_bench_smoke() -> None:
+    out = run_bench("quick_views.py", "--smoke")
+    assert re.search(r"today: std, mirror rows, image at inference +CV \d\.\d{4} +validation \d\.\d{4}", out), out
+    assert re.search(r"std ⊕ squash concatenated +CV \d\.\d{4}", out), out
