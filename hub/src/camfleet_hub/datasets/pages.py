@@ -19,11 +19,10 @@ from camfleet_hub.datasets import crud, group_changes, history, image_changes, u
 from camfleet_hub.datasets import page_data as cp
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.web.pages import _back
+from camfleet_hub.web.render import CLASSIFIER_PATH as CLF
 from camfleet_hub.web.render import page_context, page_path, render
 
 router = APIRouter(include_in_schema=False)
-
-CLF = "/ui/sites/{site}/classifiers/{clf}"
 
 
 def _classifier_view(
