@@ -1,4 +1,4 @@
-"""Typed FastAPI dependencies on the service container: the services, settings, a session per request, runtimes."""
+"""Typed FastAPI dependencies on the service container: the services, settings and a session per request."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.container import HubServices
-from camfleet_hub.datasets.media import ThumbnailCache
-from camfleet_hub.serving.classify import RuntimeCache
 
 
 def get_services(request: Request) -> HubServices:
@@ -37,17 +35,3 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_runtimes(services: ServicesDep) -> RuntimeCache:
-    return services.runtimes
-
-
-RuntimesDep = Annotated[RuntimeCache, Depends(get_runtimes)]
-
-
-def get_thumbnails(services: ServicesDep) -> ThumbnailCache:
-    return services.thumbnails
-
-
-ThumbnailsDep = Annotated[ThumbnailCache, Depends(get_thumbnails)]

@@ -214,26 +214,28 @@ def retention_days(session: Session, site_id: int) -> int:
     return row.event_retention_days if row is not None else DEFAULT_RETENTION_DAYS
 
 
-def sweep(session: Session, now: datetime | None = None) -> int:
-    """Delete events older than their site's retention; returns how many went. Commits per chunk."""
+def retention_cutoffs(session: Session, now: datetime | None = None) -> dict[int, datetime]:
+    """Per site id, the moment before which its events and prediction logs are past retention."""
     now = now or utcnow()
+    return {
+        site_id: now - timedelta(days=retention_days(session, site_id)) for site_id in session.scalars(select(Site.id))
+    }
+
+
+def sweep(session: Session, site_id: int, cutoff: datetime) -> int:
+    """Delete the site's events older than ``cutoff``; returns how many went. Commits per chunk."""
     removed = 0
-    for site_id in list(session.scalars(select(Site.id))):
-        cutoff = now - timedelta(days=retention_days(session, site_id))
-        while True:
-            ids = list(
-                session.scalars(
-                    select(FleetEvent.id)
-                    .where(FleetEvent.site_id == site_id, FleetEvent.ts < cutoff)
-                    .limit(SWEEP_CHUNK)
-                )
+    while True:
+        ids = list(
+            session.scalars(
+                select(FleetEvent.id).where(FleetEvent.site_id == site_id, FleetEvent.ts < cutoff).limit(SWEEP_CHUNK)
             )
-            if not ids:
-                break
-            session.execute(delete(FleetEvent).where(FleetEvent.id.in_(ids)))
-            session.commit()
-            removed += len(ids)
-    return removed
+        )
+        if not ids:
+            return removed
+        session.execute(delete(FleetEvent).where(FleetEvent.id.in_(ids)))
+        session.commit()
+        removed += len(ids)
 
 
 def count_events(session: Session, site_id: int) -> int:

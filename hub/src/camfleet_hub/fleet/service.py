@@ -274,9 +274,11 @@ class FleetRuntime:
 
     def sweep_now(self) -> int:
         """Age out camera events and REST prediction logs past their site's retention; returns events deleted."""
+        n = predictions = 0
         with self.services.sessions() as session:
-            n = events.sweep(session)
-            predictions = prediction_logs.sweep(session)
+            for site_id, cutoff in events.retention_cutoffs(session).items():
+                n += events.sweep(session, site_id, cutoff)
+                predictions += prediction_logs.sweep(session, site_id, cutoff)
         self.swept += n
         if n or predictions:
             log.info("fleet: %d event(s), %d prediction log row(s) past their site's retention deleted", n, predictions)

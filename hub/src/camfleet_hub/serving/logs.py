@@ -12,13 +12,11 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
-from camfleet_hub.core.db.types import utcnow
-from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet.events import retention_days
 from camfleet_hub.serving.models import PredictionLog
 
@@ -145,17 +143,12 @@ def kept_days(session: Session, site_id: int) -> int:
     return retention_days(session, site_id)
 
 
-def sweep(session: Session, now: datetime | None = None) -> int:
-    """Delete every site's rows older than its retention; returns how many went (committed per site).
+def sweep(session: Session, site_id: int, cutoff: datetime) -> int:
+    """Delete the site's rows older than ``cutoff``; returns how many went (committed).
 
     Run by the fleet runtime's retention sweeper with the camera events, never by a request."""
-    now = now or utcnow()
-    removed = 0
-    for site_id in list(session.scalars(select(Site.id))):
-        cutoff = now - timedelta(days=retention_days(session, site_id))
-        result = session.execute(
-            delete(PredictionLog).where(PredictionLog.site_id == site_id, PredictionLog.created_at < cutoff)
-        )
-        session.commit()
-        removed += int(getattr(result, "rowcount", 0) or 0)
-    return removed
+    result = session.execute(
+        delete(PredictionLog).where(PredictionLog.site_id == site_id, PredictionLog.created_at < cutoff)
+    )
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
