@@ -38,7 +38,7 @@ MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
 @router.get("/sites/{site}/classifiers/{clf}/models", operation_id="list_models", response_model=list[ModelPublic])
 def list_models(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> list[ModelPublic]:
     classifier = crud.get_classifier(session, site, clf)
-    return [ModelPublic.model_validate(views.model(m)) for m in crud.list_models(session, classifier)]
+    return [views.model(m) for m in crud.list_models(session, classifier)]
 
 
 @router.get("/models/default", operation_id="get_default_model", response_model=ModelPublic)
@@ -46,7 +46,7 @@ def get_default(session: SessionDep, _user: CurrentUserDep) -> ModelPublic:
     model = announce.default_model(session)
     if model is None:
         raise NotFoundError("no default model has been uploaded (PUT /api/v1/models/default)")
-    return ModelPublic.model_validate(views.model(model))
+    return views.model(model)
 
 
 @router.put("/models/default", operation_id="put_default_model", response_model=ModelPublic)
@@ -60,26 +60,26 @@ def put_default(
     if len(data) > MAX_BUNDLE_UPLOAD:
         raise TooLargeError(f"file: bundle over the limit of {MAX_BUNDLE_UPLOAD} bytes")
     model = registry.put_default(services, session, data)
-    return ModelPublic.model_validate(views.model(model))
+    return views.model(model)
 
 
 @router.get("/models/{model_id}", operation_id="get_model", response_model=ModelPublic)
 def get_model(model_id: int, session: SessionDep, user: CurrentUserDep) -> ModelPublic:
-    return ModelPublic.model_validate(views.model(_require(user, registry.get_model(session, model_id), Role.VIEWER)))
+    return views.model(_require(user, registry.get_model(session, model_id), Role.VIEWER))
 
 
 @router.post("/models/{model_id}/promote", operation_id="promote_model", response_model=ModelPublic)
 def promote(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> ModelPublic:
     """Deploy to the site's agents: needs the admin role in the site."""
     model = registry.promote(services, session, _require(user, registry.get_model(session, model_id), Role.ADMIN))
-    return ModelPublic.model_validate(views.model(model))
+    return views.model(model)
 
 
 @router.post("/models/{model_id}/rollback", operation_id="rollback_model", response_model=ModelPublic)
 def rollback(model_id: int, session: SessionDep, services: ServicesDep, user: CurrentUserDep) -> ModelPublic:
     """Retire this production version and re-promote the one before it (409 when there is none); site admin."""
     model = registry.rollback(services, session, _require(user, registry.get_model(session, model_id), Role.ADMIN))
-    return ModelPublic.model_validate(views.model(model))
+    return views.model(model)
 
 
 @router.get("/models/{model_id}/report", operation_id="get_model_report", response_model=ModelReport)

@@ -38,7 +38,7 @@ MAX_BUNDLE_UPLOAD = 512 * 1024 * 1024
 
 
 def _public(job: TrainingJob) -> JobPublic:
-    return JobPublic.model_validate(views.job(job))
+    return views.job(job)
 
 
 @router.post(
@@ -177,4 +177,4 @@ def upload_result(
     if not created:
         response.status_code = status.HTTP_200_OK
     session.refresh(model)
-    return ModelPublic.model_validate(views.model(model))
+    return views.model(model)
