@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 import uuid
 from collections.abc import Iterator
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from minio import Minio
-from minio.error import S3Error
+from botocore.exceptions import ClientError
 
 from camfleet_hub.core.config import StoreSettings
 from camfleet_hub.core.store import DirectoryStore, ObjectNotFound, ObjectStore, S3Store, make_store, object_key
+from camfleet_hub.core.store.s3 import HEAD_FIRST_BYTES, error_code, make_client
 from camfleet_hub.ingest.batch import infrastructure_error
 from tests.reliability.tcpproxy import TcpProxy
 
@@ -116,12 +115,22 @@ def test_directory_layout_and_no_temp_files(tmp_path: Path) -> None:
     assert leftovers == []
 
 
+def _bucket_exists(s3: S3Server, name: str) -> bool:
+    try:
+        make_client(s3.endpoint, s3.access_key, s3.secret_key, region=s3.region).head_bucket(Bucket=name)
+    except ClientError as exc:
+        if error_code(exc) == "404":
+            return False
+        raise
+    return True
+
+
 def test_s3_creates_missing_bucket(s3_server: S3Server) -> None:
     s3 = s3_server
     name = f"cf-new-{uuid.uuid4().hex[:12]}"
-    assert not s3.client().bucket_exists(name)
+    assert not _bucket_exists(s3, name)
     store = S3Store(s3.endpoint, s3.access_key, s3.secret_key, name, region=s3.region)
-    assert s3.client().bucket_exists(name)
+    assert _bucket_exists(s3, name)
     assert store.get(store.put(b"x")) == b"x"
     again = S3Store(s3.endpoint, s3.access_key, s3.secret_key, name, region=s3.region)  # existing bucket: fine
     assert list(again.iter_objects()) == list(store.iter_objects())
@@ -132,7 +141,7 @@ def _s3_store(s3: S3Server, endpoint: str | None = None) -> S3Store:
 
 
 def test_s3_large_object_goes_multipart(s3_server: S3Server) -> None:
-    # Over the SDK's 5 MiB part size, so the upload is multipart with a short last part.
+    # Over the 8 MiB multipart threshold, so the upload is multipart with a short last part (and HEADed first).
     data = random.Random(15).randbytes(12 * 1024 * 1024 + 12345)
     store = _s3_store(s3_server)
     sha = store.put(data)
@@ -143,10 +152,26 @@ def test_s3_large_object_goes_multipart(s3_server: S3Server) -> None:
 def test_s3_listing_skips_foreign_keys(s3_server: S3Server) -> None:
     store = _s3_store(s3_server)
     sha = store.put(b"ours")
-    client = s3_server.client()
     for key in ("blobs/readme.txt", f"blobs/zz/zz/{sha}", f"other/{sha}", f"blobs/{sha[:2]}/{sha[2:4]}/{sha}.tmp"):
-        client.put_object(store.bucket, key, io.BytesIO(b"foreign"), 7)
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=b"foreign")
     assert list(store.iter_objects()) == [("blobs", sha)]
+
+
+def test_s3_listing_pages(s3_server: S3Server) -> None:
+    # More keys than one list_objects_v2 page (1,000), so the paginator's continuation is used.
+    store = _s3_store(s3_server)
+    shas = {store.put(f"object {i}".encode()) for i in range(1005)}
+    assert sorted(store.iter_objects()) == sorted(("blobs", s) for s in shas)
+
+
+def test_s3_put_over_an_existing_object_keeps_it_whole(s3_server: S3Server) -> None:
+    # Small objects are PUT without a HEAD first; writing the same key again must leave the same bytes (and a
+    # large one, HEADed first, is not uploaded again).
+    store = _s3_store(s3_server)
+    small, large = b"small and content-addressed", random.Random(3).randbytes(HEAD_FIRST_BYTES + 1)
+    for data in (small, small, large, large):
+        assert store.get(store.put(data)) == data
+    assert sorted(store.iter_objects()) == sorted([("blobs", store.put(small)), ("blobs", store.put(large))])
 
 
 def test_s3_wrong_secret_is_an_error_not_a_missing_object(s3_server: S3Server) -> None:
@@ -156,13 +181,22 @@ def test_s3_wrong_secret_is_an_error_not_a_missing_object(s3_server: S3Server) -
     sha = store.put(b"guarded")
     forged = S3Store.__new__(S3Store)  # skip __init__'s bucket check, which would already fail
     forged.bucket, forged.endpoint = store.bucket, store.endpoint
-    forged.client = Minio(store.endpoint, access_key=s3_server.access_key, secret_key="wrong", secure=False)
-    with pytest.raises(S3Error, match="SignatureDoesNotMatch"):
+    forged.client = make_client(store.endpoint, s3_server.access_key, "wrong", region=s3_server.region)
+    # A HEAD answer has no body to name the error: its code is the HTTP status.
+    with pytest.raises(ClientError) as head:
         forged.exists(sha)
-    with pytest.raises(S3Error, match="SignatureDoesNotMatch"):
+    assert error_code(head.value) == "403"
+    with pytest.raises(ClientError) as got:
         forged.get(sha)
-    with pytest.raises(S3Error, match="AccessDenied"):  # a HEAD answer has no body to name the signature
+    assert error_code(got.value) == "SignatureDoesNotMatch"
+    with pytest.raises(ClientError) as put:
+        forged.put(b"not allowed")
+    assert error_code(put.value) == "SignatureDoesNotMatch"
+    with pytest.raises(ClientError) as made:
         S3Store(store.endpoint, s3_server.access_key, "wrong", store.bucket, region=s3_server.region)
+    assert error_code(made.value) == "403"
+    # The deployment's fault, not a message's: the ingest worker retries instead of dead-lettering frames.
+    assert all(infrastructure_error(e.value) for e in (head, got, put, made))
 
 
 def test_s3_server_down_is_a_retryable_error_then_recovers(s3_server: S3Server) -> None:
@@ -173,8 +207,8 @@ def test_s3_server_down_is_a_retryable_error_then_recovers(s3_server: S3Server) 
         proxy.cut()
         # Not False / ObjectNotFound: a down server must not look like a missing object (the ingest would
         # re-upload or drop); it is an error the ingest worker retries.
-        # (put starts with exists; each call takes ~6 s: the minio SDK retries a refused connection 5 times)
-        for call in (lambda: store.exists(kept), lambda: store.get(kept)):
+        # (botocore's standard retry mode with 2 attempts: each call gives up after one short back-off)
+        for call in (lambda: store.exists(kept), lambda: store.get(kept), lambda: store.put(b"during the outage")):
             with pytest.raises(Exception) as caught:
                 call()
             assert not isinstance(caught.value, ObjectNotFound)
@@ -182,6 +216,17 @@ def test_s3_server_down_is_a_retryable_error_then_recovers(s3_server: S3Server) 
         proxy.restore()
         assert store.get(kept) == b"before the outage"
         assert store.get(store.put(b"after the outage")) == b"after the outage"
+
+
+def test_s3_error_classes() -> None:
+    def answer(status: int, code: str) -> ClientError:
+        body = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(body, "PutObject")  # type: ignore[arg-type]
+
+    for status, code in [(503, "SlowDown"), (500, "InternalError"), (503, ""), (403, "AccessDenied")]:
+        assert infrastructure_error(answer(status, code)), (status, code)
+    for status, code in [(400, "EntityTooLarge"), (400, "InvalidArgument")]:
+        assert not infrastructure_error(answer(status, code)), (status, code)
 
 
 def test_s3_endpoint_with_scheme_is_refused() -> None:

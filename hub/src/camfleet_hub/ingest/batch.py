@@ -25,12 +25,19 @@ EVENT = "event"
 
 
 def infrastructure_error(exc: BaseException) -> bool:
-    """Errors of the store, the database or the network, which retrying outlasts (unlike a message's own fault)."""
-    from minio.error import MinioException
+    """Errors of the store, the database or the network, which retrying outlasts (unlike a message's own fault):
+    OS errors (a full disk, a refused connection), SQLAlchemy's connection errors, and the S3 client's (see
+    ``camfleet_hub.core.store.s3.is_infrastructure_error``: no connection, timeouts, 5xx / ``SlowDown``, 403)."""
     from sqlalchemy.exc import InterfaceError, OperationalError
     from urllib3.exceptions import HTTPError
 
-    return isinstance(exc, OSError | OperationalError | InterfaceError | HTTPError | MinioException)
+    if isinstance(exc, OSError | OperationalError | InterfaceError | HTTPError):
+        return True
+    if type(exc).__module__.startswith("botocore"):  # only then load boto3 (a directory store never raises these)
+        from camfleet_hub.core.store.s3 import is_infrastructure_error
+
+        return is_infrastructure_error(exc)
+    return False
 
 
 @dataclass
