@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from concurrent.futures import Future
 
 from camfleet_hub.__main__ import main
 from camfleet_hub.ingest.validate import ValidFrame
@@ -18,12 +19,14 @@ EXIT_CODE = 17
 _store_objects = IngestWorker._store_objects
 
 
-def _crash_after_first_store(self: IngestWorker, frames: list[ValidFrame]) -> None:
-    _store_objects(self, frames[:1])
+def _crash_after_first_store(self: IngestWorker, frames: list[ValidFrame]) -> list[Future[str]]:
+    for stored in _store_objects(self, frames[:1]):  # the write is started on the store pool: wait until it is done
+        stored.result()
     if frames:
         logging.getLogger("crash_ingest").error("fault injection: exiting after the first object write of a batch")
         logging.shutdown()
         os._exit(EXIT_CODE)
+    return []
 
 
 if __name__ == "__main__":

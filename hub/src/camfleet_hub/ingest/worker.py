@@ -2,7 +2,8 @@
 
 paho's network thread only puts messages into a bounded queue (back-pressure: when it is full the network thread
 waits and the broker stops sending beyond its in-flight window). One worker thread drains the queue in batches:
-validate → store objects → one DB transaction → commit → acknowledge every message of the batch in order. A crash
+validate → store objects (concurrently, while the rows are inserted) → one DB transaction → commit once every object
+is stored → acknowledge every message of the batch in order. A crash
 anywhere before the acknowledgement means the broker redelivers (persistent session, ``clean_session=False``), and
 the unique keys (frame_id, sha256) make the redelivery a no-op. Rejected messages become dead letters (payload kept
 in the store under ``dead/``) and are acknowledged too, so a poison message never blocks the queue.
@@ -15,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +47,9 @@ PENDING_STATUS_RETRY_S = 2.0
 MAX_PENDING_STATUSES = 10_000
 RETRY_ATTEMPTS = 3
 RETRY_MAX_SLEEP_S = 10.0
+# Object PUTs are I/O-bound (a network round trip each on S3; a write + fsync on a directory): this many run at
+# once, whatever the number of CPUs; each worker holds one of the S3 client's pooled connections.
+STORE_THREADS = 8
 
 
 class IngestWorker:
@@ -77,6 +81,7 @@ class IngestWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._store_pool: ThreadPoolExecutor | None = None
         self._pending_status: dict[tuple[str, str], Item] = {}
         self._pending_checked = 0.0
         self.batches = 0
@@ -92,6 +97,7 @@ class IngestWorker:
             threads = self.settings.ingest.decode_threads or min(4, os.cpu_count() or 1)
             if threads > 1:
                 self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest-decode")
+            self._store_pool = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="ingest-store")
             self._thread = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
             self._thread.start()
             group = self.settings.mqtt.shared_group or None
@@ -107,9 +113,10 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._store_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._store_pool = None
         self.client.stop()
 
     @property
@@ -231,6 +238,7 @@ class IngestWorker:
     def _finish(self, batch: Batch, framed: list[Item]) -> None:
         """Resolve names, store objects, commit one transaction, then count and acknowledge."""
         outcome = persist.FrameOutcome([], [], [])
+        stored: list[Future[str]] = []
         with self.sessions() as session:
             # Statuses first: a camera an agent announces in this batch may already send frames in it.
             for item in batch.items:
@@ -257,7 +265,7 @@ class IngestWorker:
                     elif frame.header.frame_id not in seen:
                         seen.add(frame.header.frame_id)
                         accepted.append(frame)
-                self._store_objects(accepted)
+                stored = self._store_objects(accepted)  # the PUTs run while the rows are inserted
                 outcome = persist.write_frames(session, accepted, index)
                 conflicts = set(outcome.conflicts)
                 for item in framed:
@@ -278,6 +286,8 @@ class IngestWorker:
                     persist.add_dead_letter(
                         session, item.msg.topic, item.rejection.reason, detail, len(item.msg.payload), sha
                     )
+            for future in stored:  # never commit a row whose object is not stored yet; a failed PUT fails the batch
+                future.result()
             started = time.perf_counter()
             session.commit()
             self.stats.observe_commit(time.perf_counter() - started, self._queue.qsize())
@@ -313,10 +323,21 @@ class IngestWorker:
         except Exception:  # noqa: BLE001 - the messages are committed; never fail the batch for this
             log.exception("ingest: pruning dead letters failed")
 
-    def _store_objects(self, frames: list[ValidFrame]) -> None:
-        """Write the JPEGs (idempotent: a batch redelivered after a crash writes the same objects again)."""
-        for frame in frames:
-            self.store.put(frame.jpeg)
+    def _store_objects(self, frames: list[ValidFrame]) -> list[Future[str]]:
+        """Start writing the batch's distinct JPEGs on the store pool; the caller waits for them before committing.
+
+        Idempotent: a batch redelivered after a crash writes the same objects again. Without a pool (the worker not
+        started, as in some tests) the writes happen here, one after another.
+        """
+        distinct = {frame.header.sha256: frame.jpeg for frame in frames}
+        if self._store_pool is None:
+            done: list[Future[str]] = []
+            for jpeg in distinct.values():
+                future: Future[str] = Future()
+                future.set_result(self.store.put(jpeg))
+                done.append(future)
+            return done
+        return [self._store_pool.submit(self.store.put, jpeg) for jpeg in distinct.values()]
 
     def _remember_status(self, item: Item) -> None:
         """Keep the latest status of an agent whose site does not exist yet; applied once the site appears."""
