@@ -31,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
 
 from camfleet_contract.runtime import softmax  # noqa: E402
-from camfleet_trainer.backbone import build_backbone, configure_threads  # noqa: E402
+from camfleet_trainer.backbone import configure_threads  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
 from camfleet_trainer.oof import neighbour_evidence, stratified_folds  # noqa: E402
 from camfleet_trainer.quick import QuickOptions, QuickResult, train_quick  # noqa: E402
+from camfleet_trainer.stack import build_quick_backbone, parse_backbones  # noqa: E402
 
 CACHE = REPO / "var" / "bench-cache"
 
@@ -99,6 +101,10 @@ def alternatives(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
+    ap.add_argument(
+        "--backbones", default=",".join(DEFAULT_QUICK_BACKBONES), help="quick mode's backbones (default: its own)"
+    )
+    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
     ap.add_argument("--rate", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="flip seeds (one run each)")
     ap.add_argument("--compare", action="store_true", help="also score the alternative rankings (slower)")
@@ -110,7 +116,8 @@ def main() -> int:
         require_shared(args.data)
 
     configure_threads(None)
-    backbone = build_backbone()
+    backbone = build_quick_backbone(parse_backbones(args.backbones), args.view)
+    print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
     original = load_folder(args.data)
     cache = FeatureCache(CACHE, backbone.cache_key)
     opts = QuickOptions()

@@ -29,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED_DATA  # noqa: E402
 
 from camfleet_contract.anomaly import AnomalyCalibration, Statistic, statistics  # noqa: E402
-from camfleet_trainer.backbone import build_backbone, configure_threads  # noqa: E402
+from camfleet_trainer.backbone import Backbone, configure_threads  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
 from camfleet_trainer.data import LabeledSet, Sample, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples, l2_normalize  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
 from camfleet_trainer.oof import stratified_folds  # noqa: E402
 from camfleet_trainer.quick import DEFAULT_NEIGHBOURS, QuickOptions  # noqa: E402
+from camfleet_trainer.stack import build_quick_backbone, parse_backbones  # noqa: E402
 
 CACHE = REPO / "var" / "bench-cache"
 FLAG_RATE = 0.05
@@ -103,8 +105,7 @@ def pair_scores(
     return result
 
 
-def features(data: LabeledSet, cached_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    backbone = build_backbone()
+def features(data: LabeledSet, cached_only: bool, backbone: Backbone) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if cached_only:  # what is in the cache already (a quick look while it is being filled)
         cache = FeatureCache(CACHE, backbone.cache_key)
         rows = [(cache.get(s.sha256, backbone.embedding_dim), s.class_index) for s in data.samples]
@@ -131,6 +132,10 @@ def smoke_set() -> LabeledSet:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
+    ap.add_argument(
+        "--backbones", default=",".join(DEFAULT_QUICK_BACKBONES), help="quick mode's backbones (default: its own)"
+    )
+    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
     ap.add_argument("--pairs", type=int, default=15, help="a fixed random sample of this many pairs (default 15)")
     ap.add_argument("--all-pairs", action="store_true", help="every pair of classes")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
@@ -141,7 +146,9 @@ def main() -> int:
 
     configure_threads(None)
     data = smoke_set() if args.smoke else load_folder(args.data)
-    x, xf, y = features(data, args.cached_only)
+    backbone = build_quick_backbone(parse_backbones(args.backbones), args.view)
+    print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
+    x, xf, y = features(data, args.cached_only, backbone)
     classes = data.classes
     pairs = list(itertools.combinations(range(len(classes)), 2))
     if args.smoke:

@@ -75,8 +75,9 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_train_modes(t)
     t.add_argument(
         "--backbone",
-        help="timm model name; quick mode takes several, comma-separated, whose features are concatenated on one "
-        f"input (default: quick {','.join(DEFAULT_QUICK_BACKBONES)}, full {DEFAULT_BACKBONE})",
+        help="timm model name (lite0 = tf_efficientnet_lite0); quick mode takes several, comma-separated, whose "
+        f"features are concatenated on one input (default: quick {','.join(DEFAULT_QUICK_BACKBONES)}, "
+        f"full {DEFAULT_BACKBONE})",
     )
     t.add_argument(
         "--view",
@@ -262,12 +263,11 @@ def _train(args: argparse.Namespace) -> int:
 def _train_backbone(args: argparse.Namespace) -> Backbone:
     """Full mode: one backbone; quick mode: the named backbones (or the default list) on one input."""
     from camfleet_trainer.backbone import build_backbone
-    from camfleet_trainer.stack import stack_backbones
+    from camfleet_trainer.stack import parse_backbones, stack_backbones
 
     if args.mode == "full":
         return build_backbone(args.backbone or DEFAULT_BACKBONE, args.checkpoint)
-    names = args.backbone.split(",") if args.backbone else list(DEFAULT_QUICK_BACKBONES)
-    names = [n.strip() for n in names if n.strip()]
+    names = parse_backbones(args.backbone) if args.backbone else list(DEFAULT_QUICK_BACKBONES)
     if args.checkpoint is not None and len(names) != 1:
         raise DatasetError(f"--checkpoint: give one --backbone with it, not {len(names)}")
     return stack_backbones([build_backbone(n, args.checkpoint) for n in names], args.view)

@@ -24,6 +24,7 @@ from camfleet_contract.bundle import Preprocessing
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone
 from camfleet_trainer.config import VIEWS, View
 
+SHORT_NAMES = ("lite0", "lite1", "lite2", "lite3", "lite4")
 SEPARATOR = "+"  # between member names in the stack's name (the manifest's `backbone`)
 
 
@@ -101,9 +102,20 @@ def stack_backbones(members: Sequence[Backbone], view: View = "std") -> Backbone
     )
 
 
+def backbone_name(name: str) -> str:
+    """A timm name from a short one: "lite1" → "tf_efficientnet_lite1"; any other name as given."""
+    name = name.strip()
+    return f"tf_efficientnet_{name}" if name in SHORT_NAMES else name
+
+
+def parse_backbones(text: str) -> list[str]:
+    """ "lite0,lite2" or timm names, comma-separated → timm names."""
+    return [backbone_name(n) for n in text.split(",") if n.strip()]
+
+
 def build_quick_backbone(names: Sequence[str], view: View = "std") -> Backbone:
     """The quick model's feature extractor: the named backbones (packaged weights) on one input."""
-    return stack_backbones([build_backbone(n) for n in names], view)
+    return stack_backbones([build_backbone(backbone_name(n)) for n in names], view)
 
 
 def member_names(name: str) -> list[str]:
