@@ -148,6 +148,7 @@ class Hub:
             bundle_signatures=BundleSignatures(store),
         )
         self.services = services = self._services(core)
+        self._stops.append(("prediction log", services.prediction_log.close))
         if services.fleet is not None:
             services.fleet.start()
             self._stops.append(("fleet runtime", services.fleet.stop))
@@ -230,9 +231,11 @@ class Hub:
 
     def _services(self, core: HubCore) -> HubServices:
         """Every long-lived part this process runs, built once; nothing is added to the container later."""
+        from camfleet_hub.core.db.session import make_engine
         from camfleet_hub.datasets.duplicates import NearIndexes
         from camfleet_hub.datasets.media import ThumbnailCache
         from camfleet_hub.serving.classify import RuntimeCache
+        from camfleet_hub.serving.service import PredictionLogWriter
 
         near = NearIndexes()
         embedder = import_worker = fleet = None
@@ -249,6 +252,7 @@ class Hub:
         return HubServices.of(
             core,
             runtimes=RuntimeCache(core),
+            prediction_log=PredictionLogWriter(make_engine(core.settings.db_url(), pool_size=1, max_overflow=0)),
             thumbnails=ThumbnailCache(core.store, core.settings.ingest.max_pixels),
             near_indexes=near,
             embedder=embedder,

@@ -19,7 +19,7 @@ from camfleet_hub.datasets import crud
 from camfleet_hub.imports.fetch import FetchError, fetch
 from camfleet_hub.imports.jobs import fetch_limits
 from camfleet_hub.serving import classify as classify_service
-from camfleet_hub.serving.service import LogContext, Scored, log_predictions, score_images
+from camfleet_hub.serving.service import LogContext, Scored, score_images
 from camfleet_hub.training import announce
 from camfleet_hub.training.models import ModelVersion
 
@@ -79,8 +79,7 @@ def predict(
     except InvalidError as exc:
         raise BadRequest(exc.detail) from None
     ctx = LogContext(classifier.site_id, classifier.name, model.id, model.version, user.name, "api/predict")
-    log_predictions(session, ctx, [i.name for i in images], results)
-    session.commit()
+    services.prediction_log.write(ctx, [i.name for i in images], results)
     floor = cfg.min_confidence if req.min_confidence is None else req.min_confidence
     labels = [r.label if r.probability >= floor and not r.anomaly else NO_CATEGORY for r in results]
     confidences = [r.probability for r in results]
@@ -167,7 +166,6 @@ def cv(
     except InvalidError as exc:
         raise BadRequest(exc.detail) from None
     ctx = LogContext(classifier.site_id, classifier.name, model.id, model.version, user.name, "cv")
-    log_predictions(session, ctx, [q.target], results)
-    session.commit()
+    services.prediction_log.write(ctx, [q.target], results)
     ranked = list(results[0].probabilities.items())
     return dict(ranked[: q.how_many] if q.how_many else ranked)

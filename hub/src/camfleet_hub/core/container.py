@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from camfleet_hub.fleet.service import FleetRuntime
     from camfleet_hub.imports.worker import ImportWorker
     from camfleet_hub.serving.classify import RuntimeCache
+    from camfleet_hub.serving.service import PredictionLogWriter
     from camfleet_hub.training.announce import BundleSignatures
 
 
@@ -50,6 +51,7 @@ class HubServices(HubCore):
     """``HubCore`` plus what routes share; the optional parts are None in a process that does not run them."""
 
     runtimes: RuntimeCache
+    prediction_log: PredictionLogWriter
     thumbnails: ThumbnailCache
     near_indexes: NearIndexes
     embedder: Embedder | None = None  # with datasets (the serving hub), None in an ingest-only process
@@ -62,6 +64,7 @@ class HubServices(HubCore):
         core: HubCore,
         *,
         runtimes: RuntimeCache,
+        prediction_log: PredictionLogWriter,
         thumbnails: ThumbnailCache,
         near_indexes: NearIndexes,
         embedder: Embedder | None = None,
@@ -72,6 +75,7 @@ class HubServices(HubCore):
         return cls(
             **infra,
             runtimes=runtimes,
+            prediction_log=prediction_log,
             thumbnails=thumbnails,
             near_indexes=near_indexes,
             embedder=embedder,

@@ -30,7 +30,7 @@ from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.imports.fetch import FetchError, FetchLimits, fetch
 from camfleet_hub.serving.batcher import Batcher, BatchLimits, BusyError
 from camfleet_hub.serving.schemas import ClassifyAnswer, ClassifyResult, ModelRef, PredictionPublic
-from camfleet_hub.serving.service import LogContext, log_predictions, score_outputs
+from camfleet_hub.serving.service import LogContext, PredictionLogWriter, score_outputs
 from camfleet_hub.training import announce
 from camfleet_hub.training.models import ModelVersion
 
@@ -284,7 +284,7 @@ def prepare(
     return Prepared(classifier, model, is_default, runtime, batcher, [i.name for i in images], batch)
 
 
-def finish(session: Session, prepared: Prepared, caller: str = "", top_k: int | None = None) -> ClassifyAnswer:
+def finish(log: PredictionLogWriter, prepared: Prepared, caller: str = "", top_k: int | None = None) -> ClassifyAnswer:
     """Run the batch with whatever else waits for the model, answer the ``top_k`` and log one row per image."""
     p = prepared
     logits, embedding = p.batcher.submit(p.batch)
@@ -318,8 +318,7 @@ def finish(session: Session, prepared: Prepared, caller: str = "", top_k: int | 
         caller=caller,
         route="classify",
     )
-    log_predictions(session, ctx, p.names, results)
-    session.commit()
+    log.write(ctx, p.names, results)
     return answer
 
 
@@ -333,4 +332,4 @@ def classify(
     top_k: int | None = None,
 ) -> ClassifyAnswer:
     """``prepare`` then ``finish`` in one call (callers that hold no concurrency slot)."""
-    return finish(session, prepare(services, session, cache, classifier, images), caller, top_k)
+    return finish(services.prediction_log, prepare(services, session, cache, classifier, images), caller, top_k)

@@ -148,13 +148,15 @@ async def classify(
             classifier = crud.get_classifier(session, body.site, body.classifier)
             user.require(classifier.site_id, Role.VIEWER, body.site)
             fetched = service.fetch_urls(body.urls, services.settings) if body.urls else []
-            return service.prepare(services, session, services.runtimes, classifier, body.images + fetched)
+            prepared = service.prepare(services, session, services.runtimes, classifier, body.images + fetched)
+            session.close()  # the wait for the batch and the log holds no database connection
+            return prepared
 
         prepared = await run_in_threadpool(prepare)
     finally:
         services.runtimes.slots.release()
     # Waiting for the batch holds no slot: only the preprocessed tensors, bounded by classify.queue_images.
-    return await run_in_threadpool(service.finish, session, prepared, user.name, body.top_k)
+    return await run_in_threadpool(service.finish, services.prediction_log, prepared, user.name, body.top_k)
 
 
 ANALYSE_BODIES: dict[str, Any] = {

@@ -23,7 +23,7 @@ from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Classifier, Site
 from camfleet_hub.serving import classify as clf_service
 from camfleet_hub.serving.schemas import AnalysedModel, PredictionPublic, TryAnswer
-from camfleet_hub.serving.service import LogContext, log_predictions, score_images
+from camfleet_hub.serving.service import LogContext, score_images
 from camfleet_hub.training import announce
 from camfleet_hub.web.render import render
 
@@ -129,8 +129,7 @@ async def try_classify(
             shown = runtime.manifest.classifier if is_default or classifier is None else classifier.name
             if classifier is not None:
                 ctx = LogContext(classifier.site_id, shown, model.id, model.version, user.name, "try")
-                log_predictions(session, ctx, [image.name], [scored])
-                session.commit()
+                services.prediction_log.write(ctx, [image.name], [scored])
             return TryAnswer(
                 model=AnalysedModel(id=model.id, classifier=shown, version=model.version, default=is_default),
                 top=[PredictionPublic(label=g, probability=p) for g, p in list(scored.probabilities.items())[:TRY_TOP]],
