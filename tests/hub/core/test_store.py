@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,9 +209,16 @@ def test_s3_server_down_is_a_retryable_error_then_recovers(s3_server: S3Server) 
         # Not False / ObjectNotFound: a down server must not look like a missing object (the ingest would
         # re-upload or drop); it is an error the ingest worker retries.
         # (botocore's standard retry mode with 2 attempts: each call gives up after one short back-off)
-        for call in (lambda: store.exists(kept), lambda: store.get(kept), lambda: store.put(b"during the outage")):
+        for name, call in (
+            ("exists", lambda: store.exists(kept)),
+            ("get", lambda: store.get(kept)),
+            ("put", lambda: store.put(b"during the outage")),
+        ):
+            started = time.perf_counter()
             with pytest.raises(Exception) as caught:
                 call()
+            # Printed, not asserted (no timing assertions): docs/ARCHITECTURE.md quotes it (pytest -s).
+            print(f"{s3_server.kind}: {name} during the outage failed after {time.perf_counter() - started:.2f} s")
             assert not isinstance(caught.value, ObjectNotFound)
             assert infrastructure_error(caught.value), repr(caught.value)
         proxy.restore()

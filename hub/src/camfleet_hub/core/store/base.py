@@ -48,6 +48,7 @@ class ObjectStore(Protocol):
     """Where the hub keeps image bytes, bundles and dead-letter payloads.
 
     ``put`` is idempotent (same bytes → same key, stored once) and atomic (a reader never sees half an object).
+    Every method may be called from several threads at once: the ingest worker puts a batch's objects concurrently.
     """
 
     def put(self, data: bytes, prefix: str = DEFAULT_PREFIX) -> str:
