@@ -123,4 +123,8 @@ def hub_process(workdir: Path, config: str, timeout: float = 60.0) -> Iterator[s
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave a hub running after the bench
+            proc.kill()
+            proc.wait(timeout=30)
