@@ -243,3 +243,35 @@ def test_cameras_share_an_inference_pool(runtimes: dict[str, ClassifierRuntime],
         assert p.processed == 3 and p.stats.snapshot().classified == 3
         events = [from_json(Event, m) for m in rec.on(f"/{p.name}/event")]
         assert len(events) == 6
+
+
+def test_inputs_made_on_the_capture_thread_give_the_same_events_and_a_swap_in_between_uses_the_new_model(
+    runtimes: dict[str, ClassifierRuntime], image_folder: Path, tmp_path: Path, fleet_seed: str
+) -> None:
+    active = dict(runtimes)
+    pipeline, rec = make_pipeline(runtimes, interval=0, source=str(image_folder))
+    pipeline = CameraPipeline(pipeline.camera, pipeline.source, lambda: active, rec, Identity("s1", "a1", Topics()))
+    rng = np.random.default_rng(7)
+    captured = CapturedFrame(
+        rgb=rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), captured_at=datetime.now(UTC), seq=1
+    )
+
+    inputs = pipeline._prepare(captured)  # what the capture thread queues with the frame
+    assert {p.classifier for p in inputs} == {"clothes", "colour"}
+    pipeline.process(captured, inputs=inputs)
+    prepared = {e.classifier: e for e in (from_json(Event, p) for p in rec.on("/event"))}
+    rec.messages.clear()
+    pipeline.process(captured)  # prepared on the inference side
+    direct = {e.classifier: e for e in (from_json(Event, p) for p in rec.on("/event"))}
+    for name in ("clothes", "colour"):
+        assert [p.probability for p in prepared[name].predictions] == pytest.approx(
+            [p.probability for p in direct[name].predictions], abs=1e-6
+        )
+
+    # A new model arrives after the frame's inputs were made: the frame is classified by the new model.
+    build_bundle(tmp_path / "c", fleet_seed, classifier="clothes", version="4", model_seed=11)
+    active["clothes"] = ClassifierRuntime(tmp_path / "c", public_key_of(fleet_seed))
+    rec.messages.clear()
+    pipeline.process(captured, inputs=inputs)
+    versions = {e.classifier: e.model_version for e in (from_json(Event, p) for p in rec.on("/event"))}
+    assert versions == {"clothes": "4", "colour": "9"}

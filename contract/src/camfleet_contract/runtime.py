@@ -152,22 +152,35 @@ class ClassifierRuntime:
         return batch_scores(logits, embedding, distances, cal)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return self.run(preprocess_batch(images, self.manifest.preprocessing))[1]
+        return self.run(self.prepare(images))[1]
+
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's input batch of RGB uint8 arrays (the bundle's preprocessing)."""
+        return preprocess_batch(images, self.manifest.preprocessing)
 
     def classify(self, images: Sequence[np.ndarray]) -> list[Classification]:
         """Classify RGB uint8 arrays; the latency covers preprocessing and inference per image."""
         if not images:
             return []
         start = time.perf_counter()
-        logits, embedding = self.run(preprocess_batch(images, self.manifest.preprocessing))
+        batch = self.prepare(images)
+        return self.classify_batch(batch, time.perf_counter() - start)
+
+    def classify_batch(self, batch: np.ndarray, prepare_s: float = 0.0) -> list[Classification]:
+        """Classify a batch made by ``prepare`` (perhaps on another thread, which took ``prepare_s`` seconds: the
+        latency reported covers that and the inference, not the wait in between)."""
+        if not len(batch):
+            return []
+        start = time.perf_counter()
+        logits, embedding = self.run(batch)
         cal = self.manifest.anomaly
         probs = softmax(logits, cal.temperature)
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
         scores = self.anomaly_scores(logits, embedding, distances)
-        latency = (time.perf_counter() - start) * 1000.0 / len(images)
+        latency = (time.perf_counter() - start + prepare_s) * 1000.0 / len(batch)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         results = []
-        for i in range(len(images)):
+        for i in range(len(batch)):
             top = [Prediction(label=str(self._classes[j]), probability=float(probs[i, j])) for j in order[i]]
             dist = None if distances is None else float(distances[i])
             s = float(scores[i])

@@ -7,17 +7,33 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from camfleet_contract.runtime import ClassifierRuntime
+
 from .capture import CapturedFrame
 from .gate import GateDecision
 from .stats import CameraStats
 
 
 @dataclass(frozen=True)
+class PreparedInput:
+    """One classifier's model input for a frame, made on the capture thread by that classifier's runtime."""
+
+    classifier: str
+    runtime: ClassifierRuntime
+    batch: np.ndarray
+    seconds: float  # spent preparing it (part of the reported inference latency)
+
+
+@dataclass(frozen=True)
 class GatedFrame:
-    """A frame that passed the gate, with the gate's verdict (motion score and regions for the events)."""
+    """A frame that passed the gate, with the gate's verdict (motion score and regions for the events) and, when
+    the capture thread could make them, its classifiers' model inputs."""
 
     frame: CapturedFrame
     decision: GateDecision = field(default_factory=lambda: GateDecision(classify=True, reason="off"))
+    inputs: tuple[PreparedInput, ...] = ()
 
     @property
     def seq(self) -> int:

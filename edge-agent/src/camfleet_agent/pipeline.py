@@ -1,9 +1,10 @@
-"""Per camera: capture + motion gate thread → bounded queue (drop oldest) → classify + publish.
+"""Per camera: capture + motion gate + model inputs thread → bounded queue (drop oldest) → classify + publish.
 
 The capture thread runs the camera's motion gate, so only frames with change (or a keep-alive, or a pending
-snapshot) enter the queue (`frame_queue`). Classification runs on the camera's own thread, or on a shared
-`InferencePool` whose workers serve every camera in turn. A slow classifier never makes memory grow: the queue
-keeps the newest frames and counts what it dropped (`stats.dropped["queue_full"]`).
+snapshot) enter the queue (`frame_queue`), each with its classifiers' model inputs (crop, resize, normalise) made
+there too, so ONNX Runtime's threads never wait on preprocessing. Classification runs on the camera's own thread,
+or on a shared `InferencePool` whose workers serve every camera in turn. A slow classifier never makes memory
+grow: the queue keeps the newest frames and counts what it dropped (`stats.dropped["queue_full"]`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from camfleet_contract.runtime import ClassifierRuntime
 from .capture import CapturedFrame, CaptureError, FrameSource
 from .config import CameraSettings
 from .events import ClassifierResult, Identity, event_of, frame_message
-from .frame_queue import FrameQueue, GatedFrame
+from .frame_queue import FrameQueue, GatedFrame, PreparedInput
 from .gate import GateDecision, MotionGate
 from .inference_pool import InferencePool
 from .mqtt import Publisher
@@ -137,7 +138,7 @@ class CameraPipeline:
                     self.stats.on_gated_out()
                     continue
                 self._snapshot_pending.clear()
-                self.queue.put(GatedFrame(frame, decision), wait_unless)
+                self.queue.put(GatedFrame(frame, decision, self._prepare(frame)), wait_unless)
         except CaptureError as exc:
             self.error = str(exc)
             self.stats.on_error(self.error)
@@ -162,14 +163,15 @@ class CameraPipeline:
     def process_safely(self, item: GatedFrame) -> None:
         """`process`, logging (rate-limited) instead of raising: the inference threads must go on."""
         try:
-            self.process(item.frame, item.decision)
+            self.process(item.frame, item.decision, item.inputs)
         except Exception:
             self._log_error("processing a frame failed")
 
     # ------------------------------------------------------------------ work
 
-    def _work(self) -> list[tuple[str, ClassifierRuntime, RegionCropper]]:
-        """What to run on this frame: the camera's bindings that have an active model, or every active model."""
+    def _work(self, log_missing: bool = True) -> list[tuple[str, ClassifierRuntime, RegionCropper]]:
+        """What to run on this frame: the camera's bindings that have an active model, or every active model
+        (the inference side logs a binding without a model, once)."""
         active = self._runtimes()
         if not self._bindings:
             return [(name, rt, self._whole) for name, rt in sorted(active.items())]
@@ -177,18 +179,33 @@ class CameraPipeline:
         for name, cropper in self._bindings:
             runtime = active.get(name)
             if runtime is None:
-                if name not in self._missing:
+                if log_missing and name not in self._missing:
                     self._missing.add(name)
                     log.warning("camera %s: classifier %r has no active model (yet); skipped", self.name, name)
                 continue
-            self._missing.discard(name)
+            if log_missing:
+                self._missing.discard(name)
             work.append((name, runtime, cropper))
         return work
 
-    def process(self, frame: CapturedFrame, decision: GateDecision | None = None) -> None:
+    def _prepare(self, frame: CapturedFrame) -> tuple[PreparedInput, ...]:
+        """Each classifier's model input for the frame; a failure here is left to inference to retry and log."""
+        inputs = []
+        for classifier, runtime, cropper in self._work(log_missing=False):
+            start = time.perf_counter()
+            try:
+                batch = runtime.prepare([cropper.crop(frame.rgb)])
+            except Exception:  # noqa: BLE001 - the inference side prepares it again and logs the error
+                continue
+            inputs.append(PreparedInput(classifier, runtime, batch, time.perf_counter() - start))
+        return tuple(inputs)
+
+    def process(
+        self, frame: CapturedFrame, decision: GateDecision | None = None, inputs: tuple[PreparedInput, ...] = ()
+    ) -> None:
         """Classify with the camera's classifiers (each on its region), publish the events, and the frame when due."""
         gate = decision or GateDecision(classify=True, reason="off")
-        results = self._classify(frame)
+        results = self._classify(frame, inputs)
         self._report(results)
         rule = self.uploads.decide([Result.of(r.classifier, r.classification) for r in results])
         upload = None
@@ -205,12 +222,18 @@ class CameraPipeline:
         self.meter.mark()
         self.stats.on_classified(keepalive=gate.reason == "keepalive")
 
-    def _classify(self, frame: CapturedFrame) -> list[ClassifierResult]:
-        """Every classifier of the camera on its region; one that fails is logged and left out."""
+    def _classify(self, frame: CapturedFrame, inputs: tuple[PreparedInput, ...] = ()) -> list[ClassifierResult]:
+        """Every classifier of the camera on its region (with the input the capture thread made, unless its model
+        was swapped since); one that fails is logged and left out."""
+        prepared = {p.classifier: p for p in inputs}
         results: list[ClassifierResult] = []
         for classifier, runtime, cropper in self._work():
+            ready = prepared.get(classifier)
             try:
-                classification = runtime.classify([cropper.crop(frame.rgb)])[0]
+                if ready is not None and ready.runtime is runtime:
+                    classification = runtime.classify_batch(ready.batch, ready.seconds)[0]
+                else:
+                    classification = runtime.classify([cropper.crop(frame.rgb)])[0]
             except Exception:
                 self._log_error(f"classifier {classifier}/{runtime.version} failed on a frame")
                 continue
