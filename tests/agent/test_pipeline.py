@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from bundles import build_bundle
 
 from camfleet_agent.capture import CapturedFrame, open_source
 from camfleet_agent.config import CameraSettings
-from camfleet_agent.events import Identity
-from camfleet_agent.frame_queue import FrameQueue
+from camfleet_agent.events import ClassifierResult, Identity
+from camfleet_agent.frame_queue import FrameQueue, GatedFrame
 from camfleet_agent.inference_pool import InferencePool
 from camfleet_agent.pipeline import CameraPipeline
 from camfleet_contract.envelope import decode_frame
@@ -21,6 +23,7 @@ from camfleet_contract.messages import Event, from_json
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import public_key_of
 from camfleet_contract.topics import Topics
+from tests.support.polling import wait_for
 
 
 class Recorder:
@@ -275,3 +278,56 @@ def test_inputs_made_on_the_capture_thread_give_the_same_events_and_a_swap_in_be
     pipeline.process(captured, inputs=inputs)
     versions = {e.classifier: e.model_version for e in (from_json(Event, p) for p in rec.on("/event"))}
     assert versions == {"clothes": "4", "colour": "9"}
+
+
+def test_one_camera_frames_classified_side_by_side_publish_in_order(
+    runtimes: dict[str, ClassifierRuntime], image_folder: Path
+) -> None:
+    """Two workers on one camera: its frames run through the models at the same time, yet every event and upload
+    leaves in capture order (checked on the events' capture times, from a real pipeline and real models)."""
+
+    class Watched(CameraPipeline):
+        """Counts how many of this camera's frames are in the models at once; the first frame is slow."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.running = 0
+            self.most = 0
+            self.lock = threading.Lock()
+
+        def classify_safely(self, item: GatedFrame) -> list[ClassifierResult]:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                if item.frame.seq == 1:
+                    time.sleep(0.3)  # so the next frame overtakes it in the models
+                return super().classify_safely(item)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    camera = CameraSettings.model_validate(
+        {"name": "cam", "source": str(image_folder), "upload_interval_s": 1e-6, "gate": {"enabled": False}}
+    )
+    rec = Recorder()
+    source = open_source(str(image_folder), 100, loop=False)
+    pipeline = Watched(camera, source, lambda: runtimes, rec, Identity("s", "a", Topics()))
+    pool = InferencePool(workers=2)
+    pool.start()
+    pool.add(pipeline)  # no capture thread: the frames are queued here, in capture order
+    try:
+        for seq in range(1, 9):
+            pipeline.queue.put(GatedFrame(frame(seq, value=20 * seq)), threading.Event())
+        wait_for(lambda: pipeline.processed == 8, "8 frames published")
+    finally:
+        pool.remove(pipeline)
+        pool.stop()
+        source.close()
+    assert pipeline.most == 2  # frames of one camera did run side by side
+    events = [from_json(Event, m) for m in rec.on("/cam/event")]
+    assert len(events) == 16
+    times = [e.ts for e in events]
+    assert times == sorted(times)
+    uploads = [decode_frame(m)[0].captured_at for m in rec.on("/cam/frame")]
+    assert uploads == sorted(uploads) and len(uploads) == 8

@@ -95,7 +95,7 @@ class Agent:
             self._stack.append(("commands", lambda _clean: self.commands.stop()))
             models = self._start_models()
             self._start_mqtt(models, outbox)
-            pool = InferencePool(s.inference_workers)
+            pool = InferencePool(s.inference_threads()[0])
             pool.start()
             self.pool = pool
             self._stack.append(("inference", lambda _clean: pool.stop()))
@@ -141,6 +141,7 @@ class Agent:
             on_change=self.status_loop.changed,
             use_int8=s.use_int8,
             token=self._token,
+            threads=s.inference_threads()[1],
         )
         models.load_from_disk()
         models.start()

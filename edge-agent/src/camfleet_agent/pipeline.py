@@ -162,10 +162,22 @@ class CameraPipeline:
 
     def process_safely(self, item: GatedFrame) -> None:
         """`process`, logging (rate-limited) instead of raising: the inference threads must go on."""
+        self.publish_safely(item, self.classify_safely(item))
+
+    def classify_safely(self, item: GatedFrame) -> list[ClassifierResult]:
+        """The frame's classifications (any thread, several frames at once); never raises."""
         try:
-            self.process(item.frame, item.decision, item.inputs)
+            return self.classify(item.frame, item.inputs)
         except Exception:
-            self._log_error("processing a frame failed")
+            self._log_error("classifying a frame failed")
+            return []
+
+    def publish_safely(self, item: GatedFrame, results: list[ClassifierResult]) -> None:
+        """`publish`, logging instead of raising (one thread at a time, in frame order)."""
+        try:
+            self.publish(item.frame, item.decision, results)
+        except Exception:
+            self._log_error("publishing a frame's results failed")
 
     # ------------------------------------------------------------------ work
 
@@ -204,8 +216,12 @@ class CameraPipeline:
         self, frame: CapturedFrame, decision: GateDecision | None = None, inputs: tuple[PreparedInput, ...] = ()
     ) -> None:
         """Classify with the camera's classifiers (each on its region), publish the events, and the frame when due."""
+        self.publish(frame, decision, self.classify(frame, inputs))
+
+    def publish(self, frame: CapturedFrame, decision: GateDecision | None, results: list[ClassifierResult]) -> None:
+        """Events of the frame's results, and the frame when an upload rule says so. Keeps the upload rules'
+        state, so frames must come here one at a time and in order."""
         gate = decision or GateDecision(classify=True, reason="off")
-        results = self._classify(frame, inputs)
         self._report(results)
         rule = self.uploads.decide([Result.of(r.classifier, r.classification) for r in results])
         upload = None
@@ -222,9 +238,9 @@ class CameraPipeline:
         self.meter.mark()
         self.stats.on_classified(keepalive=gate.reason == "keepalive")
 
-    def _classify(self, frame: CapturedFrame, inputs: tuple[PreparedInput, ...] = ()) -> list[ClassifierResult]:
+    def classify(self, frame: CapturedFrame, inputs: tuple[PreparedInput, ...] = ()) -> list[ClassifierResult]:
         """Every classifier of the camera on its region (with the input the capture thread made, unless its model
-        was swapped since); one that fails is logged and left out."""
+        was swapped since); one that fails is logged and left out. Safe on several threads at once."""
         prepared = {p.classifier: p for p in inputs}
         results: list[ClassifierResult] = []
         for classifier, runtime, cropper in self._work():

@@ -24,6 +24,7 @@ def load_runtime(
     *,
     top_k: int,
     use_int8: bool,
+    threads: int | None = None,
 ) -> ClassifierRuntime:
     """Verify against the fleet key and load into ONNX Runtime: a broken bundle fails here."""
     try:
@@ -34,7 +35,7 @@ def load_runtime(
         # The hub signs each bundle's precision so hub and agents answer alike; use_int8 is for older bundles.
         signed = read_precision(bundle_dir)
         prefer_int8 = use_int8 if signed is None else signed == "int8"
-        runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=top_k, prefer_int8=prefer_int8)
+        runtime = ClassifierRuntime(bundle_dir, public_key=key, top_k=top_k, prefer_int8=prefer_int8, threads=threads)
     except BundleError as exc:
         raise ModelUpdateError(str(exc)) from None
     except Exception as exc:  # ORT/usearch failures that the runtime did not wrap

@@ -54,12 +54,14 @@ class ModelManager:
         download_backoff_s: float = 1.0,
         use_int8: bool = True,
         token: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.models_dir = Path(data_dir) / "models"
         self.site = validate_name(site, "site")
         self._public_key = public_key
         self.top_k = top_k
         self.use_int8 = use_int8
+        self.threads = threads  # ONNX Runtime threads per run (None: the runtime's default)
         self._on_change = on_change
         self.retry_base_s = retry_base_s
         self._lock = threading.Lock()
@@ -238,7 +240,15 @@ class ModelManager:
         return admit(runtime.manifest, classifier, announcement, trust, self._public_key)
 
     def _load(self, bundle_dir: Path, classifier: str, version: str) -> ClassifierRuntime:
-        return load_runtime(bundle_dir, classifier, version, self._public_key, top_k=self.top_k, use_int8=self.use_int8)
+        return load_runtime(
+            bundle_dir,
+            classifier,
+            version,
+            self._public_key,
+            top_k=self.top_k,
+            use_int8=self.use_int8,
+            threads=self.threads,
+        )
 
     def deactivate(self, classifier: str) -> None:
         """The hub withdrew this classifier: stop classifying with it (its files stay for a rollback)."""
