@@ -347,8 +347,8 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     print(f"trained without {' and '.join(LEFT_OUT)}: {describe(ev_unseen)}", flush=True)
 
     val = known_classes(load_folder(val_dir), train.classes)
-    embed_samples(backbone, val.samples, FeatureCache(CACHE, backbone.cache_key), CPU)
     if not args.skip_ablation:
+        embed_samples(backbone, val.samples, FeatureCache(CACHE, backbone.cache_key), CPU)
         print("ablation (each on the cached embeddings; CV = 5-fold on train/, validation = validation/):")
         results["ablation"] = ablation(backbone, train, val)
 

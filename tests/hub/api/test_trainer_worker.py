@@ -89,7 +89,10 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
     assert served.status_code == 200 and served.headers[MODEL_HEADER] == r.json()["sha256"]
     assert len(unpack_vectors(served.content)) == 30
 
-    assert _worker(sqlite_api, tmp_path).run(max_jobs=1) == 1
+    # The hub's vectors stand only for the default bundle's recipe (one lite0 on its own preprocessing), not for
+    # quick mode's default stack: pin that recipe here.
+    default_recipe = {"quick_backbones": ["tf_efficientnet_lite0"], "quick_view": "std"}
+    assert _worker(sqlite_api, tmp_path, **default_recipe).run(max_jobs=1) == 1
 
     assert c.get(f"{API}/jobs/{job_id}").json()["status"] == "succeeded"
     models = c.get(f"{CLF}/models").json()
@@ -104,8 +107,15 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
 
     # A trainer told not to use them embeds image + mirror itself (the 4 checked images are in its cache).
     again = c.post(f"{CLF}/jobs", json={"mode": "quick"}).json()["id"]
-    assert _worker(sqlite_api, tmp_path, hub_embeddings=False).run(max_jobs=1) == 1
+    assert _worker(sqlite_api, tmp_path, hub_embeddings=False, **default_recipe).run(max_jobs=1) == 1
     assert c.get(f"{API}/jobs/{again}").json()["status"] == "succeeded"
+    newest = max(c.get(f"{CLF}/models").json(), key=lambda m: m["id"])["metrics"]
+    assert newest["embeddings_reused"] == 0 and newest["flips"] is True
+
+    # Quick mode's default recipe (several backbones) is not what the hub embedded with: it embeds every image itself.
+    third = c.post(f"{CLF}/jobs", json={"mode": "quick"}).json()["id"]
+    assert _worker(sqlite_api, tmp_path).run(max_jobs=1) == 1
+    assert c.get(f"{API}/jobs/{third}").json()["status"] == "succeeded"
     newest = max(c.get(f"{CLF}/models").json(), key=lambda m: m["id"])["metrics"]
     assert newest["embeddings_reused"] == 0 and newest["flips"] is True
 

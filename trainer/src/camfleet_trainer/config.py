@@ -14,10 +14,10 @@ ENV_PREFIX = "CAMFLEET_TRAINER"
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 # The quick model's features: these backbones on one input, side by side, with this view (stack.py). Chosen by
 # 5-fold CV on clothing train/ weighed against the agent's images/s (docs/BENCHMARKS.md, issue 16).
-DEFAULT_QUICK_BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0",)
+DEFAULT_QUICK_BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 View = Literal["std", "full"]
 VIEWS: tuple[View, ...] = ("std", "full")
-DEFAULT_QUICK_VIEW: View = "std"
+DEFAULT_QUICK_VIEW: View = "full"
 DEFAULT_CACHE = Path("~/.cache/camfleet-trainer")
 
 
