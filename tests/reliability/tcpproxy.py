@@ -2,7 +2,7 @@
 
 ``cut()`` closes every open connection and makes new ones fail at once (accepted, then closed), as a restarting
 server does; ``restore()`` lets connections through again. The listening port never changes, so clients that
-reconnect on their own (SQLAlchemy's pool, the minio SDK) find the server again without being reconfigured.
+reconnect on their own (SQLAlchemy's pool, the S3 clients) find the server again without being reconfigured.
 """
 
 from __future__ import annotations

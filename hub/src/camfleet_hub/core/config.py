@@ -102,7 +102,7 @@ class DbSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """Object store: a directory (``path``, relative to ``data_dir``) or any S3 server through the minio SDK."""
+    """Object store: a directory (``path``, relative to ``data_dir``) or any S3 server (through boto3)."""
 
     kind: Literal["dir", "s3"] = "dir"
     path: str = "objects"
