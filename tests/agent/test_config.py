@@ -89,3 +89,14 @@ def test_bad_values_name_the_field(tmp_path: Path, snippet: str, field: str) -> 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_inference_threads_share_out_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"agent": "a1", "site": "s1"}
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert AgentSettings.model_validate(base).inference_threads() == (2, 1)  # two frames side by side, 1 thread each
+    assert AgentSettings.model_validate({**base, "inference_workers": 1}).inference_threads() == (1, 2)
+    assert AgentSettings.model_validate({**base, "model_threads": 3}).inference_threads() == (2, 3)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert AgentSettings.model_validate(base).inference_threads() == (4, 1)  # up to 4
+    assert AgentSettings.model_validate({**base, "inference_workers": 2}).inference_threads() == (2, 2)

@@ -145,13 +145,6 @@ class AgentSettings(BaseModel):
     )
     status_interval_s: float = Field(default=30.0, gt=0)
 
-    def inference_threads(self) -> tuple[int, int]:
-        """(inference workers, ONNX Runtime threads per run). Frames side by side, each run on one thread, use two
-        cores better than one frame at a time on two threads (no hand-off between ORT's threads in every layer)."""
-        cores = min(4, os.cpu_count() or 1)
-        workers = self.inference_workers or cores
-        return workers, self.model_threads or max(1, cores // workers)
-
     swap_watch: SwapWatchSettings = Field(default_factory=SwapWatchSettings)  # a new model's first frames
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
@@ -192,6 +185,13 @@ class AgentSettings(BaseModel):
                 raise ValueError(f"cameras: name {cam.name!r} is used twice")
             seen.add(cam.name)
         return self
+
+    def inference_threads(self) -> tuple[int, int]:
+        """(inference workers, ONNX Runtime threads per run). Frames side by side, each run on one thread, use two
+        cores better than one frame at a time on two threads (no hand-off between ORT's threads in every layer)."""
+        cores = min(4, os.cpu_count() or 1)
+        workers = self.inference_workers or cores
+        return workers, self.model_threads or max(1, cores // workers)
 
 
 def load_settings(path: Path | None) -> AgentSettings:
