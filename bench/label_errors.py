@@ -9,7 +9,7 @@ cached embeddings, and measure how many of the flipped images the ranking puts a
 - combined:   what quick mode ships (quick.label_probabilities): model+mirror and neighbours combined
 - oracle:     (--compare) the model fitted on the true labels: a reference for what these features allow
 
-    python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2]
+    python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2] [--backbones lite0 --view std]  # default: quick mode's
     python bench/label_errors.py --smoke   # seconds: the tests' carried images, 10 % flipped, with --compare
 
 The flipped copy is a folder-per-class tree of symbolic links in a temporary folder, loaded like any

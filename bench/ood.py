@@ -4,7 +4,7 @@ many images of the two left-out classes each anomaly score flags when 5 % of hel
 hub and agent run on a bundle's outputs; combinations average (or take the max of) the scores' percentiles
 among the held-out known images, as the bundle's method "combined" does.
 
-    python bench/ood.py [--pairs 15] [--all-pairs] [--seed 0]
+    python bench/ood.py [--pairs 15] [--all-pairs] [--seed 0] [--backbones lite0 --view std]  # default: quick mode's
     python bench/ood.py --smoke           # seconds: the tests' carried images, 2 pairs
 
 Per pair: known images split 80/20 (stratified, seed 0); the head (quick mode's defaults: unit embedding,

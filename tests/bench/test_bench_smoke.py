@@ -105,9 +105,9 @@ def test_train_bench_smoke() -> None:
     out = run_bench("train.py", "--smoke")
     assert re.search(r"warm  \(embeddings cached\): +signed bundle in [\d.]+s", out), out
     # The hub's vectors are used when the quick recipe is the default bundle's; otherwise the job embeds itself.
-    assert re.search(
-        r"^hub job(.* [1-9]\d* vectors reused|: the hub's vectors .* are not this recipe's)", out, re.M
-    ), out
+    assert re.search(r"^hub job(.* [1-9]\d* vectors reused|: the hub's vectors .* are not this recipe's)", out, re.M), (
+        out
+    )
     assert re.search(r"^agent images/s at batch 1 .*: [\d.]+ for this bundle vs [\d.]+ ", out, re.M), out
     assert re.search(r"^validation through the ONNX bundle: accuracy \d\.\d{4} .* on 15 images", out, re.M), out
     assert re.search(r"^trained without shoes and skirt: .*unseen: .*shoes \d/5", out, re.M), out
