@@ -164,7 +164,8 @@ class Hub:
         """Engine, migrations to head, sessions, and the first admin on an empty user table."""
         from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
 
-        self.engine = engine = make_engine(self.settings.db_url())
+        db = self.settings.db
+        self.engine = engine = make_engine(self.settings.db_url(), pool_size=db.pool_size, max_overflow=db.max_overflow)
         self._stops.append(("database", engine.dispose))
         migrate(engine)
         sessions = make_sessionmaker(engine)

@@ -99,6 +99,11 @@ class DbSettings(_Section):
     """SQL database; a relative SQLite path is resolved against ``data_dir``."""
 
     url: str = "sqlite:///hub.db"
+    # Connections kept open: at least the requests served at once (classify.concurrency's decoding slots, pages,
+    # workers), or each request beyond it opens and closes a connection (on SQLite that also re-applies the WAL
+    # pragma, which waits on the writer).
+    pool_size: int = Field(default=20, ge=1, le=500)
+    max_overflow: int = Field(default=10, ge=0, le=500)
 
 
 class StoreSettings(_Section):

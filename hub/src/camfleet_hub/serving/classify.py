@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from camfleet_contract.bundle import MANIFEST, MODEL_INT8, PRECISION, BundleError, Manifest, Precision, unpack_bundle
 from camfleet_contract.images import ImageError, decode_image, preprocess_batch, probe_image
@@ -155,12 +155,17 @@ class RuntimeCache:
             return None if entry is None else entry[1]
 
 
+# A prediction needs the model's id, version and bundle hash; its manifest, metrics and report (JSON, up to
+# hundreds of KB with a model report) are read only when a runtime is first loaded, in the same session.
+_SERVING_COLUMNS = (defer(ModelVersion.manifest), defer(ModelVersion.metrics), defer(ModelVersion.report))
+
+
 def choose_model(session: Session, classifier: Classifier) -> tuple[ModelVersion, bool]:
     """(model, is_default): the production model, else the ImageNet default; 503 when neither exists."""
-    model = announce.production_model(session, classifier)
+    model = announce.production_model(session, classifier, *_SERVING_COLUMNS)
     if model is not None:
         return model, False
-    default = announce.default_model(session)
+    default = announce.default_model(session, *_SERVING_COLUMNS)
     if default is not None:
         return default, True
     raise UnavailableError(

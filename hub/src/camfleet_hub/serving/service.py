@@ -49,12 +49,13 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     probs = softmax(logits, cal.temperature)
     distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
     scores = runtime.anomaly_scores(logits, embedding, distances)
-    classes = runtime.classes
+    classes = np.asarray(runtime.classes, dtype=object)
+    orders = np.argsort(-probs, axis=1)
     out = []
-    for i in range(len(logits)):
-        order = np.argsort(-probs[i])
-        ranked = {classes[j]: float(probs[i, j]) for j in order}
-        top = classes[int(order[0])]
+    for i, order in enumerate(orders):
+        # Whole-row conversions: a per-class Python loop was most of this function for a 1,000-class model.
+        ranked = dict(zip(classes[order].tolist(), probs[i, order].tolist(), strict=True))
+        top = str(classes[order[0]])
         dist = None if distances is None else float(distances[i])
         s = float(scores[i])
         out.append(Scored(top, ranked[top], ranked, s > cal.threshold, s, cal.threshold, dist, embedding[i]))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.interfaces import ORMOption
 
 from camfleet_contract.bundle import DEFAULT_CLASSIFIER as DEFAULT_CLASSIFIER  # the default bundle's name
 from camfleet_contract.bundle import SIGNATURE
@@ -51,19 +52,21 @@ class BundleSignatures:
             self._known[sha] = signature
 
 
-def production_model(session: Session, classifier: Classifier) -> ModelVersion | None:
+def production_model(session: Session, classifier: Classifier, *options: ORMOption) -> ModelVersion | None:
     return session.scalar(
         select(ModelVersion)
+        .options(*options)
         .where(ModelVersion.classifier_id == classifier.id, ModelVersion.status == ModelStatus.PRODUCTION.value)
         .order_by(ModelVersion.version.desc())
         .limit(1)
     )
 
 
-def default_model(session: Session) -> ModelVersion | None:
+def default_model(session: Session, *options: ORMOption) -> ModelVersion | None:
     """The ImageNet no-training default in production, if one was uploaded."""
     return session.scalar(
         select(ModelVersion)
+        .options(*options)
         .where(ModelVersion.classifier_id.is_(None), ModelVersion.status == ModelStatus.PRODUCTION.value)
         .order_by(ModelVersion.version.desc())
         .limit(1)
