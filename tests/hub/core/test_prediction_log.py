@@ -24,13 +24,17 @@ def _scored(label: str) -> Scored:
     return Scored(label, 0.9, {label: 0.9, "other": 0.1}, False, 0.1, 0.5, None, np.zeros(4, np.float32))
 
 
-def test_concurrent_requests_are_all_committed_before_they_return(engine: Engine) -> None:
-    sessions = sessionmaker(engine)
-    with sessions() as s:
+def _site(engine: Engine) -> int:
+    with sessionmaker(engine)() as s:
         site = Site(name="plaza")
         s.add(site)
         s.commit()
-        site_id = site.id
+        return site.id
+
+
+def test_concurrent_requests_are_all_committed_before_they_return(engine: Engine) -> None:
+    sessions = sessionmaker(engine)
+    site_id = _site(engine)
     writer = PredictionLogWriter(engine)
     seen_on_return: list[bool] = []
     lock = threading.Lock()
@@ -59,11 +63,7 @@ def test_concurrent_requests_are_all_committed_before_they_return(engine: Engine
 
 def test_a_request_with_a_bad_row_fails_alone(engine: Engine) -> None:
     sessions = sessionmaker(engine)
-    with sessions() as s:
-        site = Site(name="plaza")
-        s.add(site)
-        s.commit()
-        site_id = site.id
+    site_id = _site(engine)
     writer = PredictionLogWriter(engine)
     errors: list[BaseException] = []
     start = threading.Barrier(9)
