@@ -94,9 +94,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_inference_threads_share_out_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     base = {"agent": "a1", "site": "s1"}
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert AgentSettings.model_validate(base).inference_threads() == (2, 1)  # two frames side by side, 1 thread each
-    assert AgentSettings.model_validate({**base, "inference_workers": 1}).inference_threads() == (1, 2)
-    assert AgentSettings.model_validate({**base, "model_threads": 3}).inference_threads() == (2, 3)
+    assert AgentSettings.model_validate(base).inference_threads() == (1, 2)  # one frame at a time on both cores
+    assert AgentSettings.model_validate({**base, "inference_workers": 2}).inference_threads() == (2, 1)
+    assert AgentSettings.model_validate({**base, "model_threads": 3}).inference_threads() == (1, 3)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert AgentSettings.model_validate(base).inference_threads() == (4, 1)  # up to 4
+    assert AgentSettings.model_validate(base).inference_threads() == (1, 4)  # up to 4
     assert AgentSettings.model_validate({**base, "inference_workers": 2}).inference_threads() == (2, 2)
