@@ -188,7 +188,7 @@ class AgentSettings(BaseModel):
 
     def inference_threads(self) -> tuple[int, int]:
         """(inference workers, ONNX Runtime threads per run). Several workers with one thread each use two cores
-        better (0.75 of raw ORT against 0.72 here) but are not the default yet: the broker-outage test saw a few
+        better (0.75 of raw ORT against 0.70 here) but are not the default yet: the broker-outage test saw a few
         events delivered twice with two workers, not yet explained."""
         cores = min(4, os.cpu_count() or 1)
         workers = self.inference_workers or 1
