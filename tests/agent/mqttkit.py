@@ -89,10 +89,17 @@ class DurableCollector:
             raise RuntimeError(f"could not subscribe to {self.topic} on {self.host}:{self.port}")
         return client
 
-    def reconnect(self) -> None:
-        self.client.loop_stop()
-        self._subscribed.clear()
-        self.client = self._connect()
+    def reconnect(self, timeout_s: float = 30) -> None:
+        """After a broker restart: paho reconnects by itself and the persistent session resumes; wait for that.
+
+        A second client with the same id would take the session over mid-delivery, and every message the first
+        one had received but not yet acknowledged would arrive again.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self.client.is_connected():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the subscriber did not reconnect to {self.host}:{self.port} within {timeout_s:.0f}s")
+            time.sleep(0.1)
 
     def drain(
         self, until: Callable[[list[paho.MQTTMessage]], bool], what: str, timeout_s: float

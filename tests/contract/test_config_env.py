@@ -58,7 +58,7 @@ def test_string_fields_take_the_value_verbatim(
         (AgentSettings, "CAMFLEET_AGENT", AGENT_REQUIRED, "mqtt.port", "1883", 1883),
         (AgentSettings, "CAMFLEET_AGENT", AGENT_REQUIRED, "mqtt.tls", "true", True),
         (TrainerSettings, "CAMFLEET_TRAINER", {}, "poll_interval_s", "1e3", 1000.0),
-        (TrainerSettings, "CAMFLEET_TRAINER", {}, "threads", "null", None),
+        (TrainerSettings, "CAMFLEET_TRAINER", {}, "threads", "2", 2),
         (TrainerSettings, "CAMFLEET_TRAINER", {}, "device", "cpu", "cpu"),
         (TrainerSettings, "CAMFLEET_TRAINER", {}, "worker", "007", "007"),
     ],
@@ -100,3 +100,27 @@ def test_an_all_digit_agent_password_is_accepted_and_hidden() -> None:
 def test_an_invalid_plain_value_is_named_with_its_value() -> None:
     with pytest.raises(ConfigError, match=r"mqtt\.port: .*'abc'"):
         load_config(HubSettings, None, "CAMFLEET_HUB", {"CAMFLEET_HUB__MQTT__PORT": "abc"})
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("CAMFLEET_HUB__MQTT_PORT", "CAMFLEET_HUB__MQTT_PORT names no setting"),  # one underscore: a typo
+        ("CAMFLEET_HUB__MQTT__PROT", r"mqtt\.prot: Extra inputs are not permitted"),
+    ],
+)
+def test_a_misspelt_override_is_refused_not_ignored(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(HubSettings, None, "CAMFLEET_HUB", {name: "1884"})
+
+
+def test_a_table_override_that_is_not_json_is_refused() -> None:
+    env = {**AGENT_REQUIRED, "CAMFLEET_AGENT__CAMERAS": "front,back"}
+    with pytest.raises(ConfigError, match='"cameras"'):
+        load_config(AgentSettings, None, "CAMFLEET_AGENT", env)
+
+
+def test_null_is_no_keyword() -> None:
+    """No string means "unset": a number field refuses "null" (unset the variable to get the default back)."""
+    with pytest.raises(ConfigError, match=r"threads: .*'null'"):
+        load_config(TrainerSettings, None, "CAMFLEET_TRAINER", {"CAMFLEET_TRAINER__THREADS": "null"})

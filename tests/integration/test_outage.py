@@ -5,7 +5,10 @@ frame classified (gate off) and every second frame uploaded (rule `sample`). The
 10 s into the outage the agent is killed with SIGKILL and started again (the broker still down); then the
 broker comes back. The ground truth is every row the agent ever wrote to its outbox: an SQLite trigger the
 test adds copies each insert into a journal table, in the agent's own transaction. Every one of those ids
-must reach a persistent-session subscriber; figures go to docs/RELIABILITY.md.
+must reach a persistent-session subscriber. Only a message the broker held unacknowledged when it went down
+may arrive twice (QoS 1 is at-least-once: its PUBACK died with the broker, so the next agent sends it again, and
+the hub drops the copy by id, see tests/hub/core/test_ingest.py and tests/hub/fleet/test_events.py); everything
+queued during the outage arrives exactly once. Figures go to docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
 
         broker.stop()
         outage_start = time.monotonic()
+        unacked_at_stop = set(read_db(outbox, "outbox"))  # what the broker may have taken without acknowledging
         time.sleep(KILL_AFTER_S)
         agent.send_signal(signal.SIGKILL)
         agent.wait(30)
@@ -170,6 +174,7 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
 
     counts = Counter(received)
     duplicates = sum(n - 1 for n in counts.values())
+    unexplained = {mid for mid, n in counts.items() if n > 1 and mid not in unacked_at_stop}
     missing = set(journal) - set(received)
     figures = {
         "events": sum(1 for k, _ in set(journal) if k == "event"),
@@ -178,11 +183,14 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
         "outage_s": round(outage_s, 1),
         "drain_s": round(drain_s, 1),
         "missing": len(missing),
+        "unacked_at_stop": len(unacked_at_stop),
         "duplicates": duplicates,
+        "duplicates_queued_in_outage": len(unexplained),
         "unexpected": len(set(received) - set(journal)),
     }
     print("outage figures:", json.dumps(figures))
     assert not missing
     assert set(queued_at_kill) <= set(received)
     assert figures["unexpected"] == 0
-    assert duplicates == 0, f"{duplicates} ids arrived more than once"
+    assert not unexplained, f"{len(unexplained)} ids queued during the outage arrived more than once"
+    assert duplicates <= len(unacked_at_stop)

@@ -1,17 +1,16 @@
-"""One config file per process (TOML) with environment overrides, validated by pydantic."""
+"""One config file per process (TOML) with environment overrides (pydantic-settings), validated by pydantic."""
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Mapping
-from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import EnvSettingsSource, SettingsError
 
 S = TypeVar("S", bound=BaseModel)
 # A TOML table or environment overrides before validation: values of any JSON/TOML type, checked by pydantic.
@@ -24,18 +23,6 @@ class ConfigError(ValueError):
 
 # Field names whose values are never echoed in an error, whatever their type.
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential")
-
-
-def _accepts_plain_string(annotation: Any) -> bool:
-    """Whether a field of this type takes an environment value verbatim (str, SecretStr, Path, str enums, …)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _accepts_plain_string(get_args(annotation)[0])
-    if origin in (Union, UnionType):
-        return any(_accepts_plain_string(arg) for arg in get_args(annotation) if arg is not type(None))
-    if origin is Literal:
-        return all(isinstance(arg, str) for arg in get_args(annotation))
-    return isinstance(annotation, type) and issubclass(annotation, (str, SecretStr, PurePath, Enum))
 
 
 def _leaf_annotation(model: type[BaseModel] | None, path: list[str]) -> Any:
@@ -63,35 +50,34 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _env_overrides(prefix: str, environ: Mapping[str, str], model: type[BaseModel] | None = None) -> RawTable:
-    """PREFIX__SECTION__KEY=value → {"section": {"key": value}}.
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping (a process passes os.environ).
 
-    Typed by the model: a field that takes a string gets the value verbatim ("1e3", "null", "0123" stay strings);
-    other fields (numbers, booleans, lists, tables) read it as JSON when it parses, else verbatim, and pydantic
-    validates the result.
+    PREFIX__SECTION__KEY=value → {"section": {"key": value}}. A string field takes the value verbatim ("1e3",
+    "null", "0123" stay strings); tables and lists are JSON; pydantic validates the rest.
     """
-    out: RawTable = {}
+
+    def __init__(self, model: type[BaseModel], prefix: str, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        # pydantic-settings reads only the model's fields and config, so a plain model (not BaseSettings) serves
+        super().__init__(model, case_sensitive=False, env_prefix=prefix + "__", env_nested_delimiter="__")  # type: ignore[arg-type]
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _env_overrides(prefix: str, environ: Mapping[str, str], model: type[BaseModel]) -> RawTable:
+    """The overrides in `environ`; a variable with our prefix that names no setting is an error, not ignored."""
     head = prefix.upper() + "__"
-    for name, raw in environ.items():
-        if not name.upper().startswith(head):
-            continue
-        path = [p.lower() for p in name[len(head) :].split("__") if p]
-        if not path:
-            continue
-        value: Any = raw
-        if not _accepts_plain_string(_leaf_annotation(model, path)):
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = raw
-        node = out
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"environment variable {name} conflicts with another override")
-            node = child
-        node[path[-1]] = value
-    return out
+    for name in environ:
+        if name.upper().startswith(head):
+            path = [p.lower() for p in name[len(head) :].split("__") if p]
+            if not path or _leaf_annotation(model, path[:1]) is None:
+                raise ConfigError(f"environment variable {name} names no setting")
+    try:
+        return _Environment(model, prefix.upper(), environ)()
+    except SettingsError as exc:
+        raise ConfigError(f"environment override: {exc}") from None
 
 
 def _is_secret(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
