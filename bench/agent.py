@@ -106,7 +106,7 @@ def running_agent(bundle: Path, version: str, clip: Path, tmp: Path) -> Iterator
         cfg.write_text(
             f'agent = "{AGENT}"\nsite = "{SITE}"\nhub_url = "http://127.0.0.1:9"\ndata_dir = "{data}"\n'
             f'fleet_public_key = "{signer}"\n[mqtt]\nport = {port}\n[health]\nenabled = false\n'
-            f'[[cameras]]\nname = "{CAMERA}"\nsource = "{clip}"\nfps = 120\nupload_interval_s = 0\n'
+            f'[[cameras]]\nname = "{CAMERA}"\nsource = "{clip}"\nfps = 1000\nupload_interval_s = 0\n'
             "[cameras.gate]\nenabled = false\n"
         )
         events = _Events([], [])

@@ -93,10 +93,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_inference_threads_share_out_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     base = {"agent": "a1", "site": "s1"}
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert AgentSettings.model_validate(base).inference_threads() == (1, 1)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert AgentSettings.model_validate(base).inference_threads() == (1, 2)  # one frame at a time on both cores
-    assert AgentSettings.model_validate({**base, "inference_workers": 2}).inference_threads() == (2, 1)
-    assert AgentSettings.model_validate({**base, "model_threads": 3}).inference_threads() == (1, 3)
+    assert AgentSettings.model_validate(base).inference_threads() == (2, 1)  # two frames at once, a core each
+    assert AgentSettings.model_validate({**base, "inference_workers": 1}).inference_threads() == (1, 2)
+    assert AgentSettings.model_validate({**base, "model_threads": 3}).inference_threads() == (2, 3)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert AgentSettings.model_validate(base).inference_threads() == (1, 4)  # up to 4
-    assert AgentSettings.model_validate({**base, "inference_workers": 2}).inference_threads() == (2, 2)
+    assert AgentSettings.model_validate(base).inference_threads() == (2, 2)  # up to 4 threads in all
+    assert AgentSettings.model_validate({**base, "inference_workers": 4}).inference_threads() == (4, 1)

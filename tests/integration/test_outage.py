@@ -5,10 +5,11 @@ frame classified (gate off) and every second frame uploaded (rule `sample`). The
 10 s into the outage the agent is killed with SIGKILL and started again (the broker still down); then the
 broker comes back. The ground truth is every row the agent ever wrote to its outbox: an SQLite trigger the
 test adds copies each insert into a journal table, in the agent's own transaction. Every one of those ids
-must reach a persistent-session subscriber. Only a message the broker held unacknowledged when it went down
-may arrive twice (QoS 1 is at-least-once: its PUBACK died with the broker, so the next agent sends it again, and
-the hub drops the copy by id, see tests/hub/core/test_ingest.py and tests/hub/fleet/test_events.py); everything
-queued during the outage arrives exactly once. Figures go to docs/RELIABILITY.md.
+must reach a persistent-session subscriber. QoS 1 is at-least-once, so two kinds of second copy are allowed,
+and the hub drops both by id (tests/hub/core/test_ingest.py, tests/hub/fleet/test_events.py): the broker's own
+retransmission to the subscriber after its restart (flagged DUP), and the agent resending a message the broker
+held unacknowledged when it went down. Any other second copy is the agent sending twice, and fails the test.
+Figures go to docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -112,11 +113,15 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
 
     sub = DurableCollector(broker.host, broker.port, f"camfleet/v1/{site}/+/+")
     received: list[tuple[str, str]] = []
+    retransmitted: list[tuple[str, str]] = []  # copies the broker flagged DUP
 
     def take(timeout_s: float = 0.2) -> None:
         for msg in sub.drain(lambda got: sub.inbox.empty(), "messages", timeout_s + 30):
             if msg.topic.endswith(("/event", "/frame")):
-                received.append(message_id(msg.topic, bytes(msg.payload)))
+                (retransmitted if msg.dup else received).append(message_id(msg.topic, bytes(msg.payload)))
+
+    def arrived() -> set[tuple[str, str]]:
+        return set(received + retransmitted)
 
     logs = []
 
@@ -161,7 +166,7 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
         journal = read_db(outbox, "journal")
-        wait_for(lambda: (take(), set(journal) <= set(received))[1], "every journaled id at the subscriber", 30)
+        wait_for(lambda: (take(), set(journal) <= arrived())[1], "every journaled id at the subscriber", 30)
     finally:
         for proc in (agent, second):
             if proc is not None and proc.poll() is None:
@@ -173,9 +178,9 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
         http.shutdown()
 
     counts = Counter(received)
-    duplicates = sum(n - 1 for n in counts.values())
-    unexplained = {mid for mid, n in counts.items() if n > 1 and mid not in unacked_at_stop}
-    missing = set(journal) - set(received)
+    resent_by_agent = {mid for mid, n in counts.items() if n > 1 and mid in unacked_at_stop}
+    sent_twice = {mid for mid, n in counts.items() if n > 1 and mid not in unacked_at_stop}
+    missing = set(journal) - arrived()
     figures = {
         "events": sum(1 for k, _ in set(journal) if k == "event"),
         "frames": sum(1 for k, _ in set(journal) if k == "frame"),
@@ -184,13 +189,13 @@ def test_outage_and_sigkill_lose_nothing_queued(mosquitto_factory, test_data: Pa
         "drain_s": round(drain_s, 1),
         "missing": len(missing),
         "unacked_at_stop": len(unacked_at_stop),
-        "duplicates": duplicates,
-        "duplicates_queued_in_outage": len(unexplained),
-        "unexpected": len(set(received) - set(journal)),
+        "broker_retransmissions": len(retransmitted),
+        "resent_unacked": len(resent_by_agent),
+        "sent_twice": len(sent_twice),
+        "unexpected": len(arrived() - set(journal)),
     }
     print("outage figures:", json.dumps(figures))
     assert not missing
-    assert set(queued_at_kill) <= set(received)
+    assert set(queued_at_kill) <= arrived()
     assert figures["unexpected"] == 0
-    assert not unexplained, f"{len(unexplained)} ids queued during the outage arrived more than once"
-    assert duplicates <= len(unacked_at_stop)
+    assert not sent_twice, f"{len(sent_twice)} ids were sent twice by the agent"

@@ -141,7 +141,7 @@ class CameraConfig(_Model):
 
     name: Name
     source: str = Field(min_length=1, description="video file, image folder, rtsp:// or http:// URL, or USB index")
-    fps: float = Field(default=2.0, gt=0, le=120, description="frame-rate cap: frames kept per second")
+    fps: float = Field(default=2.0, gt=0, le=1000, description="frame-rate cap: frames kept per second")
     stall_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="a live source without a frame for this long is reconnected"
     )
