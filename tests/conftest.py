@@ -20,7 +20,6 @@ Services that are missing make the fixture fail with a message saying what to in
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -321,7 +320,7 @@ def pg_url() -> Iterator[str]:
 
 @dataclass
 class S3Server:
-    """An S3 server on 127.0.0.1 (moto or SeaweedFS, per ``kind``), reachable with the minio SDK (``secure=False``)."""
+    """An S3 server on 127.0.0.1 (moto or SeaweedFS, per ``kind``), reached with boto3 as the hub's store is."""
 
     endpoint: str
     access_key: str = "testing"
@@ -334,21 +333,21 @@ class S3Server:
         return f"http://{self.endpoint}"
 
     def client(self):  # type: ignore[no-untyped-def]
-        """A minio client for this server."""
-        from minio import Minio
+        """A boto3 S3 client for this server."""
+        import boto3
 
-        return Minio(
-            self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=False,
-            region=self.region,
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
         )
 
     def new_bucket(self) -> str:
         """Create a uniquely named bucket and return its name."""
         name = f"cftest-{uuid.uuid4().hex[:16]}"
-        self.client().make_bucket(name)
+        self.client().create_bucket(Bucket=name)
         return name
 
 
@@ -430,7 +429,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                server.client().put_object(probe, "probe", io.BytesIO(b"ok"), 2)
+                server.client().put_object(Bucket=probe, Key="probe", Body=b"ok")
                 break
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet" until the deadline
                 if time.monotonic() > deadline or proc.poll() is not None:
