@@ -51,3 +51,24 @@ def test_holdout_split_is_stratified() -> None:
 def test_compare_refuses_bad_counts(flag: str, clothing_subset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--data", str(clothing_subset / "train"), flag, "0"]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_a_stack_is_compared_as_quick_mode_ships_it(clothing_subset: Path, trainer_cache: Path) -> None:
+    from camfleet_trainer.compare import DEFAULT_CANDIDATES, build_candidate
+
+    assert DEFAULT_CANDIDATES[-1] == "lite0+lite1+lite2"  # the shipped quick model sits beside the singles
+    stack = build_candidate("lite0+lite1")
+    assert stack.name == "tf_efficientnet_lite0+tf_efficientnet_lite1"
+    assert stack.embedding_dim == 2560 and stack.preprocessing.size == 240
+    assert stack.preprocessing.resize == 240  # the quick view: the whole shorter side
+    cmp = compare_backbones(
+        load_folder(clothing_subset / "train"),
+        ["lite0+lite1"],
+        trainer_cache,
+        evaluation=load_folder(clothing_subset / "validation"),
+        int8=False,
+        speed_runs=3,
+    )
+    (row,) = cmp.rows
+    assert (row.backbone, row.precision, row.input_size, row.embedding_dim) == ("lite0+lite1", "fp32", 240, 2560)
+    assert row.accuracy >= 0.8 and row.images_per_s > 0

@@ -173,8 +173,9 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     c.add_argument(
         "--backbones",
         nargs="+",
-        default=["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"],
-        help="timm names with packaged weights (default: lite0 lite1 lite2; missing ones are skipped)",
+        default=None,
+        help="timm or short names (lite0) with packaged weights, or stacks as quick mode ships them (lite0+lite2); "
+        "default: lite0 lite1 lite2 and the quick model's stack lite0+lite1+lite2; missing ones are skipped",
     )
     c.add_argument("--no-int8", dest="int8", action="store_false", help="FP32 rows only")
     c.add_argument("--eval-images", dest="eval_images", type=int, default=200, help="at most this many (200)")
@@ -186,7 +187,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _compare(args: argparse.Namespace) -> int:
 
     from camfleet_trainer.backbone import configure_threads
-    from camfleet_trainer.compare import compare_backbones, render_table
+    from camfleet_trainer.compare import DEFAULT_CANDIDATES, compare_backbones, render_table
     from camfleet_trainer.data import load_folder
 
     if args.eval_images < 1 or args.threads < 1:
@@ -196,7 +197,7 @@ def _compare(args: argparse.Namespace) -> int:
     configure_threads(None)
     cmp = compare_backbones(
         data,
-        args.backbones,
+        args.backbones or DEFAULT_CANDIDATES,
         args.cache_dir.expanduser(),
         evaluation=evaluation,
         int8=args.int8,

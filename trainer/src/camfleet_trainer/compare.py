@@ -1,5 +1,8 @@
 """Model comparison: for each backbone, the quick model's accuracy and speed as FP32 and INT8 ONNX on this machine.
 
+A name joined with "+" ("lite0+lite1+lite2") is a stack, as quick mode ships it: the members on one input with
+the quick view; the CLI's default list ends with the stack quick mode trains, so its row sits beside the singles.
+
 The speed/accuracy trade-off a site faces when it picks a backbone, measured on its own images: every row is
 the exported ONNX model (backbone + quick head, static padding) run by ONNX Runtime on the CPU, as an agent
 runs it, judged on images the head never saw.
@@ -26,6 +29,7 @@ import torch
 from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.runtime import INPUT, OUTPUTS
 from camfleet_trainer.backbone import Backbone, build_backbone
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW
 from camfleet_trainer.data import LabeledSet, Sample
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.errors import DatasetError
@@ -34,6 +38,7 @@ from camfleet_trainer.head import fit_head
 from camfleet_trainer.oof import stratified_folds
 from camfleet_trainer.quantize import quantize_int8
 from camfleet_trainer.quick import QuickOptions
+from camfleet_trainer.stack import SEPARATOR, SHORT_NAMES, backbone_name, build_quick_backbone, member_names
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,21 @@ INT8_CALIBRATION = 64
 Precision = Literal["fp32", "int8"]
 # build(name) -> Backbone; tests pass a builder for a local checkpoint.
 BackboneBuilder = Callable[[str], Backbone]
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("tf_efficientnet_") if name.removeprefix("tf_efficientnet_") in SHORT_NAMES else name
+
+
+# What `compare` measures unless told: each packaged backbone alone, then the stack quick mode ships.
+DEFAULT_CANDIDATES = [*DEFAULT_QUICK_BACKBONES, SEPARATOR.join(_short(n) for n in DEFAULT_QUICK_BACKBONES)]
+
+
+def build_candidate(name: str) -> Backbone:
+    """One backbone ("lite1" or a timm name), or a stack ("lite0+lite2") on one input with quick mode's view."""
+    if SEPARATOR in name:
+        return build_quick_backbone(member_names(name), DEFAULT_QUICK_VIEW)
+    return build_backbone(backbone_name(name))
 
 
 @dataclass(frozen=True)
@@ -186,7 +206,7 @@ def compare_backbones(
     threads: int = 1,
     eval_images: int = DEFAULT_EVAL_IMAGES,
     speed_runs: int = SPEED_RUNS,
-    build: BackboneBuilder = build_backbone,
+    build: BackboneBuilder = build_candidate,
     options: QuickOptions | None = None,
     source: str = "",
 ) -> Comparison:
@@ -225,7 +245,7 @@ def compare_backbones(
 
 def render_table(cmp: Comparison) -> str:
     """A plain-text table, one row per backbone and precision."""
-    head = f"{'backbone':<24} {'precision':<9} {'accuracy':>8} {'images/s':>9} {'size MB':>8} {'input':>5}"
+    head = f"{'backbone':<32} {'precision':<9} {'accuracy':>8} {'images/s':>9} {'size MB':>8} {'input':>5}"
     lines = [
         f"{cmp.train_images} training images, judged on {cmp.eval_images} images ({cmp.eval_set}); "
         f"ONNX Runtime CPU, batch 1, {cmp.threads} thread(s)",
@@ -234,9 +254,9 @@ def render_table(cmp: Comparison) -> str:
     ]
     for r in cmp.rows:
         lines.append(
-            f"{r.backbone:<24} {r.precision:<9} {r.accuracy:>8.3f} {r.images_per_s:>9.1f} {r.size_mb:>8.1f} "
+            f"{r.backbone:<32} {r.precision:<9} {r.accuracy:>8.3f} {r.images_per_s:>9.1f} {r.size_mb:>8.1f} "
             f"{r.input_size:>5}"
         )
     for name, why in cmp.skipped:
-        lines.append(f"{name:<24} skipped: {why}")
+        lines.append(f"{name:<32} skipped: {why}")
     return "\n".join(lines)
