@@ -34,7 +34,7 @@ def test_compare_measures_fp32_and_int8_and_skips_a_missing_backbone(
     assert fp32.images_per_s > 0 and int8.images_per_s > 0
     assert int8.size_mb < fp32.size_mb / 2  # int8 weights: about a quarter of the FP32 file
     assert cmp.eval_images == 15 and cmp.train_images == 60
-    assert [name for name, _ in cmp.skipped] == ["no_such_model_xyz"]
+    assert [s.backbone for s in cmp.skipped] == ["no_such_model_xyz"]
     table = render_table(cmp)
     assert "tf_efficientnet_lite0" in table and "int8" in table and "skipped" in table
 
@@ -54,9 +54,11 @@ def test_compare_refuses_bad_counts(flag: str, clothing_subset: Path, capsys: py
 
 
 def test_a_stack_is_compared_as_quick_mode_ships_it(clothing_subset: Path, trainer_cache: Path) -> None:
-    from camfleet_trainer.compare import DEFAULT_CANDIDATES, build_candidate
+    from camfleet_trainer.compare import build_candidate
+    from camfleet_trainer.config import DEFAULT_COMPARE, DEFAULT_QUICK_BACKBONES
 
-    assert DEFAULT_CANDIDATES[-1] == "lite0+lite1+lite2"  # the shipped quick model sits beside the singles
+    # the shipped quick model sits beside the singles
+    assert build_candidate(DEFAULT_COMPARE[-1]).name == "+".join(DEFAULT_QUICK_BACKBONES)
     stack = build_candidate("lite0+lite1")
     assert stack.name == "tf_efficientnet_lite0+tf_efficientnet_lite1"
     assert stack.embedding_dim == 2560 and stack.preprocessing.size == 240

@@ -227,6 +227,12 @@ class HubClient:
         body = rest.JobFail(worker=worker, reason=reason[:2000] or "failed").model_dump()
         return self._parse(rest.JobPublic, self._request(ep, ep.path(job_id=job_id), json=body))
 
+    def upload_comparison(self, job_id: int, worker: str, comparison: rest.ModelComparison) -> rest.JobPublic:
+        """A compare job's table; the hub stores it and marks the job done."""
+        ep = rest.JOB_COMPARISON
+        body = rest.JobComparison(worker=worker, comparison=comparison).model_dump(mode="json")
+        return self._parse(rest.JobPublic, self._request(ep, ep.path(job_id=job_id), json=body))
+
     def upload_result(self, job_id: int, bundle_zip: bytes) -> rest.ModelPublic:
         """Upload the bundle; safe to repeat (the hub keeps the first result of a job)."""
         ep = rest.JOB_RESULT

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 API_PREFIX = "/api/v1"
 MAX_EPOCHS_PER_BEAT = 1000
 BACKBONE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+# What a training job does: train a quick or full bundle, or compare backbones on the classifier's images.
+JobMode = Literal["quick", "full", "compare"]
+COMPARE_MODE: JobMode = "compare"
 
 
 class Request(BaseModel):
@@ -150,6 +153,42 @@ class JobFail(WorkerRequest):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class ComparisonRow(Public):
+    """One backbone (or stack) at one precision: held-out accuracy, batch-1 speed and file size of its ONNX model."""
+
+    backbone: str
+    precision: Literal["fp32", "int8"]
+    accuracy: float
+    images_per_s: float
+    size_mb: float
+    input_size: int
+    embedding_dim: int
+
+
+class SkippedBackbone(Public):
+    backbone: str
+    reason: str
+
+
+class ModelComparison(Public):
+    """`camfleet-trainer compare` on a classifier's images: what a site weighs when it picks a backbone."""
+
+    data: str = Field(default="", description="where the images came from")
+    classes: list[str]
+    train_images: int
+    eval_images: int
+    eval_set: str = Field(description='"held-out 20 % of the data (stratified)" or the evaluation folder')
+    threads: int = Field(description="ONNX Runtime threads in the speed measurement")
+    rows: list[ComparisonRow] = Field(default_factory=list)
+    skipped: list[SkippedBackbone] = Field(default_factory=list)
+
+
+class JobComparison(WorkerRequest):
+    """A compare job's result, sent by the worker that holds its lease."""
+
+    comparison: ModelComparison
+
+
 class DatasetImage(Public):
     id: int
     sha256: str
@@ -202,6 +241,7 @@ FAIL_JOB = Endpoint("POST", "/jobs/{job_id}/fail", JobPublic, JobFail)
 JOB_DATASET = Endpoint("GET", "/jobs/{job_id}/dataset", Dataset)
 JOB_EMBEDDINGS = Endpoint("GET", "/jobs/{job_id}/embeddings", None)  # camfleet_contract.vectors .npz
 JOB_RESULT = Endpoint("POST", "/jobs/{job_id}/result", ModelPublic, status=201)  # multipart `file`; 200: repeated
+JOB_COMPARISON = Endpoint("POST", "/jobs/{job_id}/comparison", JobPublic, JobComparison)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     GET_DEFAULT_MODEL,
@@ -215,4 +255,5 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     JOB_DATASET,
     JOB_EMBEDDINGS,
     JOB_RESULT,
+    JOB_COMPARISON,
 )

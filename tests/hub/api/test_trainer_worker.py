@@ -139,3 +139,41 @@ def test_worker_fails_a_job_whose_params_it_cannot_use(
     done = c.get(f"{API}/jobs/{job_id}").json()
     assert done["status"] == "failed" and "params.int8" in done["message"], done
     assert c.get(f"{CLF}/models").json() == []
+
+
+def test_a_compare_job_measures_backbones_and_the_training_page_shows_the_table(
+    sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+) -> None:
+    c = sqlite_api.client
+    import_dataset(c, clothing_subset, per_class=10)
+    c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    page = "/ui/sites/shop/classifiers/clothes"
+    assert c.get(f"{CLF}/comparison").status_code == 404  # none yet
+    r = c.post(f"{page}/jobs", data={"mode": "compare"}, follow_redirects=False)  # started from the page
+    assert r.status_code == 303, r.text
+    job_id = c.get(f"{CLF}/jobs").json()[0]["id"]
+
+    # lite0 and a backbone whose weights no package ships: measured and skipped, as the CLI does
+    assert _worker(sqlite_api, tmp_path, compare_backbones=["lite0", "no_such_model_xyz"]).run(max_jobs=1) == 1
+
+    job = c.get(f"{API}/jobs/{job_id}").json()
+    assert (job["status"], job["mode"], job["model_version_id"]) == ("succeeded", "compare", None), job
+    assert {e["stage"] for e in c.get(f"{API}/jobs/{job_id}/progress").json()["events"]} >= {"download", "compare"}
+    table = c.get(f"{CLF}/comparison").json()
+    assert [(r["backbone"], r["precision"]) for r in table["rows"]] == [("lite0", "fp32"), ("lite0", "int8")]
+    assert table["classes"] == ["dress", "hat", "shoes"] and table["train_images"] + table["eval_images"] == 30
+    assert all(r["accuracy"] >= 0.6 and r["images_per_s"] > 0 and r["size_mb"] > 0 for r in table["rows"])
+    assert [s["backbone"] for s in table["skipped"]] == ["no_such_model_xyz"]
+    assert not c.get(f"{CLF}/models").json()  # a comparison registers no model
+
+    html = c.get(f"{page}/training").text
+    assert "Which backbone?" in html and html.count("<meter") == 4 and "no_such_model_xyz" in html
+    assert 'value="compare"' in html  # the page can start another one
+
+    # Only the worker that held the job may deliver; a training job delivers a bundle, not a table.
+    body = {"worker": "someone-else", "comparison": table}
+    assert c.post(f"{API}/jobs/{job_id}/comparison", json=body).status_code == 409
+    c.post(f"{CLF}/jobs", json={"mode": "quick"})
+    quick = c.post(f"{API}/jobs/claim", json={"worker": "test-worker"}).json()["job"]["id"]
+    answer = c.post(f"{API}/jobs/{quick}/comparison", json={**body, "worker": "test-worker"})
+    assert answer.status_code == 409 and "only a compare job" in answer.text

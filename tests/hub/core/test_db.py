@@ -18,7 +18,7 @@ from camfleet_hub.ingest.models import DeadLetter
 from camfleet_hub.training.models import ModelStatus, ModelVersion, TrainingJob
 
 SHA = "ab" * 32
-HEAD = "0008"
+HEAD = "0009"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:

@@ -13,7 +13,14 @@ from camfleet_contract.bundle import BundleError
 from camfleet_contract.config import ConfigError
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_trainer import __version__
-from camfleet_trainer.config import DEFAULT_BACKBONE, DEFAULT_CACHE, DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS
+from camfleet_trainer.config import (
+    DEFAULT_BACKBONE,
+    DEFAULT_CACHE,
+    DEFAULT_COMPARE,
+    DEFAULT_QUICK_BACKBONES,
+    DEFAULT_QUICK_VIEW,
+    VIEWS,
+)
 from camfleet_trainer.errors import BackboneError, DatasetError, ExportError
 
 if TYPE_CHECKING:
@@ -187,7 +194,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _compare(args: argparse.Namespace) -> int:
 
     from camfleet_trainer.backbone import configure_threads
-    from camfleet_trainer.compare import DEFAULT_CANDIDATES, compare_backbones, render_table
+    from camfleet_trainer.compare import compare_backbones, render_table
     from camfleet_trainer.data import load_folder
 
     if args.eval_images < 1 or args.threads < 1:
@@ -197,7 +204,7 @@ def _compare(args: argparse.Namespace) -> int:
     configure_threads(None)
     cmp = compare_backbones(
         data,
-        args.backbones or DEFAULT_CANDIDATES,
+        args.backbones or list(DEFAULT_COMPARE),
         args.cache_dir.expanduser(),
         evaluation=evaluation,
         int8=args.int8,
@@ -205,7 +212,7 @@ def _compare(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         source=str(args.data),
     )
-    print(cmp.to_json() if args.json else render_table(cmp), flush=True)
+    print(cmp.model_dump_json(indent=1) if args.json else render_table(cmp), flush=True)
     return 0 if cmp.rows else 2
 
 

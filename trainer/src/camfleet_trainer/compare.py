@@ -13,12 +13,11 @@ runs it, judged on images the head never saw.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,9 +26,10 @@ import onnxruntime as ort
 import torch
 
 from camfleet_contract.images import decode_image, preprocess_batch
+from camfleet_contract.rest import ComparisonRow, ModelComparison, SkippedBackbone
 from camfleet_contract.runtime import INPUT, OUTPUTS
 from camfleet_trainer.backbone import Backbone, build_backbone
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW
+from camfleet_trainer.config import DEFAULT_QUICK_VIEW
 from camfleet_trainer.data import LabeledSet, Sample
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.errors import DatasetError
@@ -38,7 +38,7 @@ from camfleet_trainer.head import fit_head
 from camfleet_trainer.oof import stratified_folds
 from camfleet_trainer.quantize import quantize_int8
 from camfleet_trainer.quick import QuickOptions
-from camfleet_trainer.stack import SEPARATOR, SHORT_NAMES, backbone_name, build_quick_backbone, member_names
+from camfleet_trainer.stack import SEPARATOR, backbone_name, build_quick_backbone, member_names
 
 log = logging.getLogger(__name__)
 
@@ -51,50 +51,11 @@ Precision = Literal["fp32", "int8"]
 BackboneBuilder = Callable[[str], Backbone]
 
 
-def _short(name: str) -> str:
-    return name.removeprefix("tf_efficientnet_") if name.removeprefix("tf_efficientnet_") in SHORT_NAMES else name
-
-
-# What `compare` measures unless told: each packaged backbone alone, then the stack quick mode ships.
-DEFAULT_CANDIDATES = [*DEFAULT_QUICK_BACKBONES, SEPARATOR.join(_short(n) for n in DEFAULT_QUICK_BACKBONES)]
-
-
 def build_candidate(name: str) -> Backbone:
     """One backbone ("lite1" or a timm name), or a stack ("lite0+lite2") on one input with quick mode's view."""
     if SEPARATOR in name:
         return build_quick_backbone(member_names(name), DEFAULT_QUICK_VIEW)
     return build_backbone(backbone_name(name))
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    """One backbone at one precision: held-out accuracy, batch-1 throughput and file size of its ONNX model."""
-
-    backbone: str
-    precision: Precision
-    accuracy: float
-    images_per_s: float
-    size_mb: float
-    input_size: int
-    embedding_dim: int
-
-
-@dataclass
-class Comparison:
-    """Rows for every backbone (FP32 then INT8) and how they were measured."""
-
-    data: str
-    classes: list[str]
-    train_images: int
-    eval_images: int
-    eval_set: str  # "held-out 20 % of DATA" or the --eval folder
-    threads: int
-    rows: list[ComparisonRow] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (backbone, why)
-
-    def to_json(self) -> str:
-        """The JSON form that `compare --json` prints."""
-        return json.dumps(asdict(self), indent=1)
 
 
 def holdout_split(labels: np.ndarray, share: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -209,11 +170,13 @@ def compare_backbones(
     build: BackboneBuilder = build_candidate,
     options: QuickOptions | None = None,
     source: str = "",
-) -> Comparison:
+    on_backbone: Callable[[int, int, str], None] | None = None,
+) -> ModelComparison:
     """Fit the quick head per backbone on DATA (minus a held-out 20 % unless `evaluation` is given), export
     backbone + head to ONNX (and INT8), and measure each on the same held-out images with ONNX Runtime.
 
     A backbone that cannot be built (weights package missing) is skipped with the reason, not fatal.
+    `on_backbone(i, n, name)` is called before each one (progress for a job).
     """
     if not backbones:
         raise DatasetError("compare: give at least one backbone")
@@ -222,7 +185,7 @@ def compare_backbones(
     opts = options or QuickOptions()
     train_samples, test_samples, eval_set = _split(data, evaluation)
     test_samples = _spread(test_samples, eval_images)
-    result = Comparison(
+    result = ModelComparison(
         data=source,
         classes=list(data.classes),
         train_images=len(train_samples),
@@ -232,18 +195,20 @@ def compare_backbones(
     )
     decoded = [decode_image(s.read()) for s in test_samples]
     held = _Held(decoded, np.array([s.class_index for s in test_samples]), int8, threads, speed_runs)
-    for name in backbones:
+    for i, name in enumerate(backbones):
+        if on_backbone is not None:
+            on_backbone(i, len(backbones), name)
         try:
             backbone = build(name)
         except Exception as exc:  # BackboneError, or timm refusing an unknown name
             log.warning("compare: skipping %s: %s", name, exc)
-            result.skipped.append((name, str(exc)))
+            result.skipped.append(SkippedBackbone(backbone=name, reason=str(exc)))
             continue
         result.rows += _rows(backbone, name, train_samples, len(data.classes), cache_dir, opts, held)
     return result
 
 
-def render_table(cmp: Comparison) -> str:
+def render_table(cmp: ModelComparison) -> str:
     """A plain-text table, one row per backbone and precision."""
     head = f"{'backbone':<32} {'precision':<9} {'accuracy':>8} {'images/s':>9} {'size MB':>8} {'input':>5}"
     lines = [
@@ -257,6 +222,6 @@ def render_table(cmp: Comparison) -> str:
             f"{r.backbone:<32} {r.precision:<9} {r.accuracy:>8.3f} {r.images_per_s:>9.1f} {r.size_mb:>8.1f} "
             f"{r.input_size:>5}"
         )
-    for name, why in cmp.skipped:
-        lines.append(f"{name:<32} skipped: {why}")
+    for skipped in cmp.skipped:
+        lines.append(f"{skipped.backbone:<32} skipped: {skipped.reason}")
     return "\n".join(lines)

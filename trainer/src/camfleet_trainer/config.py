@@ -18,6 +18,8 @@ DEFAULT_QUICK_BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficie
 View = Literal["std", "full"]
 VIEWS: tuple[View, ...] = ("std", "full")
 DEFAULT_QUICK_VIEW: View = "full"
+# What a comparison measures unless told: each packaged backbone alone, then the stack quick mode ships.
+DEFAULT_COMPARE: tuple[str, ...] = ("lite0", "lite1", "lite2", "lite0+lite1+lite2")
 DEFAULT_CACHE = Path("~/.cache/camfleet-trainer")
 
 
@@ -56,6 +58,13 @@ class TrainerSettings(BaseModel):
         description="quick jobs train on the vectors the hub computed at import (seconds instead of minutes); "
         "false computes image + mirror features here (same CV accuracy, minutes per few thousand new images); "
         "used only when the quick recipe is the default bundle's (one backbone, its own preprocessing)",
+    )
+
+    compare_backbones: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_COMPARE),
+        min_length=1,
+        max_length=12,
+        description='compare jobs: the backbones measured ("lite1", a timm name, or a stack such as "lite0+lite2")',
     )
 
     @field_validator("hub_url")

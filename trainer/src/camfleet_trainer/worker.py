@@ -13,10 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from camfleet_contract.bundle import BundleError, pack_bundle, verify_bundle
-from camfleet_contract.rest import EpochMetrics, JobClaimed, JobParams
+from camfleet_contract.rest import COMPARE_MODE, EpochMetrics, JobClaimed, JobParams, ModelComparison
 from camfleet_contract.signing import load_or_create_key
 from camfleet_trainer.backbone import Backbone, BackboneError, build_backbone, configure_threads, resolve_device
 from camfleet_trainer.client import HubClient, HubError, LeaseLost
+from camfleet_trainer.compare import compare_backbones
 from camfleet_trainer.config import TrainerSettings
 from camfleet_trainer.data import DatasetError
 from camfleet_trainer.export import ExportError, export_imagenet_default
@@ -163,8 +164,15 @@ class Worker:
             with JobReporter(self.client, job_id, self.settings.worker, lease, self.stopping) as reporter:
                 try:
                     mode = job.mode or "quick"
+                    if mode == COMPARE_MODE:
+                        comparison = self._compare(job_id, reporter)
+                        reporter.update("upload", 0.99, "sending the comparison")
+                        self.client.upload_comparison(job_id, self.settings.worker, comparison)
+                        log.info("job %s done (compare): %d rows", job_id, len(comparison.rows))
+                        return "succeeded"
                     if mode not in MODES:
-                        raise DatasetError(f"mode: {mode!r} is not supported by this trainer ({', '.join(MODES)})")
+                        known = ", ".join((*MODES, COMPARE_MODE))
+                        raise DatasetError(f"mode: {mode!r} is not supported by this trainer ({known})")
                     outcome = self._train(job_id, mode, _job_params(job.params), reporter, work / "bundle")
                     reporter.update("upload", 0.99, "uploading the bundle")
                     model = self.client.upload_result(job_id, pack_bundle(outcome.bundle_dir))
@@ -203,6 +211,16 @@ class Worker:
         return train_quick_bundle(
             data, backbone, target, QuickBundleOptions(quick, self.cache_dir, known, _int8(params, False))
         )
+
+    def _compare(self, job_id: int, reporter: JobReporter) -> ModelComparison:
+        """Download the job's dataset and measure `compare_backbones` on it (20 % held out)."""
+        data, name = self.images.dataset(job_id, reporter)
+        candidates = self.settings.compare_backbones
+
+        def step(i: int, n: int, backbone: str) -> None:
+            reporter.update("compare", 0.1 + 0.85 * i / n, f"measuring {backbone} ({i + 1} of {n})")
+
+        return compare_backbones(data, candidates, self.cache_dir, source=name, on_backbone=step)
 
     def _full_options(self, params: JobParams) -> FullOptions:
         """The full mode's options from the job's params; a bad value fails the job naming it."""

@@ -15,7 +15,7 @@ from sqlalchemy import String, and_, cast, func, literal, or_, select, true, upd
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from camfleet_contract.rest import Dataset, DatasetImage
+from camfleet_contract.rest import COMPARE_MODE, Dataset, DatasetImage, ModelComparison
 from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
 from camfleet_hub.datasets import duplicates
@@ -238,6 +238,49 @@ def fail(session: Session, job_id: int, worker: str, reason: str) -> TrainingJob
     session.commit()
     session.refresh(job)
     return job
+
+
+def finish_comparison(session: Session, job_id: int, worker: str, comparison: ModelComparison) -> TrainingJob:
+    """A compare job's table from the worker holding its lease: stored on the job, which is done."""
+    job = get_job(session, job_id)
+    if job.mode != COMPARE_MODE:
+        raise ConflictError(f"job id={job_id} is a {job.mode} job; only a compare job delivers a comparison")
+    if job.status == JobStatus.SUCCEEDED.value and job.worker == worker:
+        return job  # a repeated upload after a lost answer
+    result = session.execute(
+        update(TrainingJob)
+        .where(_held_by(job_id, worker))
+        .values(
+            status=JobStatus.SUCCEEDED.value,
+            comparison=comparison.model_dump(mode="json"),
+            progress=1.0,
+            stage="done",
+            message=f"{len(comparison.rows)} models measured",
+            finished_at=utcnow(),
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise _lease_lost(session, job_id, worker)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def latest_comparison(session: Session, classifier: Classifier) -> ModelComparison | None:
+    """The classifier's newest comparison, if a compare job has finished."""
+    stored = session.scalar(
+        select(TrainingJob.comparison)
+        .where(
+            TrainingJob.classifier_id == classifier.id,
+            TrainingJob.mode == COMPARE_MODE,
+            TrainingJob.status == JobStatus.SUCCEEDED.value,
+        )
+        .order_by(TrainingJob.finished_at.desc(), TrainingJob.id.desc())
+        .limit(1)
+    )
+    return ModelComparison.model_validate(stored) if stored else None
 
 
 def cancel(session: Session, job_id: int) -> TrainingJob:

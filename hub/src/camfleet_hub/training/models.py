@@ -71,6 +71,8 @@ class TrainingJob(Base):
     gpu: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The model this job produced; a plain column because model_versions.job_id already links back (no FK cycle).
     model_version_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A compare job's result (camfleet_contract.rest.ModelComparison); None for training jobs.
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

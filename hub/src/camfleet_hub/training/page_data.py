@@ -50,6 +50,7 @@ class TrainingPage:
     jobs: list[Any]
     current: RunningJob | None
     groups: dict[str, int]
+    comparison: ModelComparison | None = None  # the latest compare job's table
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ def training(session: Session, classifier: Classifier) -> TrainingPage:
         jobs=[views.job(j) for j in history],
         current=running,
         groups=jobs.trainable_groups(session, classifier),
+        comparison=jobs.latest_comparison(session, classifier),
     )
 
 

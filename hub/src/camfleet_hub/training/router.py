@@ -16,16 +16,18 @@ from camfleet_contract.rest import (  # the trainer's side of these routes: the 
     HeartbeatAnswer,
     JobClaim,
     JobClaimed,
+    JobComparison,
     JobFail,
     JobHeartbeat,
     JobPublic,
+    ModelComparison,
     ModelPublic,
 )
 from camfleet_contract.vectors import MEDIA_TYPE, MODEL_HEADER, pack_vectors
 from camfleet_hub.auth.deps import CurrentUserDep, HubAdminDep, SiteLabellerDep, SiteViewerDep, require_in_classifier
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import ServicesDep, SessionDep
-from camfleet_hub.core.errors import TooLargeError
+from camfleet_hub.core.errors import NotFoundError, TooLargeError
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
 from camfleet_hub.training import jobs, progress_log, registry
@@ -121,6 +123,24 @@ def job_progress(
 @router.post("/jobs/{job_id}/fail", operation_id="fail_job", response_model=JobPublic)
 def fail_job(job_id: int, body: JobFail, session: SessionDep, _trainer: HubAdminDep) -> JobPublic:
     return _public(jobs.fail(session, job_id, body.worker, body.reason))
+
+
+@router.post("/jobs/{job_id}/comparison", operation_id="upload_job_comparison", response_model=JobPublic)
+def upload_comparison(job_id: int, body: JobComparison, session: SessionDep, _trainer: HubAdminDep) -> JobPublic:
+    return _public(jobs.finish_comparison(session, job_id, body.worker, body.comparison))
+
+
+@router.get(
+    "/sites/{site}/classifiers/{clf}/comparison",
+    operation_id="get_comparison",
+    response_model=ModelComparison,
+    responses={404: {"description": "no compare job has finished for this classifier"}},
+)
+def get_comparison(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) -> ModelComparison:
+    comparison = jobs.latest_comparison(session, crud.get_classifier(session, site, clf))
+    if comparison is None:
+        raise NotFoundError(f"classifier {clf!r} has no comparison yet: start a compare job")
+    return comparison
 
 
 @router.post("/jobs/{job_id}/cancel", operation_id="cancel_job", response_model=JobPublic)

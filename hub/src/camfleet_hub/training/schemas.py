@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from camfleet_contract.rest import (
+    JobMode,
     JobParams,
     JobPublic,
 )
@@ -55,7 +56,7 @@ class LabelErrorPublic(Public):
 
 
 class JobCreate(Request):
-    mode: Literal["quick", "full"] = "quick"
+    mode: JobMode = Field(default="quick", description="quick or full training, or compare: a table of backbones")
     auto_promote: bool = False
     params: JobParams = Field(default_factory=JobParams)
 
