@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from camfleet_contract.rest import EpochMetrics
+from camfleet_contract.rest import EpochMetrics, ModelComparison
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Classifier
