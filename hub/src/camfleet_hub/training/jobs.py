@@ -226,15 +226,19 @@ def fail(session: Session, job_id: int, worker: str, reason: str) -> TrainingJob
     job = get_job(session, job_id)
     if job.status == JobStatus.CANCELLED.value and job.worker == worker:
         return job
-    now = utcnow()
+    return _end(session, job, worker, status=JobStatus.FAILED.value, message=reason)
+
+
+def _end(session: Session, job: TrainingJob, worker: str, **values: Any) -> TrainingJob:
+    """Finish a job that `worker` holds (409 when its lease is lost), with `values` set."""
     result = session.execute(
         update(TrainingJob)
-        .where(_held_by(job_id, worker))
-        .values(status=JobStatus.FAILED.value, message=reason, finished_at=now, lease_expires_at=None)
+        .where(_held_by(job.id, worker))
+        .values(finished_at=utcnow(), lease_expires_at=None, **values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise _lease_lost(session, job_id, worker)
+        raise _lease_lost(session, job.id, worker)
     session.commit()
     session.refresh(job)
     return job
@@ -247,25 +251,16 @@ def finish_comparison(session: Session, job_id: int, worker: str, comparison: Mo
         raise ConflictError(f"job id={job_id} is a {job.mode} job; only a compare job delivers a comparison")
     if job.status == JobStatus.SUCCEEDED.value and job.worker == worker:
         return job  # a repeated upload after a lost answer
-    result = session.execute(
-        update(TrainingJob)
-        .where(_held_by(job_id, worker))
-        .values(
-            status=JobStatus.SUCCEEDED.value,
-            comparison=comparison.model_dump(mode="json"),
-            progress=1.0,
-            stage="done",
-            message=f"{len(comparison.rows)} models measured",
-            finished_at=utcnow(),
-            lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
+    return _end(
+        session,
+        job,
+        worker,
+        status=JobStatus.SUCCEEDED.value,
+        comparison=comparison.model_dump(mode="json"),
+        progress=1.0,
+        stage="done",
+        message=f"{len(comparison.rows)} models measured",
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise _lease_lost(session, job_id, worker)
-    session.commit()
-    session.refresh(job)
-    return job
 
 
 def latest_comparison(session: Session, classifier: Classifier) -> ModelComparison | None:
