@@ -157,6 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="per measurement")
     ap.add_argument("--smoke", action="store_true", help="a few seconds on the tests' tiny bundle and clip")
+    ap.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients per row")
     args = ap.parse_args()
     clip = SMOKE_CLIP if args.smoke else CLIP
     seconds = 1.0 if args.smoke else args.seconds
@@ -187,7 +188,7 @@ def main() -> None:
                 api.put("/api/v1/models/default", files=files).raise_for_status()
             print("\n| clients | images/s | ÷ raw ORT batch 32 | p50 ms | p99 ms | 503 answers |")
             print("| --- | --- | --- | --- | --- | --- |")
-            for clients in CLIENTS:
+            for clients in args.clients:
                 m = client_rate(url, token, jpegs, clients, seconds)
                 print(
                     f"| {clients} | {m['images_s']:.1f} | {m['images_s'] / raw:.2f} | {m['p50']:.1f} | "
