@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from camfleet_contract.bundle import Precision
+
 API_PREFIX = "/api/v1"
 MAX_EPOCHS_PER_BEAT = 1000
 BACKBONE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -157,7 +159,7 @@ class ComparisonRow(Public):
     """One backbone (or stack) at one precision: held-out accuracy, batch-1 speed and file size of its ONNX model."""
 
     backbone: str
-    precision: Literal["fp32", "int8"]
+    precision: Precision
     accuracy: float
     images_per_s: float
     size_mb: float

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from camfleet_contract.bundle import Precision
 from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.rest import ComparisonRow, ModelComparison, SkippedBackbone
 from camfleet_contract.runtime import INPUT, OUTPUTS
@@ -46,7 +46,6 @@ DEFAULT_EVAL_IMAGES = 200  # held-out images run through ORT per model: enough f
 SPEED_RUNS = 20  # timed batch-1 calls per model, after 3 warm-up calls
 INT8_CALIBRATION = 64
 
-Precision = Literal["fp32", "int8"]
 # build(name) -> Backbone; tests pass a builder for a local checkpoint.
 BackboneBuilder = Callable[[str], Backbone]
 
