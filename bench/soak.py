@@ -105,8 +105,8 @@ async def run(args: argparse.Namespace, svc: Services, jpegs: list[bytes]) -> di
         asyncio.create_task(agent(n, svc.mqtt_port, jpegs, args.fps, until, sent, late)) for n in range(args.agents)
     ]
     while not all(t.done() for t in tasks):
-        rss.append((time.monotonic() - t0, svc.rss_mb()))
         each.append(svc.rss_each_mb())
+        rss.append((time.monotonic() - t0, sum(each[-1])))
         counts.append((time.monotonic() - t0, count_stored(svc)))
         await asyncio.sleep(args.sample_s)
     await asyncio.gather(*tasks)
@@ -115,8 +115,8 @@ async def run(args: argparse.Namespace, svc: Services, jpegs: list[bytes]) -> di
     while (n := count_stored(svc)) < len(sent) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     counts.append((time.monotonic() - t0, n))
-    rss.append((time.monotonic() - t0, svc.rss_mb()))
     each.append(svc.rss_each_mb())
+    rss.append((time.monotonic() - t0, sum(each[-1])))
     return {"sent": sent, "late": late[0], "rss": rss, "each": each, "counts": counts, "published": published}
 
 

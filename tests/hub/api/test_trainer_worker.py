@@ -36,13 +36,17 @@ def _worker(api, tmp_path: Path, **settings: object) -> Worker:  # type: ignore[
     return Worker(config, client=client)
 
 
+def _upload_default(c, bundle: bytes) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """The hub's default model, so the worker does not export one (and imports are embedded under it)."""
+    return c.put(f"{API}/models/default", files={"file": ("default.zip", bundle, "application/zip")})
+
+
 def test_worker_runs_a_full_mode_job_to_a_candidate(
     sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
 ) -> None:
     c = sqlite_api.client
     import_dataset(c, clothing_subset, per_class=10)
-    # The hub already has its default model, so the worker does not export one.
-    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    r = _upload_default(c, lite0_default_bundle)
     assert r.status_code in (200, 201), r.text
     params = {"epochs": 1, "image_size": 64, "batch_size": 8, "int8": False}
     job = c.post(f"{CLF}/jobs", json={"mode": "full", "params": params})
@@ -79,7 +83,7 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
     sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
 ) -> None:
     c = sqlite_api.client
-    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    r = _upload_default(c, lite0_default_bundle)
     assert r.status_code in (200, 201), r.text
     import_dataset(c, clothing_subset, per_class=10)  # embedded at import, under the default just uploaded
     job = c.post(f"{CLF}/jobs", json={"mode": "quick"})
@@ -126,7 +130,7 @@ def test_worker_fails_a_job_whose_params_it_cannot_use(
     """A job stored with a value the trainer refuses ends failed, naming the parameter; the worker goes on."""
     c = sqlite_api.client
     import_dataset(c, clothing_subset, per_class=3)
-    c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    _upload_default(c, lite0_default_bundle)
     job_id = c.post(f"{CLF}/jobs", json={"mode": "full"}).json()["id"]
     with sqlite_api.services.sessions() as session:  # as if written by an older hub or by hand
         row = session.get(TrainingJob, job_id)
@@ -146,7 +150,7 @@ def test_a_compare_job_measures_backbones_and_the_training_page_shows_the_table(
 ) -> None:
     c = sqlite_api.client
     import_dataset(c, clothing_subset, per_class=10)
-    c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    _upload_default(c, lite0_default_bundle)
     page = "/ui/sites/shop/classifiers/clothes"
     assert c.get(f"{CLF}/comparison").status_code == 404  # none yet
     r = c.post(f"{page}/jobs", data={"mode": "compare"}, follow_redirects=False)  # started from the page
