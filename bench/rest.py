@@ -176,7 +176,7 @@ def main() -> None:
         # Login off (a loopback bench); the embedded broker on a free port; every client may decode at once.
         config = (
             f"[mqtt]\nport = {free_port()}\n[auth]\nenabled = false\n[ingest]\nenabled = false\n"
-            "[classify]\nconcurrency = 32\nbatch_wait_ms = 5\nmax_batch = 32\n"
+            "[classify]\nconcurrency = 32\nbatch_wait_ms = 0\nmax_batch = 2\n"
         )
         (tmp / "work").mkdir()
         with hub_process(tmp / "work", config, timeout=120) as url:

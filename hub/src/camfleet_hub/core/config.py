@@ -21,6 +21,7 @@ Every key can be overridden from the environment: ``CAMFLEET_HUB__MQTT__PORT=188
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -134,6 +135,12 @@ class IngestSettings(_Section):
 class ClassifySettings(_Section):
     """Bounds of one ``POST /classify``: checked from image headers before anything is decoded."""
 
+    def run_layout(self) -> tuple[int, int]:
+        """(concurrent runs per model, ONNX Runtime threads per run) on this machine's cores."""
+        cores = os.cpu_count() or 1
+        runners = self.runners or min(cores, 4)
+        return runners, max(1, cores // runners)
+
     max_images: int = Field(default=32, ge=1, le=1024)
     max_image_bytes: int = Field(default=5 * 1024**2, ge=1024)
     max_request_bytes: int = Field(default=32 * 1024**2, ge=1024, description="all images of one request")
@@ -152,6 +159,13 @@ class ClassifySettings(_Section):
         default=5.0, ge=0, le=60_000, description="how long a model's first queued image waits for others to batch"
     )
     max_batch: int = Field(default=32, ge=1, le=1024, description="images in one ONNX Runtime run")
+    runners: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="model runs at once per model, each with cores / runners ONNX Runtime threads; "
+        "0 = one per core (at most 4)",
+    )
     queue_images: int = Field(
         default=256, ge=1, description="decoded images waiting for a model run, per model; more get 503"
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from camfleet_contract.bundle import DEFAULT_CLASSIFIER
 from camfleet_contract.topics import TopicError, validate_name
@@ -91,12 +91,22 @@ def create_camera(session: Session, site: Site, name: str) -> Camera:
 # --------------------------------------------------------------------------- classifiers
 
 
+# Built once: every classify request runs it, and SQLAlchemy memoises a statement object's cache key (a fresh join
+# statement per call spent more time computing its key than SQLite spent running it).
+_CLASSIFIER_BY_NAMES = (
+    select(Classifier)
+    .join(Classifier.site)
+    .options(contains_eager(Classifier.site))
+    .where(Site.name == bindparam("site"), Classifier.name == bindparam("classifier"))
+)
+
+
 def get_classifier(session: Session, site_name: str, name: str) -> Classifier:
-    site = get_site(session, site_name)
-    clf = session.scalar(
-        select(Classifier).where(Classifier.site_id == site.id, Classifier.name == checked_name(name, "classifier"))
-    )
+    """One query (classifier joined to its site, both loaded); a miss asks again to say which name is unknown."""
+    names = {"site": checked_name(site_name, "site"), "classifier": checked_name(name, "classifier")}
+    clf = session.scalar(_CLASSIFIER_BY_NAMES, names)
     if clf is None:
+        get_site(session, site_name)
         raise NotFoundError(f"classifier={name!r} not found in site {site_name!r}")
     return clf
 

@@ -1,9 +1,12 @@
 """Dynamic batching: concurrent requests for one model share one ONNX Runtime run.
 
-Each request hands in its preprocessed images (N, 3, H, W) and blocks until its slice of the outputs is back. One
-worker thread per model takes the first waiting request, then gathers more for up to ``wait_s`` or until
-``max_batch`` images, and runs them as one batch. The queue is bounded in images: a request that would push it
-past ``queue_images`` is refused at once (503 + Retry-After), so overload never grows memory.
+Each request hands in its preprocessed images (N, 3, H, W) and blocks until its slice of the outputs is back.
+``runners`` worker threads per model take turns to gather a batch (the first waiting request, then more for up to
+``wait_s`` or until ``max_batch`` images) and run it; their runs overlap (ONNX Runtime sessions take concurrent
+calls). On a CPU, several small single-threaded runs at once beat one large multi-threaded run: on 2 cores, two
+one-thread runs at batch 1-2 classify ~1.3x the images/s of one two-thread run at batch 32. The queue is bounded
+in images: a request that would push it past ``queue_images`` is refused at once (503 + Retry-After), so overload
+never grows memory.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class BatchLimits:
     wait_s: float
     queue_images: int
     retry_after_s: int
+    runners: int = 1
 
 
 @dataclass
@@ -58,7 +62,8 @@ class _Job:
 
 
 class Batcher:
-    """One model's queue and worker thread (started on first use, a daemon: it holds no state worth a join)."""
+    """One model's queue and ``limits.runners`` worker threads (started on first use; daemons: they hold no state
+    worth a join)."""
 
     def __init__(self, run: RunFn, limits: BatchLimits, name: str = "model") -> None:
         self._run = run
@@ -69,7 +74,8 @@ class Batcher:
         self._pending = 0  # images queued or gathered, not yet running
         self._cond = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._started = False
+        self._gathering = False
 
     @property
     def pending(self) -> int:
@@ -92,9 +98,10 @@ class Batcher:
                 )
             self._pending += n
             self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=f"batcher-{self.name}", daemon=True)
-                self._thread.start()
+            if not self._started:
+                self._started = True
+                for i in range(self.limits.runners):
+                    threading.Thread(target=self._work, name=f"batcher-{self.name}-{i}", daemon=True).start()
             self._cond.notify_all()
         job.done.wait()
         if job.error is not None:
@@ -103,7 +110,7 @@ class Batcher:
         return job.logits, job.embedding
 
     def close(self) -> None:
-        """Refuse new requests; the worker finishes what is queued and exits."""
+        """Refuse new requests; the workers finish what is queued and exit."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -111,10 +118,12 @@ class Batcher:
     def _gather(self) -> list[_Job] | None:
         """The next batch: the first request, then more until max_batch images or the wait ends."""
         with self._cond:
-            while not self._queue:
-                if self._closed:
+            # One batch gathers at a time (the runs overlap): two gatherers would split what one run could take.
+            while not self._queue or self._gathering:
+                if self._closed and not self._queue:
                     return None
                 self._cond.wait()
+            self._gathering = True
             jobs = [self._queue.popleft()]
             size = len(jobs[0].batch)
             deadline = time.monotonic() + self.limits.wait_s
@@ -132,6 +141,8 @@ class Batcher:
                     break
                 self._cond.wait(left)
             self._pending -= size
+            self._gathering = False
+            self._cond.notify_all()
             return jobs
 
     def _work(self) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from camfleet_contract.bundle import MANIFEST, MODEL_INT8, PRECISION, BundleError, Manifest, Precision, unpack_bundle
 from camfleet_contract.images import ImageError, decode_image, preprocess_batch, probe_image
@@ -128,16 +128,18 @@ class RuntimeCache:
             if entry is not None:
                 self._runtimes.move_to_end(model.id)
                 return entry
+            s = self.services.settings.classify
+            runners, threads = s.run_layout()
             try:
                 runtime = ClassifierRuntime(
                     self._bundle_dir(model),
                     public_key=public_key_of(self.services.fleet_signing_key),
+                    threads=threads,
                     prefer_int8=model_precision(model) == "int8",
                 )
             except BundleError as exc:
                 raise UnavailableError(f"model id={model.id} cannot be loaded: {exc}") from None
-            s = self.services.settings.classify
-            limits = BatchLimits(s.max_batch, s.batch_wait_ms / 1000.0, s.queue_images, s.retry_after_s)
+            limits = BatchLimits(s.max_batch, s.batch_wait_ms / 1000.0, s.queue_images, s.retry_after_s, runners)
             entry = (runtime, Batcher(runtime.run, limits, name=f"model id={model.id}"))
             self._runtimes[model.id] = entry
             while len(self._runtimes) > self.max_entries:
@@ -155,19 +157,11 @@ class RuntimeCache:
             return None if entry is None else entry[1]
 
 
-# A prediction needs the model's id, version and bundle hash; its manifest, metrics and report (JSON, up to
-# hundreds of KB with a model report) are read only when a runtime is first loaded, in the same session.
-_SERVING_COLUMNS = (defer(ModelVersion.manifest), defer(ModelVersion.metrics), defer(ModelVersion.report))
-
-
 def choose_model(session: Session, classifier: Classifier) -> tuple[ModelVersion, bool]:
     """(model, is_default): the production model, else the ImageNet default; 503 when neither exists."""
-    model = announce.production_model(session, classifier, *_SERVING_COLUMNS)
+    model = announce.serving_model(session, classifier)
     if model is not None:
-        return model, False
-    default = announce.default_model(session, *_SERVING_COLUMNS)
-    if default is not None:
-        return default, True
+        return model, model.classifier_id is None
     raise UnavailableError(
         f"no model exists yet for classifier {classifier.name!r}: train and promote one, "
         "or upload the ImageNet default with PUT /api/v1/models/default"

@@ -133,6 +133,7 @@ async def classify(
             'or JSON {"site", "classifier", "images": [base64, ...]}'
         )
     services.runtimes.slots.acquire()  # before the body is read: a busy hub holds no more request bodies
+    in_thread = False  # the thread releases the slot once it runs (it always finishes: the wait is not abandoned)
     try:
         if ctype.startswith("multipart/form-data"):
             body = await _from_form(request, limits)
@@ -144,19 +145,24 @@ async def classify(
                 f"over classify.max_images={limits.max_images}"
             )
 
-        def prepare() -> service.Prepared:
-            classifier = crud.get_classifier(session, body.site, body.classifier)
-            user.require(classifier.site_id, Role.VIEWER, body.site)
-            fetched = service.fetch_urls(body.urls, services.settings) if body.urls else []
-            prepared = service.prepare(services, session, services.runtimes, classifier, body.images + fetched)
-            session.close()  # the wait for the batch and the log holds no database connection
-            return prepared
+        def run() -> ClassifyAnswer:
+            # One thread hop per request: decode, then wait for the batch and the log.
+            nonlocal in_thread
+            in_thread = True
+            try:
+                classifier = crud.get_classifier(session, body.site, body.classifier)
+                user.require(classifier.site_id, Role.VIEWER, body.site)
+                fetched = service.fetch_urls(body.urls, services.settings) if body.urls else []
+                prepared = service.prepare(services, session, services.runtimes, classifier, body.images + fetched)
+                session.close()  # the wait for the batch and the log holds no database connection
+            finally:
+                services.runtimes.slots.release()  # nor a slot: only the tensors wait, bounded by queue_images
+            return service.finish(services.prediction_log, prepared, user.name, body.top_k)
 
-        prepared = await run_in_threadpool(prepare)
+        return await run_in_threadpool(run)
     finally:
-        services.runtimes.slots.release()
-    # Waiting for the batch holds no slot: only the preprocessed tensors, bounded by classify.queue_images.
-    return await run_in_threadpool(service.finish, services.prediction_log, prepared, user.name, body.top_k)
+        if not in_thread:
+            services.runtimes.slots.release()
 
 
 ANALYSE_BODIES: dict[str, Any] = {

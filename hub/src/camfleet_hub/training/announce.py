@@ -8,8 +8,8 @@ import threading
 import zipfile
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.interfaces import ORMOption
 
 from camfleet_contract.bundle import DEFAULT_CLASSIFIER as DEFAULT_CLASSIFIER  # the default bundle's name
@@ -60,6 +60,25 @@ def production_model(session: Session, classifier: Classifier, *options: ORMOpti
         .order_by(ModelVersion.version.desc())
         .limit(1)
     )
+
+
+# The classifier's production model, else the ImageNet default in production: one query, built once (classify runs
+# it per request; see crud._CLASSIFIER_BY_NAMES). Its manifest, metrics and report (JSON, up to hundreds of KB
+# with a model report) load only when first read.
+_SERVING_MODEL = (
+    select(ModelVersion)
+    .options(defer(ModelVersion.manifest), defer(ModelVersion.metrics), defer(ModelVersion.report))
+    .where(
+        or_(ModelVersion.classifier_id == bindparam("classifier_id"), ModelVersion.classifier_id.is_(None)),
+        ModelVersion.status == ModelStatus.PRODUCTION.value,
+    )
+    .order_by(ModelVersion.classifier_id.is_(None), ModelVersion.version.desc())
+    .limit(1)
+)
+
+
+def serving_model(session: Session, classifier: Classifier) -> ModelVersion | None:
+    return session.scalar(_SERVING_MODEL, {"classifier_id": classifier.id})
 
 
 def default_model(session: Session, *options: ORMOption) -> ModelVersion | None:
