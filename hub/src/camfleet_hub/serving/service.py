@@ -19,6 +19,8 @@ from camfleet_contract.runtime import ClassifierRuntime, softmax
 from camfleet_hub.core.errors import UnavailableError
 from camfleet_hub.serving.models import PredictionLog
 
+PROBABILITY_DECIMALS = 6
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -54,7 +56,10 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     out = []
     for i, order in enumerate(orders):
         # Whole-row conversions: a per-class Python loop was most of this function for a 1,000-class model.
-        ranked = dict(zip(classes[order].tolist(), probs[i, order].tolist(), strict=True))
+        # Six decimals: every probability is logged as JSON, and 17-digit floats took twice the time and space.
+        ranked = dict(
+            zip(classes[order].tolist(), np.round(probs[i, order], PROBABILITY_DECIMALS).tolist(), strict=True)
+        )
         top = str(classes[order[0]])
         dist = None if distances is None else float(distances[i])
         s = float(scores[i])
