@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLIP, REPO, mosquitto  # noqa: E402
 
 from camfleet_agent.capture import open_source  # noqa: E402
-from camfleet_agent.config import CameraSettings  # noqa: E402
+from camfleet_agent.config import AgentSettings, CameraSettings  # noqa: E402
 from camfleet_agent.events import Identity  # noqa: E402
 from camfleet_agent.pipeline import CameraPipeline  # noqa: E402
 from camfleet_contract.images import preprocess  # noqa: E402
@@ -75,13 +75,23 @@ def read_frames(clip: Path, limit: int) -> Iterator[np.ndarray]:
             raise SystemExit(f"cannot read any frame of {clip}")
 
 
-def raw_window(rt: ClassifierRuntime, batches: list[np.ndarray], seconds: float) -> float:
-    """`rt.run` calls per second at batch 1 on already preprocessed frames: the ceiling for the pipeline."""
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        rt.run(batches[n % len(batches)])
-        n += 1
-    return n / (time.perf_counter() - start)
+def raw_window(rt: ClassifierRuntime, batches: list[np.ndarray], seconds: float, streams: int = 1) -> float:
+    """`rt.run` calls per second at batch 1 on already preprocessed frames, from `streams` threads at once: the
+    ceiling for the pipeline (one stream: the issue's baseline; the agent's layout: one per inference worker)."""
+    counts = [0] * streams
+    start = time.perf_counter()
+
+    def loop(i: int) -> None:
+        while time.perf_counter() - start < seconds:
+            rt.run(batches[(counts[i] * streams + i) % len(batches)])
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 @dataclass
@@ -160,9 +170,13 @@ class RatioRun:
         }
 
 
+def batches_of(rt: ClassifierRuntime, clip: Path) -> list[np.ndarray]:
+    return [preprocess(f, rt.manifest.preprocessing)[None] for f in read_frames(clip, 32)]
+
+
 def pipeline_ratio(rt: ClassifierRuntime, bundle: Path, clip: Path, seconds: float, tmp: Path) -> RatioRun:
     """Raw windows (agent stopped) and agent windows alternated until the agent has run `seconds`."""
-    batches = [preprocess(f, rt.manifest.preprocessing)[None] for f in read_frames(clip, 32)]
+    batches = batches_of(rt, clip)
     for x in batches[:4]:
         rt.run(x)  # warm-up
     run = RatioRun([], [], [])
@@ -313,6 +327,17 @@ def main() -> None:
         print(f"raw ONNX Runtime, batch 1, preprocessed input: {raw:7.1f} frames/s (median of the raw windows)")
         print(f"agent pipeline, gate off (decode + preprocess + ORT + publish): {agent:7.1f} frames/s   {run.info()}")
         print(f"ratio agent / raw: {run.ratio:.2f}   (median of per-pair ratios; target >= 0.8)")
+        # The stricter ceiling: ORT alone in the agent's own layout (its workers, each with its share of the cores).
+        workers, threads = AgentSettings.model_validate(
+            {"agent": AGENT, "site": SITE, "hub_url": "http://127.0.0.1:9"}
+        ).inference_threads()
+        laid_out = ClassifierRuntime(bundle, threads=threads)
+        raw_window(laid_out, batches_of(rt, clip), 0.5, workers)  # warm-up
+        same = raw_window(laid_out, batches_of(rt, clip), max(2.0, seconds / 4), workers)
+        print(
+            f"raw ONNX Runtime in the agent's layout ({workers} streams x {threads} thread(s), batch 1): {same:7.1f} "
+            f"frames/s; agent / that = {agent / same:.2f} (measured after the pairs, not interleaved)"
+        )
 
         quiet = quiet_clip(clip, tmp / "quiet.avi", 60 if args.smoke else 340)
         print("\n| clip | gate | captured | classified | classified ÷ captured | frames/s | CPU / frame | CPU |")

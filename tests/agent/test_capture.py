@@ -85,9 +85,9 @@ def test_video_file_frames_are_rgb_with_utc_times(plaza: Path) -> None:
     cap.release()
     assert size == (270, 480)  # the carried clip (tests/data/README.md)
     for f in frames:
-        assert f.rgb.shape == (*size, 3) and f.rgb.dtype == np.uint8
+        assert f.bgr.shape == (*size, 3) and f.bgr.dtype == np.uint8
         assert f.captured_at.tzinfo == UTC
-    assert ok and np.array_equal(frames[0].rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    assert ok and np.array_equal(frames[0].bgr, bgr)  # as OpenCV decodes it: BGR, not converted
 
 
 def test_video_file_decodes_on_one_thread(plaza: Path) -> None:
@@ -112,9 +112,9 @@ def test_video_file_is_paced_to_fps(plaza: Path) -> None:
 def test_short_clip_loops(short_clip: Path) -> None:
     frames = take(open_source(str(short_clip), fps=100, loop=True), 9)
     assert len(frames) == 9
-    assert frames[0].rgb.shape == (180, 320, 3)
-    assert np.array_equal(frames[0].rgb, frames[4].rgb) and np.array_equal(frames[1].rgb, frames[5].rgb)
-    assert not np.array_equal(frames[0].rgb, frames[1].rgb)
+    assert frames[0].bgr.shape == (180, 320, 3)
+    assert np.array_equal(frames[0].bgr, frames[4].bgr) and np.array_equal(frames[1].bgr, frames[5].bgr)
+    assert not np.array_equal(frames[0].bgr, frames[1].bgr)
 
 
 def test_short_clip_without_loop_ends(short_clip: Path) -> None:
@@ -134,8 +134,8 @@ def test_folder_skips_non_images_in_name_order(image_folder: Path, caplog: pytes
     assert len(frames) == 3
     expected = [p for p in sorted(image_folder.iterdir()) if p.suffix == ".jpg"]
     for frame, path in zip(frames, expected, strict=True):
-        assert frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3 and frame.rgb.dtype == np.uint8
-        assert frame.rgb.shape[:2] == cv2.imread(str(path)).shape[:2]
+        assert frame.bgr.ndim == 3 and frame.bgr.shape[2] == 3 and frame.bgr.dtype == np.uint8
+        assert frame.bgr.shape[:2] == cv2.imread(str(path)).shape[:2]
     assert "01a_notes.txt" in caplog.text
 
 
@@ -143,7 +143,7 @@ def test_folder_loops_and_is_paced(image_folder: Path) -> None:
     clock = FakeClock()
     frames = take(FolderSource(str(image_folder), fps=2, loop=True, clock=clock), 7, clock)
     assert [f.seq for f in frames] == list(range(1, 8))
-    assert np.array_equal(frames[0].rgb, frames[3].rgb) and np.array_equal(frames[2].rgb, frames[5].rgb)
+    assert np.array_equal(frames[0].bgr, frames[3].bgr) and np.array_equal(frames[2].bgr, frames[5].bgr)
     assert clock.sleeps == [0.5] * 6
 
 

@@ -41,7 +41,7 @@ class Recorder:
 
 
 def frame(seq: int, value: int = 0) -> CapturedFrame:
-    return CapturedFrame(rgb=np.full((48, 64, 3), value, np.uint8), captured_at=datetime.now(UTC), seq=seq)
+    return CapturedFrame(bgr=np.full((48, 64, 3), value, np.uint8), captured_at=datetime.now(UTC), seq=seq)
 
 
 def test_queue_drops_the_oldest_and_counts() -> None:
@@ -119,7 +119,7 @@ def test_replayed_sources_wait_instead_of_dropping() -> None:
     from camfleet_agent.frame_queue import FrameQueue
 
     def frame(i: int) -> CapturedFrame:
-        return CapturedFrame(rgb=np.zeros((2, 2, 3), np.uint8), captured_at=datetime.now(UTC), seq=i)
+        return CapturedFrame(bgr=np.zeros((2, 2, 3), np.uint8), captured_at=datetime.now(UTC), seq=i)
 
     live = FrameQueue(2)
     for i in range(5):
@@ -200,7 +200,8 @@ def test_classifiers_run_on_their_regions(
     )
     rng = np.random.default_rng(5)
     rgb = rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)
-    pipeline.process(CapturedFrame(rgb=rgb, captured_at=datetime.now(UTC), seq=1))
+    # The camera frame is the same picture in OpenCV's BGR order; the model must see what classify sees in RGB.
+    pipeline.process(CapturedFrame(bgr=np.ascontiguousarray(rgb[..., ::-1]), captured_at=datetime.now(UTC), seq=1))
     events = {e.classifier: e for e in (from_json(Event, p) for p in rec.on("/event"))}
     assert set(events) == {"clothes", "colour"}  # the classifier without a model is skipped, not fatal
     assert "'not-deployed' has no active model" in caplog.text
@@ -256,7 +257,7 @@ def test_inputs_made_on_the_capture_thread_give_the_same_events_and_a_swap_in_be
     pipeline = CameraPipeline(pipeline.camera, pipeline.source, lambda: active, rec, Identity("s1", "a1", Topics()))
     rng = np.random.default_rng(7)
     captured = CapturedFrame(
-        rgb=rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), captured_at=datetime.now(UTC), seq=1
+        bgr=rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), captured_at=datetime.now(UTC), seq=1
     )
 
     inputs = pipeline._prepare(captured)  # what the capture thread queues with the frame

@@ -122,7 +122,7 @@ def test_rtsp_frames_stall_kill_restart(rtsp_server: RtspServer) -> None:
     reader = Reader(source)
     try:
         reader.wait_for("the first frames", lambda: len(reader.frames) >= 5)
-        assert reader.frames[0].rgb.shape == (272, 480, 3)
+        assert reader.frames[0].bgr.shape == (272, 480, 3)
         assert stats.snapshot().connected
 
         rtsp_server.signal(signal.SIGSTOP)  # the server hangs: the connection stays open, no frame comes
@@ -145,4 +145,4 @@ def test_rtsp_frames_stall_kill_restart(rtsp_server: RtspServer) -> None:
     assert snap.captured == len(reader.frames)
     assert snap.dropped["rate_cap"] > 0  # the stream sends 10 frames/s; the camera keeps at most 5
     assert [f.seq for f in reader.frames] == list(range(1, len(reader.frames) + 1))
-    assert all(f.rgb.shape == (272, 480, 3) for f in reader.frames)
+    assert all(f.bgr.shape == (272, 480, 3) for f in reader.frames)

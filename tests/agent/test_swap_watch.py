@@ -45,7 +45,7 @@ class Clock:
 
 def frame(seq: int) -> CapturedFrame:
     rgb = np.random.default_rng(seq).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    return CapturedFrame(rgb=rgb, captured_at=datetime.now(UTC), seq=seq)
+    return CapturedFrame(bgr=rgb, captured_at=datetime.now(UTC), seq=seq)
 
 
 @pytest.fixture

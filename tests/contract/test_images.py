@@ -91,6 +91,16 @@ def test_preprocess_centre_crop_keeps_centre() -> None:
     assert out[:, :, 64].mean() > 0.9 and out[:, :, 0].mean() < -0.9
 
 
+def test_preprocess_of_a_bgr_frame_equals_the_rgb_one() -> None:
+    # A camera frame as OpenCV decodes it (BGR) gives the model exactly the input of the same picture in RGB.
+    rgb = np.random.default_rng(3).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    spec = Preprocessing(size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    np.testing.assert_array_equal(preprocess(bgr, spec, bgr=True), preprocess(rgb, spec))
+    np.testing.assert_array_equal(preprocess_batch([bgr], spec, bgr=True), preprocess_batch([rgb], spec))
+    assert encode_jpeg(bgr, bgr=True) == encode_jpeg(rgb)
+
+
 def test_preprocess_rejects_wrong_arrays() -> None:
     with pytest.raises(ImageError, match="shape"):
         preprocess(np.zeros((10, 10), np.uint8), Preprocessing())

@@ -86,8 +86,10 @@ def check_decodes(data: bytes, draft: tuple[int, int] | None = None) -> None:
         raise ImageError(f"corrupt or truncated image ({exc})") from None
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+def encode_jpeg(rgb: np.ndarray, quality: int = 90, *, bgr: bool = False) -> bytes:
+    """A JPEG of an RGB array (or of a BGR one, OpenCV's own order, with `bgr`)."""
+    pixels = rgb if bgr else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ImageError(f"could not encode an image of shape {rgb.shape} as JPEG")
     return buf.tobytes()
@@ -114,32 +116,34 @@ def thumbnail_jpeg(rgb: np.ndarray, size: int = 256, quality: int = 80) -> bytes
     return encode_jpeg(rgb, quality)
 
 
-def preprocess(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
+def preprocess(rgb: np.ndarray, spec: Preprocessing, *, bgr: bool = False) -> np.ndarray:
     """Resize the shorter side to `resize`, centre-crop `size`, normalise: (3, S, S) float32.
 
-    The crop is cut from the source first and only that region is resampled (same geometry, less work).
+    The crop is cut from the source first and only that region is resampled (same geometry, less work). With
+    `bgr` the array is in OpenCV's channel order (a camera frame as decoded): the channels are swapped on the
+    small result instead of converting the whole frame first, with the same output.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageError(f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
     h, w = rgb.shape[:2]
     side = max(1, min(h, w, round(min(h, w) * spec.size / max(spec.resize, spec.size))))
     top, left = (h - side) // 2, (w - side) // 2
-    return normalise(_downscale(rgb[top : top + side, left : left + side], (spec.size, spec.size)), spec)
+    return normalise(_downscale(rgb[top : top + side, left : left + side], (spec.size, spec.size)), spec, bgr=bgr)
 
 
-def normalise(img: np.ndarray, spec: Preprocessing, *, unit: bool = False) -> np.ndarray:
-    """An (S, S, 3) RGB image → (3, S, S) float32 with the spec's mean and std: the one normalisation that
-    inference (`preprocess`) and training (the trainer's augmentation) share. Values are 0-255 (uint8 or float),
-    or 0-1 with `unit`."""
+def normalise(img: np.ndarray, spec: Preprocessing, *, unit: bool = False, bgr: bool = False) -> np.ndarray:
+    """An (S, S, 3) RGB image (BGR with `bgr`) → (3, S, S) float32 RGB with the spec's mean and std: the one
+    normalisation that inference (`preprocess`) and training (the trainer's augmentation) share. Values are 0-255
+    (uint8 or float), or 0-1 with `unit`."""
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
-    out = img.transpose(2, 0, 1).astype(np.float32, order="C")
+    out = (img[..., ::-1] if bgr else img).transpose(2, 0, 1).astype(np.float32, order="C")
     out *= 1.0 / ((1.0 if unit else 255.0) * std)
     out -= np.asarray(spec.mean, dtype=np.float32)[:, None, None] / std
     return out
 
 
-def preprocess_batch(images: Sequence[np.ndarray], spec: Preprocessing) -> np.ndarray:
+def preprocess_batch(images: Sequence[np.ndarray], spec: Preprocessing, *, bgr: bool = False) -> np.ndarray:
     """(N, 3, S, S) float32 batch."""
     if not images:
         return np.zeros((0, 3, spec.size, spec.size), dtype=np.float32)
-    return np.stack([preprocess(img, spec) for img in images])
+    return np.stack([preprocess(img, spec, bgr=bgr) for img in images])

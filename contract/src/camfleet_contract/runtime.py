@@ -154,16 +154,16 @@ class ClassifierRuntime:
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(self.prepare(images))[1]
 
-    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """The model's input batch of RGB uint8 arrays (the bundle's preprocessing)."""
-        return preprocess_batch(images, self.manifest.preprocessing)
+    def prepare(self, images: Sequence[np.ndarray], *, bgr: bool = False) -> np.ndarray:
+        """The model's input batch of RGB uint8 arrays (BGR with `bgr`; the bundle's preprocessing)."""
+        return preprocess_batch(images, self.manifest.preprocessing, bgr=bgr)
 
-    def classify(self, images: Sequence[np.ndarray]) -> list[Classification]:
-        """Classify RGB uint8 arrays; the latency covers preprocessing and inference per image."""
+    def classify(self, images: Sequence[np.ndarray], *, bgr: bool = False) -> list[Classification]:
+        """Classify RGB uint8 arrays (BGR with `bgr`); the latency covers preprocessing and inference per image."""
         if not images:
             return []
         start = time.perf_counter()
-        batch = self.prepare(images)
+        batch = self.prepare(images, bgr=bgr)
         return self.classify_batch(batch, time.perf_counter() - start)
 
     def classify_batch(self, batch: np.ndarray, prepare_s: float = 0.0) -> list[Classification]:

@@ -50,8 +50,8 @@ def frame_message(
     jpeg_quality: int,
 ) -> FrameMessage:
     """The frame as JPEG in its envelope, its header naming the upload `rule` and every classifier's top-1."""
-    jpeg = encode_jpeg(frame.rgb, quality=jpeg_quality)
-    height, width = frame.rgb.shape[:2]
+    jpeg = encode_jpeg(frame.bgr, quality=jpeg_quality, bgr=True)
+    height, width = frame.bgr.shape[:2]
     top1: list[Prediction] = [r.classification.predictions[0] for r in results if r.classification.predictions]
     header = new_header(
         ident.agent,

@@ -5,7 +5,7 @@ classified again every `keepalive_s` so its events never go silent. The result c
 the unmasked frame that changed) and the changed regions as normalised boxes, for the event.
 
 >>> gate = MotionGate(GateSettings(sensitivity=0.6, keepalive_s=30))
->>> decision = gate.check(rgb)
+>>> decision = gate.check(bgr)
 >>> if decision.classify: ...
 """
 
@@ -69,12 +69,12 @@ class MotionGate:
         self._last_classified: float | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
-    def check(self, rgb: np.ndarray) -> GateDecision:
-        """Look at one RGB frame; say whether to classify it."""
+    def check(self, bgr: np.ndarray) -> GateDecision:
+        """Look at one BGR frame (the camera's, as decoded); say whether to classify it."""
         s = self.settings
         if not s.enabled:
             return GateDecision(classify=True, reason="off")
-        grey = self._small_grey(rgb)
+        grey = self._small_grey(bgr)
         changed = self._changed(grey)
         now = self._clock()
         if changed is None:  # nothing to compare with yet: classify so the camera reports at once
@@ -91,8 +91,8 @@ class MotionGate:
 
     # ------------------------------------------------------------------ steps
 
-    def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
+    def _small_grey(self, bgr: np.ndarray) -> np.ndarray:
+        h, w = bgr.shape[:2]
         width = min(self.settings.width, w)
         size = (width, max(1, round(h * width / w)))
         if (w, h) != self._input:  # first frame, or the camera changed resolution: start over
@@ -101,8 +101,8 @@ class MotionGate:
             self._usable = int(np.count_nonzero(self._mask))
             self._previous = None
             self._mog2 = None
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(grey, (5, 5), 0)
 
     def _changed(self, grey: np.ndarray) -> np.ndarray | None:

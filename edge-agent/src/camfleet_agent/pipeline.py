@@ -133,7 +133,7 @@ class CameraPipeline:
         try:
             wait_unless = None if self.source.live else self._stop
             for frame in self.source.frames(self._stop):
-                decision = self.gate.check(frame.rgb)
+                decision = self.gate.check(frame.bgr)
                 if not decision.classify and not self._snapshot_pending.is_set():
                     self.stats.on_gated_out()
                     continue
@@ -206,7 +206,7 @@ class CameraPipeline:
         for classifier, runtime, cropper in self._work(log_missing=False):
             start = time.perf_counter()
             try:
-                batch = runtime.prepare([cropper.crop(frame.rgb)])
+                batch = runtime.prepare([cropper.crop(frame.bgr)], bgr=True)
             except Exception:  # noqa: BLE001 - the inference side prepares it again and logs the error
                 continue
             inputs.append(PreparedInput(classifier, runtime, batch, time.perf_counter() - start))
@@ -249,7 +249,7 @@ class CameraPipeline:
                 if ready is not None and ready.runtime is runtime:
                     classification = runtime.classify_batch(ready.batch, ready.seconds)[0]
                 else:
-                    classification = runtime.classify([cropper.crop(frame.rgb)])[0]
+                    classification = runtime.classify([cropper.crop(frame.bgr)], bgr=True)[0]
             except Exception:
                 self._log_error(f"classifier {classifier}/{runtime.version} failed on a frame")
                 continue

@@ -31,17 +31,17 @@ class RegionCropper:
         self.region = region
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
-    def crop(self, rgb: np.ndarray) -> np.ndarray:
-        """The part of `rgb` the region covers (the whole frame when there is no region)."""
+    def crop(self, pixels: np.ndarray) -> np.ndarray:
+        """The part of `pixels` the region covers (the whole frame when there is no region)."""
         if self.region is None:
-            return rgb
-        height, width = rgb.shape[:2]
+            return pixels
+        height, width = pixels.shape[:2]
         x0, y0, x1, y1 = pixel_box(self.region, width, height)
-        out = rgb[y0:y1, x0:x1]
+        out = pixels[y0:y1, x0:x1]
         if self.region.polygon is None:
             return out
         mask = self._mask(width, height, (x0, y0, x1, y1))
-        return np.where(mask[..., None], out, 0).astype(rgb.dtype)
+        return np.where(mask[..., None], out, 0).astype(pixels.dtype)
 
     def _mask(self, width: int, height: int, box: tuple[int, int, int, int]) -> np.ndarray:
         mask = self._masks.get((width, height))
