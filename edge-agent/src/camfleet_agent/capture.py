@@ -47,8 +47,8 @@ class CaptureError(RuntimeError):
 
 @dataclass(frozen=True)
 class CapturedFrame:
-    """One captured frame, in OpenCV's BGR channel order: converting whole frames to RGB cost ~1.2 ms of a
-    1280 x 720 frame's ~17 ms on 2 cores; the model's input, the gate and JPEGs take BGR directly."""
+    """One captured frame, in OpenCV's BGR channel order as decoded: the model's input, the gate and JPEGs take
+    BGR directly, which saves a whole-frame conversion per frame (~1.5 % of the agent's CPU at 1280 x 720)."""
 
     bgr: np.ndarray
     captured_at: datetime

@@ -3,11 +3,14 @@ request gets its own rows back."""
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
+from camfleet_hub.core.config import ClassifySettings
 from camfleet_hub.serving.batcher import Batcher, BatchLimits
 
 
@@ -68,3 +71,12 @@ def test_runners_share_one_gathering_batch_and_answer_each_request() -> None:
         assert logits.shape == (2, 1) and embedding.shape == (2, 2)
         assert np.all(logits == 2.0 * i) and np.all(embedding == float(i))
     batcher.close()
+
+
+def test_run_layout_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert ClassifySettings().run_layout() == (2, 1)  # default: a one-thread run per core
+    assert ClassifySettings(runners=1).run_layout() == (1, 2)  # one run with every core (a GPU's layout)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert ClassifySettings().run_layout() == (4, 4)
+    assert ClassifySettings(runners=32).run_layout() == (32, 1)

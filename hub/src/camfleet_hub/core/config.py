@@ -135,12 +135,6 @@ class IngestSettings(_Section):
 class ClassifySettings(_Section):
     """Bounds of one ``POST /classify``: checked from image headers before anything is decoded."""
 
-    def run_layout(self) -> tuple[int, int]:
-        """(concurrent runs per model, ONNX Runtime threads per run) on this machine's cores."""
-        cores = os.cpu_count() or 1
-        runners = self.runners or min(cores, 4)
-        return runners, max(1, cores // runners)
-
     max_images: int = Field(default=32, ge=1, le=1024)
     max_image_bytes: int = Field(default=5 * 1024**2, ge=1024)
     max_request_bytes: int = Field(default=32 * 1024**2, ge=1024, description="all images of one request")
@@ -185,6 +179,12 @@ class ClassifySettings(_Section):
     precision_by_classifier: dict[str, Precision] = Field(
         default_factory=dict, description='per classifier, keyed "site/classifier"; overrides precision'
     )
+
+    def run_layout(self) -> tuple[int, int]:
+        """(concurrent runs per model, ONNX Runtime threads per run) on this machine's cores."""
+        cores = os.cpu_count() or 1
+        runners = self.runners or min(cores, 4)
+        return runners, max(1, cores // runners)
 
 
 class LimitSettings(_Section):
