@@ -28,6 +28,7 @@ def run_bench(script: str, *args: str, timeout: float = 1200) -> str:  # a bound
 def test_agent_bench_smoke() -> None:
     out = run_bench("agent.py", "--smoke")
     assert re.search(r"ratio agent / raw: \d+\.\d\d", out), out
+    assert re.search(r"in the agent's layout \(\d+ streams x \d+ thread\(s\), batch 1\): +[\d.]+ frames/s", out), out
     rows = re.findall(r"^\| (plaza|quiet[^|]*) \| (on|off) \| (\d+) \| (\d+) \| ([\d.]+) \|", out, re.M)
     assert len(rows) == 4, out
     for _clip, gate, captured, classified, _share in rows:
@@ -75,9 +76,11 @@ def test_ood_bench_smoke() -> None:
 def test_rest_bench_smoke() -> None:
     out = run_bench("rest.py", "--smoke")
     assert re.search(r"raw ONNX Runtime, batch 32, preprocessed input: +\d+\.\d images/s", out), out
-    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|", out, re.M)
+    # clients | images/s | raw | ratio | p50 | p99 | 503s
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|", out, re.M)
     assert [r[0] for r in rows] == ["1", "4", "16"], out
-    assert all(float(r[1]) > 0 for r in rows), out  # every client count got answers
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows), out  # every client count got answers
+    assert re.search(r"^raw ONNX Runtime in the hub's layout \(\d+ runs at once x \d+ thread", out, re.M), out
 
 
 def test_import_bench_smoke() -> None:
