@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session, defer
-from sqlalchemy.orm.interfaces import ORMOption
 
 from camfleet_contract.bundle import DEFAULT_CLASSIFIER as DEFAULT_CLASSIFIER  # the default bundle's name
 from camfleet_contract.bundle import SIGNATURE
@@ -52,10 +51,9 @@ class BundleSignatures:
             self._known[sha] = signature
 
 
-def production_model(session: Session, classifier: Classifier, *options: ORMOption) -> ModelVersion | None:
+def production_model(session: Session, classifier: Classifier) -> ModelVersion | None:
     return session.scalar(
         select(ModelVersion)
-        .options(*options)
         .where(ModelVersion.classifier_id == classifier.id, ModelVersion.status == ModelStatus.PRODUCTION.value)
         .order_by(ModelVersion.version.desc())
         .limit(1)
@@ -81,11 +79,10 @@ def serving_model(session: Session, classifier: Classifier) -> ModelVersion | No
     return session.scalar(_SERVING_MODEL, {"classifier_id": classifier.id})
 
 
-def default_model(session: Session, *options: ORMOption) -> ModelVersion | None:
+def default_model(session: Session) -> ModelVersion | None:
     """The ImageNet no-training default in production, if one was uploaded."""
     return session.scalar(
         select(ModelVersion)
-        .options(*options)
         .where(ModelVersion.classifier_id.is_(None), ModelVersion.status == ModelStatus.PRODUCTION.value)
         .order_by(ModelVersion.version.desc())
         .limit(1)
