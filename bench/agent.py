@@ -40,7 +40,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLIP, REPO, mosquitto  # noqa: E402
+from common import CLIP, REPO, mosquitto, threads_rate  # noqa: E402
 
 from camfleet_agent.capture import open_source  # noqa: E402
 from camfleet_agent.config import AgentSettings, CameraSettings  # noqa: E402
@@ -78,20 +78,12 @@ def read_frames(clip: Path, limit: int) -> Iterator[np.ndarray]:
 def raw_window(rt: ClassifierRuntime, batches: list[np.ndarray], seconds: float, streams: int = 1) -> float:
     """`rt.run` calls per second at batch 1 on already preprocessed frames, from `streams` threads at once: the
     ceiling for the pipeline (one stream: the issue's baseline; the agent's layout: one per inference worker)."""
-    counts = [0] * streams
-    start = time.perf_counter()
 
-    def loop(i: int) -> None:
-        while time.perf_counter() - start < seconds:
-            rt.run(batches[(counts[i] * streams + i) % len(batches)])
-            counts[i] += 1
+    def step(stream: int, call: int) -> int:
+        rt.run(batches[(call * streams + stream) % len(batches)])
+        return 1
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return threads_rate(step, streams, seconds)
 
 
 @dataclass

@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +23,26 @@ CLIP = SHARED_DATA / "video" / "plaza.avi"
 SMOKE_DATA = REPO / "tests" / "data"
 # Debian's Chromium for screenshots, headless, never talking to the network on its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def threads_rate(step: Callable[[int, int], int], streams: int, seconds: float) -> float:
+    """Items/s of `step(stream, call)` (it returns the items it did) called in a loop from `streams` threads at
+    once for `seconds`: ORT alone in a program's own layout of concurrent runs."""
+    counts = [0] * streams
+    start = time.perf_counter()
+
+    def loop(stream: int) -> None:
+        call = 0
+        while time.perf_counter() - start < seconds:
+            counts[stream] += step(stream, call)
+            call += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def require_shared(*paths: Path) -> None:

@@ -35,7 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support for the smoke bundle
-from common import CLIP, REPO, free_port, hub_process  # noqa: E402
+from common import CLIP, REPO, free_port, hub_process, threads_rate  # noqa: E402
 
 from camfleet_contract.bundle import pack_bundle  # noqa: E402
 from camfleet_contract.images import preprocess_batch  # noqa: E402
@@ -94,20 +94,12 @@ def layout_rate(bundle: Path, jpegs: list[bytes], seconds: float, settings: Clas
     runners, threads = settings.run_layout()
     rt = ClassifierRuntime(bundle, threads=threads)
     batch = preprocess_batch([decode_image(j) for j in jpegs[: settings.max_batch]], rt.manifest.preprocessing)
-    counts = [0] * runners
-    start = time.perf_counter()
 
-    def loop(i: int) -> None:
-        while time.perf_counter() - start < seconds:
-            rt.run(batch)
-            counts[i] += len(batch)
+    def step(_stream: int, _call: int) -> int:
+        rt.run(batch)
+        return len(batch)
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(runners)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return threads_rate(step, runners, seconds)
 
 
 def multipart_body(form: dict[str, str], jpeg: bytes) -> tuple[bytes, str]:
