@@ -27,11 +27,11 @@ def test_rows_come_back_in_order_after_a_crash(tmp_path: Path) -> None:
         assert box.put(f"t/{i}/event", f"m{i}".encode(), "event")
     # no close(): a SIGKILLed process never closes; a new process opens the same file
     again = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 20)
-    items = again.peek(10, exclude=set())
+    items = again.peek(10)
     assert [i.payload for i in items] == [f"m{i}".encode() for i in range(5)]
     assert again.stats().depth == 5 and again.stats().bytes == sum(len(f"t/{i}/event") + 2 for i in range(5))
     again.ack(items[0].id)
-    assert [i.payload for i in again.peek(10, exclude={items[1].id})][0] == b"m2"
+    assert [i.payload for i in again.peek(10, after=items[1].id)][0] == b"m2"
     assert again.stats().depth == 4
 
 
@@ -45,7 +45,7 @@ def test_full_outbox_evicts_sampled_frames_then_frames_then_events(tmp_path: Pat
     # full: an event evicts the oldest sampled frame, the next event the other sampled one, then the frame
     for _ in range(3):
         assert box.put("t/x", b"e" * 100, "event")
-    assert [i.payload[:1] for i in box.peek(10, exclude=set())] == [b"E", b"e", b"e", b"e"]
+    assert [i.payload[:1] for i in box.peek(10)] == [b"E", b"e", b"e", b"e"]
     # a sampled frame never pushes out an event: it is dropped itself
     assert not box.put("t/x", b"s" * 100, "sampled")
     # a message larger than the whole bound is dropped, and evicts nothing
@@ -61,11 +61,11 @@ def test_full_outbox_evicts_sampled_frames_then_frames_then_events(tmp_path: Pat
 def test_rows_handed_to_the_client_are_never_evicted(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite", max_bytes=2 * 103)
     box.put("t/x", b"S" * 100, "sampled")
-    first = box.peek(1, exclude=set())[0]
+    first = box.peek(1)[0]
     box.mark_inflight({first.id})
     box.put("t/x", b"T" * 100, "sampled")
     assert box.put("t/x", b"E" * 100, "event")  # evicts T, not the in-flight S
-    assert [i.payload[:1] for i in box.peek(10, exclude=set())] == [b"S", b"E"]
+    assert [i.payload[:1] for i in box.peek(10)] == [b"S", b"E"]
 
 
 def test_a_full_disk_drops_and_counts_instead_of_crashing(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_full_disk_drops_and_counts_instead_of_crashing(tmp_path: Path) -> Non
     assert results[0] and not results[-1]
     kept = sum(results)
     assert box.stats().dropped == {"disk_error_event": 40 - kept} and box.stats().depth == kept
-    assert len(box.peek(100, exclude=set())) == kept  # what was queued is intact
+    assert len(box.peek(100)) == kept  # what was queued is intact
 
 
 def test_priority_comes_from_the_topic_and_the_frame_rule() -> None:

@@ -73,6 +73,8 @@ class AgentMqtt:
         self._stopping = False
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._inflight: dict[int, int] = {}  # paho mid → outbox row id (sender thread only)
+        # The last row handed to paho: rows go out in id order, so each round reads only the rows after it.
+        self._handed = 0
         self._sender_stop = threading.Event()
         self._sender: threading.Thread | None = None
         self._client = self._build_client()
@@ -251,13 +253,14 @@ class AgentMqtt:
         room = SEND_WINDOW - len(self._inflight)
         if room <= 0:
             return
-        for item in self.outbox.peek(room, exclude=set(self._inflight.values())):
+        for item in self.outbox.peek(room, after=self._handed):
             try:
                 sent = self._client.publish(item.topic, item.payload, qos=item.qos)
             except MqttError as exc:
                 log.warning("mqtt: an outbox message was refused: %s", exc)
                 break
             self._inflight[sent.mid] = item.id
+            self._handed = item.id
             if sent.queued:
                 break  # queued in paho (it resends at reconnect); wait for the connection before sending more
         self.outbox.mark_inflight(set(self._inflight.values()))

@@ -58,7 +58,7 @@ class Outbox:
 
     >>> box = Outbox(Path("var/agent/outbox.sqlite"), max_bytes=256 << 20)
     >>> box.put("camfleet/v1/shop/door/event", b"{...}", "event")
-    >>> [item.id for item in box.peek(100, exclude=set())]
+    >>> [item.id for item in box.peek(100)]
     """
 
     def __init__(self, path: Path, max_bytes: int, file_limit_bytes: int | None = None) -> None:
@@ -141,18 +141,17 @@ class Outbox:
         with self._lock:
             self._inflight = frozenset(ids)
 
-    def peek(self, limit: int, exclude: set[int]) -> list[OutboxItem]:
-        """The oldest `limit` rows not in `exclude` (already handed to the client), in send order."""
+    def peek(self, limit: int, after: int = 0) -> list[OutboxItem]:
+        """The oldest `limit` rows with an id above `after` (the last row handed to the client), in send order."""
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT id, topic, payload, qos FROM outbox ORDER BY id LIMIT ?", (limit + len(exclude),)
+                    "SELECT id, topic, payload, qos FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
                 ).fetchall()
             except sqlite3.Error as exc:
                 self._log_error(f"outbox: could not read: {exc}")
                 return []
-        items = [OutboxItem(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows if r[0] not in exclude]
-        return items[:limit]
+        return [OutboxItem(int(r[0]), str(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 
     def ack(self, row_id: int) -> None:
         """The broker acknowledged the message: forget it."""
