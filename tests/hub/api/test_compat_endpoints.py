@@ -34,11 +34,13 @@ FLAGS = (
 )
 
 
-def _b64(path: Path) -> str:
+def b64(path: Path) -> str:
+    """The file as the old clients send it: base64 text."""
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
+def trainer_worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
+    """A real trainer worker (quick mode, CPU) whose every hub call goes through the test app."""
     base = str(api.client.base_url)
 
     def through_the_app(request: httpx.Request) -> httpx.Response:
@@ -55,7 +57,7 @@ def _save(c, path: Path, split: str, category: str):  # type: ignore[no-untyped-
         "temple_id": TEMPLE,
         "train_test": split,
         "category": category,
-        "image": _b64(path),
+        "image": b64(path),
         "image_type": "jpg",
         "image_name": path.name,
     }
@@ -86,7 +88,7 @@ def test_temple_server_requests_train_test_and_predict(
     bad = {"temple_id": TEMPLE, "train_test": "train", "category": "hat", "image": "not base64!", "image_name": "x"}
     r = c.post("/api/save_data", json=bad)
     assert r.status_code == 400 and "image" in r.json()["error_msg"]
-    r = c.post("/api/save_data", json={**bad, "image": _b64(test_files["hat"][0]), "train_test": "both"})
+    r = c.post("/api/save_data", json={**bad, "image": b64(test_files["hat"][0]), "train_test": "both"})
     assert r.status_code == 400 and "train_test" in r.json()["error_msg"]
     r = c.post("/api/save_data", json={**bad, "image": base64.b64encode(b"plain text").decode()})
     assert r.status_code == 400 and r.json()["error_msg"]
@@ -94,12 +96,12 @@ def test_temple_server_requests_train_test_and_predict(
     assert anonymous.status_code == 401
 
     # predict before any model: 400 with the reason in error_msg.
-    one = {"temple_id": TEMPLE, "image": _b64(test_files["hat"][0]), "image_name": "h.jpg", "image_type": "jpg"}
+    one = {"temple_id": TEMPLE, "image": b64(test_files["hat"][0]), "image_name": "h.jpg", "image_type": "jpg"}
     r = c.post("/api/predict", json=one)
     assert r.status_code == 400 and r.json()["error_msg"] and "make_model" in r.json()["error_msg"][0]
 
     # make_model trains synchronously while a trainer worker takes the job.
-    worker = _worker(api, tmp_path)
+    worker = trainer_worker(api, tmp_path)
     ran: list[int] = []
     thread = threading.Thread(target=lambda: ran.append(worker.run(max_jobs=1)), daemon=True)
     thread.start()
@@ -133,7 +135,7 @@ def test_temple_server_requests_train_test_and_predict(
     assert single["image_class"] in (*CLASSES, NO_CATEGORY)
     many = {
         "temple_id": TEMPLE,
-        "image": [_b64(test_files["shoes"][0]), _b64(test_files["dress"][0])],
+        "image": [b64(test_files["shoes"][0]), b64(test_files["dress"][0])],
         "image_name": ["s.jpg", "d.jpg"],
         "image_type": ["jpg", "jpg"],
     }

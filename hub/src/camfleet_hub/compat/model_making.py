@@ -85,8 +85,8 @@ def make_model(
     try:
         job = jobs.create_job(session, classifier, mode=cfg.make_model_mode, auto_promote=False)
     except ServiceError as exc:
-        answer.error_msg.append(exc.detail)
-        return 409 if exc.status_code == 409 else 400, answer
+        answer.error_msg.append(exc.detail)  # e.g. a job of this classifier still queued: the documented 400
+        return 400, answer
     answer.job_id = job.id
     answer.made_model_architecture_flag = True
     finished = _wait(session, job.id, cfg.make_model_wait_s)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from camfleet_contract.images import ImageError
 from camfleet_hub.auth.models import Role
+from camfleet_hub.compat.names import from_name
 from camfleet_hub.compat.schemas import NO_CATEGORY, CompatSettings, PredictAnswer, PredictRequest
 from camfleet_hub.compat.temples import BadRequest, decode_base64, settings_of, temple_classifier
 from camfleet_hub.core.errors import InvalidError
@@ -62,11 +63,9 @@ def predict(
     cfg = settings_of(services)
     classifier = temple_classifier(services, session, user, req.temple_id, Role.VIEWER, asked=req.classifier)
     texts = req.image if isinstance(req.image, list) else [req.image]
-    names = req.image_name if isinstance(req.image_name, list) else [req.image_name]
     if not texts:
         raise BadRequest("image: send at least one base64 image")
-    if len(names) != len(texts):
-        raise BadRequest(f"image_name: {len(names)} names for {len(texts)} images")
+    names = _names(req.image_name, len(texts))
     model = announce.production_model(session, classifier)
     if model is None:
         raise BadRequest(f"temple_id={req.temple_id!r}: no trained model yet; send /api/make_model first")
@@ -81,11 +80,22 @@ def predict(
     ctx = LogContext(classifier.site_id, classifier.name, model.id, model.version, user.name, "api/predict")
     services.prediction_log.write(ctx, [i.name for i in images], results)
     floor = cfg.min_confidence if req.min_confidence is None else req.min_confidence
-    labels = [r.label if r.probability >= floor and not r.anomaly else NO_CATEGORY for r in results]
+    labels = [from_name(r.label) if r.probability >= floor and not r.anomaly else NO_CATEGORY for r in results]
     confidences = [r.probability for r in results]
     if isinstance(req.image, list):
         return PredictAnswer(image_class=labels, class_confidence=confidences, model_version=model.version)
     return PredictAnswer(image_class=labels[0], class_confidence=confidences[0], model_version=model.version)
+
+
+def _names(given: str | list[str], count: int) -> list[str]:
+    """One name per image: a list as sent, one name for a single image (indexed for a list), or none at all."""
+    if isinstance(given, list):
+        if len(given) != count:
+            raise BadRequest(f"image_name: {len(given)} names for {count} images")
+        return given
+    if count == 1 or not given:
+        return [given] * count
+    return [f"{given}[{i}]" for i in range(count)]
 
 
 # --------------------------------------------------------------------------- GET /cv
@@ -167,5 +177,5 @@ def cv(
         raise BadRequest(exc.detail) from None
     ctx = LogContext(classifier.site_id, classifier.name, model.id, model.version, user.name, "cv")
     services.prediction_log.write(ctx, [q.target], results)
-    ranked = list(results[0].probabilities.items())
+    ranked = [(from_name(group), p) for group, p in results[0].probabilities.items()]
     return dict(ranked[: q.how_many] if q.how_many else ranked)

@@ -1,7 +1,9 @@
 """The older tools' routes at their old paths: ``GET /cv`` and ``POST /api/{save_data,make_model,predict}``.
 
 Authentication is the hub's own: ``Authorization: Bearer <token>`` (an API token made for the old client, with the
-role its calls need) or a logged-in session. Refusals keep the old answer shapes (``error_msg``) with a 4xx status.
+role its calls need) or a logged-in session. Refusals keep the old answer shapes (``error_msg``) with a 4xx status:
+the temple routes answer 400 for every bad request (unknown ``temple_id`` included), as their documentation says;
+401, 403, 413 and 503 keep their meaning.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.concurrency import run_in_threadpool
 
 from camfleet_hub.auth.deps import get_current_user
@@ -42,20 +45,32 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Bad input by our finer statuses; the temple server answered all of it with 400 and its clients check for that.
+AS_BAD_REQUEST = (404, 409, 422)
+
+
 def _body(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise temples.BadRequest(describe_errors(exc.errors())) from None
+        raise temples.BadRequest(_describe(exc.errors())) from None
 
 
-def _refusal(exc: ServiceError, shape: Callable[[str], BaseModel]) -> JSONResponse:
-    """The old answer shape with our status (4xx for bad input; 503 + Retry-After when busy)."""
+def _describe(errors: list[ErrorDetails]) -> str:
+    if any(e["type"] == "json_invalid" for e in errors):  # form-encoded or multipart: say what to send instead
+        return "body: not JSON; send the documented keys as one JSON object (Content-Type: application/json)"
+    return describe_errors(list(errors))
+
+
+def _refusal(exc: ServiceError, shape: Callable[[str], BaseModel], detail: bool = True) -> JSONResponse:
+    """The old answer shape, 400 for bad input as the temple server (401/403/413; 503 + Retry-After when busy)."""
     retry = getattr(exc, "retry_after", None)
     headers = {"Retry-After": str(retry)} if retry is not None else None
     body = shape(exc.detail).model_dump()
-    body["detail"] = exc.detail
-    return JSONResponse(status_code=exc.status_code, content=body, headers=headers)
+    if detail:
+        body["detail"] = exc.detail
+    status = 400 if exc.status_code in AS_BAD_REQUEST else exc.status_code
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def _list_error(detail: str) -> BaseModel:
@@ -77,7 +92,7 @@ async def save_data(request: Request, services: ServicesDep, session: SessionDep
         return await run_in_threadpool(storing.save_data, services, session, user, body)
     except ServiceError as exc:
         session.rollback()
-        return _refusal(exc, lambda d: SaveDataAnswer(error_msg=d))
+        return _refusal(exc, lambda d: SaveDataAnswer(error_msg=d), detail=False)  # "only one key": error_msg
 
 
 @router.post(

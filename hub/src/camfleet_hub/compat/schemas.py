@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 NO_CATEGORY = "No category (Anomaly)"
+
+# The old client's extra keys must not break it; its ids may come as JSON numbers (the temple server str()-ed them).
+OLD_CLIENT = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
 
 class CompatSettings(BaseModel):
@@ -39,24 +42,35 @@ class CompatSettings(BaseModel):
 class SaveDataRequest(BaseModel):
     """``POST /api/save_data``: one base64 image into the site's training set or held-out test set."""
 
-    model_config = ConfigDict(extra="ignore")  # the old client's extra keys must not break it
+    model_config = OLD_CLIENT
 
     temple_id: str = Field(examples=["temple-7"])
     train_test: Literal["train", "test"] = Field(examples=["train"])
     category: str = Field(examples=["door_open"])
     image: str = Field(description="the image file, base64", examples=["/9j/4AAQSkZJRgABAQ..."])
     image_type: str = Field(default="jpg", examples=["jpg"])
-    image_name: str = Field(default="", examples=["cam1_0001.jpg"])
+    image_name: str = Field(default="", examples=["cam1_0001"])
     classifier: str | None = Field(default=None, description="a classifier other than compat.classifier")
+
+    @field_validator("train_test", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value  # "Train", "TEST" as the original took
+
+    @field_validator("image_type")
+    @classmethod
+    def _no_dot(cls, value: str) -> str:
+        return value.strip().lstrip(".") or "jpg"  # ".jpg" as the original took
 
 
 class SaveDataAnswer(BaseModel):
+    """Only ``error_msg``, as documented ("the json contains only one key")."""
+
     error_msg: str = Field(description="'All OK' when saved, else what was wrong")
-    image_id: int | None = None
 
 
 class MakeModelRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = OLD_CLIENT
 
     temple_id: str = Field(examples=["temple-7"])
     forceful: bool = Field(default=False, description="replace the site's trained model when one exists")
@@ -78,7 +92,7 @@ class MakeModelAnswer(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = OLD_CLIENT
 
     temple_id: str = Field(examples=["temple-7"])
     image: str | list[str] = Field(description="one base64 image or a list of them")

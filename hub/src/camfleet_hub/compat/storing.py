@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 from camfleet_contract.images import ImageError, probe_image, thumbnail_jpeg
 from camfleet_hub.auth.models import Role
 from camfleet_hub.compat.models import HoldoutImage
+from camfleet_hub.compat.names import as_name
 from camfleet_hub.compat.schemas import SaveDataAnswer, SaveDataRequest
 from camfleet_hub.compat.temples import BadRequest, decode_base64, temple_classifier
 from camfleet_hub.core.db.types import utcnow
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 def save_data(services: HubServices, session: Session, user: Principal, req: SaveDataRequest) -> SaveDataAnswer:
     """Store one image in the category's group; ``test`` images are held out of training."""
     limits = services.settings.classify
+    group_name = as_name(req.category, "category")
     classifier = temple_classifier(
         services, session, user, req.temple_id, Role.LABELLER, create=True, asked=req.classifier
     )
@@ -39,7 +42,7 @@ def save_data(services: HubServices, session: Session, user: Principal, req: Sav
         rgb = decode_for_embedding(data, services.settings.ingest.max_pixels)
     except ImageError as exc:
         raise BadRequest(f"image ({req.image_name or 'unnamed'}): {exc}") from None
-    group = crud.ensure_group(session, classifier, req.category)
+    group = crud.ensure_group(session, classifier, group_name)
     sha = sha256_hex(data)
     image = session.scalar(select(Image).where(Image.classifier_id == classifier.id, Image.sha256 == sha))
     if image is None:
@@ -52,7 +55,7 @@ def save_data(services: HubServices, session: Session, user: Principal, req: Sav
             classifier_id=classifier.id,
             sha256=sha,
             source=ImageSource.UPLOAD.value,
-            original_name=(req.image_name or f"image.{req.image_type}")[:512],
+            original_name=_file_name(req)[:512],
             origin=f"save_data {req.train_test}",
         )
         session.add(image)
@@ -67,7 +70,13 @@ def save_data(services: HubServices, session: Session, user: Principal, req: Sav
         session.delete(held)
     _embed(services, session, classifier.id, image.id, sha, rgb)
     session.commit()
-    return SaveDataAnswer(error_msg="All OK", image_id=image.id)
+    return SaveDataAnswer(error_msg="All OK")
+
+
+def _file_name(req: SaveDataRequest) -> str:
+    """``image_name`` + ``.image_type``, the file the temple server wrote (a name with a suffix kept as it is)."""
+    name = req.image_name or "image"
+    return name if PurePath(name).suffix else f"{name}.{req.image_type}"
 
 
 def _embed(services: HubServices, session: Session, classifier_id: int, image_id: int, sha: str, rgb: object) -> None:

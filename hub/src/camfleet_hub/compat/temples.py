@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.auth.models import Role
+from camfleet_hub.compat.names import as_name
 from camfleet_hub.compat.schemas import CompatSettings
 from camfleet_hub.core.errors import NotFoundError, ServiceError
 from camfleet_hub.datasets import crud
@@ -60,15 +61,17 @@ def temple_classifier(
     create: bool = False,
     asked: str | None = None,
 ) -> Classifier:
-    """The classifier that serves ``temple_id``; with ``create`` an unknown site/classifier is made (hub admins)."""
+    """The classifier that serves ``temple_id`` (the site ``as_name(temple_id)``); with ``create`` an unknown
+    site/classifier is made (hub admins)."""
     cfg = settings_of(services)
     name = classifier_name(cfg, temple_id, asked)
-    site = session.scalar(select(Site).where(Site.name == temple_id))
+    site_name = as_name(temple_id, "temple_id")
+    site = session.scalar(select(Site).where(Site.name == site_name))
     if site is None:
         if not (create and cfg.create_sites):
             raise NotFoundError(f"temple_id={temple_id!r}: no such site on this hub")
         user.require_admin()
-        site = crud.create_site(session, crud.checked_name(temple_id, "temple_id"))
+        site = crud.create_site(session, site_name)
     user.require(site.id, role, site.name)
     clf = session.scalar(select(Classifier).where(Classifier.site_id == site.id, Classifier.name == name))
     if clf is None:
