@@ -140,6 +140,10 @@ def test_temple_server_as_documented(
     extra = sorted((clothing_subset / "train" / "hat").glob("*.jpg"))[TRAIN]
     png = {**_save_body(extra, "train", "Door closed"), "image": _png_b64(extra), "image_type": "PNG"}
     assert c.post("/api/save_data", json=png).json() == {"error_msg": "All OK"}
+    # As the original took them: a numeric temple_id, train_test in any case, a dotted image_type.
+    loose = sorted((clothing_subset / "train" / "shoes").glob("*.jpg"))[TRAIN]
+    body = {**_save_body(loose, "TEST", "None of the categories"), "temple_id": int(TEMPLE_ID), "image_type": ".jpg"}
+    assert c.post("/api/save_data", json=body).json() == {"error_msg": "All OK"}
 
     # A failed save says why in error_msg (a 400 here, the original's 500: docs/COMPAT.md).
     bad = _save_body(extra, "train", "Door closed")
