@@ -20,6 +20,8 @@ from camfleet_hub.datasets.embeddings import load_vectors
 from camfleet_hub.datasets.models import Group, Image, ImageStatus
 from camfleet_hub.serving import outliers
 from camfleet_hub.serving.models import PredictionLog
+from camfleet_hub.serving.ranking import SCORE_DTYPE
+from camfleet_hub.serving.service import class_list_id
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
@@ -201,8 +203,9 @@ def test_logs_page_filters_csv_retention(api, clothing_subset: Path, tmp_path: P
     with services.sessions() as s:  # one row from another caller, and one past the site's retention (30 days)
         site_id = s.scalar(select(PredictionLog.site_id))
         base = {"site_id": site_id, "classifier": "clothes", "model_version": 1, "route": "predict"}
-        probs = {"hat": 0.9, "dress": 0.05, "shoes": 0.05}
-        top = {"label": "hat", "probability": 0.9, "probabilities": probs}
+        packed = np.asarray([0.9, 0.05, 0.05], SCORE_DTYPE).tobytes()
+        groups = class_list_id(s, ["hat", "dress", "shoes"])
+        top = {"label": "hat", "probability": 0.9, "class_list_id": groups, "scores": packed}
         s.add(PredictionLog(**base, **top, caller="temple-app", image_name="p.jpg"))
         s.add(
             PredictionLog(**base, **top, caller="old", image_name="old.jpg", created_at=utcnow() - timedelta(days=31))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,10 +16,11 @@ from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Group, Image, ImageStatus, Site
 from camfleet_hub.fleet.models import Agent
 from camfleet_hub.ingest.models import DeadLetter
+from camfleet_hub.serving.models import PredictionLog
 from camfleet_hub.training.models import ModelStatus, ModelVersion, TrainingJob
 
 SHA = "ab" * 32
-HEAD = "0009"
+HEAD = "0010"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:
@@ -61,6 +63,44 @@ def test_upgrade_from_0001_keeps_rows_and_downgrade_works(db_url: str) -> None:
         assert "job_events" not in inspect(engine).get_table_names()
         migrate(engine)
         assert {"job_events", "image_label_scores"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_prediction_logs_are_packed_in_place_and_unpacked_on_downgrade(db_url: str) -> None:
+    """0010 turns each row's JSON object into float32 values and a shared list of group names, and back."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0009")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO sites (id, name, created_at) VALUES (1, 's', CURRENT_TIMESTAMP)")
+            for row_id, probabilities in [
+                (1, '{"hat": 0.75, "shoe": 0.25}'),
+                (2, '{"shoe": 0.5, "hat": 0.5}'),
+                (3, '{"cat": 1.0}'),
+            ]:
+                conn.exec_driver_sql(
+                    "INSERT INTO prediction_logs (id, site_id, classifier, model_version, caller, route, image_name,"
+                    " label, probability, anomaly, anomaly_score, probabilities, created_at) VALUES"
+                    f" ({row_id}, 1, 'c', 1, 'u', 'classify', 'a.jpg', 'hat', 0.75, false, 0.1, '{probabilities}',"
+                    " CURRENT_TIMESTAMP)"
+                )
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            rows = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
+            assert [r.probabilities for r in rows] == [
+                {"hat": 0.75, "shoe": 0.25},
+                {"hat": 0.5, "shoe": 0.5},
+                {"cat": 1.0},
+            ]
+            assert rows[0].class_list_id == rows[1].class_list_id != rows[2].class_list_id
+        _downgrade(engine, "0009")
+        with engine.connect() as conn:
+            assert "prediction_class_lists" not in inspect(engine).get_table_names()
+            back = conn.exec_driver_sql("SELECT probabilities FROM prediction_logs ORDER BY id").scalars().all()
+            first = back[0] if isinstance(back[0], dict) else json.loads(back[0])  # PostgreSQL's driver parses JSON
+            assert first == {"hat": 0.75, "shoe": 0.25} and list(first) == ["hat", "shoe"]
+        migrate(engine)
     finally:
         engine.dispose()
 

@@ -13,15 +13,18 @@ from sqlalchemy.orm import sessionmaker
 
 from camfleet_hub.core.errors import UnavailableError
 from camfleet_hub.datasets.models import Site
-from camfleet_hub.serving.models import PredictionLog
+from camfleet_hub.serving.models import PredictionClassList, PredictionLog
+from camfleet_hub.serving.ranking import SCORE_DTYPE
 from camfleet_hub.serving.service import LogContext, PredictionLogWriter, Scored
 
 THREADS = 16
 REQUESTS_EACH = 10
 
 
-def _scored(label: str) -> Scored:
-    return Scored(label, 0.9, {label: 0.9, "other": 0.1}, False, 0.1, 0.5, None, np.zeros(4, np.float32))
+def _scored(label: str, classes: tuple[str, ...] | None = None, scores: list[float] | None = None) -> Scored:
+    classes = classes or (label, "other")
+    values = np.asarray(scores or [0.9, 0.1], SCORE_DTYPE)
+    return Scored(label, 0.9, classes, values, False, 0.1, 0.5, None, np.zeros(4, np.float32))
 
 
 def _site(engine: Engine) -> int:
@@ -103,3 +106,19 @@ def test_close_refuses_new_rows(engine: Engine) -> None:
     writer.close()
     with pytest.raises(UnavailableError):
         writer.write(LogContext(1, "clf", None, 1, "u", "classify"), ["late"], [_scored("a")])
+
+
+def test_rows_keep_packed_scores_and_share_one_list_of_groups(engine: Engine) -> None:
+    """Rows read back every probability, most likely first; the group names are stored once, even by two hubs."""
+    site_id = _site(engine)
+    groups = ("shirt", "hat", "shoe")
+    ctx = LogContext(site_id, "clf", 1, 3, "u", "classify")
+    for writer in (PredictionLogWriter(engine), PredictionLogWriter(engine)):  # a second hub: its own cache
+        writer.write(ctx, ["a.jpg", "b.jpg"], [_scored("hat", groups, [0.2, 0.7, 0.1])] * 2)
+        writer.close()
+    with sessionmaker(engine)() as s:
+        rows = s.scalars(select(PredictionLog)).all()
+        assert [r.probabilities for r in rows] == [{"hat": 0.7, "shirt": 0.2, "shoe": 0.1}] * 4
+        assert list(rows[0].probabilities) == ["hat", "shirt", "shoe"]
+        assert len(rows[0].scores) == 3 * SCORE_DTYPE.itemsize
+        assert s.scalars(select(PredictionClassList.classes)).all() == [list(groups)]

@@ -7,6 +7,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from fastapi.testclient import TestClient
 from fleethelpers import API, FleetHub, token_for, wait_for
 from sqlalchemy import select
@@ -15,6 +16,8 @@ from camfleet_contract.messages import Event, to_json
 from camfleet_hub.auth.models import Role
 from camfleet_hub.datasets.models import Site
 from camfleet_hub.serving.models import PredictionLog
+from camfleet_hub.serving.ranking import SCORE_DTYPE
+from camfleet_hub.serving.service import class_list_id
 
 
 def _stored(fleet: FleetHub, n: int) -> None:
@@ -159,7 +162,8 @@ def _prediction_logs(fleet: FleetHub, site: str, *times: datetime) -> list[int]:
                 route="classify",
                 label="open",
                 probability=0.9,
-                probabilities={"open": 0.9},
+                class_list_id=class_list_id(session, ["open"]),
+                scores=np.asarray([0.9], SCORE_DTYPE).tobytes(),
                 created_at=t,
             )
             for t in times

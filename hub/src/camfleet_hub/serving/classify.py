@@ -302,7 +302,7 @@ def finish(log: PredictionLogWriter, prepared: Prepared, caller: str = "", top_k
             ClassifyResult(
                 label=r.label,
                 probability=r.probability,
-                predictions=[PredictionPublic(label=g, probability=q) for g, q in list(r.probabilities.items())[:k]],
+                predictions=[PredictionPublic(label=g, probability=q) for g, q in r.top(k).items()],
                 anomaly=r.anomaly,
                 anomaly_score=r.anomaly_score,
             )

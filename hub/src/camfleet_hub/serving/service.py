@@ -6,34 +6,46 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Engine, insert
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_contract.images import preprocess_batch
 from camfleet_contract.runtime import ClassifierRuntime, softmax
 from camfleet_hub.core.errors import UnavailableError
-from camfleet_hub.serving.models import PredictionLog
-
-PROBABILITY_DECIMALS = 6
+from camfleet_hub.serving.models import PredictionClassList, PredictionLog
+from camfleet_hub.serving.ranking import SCORE_DTYPE, ranked, rounded
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One image under one model: the top label, every group's probability (most likely first), the anomaly."""
+    """One image under one model: the top label, every group's probability, the anomaly."""
 
     label: str
     probability: float
-    probabilities: dict[str, float]
+    classes: Sequence[str]  # the model's groups, in output order
+    scores: np.ndarray  # SCORE_DTYPE probabilities in that order: what the log keeps
     anomaly: bool
     anomaly_score: float
     threshold: float
     distance: float | None
     embedding: np.ndarray
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Every group's probability, most likely first."""
+        return ranked(self.classes, self.scores)
+
+    def top(self, k: int) -> dict[str, float]:
+        """The `k` most likely groups (an answer's top-k need not rank all 1,000 groups of a model)."""
+        return ranked(self.classes, self.scores, k)
 
 
 def score_images(runtime: ClassifierRuntime, images: Sequence[np.ndarray]) -> list[Scored]:
@@ -48,22 +60,17 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     """``Scored`` rows from raw model outputs (the batcher runs the model for several requests at once); the
     anomaly score is the runtime's own, so the hub flags exactly what an agent running the bundle flags."""
     cal = runtime.manifest.anomaly
-    probs = softmax(logits, cal.temperature)
+    probs = softmax(logits, cal.temperature).astype(SCORE_DTYPE)
     distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
     scores = runtime.anomaly_scores(logits, embedding, distances)
-    classes = np.asarray(runtime.classes, dtype=object)
-    orders = np.argsort(-probs, axis=1)
+    classes = runtime.classes
     out = []
-    for i, order in enumerate(orders):
-        # Whole-row conversions: a per-class Python loop was most of this function for a 1,000-class model.
-        # Six decimals: every probability is logged as JSON, and 17-digit floats took twice the time and space.
-        ranked = dict(
-            zip(classes[order].tolist(), np.round(probs[i, order], PROBABILITY_DECIMALS).tolist(), strict=True)
-        )
-        top = str(classes[order[0]])
+    for i, row in enumerate(probs):
+        top = int(np.argmax(row))  # the first of equals, as ``ranked`` orders them
+        (p,) = rounded(row[top : top + 1])
         dist = None if distances is None else float(distances[i])
         s = float(scores[i])
-        out.append(Scored(top, ranked[top], ranked, s > cal.threshold, s, cal.threshold, dist, embedding[i]))
+        out.append(Scored(classes[top], p, classes, row, s > cal.threshold, s, cal.threshold, dist, embedding[i]))
     return out
 
 
@@ -95,15 +102,32 @@ def log_rows(ctx: LogContext, names: Sequence[str], results: Sequence[Scored]) -
             "probability": r.probability,
             "anomaly": r.anomaly,
             "anomaly_score": r.anomaly_score,
-            "probabilities": r.probabilities,
+            "scores": np.ascontiguousarray(r.scores, dtype=SCORE_DTYPE).tobytes(),
         }
         for name, r in zip(names, results, strict=True)
     ]
 
 
+def class_list_id(session: Session, classes: Sequence[str]) -> int:
+    """The id of this list of groups, stored on its first use (another hub may store it at the same moment)."""
+    digest = hashlib.sha256(json.dumps(list(classes), separators=(",", ":")).encode()).hexdigest()
+    query = select(PredictionClassList.id).where(PredictionClassList.digest == digest)
+    found = session.scalar(query)
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            row = PredictionClassList(digest=digest, classes=list(classes))
+            session.add(row)
+        return row.id
+    except IntegrityError:
+        return session.scalars(query).one()
+
+
 @dataclass
 class _Pending:
     rows: list[dict[str, object]]
+    classes: tuple[str, ...]
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -126,13 +150,13 @@ class PredictionLogWriter:
         self._queue: list[_Pending] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._class_lists: dict[tuple[str, ...], int] = {}  # writer thread only
 
     def write(self, ctx: LogContext, names: Sequence[str], results: Sequence[Scored]) -> None:
         """Log one row per image; returns once they are committed (raises what the commit raised)."""
-        rows = log_rows(ctx, names, results)
-        if not rows:
+        if not results:
             return
-        pending = _Pending(rows)
+        pending = _Pending(log_rows(ctx, names, results), tuple(results[0].classes))
         with self._cond:
             if self._closed:
                 raise UnavailableError("the hub is stopping; the prediction was not logged")
@@ -175,6 +199,16 @@ class PredictionLogWriter:
                 pending.done.set()
 
     def _commit(self, group: list[_Pending]) -> None:
+        rows = [{**row, "class_list_id": self._class_list_id(p.classes)} for p in group for row in p.rows]
         with self._sessions() as session:
-            session.execute(insert(PredictionLog), [row for p in group for row in p.rows])
+            session.execute(insert(PredictionLog), rows)
             session.commit()
+
+    def _class_list_id(self, classes: tuple[str, ...]) -> int:
+        known = self._class_lists.get(classes)
+        if known is None:  # committed on its own before it is remembered: a failed group must not take it along
+            with self._sessions() as session:
+                known = class_list_id(session, classes)
+                session.commit()
+            self._class_lists[classes] = known
+        return known

@@ -132,7 +132,7 @@ async def try_classify(
                 services.prediction_log.write(ctx, [image.name], [scored])
             return TryAnswer(
                 model=AnalysedModel(id=model.id, classifier=shown, version=model.version, default=is_default),
-                top=[PredictionPublic(label=g, probability=p) for g, p in list(scored.probabilities.items())[:TRY_TOP]],
+                top=[PredictionPublic(label=g, probability=p) for g, p in scored.top(TRY_TOP).items()],
                 anomaly=scored.anomaly,
                 anomaly_score=scored.anomaly_score,
                 threshold=scored.threshold,
