@@ -105,6 +105,31 @@ def test_declared_length_over_the_route_limit_is_413_at_once(server) -> None:  #
         assert _status_and_body(sock)[0] == 413
 
 
+def test_the_older_tools_routes_refuse_in_their_own_shape(server) -> None:  # type: ignore[no-untyped-def]
+    """A client written from the old documentation reads ``error_msg``; either spelling of the path has one limit."""
+    host, port, token = server
+    json_head = {"Content-Type": "application/json"}
+    over = str(200 * MiB)
+    cases = [
+        ("/api/save_data", {**json_head, "Content-Length": "10"}, 401, str),
+        ("/api/predict/", {**json_head, "Content-Length": "10"}, 401, list),
+        ("/api/save_data/", {**json_head, "Authorization": f"Bearer {token}", "Content-Length": over}, 413, str),
+        ("/api/predict", {**json_head, "Authorization": f"Bearer {token}", "Content-Length": over}, 413, list),
+    ]
+    for path, headers, expected, shape in cases:
+        with _send_head(host, port, "POST", path, headers) as sock:
+            status, body = _status_and_body(sock)
+        assert status == expected, (path, body)
+        assert isinstance(body["error_msg"], shape) and body["detail"], (path, body)
+        if expected == 413:
+            assert "classify.max_request_bytes" in body["detail"]  # not the 1 MiB JSON limit
+    # a 20 MiB base64 image through the slash spelling is redirected (307 keeps the body), not refused as too large
+    headers = {**json_head, "Authorization": f"Bearer {token}", "Content-Length": str(20 * MiB)}
+    with _send_head(host, port, "POST", "/api/predict/", headers) as sock:
+        head = sock.recv(4096)
+    assert head.split(b" ")[1] == b"307" and b"location: http" in head.lower() and b"/api/predict\r\n" in head
+
+
 def test_chunked_body_is_cut_off_at_the_limit(server) -> None:  # type: ignore[no-untyped-def]
     host, port, token = server
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Transfer-Encoding": "chunked"}

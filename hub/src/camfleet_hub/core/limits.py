@@ -58,14 +58,27 @@ def rules_for(services: HubServices) -> list[Rule]:
         ),
         Rule("POST", re.compile(rf"^{API_PREFIX}/jobs/{seg}/result$"), bundle, "limits.bundle_max_bytes"),
         Rule("PUT", re.compile(rf"^{API_PREFIX}/models/default$"), bundle, "limits.bundle_max_bytes"),
-        # The older tools' JSON bodies carry base64 images (compat/): one image, or a list like /classify's.
-        Rule("POST", re.compile(r"^/api/save_data$"), classify, "classify.max_request_bytes"),
-        Rule("POST", re.compile(r"^/api/predict$"), classify, "classify.max_request_bytes"),
+        # The older tools' JSON bodies carry base64 images (compat/): one image, or a list like /classify's. Their
+        # clients may add a slash (the router redirects it with the body), so both spellings get the same limit.
+        Rule("POST", re.compile(r"^/api/save_data/?$"), classify, "classify.max_request_bytes"),
+        Rule("POST", re.compile(r"^/api/predict/?$"), classify, "classify.max_request_bytes"),
     ]
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+# The older tools' clients read ``error_msg`` (compat/schemas.py): a string from save_data, a list from the others.
+COMPAT_PATH = re.compile(r"^/api/(save_data|make_model|predict)/?$")
+
+
+def refusal(path: str, detail: str) -> dict[str, object]:
+    """The body of a refusal on ``path``: ``detail``, and on the older tools' routes their ``error_msg`` too."""
+    compat = COMPAT_PATH.match(path)
+    if compat is None:
+        return {"detail": detail}
+    return {"error_msg": detail if compat[1] == "save_data" else [detail], "detail": detail}
+
+
+async def _answer(send: Send, scope: Scope, status: int, detail: str) -> None:
+    body = json.dumps(refusal(scope["path"], detail)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     # The unread rest of the body is the server's to drop: uvicorn closes such a connection after the answer.
     headers.append((b"connection", b"close"))
@@ -105,15 +118,15 @@ class BodyLimits:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await _answer(send, 400, f"Content-Length={declared[:40]!r}: not a byte count")
+                await _answer(send, scope, 400, f"Content-Length={declared[:40]!r}: not a byte count")
                 return
             if int(declared) > limit:
-                await _answer(send, 413, f"body of {int(declared)} bytes exceeds {setting} (limit {limit} bytes)")
+                await _answer(send, scope, 413, f"body of {int(declared)} bytes exceeds {setting} (limit {limit} bytes)")
                 return
         if rule is not None and self.services.settings.auth.enabled:
             refused = await run_in_threadpool(self._authenticate, scope)
             if refused is not None:
-                await _answer(send, 401, refused)
+                await _answer(send, scope, 401, refused)
                 return
         await self._bounded(scope, receive, send, limit, setting)
 
@@ -141,7 +154,7 @@ class BodyLimits:
             if exceeded:  # the app turned the cut-off into its own error (e.g. "error parsing the body"): say why
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _answer(send, 413, detail)
+                    await _answer(send, scope, 413, detail)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -152,4 +165,4 @@ class BodyLimits:
         except BodyTooLarge:
             if not started:
                 started = True
-                await _answer(send, 413, detail)
+                await _answer(send, scope, 413, detail)
