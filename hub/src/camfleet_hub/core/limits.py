@@ -121,7 +121,9 @@ class BodyLimits:
                 await _answer(send, scope, 400, f"Content-Length={declared[:40]!r}: not a byte count")
                 return
             if int(declared) > limit:
-                await _answer(send, scope, 413, f"body of {int(declared)} bytes exceeds {setting} (limit {limit} bytes)")
+                await _answer(
+                    send, scope, 413, f"body of {int(declared)} bytes exceeds {setting} (limit {limit} bytes)"
+                )
                 return
         if rule is not None and self.services.settings.auth.enabled:
             refused = await run_in_threadpool(self._authenticate, scope)
