@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .messages import Prediction, utcnow
+from .messages import Prediction, Timestamp, utcnow
 from .topics import Name
 
 MAGIC = b"CFV1"
@@ -42,7 +42,7 @@ class FrameHeader(BaseModel):
     agent: Name
     site: Name
     camera: Name
-    captured_at: AwareDatetime
+    captured_at: Timestamp
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     width: int = Field(gt=0, le=65535)
     height: int = Field(gt=0, le=65535)

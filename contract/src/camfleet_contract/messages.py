@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .agent_config import AgentConfig
 from .rollback import RollbackStatement
@@ -26,8 +26,41 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _in_utc_range(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the range of UTC timestamps (years 1-9999)") from None
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+"""An aware timestamp that can be stored: ``9999-12-31T23:00-05:00`` is valid ISO 8601 but past year 9999 in UTC."""
+
+
+def _nul_in(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_in(k) or _nul_in(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_nul_in(v) for v in value)
+    return False  # nested messages check themselves
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A wire message: no unknown fields, finite numbers only (JSON has no NaN), no NUL characters (PostgreSQL
+    text cannot hold them), timestamps (``Timestamp``) that convert to UTC. What an agent publishes is stored by
+    the hub, so anything the database or a JSON answer cannot hold is refused here, as the message's own fault."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Message:
+        for name in type(self).model_fields:
+            if _nul_in(getattr(self, name)):
+                raise ValueError(f"{name}: text must not contain NUL characters")
+        return self
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -45,7 +78,7 @@ class Event(Message):
 
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     frame_id: str
-    ts: AwareDatetime = Field(default_factory=utcnow)
+    ts: Timestamp = Field(default_factory=utcnow)
     site: Name
     camera: Name
     agent: Name
@@ -66,7 +99,7 @@ class FirstFrames(Message):
     became active (all cameras of the agent together), counted until N frames or M minutes (then ``complete``)."""
 
     version: str = Field(min_length=1, max_length=64)
-    since: AwareDatetime = Field(description="when the agent first classified with this version")
+    since: Timestamp = Field(description="when the agent first classified with this version")
     frames: int = Field(ge=0)
     anomaly_rate: Unit = Field(description="share of those frames flagged anomalous")
     mean_confidence: Unit = Field(description="mean top-1 probability over those frames")
@@ -86,7 +119,7 @@ class AgentStatus(Message):
     state: Literal["online", "offline"]
     agent: Name
     site: Name
-    ts: AwareDatetime = Field(default_factory=utcnow)
+    ts: Timestamp = Field(default_factory=utcnow)
     software_version: str = ""
     models: dict[str, str] = Field(default_factory=dict)
     cameras: list[Name] = Field(default_factory=list)
@@ -104,7 +137,7 @@ class AgentStatus(Message):
     problems: list[str] = Field(
         default_factory=list, description="what is wrong now (camera unreachable, unknown classifier, clock skew)"
     )
-    first_frames: dict[str, SwapBehaviour] = Field(
+    first_frames: dict[Name, SwapBehaviour] = Field(
         default_factory=dict, description="classifier → behaviour of its model after the last swap (and before it)"
     )
 
@@ -136,7 +169,7 @@ class ModelAnnouncement(Message):
     url: str = Field(min_length=1, max_length=1000)
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
     classes: list[str]
-    created_at: AwareDatetime = Field(default_factory=utcnow)
+    created_at: Timestamp = Field(default_factory=utcnow)
     rollback: RollbackStatement | None = Field(default=None, description="hub-signed; only for a lower version")
     agents: dict[Name, AgentModel] = Field(default_factory=dict, description="per-agent overrides (rollout)")
 
@@ -164,7 +197,7 @@ class Command(Message):
     command: CommandName
     camera: Name | None = None
     args: dict[str, Any] = Field(default_factory=dict)
-    ts: AwareDatetime = Field(default_factory=utcnow)
+    ts: Timestamp = Field(default_factory=utcnow)
 
 
 class CommandReply(Message):
@@ -175,7 +208,7 @@ class CommandReply(Message):
     agent: Name
     result: Literal["ok", "error"]
     message: str = Field(default="", max_length=2000)
-    ts: AwareDatetime = Field(default_factory=utcnow)
+    ts: Timestamp = Field(default_factory=utcnow)
 
 
 class AgentConfigDocument(Message):
@@ -183,7 +216,7 @@ class AgentConfigDocument(Message):
 
     site: Name
     agent: Name
-    issued_at: AwareDatetime = Field(default_factory=utcnow)
+    issued_at: Timestamp = Field(default_factory=utcnow)
     config: AgentConfig
 
 

@@ -248,7 +248,7 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
     agent.status = status.model_dump(mode="json")
     agent.last_seen_at = status.ts
     if status.software_version:
-        agent.software_version = status.software_version
+        agent.software_version = status.software_version[:64]  # the column's width; the full text is in status
     if status.cameras:
         insert_ignore(session, Camera, [{"site_id": site_id, "name": c} for c in status.cameras], ["site_id", "name"])
     if status.first_frames:
