@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from camfleet_hub.auth.principal import Principal
 from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.core.deps import ServicesDep, SessionDep, SettingsDep
 from camfleet_hub.core.errors import InvalidError, UnauthenticatedError
+from camfleet_hub.core.spreadsheet import CsvWriter
 from camfleet_hub.core.urls import API_PREFIX
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets.models import Site
@@ -123,7 +123,7 @@ def list_events(
 
 def _csv_rows(session: Session, f: events.EventFilter) -> Iterator[str]:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = CsvWriter(buf)
     writer.writerow(CSV_COLUMNS)
     for row, site in events.iter_events(session, f):
         writer.writerow(

@@ -7,7 +7,6 @@ camera events, so reading a log never deletes.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
+from camfleet_hub.core.spreadsheet import CsvWriter
 from camfleet_hub.fleet.events import retention_days
 from camfleet_hub.serving.models import PredictionLog
 
@@ -117,7 +117,7 @@ def csv_row(r: PredictionLog) -> list[object]:
 def iter_csv(session: Session, f: LogFilter) -> Iterator[str]:
     """The header, then every matching row newest first, fetched in keyset batches (bounded memory)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = CsvWriter(buffer)
 
     def flush() -> str:
         text = buffer.getvalue()
