@@ -200,3 +200,11 @@ def test_hostile_status_never_poisons_ingest(fleet: FleetHub, payload: Callable[
         agent = s.scalars(select(Agent)).first()
     if agent is not None and agent.software_version is not None:
         assert len(agent.software_version) <= 64
+
+
+def test_frame_header_nested_too_deep_is_refused(fleet: FleetHub) -> None:
+    """Before: ``json.loads`` raised RecursionError (not a ValueError) out of the envelope decoder, so the batch
+    failed, was retried with back-off and the frame ended as ``internal_error``."""
+    head = b"[" * 60_000
+    payload = MAGIC + struct.pack(">I", len(head)) + head + _jpeg()
+    _refused_then_good_stored(fleet, fleet.topics.frame("shop", "cam1"), payload, "bad_header")

@@ -100,7 +100,7 @@ def decode_frame(payload: bytes, max_bytes: int = MAX_FRAME_BYTES) -> tuple[Fram
     head = payload[PREFIX_SIZE : PREFIX_SIZE + head_len]
     try:
         header = FrameHeader.model_validate(json.loads(head))
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         detail = str(exc).splitlines()
         raise EnvelopeError("bad_header", " ".join(detail[:3])) from None
     jpeg = payload[PREFIX_SIZE + head_len :]
