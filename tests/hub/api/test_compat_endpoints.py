@@ -191,7 +191,14 @@ def test_cv_path_and_url_forms(sqlite_api, clothing_subset: Path, lite0_default_
 
     outside = clothing_subset / "validation" / "hat"
     r = c.get(f"/cv?{sorted(outside.glob('*.jpg'))[0]}:2")
-    assert r.status_code == 400 and "outside compat.cv_roots" in r.json()["error_msg"]
+    assert r.status_code == 400 and "not a file inside compat.cv_roots" in r.json()["error_msg"]
+    # a missing file, inside or outside the roots, answers the same: no probing of the hub's disk
+    for probe in (image.parent / "missing.jpg", Path("/etc/missing-file"), Path("/etc/hostname"), image.parent):
+        r = c.get("/cv", params={"path": str(probe), "site": "shop", "classifier": "clothes"})
+        assert (
+            r.status_code == 400
+            and r.json()["error_msg"] == f"path={str(probe)!r} is not a file inside compat.cv_roots"
+        )
     r = c.get("/cv?http://127.0.0.1:1/x.jpg:2")  # the URL-import guard: a refused fetch is a 400, not a 500
     assert r.status_code == 400 and r.json()["error_msg"].startswith("url:")
     r = c.get(f"/cv?{image}:0")

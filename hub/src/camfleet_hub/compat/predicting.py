@@ -148,14 +148,17 @@ def read_cv_target(services: HubServices, target: str) -> bytes:
     roots = [Path(r).expanduser().resolve() for r in settings_of(services).cv_roots]
     if not roots:
         raise BadRequest("local paths are off: set compat.cv_roots to the folders /cv may read, or send a URL")
+    # One answer whether the file is missing, elsewhere or not a file: a caller learns nothing of the hub's disk.
+    refused = BadRequest(f"path={target!r} is not a file inside compat.cv_roots")
+    path = Path(target).expanduser()
+    if not any(path.resolve().is_relative_to(r) for r in roots):
+        raise refused
     try:
-        path = Path(target).expanduser().resolve(strict=True)
+        path = path.resolve(strict=True)
     except (OSError, RuntimeError):
-        raise BadRequest(f"path={target!r} does not exist on the hub") from None
-    if not any(path.is_relative_to(r) for r in roots):
-        raise BadRequest(f"path={target!r} is outside compat.cv_roots")
-    if not path.is_file():
-        raise BadRequest(f"path={target!r} is not a file")
+        raise refused from None
+    if not any(path.is_relative_to(r) for r in roots) or not path.is_file():
+        raise refused
     if path.stat().st_size > limits.max_image_bytes:
         raise BadRequest(f"path={target!r}: over classify.max_image_bytes={limits.max_image_bytes}")
     return path.read_bytes()
