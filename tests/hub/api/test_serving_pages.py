@@ -219,6 +219,8 @@ def test_logs_page_filters_csv_retention(api, clothing_subset: Path, tmp_path: P
     assert page.text.count('class="log-row"') == 4
     assert "old.jpg" not in page.text and "Kept 30 days" in page.text
     mine = c.get("/ui/sites/shop/logs", params={"caller": "temple-app"}).text
+    odd = c.get("/ui/sites/shop/logs", params={"caller": "a&label=hat"}).text  # the links keep it one filter
+    assert "logs.csv?caller=a%26label%3Dhat" in odd
     assert mine.count('class="log-row"') == 1 and "p.jpg" in mine
     by_label = c.get("/ui/sites/shop/logs", params={"label": labels[0]}).text
     assert by_label.count('class="log-row"') == labels.count(labels[0]) + (labels[0] == "hat")

@@ -8,6 +8,7 @@ import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,20 @@ def test_agent_status_registers_agent_and_cameras(rig: Rig, jpegs: list[bytes]) 
         assert agent.state == "offline"
         assert agent.status is not None and agent.status["cameras"] == ["cam7"]  # last full status kept
     rig.publish(rig.topics.status("shop", "edge1"), b"", retain=True)  # clean up the retained message
+
+
+def test_a_status_dated_in_the_future_does_not_freeze_the_agent(rig: Rig) -> None:
+    """A skewed or hostile clock (year 9000) must not make the agent's later, genuine statuses look older."""
+    far = AgentStatus(state="online", agent="edge9", site="shop", ts=datetime(9000, 1, 1, tzinfo=UTC), cameras=["c1"])
+    rig.publish(rig.topics.status("shop", "edge9"), to_json(far))
+    wait_for(lambda: rig.stats.snapshot().statuses == 1, "the future-dated status handled")
+    genuine = AgentStatus(state="online", agent="edge9", site="shop", cameras=["c2"])
+    rig.publish(rig.topics.status("shop", "edge9"), to_json(genuine))
+    wait_for(lambda: rig.stats.snapshot().statuses == 2, "the genuine status handled")
+    with rig.sessions() as s:
+        agent = s.execute(select(Agent).where(Agent.name == "edge9")).scalar_one()
+        assert agent.status is not None and agent.status["cameras"] == ["c2"]
+        assert agent.last_seen_at is not None and agent.last_seen_at <= datetime.now(UTC)
 
 
 def test_status_for_a_site_created_later_is_applied(rig: Rig) -> None:

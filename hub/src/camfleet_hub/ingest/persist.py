@@ -246,7 +246,9 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
         return True  # an older retained status replayed after a newer one: keep the newer
     agent.state = AgentState.ONLINE.value
     agent.status = status.model_dump(mode="json")
-    agent.last_seen_at = status.ts
+    # Never later than the hub's own clock: a status dated in the future (a skewed clock, or a hostile one dated
+    # year 9999) would otherwise make every later genuine status look "older" and freeze the agent's row.
+    agent.last_seen_at = min(status.ts, utcnow())
     if status.software_version:
         agent.software_version = status.software_version[:64]  # the column's width; the full text is in status
     if status.cameras:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -79,7 +80,7 @@ def logs_page(
         {**dict(zip(logs.CSV_COLUMNS, logs.csv_row(r), strict=True)), "top": list(r.probabilities.items())[:3]}
         for r in page.rows
     ]
-    filters = "&".join(f"{k}={v}" for k, v in query.given().items())
+    filters = urlencode(query.given())  # a caller or label may hold "&" or "=": encoded, the links keep the filter
     context["csv_url"] = page_path(request, "serving.logs_csv", site=site) + (f"?{filters}" if filters else "")
     here = page_path(request, "serving.logs", site=site)
     context["next_url"] = None if page.next_before is None else f"{here}?{filters}&before={page.next_before}"
