@@ -196,7 +196,8 @@ class IngestWorker:
                 if attempt >= RETRY_ATTEMPTS and len(items) == 1:
                     if self._give_up(items[0], exc):
                         return
-                time.sleep(min(RETRY_MAX_SLEEP_S, 0.5 * 2**attempt))
+                if infrastructure_error(exc):  # waiting outlasts an outage; a message's own fault it cannot fix,
+                    time.sleep(min(RETRY_MAX_SLEEP_S, 0.5 * 2**attempt))  # and would stall every site's ingest
 
     def _give_up(self, item: Item, exc: Exception) -> bool:
         """Dead-letter a single message that keeps failing; False if even that fails (the DB is down: keep trying)."""
