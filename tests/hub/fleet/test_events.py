@@ -149,6 +149,17 @@ def test_retention_per_site(sqlite_fleet: FleetHub) -> None:
     assert kept == {logged["shop"][1], *logged["plant"]}
 
 
+def test_an_event_dated_in_the_future_is_stored_at_the_hubs_time(sqlite_fleet: FleetHub) -> None:
+    """Dated year 9000 (a skewed or hostile clock), it would head every list and outlive every retention."""
+    fleet = sqlite_fleet
+    fleet.site()
+    far = fleet.event(ts=datetime(9000, 1, 1, tzinfo=UTC))
+    _stored(fleet, 1)
+    item = fleet.client.get(f"{API}/events", params={"site": "shop"}).json()["items"][0]
+    assert item["event_id"] == far.event_id
+    assert datetime.fromisoformat(item["ts"]) <= datetime.now(UTC)
+
+
 def _prediction_logs(fleet: FleetHub, site: str, *times: datetime) -> list[int]:
     """One prediction log row per time in ``site``; their ids."""
     with fleet.services.sessions() as session:

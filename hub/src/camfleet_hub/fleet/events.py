@@ -54,7 +54,11 @@ def validate_event(topics: Topics, topic: str, payload: bytes) -> ValidEvent:
 
 
 def store_events(session: Session, events: Sequence[ValidEvent], site_ids: dict[str, int]) -> int:
-    """Insert the events of known sites (the caller rejects the others); returns how many were new."""
+    """Insert the events of known sites (the caller rejects the others); returns how many were new.
+
+    An event dated after the hub's clock is stored at the hub's time: dated year 9999 (a skewed or hostile agent
+    clock) it would stay first in every list and never age out."""
+    now = utcnow()
     rows = []
     for v in events:
         e = v.event
@@ -67,7 +71,7 @@ def store_events(session: Session, events: Sequence[ValidEvent], site_ids: dict[
                 "classifier": e.classifier,
                 "model_version": e.model_version[:64],
                 "frame_id": e.frame_id[:64],
-                "ts": e.ts.astimezone(UTC),
+                "ts": min(e.ts.astimezone(UTC), now),
                 "label": e.label[:200],
                 "probability": e.probability,
                 "anomaly": e.anomaly,
