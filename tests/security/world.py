@@ -16,6 +16,8 @@ Callers (``World.clients``), all acting on site A unless they are hub-wide:
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,6 +256,20 @@ def build_world(tmp: Path, mosquitto: Any, data: Path, **settings: Any) -> World
         w.clients[role] = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
     w.clients["fleet_token"] = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     return w
+
+
+@contextmanager
+def running_world(tmp: Path, mosquitto: Any, data: Path, promote: bool = False, **settings: Any) -> Iterator[World]:
+    """``build_world``, stopped afterwards; with ``promote``, site A's model is production (so /classify reaches
+    the model)."""
+    w = build_world(tmp, mosquitto, data, **settings)
+    try:
+        if promote:
+            assert w.admin.post(f"{API}/models/{w.sites['a'].model_id}/promote").status_code == 200
+        yield w
+    finally:
+        w.admin.__exit__(None, None, None)
+        w.hub.stop()
 
 
 def victim_token(w: World, site: str) -> int:
