@@ -74,7 +74,9 @@ def test_fleet_and_camera_pages(start_hub, browser, mosquitto, clothing_subset: 
     card = page.locator('[data-agent="edge-1"]')
     assert "online" in card.inner_text() and "fps gate 2.0" in card.inner_text()
     thumb = page.locator('[data-camera="gate"] img')
-    thumb.wait_for()
+    thumb.scroll_into_view_if_needed()  # loading="lazy": a thumbnail below the fold is not fetched
+    # the thumbnail is made on first request: wait for it to load, then check it decoded
+    page.wait_for_function("(img) => img.complete", arg=thumb.element_handle())
     assert page.evaluate("document.querySelector('[data-camera=\"gate\"] img').naturalWidth") > 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # nothing wider than the phone
     shoot(page, "ui-fleet.png")
