@@ -96,8 +96,9 @@ def choices(session: Session, site_id: int) -> dict[str, list[str]]:
     return out
 
 
-def csv_row(r: PredictionLog) -> list[object]:
-    return [
+def csv_row(r: PredictionLog, *, probabilities: bool = True) -> list[object]:
+    """One row in CSV_COLUMNS order; without the last column (every probability as JSON) for a page."""
+    cells: list[object] = [
         r.id,
         r.created_at.isoformat(),
         r.classifier,
@@ -110,8 +111,10 @@ def csv_row(r: PredictionLog) -> list[object]:
         f"{r.probability:.6f}",
         "true" if r.anomaly else "false",
         f"{r.anomaly_score:.6f}",
-        json.dumps(r.probabilities, separators=(",", ":")),
     ]
+    if probabilities:
+        cells.append(json.dumps(r.probabilities, separators=(",", ":")))
+    return cells
 
 
 def iter_csv(session: Session, f: LogFilter) -> Iterator[str]:

@@ -77,7 +77,7 @@ def logs_page(
     context["choices"] = logs.choices(session, row.id)
     page = logs.query(session, f, before) if f is not None else logs.LogPage([], None)
     context["rows"] = [
-        {**dict(zip(logs.CSV_COLUMNS, logs.csv_row(r), strict=True)), "top": list(r.probabilities.items())[:3]}
+        {**dict(zip(logs.CSV_COLUMNS[:-1], logs.csv_row(r, probabilities=False), strict=True)), "top": r.top(3).items()}
         for r in page.rows
     ]
     filters = urlencode(query.given())  # a caller or label may hold "&" or "=": encoded, the links keep the filter

@@ -59,4 +59,8 @@ class PredictionLog(Base):
     @property
     def probabilities(self) -> dict[str, float]:
         """Every group's probability, most likely first (as the answer gave them)."""
-        return ranked(self.class_list.classes, np.frombuffer(self.scores, dtype=SCORE_DTYPE))
+        return self.top(None)
+
+    def top(self, k: int | None) -> dict[str, float]:
+        """The `k` most likely groups (a page row shows three of a model's 1,000), or all of them."""
+        return ranked(self.class_list.classes, np.frombuffer(self.scores, dtype=SCORE_DTYPE), k)
