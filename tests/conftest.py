@@ -5,7 +5,7 @@ Fixtures
 - ``test_data``: Path of the data the repository carries (``tests/data``: clothing photos + a short clip; see its
   README). Tests read only this; the large shared data folder is for ``bench/`` alone.
 - ``clothing_subset``: session temp copy of a small folder-per-class dataset (layout in its docstring).
-- ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1.
+- ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1 (``tests/support/ports.py``).
 - ``mosquitto``: session Mosquitto broker on a free loopback port (``.host``, ``.port``, ``.restart()``, ``.stop()``).
 - ``mosquitto_factory``: callable starting extra, private brokers (for tests that restart or stop one).
 - ``pg_url``: SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.ports import unused_port
 from tests.support.seaweed import start_weed
 
 # Carried by the repository (scripts/make_test_data.py builds it), so a fresh clone tests with nothing beside it.
@@ -46,13 +47,6 @@ SUBSET_CLASSES = ("dress", "hat", "shoes")
 SUBSET_TRAIN_PER_CLASS = 20
 SUBSET_VALIDATION_PER_CLASS = 5
 START_TIMEOUT_S = 30.0
-
-
-def _unused_port() -> int:
-    """Ask the kernel for a free loopback port (tiny race window; fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_accepts(host: str, port: int) -> bool:
@@ -148,7 +142,7 @@ def clothing_subset(test_data: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """Factory: ``free_port()`` returns an unused TCP port on 127.0.0.1."""
-    return _unused_port
+    return unused_port
 
 
 # --------------------------------------------------------------------------- mosquitto
@@ -168,7 +162,7 @@ class MosquittoBroker:
 
     workdir: Path
     host: str = "127.0.0.1"
-    port: int = field(default_factory=_unused_port)
+    port: int = field(default_factory=unused_port)
     extra_config: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -356,7 +350,7 @@ class S3Server:
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """Session-wide moto S3 server; call ``s3.new_bucket()`` for a bucket of your own."""
     pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
-    port = _unused_port()
+    port = unused_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     with log.open("wb") as out:

@@ -6,10 +6,11 @@ after SIGTERM: its parts keep retrying each other; the data is throwaway)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.ports import unused_port
 
 WEED = Path(sys.executable).parent / "weed"
 
@@ -29,15 +30,11 @@ def start_weed(root: Path, access_key: str, secret_key: str, volume_mb: int) -> 
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     config.write_text(json.dumps({"identities": [identity]}))
-    # Every listener on its own free port (the defaults, and grpc = http + 10000, may be taken); the sockets are
-    # held until all eight are chosen so that no two get the same port.
+    # Every listener on its own free port (the defaults, and grpc = http + 10000, may be taken), eight distinct ones.
     flags = [f"{part}.port{grpc}" for part in ("master", "volume", "filer", "s3") for grpc in ("", ".grpc")]
-    held = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in flags]
-    for sock in held:
-        sock.bind(("127.0.0.1", 0))
-    ports = {flag: int(sock.getsockname()[1]) for flag, sock in zip(flags, held, strict=True)}
-    for sock in held:
-        sock.close()
+    ports: dict[str, int] = {}
+    for flag in flags:
+        ports[flag] = unused_port(set(ports.values()))
     with (root / "weed.log").open("wb") as out:
         proc = subprocess.Popen(
             [
