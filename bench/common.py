@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -10,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,8 @@ SHARED_DATA = Path(os.environ.get("CAMFLEET_TEST_DATA", REPO.parent / "shared" /
 CLIP = SHARED_DATA / "video" / "plaza.avi"
 # The tests' carried subset (clothing images, a 60-frame plaza clip): what every bench's --smoke runs on.
 SMOKE_DATA = REPO / "tests" / "data"
+# --smoke trains on lite0 alone: the same code as the quick recipe's stack, at a quarter of the forward and export time.
+SMOKE_BACKBONES = "lite0"
 # Debian's Chromium for screenshots, headless, never talking to the network on its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -43,6 +46,20 @@ def threads_rate(step: Callable[[int, int], int], streams: int, seconds: float) 
     for t in threads:
         t.join()
     return sum(counts) / (time.perf_counter() - start)
+
+
+def add_backbones_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--backbones",
+        default=None,
+        help=f"quick mode's backbones, comma-separated (lite0,lite2 or timm names; default: quick mode's own; "
+        f"with --smoke: {SMOKE_BACKBONES})",
+    )
+
+
+def chosen_backbones(args: argparse.Namespace, quick_default: Sequence[str]) -> str:
+    """The ``--backbones`` given, else lite0 for ``--smoke``, else quick mode's own recipe."""
+    return str(args.backbones or (SMOKE_BACKBONES if args.smoke else ",".join(quick_default)))
 
 
 def require_shared(*paths: Path) -> None:

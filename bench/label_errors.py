@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, add_backbones_option, chosen_backbones, require_shared  # noqa: E402
 
 from camfleet_contract.runtime import softmax  # noqa: E402
 from camfleet_trainer.backbone import configure_threads  # noqa: E402
@@ -101,9 +101,7 @@ def alternatives(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
-    ap.add_argument(
-        "--backbones", default=",".join(DEFAULT_QUICK_BACKBONES), help="quick mode's backbones (default: its own)"
-    )
+    add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
     ap.add_argument("--rate", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="flip seeds (one run each)")
@@ -116,7 +114,7 @@ def main() -> int:
         require_shared(args.data)
 
     configure_threads(None)
-    backbone = build_quick_backbone(parse_backbones(args.backbones), args.view)
+    backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
     print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
     original = load_folder(args.data)
     cache = FeatureCache(CACHE, backbone.cache_key)

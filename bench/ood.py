@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA  # noqa: E402
+from common import REPO, SHARED_DATA, add_backbones_option, chosen_backbones  # noqa: E402
 
 from camfleet_contract.anomaly import AnomalyCalibration, Statistic, statistics  # noqa: E402
 from camfleet_trainer.backbone import Backbone, configure_threads  # noqa: E402
@@ -132,9 +132,7 @@ def smoke_set() -> LabeledSet:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
-    ap.add_argument(
-        "--backbones", default=",".join(DEFAULT_QUICK_BACKBONES), help="quick mode's backbones (default: its own)"
-    )
+    add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
     ap.add_argument("--pairs", type=int, default=15, help="a fixed random sample of this many pairs (default 15)")
     ap.add_argument("--all-pairs", action="store_true", help="every pair of classes")
@@ -146,7 +144,7 @@ def main() -> int:
 
     configure_threads(None)
     data = smoke_set() if args.smoke else load_folder(args.data)
-    backbone = build_quick_backbone(parse_backbones(args.backbones), args.view)
+    backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
     print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
     x, xf, y = features(data, args.cached_only, backbone)
     classes = data.classes

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, SMOKE_DATA, require_shared  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, add_backbones_option, chosen_backbones, require_shared  # noqa: E402
 
 from camfleet_contract.images import decode_image  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
@@ -43,14 +43,13 @@ from camfleet_trainer.oof import stratified_folds  # noqa: E402
 from camfleet_trainer.pipeline import BundleTarget  # noqa: E402
 from camfleet_trainer.quick import QuickOptions  # noqa: E402
 from camfleet_trainer.quick_bundle import QuickBundleOptions, train_quick_bundle  # noqa: E402
-from camfleet_trainer.stack import stack_backbones  # noqa: E402
+from camfleet_trainer.stack import parse_backbones, stack_backbones  # noqa: E402
 
 DATA = SHARED_DATA / "clothing"
 CACHE = REPO / "var" / "bench-cache"
 WORK = REPO / "var" / "bench-train"
 LEFT_OUT = ("shoes", "skirt")
 CPU = torch.device("cpu")
-SHORT = {f"lite{i}": f"tf_efficientnet_lite{i}" for i in range(5)}
 
 
 def timed_bundle(
@@ -216,11 +215,7 @@ def main() -> int:
     ap.add_argument("--throughput-images", type=int, default=128, help="images for the embedding throughput")
     ap.add_argument("--json", type=Path, default=None, help="where to write the figures (default: WORK/results.json)")
     ap.add_argument("--smoke", action="store_true", help="the tests' carried images; bundles and figures go to a temp")
-    ap.add_argument(
-        "--backbones",
-        default=",".join(DEFAULT_QUICK_BACKBONES),
-        help="quick mode's backbones, comma-separated (lite0,lite2 or timm names; default: quick mode's)",
-    )
+    add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
     ap.add_argument("--agent-seconds", type=float, default=10.0, help="seconds per bundle for the agent images/s")
     args = ap.parse_args()
@@ -242,7 +237,7 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     results: dict[str, object] = {"threads": torch.get_num_threads(), "data": str(args.data)}
     t0 = time.perf_counter()
     default = build_backbone()  # the default bundle's backbone: what the hub embeds imports with
-    names = [SHORT.get(n.strip(), n.strip()) for n in args.backbones.split(",") if n.strip()]
+    names = parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES))
     backbone = stack_backbones([default if n == default.name else build_backbone(n) for n in names], args.view)
     results["backbone_load_s"] = round(time.perf_counter() - t0, 2)
     results["backbone"], results["view"] = backbone.name, args.view
