@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -74,10 +75,35 @@ def require_shared(*paths: Path) -> None:
             raise SystemExit(2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports for servers started in other processes are drawn below Linux's ephemeral range (32768-60999), where every
+# outgoing connection's local port comes from: between the check here and the server's own bind, a client could
+# otherwise take it. Under pytest-xdist (the benches' --smoke runs inherit its variables) each worker has its own
+# slice, so two workers never pick the same port. The tests use the same function.
+PORTS = range(20000, 32000)
+
+
+def _port_slice() -> range:
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]  # "gw0", "gw1", ...
+    index = int(worker) % count if worker.isdigit() else 0
+    width = len(PORTS) // count
+    return range(PORTS.start + index * width, PORTS.start + (index + 1) * width)
+
+
+def free_port(taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A loopback TCP port that nothing listens on now (and not in ``taken``)."""
+    ports = _port_slice()
+    for _ in range(500):
+        port = random.choice(ports)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in {ports.start}-{ports.stop - 1}")
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:

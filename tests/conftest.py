@@ -5,7 +5,7 @@ Fixtures
 - ``test_data``: Path of the data the repository carries (``tests/data``: clothing photos + a short clip; see its
   README). Tests read only this; the large shared data folder is for ``bench/`` alone.
 - ``clothing_subset``: session temp copy of a small folder-per-class dataset (layout in its docstring).
-- ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1 (``tests/support/ports.py``).
+- ``free_port``: a callable; ``free_port()`` returns an unused TCP port on 127.0.0.1 (``bench/common.py``).
 - ``mosquitto``: session Mosquitto broker on a free loopback port (``.host``, ``.port``, ``.restart()``, ``.stop()``).
 - ``mosquitto_factory``: callable starting extra, private brokers (for tests that restart or stop one).
 - ``pg_url``: SQLAlchemy URL of a fresh, empty PostgreSQL database, dropped after the test
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.support.ports import unused_port
+from bench.common import free_port as unused_port
 from tests.support.seaweed import start_weed
 
 # Carried by the repository (scripts/make_test_data.py builds it), so a fresh clone tests with nothing beside it.

@@ -80,8 +80,8 @@ def _server_cert(folder: Path, ca_key: Any, ca_cert: x509.Certificate) -> tuple[
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A private Mosquitto with a TLS listener (TLS 1.2+) beside its plain one; yields (broker, tls port, CA path,
     another CA's path)."""
+    from bench.common import free_port as unused_port
     from tests.conftest import MosquittoBroker
-    from tests.support.ports import unused_port
 
     folder = tmp_path_factory.mktemp("tls")
     ca_path, ca_key, ca_cert = _ca(folder, "camfleet-test-ca")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.ports import unused_port
+from bench.common import free_port as unused_port
 
 WEED = Path(sys.executable).parent / "weed"
 
