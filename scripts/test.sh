@@ -14,7 +14,7 @@ bash scripts/lint.sh || lint_rc=$?
 
 export PYTHONDONTWRITEBYTECODE=1
 # Two pytest-xdist workers, each taking whole files (module fixtures start once): much of the suite waits on the
-# processes it starts, so two workers finish in ~0.8 of one's time even on 2 cores. CAMFLEET_TEST_WORKERS=0 runs
+# processes it starts, so two workers finish in ~0.7 of one's time even on 2 cores. CAMFLEET_TEST_WORKERS=0 runs
 # in one process. The slowest tests are listed at the end, so a CI log shows where the time goes.
 WORKERS=${CAMFLEET_TEST_WORKERS:-2}
 echo "[test] python -m pytest -n $WORKERS $*"
