@@ -100,3 +100,33 @@ def test_bundle_without_index(tmp_path: Path, key: str) -> None:
     rt = ClassifierRuntime(tmp_path / "n")
     assert rt.index is None and rt.classify([np.zeros((8, 8, 3), np.uint8)])[0].distance is None
     shutil.rmtree(tmp_path / "n")
+
+
+def test_none_of_the_above_class_on_top_is_flagged(bundle: Path, key: str) -> None:
+    """A bundle whose "blue" means none of the above: a blue image is an anomaly whatever its score; red is not."""
+    from camfleet_contract.bundle import Manifest, sign_bundle
+
+    assert "none_classes" not in (bundle / "manifest.json").read_text()  # older agents read it as before
+    red, blue = np.zeros((40, 40, 3), np.uint8), np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = blue[..., 2] = 220
+    manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
+    never = manifest.model_copy(update={"anomaly": manifest.anomaly.model_copy(update={"threshold": 1.0})})
+    sign_bundle(bundle, never, key)
+    assert not any(c.anomaly for c in ClassifierRuntime(bundle).classify([red, blue]))
+    sign_bundle(bundle, never.model_copy(update={"none_classes": ["blue"]}), key)
+    got = ClassifierRuntime(bundle, public_key=public_key_of(key)).classify([red, blue])
+    assert [c.label for c in got] == ["red", "blue"]
+    assert not got[0].anomaly and got[1].anomaly and got[1].anomaly_score == 1.0
+
+
+def test_manifest_refuses_bad_none_classes(bundle: Path) -> None:
+    from pydantic import ValidationError
+
+    from camfleet_contract.bundle import Manifest
+
+    manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
+    data = manifest.model_dump()
+    with pytest.raises(ValidationError, match="not among the classes"):
+        Manifest.model_validate({**data, "none_classes": ["purple"]})
+    with pytest.raises(ValidationError, match="at least one class"):
+        Manifest.model_validate({**data, "none_classes": ["red", "green", "blue"]})

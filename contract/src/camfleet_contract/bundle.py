@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .anomaly import AnomalyCalibration
 from .images import Preprocessing
@@ -82,6 +82,11 @@ class Manifest(BaseModel):
     classifier: Name
     version: str = Field(min_length=1, max_length=64)
     classes: list[str] = Field(min_length=1)
+    none_classes: list[str] = Field(
+        default_factory=list,
+        description='classes that mean "none of the above" (a site\'s rejected frames): a prediction of one is '
+        "flagged as fitting no known group",
+    )
     backbone: str
     embedding_dim: int = Field(gt=0)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
@@ -102,6 +107,15 @@ class Manifest(BaseModel):
     @classmethod
     def _site(cls, v: str) -> str:
         return v if v in ("", DEFAULT_SITE) else validate_name(v, "site")
+
+    @model_validator(mode="after")
+    def _none_classes(self) -> Manifest:
+        unknown = set(self.none_classes) - set(self.classes)
+        if unknown:
+            raise ValueError(f"none_classes {sorted(unknown)} are not among the classes")
+        if len(self.none_classes) >= len(self.classes):
+            raise ValueError("at least one class must not be a none-of-the-above class")
+        return self
 
 
 Precision = Literal["fp32", "int8"]
@@ -166,7 +180,8 @@ def sign_bundle(bundle_dir: str | Path, manifest: Manifest, private_key_hex: str
     # Whatever format it was read as, it is written (and signed) in the current one.
     update = {"files": files, "signer": public_key_of(private_key_hex), "format_version": FORMAT_VERSION}
     manifest = manifest.model_copy(update=update)
-    data = manifest.model_dump_json(indent=2).encode()
+    # Left out when empty, so a bundle without a none-of-the-above group reads as before on older agents.
+    data = manifest.model_dump_json(indent=2, exclude=None if manifest.none_classes else {"none_classes"}).encode()
     (bundle_dir / MANIFEST).write_bytes(data)
     (bundle_dir / SIGNATURE).write_text(sign(data, private_key_hex) + "\n")
     return manifest

@@ -205,6 +205,11 @@ class Dataset(Public):
     site: str
     classifier: str
     classes: list[str]
+    none_classes: list[str] = Field(
+        default_factory=list,
+        description='groups of `classes` marked "none of the above": trained on, and a prediction of one flags the '
+        "image as fitting no known group",
+    )
     images: list[DatasetImage]
 
 

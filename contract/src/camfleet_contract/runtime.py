@@ -118,6 +118,7 @@ class ClassifierRuntime:
         self.index = NeighbourIndex.load(self.bundle_dir)
         self.top_k = max(1, min(top_k, len(self.manifest.classes)))
         self._classes = np.asarray(self.manifest.classes, dtype=object)
+        self._none = np.isin(self._classes, self.manifest.none_classes)
 
     @property
     def version(self) -> str:
@@ -149,7 +150,17 @@ class ClassifierRuntime:
         cal = self.manifest.anomaly
         if distances is None and self.index is not None:
             distances = self.index.distances(embedding, cal.k)
-        return batch_scores(logits, embedding, distances, cal)
+        scores = batch_scores(logits, embedding, distances, cal)
+        # A "none of the above" class on top is the strongest evidence the bundle has: the score says so.
+        return np.where(self.none_on_top(logits), 1.0, scores)
+
+    def none_on_top(self, logits: np.ndarray) -> np.ndarray:
+        """(N,) bools: the most likely class is one of the manifest's none-of-the-above classes."""
+        return self._none[np.asarray(logits).argmax(axis=1)]
+
+    def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top."""
+        return (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(self.prepare(images))[1]
@@ -177,6 +188,7 @@ class ClassifierRuntime:
         probs = softmax(logits, cal.temperature)
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
         scores = self.anomaly_scores(logits, embedding, distances)
+        flags = self.anomaly_flags(logits, scores)
         latency = (time.perf_counter() - start + prepare_s) * 1000.0 / len(batch)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         results = []
@@ -189,7 +201,7 @@ class ClassifierRuntime:
                     label=top[0].label,
                     probability=top[0].probability,
                     predictions=top,
-                    anomaly=s > cal.threshold,
+                    anomaly=bool(flags[i]),
                     anomaly_score=s,
                     distance=dist,
                     embedding=embedding[i],

@@ -63,6 +63,7 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     probs = softmax(logits, cal.temperature).astype(SCORE_DTYPE)
     distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
     scores = runtime.anomaly_scores(logits, embedding, distances)
+    flags = runtime.anomaly_flags(logits, scores)
     classes = runtime.classes
     out = []
     for i, row in enumerate(probs):
@@ -70,7 +71,7 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
         (p,) = rounded(row[top : top + 1])
         dist = None if distances is None else float(distances[i])
         s = float(scores[i])
-        out.append(Scored(classes[top], p, classes, row, s > cal.threshold, s, cal.threshold, dist, embedding[i]))
+        out.append(Scored(classes[top], p, classes, row, bool(flags[i]), s, cal.threshold, dist, embedding[i]))
     return out
 
 
