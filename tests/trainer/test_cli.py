@@ -71,6 +71,8 @@ def test_train_refuses_a_class_with_one_image(clothing_subset: Path, trainer_cac
     [
         (["--classifier", "bad name!"], "--classifier='bad name!' is not a valid name"),
         (["--flag-rate", "1.5"], "--flag-rate must be between 0 and 1"),
+        (["--none-group", "cats"], "none-of-the-above classes ['cats'] are not among the classes"),
+        (["--none-group", "dress", "--none-group", "hat", "--none-group", "shoes"], "every class is marked none"),
     ],
 )
 def test_train_refuses_bad_arguments(clothing_subset: Path, tmp_path: Path, extra: list[str], message: str) -> None:

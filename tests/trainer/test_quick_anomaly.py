@@ -47,3 +47,13 @@ def test_empty_anomaly_keeps_the_older_percentile_method() -> None:
     x, flipped, labels = _blobs(2)
     cal = train_quick(x, labels, ["a", "b", "c"], flipped, QuickOptions(anomaly=())).calibration
     assert cal.method == "percentile" and cal.conf_ref and cal.dist_ref
+
+
+def test_none_of_the_above_images_are_left_out_of_the_normal_references() -> None:
+    """Class c marked none of the above: trained on (three classes of logits), calibrated on a and b alone."""
+    x, flipped, labels = _blobs(2)
+    result = train_quick(x, labels, ["a", "b", "none"], flipped, none_classes=np.array([False, False, True]))
+    assert result.oof_logits.shape[1] == 3 and result.calibration.calibration_images == 80
+    normal = labels != 2
+    scores = batch_scores(result.oof_logits[normal], None, result.oof_distances[normal], result.calibration)
+    assert 0.02 <= float(np.mean(scores > result.calibration.threshold)) <= 0.08

@@ -92,6 +92,24 @@ def test_unseen_class_is_flagged(
     assert unseen_rate > known_rate + 0.3, (unseen_rate, known_rate)
 
 
+def test_none_of_the_above_group_is_trained_and_flagged(
+    clothing_subset: Path, backbone: Backbone, trainer_cache: Path, trainer_seed: str, tmp_path: Path
+) -> None:
+    """Shoes as a site's rejected images: the bundle names them none of the above, and the runtime flags a new
+    shoe photo as fitting no group while dresses and hats are flagged no more than with the plain bundle."""
+    data = load_folder(clothing_subset / "train", ["shoes"])
+    target = BundleTarget(tmp_path / "b", trainer_seed, device=torch.device("cpu"))
+    outcome = train_quick_bundle(data, backbone, target, QuickBundleOptions(cache_dir=trainer_cache))
+    assert outcome.manifest.none_classes == ["shoes"] and outcome.quick is not None
+    assert outcome.quick.calibration.calibration_images == 40  # dresses and hats only
+    runtime = ClassifierRuntime(tmp_path / "b")
+    val = read_images(clothing_subset / "validation")
+    shoes = runtime.classify(val["shoes"])
+    assert all(r.anomaly for r in shoes if r.label == "shoes") and np.mean([r.anomaly for r in shoes]) >= 0.8
+    known = runtime.classify(val["dress"] + val["hat"])
+    assert np.mean([r.anomaly for r in known]) <= 0.3, [(r.label, round(r.anomaly_score, 2)) for r in known]
+
+
 def test_stratified_folds_keep_every_class_in_every_fold() -> None:
     labels = np.array([0] * 12 + [1] * 3 + [2] * 7)
     folds, k = stratified_folds(labels, 5)

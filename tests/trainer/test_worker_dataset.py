@@ -20,8 +20,9 @@ GONE = "f" * 64
 class FakeHub:
     """The two calls `_dataset` makes, with one image whose blob is gone; counts the downloads."""
 
-    def __init__(self, bad_sha: str | None = None) -> None:
+    def __init__(self, bad_sha: str | None = None, none_classes: tuple[str, ...] = ()) -> None:
         self.fetched: list[str] = []
+        self.none_classes = list(none_classes)
         self.images: list[dict[str, object]] = [
             {"id": 1, "sha256": hashlib.sha256(HAT).hexdigest(), "group": "hat", "cluster": 1},
             {"id": 2, "sha256": bad_sha or GONE, "group": "hat", "cluster": 2},
@@ -29,7 +30,14 @@ class FakeHub:
 
     def dataset(self, job_id: int) -> Dataset:
         return Dataset.model_validate(
-            {"job_id": job_id, "site": "s", "classes": ["hat"], "classifier": "clothes", "images": self.images}
+            {
+                "job_id": job_id,
+                "site": "s",
+                "classes": ["hat", "none"],
+                "none_classes": self.none_classes,
+                "classifier": "clothes",
+                "images": self.images,
+            }
         )
 
     def blob(self, sha256: str) -> bytes | None:
@@ -67,3 +75,10 @@ def test_lazy_download_fetches_on_first_read_only(tmp_path: Path) -> None:
 def test_a_malformed_hash_is_refused_before_it_names_a_file(tmp_path: Path) -> None:
     with pytest.raises(HubError, match="not a lowercase hex digest"):
         _worker(tmp_path, FakeHub(bad_sha="../../etc/passwd")).images.dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]
+
+
+def test_the_hubs_none_of_the_above_groups_reach_the_training_set(tmp_path: Path) -> None:
+    hub = FakeHub(none_classes=("none", "gone"))  # a name that is not a class of the job is ignored
+    data, _ = _worker(tmp_path, hub).images.dataset(7, Reporter(), lazy=True)  # type: ignore[arg-type]
+    assert data.classes == ["hat", "none"] and data.none_classes == ["none"]
+    assert data.none_mask().tolist() == [False, True]

@@ -156,11 +156,13 @@ class ClassifierRuntime:
 
     def none_on_top(self, logits: np.ndarray) -> np.ndarray:
         """(N,) bools: the most likely class is one of the manifest's none-of-the-above classes."""
-        return self._none[np.asarray(logits).argmax(axis=1)]
+        on_top: np.ndarray = self._none[np.asarray(logits).argmax(axis=1)]
+        return on_top
 
     def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top."""
-        return (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
+        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
+        return flags
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(self.prepare(images))[1]

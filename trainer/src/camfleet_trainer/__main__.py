@@ -73,6 +73,15 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per class")
     t.add_argument("--out", type=Path, required=True, help="bundle folder to write (must not exist or be empty)")
     t.add_argument(
+        "--none-group",
+        dest="none_groups",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help='a sub-folder of rejected images that fit no group ("none of the above"): trained on, and a '
+        "prediction of it is flagged as an anomaly (repeatable)",
+    )
+    t.add_argument(
         "--mode",
         choices=["quick", "full"],
         default="quick",
@@ -229,8 +238,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.mode != "full" and full_args:
         given = ", ".join("--" + k.replace("_", "-") for k in full_args)
         raise DatasetError(f"{given}: only with --mode full")
-    data = load_folder(args.data)  # a bad dataset is refused before torch even loads
+    data = load_folder(args.data, args.none_groups)  # a bad dataset is refused before torch even loads
     print(f"dataset    {args.data}: {len(data.samples)} images, classes {', '.join(data.classes)}", flush=True)
+    if data.none_classes:
+        print(f"none of the above: {', '.join(data.none_classes)}", flush=True)
 
     from camfleet_contract.signing import load_or_create_key
     from camfleet_trainer.backbone import configure_threads, resolve_device

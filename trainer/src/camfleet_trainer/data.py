@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from camfleet_trainer.errors import DatasetError
 
 __all__ = ["DatasetError", "LabeledSet", "Sample", "check_dataset", "file_sample", "load_folder"]
@@ -34,10 +36,12 @@ class Sample:
 
 @dataclass
 class LabeledSet:
-    """Ordered class names plus their samples."""
+    """Ordered class names plus their samples; `none_classes` are those meaning "none of the above" (a site's
+    rejected images): trained on like the others, left out of the anomaly calibration of normal images."""
 
     classes: list[str]
     samples: list[Sample]
+    none_classes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Images per class, in class order."""
@@ -46,7 +50,11 @@ class LabeledSet:
 
     def subset(self, keep: Sequence[bool]) -> LabeledSet:
         """The same classes with only the samples where `keep` is true."""
-        return LabeledSet(self.classes, [s for s, k in zip(self.samples, keep, strict=True) if k])
+        return LabeledSet(self.classes, [s for s, k in zip(self.samples, keep, strict=True) if k], self.none_classes)
+
+    def none_mask(self) -> np.ndarray:
+        """(C,) bools: which classes are none-of-the-above."""
+        return np.isin(np.asarray(self.classes, dtype=object), self.none_classes)
 
 
 def file_sample(path: Path, class_index: int) -> Sample:
@@ -55,8 +63,9 @@ def file_sample(path: Path, class_index: int) -> Sample:
     return Sample(str(path), hashlib.sha256(data).hexdigest(), class_index, path.read_bytes)
 
 
-def load_folder(root: str | Path) -> LabeledSet:
-    """A folder per class (sorted names are the classes); files with image suffixes, hidden ones skipped."""
+def load_folder(root: str | Path, none_classes: Sequence[str] = ()) -> LabeledSet:
+    """A folder per class (sorted names are the classes); files with image suffixes, hidden ones skipped;
+    `none_classes` name the folders of rejected images ("none of the above")."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data: {root} is not a folder (expected one sub-folder of images per class)")
@@ -67,8 +76,9 @@ def load_folder(root: str | Path) -> LabeledSet:
         for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
                 samples.append(file_sample(path, label))
-    check_dataset(LabeledSet(classes, samples), where=str(root))
-    return LabeledSet(classes, samples)
+    data = LabeledSet(classes, samples, list(none_classes))
+    check_dataset(data, where=str(root))
+    return data
 
 
 def check_dataset(data: LabeledSet, where: str = "dataset") -> None:
@@ -79,6 +89,11 @@ def check_dataset(data: LabeledSet, where: str = "dataset") -> None:
         raise DatasetError(
             f"{where}: a classifier needs at least {MIN_CLASSES} classes with images, found {len(counts)} ({found})"
         )
+    unknown = sorted(set(data.none_classes) - set(data.classes))
+    if unknown:
+        raise DatasetError(f"{where}: none-of-the-above classes {unknown} are not among the classes {data.classes}")
+    if set(data.classes) <= set(data.none_classes):
+        raise DatasetError(f"{where}: every class is marked none-of-the-above; at least one must be a real group")
     short = {name: n for name, n in counts.items() if n < MIN_IMAGES_PER_CLASS}
     if short:
         listed = ", ".join(f"{name!r} has {n}" for name, n in short.items())

@@ -208,6 +208,7 @@ def write_bundle(
     report: dict[str, Any] | None = None,
     overwrite: bool = False,
     int8: Int8Inputs | None = None,
+    none_classes: Sequence[str] = (),
 ) -> cb.Manifest:
     """Export, check parity, write index + manifest + signature; `out_dir` appears only when all of it worked.
 
@@ -238,6 +239,7 @@ def write_bundle(
             classifier=classifier,
             version=version or new_version(),
             classes=list(classes),
+            none_classes=list(none_classes),
             backbone=backbone.name,
             embedding_dim=backbone.embedding_dim,
             preprocessing=backbone.preprocessing,

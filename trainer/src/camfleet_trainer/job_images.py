@@ -53,7 +53,7 @@ class JobImages:
             samples.append(Sample(f"image {item.id}", sha256, index[group], read, item.cluster))
             if not lazy and (n % 25 == 0 or n == len(images)):
                 reporter.update("download", 0.05 * n / max(len(images), 1), f"downloaded {n}/{len(images)} images")
-        return LabeledSet(classes, samples), ds.classifier or "classifier"
+        return LabeledSet(classes, samples, [c for c in ds.none_classes if c in index]), ds.classifier or "classifier"
 
     def read_blob(self, sha256: str) -> bytes:
         """An image's bytes, downloaded on first use; OSError when the hub no longer has it (skipped like a

@@ -165,4 +165,5 @@ def export_bundle(target: BundleTarget, backbone: Backbone, trained: Trained, in
         report=trained.report,
         overwrite=target.overwrite,
         int8=int8,
+        none_classes=trained.usable.none_classes,
     )

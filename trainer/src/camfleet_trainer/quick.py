@@ -154,8 +154,13 @@ def train_quick(
     options: QuickOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     groups: np.ndarray | None = None,
+    none_classes: np.ndarray | None = None,
 ) -> QuickResult:
-    """OOF logits + kNN distances → temperature → anomaly calibration; then the head on every image."""
+    """OOF logits + kNN distances → temperature → anomaly calibration; then the head on every image.
+
+    `none_classes` (C,) bools marks none-of-the-above classes: trained on, but their images are not normal ones,
+    so the anomaly references leave them out (the runtime flags a none class on top by itself).
+    """
     opts = options or QuickOptions()
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = len(classes)
@@ -169,8 +174,15 @@ def train_quick(
     extra_all = flipped if opts.use_flips else None
     head = fit_head(features, labels, num_classes, opts.l2, opts.standardize, extra_all, opts.balanced)
     unit = l2_normalize(features)
+    normal = np.ones(len(labels), dtype=bool) if none_classes is None else ~np.asarray(none_classes)[labels]
     calibration = anomaly_calibration(
-        oof.logits, unit, neighbours.oof_distances, oof.scaled_energy, head, temperature, opts
+        oof.logits[normal],
+        unit[normal],
+        neighbours.oof_distances[normal],
+        oof.scaled_energy[normal],
+        head,
+        temperature,
+        opts,
     )
     if progress is not None:
         progress(oof.folds + 1, oof.folds + 1)

@@ -110,7 +110,9 @@ def train_quick_bundle(
         stage("train", 0.7 + 0.15 * done / max(count, 1), f"fitted {done}/{count} heads")
 
     groups = sample_groups([s.cluster for s in usable.samples])  # near-duplicates share a fold
-    result = train_quick(emb.features, labels, usable.classes, emb.flipped, run.options, train_progress, groups)
+    result = train_quick(
+        emb.features, labels, usable.classes, emb.flipped, run.options, train_progress, groups, usable.none_mask()
+    )
     seconds["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
