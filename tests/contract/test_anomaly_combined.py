@@ -14,6 +14,7 @@ from camfleet_contract.anomaly import (
     AnomalyCalibration,
     batch_scores,
     calibrate_combined,
+    combined_scores,
     scale_factor,
     statistics,
 )
@@ -110,3 +111,18 @@ def test_runtime_scores_combined_bundles_from_logits_and_embedding(tmp_path: Pat
     assert got[-1].anomaly and sum(g.anomaly for g in got[:-1]) <= 3
     logits, embedding = rt.run(preprocess_batch(images, manifest.preprocessing))
     np.testing.assert_allclose([g.anomaly_score for g in got], batch_scores(logits, embedding, None, cal))
+
+
+def test_images_flagged_anyway_count_towards_the_flag_rate() -> None:
+    """With 3 % of the normal images flagged anyway (a none-of-the-above class on top), the threshold flags
+    2 % more by score, so 5 % of them are flagged in all, as the runtime flags them."""
+    rng = np.random.default_rng(0)
+    energy, distance = rng.normal(0, 1, 1000), rng.normal(0, 1, 1000)
+    anyway = np.zeros(1000, dtype=bool)
+    anyway[rng.choice(1000, 30, replace=False)] = True
+    values = {"energy": energy, "distance": distance}
+    cal = calibrate_combined(values, combine="max", flagged_anyway=anyway)
+    flagged = (combined_scores(values, cal) > cal.threshold) | anyway
+    assert abs(flagged.mean() - 0.05) <= 0.003
+    plain = calibrate_combined(values, combine="max")
+    assert plain.threshold < cal.threshold  # fewer need flagging by score

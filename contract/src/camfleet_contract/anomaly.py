@@ -169,8 +169,10 @@ def calibrate(
     target_flag_rate: float = 0.05,
     temperature: float = 1.0,
     k: int = 5,
+    flagged_anyway: np.ndarray | None = None,
 ) -> AnomalyCalibration:
-    """Reference distributions + the threshold that flags `target_flag_rate` of these (normal) images."""
+    """Reference distributions + the threshold that flags `target_flag_rate` of these (normal) images, counting
+    those in `flagged_anyway` (a none-of-the-above class on top) as flagged whatever their score."""
     probs = np.asarray(top1_probs, dtype=np.float64)
     if probs.size == 0:
         raise ValueError("calibration needs at least one held-out image")
@@ -187,8 +189,16 @@ def calibrate(
     )
     dists = [None] * probs.size if dist is None else dist.tolist()
     scores = np.array([score(p, d, cal) for p, d in zip(probs.tolist(), dists, strict=True)])
-    threshold = float(np.quantile(scores, 1.0 - target_flag_rate)) if target_flag_rate > 0 else 1.0
-    return cal.model_copy(update={"threshold": min(1.0, threshold)})
+    return cal.model_copy(update={"threshold": _threshold(scores, target_flag_rate, flagged_anyway)})
+
+
+def _threshold(scores: np.ndarray, target_flag_rate: float, flagged_anyway: np.ndarray | None) -> float:
+    """The score above which `target_flag_rate` of these images are flagged, those flagged anyway included."""
+    if target_flag_rate <= 0:
+        return 1.0
+    if flagged_anyway is not None:
+        scores = np.where(np.asarray(flagged_anyway, dtype=bool), 1.0, scores)
+    return min(1.0, float(np.quantile(scores, 1.0 - target_flag_rate)))
 
 
 def calibrate_combined(
@@ -199,10 +209,11 @@ def calibrate_combined(
     temperature: float = 1.0,
     k: int = 5,
     scale_percentile: float = DEFAULT_SCALE_PERCENTILE,
+    flagged_anyway: np.ndarray | None = None,
 ) -> AnomalyCalibration:
     """Method 'combined' from held-out normal images' statistics (see `statistics`): reference values per
-    statistic and the threshold that flags `target_flag_rate` of these images. conf_ref / dist_ref are filled
-    too when those statistics are given, for readers of the older fields."""
+    statistic and the threshold that flags `target_flag_rate` of these images (`flagged_anyway`: as `calibrate`).
+    conf_ref / dist_ref are filled too when those statistics are given, for readers of the older fields."""
     names = list(values)
     sizes = {len(np.asarray(v)) for v in values.values()}
     if not names or len(sizes) != 1 or 0 in sizes:
@@ -223,5 +234,4 @@ def calibrate_combined(
         calibration_images=sizes.pop(),
     )
     scores = combined_scores(arrays, cal)
-    threshold = float(np.quantile(scores, 1.0 - target_flag_rate)) if target_flag_rate > 0 else 1.0
-    return cal.model_copy(update={"threshold": min(1.0, threshold)})
+    return cal.model_copy(update={"threshold": _threshold(scores, target_flag_rate, flagged_anyway)})

@@ -195,13 +195,15 @@ def _calibrated(
     embeddings[run.train_idx] = train_emb
     embeddings[run.val_idx] = val_emb
     distances = index.distances(val_emb, opts.neighbours)
-    normal = ~usable.none_mask()[val_labels]  # a none-of-the-above image is not a normal one
+    none = usable.none_mask()
+    normal = ~none[val_labels]  # a none-of-the-above image is not a normal one
     calibration = calibrate(
         probs.max(axis=1)[normal],
         distances[normal],
         target_flag_rate=opts.target_flag_rate,
         temperature=temperature,
         k=opts.neighbours,
+        flagged_anyway=none[probs[normal].argmax(axis=1)],
     )
     run.module.cpu().eval()
     return FullResult(

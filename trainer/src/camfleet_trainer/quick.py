@@ -74,12 +74,19 @@ def anomaly_calibration(
     head: LinearHead,
     temperature: float,
     opts: QuickOptions,
+    none_on_top: np.ndarray | None = None,
 ) -> AnomalyCalibration:
-    """The bundle's anomaly calibration from out-of-fold outputs: `opts.anomaly` combined, or the older method."""
+    """The bundle's anomaly calibration from out-of-fold outputs of normal images: `opts.anomaly` combined, or the
+    older method; `none_on_top` marks those whose top class is a none-of-the-above one (flagged anyway)."""
     if not opts.anomaly:
         probs = softmax(oof_logits, temperature)
         return calibrate(
-            probs.max(axis=1), oof_distances, opts.target_flag_rate, temperature=temperature, k=opts.neighbours
+            probs.max(axis=1),
+            oof_distances,
+            opts.target_flag_rate,
+            temperature=temperature,
+            k=opts.neighbours,
+            flagged_anyway=none_on_top,
         )
     draft = AnomalyCalibration(method="confidence", temperature=temperature)
     others = [n for n in opts.anomaly if n != "scaled_energy"]
@@ -93,6 +100,7 @@ def anomaly_calibration(
         target_flag_rate=opts.target_flag_rate,
         temperature=temperature,
         k=opts.neighbours,
+        flagged_anyway=none_on_top,
     )
 
 
@@ -174,7 +182,8 @@ def train_quick(
     extra_all = flipped if opts.use_flips else None
     head = fit_head(features, labels, num_classes, opts.l2, opts.standardize, extra_all, opts.balanced)
     unit = l2_normalize(features)
-    normal = np.ones(len(labels), dtype=bool) if none_classes is None else ~np.asarray(none_classes)[labels]
+    none = np.zeros(num_classes, dtype=bool) if none_classes is None else np.asarray(none_classes, dtype=bool)
+    normal = ~none[labels]
     calibration = anomaly_calibration(
         oof.logits[normal],
         unit[normal],
@@ -183,6 +192,7 @@ def train_quick(
         head,
         temperature,
         opts,
+        none[oof.logits[normal].argmax(axis=1)],
     )
     if progress is not None:
         progress(oof.folds + 1, oof.folds + 1)
