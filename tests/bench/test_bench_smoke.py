@@ -73,6 +73,14 @@ def test_ood_bench_smoke() -> None:
     assert re.search(r"^best: ", out, re.M), out
 
 
+def test_none_group_bench_smoke() -> None:
+    out = run_bench("none_group.py", "--smoke")
+    row = re.search(r"^\| pants \+ skirt \| shoes \((\d+)\) \| (\d\.\d\d) → (\d\.\d\d) \|", out, re.M)
+    assert row and int(row.group(1)) > 0, out
+    for label in ("rejected kind flagged", "new kinds flagged", "known flagged", "known accuracy"):
+        assert re.search(rf"^mean {label}: \d\.\d{{3}} → \d\.\d{{3}}$", out, re.M), out
+
+
 def test_rest_bench_smoke() -> None:
     out = run_bench("rest.py", "--smoke")
     assert re.search(r"raw ONNX Runtime, batch 32, preprocessed input: +\d+\.\d images/s", out), out
