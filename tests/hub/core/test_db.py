@@ -20,7 +20,7 @@ from camfleet_hub.serving.models import PredictionLog
 from camfleet_hub.training.models import ModelStatus, ModelVersion, TrainingJob
 
 SHA = "ab" * 32
-HEAD = "0010"
+HEAD = "0011"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:
@@ -100,6 +100,36 @@ def test_prediction_logs_are_packed_in_place_and_unpacked_on_downgrade(db_url: s
             back = conn.exec_driver_sql("SELECT probabilities FROM prediction_logs ORDER BY id").scalars().all()
             first = back[0] if isinstance(back[0], dict) else json.loads(back[0])  # PostgreSQL's driver parses JSON
             assert first == {"hat": 0.75, "shoe": 0.25} and list(first) == ["hat", "shoe"]
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def test_groups_get_the_none_of_the_above_flag_off_and_lose_it_on_downgrade(db_url: str) -> None:
+    """0011 adds groups.none_of_the_above (false for existing groups); downgrading drops it and keeps the groups."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0010")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO sites (id, name, created_at) VALUES (1, 's', CURRENT_TIMESTAMP)")
+            conn.exec_driver_sql(
+                "INSERT INTO classifiers (id, site_id, name, created_at) VALUES (1, 1, 'c', CURRENT_TIMESTAMP)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO groups (id, classifier_id, name, common, created_at)"
+                " VALUES (1, 1, 'none', false, CURRENT_TIMESTAMP)"
+            )
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            group = session.get(Group, 1)
+            assert group is not None and group.none_of_the_above is False
+            group.none_of_the_above = True
+            session.commit()
+        _downgrade(engine, "0010")
+        columns = {c["name"] for c in inspect(engine).get_columns("groups")}
+        assert "none_of_the_above" not in columns and "common" in columns
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT name FROM groups").scalars().all() == ["none"]
         migrate(engine)
     finally:
         engine.dispose()

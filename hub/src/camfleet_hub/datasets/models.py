@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -90,7 +91,11 @@ class Classifier(Base):
 
 
 class Group(Base):
-    """A class of a classifier; groups form a tree (``parent_id``), ``common`` ones are shared by every site."""
+    """A class of a classifier; groups form a tree (``parent_id``), ``common`` ones are shared by every site.
+
+    A ``none_of_the_above`` group holds the site's rejected frames (none of the other groups): trained as a class,
+    a prediction of it flags the image as fitting no known group.
+    """
 
     __tablename__ = "groups"
     __table_args__ = (UniqueConstraint("classifier_id", "name"),)
@@ -100,6 +105,7 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), default=None)
     common: Mapped[bool] = mapped_column(Boolean, default=False)
+    none_of_the_above: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     classifier: Mapped[Classifier] = relationship(back_populates="groups")
