@@ -259,7 +259,7 @@ def test_common_groups_join_every_same_named_classifier(api) -> None:
     assert sum(1 for i in ds.images if i.group == "open") == 3  # temple's "open" is not common
     health = c.get(f"{a}/health").json()
     nothing = next(g for g in health["groups"] if g["name"] == "nothing")
-    assert nothing == {"name": "nothing", "common": True, "images": 5, "shared": 5}
+    assert nothing == {"name": "nothing", "common": True, "none_of_the_above": False, "images": 5, "shared": 5}
     with api.services.sessions() as s:
         assert jobs.trainable_groups(s, crud.get_classifier(s, "shop", "door"))["nothing"] == 5
     # a deleted image of a common group is not shared

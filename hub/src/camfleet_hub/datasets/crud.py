@@ -171,7 +171,12 @@ def get_group(session: Session, classifier: Classifier, name: str) -> Group:
 
 
 def create_group(
-    session: Session, classifier: Classifier, name: str, parent: str | None = None, common: bool = False
+    session: Session,
+    classifier: Classifier,
+    name: str,
+    parent: str | None = None,
+    common: bool = False,
+    none_of_the_above: bool = False,
 ) -> Group:
     checked_name(name, "name")
     if find_group(session, classifier, name) is not None:
@@ -182,7 +187,13 @@ def create_group(
         if parent_group is None:
             raise NotFoundError(f"parent={parent!r} is not a group of classifier {classifier.name!r}")
         parent_id = parent_group.id
-    group = Group(classifier_id=classifier.id, name=name, parent_id=parent_id, common=common)
+    group = Group(
+        classifier_id=classifier.id,
+        name=name,
+        parent_id=parent_id,
+        common=common,
+        none_of_the_above=none_of_the_above,
+    )
     session.add(group)
     _commit_new(session, f"group name={name!r}")
     return group

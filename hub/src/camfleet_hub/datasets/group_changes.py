@@ -1,4 +1,5 @@
-"""Changes to a classifier's groups (create, rename, parent, common, merge, delete), each one undoable history entry.
+"""Changes to a classifier's groups (create, rename, parent, common, none of the above, merge, delete), each one
+undoable history entry.
 
 Each entry stores the group row before and after (``GroupRow``); merge and delete also store the images and
 subgroups they moved, so undo can put them back.
@@ -28,10 +29,11 @@ class GroupRow:
     name: str
     parent_id: int | None
     common: bool
+    none_of_the_above: bool = False  # absent from entries written before the column existed
 
     @classmethod
     def of(cls, group: Group) -> GroupRow:
-        return cls(group.id, group.name, group.parent_id, bool(group.common))
+        return cls(group.id, group.name, group.parent_id, bool(group.common), bool(group.none_of_the_above))
 
 
 def _row_change(group: Group, before: GroupRow) -> dict[str, Any]:
@@ -40,10 +42,17 @@ def _row_change(group: Group, before: GroupRow) -> dict[str, Any]:
 
 
 def create_group(
-    session: Session, classifier: Classifier, name: str, user: str, parent: str | None = None, common: bool = False
+    session: Session,
+    classifier: Classifier,
+    name: str,
+    user: str,
+    parent: str | None = None,
+    common: bool = False,
+    none_of_the_above: bool = False,
 ) -> Group:
-    group = crud.create_group(session, classifier, name, parent, common)
-    summary = f"created group {group.name!r}" + (" (common)" if common else "")
+    group = crud.create_group(session, classifier, name, parent, common, none_of_the_above)
+    marks = [m for m, on in (("common", common), ("none of the above", none_of_the_above)) if on]
+    summary = f"created group {group.name!r}" + (f" ({', '.join(marks)})" if marks else "")
     record(session, classifier, Action.CREATE_GROUP, summary, {"groups": [group.id]}, user)
     return group
 
@@ -87,6 +96,18 @@ def set_common(session: Session, classifier: Classifier, name: str, common: bool
     group.common = bool(common)
     summary = f"{'marked' if common else 'unmarked'} group {name!r} as common"
     return record(session, classifier, Action.SET_COMMON, summary, _row_change(group, before), user)
+
+
+def set_none_of_the_above(
+    session: Session, classifier: Classifier, name: str, none_of_the_above: bool, user: str
+) -> HistoryEntry:
+    """Mark a group "none of the above" (the site's rejected frames: trained as a class, a prediction of it flags
+    the image as fitting no known group) or not."""
+    group = crud.get_group(session, classifier, name)
+    before = GroupRow.of(group)
+    group.none_of_the_above = bool(none_of_the_above)
+    summary = f"{'marked' if none_of_the_above else 'unmarked'} group {name!r} as none of the above"
+    return record(session, classifier, Action.SET_NONE_OF_THE_ABOVE, summary, _row_change(group, before), user)
 
 
 def _group_image_ids(session: Session, group: Group) -> list[int]:

@@ -2,8 +2,9 @@
 
 Image changes (``image_changes``: move, delete, restore, edit) store each image's state before and after
 (``{"images": [{"id": 1, "before": {...}, "after": {...}}], "groups": [3]}``); group changes (``group_changes``:
-create, rename, parent, common, merge, delete) store the group row before and after. ``undo`` puts the "before"
-back. This module records the entries and lists them.
+create, rename, parent, common, none of the above, merge, delete) store the group row before and after;
+``none_group`` (the deleted images into the none-of-the-above group) stores both. ``undo`` puts the "before" back.
+This module records the entries and lists them.
 
 Example::
 
@@ -38,6 +39,8 @@ class Action:
     RENAME_GROUP = "rename_group"
     SET_PARENT = "set_parent"
     SET_COMMON = "set_common"
+    SET_NONE_OF_THE_ABOVE = "set_none_of_the_above"
+    DELETED_TO_NONE = "deleted_to_none"
     MERGE_GROUPS = "merge_groups"
     DELETE_GROUP = "delete_group"
 

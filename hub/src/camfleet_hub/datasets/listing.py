@@ -106,6 +106,23 @@ def common_counts(session: Session, classifier: Classifier) -> dict[str, int]:
     return {name: int(n) for name, n in rows}
 
 
+def none_of_the_above_names(session: Session, classifier: Classifier) -> set[str]:
+    """Group names that mean "none of the above" in this classifier's training set: its own groups so marked, and
+    marked common groups of other sites where the classifier has no group of that name (its own group decides)."""
+    own = {g.name: bool(g.none_of_the_above) for g in crud.list_groups(session, classifier)}
+    shared = session.scalars(
+        select(Group.name)
+        .join(Classifier, Group.classifier_id == Classifier.id)
+        .where(
+            Classifier.name == classifier.name,
+            Classifier.id != classifier.id,
+            Group.common.is_(True),
+            Group.none_of_the_above.is_(True),
+        )
+    )
+    return {name for name, marked in own.items() if marked} | {name for name in shared if name not in own}
+
+
 @dataclass(frozen=True, slots=True)
 class SharedGroup:
     """A common group of a same-named classifier in another site."""
@@ -143,7 +160,15 @@ def health(
     for g in groups:
         own = counts.get(g.id, {}).get(ImageStatus.GROUP.value, 0)
         shared = extra.pop(g.name, 0)
-        per_group.append(GroupHealth(name=g.name, common=bool(g.common), images=own + shared, shared=shared))
+        per_group.append(
+            GroupHealth(
+                name=g.name,
+                common=bool(g.common),
+                none_of_the_above=bool(g.none_of_the_above),
+                images=own + shared,
+                shared=shared,
+            )
+        )
     for name, n in sorted(extra.items()):  # a common group of another site with no local group of that name
         per_group.append(GroupHealth(name=name, common=True, images=n, shared=n))
     sizes = [g.images for g in per_group if g.images > 0]

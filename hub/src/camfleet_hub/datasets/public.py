@@ -59,6 +59,7 @@ def group(g: Group, names: dict[int, str], counts: dict[str, int] | None) -> Gro
         name=g.name,
         parent=None if g.parent_id is None else names.get(g.parent_id),
         common=g.common,
+        none_of_the_above=g.none_of_the_above,
         counts=counts or {s.value: 0 for s in ImageStatus},
     )
 

@@ -49,9 +49,16 @@ class ClassifierPublic(Public):
     created_at: datetime
 
 
+NONE_OF_THE_ABOVE = (
+    "the site's rejected frames (none of the other groups): trained as a class, and a prediction of it flags the "
+    "image as fitting no known group"
+)
+
+
 class GroupCreate(NameCreate):
     parent: str | None = Field(default=None, description="name of the parent group of the same classifier")
     common: bool = False
+    none_of_the_above: bool = Field(default=False, description=NONE_OF_THE_ABOVE)
 
     @field_validator("parent")
     @classmethod
@@ -64,6 +71,7 @@ class GroupPublic(Public):
     name: str
     parent: str | None = None
     common: bool = False
+    none_of_the_above: bool = Field(default=False, description=NONE_OF_THE_ABOVE)
     counts: dict[str, int] = Field(default_factory=dict, description="images per status (NEW, GROUP, DELETED)")
 
 
@@ -207,6 +215,7 @@ class GroupUpdate(Request):
     name: str | None = Field(default=None, description="rename the group")
     parent: str | None = Field(default=None, description="put the group under this one ('' makes it a root group)")
     common: bool | None = Field(default=None, description="shared by every site's classifier of the same name")
+    none_of_the_above: bool | None = Field(default=None, description=NONE_OF_THE_ABOVE)
     merge_into: str | None = Field(default=None, description="move every image and subgroup into this group")
 
     @field_validator("name", "merge_into")
@@ -223,8 +232,27 @@ class GroupUpdate(Request):
 class GroupHealth(Public):
     name: str
     common: bool
+    none_of_the_above: bool = False
     images: int = Field(description="confirmed images, common groups of other sites included")
     shared: int = Field(description="of which from common groups of same-named classifiers in other sites")
+
+
+class DeletedToNone(Request):
+    """Use the classifier's deleted images as its none-of-the-above group (one history entry)."""
+
+    group: str | None = Field(
+        default=None,
+        description="the group to fill (created and marked if needed); default: the group marked none of the above, "
+        "else a new group 'none'",
+    )
+    expected_count: int | None = Field(
+        default=None, ge=1, description="the number of images the caller confirmed; 409 when it is no longer so"
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v, "group")
 
 
 class DatasetHealth(Public):

@@ -101,7 +101,14 @@ def _recreate_group(session: Session, entry: HistoryEntry, row: GroupRow) -> Gro
     parent_id = row.parent_id
     if parent_id is not None and session.get(Group, parent_id) is None:
         parent_id = None
-    group = Group(id=row.id, classifier_id=entry.classifier_id, name=row.name, parent_id=parent_id, common=row.common)
+    group = Group(
+        id=row.id,
+        classifier_id=entry.classifier_id,
+        name=row.name,
+        parent_id=parent_id,
+        common=row.common,
+        none_of_the_above=row.none_of_the_above,
+    )
     session.add(group)
     session.flush()
     return group
@@ -115,6 +122,7 @@ def _undo_group_row(session: Session, entry: HistoryEntry) -> None:
     if before.name != group.name:
         _check_name_free(session, entry, before.name)
     group.name, group.parent_id, group.common = before.name, before.parent_id, before.common
+    group.none_of_the_above = before.none_of_the_above
 
 
 def _check_name_free(session: Session, entry: HistoryEntry, name: str) -> None:
@@ -123,8 +131,8 @@ def _check_name_free(session: Session, entry: HistoryEntry, name: str) -> None:
         raise ConflictError(f"cannot undo entry id={entry.id}: a group named {name!r} exists again")
 
 
-def _undo_create_group(session: Session, entry: HistoryEntry) -> None:
-    [group_id] = entry.changes["groups"]
+def _remove_created_group(session: Session, entry: HistoryEntry, group_id: int) -> None:
+    """Remove the group an entry created, unless images were put into it since; its subgroups move up."""
     group = session.get(Group, group_id)
     if group is None:
         return
@@ -133,6 +141,24 @@ def _undo_create_group(session: Session, entry: HistoryEntry) -> None:
         raise ConflictError(f"cannot undo entry id={entry.id}: group {group.name!r} has images now")
     session.execute(update(Group).where(Group.parent_id == group.id).values(parent_id=group.parent_id))
     session.delete(group)
+
+
+def _undo_create_group(session: Session, entry: HistoryEntry) -> None:
+    [group_id] = entry.changes["groups"]
+    _remove_created_group(session, entry, group_id)
+
+
+def _undo_deleted_to_none(session: Session, entry: HistoryEntry) -> None:
+    """The images deleted again as they were; the group removed when the entry made it, else its mark put back."""
+    _undo_images(session, entry)
+    session.flush()
+    before = entry.changes["group"]["before"]
+    if before is None:
+        _remove_created_group(session, entry, int(entry.changes["target_id"]))
+        return
+    group = session.get(Group, int(entry.changes["target_id"]))
+    if group is not None:
+        group.none_of_the_above = GroupRow(**before).none_of_the_above
 
 
 def _undo_merge(session: Session, entry: HistoryEntry) -> None:
@@ -166,6 +192,8 @@ _UNDO: dict[str, Callable[[Session, HistoryEntry], None]] = {
     Action.RENAME_GROUP: _undo_group_row,
     Action.SET_PARENT: _undo_group_row,
     Action.SET_COMMON: _undo_group_row,
+    Action.SET_NONE_OF_THE_ABOVE: _undo_group_row,
     Action.MERGE_GROUPS: _undo_merge,
     Action.DELETE_GROUP: _undo_delete_group,
+    Action.DELETED_TO_NONE: _undo_deleted_to_none,
 }

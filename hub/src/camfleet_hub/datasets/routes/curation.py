@@ -12,13 +12,14 @@ from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDe
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError
-from camfleet_hub.datasets import crud, history, image_changes, triage, undo
+from camfleet_hub.datasets import crud, history, image_changes, none_group, triage, undo
 from camfleet_hub.datasets import listing as datasets
 from camfleet_hub.datasets.models import Classifier, ImageStatus
 from camfleet_hub.datasets.schemas import (
     AcceptSuggestions,
     BulkAction,
     DatasetHealth,
+    DeletedToNone,
     HistoryPage,
     HistoryPublic,
     ImageDetail,
@@ -45,6 +46,19 @@ def bulk_images(site: str, clf: str, body: BulkAction, session: SessionDep, user
         entry = image_changes.delete_images(session, classifier, body.ids, user.name, expected)
     else:
         entry = image_changes.restore_images(session, classifier, body.ids, user.name, expected)
+    return history.history_row(entry, classifier.name)
+
+
+@router.post(f"{CLF}/images/deleted-to-none", operation_id="use_deleted_as_none", response_model=HistoryPublic)
+def use_deleted_as_none(
+    site: str, clf: str, body: DeletedToNone, session: SessionDep, user: SiteLabellerDep
+) -> HistoryPublic:
+    """Confirm the deleted images (the oldest 5000) into the none-of-the-above group, in one history entry.
+
+    The group is ``group``, else the one marked none of the above, else a new ``none``; it is marked if it was not.
+    """
+    classifier = crud.get_classifier(session, site, clf)
+    entry = none_group.deleted_to_none(session, classifier, user.name, body.group, body.expected_count)
     return history.history_row(entry, classifier.name)
 
 

@@ -1,4 +1,5 @@
-"""Groups (classes) of a classifier: create, list, rename / re-parent / mark common / merge, delete (all in history)."""
+"""Groups (classes) of a classifier: create, list, rename / re-parent / mark common or none of the above / merge,
+delete (all in history)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def _public(session: Session, classifier: Classifier, group_id: int) -> GroupPub
 @router.post(GROUPS, operation_id="create_group", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
 def create_group(site: str, clf: str, body: GroupCreate, session: SessionDep, user: SiteLabellerDep) -> GroupPublic:
     classifier = crud.get_classifier(session, site, clf)
-    group = group_changes.create_group(session, classifier, body.name, user.name, body.parent, body.common)
+    group = group_changes.create_group(
+        session, classifier, body.name, user.name, body.parent, body.common, body.none_of_the_above
+    )
     return _public(session, classifier, group.id)
 
 
@@ -42,12 +45,14 @@ def list_groups(site: str, clf: str, session: SessionDep, _user: SiteViewerDep) 
 def update_group(
     site: str, clf: str, group: str, body: GroupUpdate, session: SessionDep, user: SiteLabellerDep
 ) -> GroupPublic:
-    """One change per request: ``name`` (rename), ``parent`` ('' = root), ``common``, or ``merge_into``."""
+    """One change per request: ``name`` (rename), ``parent`` ('' = root), ``common``, ``none_of_the_above``, or
+    ``merge_into``."""
     classifier = crud.get_classifier(session, site, clf)
     given = body.model_dump(exclude_unset=True)
     if len(given) != 1:
         raise InvalidError(
-            f"body: give exactly one of name, parent, common, merge_into (got {sorted(given) or 'none'})"
+            "body: give exactly one of name, parent, common, none_of_the_above, merge_into "
+            f"(got {sorted(given) or 'none'})"
         )
     if body.merge_into is not None:
         group_changes.merge_groups(session, classifier, group, body.merge_into, user.name)
@@ -61,6 +66,8 @@ def update_group(
         group_changes.set_parent(session, classifier, group, body.parent, user.name)
     elif body.common is not None:
         group_changes.set_common(session, classifier, group, body.common, user.name)
+    elif body.none_of_the_above is not None:
+        group_changes.set_none_of_the_above(session, classifier, group, body.none_of_the_above, user.name)
     else:
         raise InvalidError(f"body: {sorted(given)[0]} must not be null")
     found = crud.find_group(session, classifier, group)
