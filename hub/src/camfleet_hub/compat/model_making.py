@@ -112,6 +112,11 @@ def _has_data(session: Session, classifier: Classifier, temple_id: str, answer: 
             f"training data: need at least {jobs.MIN_GROUPS} categories with at least "
             f"{jobs.MIN_IMAGES_PER_GROUP} train images each; have {have}"
         )
+    else:
+        problem = jobs.not_ready(session, classifier)  # e.g. every category marked none of the above
+        if problem is not None:
+            answer.got_training_data_flag = False
+            answer.error_msg.append(f"training data: {problem}")
     if not answer.got_testing_data_flag:
         answer.error_msg.append(f"testing data: no test images for temple_id={temple_id!r} (train_test='test')")
     return not answer.error_msg

@@ -56,6 +56,30 @@ def trainable_groups(session: Session, classifier: Classifier) -> dict[str, int]
     return datasets.training_counts(session, classifier)
 
 
+def not_ready(session: Session, classifier: Classifier) -> str | None:
+    """Why the classifier cannot be trained now, in words (None: it can): at least MIN_GROUPS groups with
+    MIN_IMAGES_PER_GROUP confirmed images each, one of them at least not a none-of-the-above group."""
+    counts = trainable_groups(session, classifier)
+    ready = sorted(name for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP)
+    if len(ready) < MIN_GROUPS:
+        have = ", ".join(f"{name} ({n})" for name, n in sorted(counts.items())) or "none"
+        return (
+            f"classifier {classifier.name!r} needs at least {MIN_GROUPS} groups with at least "
+            f"{MIN_IMAGES_PER_GROUP} confirmed (GROUP) images each; groups with confirmed images: {have}"
+        )
+    return _only_none(classifier, ready, datasets.none_of_the_above_names(session, classifier))
+
+
+def _only_none(classifier: Classifier, classes: list[str], none: set[str]) -> str | None:
+    if classes and set(classes) <= none:
+        return (
+            f"classifier {classifier.name!r}: every group with enough images ({', '.join(classes)}) is marked none "
+            "of the above; at least one must be a group the model should recognise (unmark one, or confirm images "
+            "into another group)"
+        )
+    return None
+
+
 def create_job(
     session: Session,
     classifier: Classifier,
@@ -63,7 +87,7 @@ def create_job(
     auto_promote: bool = False,
     params: dict[str, Any] | None = None,
 ) -> TrainingJob:
-    """Queue a job; 409 while one is queued or running, 422 unless two groups have two confirmed images each."""
+    """Queue a job; 409 while one is queued or running, 422 when ``not_ready`` says why it cannot train."""
     # Serialise creators per classifier on PostgreSQL (SQLite ignores FOR UPDATE; its writers are serial).
     session.execute(select(Classifier.id).where(Classifier.id == classifier.id).with_for_update())
     active = session.scalar(
@@ -72,15 +96,10 @@ def create_job(
     if active is not None:
         session.rollback()
         raise ConflictError(f"classifier {classifier.name!r} already has job id={active} queued or running")
-    counts = trainable_groups(session, classifier)
-    ready = {name: n for name, n in counts.items() if n >= MIN_IMAGES_PER_GROUP}
-    if len(ready) < MIN_GROUPS:
-        have = ", ".join(f"{name} ({n})" for name, n in sorted(counts.items())) or "none"
+    problem = not_ready(session, classifier)
+    if problem is not None:
         session.rollback()
-        raise InvalidError(
-            f"classifier {classifier.name!r} needs at least {MIN_GROUPS} groups with at least "
-            f"{MIN_IMAGES_PER_GROUP} confirmed (GROUP) images each; groups with confirmed images: {have}"
-        )
+        raise InvalidError(problem)
     params = {k: v for k, v in (params or {}).items() if v is not None}
     gpu = bool(params.get("gpu", False))
     job = TrainingJob(classifier_id=classifier.id, mode=mode, auto_promote=auto_promote, params=params, gpu=gpu)
@@ -305,9 +324,14 @@ def _training_rows(session: Session, job: TrainingJob) -> tuple[list[str], list[
 
 def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes | None = None) -> Dataset:
     """What the trainer trains on: the classifier's confirmed images of every group that has enough of them,
-    plus those of same-named common groups in other sites (see ``datasets.training_images``)."""
+    plus those of same-named common groups in other sites (see ``datasets.training_images``); ``none_classes``
+    names the classes marked none of the above. 422 when every class is so marked (a change since queueing)."""
     classifier = job.classifier
     classes, rows = _training_rows(session, job)
+    none = datasets.none_of_the_above_names(session, classifier)
+    problem = _only_none(classifier, classes, none)
+    if problem is not None:  # marked since the job was queued
+        raise InvalidError(problem)
     # Near-duplicates share a cluster id, so the trainer keeps each cluster on one side of its split.
     model = default_model(session)
     own = None if model is None or indexes is None else indexes.get(session, classifier.id, model.sha256)
@@ -323,6 +347,7 @@ def dataset(session: Session, job: TrainingJob, indexes: duplicates.NearIndexes 
         site=classifier.site.name,
         classifier=classifier.name,
         classes=classes,
+        none_classes=[c for c in classes if c in none],
         images=[DatasetImage(id=r.id, sha256=r.sha256, group=r.group, cluster=cluster[r.id]) for r in rows],
     )
 
