@@ -81,3 +81,35 @@ def test_triage_shell_and_image_page(sqlite_api) -> None:
     refused = c.post(f"/ui/images/{a}/action", data={"action": "move", "group": "nope"})
     assert refused.status_code == 404 and "nope" in refused.text
     assert c.get("/ui/images/999999").status_code == 404
+
+
+def test_none_of_the_above_controls_on_the_classifier_and_triage_pages(sqlite_api) -> None:
+    seed, c = Seeder(sqlite_api), sqlite_api.client
+    url = seed.classifier("shop", "door", ("open", "closed"))
+    deleted = seed.images("shop", "door", 3)
+    c.post(f"{url}/images/bulk", json={"ids": deleted, "action": "delete"})
+    act = f"{UI}/groups/action"
+
+    page = c.get(f"{UI}?group=closed").text
+    assert "Mark none of the above" in page and 'class="badge none"' not in page
+    assert "Use the 3 deleted image(s) as none of the above" in page
+    assert "Move 3 deleted image(s) into a new group &#39;none&#39; (marked none of the above)" in page
+    stale = c.post(act, data={"action": "deleted_to_none", "group": "none", "expected_count": "2"})
+    assert stale.status_code == 409 and "reload and confirm again" in stale.text
+    r = c.post(act, data={"action": "deleted_to_none", "group": "none", "expected_count": "3"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith("?group=none")
+    page = c.get(r.headers["location"]).text
+    assert 'data-group="none"' in page and page.count('class="badge none"') == 2  # tree and heading
+    assert "Unmark none of the above" in page and "deleted image(s) as none of the above" not in page
+    triage = c.get(f"{UI}/triage").text
+    assert re.search(r'data-hotkey="\d">none</span> <span class="badge none"[^>]*>none of the above<', triage)
+
+    assert c.post(act, data={"action": "none", "group": "none"}).status_code == 200  # unmark
+    assert "Mark none of the above" in c.get(f"{UI}?group=none").text
+    assert c.post(act, data={"action": "none", "group": "closed", "none_of_the_above": "1"}).status_code == 200
+    tree = c.get(f"{UI}?group=open").text
+    assert tree.count('class="badge none"') == 1 and re.search(r'closed</a>\s*<span class="badge none"', tree)
+    made = c.post(act, data={"action": "create", "value": "junk", "none_of_the_above": "1"}, follow_redirects=False)
+    assert made.status_code == 303
+    names = {g["name"]: g["none_of_the_above"] for g in c.get(f"{url}/groups").json()}
+    assert names == {"closed": True, "junk": True, "none": False, "open": False}

@@ -14,10 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from camfleet_hub.core import urls
-from camfleet_hub.datasets import crud, history, triage
+from camfleet_hub.datasets import crud, history, none_group, triage
 from camfleet_hub.datasets import listing as datasets
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Camera, Classifier, Group, Image, ImageStatus
+from camfleet_hub.datasets.none_group import NonePlan
 from camfleet_hub.datasets.schemas import DatasetHealth, GroupHealth, HistoryPublic, ImageDetail
 
 MOSAIC_PAGE = 60
@@ -34,6 +35,7 @@ class TreeGroup:
     name: str
     parent: str | None
     common: bool
+    none_of_the_above: bool
     counts: dict[str, int]
     depth: int
     key: int | None
@@ -59,12 +61,14 @@ class ClassifierPageData:
     next_after: int | None
     health: DatasetHealth
     chart: str
+    none_plan: NonePlan | None  # "use the deleted images as none of the above", when there are deleted images
 
 
 @dataclass(frozen=True, slots=True)
 class Hotkey:
     key: int
     name: str
+    none_of_the_above: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,9 @@ def group_tree(
             seen.add(g.id)
             row = views.group(g, names, counts.get(g.id))
             key = len(out) + 1 if len(out) < HOTKEYS else None
-            out.append(TreeGroup(row.id, row.name, row.parent, row.common, row.counts, depth, key))
+            out.append(
+                TreeGroup(row.id, row.name, row.parent, row.common, row.none_of_the_above, row.counts, depth, key)
+            )
             walk(g.id, depth + 1)
 
     walk(None, 0)
@@ -242,6 +248,7 @@ def classifier_page(
         next_after=next_after,
         health=health,
         chart=bar_chart(health.groups, health.min_to_train),
+        none_plan=none_group.plan(session, classifier) if health.deleted else None,
     )
 
 
@@ -263,7 +270,7 @@ def triage_page(
         view="deleted" if deleted else "new",
         status=ImageStatus.DELETED.value if deleted else ImageStatus.NEW.value,
         page_size=TRIAGE_PAGE,
-        hotkeys=[Hotkey(g.key, g.name) for g in tree if g.key is not None],
+        hotkeys=[Hotkey(g.key, g.name, g.none_of_the_above) for g in tree if g.key is not None],
         groups=[g.name for g in tree],
         rules=[RuleChoice(k, v) for k, v in triage.RULE_WORDS.items()],
         cameras=cameras,

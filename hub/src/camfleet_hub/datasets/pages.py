@@ -15,7 +15,7 @@ from camfleet_hub.auth.deps import CurrentUserDep, SiteLabellerDep, SiteViewerDe
 from camfleet_hub.auth.models import Role
 from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.core.errors import InvalidError, ServiceError
-from camfleet_hub.datasets import crud, group_changes, history, image_changes, undo
+from camfleet_hub.datasets import crud, group_changes, history, image_changes, none_group, undo
 from camfleet_hub.datasets import page_data as cp
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.web.pages import _back
@@ -62,15 +62,20 @@ def group_action(
     group: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",
     common: Annotated[str, Form()] = "",
+    none_of_the_above: Annotated[str, Form()] = "",
     parent: Annotated[str, Form()] = "",
+    expected_count: Annotated[int | None, Form()] = None,
 ) -> Response:
-    """The classifier page's group forms: create, rename, parent, common, merge, delete."""
+    """The classifier page's group forms: create, rename, parent, common, none (of the above), merge, delete, and
+    deleted_to_none (the deleted images into the none-of-the-above group; ``expected_count`` as confirmed)."""
     classifier = crud.get_classifier(session, site, clf)
     group, value = group.strip(), value.strip()
     shown = group or None
     try:
         if action == "create":
-            group_changes.create_group(session, classifier, value, user.name, parent.strip() or None, bool(common))
+            group_changes.create_group(
+                session, classifier, value, user.name, parent.strip() or None, bool(common), bool(none_of_the_above)
+            )
             shown = value
         elif action == "rename":
             group_changes.rename_group(session, classifier, group, value, user.name)
@@ -79,6 +84,11 @@ def group_action(
             group_changes.set_parent(session, classifier, group, value or None, user.name)
         elif action == "common":
             group_changes.set_common(session, classifier, group, bool(common), user.name)
+        elif action == "none":
+            group_changes.set_none_of_the_above(session, classifier, group, bool(none_of_the_above), user.name)
+        elif action == "deleted_to_none":
+            entry = none_group.deleted_to_none(session, classifier, user.name, group or None, expected_count)
+            shown = str(entry.changes["group"]["after"]["name"])
         elif action == "merge":
             group_changes.merge_groups(session, classifier, group, value, user.name)
             shown = value
@@ -86,7 +96,9 @@ def group_action(
             group_changes.delete_group(session, classifier, group, user.name)
             shown = None
         else:
-            raise InvalidError(f"action={action!r} is not one of create, rename, parent, common, merge, delete")
+            raise InvalidError(
+                f"action={action!r} is not one of create, rename, parent, common, none, merge, delete, deleted_to_none"
+            )
     except ServiceError as exc:
         session.rollback()
         return _classifier_view(request, session, classifier, shown, None, exc.detail, exc.status_code)

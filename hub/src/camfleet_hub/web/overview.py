@@ -52,6 +52,7 @@ class GroupPanel:
     id: int
     name: str
     common: bool
+    none_of_the_above: bool
     counts: dict[str, int]
     samples: list[str]
 
@@ -101,7 +102,10 @@ def _classifier(session: Session, clf: Classifier) -> ClassifierPanel:
         name=detail.name,
         counts=detail.counts,
         new_count=detail.new_count,
-        groups=[GroupPanel(g.id, g.name, g.common, g.counts, _samples(session, g.id)) for g in detail.groups],
+        groups=[
+            GroupPanel(g.id, g.name, g.common, g.none_of_the_above, g.counts, _samples(session, g.id))
+            for g in detail.groups
+        ],
         models=detail.models,
         jobs=[views.job(j) for j in jobs.list_jobs(session, clf, JOBS_PER_CLASSIFIER)],
     )
