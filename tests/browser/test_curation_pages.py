@@ -1,13 +1,15 @@
 """Curation in a real browser (Debian's Chromium via Playwright) against a real hub process: log in, create a site
 and a classifier from the overview, create groups on the classifier page, triage real clothing images with the
 keyboard (number keys, d, arrows, z), select several with shift-click and move them, check the counts, undo from
-History, and see that a deleted image re-imported by zip is reported previously deleted and not offered again."""
+History, see that a deleted image re-imported by zip is reported previously deleted and not offered again, and use
+a deleted image as "none of the above" from the classifier page (the browser asks with the count)."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -163,4 +165,23 @@ def test_triage_with_the_keyboard(hub_url: str, browser, clothing_subset: Path) 
     wait_for(lambda: page.locator("#triage-grid figure").count() == 1)
     page.keyboard.press("r")
     wait_for(lambda: api.get(f"/api/v1/images/{gone}").json()["status"] == "NEW")
+
+    # deleted again, then used as "none of the above" from the classifier page: the browser asks with the count
+    assert api.post(f"{API}/images/bulk", json={"ids": [gone], "action": "delete"}).status_code == 200
+    page.goto(hub_url + UI)
+    button = page.locator("#deleted-to-none")
+    assert button.inner_text() == "Use the 1 deleted image(s) as none of the above"
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    button.click()
+    page.wait_for_url("**?group=none")
+    assert questions and "Move 1 deleted image(s) into a new group 'none'" in questions[0]
+    assert page.locator('#group-tree li[data-group="none"] .badge.none').inner_text() == "none of the above"
+    moved = api.get(f"/api/v1/images/{gone}").json()
+    assert (moved["status"], moved["group"]) == ("GROUP", "none")
     page.close()
