@@ -45,7 +45,9 @@ def _int8_bundle(tmp: Path) -> bytes:
     calibration = preprocess_batch([decode_image(_png(c)) for c in COLOURS], manifest.preprocessing)
     quantize_int8(out / MODEL, out / MODEL_INT8, calibration)
     metrics = {**manifest.metrics, "int8_ok": True}
-    sign_bundle(out, manifest.model_copy(update={"metrics": metrics}), generate_signing_key())
+    # "blue" stands for a site's rejected frames: both sides must flag an image whose top class it is.
+    update = {"metrics": metrics, "none_classes": ["blue"]}
+    sign_bundle(out, manifest.model_copy(update=update), generate_signing_key())
     return pack_bundle(out)
 
 
@@ -128,3 +130,5 @@ def test_hub_rest_and_agent_cli_agree(hub: Any, tmp_path: Path, precision: str) 
         assert np.allclose([got[k] for k in want], list(want.values()), atol=ATOL), (got, want)
         assert hub_result["anomaly"] == agent_result["anomaly"]
         assert hub_result["anomaly_score"] == pytest.approx(agent_result["anomaly_score"], abs=1e-4)
+    blue = [r for r in agent if r["label"] == "blue"]
+    assert blue and all(r["anomaly"] and r["anomaly_score"] == 1.0 for r in blue), agent
