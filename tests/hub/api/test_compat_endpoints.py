@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from camfleet_hub.compat.schemas import NO_CATEGORY
+from camfleet_hub.compat.schemas import NO_CATEGORY, NONE_OF_THE_CATEGORIES
 from camfleet_hub.serving.models import PredictionLog
 from camfleet_hub.training import jobs
 from camfleet_hub.training.models import TrainingJob
@@ -39,7 +39,7 @@ def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def trainer_worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-def]
+def trainer_worker(api, tmp_path: Path, **settings: object) -> Worker:  # type: ignore[no-untyped-def]
     """A real trainer worker (quick mode, CPU) whose every hub call goes through the test app."""
     base = str(api.client.base_url)
 
@@ -48,7 +48,9 @@ def trainer_worker(api, tmp_path: Path) -> Worker:  # type: ignore[no-untyped-de
         return httpx.Response(r.status_code, headers=r.headers, content=r.content)
 
     client = HubClient(base, token=api.admin_token, retries=0, transport=httpx.MockTransport(through_the_app))
-    config = TrainerSettings(hub_url=base, worker="compat-worker", cache_dir=tmp_path / "cache", device="cpu")
+    config = TrainerSettings(
+        hub_url=base, worker="compat-worker", cache_dir=tmp_path / "cache", device="cpu", **settings
+    )
     return Worker(config, client=client)
 
 
@@ -159,6 +161,45 @@ def test_temple_server_requests_train_test_and_predict(
         assert all(r.model_version == made["model_version"] and r.caller == "token:tests" for r in rows)
         assert abs(sum(rows[0].probabilities.values()) - 1.0) < 1e-4
         assert session.scalar(select(func.count(PredictionLog.id))) == 4
+
+
+def test_none_of_the_categories_is_trained_and_answered_by_its_name(
+    api, clothing_subset: Path, lite0_default_bundle: bytes, tmp_path: Path
+) -> None:
+    """The temple server's advice: a category "None of the categories" of other images. Its group is marked none of
+    the above, so the model flags such images, and predict answers the category's own name as the original did."""
+    c = api.client
+    r = c.put(f"{API}/models/default", files={"file": ("default.zip", lite0_default_bundle, "application/zip")})
+    assert r.status_code in (200, 201), r.text
+    categories = {"dress": "dress", "hat": "hat", "shoes": NONE_OF_THE_CATEGORIES}
+    for folder, category in categories.items():
+        train = sorted((clothing_subset / "train" / folder).glob("*.jpg"))[:6]
+        test = sorted((clothing_subset / "validation" / folder).glob("*.jpg"))[:1]
+        for split, files in (("train", train), ("test", test)):
+            for f in files:
+                assert _save(c, f, split, category).json()["error_msg"] == "All OK"
+    groups = {g["name"]: g for g in c.get(f"{API}/sites/{TEMPLE}/classifiers/temple/groups").json()}
+    assert groups["None.20of.20the.20categories"]["none_of_the_above"] is True
+    assert not groups["hat"]["none_of_the_above"]
+
+    worker = trainer_worker(api, tmp_path, quick_backbones=["tf_efficientnet_lite0"], quick_view="std")
+    thread = threading.Thread(target=lambda: worker.run(max_jobs=1), daemon=True)
+    thread.start()
+    r = c.post("/api/make_model", json={"temple_id": TEMPLE, "forceful": False})
+    thread.join(timeout=600)
+    assert r.status_code == 200 and r.json()["error_msg"] == [], r.text
+
+    shoes = sorted((clothing_subset / "validation" / "shoes").glob("*.jpg"))
+    hats = sorted((clothing_subset / "validation" / "hat").glob("*.jpg"))
+    body = {"temple_id": TEMPLE, "image": [b64(p) for p in shoes + hats], "image_name": [p.name for p in shoes + hats]}
+    answers = c.post("/api/predict", json={**body, "min_confidence": 0.0}).json()["image_class"]
+    assert answers[: len(shoes)].count(NONE_OF_THE_CATEGORIES) >= len(shoes) - 1, answers
+    assert NONE_OF_THE_CATEGORIES not in answers[len(shoes) :], answers
+    # The REST API says what an agent says: a none-of-the-above class on top is an anomaly.
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in shoes]
+    results = c.post(f"{API}/classify", data={"site": TEMPLE, "classifier": "temple"}, files=files).json()["results"]
+    none = [x for x in results if x["label"] == "None.20of.20the.20categories"]
+    assert none and all(x["anomaly"] and x["anomaly_score"] == 1.0 for x in none), results
 
 
 def test_cv_path_and_url_forms(sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes) -> None:

@@ -80,7 +80,12 @@ def predict(
     ctx = LogContext(classifier.site_id, classifier.name, model.id, model.version, user.name, "api/predict")
     services.prediction_log.write(ctx, [i.name for i in images], results)
     floor = cfg.min_confidence if req.min_confidence is None else req.min_confidence
-    labels = [from_name(r.label) if r.probability >= floor and not r.anomaly else NO_CATEGORY for r in results]
+    # A none-of-the-above group on top is answered by its own name, as the temple server answered any category.
+    none = set(model.manifest.get("none_classes") or ())
+    labels = [
+        from_name(r.label) if r.probability >= floor and (r.label in none or not r.anomaly) else NO_CATEGORY
+        for r in results
+    ]
     confidences = [r.probability for r in results]
     if isinstance(req.image, list):
         return PredictAnswer(image_class=labels, class_confidence=confidences, model_version=model.version)

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 NO_CATEGORY = "No category (Anomaly)"
+# The category the temple server's documentation advises filling with random images, which "also functions as an
+# anomaly flag": save_data creates its group marked none of the above.
+NONE_OF_THE_CATEGORIES = "None of the categories"
 
 # The old client's extra keys must not break it; its ids may come as JSON numbers (the temple server str()-ed them).
 OLD_CLIENT = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
