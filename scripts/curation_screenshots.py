@@ -47,7 +47,9 @@ def main() -> None:
         )
         with hub_process(tmp, config) as base:
             api = httpx.Client(base_url=base, timeout=300)
-            api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+            login = api.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
+            login.raise_for_status()
+            api.headers["X-CSRF-Token"] = login.headers["X-CSRF-Token"]  # a session client echoes it
             api.post("/api/v1/sites", json={"name": SITE}).raise_for_status()
             api.post("/api/v1/sites", json={"name": "temple"}).raise_for_status()
             clf = f"/api/v1/sites/{SITE}/classifiers/{CLF}"
@@ -58,7 +60,8 @@ def main() -> None:
                 r.raise_for_status()
             api.post(f"{clf}/groups", json={"name": "tops"}).raise_for_status()
             api.patch(f"{clf}/groups/shirt", json={"parent": "tops"}).raise_for_status()
-            api.post(f"{clf}/groups", json={"name": "nothing", "common": True}).raise_for_status()
+            nothing = {"name": "nothing", "common": True, "none_of_the_above": True}  # the old tool's advice
+            api.post(f"{clf}/groups", json=nothing).raise_for_status()
             new = [i["id"] for i in api.get(f"{clf}/images", params={"status": "NEW", "limit": 200}).json()]
             api.post(f"{clf}/images/bulk", json={"ids": new[:4], "action": "move", "group": "dress"}).raise_for_status()
             api.post(f"{clf}/images/bulk", json={"ids": new[4:6], "action": "delete"}).raise_for_status()
