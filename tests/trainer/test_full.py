@@ -48,7 +48,9 @@ def test_full_bundle_verifies_and_beats_chance(full_run: FullRun, validation_ima
     assert m["epochs_run"] == 2 and m["best_epoch"] in (0, 1, 2) and m["image_size"] == 128  # 0: the start
     assert 0.0 <= m["start_val_accuracy"] <= 1.0
     assert m["export_parity"]["max_abs_logit_diff"] <= 1e-4
-    assert manifest.anomaly.calibration_images == 12 and manifest.anomaly.dist_ref
+    # The 4 validation shoes are the none-of-the-above group's: not normal images, left out of the calibration.
+    assert manifest.none_classes == ["shoes"] and "none of the above: shoes" in full_run.stdout
+    assert manifest.anomaly.calibration_images == 8 and manifest.anomaly.dist_ref
     runtime = ClassifierRuntime(full_run.bundle)
     assert runtime.index is not None and runtime.index.index.size == 48  # the training split's embeddings
     correct = total = 0
@@ -56,6 +58,7 @@ def test_full_bundle_verifies_and_beats_chance(full_run: FullRun, validation_ima
         results = runtime.classify(images)
         correct += sum(r.label == name for r in results)
         total += len(results)
+        assert all(r.anomaly for r in results if r.label == "shoes")  # the none-of-the-above group on top
     # Chance is 1/3. Two short epochs at 128 px from a linear-probe start: measured 12-15 of 15.
     assert correct / total > 0.6, f"{correct}/{total} validation images right"
 
