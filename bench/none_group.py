@@ -29,18 +29,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, add_backbones_option, chosen_backbones  # noqa: E402
-from ood import features, knn_distance, smoke_set  # noqa: E402
+from ood import add_feature_options, knn_distance, load_features  # noqa: E402
 
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate_combined, combined_scores, statistics  # noqa: E402
-from camfleet_trainer.backbone import configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
-from camfleet_trainer.data import load_folder  # noqa: E402
 from camfleet_trainer.embed import l2_normalize  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
 from camfleet_trainer.oof import stratified_folds  # noqa: E402
 from camfleet_trainer.quick import DEFAULT_ANOMALY, DEFAULT_FLAG_RATE, DEFAULT_NEIGHBOURS, QuickOptions  # noqa: E402
-from camfleet_trainer.stack import build_quick_backbone, parse_backbones  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -120,21 +115,13 @@ def run_case(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
-    add_backbones_option(ap)
-    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    add_feature_options(ap, "one case")
     ap.add_argument("--cases", type=int, default=15, help="a fixed random sample of this many cases (default 15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the case sample and of the group's images")
     ap.add_argument("--none-images", type=int, default=40, help="images of the rejected kind in the group (40)")
-    ap.add_argument("--smoke", action="store_true", help="the tests' carried images, one case")
-    ap.add_argument("--cached-only", action="store_true", help="only the images whose embeddings are cached")
     args = ap.parse_args()
 
-    configure_threads(None)
-    data = smoke_set() if args.smoke else load_folder(args.data)
-    backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
-    print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
-    x, xf, y = features(data, args.cached_only, backbone)
+    data, x, xf, y = load_features(args)
     names = data.classes
     if args.smoke:
         cases = [((names.index("pants"), names.index("skirt")), names.index("shoes"))]

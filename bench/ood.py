@@ -129,24 +129,34 @@ def smoke_set() -> LabeledSet:
     return LabeledSet(classes, samples)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_feature_options(ap: argparse.ArgumentParser, smoke: str) -> None:
+    """The options of the leave-out benches (this one and none_group.py) that say which features to use."""
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
     add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
-    ap.add_argument("--pairs", type=int, default=15, help="a fixed random sample of this many pairs (default 15)")
-    ap.add_argument("--all-pairs", action="store_true", help="every pair of classes")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
-    ap.add_argument("--pair", nargs=2, action="append", metavar=("A", "B"), help="only these pairs (repeatable)")
-    ap.add_argument("--smoke", action="store_true", help="the tests' carried images, 2 pairs")
+    ap.add_argument("--smoke", action="store_true", help=f"the tests' carried images, {smoke}")
     ap.add_argument("--cached-only", action="store_true", help="only the images whose embeddings are cached")
-    args = ap.parse_args()
 
+
+def load_features(args: argparse.Namespace) -> tuple[LabeledSet, np.ndarray, np.ndarray, np.ndarray]:
+    """The data set and its features (image, mirror image) and labels, as `add_feature_options` chose them."""
     configure_threads(None)
     data = smoke_set() if args.smoke else load_folder(args.data)
     backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
     print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
-    x, xf, y = features(data, args.cached_only, backbone)
+    return (data, *features(data, args.cached_only, backbone))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_feature_options(ap, "2 pairs")
+    ap.add_argument("--pairs", type=int, default=15, help="a fixed random sample of this many pairs (default 15)")
+    ap.add_argument("--all-pairs", action="store_true", help="every pair of classes")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
+    ap.add_argument("--pair", nargs=2, action="append", metavar=("A", "B"), help="only these pairs (repeatable)")
+    args = ap.parse_args()
+
+    data, x, xf, y = load_features(args)
     classes = data.classes
     pairs = list(itertools.combinations(range(len(classes)), 2))
     if args.smoke:
