@@ -20,7 +20,7 @@ from camfleet_hub.serving.models import PredictionLog
 from camfleet_hub.training.models import ModelStatus, ModelVersion, TrainingJob
 
 SHA = "ab" * 32
-HEAD = "0011"
+HEAD = "0012"
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:
@@ -130,6 +130,32 @@ def test_groups_get_the_none_of_the_above_flag_off_and_lose_it_on_downgrade(db_u
         assert "none_of_the_above" not in columns and "common" in columns
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT name FROM groups").scalars().all() == ["none"]
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def test_cameras_get_no_owner_and_lose_the_owner_column_on_downgrade(db_url: str) -> None:
+    """0012 adds cameras.agent (None: unowned, for existing cameras); downgrading drops it and keeps the cameras."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0011")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO sites (id, name, created_at) VALUES (1, 's', CURRENT_TIMESTAMP)")
+            conn.exec_driver_sql(
+                "INSERT INTO cameras (id, site_id, name, created_at) VALUES (1, 1, 'c', CURRENT_TIMESTAMP)"
+            )
+        migrate(engine)
+        with make_sessionmaker(engine)() as session:
+            camera = session.get(Camera, 1)
+            assert camera is not None and camera.agent is None
+            camera.agent = "a1"
+            session.commit()
+        _downgrade(engine, "0011")
+        columns = {c["name"] for c in inspect(engine).get_columns("cameras")}
+        assert "agent" not in columns and "last_seen_at" in columns
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT name FROM cameras").scalars().all() == ["c"]
         migrate(engine)
     finally:
         engine.dispose()

@@ -58,7 +58,11 @@ class Site(Base):
 
 
 class Camera(Base):
-    """A camera of a site, created by hand or registered from an agent's status."""
+    """A camera of a site, created by hand or registered from an agent's status.
+
+    ``agent`` owns it: the first agent whose status names it (trust on first use), or whom a site admin sets. Only
+    the owner may publish its frames and events; None (unowned) leaves them open to every agent of the site.
+    """
 
     __tablename__ = "cameras"
     __table_args__ = (UniqueConstraint("site_id", "name"),)
@@ -68,6 +72,7 @@ class Camera(Base):
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    agent: Mapped[str | None] = mapped_column(String(NAME_LEN), default=None)
 
     site: Mapped[Site] = relationship(back_populates="cameras")
 
