@@ -101,3 +101,18 @@ def test_the_older_upload_interval_becomes_a_sample_rule() -> None:
     assert camera_rules([], 0) == []
     own = [UploadRule(rule="sample", every_n=2)]
     assert camera_rules(own, 5.0) == own
+
+
+def test_a_frame_claimed_by_the_none_of_the_above_group_is_no_anomaly_upload() -> None:
+    """Its event says anomaly (fits no known group), but the site already taught the model that kind: the anomalous
+    rule keeps its caps for frames the model cannot place."""
+    import numpy as np
+
+    from camfleet_contract.runtime import Classification
+
+    def c(anomaly: bool, none: bool) -> Classification:
+        return Classification("rejected" if none else "open", 0.97, [], anomaly, 1.0, None, np.zeros(3), 1.0, none)
+
+    policy = UploadPolicy([UploadRule(rule="anomalous")])
+    assert policy.decide([Result.of("door", c(anomaly=True, none=True))]) is None
+    assert policy.decide([Result.of("door", c(anomaly=True, none=False))]) == "anomalous"

@@ -117,6 +117,7 @@ def test_none_of_the_above_class_on_top_is_flagged(bundle: Path, key: str) -> No
     got = ClassifierRuntime(bundle, public_key=public_key_of(key)).classify([red, blue])
     assert [c.label for c in got] == ["red", "blue"]
     assert not got[0].anomaly and got[1].anomaly and got[1].anomaly_score == 1.0
+    assert [c.none_of_the_above for c in got] == [False, True] and got[1].as_dict()["none_of_the_above"] is True
 
 
 def test_manifest_refuses_bad_none_classes(bundle: Path) -> None:

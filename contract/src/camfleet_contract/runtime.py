@@ -38,6 +38,7 @@ class Classification:
     distance: float | None
     embedding: np.ndarray
     latency_ms: float
+    none_of_the_above: bool = False  # the top class is one of the manifest's none_classes (then anomaly is True)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly view (no embedding)."""
@@ -48,6 +49,7 @@ class Classification:
             "anomaly": self.anomaly,
             "anomaly_score": self.anomaly_score,
             "distance": self.distance,
+            "none_of_the_above": self.none_of_the_above,
         }
 
 
@@ -190,6 +192,7 @@ class ClassifierRuntime:
         probs = softmax(logits, cal.temperature)
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
         scores = self.anomaly_scores(logits, embedding, distances)
+        none = self.none_on_top(logits)
         flags = self.anomaly_flags(logits, scores)
         latency = (time.perf_counter() - start + prepare_s) * 1000.0 / len(batch)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
@@ -208,6 +211,7 @@ class ClassifierRuntime:
                     distance=dist,
                     embedding=embedding[i],
                     latency_ms=latency,
+                    none_of_the_above=bool(none[i]),
                 )
             )
         return results

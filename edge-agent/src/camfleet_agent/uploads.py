@@ -42,7 +42,9 @@ class Result:
 
     @classmethod
     def of(cls, classifier: str, c: Classification) -> Result:
-        return cls(classifier, c.label, c.probability, c.anomaly)
+        # A frame the site's own none-of-the-above group claims is flagged in its event but is no news for the
+        # dataset: counted as anomalous here it would spend the rule's caps on known junk and crowd out new kinds.
+        return cls(classifier, c.label, c.probability, c.anomaly and not c.none_of_the_above)
 
 
 class _Caps:
