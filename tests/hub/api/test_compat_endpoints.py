@@ -200,6 +200,11 @@ def test_none_of_the_categories_is_trained_and_answered_by_its_name(
     results = c.post(f"{API}/classify", data={"site": TEMPLE, "classifier": "temple"}, files=files).json()["results"]
     none = [x for x in results if x["label"] == "None.20of.20the.20categories"]
     assert none and all(x["anomaly"] and x["anomaly_score"] == 1.0 for x in none), results
+    # The original's own answer for such images, sent back as a category, means the same.
+    body = {"temple_id": "temple-2", "train_test": "train", "category": "no category (anomaly)", "image": b64(shoes[0])}
+    assert c.post("/api/save_data", json=body).json()["error_msg"] == "All OK"
+    (group,) = c.get(f"{API}/sites/temple-2/classifiers/temple/groups").json()
+    assert group["none_of_the_above"] is True
 
 
 def test_cv_path_and_url_forms(sqlite_api, clothing_subset: Path, lite0_default_bundle: bytes) -> None:

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 NO_CATEGORY = "No category (Anomaly)"
 # The category the temple server's documentation advises filling with random images, which "also functions as an
-# anomaly flag": save_data creates its group marked none of the above.
+# anomaly flag", and its answer for such images: save_data creates either group marked none of the above.
 NONE_OF_THE_CATEGORIES = "None of the categories"
+NONE_CATEGORIES = frozenset(text.casefold() for text in (NONE_OF_THE_CATEGORIES, NO_CATEGORY))
 
 # The old client's extra keys must not break it; its ids may come as JSON numbers (the temple server str()-ed them).
 OLD_CLIENT = ConfigDict(extra="ignore", coerce_numbers_to_str=True)

@@ -12,7 +12,7 @@ from camfleet_contract.images import ImageError, probe_image, thumbnail_jpeg
 from camfleet_hub.auth.models import Role
 from camfleet_hub.compat.models import HoldoutImage
 from camfleet_hub.compat.names import as_name
-from camfleet_hub.compat.schemas import NONE_OF_THE_CATEGORIES, SaveDataAnswer, SaveDataRequest
+from camfleet_hub.compat.schemas import NONE_CATEGORIES, SaveDataAnswer, SaveDataRequest
 from camfleet_hub.compat.temples import BadRequest, decode_base64, temple_classifier
 from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.core.store.base import sha256_hex
@@ -44,7 +44,7 @@ def save_data(services: HubServices, session: Session, user: Principal, req: Sav
         raise BadRequest(f"image ({req.image_name or 'unnamed'}): {exc}") from None
     new_group = crud.find_group(session, classifier, group_name) is None
     group = crud.ensure_group(session, classifier, group_name)
-    if new_group and req.category.strip().casefold() == NONE_OF_THE_CATEGORIES.casefold():
+    if new_group and req.category.strip().casefold() in NONE_CATEGORIES:
         group.none_of_the_above = True
     sha = sha256_hex(data)
     image = session.scalar(select(Image).where(Image.classifier_id == classifier.id, Image.sha256 == sha))
