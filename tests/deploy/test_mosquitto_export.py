@@ -24,6 +24,7 @@ from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, ma
 from camfleet_hub.core.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_text, hub_user
 from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.datasets import crud
+from camfleet_hub.datasets.models import Camera
 from tests.support.mqttprobe import ProbeClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,6 +180,46 @@ def test_revoked_credentials_are_refused_after_export_and_sighup(fleet: Fleet) -
         time.sleep(0.1)
     assert refused is not None, "a2 still connects after its credentials were revoked and Mosquitto reloaded"
     assert fleet.connect(A1).rc == 0 and fleet.connect("hub").rc == 0 and fleet.connect(HA).rc == 0
+
+
+def test_cameras_owned_by_other_agents_are_denied_after_export_and_sighup(fleet: Fleet) -> None:
+    """The export writes deny lines for the cameras other agents of the site own; Mosquitto enforces them."""
+    engine = make_engine(f"sqlite:///{fleet.config.parent / 'hub' / 'hub.db'}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            shop = crud.get_site(session, "shop")
+            for name, owner in (("door", "a2"), ("gate", "a1"), ("yard", None)):
+                session.add(Camera(site_id=shop.id, name=name, agent=owner))
+            session.commit()
+    finally:
+        engine.dispose()
+    fleet.export()
+    blocks = (fleet.out / ACL_FILE).read_text().split("\n\n")
+    a1_block = next(b for b in blocks if b.startswith(f"user {A1}\n"))
+    assert {f"topic deny {R}/shop/door/event", f"topic deny {R}/shop/door/frame"} <= set(a1_block.splitlines())
+    assert "gate" not in a1_block and "yard" not in a1_block
+    a2_block = next(b for b in blocks if b.startswith(f"user {A2}\n"))
+    assert f"topic deny {R}/shop/gate/frame" in a2_block and "door" not in a2_block
+    b1_block = next(b for b in blocks if b.startswith(f"user {B1}\n"))
+    assert "deny camfleet/v1/shop" not in b1_block
+    os.kill(fleet.broker.proc.pid, signal.SIGHUP)  # type: ignore[attr-defined]
+    hub = fleet.connect("hub")
+    hub.subscribe(f"{R}/+/+/frame", f"{R}/+/+/event")
+    for attempt in range(100):  # the reload is asynchronous: poll, bounded
+        a1 = fleet.connect(A1)
+        a1.publish(f"{R}/shop/door/frame", b"a1 on a2's door")
+        a1.publish(f"{R}/shop/door/event", b"a1 event on a2's door")
+        a1.publish(f"{R}/shop/gate/frame", b"a1 on its gate")
+        a1.publish(f"{R}/shop/yard/event", f"a1 on nobody's yard {attempt}".encode())
+        got = hub.payloads_until(f"a1 on nobody's yard {attempt}".encode())
+        if got == [b"a1 on its gate", f"a1 on nobody's yard {attempt}".encode()]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"a1 still publishes on a2's camera after export and SIGHUP: {got}")
+    a2 = fleet.connect(A2)
+    a2.publish(f"{R}/shop/door/event", b"a2 on its door")
+    assert hub.payloads_until(b"a2 on its door") == [b"a2 on its door"]
 
 
 def test_export_needs_the_hub_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,7 @@ from camfleet_contract.envelope import MAGIC, new_header  # noqa: E402
 from camfleet_hub.api import create_app  # noqa: E402
 from camfleet_hub.app import Hub  # noqa: E402
 from camfleet_hub.core.comms.mqtt import MqttClient  # noqa: E402
+from camfleet_hub.datasets.models import Camera  # noqa: E402
 from camfleet_hub.fleet.models import Agent  # noqa: E402
 from camfleet_hub.ingest.models import DeadLetter  # noqa: E402
 from tests.support.polling import unique, wait_for  # noqa: E402
@@ -208,3 +209,29 @@ def test_frame_header_nested_too_deep_is_refused(fleet: FleetHub) -> None:
     head = b"[" * 60_000
     payload = MAGIC + struct.pack(">I", len(head)) + head + _jpeg()
     _refused_then_good_stored(fleet, fleet.topics.frame("shop", "cam1"), payload, "bad_header")
+
+
+@pytest.mark.parametrize("kind", ["event", "frame"])
+def test_a_message_naming_another_agent_on_an_owned_camera_is_refused(fleet: FleetHub, kind: str) -> None:
+    """cam1 is agent1's once its status names it: an event or frame header on cam1 naming agent2 is refused (the
+    topic rules let any agent of the site write cam1's topics on Mosquitto until the export is run again)."""
+    fleet.publish(fleet.topics.status("shop", "agent1"), json.dumps(_status(cameras=["cam1"])).encode())
+
+    def owner() -> str | None:
+        with fleet.services.sessions() as s:
+            return s.scalar(select(Camera.agent).where(Camera.name == "cam1"))
+
+    wait_for(lambda: owner() == "agent1", "cam1 claimed by agent1's status")
+    if kind == "event":
+        topic, hostile, reason = (
+            fleet.topics.event("shop", "cam1"),
+            json.dumps(_event(agent="agent2")).encode(),
+            "bad_event",
+        )
+    else:
+        jpeg = _jpeg()
+        head = json.dumps(new_header("agent2", "shop", "cam1", jpeg, 8, 8).model_dump(mode="json")).encode()
+        hostile = MAGIC + struct.pack(">I", len(head)) + head + jpeg
+        topic, reason = fleet.topics.frame("shop", "cam1"), "bad_header"
+    _refused_then_good_stored(fleet, topic, hostile, reason)
+    assert _dead(fleet, topic)[0][1].startswith("camera 'cam1' belongs to agent 'agent1', not 'agent2'")

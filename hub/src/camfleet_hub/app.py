@@ -52,9 +52,11 @@ def _with_hub_credentials(s: HubSettings) -> HubSettings:
 
 
 def _broker_access(s: HubSettings, sessions: sessionmaker[Session]) -> Any:
-    """The embedded broker's access rules: the hub user, the accounts the hub issued, maybe loopback anonymous."""
+    """The embedded broker's access rules: the hub user, the accounts the hub issued, maybe loopback anonymous, and
+    the camera owners (an agent writes only the cameras no other agent owns)."""
     from camfleet_hub.auth.mqtt_accounts import AccountVerifier
     from camfleet_hub.core.comms.broker import BrokerAccess
+    from camfleet_hub.datasets.camera_owners import OwnerCache
 
     assert s.mqtt.username is not None and s.mqtt.password is not None
     return BrokerAccess(
@@ -63,6 +65,7 @@ def _broker_access(s: HubSettings, sessions: sessionmaker[Session]) -> Any:
         verify=AccountVerifier(sessions),
         allow_anonymous_loopback=s.mqtt.allow_anonymous_loopback,
         root=s.mqtt.root,
+        owners=OwnerCache(sessions),
     )
 
 

@@ -7,22 +7,29 @@ sentinel after it on the same connection: once the sentinel arrives, the forbidd
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from camfleet_contract.messages import AgentStatus
 from camfleet_hub.auth import mqtt_accounts
 from camfleet_hub.auth.models import MqttAccountKind
 from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, covers, may_publish, may_subscribe
 from camfleet_hub.core.comms.broker import BrokerAccess, EmbeddedBroker
 from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
+from camfleet_hub.datasets.camera_owners import OwnerCache
 from camfleet_hub.datasets.models import Site
+from camfleet_hub.ingest import persist
+from camfleet_hub.ingest.validate import StatusUpdate
 from tests.support.mqttprobe import ProbeClient
 
 HUB_PASSWORD = "hub-secret"
+OWNERS_TTL_S = 0.3
 NOT_AUTHORISED = 135  # paho reports CONNACK 5 (not authorised) as reason code 135
 REFUSED = 0x80
 
@@ -52,7 +59,11 @@ def _start(tmp_path: Path, port: int, *, anonymous: bool = False) -> tuple[Embed
     migrate(engine)
     sessions = make_sessionmaker(engine)
     access = BrokerAccess(
-        "hub", HUB_PASSWORD, verify=mqtt_accounts.AccountVerifier(sessions), allow_anonymous_loopback=anonymous
+        "hub",
+        HUB_PASSWORD,
+        verify=mqtt_accounts.AccountVerifier(sessions),
+        allow_anonymous_loopback=anonymous,
+        owners=OwnerCache(sessions, ttl_s=OWNERS_TTL_S),
     )
     broker = EmbeddedBroker("127.0.0.1", port, access, retained_file=tmp_path / "retained.json")
     broker.start()
@@ -190,6 +201,32 @@ def test_observer_reads_events_and_statuses_of_its_site_and_publishes_nothing(fl
     a1.publish("camfleet/v1/plaza/door/event", b"event")
     assert watch.payloads_until(b"event") == [b"event"]
     assert hub.payloads_until(b"event") == [b"other site", b"frame", b"event"]
+
+
+def _status(fleet: Fleet, agent: str, *cameras: str) -> None:
+    """What ingest does with ``agent``'s status naming ``cameras``: registers them, claims the unowned ones."""
+    status = AgentStatus(state="online", site="plaza", agent=agent, ts=datetime.now(UTC), cameras=list(cameras))
+    with fleet.sessions() as s:
+        assert persist.apply_status(s, StatusUpdate("plaza", agent, status))
+        s.commit()
+
+
+def test_an_agent_cannot_publish_for_a_camera_another_agent_owns(fleet: Fleet) -> None:
+    hub, a1 = fleet.connect("hub"), fleet.connect("a1")
+    assert hub.subscribe("camfleet/v1/#") == [1]
+    a1.publish("camfleet/v1/plaza/door/frame", b"before a2 claims door")
+    assert hub.payloads_until(b"before a2 claims door") == [b"before a2 claims door"]
+    _status(fleet, "a2", "door")
+    _status(fleet, "a1", "gate", "door")  # a1 naming door later does not take it from a2
+    time.sleep(OWNERS_TTL_S * 2)  # the broker's cache of owners expires
+    a1.publish("camfleet/v1/plaza/door/frame", b"a1 on a2's door")
+    a1.publish("camfleet/v1/plaza/door/event", b"a1 event on a2's door")
+    a1.publish("camfleet/v1/plaza/gate/frame", b"a1 on its gate")
+    a1.publish("camfleet/v1/plaza/yard/event", b"a1 on nobody's yard")
+    assert hub.payloads_until(b"a1 on nobody's yard") == [b"a1 on its gate", b"a1 on nobody's yard"]
+    a2 = fleet.connect("a2")
+    a2.publish("camfleet/v1/plaza/door/event", b"a2 on its door")
+    assert hub.payloads_until(b"a2 on its door") == [b"a2 on its door"]
 
 
 @pytest.mark.parametrize(

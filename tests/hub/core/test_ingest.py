@@ -281,10 +281,19 @@ def test_agent_status_registers_agent_and_cameras(rig: Rig, jpegs: list[bytes]) 
         agent = s.execute(select(Agent)).scalar_one()
         assert (agent.name, agent.state, agent.software_version) == ("edge1", "online", "0.1.0")
         assert agent.status is not None and agent.status["cameras"] == ["cam7"]
-        assert "cam7" in set(s.execute(select(Camera.name)).scalars())
+        camera = s.execute(select(Camera).where(Camera.name == "cam7")).scalar_one()
+        assert camera.agent == "edge1"  # claimed by the first status that names it
 
-    rig.frame(frame_payload(jpegs[0], "shop", "cam7"), camera="cam7")  # a camera registered by the status
-    wait_for(lambda: rig.settled(accepted=1), "frame of the registered camera")
+    rig.frame(frame_payload(jpegs[1], "shop", "cam7", agent="agent1"), camera="cam7")  # not its owner
+    wait_for(lambda: rig.settled(accepted=0, rejected=1), "frame of another agent refused")
+    with rig.sessions() as s:
+        dead = s.execute(select(DeadLetter)).scalar_one()
+        assert dead.reason == "bad_header"
+        assert dead.detail.startswith("camera 'cam7' belongs to agent 'edge1', not 'agent1'")
+    rig.frame(
+        frame_payload(jpegs[0], "shop", "cam7", agent="edge1"), camera="cam7"
+    )  # a camera registered by the status
+    wait_for(lambda: rig.settled(accepted=1, rejected=1), "frame of the registered camera")
 
     rig.publish(rig.topics.status("shop", "edge1"), b"offline", retain=True)  # the last-will payload
     wait_for(lambda: rig.stats.snapshot().statuses == 2, "the offline status handled")
@@ -341,5 +350,5 @@ def test_camera_announced_and_used_at_once(rig: Rig, jpegs: list[bytes]) -> None
     """A status and a frame of its new camera published back to back (often one batch): the frame is kept."""
     status = AgentStatus(state="online", agent="edge4", site="shop", cameras=["cam8"])
     rig.pub.publish(rig.topics.status("shop", "edge4"), to_json(status), qos=1)
-    rig.frame(frame_payload(jpegs[0], "shop", "cam8"), camera="cam8")
+    rig.frame(frame_payload(jpegs[0], "shop", "cam8", agent="edge4"), camera="cam8")
     wait_for(lambda: rig.settled(accepted=1), "the frame of the just-announced camera")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.core.config import DeadLetterSettings
 from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets import camera_owners
 from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Image, ImageSource, ImageStatus, Site
 from camfleet_hub.fleet import behaviour
 from camfleet_hub.fleet.models import Agent, AgentState
@@ -51,11 +52,12 @@ def insert_ignore(
 
 @dataclass
 class SiteIndex:
-    """Ids of the sites, cameras and classifiers a batch mentions."""
+    """Ids of the sites, cameras and classifiers a batch mentions, and the owners of its owned cameras."""
 
     sites: dict[str, int]
     cameras: dict[tuple[str, str], int]
     classifiers: dict[int, list[int]]
+    owners: dict[tuple[str, str], str]
 
 
 def resolve_names(
@@ -72,20 +74,24 @@ def resolve_names(
         new = [{"site_id": sites[s], "name": c} for s, c in register if s in sites]
         insert_ignore(session, Camera, new, ["site_id", "name"])
     cameras: dict[tuple[str, str], int] = {}
+    owners: dict[tuple[str, str], str] = {}
     classifiers: dict[int, list[int]] = {}
     if wanted:
         by_id = {i: n for n, i in sites.items()}
         rows = session.execute(
-            select(Camera.id, Camera.site_id, Camera.name).where(
+            select(Camera.id, Camera.site_id, Camera.name, Camera.agent).where(
                 Camera.site_id.in_({s for s, _ in wanted}), Camera.name.in_({c for _, c in wanted})
             )
         )
-        cameras = {(by_id[site_id], name): cam_id for cam_id, site_id, name in rows}
+        for cam_id, site_id, name, agent in rows:
+            cameras[(by_id[site_id], name)] = cam_id
+            if agent is not None:
+                owners[(by_id[site_id], name)] = agent
         for clf_id, site_id in session.execute(
             select(Classifier.id, Classifier.site_id).where(Classifier.site_id.in_(set(sites.values())))
         ):
             classifiers.setdefault(site_id, []).append(clf_id)
-    return SiteIndex(sites=sites, cameras=cameras, classifiers=classifiers)
+    return SiteIndex(sites=sites, cameras=cameras, classifiers=classifiers, owners=owners)
 
 
 @dataclass
@@ -225,7 +231,8 @@ def prune_dead_letters(session: Session, topics: Iterable[str], limits: DeadLett
 
 
 def apply_status(session: Session, update_: StatusUpdate) -> bool:
-    """Upsert the agent row and register its cameras; False when the site is unknown (try again later)."""
+    """Upsert the agent row, register its cameras and claim the unowned ones for it; False when the site is unknown
+    (try again later)."""
     site_id = session.execute(select(Site.id).where(Site.name == update_.site)).scalar_one_or_none()
     if site_id is None:
         return False
@@ -253,6 +260,7 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
         agent.software_version = status.software_version[:64]  # the column's width; the full text is in status
     if status.cameras:
         insert_ignore(session, Camera, [{"site_id": site_id, "name": c} for c in status.cameras], ["site_id", "name"])
+        camera_owners.claim(session, site_id, update_.agent, status.cameras)
     if status.first_frames:
         behaviour.record(session, site_id, status)
     return True

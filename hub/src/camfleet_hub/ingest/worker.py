@@ -24,7 +24,8 @@ from camfleet_contract.topics import Topics
 from camfleet_hub.core.comms.mqtt import MqttClient, Received
 from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.store.base import DEAD_PREFIX, ObjectStore
-from camfleet_hub.fleet.events import site_ids, store_events, validate_event
+from camfleet_hub.datasets import camera_owners
+from camfleet_hub.fleet.events import foreign_agent_events, site_ids, store_events, validate_event
 from camfleet_hub.ingest import persist
 from camfleet_hub.ingest.batch import (
     EVENT,
@@ -263,6 +264,8 @@ class IngestWorker:
                             Rejection("unknown_camera", f"camera {camera!r} of site {site!r} is not registered"),
                             None,
                         )
+                    elif why := camera_owners.mismatch(camera, index.owners.get((site, camera)), frame.header.agent):
+                        item.rejection, item.frame = Rejection("bad_header", why), None
                     elif frame.header.frame_id not in seen:
                         seen.add(frame.header.frame_id)
                         accepted.append(frame)
@@ -300,15 +303,19 @@ class IngestWorker:
         self.batches += 1
 
     def _store_events(self, session: Session, batch: Batch) -> None:
-        """Events of known sites go to the event history in this batch's transaction; others are rejected."""
+        """Events of known sites, from their camera's owner (if it has one), go to the event history in this batch's
+        transaction; others are rejected."""
         evented = [i for i in batch.items if i.event is not None and i.rejection is None]
         if not evented:
             return
         known = site_ids(session, {i.event.site for i in evented if i.event})
-        for item in evented:
+        foreign = foreign_agent_events(session, [i.event for i in evented if i.event is not None])
+        for item, why in zip(evented, foreign, strict=True):
             if item.event is not None and item.event.site not in known:
                 item.rejection = Rejection("unknown_site", f"site {item.event.site!r} is not registered")
                 item.event = None
+            elif why is not None:
+                item.rejection, item.event = Rejection("bad_event", why), None
         fresh = [i.event for i in evented if i.event is not None]
         batch.events_new = store_events(session, fresh, known)
         batch.events_seen = len(fresh)

@@ -7,7 +7,7 @@ so the two brokers cannot drift. Topics (``R`` = ``{root}/v1``)::
 
     hub       everything under R on the embedded broker; on Mosquitto its block in RULES (frames, events,
               statuses, replies, model announcements, commands, settings, Home Assistant topics)
-    agent     publishes R/{site}/{camera}/frame|event (any camera of its own site) and
+    agent     publishes R/{site}/{camera}/frame|event (a camera of its own site that no other agent owns) and
               R/{site}/agents/{agent}/status|reply; reads R/{site}/models/+ and R/{site}/agents/{agent}/cmd|config;
               retains only its own status
     observer  reads R/{site}/+/event, R/{site}/agents/+/status, the Home Assistant state R/{site}/+/state/+ and the
@@ -15,10 +15,16 @@ so the two brokers cannot drift. Topics (``R`` = ``{root}/v1``)::
     anonymous only when ``mqtt.allow_anonymous_loopback`` is set, from loopback: the hub's rights (development)
 
 A ``deny`` rule wins over every other rule for any access, as in Mosquitto's acl_file.
+
+Camera ownership (``cameras.agent``, see ``datasets/camera_owners.py``) is data, not a template: the embedded
+broker passes ``may_publish`` a live ``OwnerLookup`` (a cache refreshed every few seconds), and the Mosquitto export
+adds ``owned_camera_denies`` to each agent's block (re-export and SIGHUP after ownership changes). A camera nobody
+owns yet stays writable by every agent of its site until a status claims it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -128,9 +134,39 @@ def _allowed(p: MqttPrincipal, topic_filter: str, root: str, grants: tuple[Acces
     return any(access in grants and covers(allowed, topic_filter) for access, allowed in lines)
 
 
-def may_publish(p: MqttPrincipal, topic: str, root: str) -> bool:
-    """May ``p`` publish on the concrete ``topic``?"""
-    return _unrestricted(p) or _allowed(p, topic, root, (Access.WRITE, Access.READWRITE))
+# (site, camera) -> the agent that owns the camera, None when nobody does.
+OwnerLookup = Callable[[str, str], str | None]
+CAMERA_KINDS = ("event", "frame")
+
+
+def may_publish(p: MqttPrincipal, topic: str, root: str, owner: OwnerLookup | None = None) -> bool:
+    """May ``p`` publish on the concrete ``topic``? With ``owner``, an agent may not write for another's camera."""
+    if _unrestricted(p):
+        return True
+    if not _allowed(p, topic, root, (Access.WRITE, Access.READWRITE)):
+        return False
+    return owner is None or p.role is not MqttRole.AGENT or not _foreign_camera(p, topic, root, owner)
+
+
+def _foreign_camera(p: MqttPrincipal, topic: str, root: str, owner: OwnerLookup) -> bool:
+    """True when ``topic`` is a frame/event topic of a camera owned by an agent other than ``p``."""
+    prefix = f"{root}/{VERSION}/"
+    if not topic.startswith(prefix):
+        return False
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 3 or parts[2] not in CAMERA_KINDS:
+        return False
+    found = owner(parts[0], parts[1])
+    return found is not None and found != p.agent
+
+
+def owned_camera_denies(p: MqttPrincipal, root: str, owners: Mapping[tuple[str, str], str]) -> list[tuple[Access, str]]:
+    """Deny lines for the frame/event topics of ``p``'s site's cameras owned by other agents (agents only)."""
+    if p.role is not MqttRole.AGENT or p.site is None:
+        return []
+    foreign = sorted(camera for (site, camera), agent in owners.items() if site == p.site and agent != p.agent)
+    prefix = f"{root}/{VERSION}/{p.site}"
+    return [(Access.DENY, f"{prefix}/{camera}/{kind}") for camera in foreign for kind in CAMERA_KINDS]
 
 
 def may_retain(p: MqttPrincipal, topic: str, root: str) -> bool:

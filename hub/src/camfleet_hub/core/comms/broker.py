@@ -7,7 +7,8 @@ shared subscriptions (``$share/…``) are not supported by amqtt; use Mosquitto 
 
 Access (``BrokerAccess``): ``CamfleetAuthPlugin`` admits the hub's own user and the MQTT accounts the hub issued
 (anonymous only from loopback, and only when allowed); ``CamfleetTopicPlugin`` applies the topic rules of
-``camfleet_hub.core.comms.acl`` to every subscribe, publish and delivery; ``_CamfleetBroker`` keeps a retained message
+``camfleet_hub.core.comms.acl`` to every subscribe, publish and delivery (an agent's frames and events only for cameras
+no other agent owns, from ``BrokerAccess.owners``); ``_CamfleetBroker`` keeps a retained message
 only where the sender may retain (amqtt has no plugin hook that sees the retain flag).
 """
 
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from amqtt.broker import Broker, BrokerContext, RetainedApplicationMessage
 from amqtt.contexts import Action, BaseContext
@@ -34,7 +35,15 @@ from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from camfleet_contract.topics import DEFAULT_ROOT
-from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, may_receive, may_retain, may_subscribe
+from camfleet_hub.core.comms.acl import (
+    MqttPrincipal,
+    MqttRole,
+    OwnerLookup,
+    may_publish,
+    may_receive,
+    may_retain,
+    may_subscribe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,16 @@ Verifier = Callable[[str, str], MqttPrincipal | None]
 PRINCIPAL_KEY = "camfleet_principal"
 
 
+class CameraOwners(Protocol):
+    """Who owns each camera, answered from memory (``owner``) and re-read off the event loop (``refresh_if_stale``)."""
+
+    def stale(self) -> bool: ...
+
+    def refresh_if_stale(self) -> None: ...
+
+    def owner(self, site: str, camera: str) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class BrokerAccess:
     """Who the embedded broker lets in: the hub's own user, issued accounts (``verify``), maybe loopback anonymous."""
@@ -86,6 +105,7 @@ class BrokerAccess:
     verify: Verifier | None = None
     allow_anonymous_loopback: bool = False
     root: str = DEFAULT_ROOT
+    owners: CameraOwners | None = None  # None: no ownership check (every agent of a site writes all its cameras)
 
     def principal(self, username: str | None, password: str | None, address: str | None) -> MqttPrincipal | None:
         """The principal for a CONNECT's credentials and source address, or None to refuse it."""
@@ -157,7 +177,18 @@ class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
-        self._root = _ACCESS[self.config.access_key].root
+        access = _ACCESS[self.config.access_key]
+        self._root = access.root
+        self._owners = access.owners
+
+    async def _owner_lookup(self) -> OwnerLookup | None:
+        """The camera owners, re-read in a worker thread when older than their TTL (never a query per PUBLISH)."""
+        owners = self._owners
+        if owners is None:
+            return None
+        if owners.stale():
+            await asyncio.to_thread(owners.refresh_if_stale)
+        return owners.owner
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
@@ -166,7 +197,8 @@ class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
         if principal is None or topic is None:
             return False
         if action == Action.PUBLISH:
-            allowed = may_publish(principal, topic, self._root)
+            owner = await self._owner_lookup() if principal.role is MqttRole.AGENT else None
+            allowed = may_publish(principal, topic, self._root, owner)
         elif action == Action.SUBSCRIBE:
             allowed = may_subscribe(principal, topic, self._root)
         else:

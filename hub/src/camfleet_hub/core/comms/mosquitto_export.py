@@ -3,7 +3,10 @@
 Mosquitto cannot ask the hub's database, so ``camfleet-hub mqtt export-mosquitto --out DIR`` writes what it needs:
 every unrevoked account's stored ``$7$`` hash (plus the hub's own user) and one ``user`` block per account,
 rendered from ``comms.acl.RULES`` (the rules the embedded broker enforces), so each agent is bound to its own
-site *and* agent name. Run it after creating or revoking credentials, then send Mosquitto SIGHUP to reload.
+site *and* agent name, plus ``topic deny`` lines for the frame/event topics of its site's cameras that other agents
+own. Run it after creating or revoking credentials *and after camera ownership changes* (a status claiming a new
+camera, an admin reassigning one), then send Mosquitto SIGHUP to reload; until then a newly claimed camera stays
+writable by every agent of its site, as an unowned camera always is.
 Both files are replaced atomically (a reload never reads half a file).
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from camfleet_hub.auth.models import MqttAccount
 from camfleet_hub.auth.mqtt_accounts import hash_secret, principal_of
-from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, rules_for
+from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, owned_camera_denies, rules_for
+from camfleet_hub.datasets import camera_owners
 from camfleet_hub.datasets.models import Site
 
 PASSWORD_FILE = "password_file"
@@ -73,16 +78,20 @@ def password_text(users: list[MqttUser]) -> str:
     return "".join(f"{_checked(u.principal.username)}:{u.password_hash}\n" for u in users)
 
 
-def acl_text(users: list[MqttUser], root: str) -> str:
-    """One ``user`` block per user; no ``pattern`` lines (they would apply to every user, the hub's included)."""
+def acl_text(users: list[MqttUser], root: str, owners: Mapping[tuple[str, str], str] | None = None) -> str:
+    """One ``user`` block per user; no ``pattern`` lines (they would apply to every user, the hub's included).
+
+    ``owners`` (``{(site, camera): agent}``) adds to each agent's block a deny for every camera another agent owns."""
     out = [
         "# camfleet acl_file, written by `camfleet-hub mqtt export-mosquitto` from camfleet_hub/comms/acl.py",
-        "# (RULES): one block per MQTT user, each agent bound to its own site and agent name. Do not edit;",
-        "# export again after creating or revoking credentials, then reload Mosquitto (SIGHUP).",
+        "# (RULES): one block per MQTT user, each agent bound to its own site and agent name, denied the cameras",
+        "# other agents own. Do not edit; export again after creating or revoking credentials and after camera",
+        "# ownership changes, then reload Mosquitto (SIGHUP).",
     ]
     for user in users:
         out += ["", f"user {_checked(user.principal.username)}"]
-        out += [f"topic {access.value} {topic}" for access, topic in rules_for(user.principal, root)]
+        lines = rules_for(user.principal, root) + owned_camera_denies(user.principal, root, owners or {})
+        out += [f"topic {access.value} {topic}" for access, topic in lines]
     return "\n".join(out) + "\n"
 
 
@@ -110,7 +119,8 @@ def write_atomically(path: Path, text: str, mode: int) -> None:
 def export(session: Session, out: Path, *, root: str, hub: MqttUser, file_mode: int = 0o600) -> ExportResult:
     """Write ``out/password_file`` and ``out/acl_file`` for the hub and every unrevoked account."""
     users = [hub, *account_users(session)]
-    passwords, acl = password_text(users), acl_text(users, root)  # both built before either is written
+    owners = camera_owners.owners(session)
+    passwords, acl = password_text(users), acl_text(users, root, owners)  # both built before either is written
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / PASSWORD_FILE, passwords, file_mode)
     write_atomically(out / ACL_FILE, acl, file_mode)
