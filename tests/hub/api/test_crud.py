@@ -56,7 +56,15 @@ def test_site_camera_classifier_group_lifecycle(api) -> None:
 
     assert c.post(f"{API}/sites/shop-1/cameras", json={"name": "door.cam"}).status_code == 201
     cams = c.get(f"{API}/sites/shop-1/cameras").json()
-    assert [(x["site"], x["name"]) for x in cams] == [("shop-1", "door.cam")]
+    assert [(x["site"], x["name"], x["agent"]) for x in cams] == [("shop-1", "door.cam", None)]
+    owned = c.patch(f"{API}/sites/shop-1/cameras/door.cam", json={"agent": "edge-2"})  # a site admin reassigns it
+    assert owned.status_code == 200 and owned.json()["agent"] == "edge-2", owned.text
+    assert c.get(f"{API}/sites/shop-1/cameras").json()[0]["agent"] == "edge-2"
+    assert c.patch(f"{API}/sites/shop-1/cameras/door.cam", json={"agent": None}).json()["agent"] is None  # released
+    bad = c.patch(f"{API}/sites/shop-1/cameras/door.cam", json={"agent": "a b"})
+    assert bad.status_code == 422 and "agent" in bad.text
+    assert c.patch(f"{API}/sites/shop-1/cameras/door.cam", json={}).status_code == 422
+    assert c.patch(f"{API}/sites/shop-1/cameras/nope", json={"agent": "edge-2"}).status_code == 404
 
     clf = c.post(f"{API}/sites/shop-1/classifiers", json={"name": "door"})
     assert clf.status_code == 201

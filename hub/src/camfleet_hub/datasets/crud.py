@@ -88,6 +88,22 @@ def create_camera(session: Session, site: Site, name: str) -> Camera:
     return camera
 
 
+def get_camera(session: Session, site: Site, name: str) -> Camera:
+    camera = session.scalar(
+        select(Camera).where(Camera.site_id == site.id, Camera.name == checked_name(name, "camera"))
+    )
+    if camera is None:
+        raise NotFoundError(f"camera={name!r} not found in site {site.name!r}")
+    return camera
+
+
+def set_camera_owner(session: Session, camera: Camera, agent: str | None) -> Camera:
+    """Reassign (or release, ``None``) a camera; the brokers and ingest follow (Mosquitto after a new export)."""
+    camera.agent = agent
+    session.commit()
+    return camera
+
+
 # --------------------------------------------------------------------------- classifiers
 
 

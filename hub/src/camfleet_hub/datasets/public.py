@@ -19,6 +19,7 @@ def camera(cam: Camera, site: Site) -> CameraPublic:
         name=cam.name,
         created_at=cam.created_at,
         last_seen_at=cam.last_seen_at,
+        agent=cam.agent,
     )
 
 

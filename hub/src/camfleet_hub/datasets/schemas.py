@@ -30,12 +30,24 @@ class CameraCreate(NameCreate):
     pass
 
 
+class CameraUpdate(Request):
+    """Release (``null``) or reassign the camera: only its owner may publish its frames and events."""
+
+    agent: str | None = Field(description="the agent that owns the camera; null: nobody (the next status claims it)")
+
+    @field_validator("agent")
+    @classmethod
+    def _agent(cls, v: str | None) -> str | None:
+        return None if v is None else validate_name(v, "agent")
+
+
 class CameraPublic(Public):
     id: int
     site: str
     name: str
     created_at: datetime
     last_seen_at: datetime | None = None
+    agent: str | None = Field(default=None, description="the agent that owns it (the only one that may publish)")
 
 
 class ClassifierCreate(NameCreate):

@@ -8,7 +8,7 @@ from camfleet_hub.auth.deps import SiteAdminDep, SiteViewerDep
 from camfleet_hub.core.deps import SessionDep
 from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
-from camfleet_hub.datasets.schemas import CameraCreate, CameraPublic
+from camfleet_hub.datasets.schemas import CameraCreate, CameraPublic, CameraUpdate
 
 router = APIRouter(tags=["cameras"])
 
@@ -28,3 +28,11 @@ def create_camera(site: str, body: CameraCreate, session: SessionDep, _user: Sit
 def list_cameras(site: str, session: SessionDep, _user: SiteViewerDep) -> list[CameraPublic]:
     found = crud.get_site(session, site)
     return [views.camera(c, found) for c in crud.list_cameras(session, found)]
+
+
+@router.patch("/sites/{site}/cameras/{camera}", operation_id="update_camera", response_model=CameraPublic)
+def update_camera(site: str, camera: str, body: CameraUpdate, session: SessionDep, _user: SiteAdminDep) -> CameraPublic:
+    """Set the agent that owns the camera (``null``: release it; the next status that names it claims it). Run
+    ``camfleet-hub mqtt export-mosquitto`` and reload Mosquitto afterwards when Mosquitto is the broker."""
+    found = crud.get_site(session, site)
+    return views.camera(crud.set_camera_owner(session, crud.get_camera(session, found, camera), body.agent), found)
