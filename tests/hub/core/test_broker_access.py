@@ -227,6 +227,8 @@ def test_an_agent_cannot_publish_for_a_camera_another_agent_owns(fleet: Fleet) -
     a2 = fleet.connect("a2")
     a2.publish("camfleet/v1/plaza/door/event", b"a2 on its door")
     assert hub.payloads_until(b"a2 on its door") == [b"a2 on its door"]
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/door/event", False)).rc == NOT_AUTHORISED  # a2's camera
+    assert fleet.connect("a1", will=("camfleet/v1/plaza/gate/event", False)).rc == 0
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,15 @@ def _principal_of(session: Session | None) -> MqttPrincipal | None:
     return found if isinstance(found, MqttPrincipal) else None
 
 
+async def _owner_lookup(owners: CameraOwners | None) -> OwnerLookup | None:
+    """The camera owners, re-read in a worker thread when older than their TTL (never a query per PUBLISH)."""
+    if owners is None:
+        return None
+    if owners.stale():
+        await asyncio.to_thread(owners.refresh_if_stale)
+    return owners.owner
+
+
 class CamfleetAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt auth plugin: credentials for every client; a last-will the client may not publish refuses the CONNECT."""
 
@@ -156,7 +165,8 @@ class CamfleetAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships n
             log.warning("embedded broker: refused %s: unknown user, wrong password or anonymous", who)
             return False
         if session.will_flag and session.will_topic is not None:
-            will_ok = may_publish(principal, session.will_topic, access.root) and (
+            owner = await _owner_lookup(access.owners) if principal.role is MqttRole.AGENT else None
+            will_ok = may_publish(principal, session.will_topic, access.root, owner) and (
                 not session.will_retain or may_retain(principal, session.will_topic, access.root)
             )
             if not will_ok:
@@ -181,15 +191,6 @@ class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
         self._root = access.root
         self._owners = access.owners
 
-    async def _owner_lookup(self) -> OwnerLookup | None:
-        """The camera owners, re-read in a worker thread when older than their TTL (never a query per PUBLISH)."""
-        owners = self._owners
-        if owners is None:
-            return None
-        if owners.stale():
-            await asyncio.to_thread(owners.refresh_if_stale)
-        return owners.owner
-
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool | None:
@@ -197,7 +198,7 @@ class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
         if principal is None or topic is None:
             return False
         if action == Action.PUBLISH:
-            owner = await self._owner_lookup() if principal.role is MqttRole.AGENT else None
+            owner = await _owner_lookup(self._owners) if principal.role is MqttRole.AGENT else None
             allowed = may_publish(principal, topic, self._root, owner)
         elif action == Action.SUBSCRIBE:
             allowed = may_subscribe(principal, topic, self._root)
