@@ -299,15 +299,32 @@ def pg_url() -> Iterator[str]:
         yield urlunsplit(("postgresql+psycopg2", parts.netloc, f"/{name}", parts.query, ""))
     finally:
         try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            _drop_database(conn, name)
         finally:
             conn.close()
+
+
+def _drop_database(conn: Any, name: str) -> None:
+    """Drop it even while a process the test started still holds (or re-opens) a connection to it: FORCE on
+    PostgreSQL 13+, else terminate its sessions and retry a few times."""
+    import psycopg2.errors
+
+    with conn.cursor() as cur:
+        if conn.server_version >= 130000:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        for attempt in range(10):
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            try:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except psycopg2.errors.ObjectInUse:
+                if attempt == 9:
+                    raise
+                time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- s3
