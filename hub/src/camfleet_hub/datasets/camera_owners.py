@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,11 +27,14 @@ def claim(session: Session, site_id: int, agent: str, cameras: Iterable[str]) ->
         session.execute(stmt.values(agent=agent))
 
 
-def owners(session: Session) -> dict[tuple[str, str], str]:
-    """``{(site, camera): agent}`` of every owned camera."""
+def owners(session: Session, pairs: Collection[tuple[str, str]] | None = None) -> dict[tuple[str, str], str]:
+    """``{(site, camera): agent}`` of every owned camera, or of those among ``pairs``."""
     query = select(Site.name, Camera.name, Camera.agent).join(Site, Site.id == Camera.site_id)
-    rows = session.execute(query.where(Camera.agent.is_not(None)))
-    return {(site, camera): agent for site, camera, agent in rows if agent is not None}
+    query = query.where(Camera.agent.is_not(None))
+    if pairs is not None:
+        query = query.where(Site.name.in_({s for s, _ in pairs}), Camera.name.in_({c for _, c in pairs}))
+    found = {(site, camera): agent for site, camera, agent in session.execute(query) if agent is not None}
+    return found if pairs is None else {k: v for k, v in found.items() if k in pairs}
 
 
 def mismatch(camera: str, owner: str | None, agent: str) -> str | None:

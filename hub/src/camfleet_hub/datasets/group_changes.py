@@ -89,13 +89,25 @@ def set_parent(session: Session, classifier: Classifier, name: str, parent: str 
     return record(session, classifier, Action.SET_PARENT, summary, _row_change(group, before), user)
 
 
-def set_common(session: Session, classifier: Classifier, name: str, common: bool, user: str) -> HistoryEntry:
-    """Mark a group common (shared by every site's classifier of the same name) or not."""
+# A group's marks: its column, the history action that sets it, and its name in summaries.
+_MARKS = {
+    "common": (Action.SET_COMMON, "common"),
+    "none_of_the_above": (Action.SET_NONE_OF_THE_ABOVE, "none of the above"),
+}
+
+
+def _set_mark(session: Session, classifier: Classifier, name: str, mark: str, on: bool, user: str) -> HistoryEntry:
+    action, words = _MARKS[mark]
     group = crud.get_group(session, classifier, name)
     before = GroupRow.of(group)
-    group.common = bool(common)
-    summary = f"{'marked' if common else 'unmarked'} group {name!r} as common"
-    return record(session, classifier, Action.SET_COMMON, summary, _row_change(group, before), user)
+    setattr(group, mark, bool(on))
+    summary = f"{'marked' if on else 'unmarked'} group {name!r} as {words}"
+    return record(session, classifier, action, summary, _row_change(group, before), user)
+
+
+def set_common(session: Session, classifier: Classifier, name: str, common: bool, user: str) -> HistoryEntry:
+    """Mark a group common (shared by every site's classifier of the same name) or not."""
+    return _set_mark(session, classifier, name, "common", common, user)
 
 
 def set_none_of_the_above(
@@ -103,11 +115,7 @@ def set_none_of_the_above(
 ) -> HistoryEntry:
     """Mark a group "none of the above" (the site's rejected frames: trained as a class, a prediction of it flags
     the image as fitting no known group) or not."""
-    group = crud.get_group(session, classifier, name)
-    before = GroupRow.of(group)
-    group.none_of_the_above = bool(none_of_the_above)
-    summary = f"{'marked' if none_of_the_above else 'unmarked'} group {name!r} as none of the above"
-    return record(session, classifier, Action.SET_NONE_OF_THE_ABOVE, summary, _row_change(group, before), user)
+    return _set_mark(session, classifier, name, "none_of_the_above", none_of_the_above, user)
 
 
 def _group_image_ids(session: Session, group: Group) -> list[int]:

@@ -20,7 +20,7 @@ from camfleet_contract.topics import Topics
 from camfleet_hub.core.db.types import utcnow
 from camfleet_hub.core.errors import InvalidError
 from camfleet_hub.datasets import camera_owners
-from camfleet_hub.datasets.models import Camera, Site
+from camfleet_hub.datasets.models import Site
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, FleetEvent, FleetSiteSettings
 from camfleet_hub.ingest.persist import insert_ignore
 from camfleet_hub.ingest.validate import Rejection, parse_topic
@@ -90,12 +90,7 @@ def foreign_agent_events(session: Session, events: Sequence[ValidEvent]) -> list
     pairs = {(v.site, v.event.camera) for v in events}
     if not pairs:
         return []
-    query = (
-        select(Site.name, Camera.name, Camera.agent)
-        .join(Site, Site.id == Camera.site_id)
-        .where(Site.name.in_(sorted({s for s, _ in pairs})), Camera.name.in_(sorted({c for _, c in pairs})))
-    )
-    owner = {(site, camera): agent for site, camera, agent in session.execute(query)}
+    owner = camera_owners.owners(session, pairs)
     return [camera_owners.mismatch(v.event.camera, owner.get((v.site, v.event.camera)), v.event.agent) for v in events]
 
 
