@@ -364,3 +364,35 @@ def test_k8s_mosquitto_init_container_issues_the_agents_login() -> None:
     assert agent_env["CAMFLEET_AGENT__MQTT__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == secret_key
     example = yaml.safe_load((DEPLOY / "k8s" / "secret.example.yaml").read_text())["stringData"]
     assert secret_key in example and "mqtt-plaza-password" not in example
+
+
+def _watch_args(command: list[str]) -> Any:
+    from camfleet_hub.__main__ import build_parser
+
+    assert command[:3] == ["python", "-m", "camfleet_hub"]
+    return build_parser().parse_args(command[3:])
+
+
+def test_mqtt_watch_keeps_mosquittos_export_current_in_compose_and_k8s() -> None:
+    """Credentials and camera owners reach Mosquitto without anyone re-running the export: a long-running
+    ``export-mosquitto --watch`` writes into the folder the broker's entrypoint watches."""
+    services = _compose()["services"]
+    watch, job = services["mqtt-watch"], services["mqtt-users"]
+    args = _watch_args(watch["command"])
+    assert args.watch and str(args.out) == EXPORT_MOUNT and args.file_mode == 0o640
+    assert watch["restart"] == "unless-stopped" and watch["user"] == job["user"]
+    assert f"mqtt-export:{EXPORT_MOUNT}" in watch["volumes"]
+    assert watch["depends_on"]["mqtt-users"] == {"condition": "service_completed_successfully"}
+    for key in ("CAMFLEET_HUB__DB__URL", "CAMFLEET_HUB__MQTT__USERNAME", "CAMFLEET_HUB__MQTT__PASSWORD"):
+        assert watch["environment"][key] == job["environment"][key]
+
+    workloads = {doc["metadata"]["name"]: doc for _, doc in _k8s_docs() if doc.get("kind") == "Deployment"}
+    pod = workloads["mosquitto"]["spec"]["template"]["spec"]
+    sidecar = {c["name"]: c for c in pod["containers"]}["mqtt-watch"]
+    args = _watch_args(sidecar["command"])
+    assert args.watch and str(args.out) == EXPORT_MOUNT and args.file_mode == 0o640
+    assert {"name": "mqtt-export", "mountPath": EXPORT_MOUNT} in sidecar["volumeMounts"]
+    assert sidecar["securityContext"] == pod["initContainers"][0]["securityContext"]
+    init_env = {e["name"]: e for e in pod["initContainers"][0]["env"]}
+    for entry in sidecar["env"]:
+        assert init_env[entry["name"]] == entry

@@ -8,8 +8,12 @@ allowed sentinel after them on the same connection: once the sentinel arrives, t
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +24,18 @@ import pytest
 from camfleet_hub.__main__ import main
 from camfleet_hub.auth import mqtt_accounts
 from camfleet_hub.auth.models import MqttAccountKind
+from camfleet_hub.auth.mqtt_accounts import verify_secret
 from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, may_subscribe
-from camfleet_hub.core.comms.mosquitto_export import ACL_FILE, PASSWORD_FILE, acl_text, hub_user
+from camfleet_hub.core.comms.mosquitto_export import (
+    ACL_FILE,
+    PASSWORD_FILE,
+    Watch,
+    acl_text,
+    hub_user,
+    password_text,
+)
 from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
-from camfleet_hub.datasets import crud
+from camfleet_hub.datasets import camera_owners, crud
 from camfleet_hub.datasets.models import Camera
 from tests.support.mqttprobe import ProbeClient
 
@@ -171,14 +183,7 @@ def test_revoked_credentials_are_refused_after_export_and_sighup(fleet: Fleet) -
     assert A2 not in (fleet.out / PASSWORD_FILE).read_text()
     proc = fleet.broker.proc  # type: ignore[attr-defined]
     os.kill(proc.pid, signal.SIGHUP)
-    refused = None
-    for _ in range(100):  # the reload is asynchronous: poll, bounded
-        client = fleet.connect(A2)
-        if client.rc != 0:
-            refused = client.rc
-            break
-        time.sleep(0.1)
-    assert refused is not None, "a2 still connects after its credentials were revoked and Mosquitto reloaded"
+    _wait_until_refused(fleet, A2)
     assert fleet.connect(A1).rc == 0 and fleet.connect("hub").rc == 0 and fleet.connect(HA).rc == 0
 
 
@@ -203,9 +208,15 @@ def test_cameras_owned_by_other_agents_are_denied_after_export_and_sighup(fleet:
     b1_block = next(b for b in blocks if b.startswith(f"user {B1}\n"))
     assert "deny camfleet/v1/shop" not in b1_block
     os.kill(fleet.broker.proc.pid, signal.SIGHUP)  # type: ignore[attr-defined]
+    _wait_until_a1_is_denied_door(fleet)
+
+
+def _wait_until_a1_is_denied_door(fleet: Fleet) -> None:
+    """Poll (bounded: the reload is asynchronous) until a1's publishes on a2's camera door stop arriving while its
+    own gate and nobody's yard still do; then a2 publishes on door."""
     hub = fleet.connect("hub")
     hub.subscribe(f"{R}/+/+/frame", f"{R}/+/+/event")
-    for attempt in range(100):  # the reload is asynchronous: poll, bounded
+    for attempt in range(100):
         a1 = fleet.connect(A1)
         a1.publish(f"{R}/shop/door/frame", b"a1 on a2's door")
         a1.publish(f"{R}/shop/door/event", b"a1 event on a2's door")
@@ -216,10 +227,63 @@ def test_cameras_owned_by_other_agents_are_denied_after_export_and_sighup(fleet:
             break
         time.sleep(0.1)
     else:
-        raise AssertionError(f"a1 still publishes on a2's camera after export and SIGHUP: {got}")
+        raise AssertionError(f"a1 still publishes on a2's camera after the export and the reload: {got}")
     a2 = fleet.connect(A2)
     a2.publish(f"{R}/shop/door/event", b"a2 on its door")
     assert hub.payloads_until(b"a2 on its door") == [b"a2 on its door"]
+
+
+def _wait_until_refused(fleet: Fleet, user: str) -> None:
+    for _ in range(100):  # the reload is asynchronous: poll, bounded
+        if fleet.connect(user).rc != 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{user} still connects after its credentials were revoked and Mosquitto reloaded")
+
+
+def test_watch_keeps_mosquitto_current_with_claims_and_revocations(fleet: Fleet, tmp_path: Path) -> None:
+    """``export-mosquitto --watch --pid-file``: a camera claimed in the hub's database and a revoked account reach
+    Mosquitto by themselves (export + SIGHUP), and an unchanged export rewrites nothing."""
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{fleet.broker.proc.pid}\n")  # type: ignore[attr-defined]
+    inode = (fleet.out / ACL_FILE).stat().st_ino
+    argv = ["mqtt", "export-mosquitto", "--config", str(fleet.config), "--out", str(fleet.out)]
+    log = (tmp_path / "watch.log").open("w")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "camfleet_hub", *argv, "--watch", "--interval", "0.2", "--pid-file", str(pid_file)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()
+        assert "the files are current" in first, first  # the hub's hash was kept: nothing to rewrite
+        assert "watching" in watcher.stdout.readline()
+        assert (fleet.out / ACL_FILE).stat().st_ino == inode
+        engine = make_engine(f"sqlite:///{fleet.config.parent / 'hub' / 'hub.db'}")
+        try:
+            with make_sessionmaker(engine)() as session:
+                shop = crud.get_site(session, "shop")
+                session.add_all([Camera(site_id=shop.id, name=n) for n in ("door", "gate", "yard")])
+                session.flush()
+                camera_owners.claim(session, shop.id, "a2", ["door"])  # what a2's first status does in the hub
+                camera_owners.claim(session, shop.id, "a1", ["gate"])
+                session.commit()
+        finally:
+            engine.dispose()
+        _wait_until_a1_is_denied_door(fleet)
+        assert main(["mqtt", "revoke", "--config", str(fleet.config), A2]) == 0
+        _wait_until_refused(fleet, A2)
+        assert fleet.connect(A1).rc == 0 and fleet.connect("hub").rc == 0
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=30) == 0
+        assert "Mosquitto reloaded" in (tmp_path / "watch.log").read_text()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=30)
+        log.close()
 
 
 def test_export_needs_the_hub_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,6 +292,44 @@ def test_export_needs_the_hub_password(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["mqtt", "export-mosquitto", "--config", str(config), "--out", str(out)]) == 1
     assert "mqtt.password" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_hubs_hash_is_kept_only_while_it_matches_the_password(tmp_path: Path) -> None:
+    previous = tmp_path / PASSWORD_FILE
+    first = hub_user("hub", "pw-1")
+    previous.write_text(password_text([first]))
+    assert hub_user("hub", "pw-1", previous).password_hash == first.password_hash  # same file, no reload
+    changed = hub_user("hub", "pw-2", previous)
+    assert changed.password_hash != first.password_hash and verify_secret("pw-2", changed.password_hash)
+    assert hub_user("other", "pw-1", previous).password_hash != first.password_hash
+
+
+def test_a_failed_reload_is_logged_and_retried_until_it_works(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The watcher survives a bad pid file: the files are written, the reload is retried each round, unchanged
+    files or not, and the first good pid gets its SIGHUP."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    migrate(engine)
+    pid_file, out = tmp_path / "mosquitto.pid", tmp_path / "mqtt"
+    watch = Watch(make_sessionmaker(engine), out, "camfleet", hub_user("hub", "pw"), interval_s=0.05, pid_file=pid_file)
+    stop = threading.Event()
+    runner = threading.Thread(target=watch.run, args=(stop,))
+    mosquitto = subprocess.Popen(["sleep", "60"])  # stands in for Mosquitto: SIGHUP ends it
+    try:
+        with caplog.at_level(logging.ERROR):
+            runner.start()
+            for _ in range(200):  # bounded
+                if "this round failed" in caplog.text:
+                    break
+                time.sleep(0.05)
+        assert "no process id" in caplog.text and (out / ACL_FILE).exists()
+        pid_file.write_text(str(mosquitto.pid))
+        assert mosquitto.wait(timeout=30) == -signal.SIGHUP
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        mosquitto.kill()
+        engine.dispose()
+    assert not runner.is_alive()
 
 
 def test_files_are_owner_only(fleet: Fleet) -> None:

@@ -10,6 +10,7 @@
     camfleet-hub mqtt create --site shop --agent pi-1 --password-env PI1_MQTT_PASSWORD   # idempotent, for deploys
     camfleet-hub mqtt revoke agent/shop/pi-1
     camfleet-hub mqtt export-mosquitto --out /etc/mosquitto/camfleet   # then: kill -HUP <mosquitto>
+    camfleet-hub mqtt export-mosquitto --out /etc/mosquitto/camfleet --watch --pid-file /run/mosquitto/mosquitto.pid
 """
 
 from __future__ import annotations
@@ -138,6 +139,63 @@ def _add_user_commands(sub: Any) -> None:
     c.add_argument(
         "--file-mode", type=lambda v: int(v, 8), default=0o600, metavar="OCTAL", help="file permissions (0600)"
     )
+    c.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: export again every --interval seconds and rewrite the files only when credentials or "
+        "camera owners changed (stop with Ctrl-C or SIGTERM)",
+    )
+    c.add_argument(
+        "--interval", type=float, default=5.0, metavar="SECONDS", help="with --watch: seconds between checks (5)"
+    )
+    c.add_argument(
+        "--pid-file",
+        type=Path,
+        metavar="FILE",
+        help="Mosquitto's pid_file: send it SIGHUP after each change (without it, reload Mosquitto yourself; "
+        "deploy/mosquitto/entrypoint.sh reloads on changed files by itself)",
+    )
+
+
+def _export_mosquitto(session: Any, args: argparse.Namespace, settings: Any) -> None:
+    """``mqtt export-mosquitto``: write the files once, or with ``--watch`` keep them current until SIGINT/SIGTERM."""
+    import threading
+
+    from camfleet_hub.core.comms import mosquitto_export
+    from camfleet_hub.core.db.session import make_sessionmaker
+    from camfleet_hub.core.errors import InvalidError
+
+    if args.watch and args.interval <= 0:
+        raise InvalidError("--interval must be more than 0 seconds")
+    password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
+    sessions = make_sessionmaker(session.get_bind())
+    session.close()  # each round below reads in a session of its own; nothing stays open while watching
+    try:
+        hub = mosquitto_export.hub_user(settings.mqtt.username, password, args.out / mosquitto_export.PASSWORD_FILE)
+        watch = mosquitto_export.Watch(
+            sessions, args.out, settings.mqtt.root, hub, args.file_mode, args.interval, args.pid_file
+        )
+        done = watch.sync(always=not args.watch)
+    except mosquitto_export.ExportError as exc:
+        raise InvalidError(str(exc)) from None
+    except OSError as exc:
+        raise InvalidError(f"--out {args.out}: {exc.strerror or exc}") from None
+    after = f"sent Mosquitto SIGHUP ({args.pid_file})" if args.pid_file else "reload Mosquitto with SIGHUP"
+    if done is None:
+        print(f"{args.out}: the files are current", flush=True)
+    else:
+        print(f"wrote {done.password_file} and {done.acl_file}: {done.users} users ({done.agents} agents, "
+              f"{done.observers} observers, the hub); {after}", flush=True)  # fmt: skip
+    if not args.watch:
+        return
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"watching credentials and camera owners every {args.interval:g} s (Ctrl-C to stop)", flush=True)
+    try:
+        watch.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -202,23 +260,11 @@ def _mqtt_accounts(session: Any, args: argparse.Namespace, settings: Any) -> Non
 
     from camfleet_hub.auth import mqtt_accounts
     from camfleet_hub.auth.models import MqttAccount, MqttAccountKind
-    from camfleet_hub.core.comms import mosquitto_export
-    from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
+    from camfleet_hub.core.errors import ConflictError, NotFoundError
     from camfleet_hub.datasets import crud
 
     if args.mqtt_command == "export-mosquitto":
-        password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
-        try:
-            hub = mosquitto_export.hub_user(settings.mqtt.username, password)
-            done = mosquitto_export.export(
-                session, args.out, root=settings.mqtt.root, hub=hub, file_mode=args.file_mode
-            )
-        except mosquitto_export.ExportError as exc:
-            raise InvalidError(str(exc)) from None
-        except OSError as exc:
-            raise InvalidError(f"--out {args.out}: {exc.strerror or exc}") from None
-        print(f"wrote {done.password_file} and {done.acl_file}: {done.users} users ({done.agents} agents, "
-              f"{done.observers} observers, the hub); reload Mosquitto with SIGHUP")  # fmt: skip
+        _export_mosquitto(session, args, settings)
         return
     if args.mqtt_command == "revoke":
         row = mqtt_accounts.get_account_by_username(session, args.username)

@@ -18,8 +18,8 @@ A ``deny`` rule wins over every other rule for any access, as in Mosquitto's acl
 
 Camera ownership (``cameras.agent``, see ``datasets/camera_owners.py``) is data, not a template: the embedded
 broker passes ``may_publish`` a live ``OwnerLookup`` (a cache refreshed every few seconds), and the Mosquitto export
-adds ``owned_camera_denies`` to each agent's block (re-export and SIGHUP after ownership changes). A camera nobody
-owns yet stays writable by every agent of its site until a status claims it.
+adds ``owned_camera_denies`` to each agent's block (``export-mosquitto --watch`` follows ownership changes). A
+camera nobody owns yet stays writable by every agent of its site until a status claims it.
 """
 
 from __future__ import annotations

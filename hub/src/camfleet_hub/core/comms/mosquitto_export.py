@@ -4,29 +4,35 @@ Mosquitto cannot ask the hub's database, so ``camfleet-hub mqtt export-mosquitto
 every unrevoked account's stored ``$7$`` hash (plus the hub's own user) and one ``user`` block per account,
 rendered from ``comms.acl.RULES`` (the rules the embedded broker enforces), so each agent is bound to its own
 site *and* agent name, plus ``topic deny`` lines for the frame/event topics of its site's cameras that other agents
-own. Run it after creating or revoking credentials *and after camera ownership changes* (a status claiming a new
-camera, an admin reassigning one), then send Mosquitto SIGHUP to reload; until then a newly claimed camera stays
-writable by every agent of its site, as an unowned camera always is.
-Both files are replaced atomically (a reload never reads half a file).
+own. What Mosquitto enforces changes with credentials created or revoked and with camera ownership (a status
+claiming a new camera, an admin reassigning one): ``--watch`` keeps exporting, rewrites the files only when their
+text changes and then reloads Mosquitto (SIGHUP to ``--pid-file``; Mosquitto's entrypoint in ``deploy/`` also
+reloads on changed files). Both files are replaced atomically (a reload never reads half a file), and the hub's own
+hash is kept from the last export when it still matches, so an unchanged export is byte for byte the same.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
 import tempfile
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from camfleet_hub.auth.models import MqttAccount
-from camfleet_hub.auth.mqtt_accounts import hash_secret, principal_of
+from camfleet_hub.auth.mqtt_accounts import hash_secret, principal_of, verify_secret
 from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, owned_camera_denies, rules_for
 from camfleet_hub.datasets import camera_owners
 from camfleet_hub.datasets.models import Site
+
+log = logging.getLogger(__name__)
 
 PASSWORD_FILE = "password_file"
 ACL_FILE = "acl_file"
@@ -47,6 +53,17 @@ class MqttUser:
 
 
 @dataclass(frozen=True)
+class Export:
+    """Both files' text, built together from one read of the database."""
+
+    password_text: str
+    acl_text: str
+    users: int
+    agents: int
+    observers: int
+
+
+@dataclass(frozen=True)
 class ExportResult:
     password_file: Path
     acl_file: Path
@@ -55,11 +72,28 @@ class ExportResult:
     observers: int
 
 
-def hub_user(username: str | None, password: str | None) -> MqttUser:
-    """The hub's own user from ``mqtt.username`` / ``mqtt.password`` (Mosquitto needs the password set)."""
+def hub_user(username: str | None, password: str | None, previous: Path | None = None) -> MqttUser:
+    """The hub's own user from ``mqtt.username`` / ``mqtt.password`` (Mosquitto needs the password set).
+
+    The hash in ``previous`` (an earlier password_file) is kept when it matches the password: a fresh salt would
+    change the file, and a watcher would reload Mosquitto for nothing."""
     if not password:
         raise ExportError("mqtt.password: set the hub's MQTT password; Mosquitto's password file needs it")
-    return MqttUser(MqttPrincipal(MqttRole.HUB, username or "hub"), hash_secret(password))
+    name = username or "hub"
+    stored = _previous_hash(previous, name, password) or hash_secret(password)
+    return MqttUser(MqttPrincipal(MqttRole.HUB, name), stored)
+
+
+def _previous_hash(previous: Path | None, username: str, password: str) -> str | None:
+    try:
+        lines = previous.read_text(encoding="utf-8").splitlines() if previous is not None else []
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        name, _, stored = line.partition(":")
+        if name == username:
+            return stored if verify_secret(password, stored) else None
+    return None
 
 
 def account_users(session: Session) -> list[MqttUser]:
@@ -116,15 +150,90 @@ def write_atomically(path: Path, text: str, mode: int) -> None:
         raise
 
 
+def render(session: Session, *, root: str, hub: MqttUser) -> Export:
+    """Both files for the hub and every unrevoked account, with the camera owners' deny lines."""
+    users = [hub, *account_users(session)]
+    roles = [u.principal.role for u in users]
+    return Export(
+        password_text(users),
+        acl_text(users, root, camera_owners.owners(session)),
+        len(users),
+        roles.count(MqttRole.AGENT),
+        roles.count(MqttRole.OBSERVER),
+    )
+
+
+def write(files: Export, out: Path, file_mode: int = 0o600) -> ExportResult:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / PASSWORD_FILE, files.password_text, file_mode)
+    write_atomically(out / ACL_FILE, files.acl_text, file_mode)
+    return ExportResult(out / PASSWORD_FILE, out / ACL_FILE, files.users, files.agents, files.observers)
+
+
 def export(session: Session, out: Path, *, root: str, hub: MqttUser, file_mode: int = 0o600) -> ExportResult:
     """Write ``out/password_file`` and ``out/acl_file`` for the hub and every unrevoked account."""
-    users = [hub, *account_users(session)]
-    owners = camera_owners.owners(session)
-    passwords, acl = password_text(users), acl_text(users, root, owners)  # both built before either is written
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / PASSWORD_FILE, passwords, file_mode)
-    write_atomically(out / ACL_FILE, acl, file_mode)
-    roles = [u.principal.role for u in users]
-    return ExportResult(
-        out / PASSWORD_FILE, out / ACL_FILE, len(users), roles.count(MqttRole.AGENT), roles.count(MqttRole.OBSERVER)
-    )
+    return write(render(session, root=root, hub=hub), out, file_mode)
+
+
+def _on_disk(out: Path) -> tuple[str, str] | None:
+    try:
+        return (out / PASSWORD_FILE).read_text(encoding="utf-8"), (out / ACL_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def reload_mosquitto(pid_file: Path) -> int:
+    """Send SIGHUP to the Mosquitto whose pid ``pid_file`` holds (its ``pid_file`` setting); returns the pid."""
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"--pid-file {pid_file}: no process id in it ({exc})") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise ExportError(f"--pid-file {pid_file}: cannot signal process {pid} ({exc.strerror or exc})") from None
+    return pid
+
+
+@dataclass
+class Watch:
+    """Keeps ``out`` current: every ``interval_s`` it renders the export and, only when the text differs from the
+    files there, writes them and reloads Mosquitto (``pid_file``). A failed round (database, disk, signal) is
+    logged and retried at the next one; the files keep their last good text meanwhile."""
+
+    sessions: sessionmaker[Session]
+    out: Path
+    root: str
+    hub: MqttUser
+    file_mode: int = 0o600
+    interval_s: float = 5.0
+    pid_file: Path | None = None
+    _reload_pending: bool = field(default=False, init=False)
+
+    def sync(self, *, always: bool = False) -> ExportResult | None:
+        """One round: the result when the files were written, None when they already said the same (``always``:
+        write them anyway). A reload that failed is tried again in the next round, changed files or not."""
+        with self.sessions() as session:
+            files = render(session, root=self.root, hub=self.hub)
+        changed = always or _on_disk(self.out) != (files.password_text, files.acl_text)
+        done = write(files, self.out, self.file_mode) if changed else None
+        if self.pid_file is not None and (changed or self._reload_pending):
+            self._reload_pending = True
+            reload_mosquitto(self.pid_file)
+            self._reload_pending = False
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        """Rounds every ``interval_s`` until ``stop`` is set."""
+        while not stop.wait(self.interval_s):
+            try:
+                done = self.sync()
+            except Exception:  # noqa: BLE001 - the next round retries; Mosquitto keeps the last good files
+                log.exception("mosquitto export: this round failed; retrying in %.0f s", self.interval_s)
+            else:
+                if done is not None:
+                    log.info(
+                        "mosquitto export: %s and %s rewritten (%d users, %d agents, %d observers)%s",
+                        done.password_file, done.acl_file, done.users, done.agents, done.observers,
+                        f"; Mosquitto reloaded ({self.pid_file})" if self.pid_file else "",
+                    )  # fmt: skip

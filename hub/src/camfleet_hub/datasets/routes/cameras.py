@@ -32,7 +32,7 @@ def list_cameras(site: str, session: SessionDep, _user: SiteViewerDep) -> list[C
 
 @router.patch("/sites/{site}/cameras/{camera}", operation_id="update_camera", response_model=CameraPublic)
 def update_camera(site: str, camera: str, body: CameraUpdate, session: SessionDep, _user: SiteAdminDep) -> CameraPublic:
-    """Set the agent that owns the camera (``null``: release it; the next status that names it claims it). Run
-    ``camfleet-hub mqtt export-mosquitto`` and reload Mosquitto afterwards when Mosquitto is the broker."""
+    """Set the agent that owns the camera (``null``: release it; the next status that names it claims it). On
+    Mosquitto it takes effect once exported (``camfleet-hub mqtt export-mosquitto --watch`` does it within seconds)."""
     found = crud.get_site(session, site)
     return views.camera(crud.set_camera_owner(session, crud.get_camera(session, found, camera), body.agent), found)
