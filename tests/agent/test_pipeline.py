@@ -281,6 +281,42 @@ def test_inputs_made_on_the_capture_thread_give_the_same_events_and_a_swap_in_be
     assert versions == {"clothes": "4", "colour": "9"}
 
 
+@pytest.mark.parametrize(("workers", "on_capture"), [(None, True), (1, True), (2, False)])
+def test_model_inputs_are_made_by_the_capture_thread_only_for_a_single_inference_thread(
+    runtimes: dict[str, ClassifierRuntime], image_folder: Path, workers: int | None, on_capture: bool
+) -> None:
+    """With one inference thread the capture thread makes the inputs (they overlap the model's runs); with several
+    workers the workers make them side by side, so the capture thread only decodes. Either way every frame is
+    classified by both classifiers."""
+    queued: list[GatedFrame] = []
+
+    class Recorded(CameraPipeline):
+        def classify_safely(self, item: GatedFrame) -> list[ClassifierResult]:
+            queued.append(item)
+            return super().classify_safely(item)
+
+    camera = CameraSettings.model_validate(
+        {"name": "cam", "source": str(image_folder), "upload_interval_s": 0, "gate": {"enabled": False}}
+    )
+    rec = Recorder()
+    pipeline = Recorded(
+        camera, open_source(str(image_folder), 100, loop=False), lambda: runtimes, rec, Identity("s", "a", Topics())
+    )
+    pool = InferencePool(workers=workers) if workers else None
+    if pool is not None:
+        pool.start()
+    try:
+        pipeline.start(pool)
+        pipeline.join(timeout=60)
+    finally:
+        pipeline.stop()
+        if pool is not None:
+            pool.stop()
+    assert queued and pipeline.processed == len(queued)
+    assert {bool(item.inputs) for item in queued} == {on_capture}
+    assert len(rec.on("/cam/event")) == 2 * len(queued)
+
+
 def test_one_camera_frames_classified_side_by_side_publish_in_order(
     runtimes: dict[str, ClassifierRuntime], image_folder: Path
 ) -> None:

@@ -95,6 +95,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90, *, bgr: bool = False) -> byt
     return buf.tobytes()
 
 
+# Below this factor the last step is bilinear: OpenCV's area average at a non-integer factor is ~8x slower, and at
+# 720 -> 240 -> 224 (a 720p camera frame) the two differ by 0.2 grey levels on average.
+LINEAR_BELOW = 1.25
+
+
 def _downscale(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Area-average to `size` (w, h); an integer-factor pass first, which OpenCV does several times faster."""
     w, h = size
@@ -103,8 +108,8 @@ def _downscale(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         img = cv2.resize(img, (img.shape[1] // k, img.shape[0] // k), interpolation=cv2.INTER_AREA)
     if (img.shape[1], img.shape[0]) == (w, h):
         return img
-    interp = cv2.INTER_AREA if img.shape[1] > w else cv2.INTER_LINEAR
-    return cv2.resize(img, (w, h), interpolation=interp)
+    area = img.shape[1] > w * LINEAR_BELOW or img.shape[0] > h * LINEAR_BELOW
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
 def thumbnail_jpeg(rgb: np.ndarray, size: int = 256, quality: int = 80) -> bytes:

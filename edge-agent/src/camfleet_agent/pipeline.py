@@ -60,6 +60,9 @@ class CameraPipeline:
         self._missing: set[str] = set()  # bound classifiers without an active model, logged once each
         self._snapshot_pending = threading.Event()  # a snapshot passes the gate
         self._pool: InferencePool | None = None
+        # One inference thread: the capture thread makes the model inputs, overlapping with the model's runs. Several
+        # workers: they make them, side by side, and the capture thread (decoding) stops being the narrow part.
+        self._prepare_on_capture = True
         self.meter = RateMeter()
         self.processed = 0
         self.events_published = 0
@@ -93,6 +96,7 @@ class CameraPipeline:
         """Start the capture thread, and an inference thread of its own unless a shared `pool` classifies."""
         self._stop.clear()
         self._capture_done.clear()
+        self._prepare_on_capture = pool is None or pool.workers < 2
         self._threads = [threading.Thread(target=self._capture_loop, name=f"capture-{self.name}", daemon=True)]
         if pool is None:
             self._threads.append(threading.Thread(target=self._infer_loop, name=f"infer-{self.name}", daemon=True))
@@ -138,7 +142,8 @@ class CameraPipeline:
                     self.stats.on_gated_out()
                     continue
                 self._snapshot_pending.clear()
-                self.queue.put(GatedFrame(frame, decision, self._prepare(frame)), wait_unless)
+                inputs = self._prepare(frame) if self._prepare_on_capture else ()
+                self.queue.put(GatedFrame(frame, decision, inputs), wait_unless)
         except CaptureError as exc:
             self.error = str(exc)
             self.stats.on_error(self.error)
