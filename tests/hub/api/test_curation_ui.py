@@ -101,8 +101,11 @@ def test_none_of_the_above_controls_on_the_classifier_and_triage_pages(sqlite_ap
     page = c.get(r.headers["location"]).text
     assert 'data-group="none"' in page and page.count('class="badge none"') == 2  # tree and heading
     assert "Unmark none of the above" in page and "deleted image(s) as none of the above" not in page
+    assert "<title>none (none of the above): 3</title>" in page  # the health chart's bar
     triage = c.get(f"{UI}/triage").text
     assert re.search(r'data-hotkey="\d">none</span> <span class="badge none"[^>]*>none of the above<', triage)
+    assert '<option value="none">none (none of the above)</option>' in triage  # the "Selection to" list
+    assert '<option value="open">open</option>' in triage
 
     assert c.post(act, data={"action": "none", "group": "none"}).status_code == 200  # unmark
     assert "Mark none of the above" in c.get(f"{UI}?group=none").text

@@ -171,7 +171,8 @@ def group_tree(
 
 
 def bar_chart(groups: list[GroupHealth], min_to_train: int) -> str:
-    """Horizontal bars of confirmed images per group (SVG); groups under the minimum drawn in amber."""
+    """Horizontal bars of confirmed images per group (SVG); groups under the minimum drawn in amber, a none of the
+    above group in grey (its images are the rejected ones, not a class people look for)."""
     if not groups:
         return ""
     bar_h, gap, left, width = 18, 6, 150, 560
@@ -187,12 +188,12 @@ def bar_chart(groups: list[GroupHealth], min_to_train: int) -> str:
     for i, g in enumerate(groups):
         y = top + i * (bar_h + gap)
         w = g.images * scale
-        colour = "#d97706" if g.images < min_to_train else "#2563eb"
-        label = escape(g.name[:22]) + (" ⁂" if g.common else "")
+        colour = "#d97706" if g.images < min_to_train else "#6b7280" if g.none_of_the_above else "#2563eb"
+        label = escape(g.name[:22]) + (" ⁂" if g.common else "") + (" (none)" if g.none_of_the_above else "")
         parts.append(
             f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end" fill="#1d2327">{label}</text>'
             f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}" rx="3">'
-            f"<title>{escape(g.name)}: {g.images}</title></rect>"
+            f"<title>{escape(g.name)}{' (none of the above)' if g.none_of_the_above else ''}: {g.images}</title></rect>"
             f'<text x="{left + w + 5:.1f}" y="{y + 13}" font-size="12" fill="#6b7280">{g.images}</text>'
         )
     x_min = left + min_to_train * scale
