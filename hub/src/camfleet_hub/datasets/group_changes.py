@@ -35,6 +35,12 @@ class GroupRow:
     def of(cls, group: Group) -> GroupRow:
         return cls(group.id, group.name, group.parent_id, bool(group.common), bool(group.none_of_the_above))
 
+    def restore(self, group: Group, parent_id: int | None) -> Group:
+        """Put this row back on ``group`` (under ``parent_id``: the stored parent may be gone since)."""
+        group.name, group.parent_id = self.name, parent_id
+        group.common, group.none_of_the_above = self.common, self.none_of_the_above
+        return group
+
 
 def _row_change(group: Group, before: GroupRow) -> dict[str, Any]:
     """The JSON ``history.changes`` keeps for a change of one group's row (a JSON column, hence a dict)."""

@@ -101,14 +101,7 @@ def _recreate_group(session: Session, entry: HistoryEntry, row: GroupRow) -> Gro
     parent_id = row.parent_id
     if parent_id is not None and session.get(Group, parent_id) is None:
         parent_id = None
-    group = Group(
-        id=row.id,
-        classifier_id=entry.classifier_id,
-        name=row.name,
-        parent_id=parent_id,
-        common=row.common,
-        none_of_the_above=row.none_of_the_above,
-    )
+    group = row.restore(Group(id=row.id, classifier_id=entry.classifier_id), parent_id)
     session.add(group)
     session.flush()
     return group
@@ -121,8 +114,7 @@ def _undo_group_row(session: Session, entry: HistoryEntry) -> None:
         raise ConflictError(f"cannot undo entry id={entry.id}: group id={before.id} no longer exists")
     if before.name != group.name:
         _check_name_free(session, entry, before.name)
-    group.name, group.parent_id, group.common = before.name, before.parent_id, before.common
-    group.none_of_the_above = before.none_of_the_above
+    before.restore(group, before.parent_id)
 
 
 def _check_name_free(session: Session, entry: HistoryEntry, name: str) -> None:
