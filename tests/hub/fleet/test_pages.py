@@ -107,3 +107,23 @@ def test_camera_page_timeline_settings_and_commands(sqlite_fleet: FleetHub) -> N
     assert r.status_code == 303
     assert "snapshot cam1" in fleet.client.get(url).text and "waiting…" in fleet.client.get(url).text
     assert fleet.client.post(f"{url}/commands", data={"agent": "agent1", "command": "rm"}).status_code == 422
+
+
+def test_frames_of_a_none_of_the_above_group_do_not_raise_the_anomaly_rate_alert(fleet: FleetHub) -> None:
+    """A model trained with a none group flags the rejected kind by design; on the fleet page those frames count as
+    frames, not as anomalies, while other anomalies still raise the alert (SQLite and PostgreSQL)."""
+    fleet.site("shop", ("cam1", "cam2"))
+    groups = f"{API}/sites/shop/classifiers/door/groups"
+    assert fleet.client.post(f"{API}/sites/shop/classifiers", json={"name": "door"}).status_code == 201
+    for body in ({"name": "open"}, {"name": "closed"}, {"name": "junk", "none_of_the_above": True}):
+        assert fleet.client.post(groups, json=body).status_code == 201
+    now = datetime.now(UTC)
+    for i in range(12):  # each camera: 6 of 12 flagged in the last hour, none the day before
+        flagged = i % 2 == 0
+        fleet.event(camera="cam1", ts=now - timedelta(minutes=i), anomaly=flagged, label="junk" if flagged else "open")
+        fleet.event(camera="cam2", ts=now - timedelta(minutes=i), anomaly=flagged)
+    wait_for(lambda: fleet.stats().events == 24, "events")
+    html = fleet.client.get("/ui/fleet").text
+    cards = {c: html.split(f'data-camera="{c}"', 1)[1].split("</a>", 1)[0] for c in ("cam1", "cam2")}
+    assert "anomaly rate jumped" not in cards["cam1"]
+    assert "anomaly rate jumped to 50% in the last hour (was 0%)" in cards["cam2"]

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html import escape
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from camfleet_hub.core.db.types import utcnow
+from camfleet_hub.datasets.listing import none_of_the_above_names
 from camfleet_hub.datasets.models import Camera, Classifier, Frame, Site
 from camfleet_hub.fleet import behaviour
 from camfleet_hub.fleet.models import Agent, AgentState, FleetEvent
@@ -89,12 +90,22 @@ def _latest_frames(session: Session, site_id: int) -> dict[int, tuple[str, datet
 
 
 def _anomaly_jumps(session: Session, site_id: int, now: datetime) -> dict[str, str]:
-    """Cameras whose anomaly share of the last hour jumped against the 24 hours before (camera → alert text)."""
+    """Cameras whose anomaly share of the last hour jumped against the 24 hours before (camera → alert text).
+
+    A frame put in a none-of-the-above group is flagged by design but is a kind the site already rejected, not a
+    new one: it counts as a frame, not as an anomaly, so marking such a group does not raise the alarm."""
     out: dict[str, str] = {}
+    known = [
+        and_(FleetEvent.classifier == clf.name, FleetEvent.label.in_(names))
+        for clf in session.scalars(select(Classifier).where(Classifier.site_id == site_id))
+        if (names := none_of_the_above_names(session, clf))
+    ]
+    new_kind = and_(FleetEvent.anomaly, not_(or_(*known))) if known else FleetEvent.anomaly
+    last_hour = FleetEvent.ts >= now - timedelta(hours=1)
     rows = session.execute(
-        select(FleetEvent.camera, FleetEvent.ts >= now - timedelta(hours=1), FleetEvent.anomaly, func.count())
+        select(FleetEvent.camera, last_hour, new_kind, func.count())
         .where(FleetEvent.site_id == site_id, FleetEvent.ts >= now - timedelta(hours=25))
-        .group_by(FleetEvent.camera, FleetEvent.ts >= now - timedelta(hours=1), FleetEvent.anomaly)
+        .group_by(FleetEvent.camera, last_hour, new_kind)
     )
     counts: dict[tuple[str, bool], list[int]] = {}
     for camera, recent, anomaly, n in rows:
