@@ -9,7 +9,8 @@ held-out 20 % of known images, 5 % of them flagged in all (`flagged_anyway`: tho
 group count as flagged), and an image is flagged when its score is above the threshold or, with the group, when
 the none class is on top (`ClassifierRuntime.anomaly_flags`). The kNN reference holds the group's images too, as
 the bundle's index does. Reported: the share flagged of the rejected kind's other images, of the new kinds, of
-held-out known images, and the known images' accuracy.
+held-out known images, the known images' accuracy, and the AUROC of the rejected and the new kinds against the
+known images (on the runtime's score: 1.0 where the none class is on top).
 
     python bench/none_group.py [--cases 15] [--seed 0] [--none-images 40] [--backbones lite0 --view std]
     python bench/none_group.py --smoke       # seconds: the tests' carried images, one case
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ood import add_feature_options, knn_distance, load_features  # noqa: E402
+from ood import add_feature_options, auroc, knn_distance, load_features  # noqa: E402
 
 from camfleet_contract.anomaly import AnomalyCalibration, calibrate_combined, combined_scores, statistics  # noqa: E402
 from camfleet_trainer.embed import l2_normalize  # noqa: E402
@@ -46,6 +47,8 @@ class Flagged:
     new: float  # the two kinds never seen
     known: float  # held-out known images (5 % by construction)
     known_accuracy: float
+    rejected_auroc: float  # the rejected kind's score against the held-out known images'
+    new_auroc: float
 
 
 def flag_shares(
@@ -76,11 +79,18 @@ def flag_shares(
     cal = calibrate_combined(
         stats["known"], combine="max", target_flag_rate=DEFAULT_FLAG_RATE, flagged_anyway=none_on_top("known")
     )
-    share = {
-        name: float(((combined_scores(stats[name], cal) > cal.threshold) | none_on_top(name)).mean()) for name in held
-    }
+    # the runtime's score (ClassifierRuntime.anomaly_scores): 1.0 where the none class is on top
+    score = {name: np.where(none_on_top(name), 1.0, combined_scores(stats[name], cal)) for name in held}
+    share = {name: float(((score[name] > cal.threshold) | none_on_top(name)).mean()) for name in held}
     accuracy = float((logits["known"].argmax(axis=1) == held_known_y).mean())
-    return Flagged(share["rejected"], share["new"], share["known"], accuracy)
+    return Flagged(
+        share["rejected"],
+        share["new"],
+        share["known"],
+        accuracy,
+        auroc(score["known"], score["rejected"]),
+        auroc(score["known"], score["new"]),
+    )
 
 
 def run_case(
@@ -130,8 +140,8 @@ def main() -> int:
         every = [(pair, c) for pair, c in every if c not in pair]
         rng = np.random.default_rng(args.seed)
         cases = [every[i] for i in sorted(rng.choice(len(every), min(args.cases, len(every)), replace=False))]
-    print("| new kinds | rejected kind (group size) | rejected flagged | new kinds flagged | known flagged "
-          "| known accuracy |")  # fmt: skip
+    print("| new kinds | rejected kind (group size) | rejected flagged (AUROC) | new kinds flagged (AUROC) "
+          "| known flagged | known accuracy |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
     results = []
     start = time.perf_counter()
@@ -140,7 +150,9 @@ def main() -> int:
         results.append((without, with_group))
         print(
             f"| {names[new[0]]} + {names[new[1]]} | {names[rejected]} ({size}) "
-            f"| {without.rejected:.2f} → {with_group.rejected:.2f} | {without.new:.2f} → {with_group.new:.2f} "
+            f"| {without.rejected:.2f} ({without.rejected_auroc:.2f}) → {with_group.rejected:.2f} "
+            f"({with_group.rejected_auroc:.2f}) | {without.new:.2f} ({without.new_auroc:.2f}) → {with_group.new:.2f} "
+            f"({with_group.new_auroc:.2f}) "
             f"| {without.known:.3f} → {with_group.known:.3f} "
             f"| {without.known_accuracy:.3f} → {with_group.known_accuracy:.3f} |",
             flush=True,
@@ -155,6 +167,8 @@ def main() -> int:
         ("new", "new kinds flagged"),
         ("known", "known flagged"),
         ("known_accuracy", "known accuracy"),
+        ("rejected_auroc", "rejected kind AUROC"),
+        ("new_auroc", "new kinds AUROC"),
     ):
         print(f"mean {label}: {mean(0, field):.3f} → {mean(1, field):.3f}")
     return 0
