@@ -29,7 +29,7 @@ from camfleet_hub.core.comms.acl import MqttPrincipal, MqttRole, may_publish, ma
 from camfleet_hub.core.comms.mosquitto_export import (
     ACL_FILE,
     PASSWORD_FILE,
-    Watch,
+    Exporter,
     acl_text,
     hub_user,
     password_text,
@@ -310,9 +310,11 @@ def test_a_failed_reload_is_logged_and_retried_until_it_works(tmp_path: Path, ca
     engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
     migrate(engine)
     pid_file, out = tmp_path / "mosquitto.pid", tmp_path / "mqtt"
-    watch = Watch(make_sessionmaker(engine), out, "camfleet", hub_user("hub", "pw"), interval_s=0.05, pid_file=pid_file)
+    exporter = Exporter(
+        make_sessionmaker(engine), out, "camfleet", hub_user("hub", "pw"), interval_s=0.05, pid_file=pid_file
+    )
     stop = threading.Event()
-    runner = threading.Thread(target=watch.run, args=(stop,))
+    runner = threading.Thread(target=exporter.watch, args=(stop,))
     mosquitto = subprocess.Popen(["sleep", "60"])  # stands in for Mosquitto: SIGHUP ends it
     try:
         with caplog.at_level(logging.ERROR):

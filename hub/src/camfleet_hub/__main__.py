@@ -172,10 +172,10 @@ def _export_mosquitto(session: Any, args: argparse.Namespace, settings: Any) -> 
     session.close()  # each round below reads in a session of its own; nothing stays open while watching
     try:
         hub = mosquitto_export.hub_user(settings.mqtt.username, password, args.out / mosquitto_export.PASSWORD_FILE)
-        watch = mosquitto_export.Watch(
+        exporter = mosquitto_export.Exporter(
             sessions, args.out, settings.mqtt.root, hub, args.file_mode, args.interval, args.pid_file
         )
-        done = watch.sync(always=not args.watch)
+        done = exporter.sync(always=not args.watch)
     except mosquitto_export.ExportError as exc:
         raise InvalidError(str(exc)) from None
     except OSError as exc:
@@ -192,7 +192,7 @@ def _export_mosquitto(session: Any, args: argparse.Namespace, settings: Any) -> 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"watching credentials and camera owners every {args.interval:g} s (Ctrl-C to stop)", flush=True)
     try:
-        watch.run(stop)
+        exporter.watch(stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

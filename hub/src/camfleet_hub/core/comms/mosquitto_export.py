@@ -170,11 +170,6 @@ def write(files: Export, out: Path, file_mode: int = 0o600) -> ExportResult:
     return ExportResult(out / PASSWORD_FILE, out / ACL_FILE, files.users, files.agents, files.observers)
 
 
-def export(session: Session, out: Path, *, root: str, hub: MqttUser, file_mode: int = 0o600) -> ExportResult:
-    """Write ``out/password_file`` and ``out/acl_file`` for the hub and every unrevoked account."""
-    return write(render(session, root=root, hub=hub), out, file_mode)
-
-
 def _on_disk(out: Path) -> tuple[str, str] | None:
     try:
         return (out / PASSWORD_FILE).read_text(encoding="utf-8"), (out / ACL_FILE).read_text(encoding="utf-8")
@@ -196,10 +191,11 @@ def reload_mosquitto(pid_file: Path) -> int:
 
 
 @dataclass
-class Watch:
-    """Keeps ``out`` current: every ``interval_s`` it renders the export and, only when the text differs from the
-    files there, writes them and reloads Mosquitto (``pid_file``). A failed round (database, disk, signal) is
-    logged and retried at the next one; the files keep their last good text meanwhile."""
+class Exporter:
+    """Writes ``out/password_file`` and ``out/acl_file`` and reloads Mosquitto (``pid_file``): once (``sync``), or
+    every ``interval_s`` (``watch``), then only when the text differs from the files there. A failed round of
+    ``watch`` (database, disk, signal) is logged and retried at the next one; the files keep their last good text
+    meanwhile."""
 
     sessions: sessionmaker[Session]
     out: Path
@@ -223,8 +219,8 @@ class Watch:
             self._reload_pending = False
         return done
 
-    def run(self, stop: threading.Event) -> None:
-        """Rounds every ``interval_s`` until ``stop`` is set."""
+    def watch(self, stop: threading.Event) -> None:
+        """A ``sync`` every ``interval_s`` until ``stop`` is set."""
         while not stop.wait(self.interval_s):
             try:
                 done = self.sync()
