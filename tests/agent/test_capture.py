@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -153,12 +153,10 @@ def test_folder_without_images_fails(tmp_path: Path) -> None:
         take(open_source(str(tmp_path), fps=100), 1)
 
 
-def test_stream_reconnects_until_stopped(caplog: pytest.LogCaptureFixture) -> None:
+def test_stream_reconnects_until_stopped(caplog: pytest.LogCaptureFixture, free_port: Callable[[], int]) -> None:
     """Nothing listens on the port: the source logs, backs off, and returns promptly once stopped."""
     caplog.set_level(logging.WARNING, logger="camfleet_agent.capture")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     source = open_source(f"http://127.0.0.1:{port}/video.mjpg", fps=5)
     stop = threading.Event()
     got: list[object] = []
@@ -190,12 +188,10 @@ class StopAfter:
         return self.is_set()
 
 
-def test_stream_backoff_doubles_up_to_its_cap() -> None:
+def test_stream_backoff_doubles_up_to_its_cap(free_port: Callable[[], int]) -> None:
     from camfleet_agent.stats import CameraStats
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     stats = CameraStats("door")
     source = VideoSource(
         f"http://127.0.0.1:{port}/video.mjpg", fps=5, kind="stream", stats=stats, backoff_start_s=0.5, backoff_max_s=3
