@@ -33,6 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .topics import Name
 
+# The most cameras one agent runs: its settings and its status name at most these, and the hub lets one agent own no
+# more (a stolen agent login cannot fill a site with cameras, each one two deny lines per other agent in
+# Mosquitto's acl_file).
+MAX_AGENT_CAMERAS = 256
+
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Coord, Coord]
 Polygon = Annotated[list[Point], Field(min_length=3, max_length=64)]
@@ -166,7 +171,7 @@ class AgentConfig(_Model):
     """The settings the hub delivers to one agent (versioned, so the agent can report which it applied)."""
 
     version: int = Field(ge=0)
-    cameras: list[CameraConfig] = Field(default_factory=list)
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=MAX_AGENT_CAMERAS)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> AgentConfig:

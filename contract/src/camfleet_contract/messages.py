@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .agent_config import AgentConfig
+from .agent_config import MAX_AGENT_CAMERAS, AgentConfig
 from .rollback import RollbackStatement
 from .topics import Name
 
@@ -122,7 +122,7 @@ class AgentStatus(Message):
     ts: Timestamp = Field(default_factory=utcnow)
     software_version: str = ""
     models: dict[str, str] = Field(default_factory=dict)
-    cameras: list[Name] = Field(default_factory=list)
+    cameras: list[Name] = Field(default_factory=list, max_length=MAX_AGENT_CAMERAS)
     fps: dict[str, float] = Field(default_factory=dict)
     gate_ratio: dict[str, float] = Field(
         default_factory=dict, description="per camera: frames classified ÷ frames captured (the motion gate's share)"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import cv2
 
-from camfleet_contract.agent_config import AgentConfig
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, AgentConfig
 from camfleet_contract.messages import AgentStatus, CommandReply, to_json
 from camfleet_contract.topics import Topics
 
@@ -330,6 +330,10 @@ class Agent:
         with self._cameras_lock:
             for hub_cam in config.cameras:
                 local = self.cameras.get(hub_cam.name)
+                if local is None and len(self.cameras) >= MAX_AGENT_CAMERAS:
+                    limit = MAX_AGENT_CAMERAS
+                    log.warning("camera %s from the hub not added: an agent runs at most %d", hub_cam.name, limit)
+                    continue
                 merged = CameraSettings(
                     **hub_cam.model_dump(),
                     upload_interval_s=0,  # the hub's upload rules replace the local interval

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from camfleet_contract.agent_config import CameraConfig
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, CameraConfig
 from camfleet_contract.config import load_config
 from camfleet_contract.mqtt import MqttSettings as BrokerSettings
 from camfleet_contract.topics import validate_name  # a TopicError is a ValueError: pydantic reports it
@@ -150,7 +150,7 @@ class AgentSettings(BaseModel):
     models: ModelTrustSettings = Field(default_factory=ModelTrustSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
-    cameras: list[CameraSettings] = Field(default_factory=list)
+    cameras: list[CameraSettings] = Field(default_factory=list, max_length=MAX_AGENT_CAMERAS)
 
     @field_validator("agent")
     @classmethod

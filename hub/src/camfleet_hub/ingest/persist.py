@@ -5,18 +5,20 @@ Portable between SQLite and PostgreSQL: both dialects support ``INSERT … ON CO
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS
 from camfleet_hub.core.config import DeadLetterSettings
 from camfleet_hub.core.db.types import utcnow
-from camfleet_hub.datasets import camera_owners
+from camfleet_hub.datasets import camera_owners, crud
 from camfleet_hub.datasets.models import Blob, Camera, Classifier, Frame, Image, ImageSource, ImageStatus, Site
 from camfleet_hub.fleet import behaviour
 from camfleet_hub.fleet.models import Agent, AgentState
@@ -24,6 +26,8 @@ from camfleet_hub.ingest.models import DeadLetter
 from camfleet_hub.ingest.validate import StatusUpdate, ValidFrame
 
 PRUNE_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's bound-parameter limit
+
+log = logging.getLogger(__name__)
 
 
 def _table(model: Any) -> Table:
@@ -71,7 +75,11 @@ def resolve_names(
         sites = {n: i for i, n in session.execute(select(Site.id, Site.name).where(Site.name.in_(site_names)))}
     wanted = [(sites[s], c) for s, c in pairs if s in sites]
     if register:
-        new = [{"site_id": sites[s], "name": c} for s, c in register if s in sites]
+        new = [
+            {"site_id": sites[s], "name": c}
+            for s, c in register
+            if s in sites and c.lower() not in crud.RESERVED_CAMERA_NAMES
+        ]
         insert_ignore(session, Camera, new, ["site_id", "name"])
     cameras: dict[tuple[str, str], int] = {}
     owners: dict[tuple[str, str], str] = {}
@@ -230,6 +238,28 @@ def prune_dead_letters(session: Session, topics: Iterable[str], limits: DeadLett
     return keys
 
 
+def _register_cameras(session: Session, site_id: int, agent: str, cameras: Iterable[str]) -> None:
+    """Store the cameras a status names and claim the unowned ones for its agent, up to ``MAX_AGENT_CAMERAS``
+    owned by that agent; reserved names (MQTT topic words, refused by ``POST …/cameras`` too) are left out."""
+    names = sorted({c for c in cameras if c.lower() not in crud.RESERVED_CAMERA_NAMES})
+    if not names:
+        return
+    found = select(Camera.name, Camera.agent).where(Camera.site_id == site_id, Camera.name.in_(names))
+    owner: dict[str, str | None] = {name: agent for name, agent in session.execute(found)}
+    owned = session.scalar(select(func.count()).where(Camera.site_id == site_id, Camera.agent == agent)) or 0
+    wanted = [c for c in names if c not in owner or owner[c] is None]  # would become the agent's
+    room = max(0, MAX_AGENT_CAMERAS - owned)
+    taken, left = wanted[:room], wanted[room:]
+    if left:
+        log.warning(
+            "agent %r already owns %d cameras (at most %d): %d more left out (%s...)",
+            agent, owned, MAX_AGENT_CAMERAS, len(left), ", ".join(left[:5]),
+        )  # fmt: skip
+    new = [{"site_id": site_id, "name": c} for c in taken if c not in owner]
+    insert_ignore(session, Camera, new, ["site_id", "name"])
+    camera_owners.claim(session, site_id, agent, taken)
+
+
 def apply_status(session: Session, update_: StatusUpdate) -> bool:
     """Upsert the agent row, register its cameras and claim the unowned ones for it; False when the site is unknown
     (try again later)."""
@@ -259,8 +289,7 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
     if status.software_version:
         agent.software_version = status.software_version[:64]  # the column's width; the full text is in status
     if status.cameras:
-        insert_ignore(session, Camera, [{"site_id": site_id, "name": c} for c in status.cameras], ["site_id", "name"])
-        camera_owners.claim(session, site_id, update_.agent, status.cameras)
+        _register_cameras(session, site_id, update_.agent, status.cameras)
     if status.first_frames:
         behaviour.record(session, site_id, status)
     return True

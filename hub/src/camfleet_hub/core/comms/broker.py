@@ -146,6 +146,18 @@ async def _owner_lookup(owners: CameraOwners | None) -> OwnerLookup | None:
     return owners.owner
 
 
+async def _will_allowed(access: BrokerAccess, principal: MqttPrincipal, session: Session) -> bool:
+    """May ``principal`` publish its last-will now (and retain it, when asked)? Asked at CONNECT and again when the
+    will would be sent: the will's camera may have got another owner in between."""
+    topic = session.will_topic
+    if topic is None:
+        return True
+    owner = await _owner_lookup(access.owners) if principal.role is MqttRole.AGENT else None
+    return may_publish(principal, topic, access.root, owner) and (
+        not session.will_retain or may_retain(principal, topic, access.root)
+    )
+
+
 class CamfleetAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt auth plugin: credentials for every client; a last-will the client may not publish refuses the CONNECT."""
 
@@ -164,14 +176,9 @@ class CamfleetAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships n
         if principal is None:
             log.warning("embedded broker: refused %s: unknown user, wrong password or anonymous", who)
             return False
-        if session.will_flag and session.will_topic is not None:
-            owner = await _owner_lookup(access.owners) if principal.role is MqttRole.AGENT else None
-            will_ok = may_publish(principal, session.will_topic, access.root, owner) and (
-                not session.will_retain or may_retain(principal, session.will_topic, access.root)
-            )
-            if not will_ok:
-                log.warning("embedded broker: refused %s: last-will on %r not allowed", who, session.will_topic)
-                return False
+        if session.will_flag and not await _will_allowed(access, principal, session):
+            log.warning("embedded broker: refused %s: last-will on %r not allowed", who, session.will_topic)
+            return False
         session.attributes[PRINCIPAL_KEY] = principal
         return True
 
@@ -218,11 +225,28 @@ class CamfleetTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships
 
 
 class _CamfleetBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
-    """amqtt's broker, keeping a retained message only where its sender may retain (agents: their own status)."""
+    """amqtt's broker, keeping a retained message only where its sender may retain (agents: their own status), and
+    sending a last-will only where its client may still publish it."""
 
-    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, root: str) -> None:
+    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, access: BrokerAccess) -> None:
         super().__init__(config, loop=loop)
-        self._root = root
+        self._access = access
+        self._root = access.root
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: Any, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        # amqtt sends the will without its topic filter; the owners it was checked against at CONNECT may be stale
+        if client_session.will_flag:
+            principal = _principal_of(client_session)
+            if principal is None or not await _will_allowed(self._access, principal, client_session):
+                log.warning(
+                    "embedded broker: last-will of client %r on %r not sent: no longer allowed",
+                    client_session.client_id,
+                    client_session.will_topic,
+                )
+                client_session.will_flag = False
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def retain_message(
         self,
@@ -344,7 +368,7 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
 
         async def boot() -> Broker:
-            broker = _CamfleetBroker(self.config(), loop, self.access.root)
+            broker = _CamfleetBroker(self.config(), loop, self.access)
             await broker.start()
             return broker
 
