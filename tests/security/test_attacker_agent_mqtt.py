@@ -20,18 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "fleet"))  # the fleet tests' helpers
 
-from fleethelpers import API, FleetHub, hub_settings, token_for  # noqa: E402
+from fleethelpers import API, FleetHub, started_fleet  # noqa: E402
 
 from camfleet_contract.envelope import MAGIC, new_header  # noqa: E402
-from camfleet_hub.api import create_app  # noqa: E402
-from camfleet_hub.app import Hub  # noqa: E402
-from camfleet_hub.core.comms.mqtt import MqttClient  # noqa: E402
 from camfleet_hub.datasets.models import Camera  # noqa: E402
 from camfleet_hub.fleet.models import Agent  # noqa: E402
 from camfleet_hub.ingest.models import DeadLetter  # noqa: E402
@@ -42,23 +38,9 @@ from tests.support.polling import unique, wait_for  # noqa: E402
 def fleet(request: pytest.FixtureRequest, tmp_path: Path, mosquitto: Any) -> Iterator[FleetHub]:
     """A started hub with ingest on the session Mosquitto (its own topic root), site ``shop`` with camera ``cam1``."""
     db_url = f"sqlite:///{tmp_path / 'hub.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    hub = Hub(
-        hub_settings(tmp_path / "h", db_url, mosquitto.host, mosquitto.port), http=False, ingest=True, broker=False
-    )
-    services = hub.start()
-    assert services.mqtt.wait_connected(30) and hub.ingest is not None and hub.ingest.client.wait_connected(30)
-    client = TestClient(create_app(services), headers={"Authorization": f"Bearer {token_for(services)}"})
-    client.__enter__()
-    agent = MqttClient(mosquitto.host, mosquitto.port, unique("agent-"))
-    assert agent.start(30)
-    f = FleetHub(services=services, client=client, hub=hub, agent=agent, mosquitto=mosquitto)
-    f.site("shop", ("cam1",))
-    try:
+    with started_fleet(tmp_path / "h", db_url, mosquitto) as f:
+        f.site("shop", ("cam1",))
         yield f
-    finally:
-        agent.stop()
-        client.__exit__(None, None, None)
-        hub.stop()
 
 
 def _event(**fields: Any) -> dict[str, Any]:

@@ -25,25 +25,21 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub" / "fleet"))  # the fleet tests' helpers
 
-from fleethelpers import API, FleetHub, hub_settings, token_for  # noqa: E402
+from fleethelpers import API, FleetHub, started_fleet  # noqa: E402
 
 from camfleet_contract.agent_config import MAX_AGENT_CAMERAS  # noqa: E402
 from camfleet_contract.envelope import MAGIC, new_header  # noqa: E402
 from camfleet_contract.messages import AgentStatus  # noqa: E402
-from camfleet_hub.api import create_app  # noqa: E402
-from camfleet_hub.app import Hub  # noqa: E402
 from camfleet_hub.auth import mqtt_accounts  # noqa: E402
 from camfleet_hub.auth.models import MqttAccountKind  # noqa: E402
 from camfleet_hub.core.comms import mosquitto_export  # noqa: E402
 from camfleet_hub.core.comms.broker import BrokerAccess, EmbeddedBroker  # noqa: E402
-from camfleet_hub.core.comms.mqtt import MqttClient  # noqa: E402
 from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate  # noqa: E402
 from camfleet_hub.datasets import crud  # noqa: E402
 from camfleet_hub.datasets.camera_owners import OwnerCache  # noqa: E402
@@ -288,30 +284,13 @@ def test_mosquitto_checks_a_will_when_it_is_sent_so_an_armed_will_misses_the_new
 @pytest.fixture
 def fleet(tmp_path: Path, mosquitto: Any) -> Iterator[FleetHub]:
     """A started hub with ingest on the session Mosquitto (its own topic root), site shop with camera cam1, SQLite."""
-    hub = Hub(
-        hub_settings(tmp_path / "h", f"sqlite:///{tmp_path / 'hub.db'}", mosquitto.host, mosquitto.port),
-        http=False,
-        ingest=True,
-        broker=False,
-    )
-    services = hub.start()
-    assert services.mqtt.wait_connected(30) and hub.ingest is not None and hub.ingest.client.wait_connected(30)
-    client = TestClient(create_app(services), headers={"Authorization": f"Bearer {token_for(services)}"})
-    client.__enter__()
-    agent = MqttClient(mosquitto.host, mosquitto.port, unique("agent-"))
-    assert agent.start(30)
-    f = FleetHub(services=services, client=client, hub=hub, agent=agent, mosquitto=mosquitto)
-    f.site("shop", ("cam1",))
-    with services.sessions() as s:
-        shop = crud.get_site(s, "shop")
-        for name in ("agent1", "agent2"):
-            mqtt_accounts.create_account(s, MqttAccountKind.AGENT, shop, name, "test")
-    try:
+    with started_fleet(tmp_path / "h", f"sqlite:///{tmp_path / 'hub.db'}", mosquitto) as f:
+        f.site("shop", ("cam1",))
+        with f.services.sessions() as s:
+            shop = crud.get_site(s, "shop")
+            for name in ("agent1", "agent2"):
+                mqtt_accounts.create_account(s, MqttAccountKind.AGENT, shop, name, "test")
         yield f
-    finally:
-        agent.stop()
-        client.__exit__(None, None, None)
-        hub.stop()
 
 
 def _status(agent: str, **fields: Any) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,6 +90,28 @@ class FleetHub:
 
     def stats(self) -> IngestCounts:
         return self.services.ingest_stats.snapshot()
+
+
+@contextmanager
+def started_fleet(data_dir: Path, db_url: str, mosquitto: Any) -> Iterator[FleetHub]:
+    """A started hub with ingest on ``mosquitto`` (its own topic root), a REST client with the first admin's
+    every-site token and an MQTT client that plays the agents; all stopped on exit."""
+    from camfleet_hub.api import create_app
+
+    hub = Hub(hub_settings(data_dir, db_url, mosquitto.host, mosquitto.port), http=False, ingest=True, broker=False)
+    services = hub.start()
+    try:
+        assert services.mqtt.wait_connected(30), "hub MQTT client did not connect"
+        assert hub.ingest is not None and hub.ingest.client.wait_connected(30), "ingest did not connect"
+        with TestClient(create_app(services), headers={"Authorization": f"Bearer {token_for(services)}"}) as client:
+            agent = MqttClient(mosquitto.host, mosquitto.port, unique("agent-"))
+            try:
+                assert agent.start(30), "the test agent client did not connect"
+                yield FleetHub(services=services, client=client, hub=hub, agent=agent, mosquitto=mosquitto)
+            finally:
+                agent.stop()
+    finally:
+        hub.stop()
 
 
 def iso(ts: datetime) -> str:
