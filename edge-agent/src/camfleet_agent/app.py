@@ -331,8 +331,7 @@ class Agent:
             for hub_cam in config.cameras:
                 local = self.cameras.get(hub_cam.name)
                 if local is None and len(self.cameras) >= MAX_AGENT_CAMERAS:
-                    limit = MAX_AGENT_CAMERAS
-                    log.warning("camera %s from the hub not added: an agent runs at most %d", hub_cam.name, limit)
+                    log.warning("hub camera %s not added: %d cameras at most", hub_cam.name, MAX_AGENT_CAMERAS)
                     continue
                 merged = CameraSettings(
                     **hub_cam.model_dump(),
