@@ -66,3 +66,21 @@ def test_camera_round_trips_and_refuses_duplicates() -> None:
         AgentConfig(version=1, cameras=[cam, cam])
     with pytest.raises(ValidationError, match="sensitivity"):
         CameraConfig(name="gate", source="0", gate={"sensitivity": 2})
+
+
+def test_an_agent_runs_at_most_max_agent_cameras() -> None:
+    """The hub's settings, the agent's own and its status are bounded alike, so a status the agent sends is never
+    refused for its length and a stolen agent login cannot name thousands of cameras."""
+    from camfleet_agent.config import AgentSettings
+    from camfleet_contract.agent_config import MAX_AGENT_CAMERAS
+    from camfleet_contract.messages import AgentStatus
+
+    names = [f"cam{i}" for i in range(MAX_AGENT_CAMERAS + 1)]
+    cameras = [CameraConfig(name=n, source="0") for n in names]
+    assert len(AgentConfig(version=1, cameras=cameras[:-1]).cameras) == MAX_AGENT_CAMERAS
+    with pytest.raises(ValidationError, match=f"at most {MAX_AGENT_CAMERAS}"):
+        AgentConfig(version=1, cameras=cameras)
+    with pytest.raises(ValidationError, match=f"at most {MAX_AGENT_CAMERAS}"):
+        AgentStatus(state="online", agent="a1", site="shop", cameras=names)
+    with pytest.raises(ValidationError, match=f"at most {MAX_AGENT_CAMERAS}"):
+        AgentSettings(site="shop", agent="a1", cameras=[{"name": n, "source": "0"} for n in names])
