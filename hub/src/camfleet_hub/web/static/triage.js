@@ -204,6 +204,10 @@
   }
 
   async function undo() {
+    // z right after an action undoes that action: wait until its answer (and history entry) is in
+    for (let waited = 0; pending > 0 && waited < 30000; waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const last = undoStack.pop();
     if (!last) {
       showError("Nothing to undo on this page (older changes: History).");
