@@ -75,9 +75,17 @@ def test_ood_bench_smoke() -> None:
 
 def test_none_group_bench_smoke() -> None:
     out = run_bench("none_group.py", "--smoke")
-    row = re.search(r"^\| pants \+ skirt \| shoes \((\d+)\) \| (\d\.\d\d) → (\d\.\d\d) \|", out, re.M)
+    share = r"(\d\.\d\d) \((\d\.\d\d)\)"  # flagged (AUROC)
+    row = re.search(rf"^\| pants \+ skirt \| shoes \((\d+)\) \| {share} → {share} \|", out, re.M)
     assert row and int(row.group(1)) > 0, out
-    for label in ("rejected kind flagged", "new kinds flagged", "known flagged", "known accuracy"):
+    for label in (
+        "rejected kind flagged",
+        "new kinds flagged",
+        "known flagged",
+        "known accuracy",
+        "rejected kind AUROC",
+        "new kinds AUROC",
+    ):
         assert re.search(rf"^mean {label}: \d\.\d{{3}} → \d\.\d{{3}}$", out, re.M), out
 
 
