@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 # float32 through ~100 layers: ORT and torch fuse and order ops differently, so tiny differences are
-# expected; anything above this means the graph or the preprocessing disagree, and the bundle is refused.
+# expected; anything above this means the graph or the preprocessing disagree, and the bundle is refused. Logits are
+# held to it relative to their size: a sure fine-tuned model's logits reach ~50, where rounding alone is ~1e-4.
 PARITY_ATOL = 1e-4
 DEFAULT_CLASSIFIER = "imagenet"
 CONFIDENCE_THRESHOLD = 0.8  # ImageNet default: flag when the top-1 probability is below 0.2
@@ -164,13 +165,15 @@ def check_parity(module: BundleModel, onnx_path: Path, images: Sequence[np.ndarr
     with torch.inference_mode():
         want_logits, want_emb = (t.numpy() for t in module(torch.from_numpy(batch)))
     logit_diff = float(np.abs(got_logits - want_logits).max())
+    logit_limit = PARITY_ATOL * max(1.0, float(np.abs(want_logits).max()))
     emb_diff = float(np.abs(got_emb - want_emb).max())
     same_top1 = bool((got_logits.argmax(1) == want_logits.argmax(1)).all())
     report = Parity(len(images), logit_diff, emb_diff)
-    if not np.isfinite(got_logits).all() or logit_diff > PARITY_ATOL or emb_diff > PARITY_ATOL or not same_top1:
+    if not np.isfinite(got_logits).all() or logit_diff > logit_limit or emb_diff > PARITY_ATOL or not same_top1:
         raise ExportError(
-            f"ONNX export disagrees with torch on {len(images)} real images: max |logit diff| {logit_diff:.2e}, "
-            f"max |embedding diff| {emb_diff:.2e} (limit {PARITY_ATOL:.0e}), same top-1: {same_top1}"
+            f"ONNX export disagrees with torch on {len(images)} real images: max |logit diff| {logit_diff:.2e} "
+            f"(limit {logit_limit:.1e}), max |embedding diff| {emb_diff:.2e} (limit {PARITY_ATOL:.0e}), "
+            f"same top-1: {same_top1}"
         )
     return report
 
