@@ -184,7 +184,8 @@ def _export_mosquitto(session: Any, args: argparse.Namespace, settings: Any) -> 
     if done is None:
         print(f"{args.out}: the files are current", flush=True)
     else:
-        print(f"wrote {done.password_file} and {done.acl_file}: {done.users} users ({done.agents} agents, "
+        files = f"{args.out / mosquitto_export.PASSWORD_FILE} and {args.out / mosquitto_export.ACL_FILE}"
+        print(f"wrote {files}: {done.users} users ({done.agents} agents, "
               f"{done.observers} observers, the hub); {after}", flush=True)  # fmt: skip
     if not args.watch:
         return

@@ -246,8 +246,10 @@ def _register_cameras(session: Session, site_id: int, agent: str, cameras: Itera
         return
     found = select(Camera.name, Camera.agent).where(Camera.site_id == site_id, Camera.name.in_(names))
     owner: dict[str, str | None] = {name: agent for name, agent in session.execute(found)}
-    owned = session.scalar(select(func.count()).where(Camera.site_id == site_id, Camera.agent == agent)) or 0
     wanted = [c for c in names if c not in owner or owner[c] is None]  # would become the agent's
+    if not wanted:
+        return  # the usual status: its cameras are stored and owned already
+    owned = session.scalar(select(func.count()).where(Camera.site_id == site_id, Camera.agent == agent)) or 0
     room = max(0, MAX_AGENT_CAMERAS - owned)
     taken, left = wanted[:room], wanted[room:]
     if left:

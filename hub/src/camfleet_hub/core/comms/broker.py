@@ -231,7 +231,6 @@ class _CamfleetBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
     def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop, access: BrokerAccess) -> None:
         super().__init__(config, loop=loop)
         self._access = access
-        self._root = access.root
 
     async def _handle_disconnect(
         self, client_session: Session, handler: Any, disconnect_waiter: asyncio.Future[Any]
@@ -257,7 +256,7 @@ class _CamfleetBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
     ) -> None:
         principal = _principal_of(source_session)
         if source_session is not None and topic_name is not None:
-            if principal is None or not may_retain(principal, topic_name, self._root):
+            if principal is None or not may_retain(principal, topic_name, self._access.root):
                 log.warning("embedded broker: not retaining %r from client %r", topic_name, source_session.client_id)
                 return
         await super().retain_message(source_session, topic_name, data, qos)

@@ -63,15 +63,6 @@ class Export:
     observers: int
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    password_file: Path
-    acl_file: Path
-    users: int
-    agents: int
-    observers: int
-
-
 def hub_user(username: str | None, password: str | None, previous: Path | None = None) -> MqttUser:
     """The hub's own user from ``mqtt.username`` / ``mqtt.password`` (Mosquitto needs the password set).
 
@@ -163,11 +154,10 @@ def render(session: Session, *, root: str, hub: MqttUser) -> Export:
     )
 
 
-def write(files: Export, out: Path, file_mode: int = 0o600) -> ExportResult:
+def write(files: Export, out: Path, file_mode: int = 0o600) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / PASSWORD_FILE, files.password_text, file_mode)
     write_atomically(out / ACL_FILE, files.acl_text, file_mode)
-    return ExportResult(out / PASSWORD_FILE, out / ACL_FILE, files.users, files.agents, files.observers)
 
 
 def _on_disk(out: Path) -> tuple[str, str] | None:
@@ -206,18 +196,19 @@ class Exporter:
     pid_file: Path | None = None
     _reload_pending: bool = field(default=False, init=False)
 
-    def sync(self, *, always: bool = False) -> ExportResult | None:
-        """One round: the result when the files were written, None when they already said the same (``always``:
-        write them anyway). A reload that failed is tried again in the next round, changed files or not."""
+    def sync(self, *, always: bool = False) -> Export | None:
+        """One round: what was written, or None when the files already said the same (``always``: write them
+        anyway). A reload that failed is tried again in the next round, changed files or not."""
         with self.sessions() as session:
             files = render(session, root=self.root, hub=self.hub)
         changed = always or _on_disk(self.out) != (files.password_text, files.acl_text)
-        done = write(files, self.out, self.file_mode) if changed else None
+        if changed:
+            write(files, self.out, self.file_mode)
         if self.pid_file is not None and (changed or self._reload_pending):
             self._reload_pending = True
             reload_mosquitto(self.pid_file)
             self._reload_pending = False
-        return done
+        return files if changed else None
 
     def watch(self, stop: threading.Event) -> None:
         """A ``sync`` every ``interval_s`` until ``stop`` is set."""
@@ -230,6 +221,6 @@ class Exporter:
                 if done is not None:
                     log.info(
                         "mosquitto export: %s and %s rewritten (%d users, %d agents, %d observers)%s",
-                        done.password_file, done.acl_file, done.users, done.agents, done.observers,
+                        self.out / PASSWORD_FILE, self.out / ACL_FILE, done.users, done.agents, done.observers,
                         f"; Mosquitto reloaded ({self.pid_file})" if self.pid_file else "",
                     )  # fmt: skip
