@@ -8,7 +8,7 @@ from pathlib import Path
 from fleethelpers import API, FleetHub, token_for, unique, wait_for
 
 from camfleet_agent.remote_config import RemoteConfig
-from camfleet_contract.agent_config import AgentConfig
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, AgentConfig
 from camfleet_contract.messages import (
     AgentConfigDocument,
     AgentStatus,
@@ -101,6 +101,19 @@ def test_settings_refusals(sqlite_fleet: FleetHub) -> None:
     labeller = {"Authorization": f"Bearer {token_for(fleet.services, 'shop', Role.LABELLER)}"}
     assert fleet.client.put(url, json={"cameras": [CAMERA]}, headers=labeller).status_code == 403
     assert fleet.client.get(f"{url}/history").json() == []
+
+
+def test_settings_camera_bound_is_the_contracts(sqlite_fleet: FleetHub) -> None:
+    """The REST route takes as many cameras as the agent's settings may hold (MAX_AGENT_CAMERAS), and no more."""
+    fleet = sqlite_fleet
+    fleet.site()
+    url = f"{API}/sites/shop/agents/agent1/config"
+    cameras = [{"name": f"cam{i}", "source": f"rtsp://10.0.0.5/{i}"} for i in range(MAX_AGENT_CAMERAS + 1)]
+    r = fleet.client.put(url, json={"cameras": cameras})
+    assert r.status_code == 422 and "cameras" in r.text
+    r = fleet.client.put(url, json={"cameras": cameras[:MAX_AGENT_CAMERAS]})
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 1 and len(r.json()["cameras"]) == MAX_AGENT_CAMERAS
 
 
 def test_commands_and_replies(sqlite_fleet: FleetHub) -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from camfleet_contract.agent_config import CameraConfig
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, CameraConfig
 from camfleet_contract.messages import Prediction
 from camfleet_contract.topics import Name
 
@@ -72,7 +72,7 @@ class FleetSiteSettingsUpdate(Request):
 class AgentConfigUpdate(Request):
     """A new version of an agent's settings: the whole camera list (the hub numbers the version)."""
 
-    cameras: list[CameraConfig] = Field(max_length=64)
+    cameras: list[CameraConfig] = Field(max_length=MAX_AGENT_CAMERAS)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> AgentConfigUpdate:
