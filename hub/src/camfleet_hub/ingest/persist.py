@@ -5,7 +5,10 @@ Portable between SQLite and PostgreSQL: both dialects support ``INSERT … ON CO
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -238,7 +241,32 @@ def prune_dead_letters(session: Session, topics: Iterable[str], limits: DeadLett
     return keys
 
 
-def _register_cameras(session: Session, site_id: int, agent: str, cameras: Iterable[str]) -> None:
+class LeftOutWarnings:
+    """Which cameras were last left out for each (site, agent), so the "over the limit" warning is logged once per
+    change instead of on every status (one every few seconds); the ``size`` most recently seen pairs are kept."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._last: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def changed(self, site: str, agent: str, left: Sequence[str]) -> bool:
+        """Record what ``agent`` has left out now; True when it is something, and not what was recorded last."""
+        key = (site, agent)
+        digest = hashlib.blake2b("\n".join(sorted(left)).encode(), digest_size=16).digest() if left else b""
+        with self._lock:
+            before = self._last.pop(key, b"")
+            if digest:
+                self._last[key] = digest  # the most recent last: the oldest pair is the one forgotten
+                if len(self._last) > self._size:
+                    self._last.popitem(last=False)
+        return digest not in (b"", before)
+
+
+_left_out = LeftOutWarnings()
+
+
+def _register_cameras(session: Session, site_id: int, site: str, agent: str, cameras: Iterable[str]) -> None:
     """Store the cameras a status names and claim the unowned ones for its agent, up to ``MAX_AGENT_CAMERAS``
     owned by that agent; reserved names (MQTT topic words, refused by ``POST …/cameras`` too) are left out."""
     names = sorted({c for c in cameras if c.lower() not in crud.RESERVED_CAMERA_NAMES})
@@ -248,14 +276,15 @@ def _register_cameras(session: Session, site_id: int, agent: str, cameras: Itera
     owner: dict[str, str | None] = {name: agent for name, agent in session.execute(found)}
     wanted = [c for c in names if c not in owner or owner[c] is None]  # would become the agent's
     if not wanted:
+        _left_out.changed(site, agent, [])  # nothing left out: a later overflow is warned about again
         return  # the usual status: its cameras are stored and owned already
     owned = session.scalar(select(func.count()).where(Camera.site_id == site_id, Camera.agent == agent)) or 0
     room = max(0, MAX_AGENT_CAMERAS - owned)
     taken, left = wanted[:room], wanted[room:]
-    if left:
+    if _left_out.changed(site, agent, left):
         log.warning(
-            "agent %r already owns %d cameras (at most %d): %d more left out (%s...)",
-            agent, owned, MAX_AGENT_CAMERAS, len(left), ", ".join(left[:5]),
+            "agent %r of site %r already owns %d cameras (at most %d): %d more left out (%s...)",
+            agent, site, owned, MAX_AGENT_CAMERAS, len(left), ", ".join(left[:5]),
         )  # fmt: skip
     new = [{"site_id": site_id, "name": c} for c in taken if c not in owner]
     insert_ignore(session, Camera, new, ["site_id", "name"])
@@ -291,7 +320,7 @@ def apply_status(session: Session, update_: StatusUpdate) -> bool:
     if status.software_version:
         agent.software_version = status.software_version[:64]  # the column's width; the full text is in status
     if status.cameras:
-        _register_cameras(session, site_id, update_.agent, status.cameras)
+        _register_cameras(session, site_id, update_.site, update_.agent, status.cameras)
     if status.first_frames:
         behaviour.record(session, site_id, status)
     return True
