@@ -120,6 +120,35 @@ def test_none_of_the_above_class_on_top_is_flagged(bundle: Path, key: str) -> No
     assert [c.none_of_the_above for c in got] == [False, True] and got[1].as_dict()["none_of_the_above"] is True
 
 
+def test_none_on_top_is_computed_once_per_batch(bundle: Path, key: str) -> None:
+    """classify_batch takes the logits' argmax for the none-of-the-above rule once and hands it to the score and the
+    flags, which come out as when each computes it itself."""
+    from camfleet_contract.bundle import Manifest, sign_bundle
+
+    manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
+    sign_bundle(bundle, manifest.model_copy(update={"none_classes": ["blue"]}), key)
+    rt = ClassifierRuntime(bundle, public_key=public_key_of(key))
+    images = [np.zeros((40, 40, 3), np.uint8) for _ in range(4)]
+    for img, channel in zip(images, [0, 1, 2, 2], strict=True):
+        img[..., channel] = 220
+    batch = rt.prepare(images)
+    logits, embedding = rt.run(batch)
+    scores = rt.anomaly_scores(logits, embedding)  # each computing the argmax itself, as before
+    flags = rt.anomaly_flags(logits, scores)
+    calls: list[int] = []
+    computed = rt.none_on_top
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return computed(x)
+
+    rt.none_on_top = counted  # type: ignore[method-assign]
+    got = rt.classify_batch(batch)
+    assert calls == [len(images)]
+    assert [c.none_of_the_above for c in got] == [False, False, True, True]
+    assert [c.anomaly for c in got] == flags.tolist() and [c.anomaly_score for c in got] == scores.tolist()
+
+
 def test_manifest_refuses_bad_none_classes(bundle: Path) -> None:
     from pydantic import ValidationError
 

@@ -142,28 +142,36 @@ class ClassifierRuntime:
         return logits, embedding
 
     def anomaly_scores(
-        self, logits: np.ndarray, embedding: np.ndarray, distances: np.ndarray | None = None
+        self,
+        logits: np.ndarray,
+        embedding: np.ndarray,
+        distances: np.ndarray | None = None,
+        *,
+        none: np.ndarray | None = None,
     ) -> np.ndarray:
         """The manifest's anomaly score (N,) of raw model outputs; flag where it is above the threshold.
 
         Callers that run the model themselves (the hub's scoring) should use this, so every statistic the bundle
-        was calibrated with (energy, SCALE-shaped energy, kNN distance, confidence) is included.
+        was calibrated with (energy, SCALE-shaped energy, kNN distance, confidence) is included. ``none`` is
+        ``none_on_top(logits)`` when the caller has it already (computed here otherwise).
         """
         cal = self.manifest.anomaly
         if distances is None and self.index is not None:
             distances = self.index.distances(embedding, cal.k)
         scores = batch_scores(logits, embedding, distances, cal)
         # A "none of the above" class on top is the strongest evidence the bundle has: the score says so.
-        return np.where(self.none_on_top(logits), 1.0, scores)
+        return np.where(self.none_on_top(logits) if none is None else none, 1.0, scores)
 
     def none_on_top(self, logits: np.ndarray) -> np.ndarray:
         """(N,) bools: the most likely class is one of the manifest's none-of-the-above classes."""
         on_top: np.ndarray = self._none[np.asarray(logits).argmax(axis=1)]
         return on_top
 
-    def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top."""
-        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
+    def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray, *, none: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top
+        (``none``: ``none_on_top(logits)`` when the caller has it already)."""
+        on_top = self.none_on_top(logits) if none is None else none
+        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | on_top
         return flags
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -191,9 +199,9 @@ class ClassifierRuntime:
         cal = self.manifest.anomaly
         probs = softmax(logits, cal.temperature)
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
-        scores = self.anomaly_scores(logits, embedding, distances)
-        none = self.none_on_top(logits)
-        flags = self.anomaly_flags(logits, scores)
+        none = self.none_on_top(logits)  # once per batch: the score and the flags both use it
+        scores = self.anomaly_scores(logits, embedding, distances, none=none)
+        flags = self.anomaly_flags(logits, scores, none=none)
         latency = (time.perf_counter() - start + prepare_s) * 1000.0 / len(batch)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         results = []

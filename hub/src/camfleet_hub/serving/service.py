@@ -62,8 +62,9 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     cal = runtime.manifest.anomaly
     probs = softmax(logits, cal.temperature).astype(SCORE_DTYPE)
     distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
-    scores = runtime.anomaly_scores(logits, embedding, distances)
-    flags = runtime.anomaly_flags(logits, scores)
+    none = runtime.none_on_top(logits)  # once per batch: the score and the flags both use it
+    scores = runtime.anomaly_scores(logits, embedding, distances, none=none)
+    flags = runtime.anomaly_flags(logits, scores, none=none)
     classes = runtime.classes
     out = []
     for i, row in enumerate(probs):
