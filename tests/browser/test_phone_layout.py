@@ -1,6 +1,7 @@
 """Every main page of the hub fits a phone: at 390 px wide nothing pushes the whole page sideways (a wide table
-scrolls inside its own box) and the page's heading shows. One real hub process, seeded once through the REST API
-(a site, a classifier with three groups of images, a camera whose agent reported in), then each page in turn."""
+scrolls inside its own box), the page's heading shows, and the overview's sample thumbnails are not cut off. One
+real hub process, seeded once through the REST API (a site, a classifier with three groups of images, a camera whose
+agent reported in), then each page in turn."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ from tests.support.polling import unique, wait_for
 
 SITE, CLF, CAMERA, AGENT = "shop", "clothing", "gate", "edge-1"
 PHONE = {"width": 390, "height": 844}
+# The overview's sample thumbnails (``td.samples img``): how many, and the groups whose samples cell sticks out past
+# the visible part of its table (a wide table scrolls inside its own box, so the page's scrollWidth does not see the
+# thumbnails cut off at its right edge).
+THUMBNAILS = """() => {
+  const cells = [...document.querySelectorAll("td.samples")];
+  const cut = cells.filter((cell) => {
+    const table = cell.closest("table"), right = cell.getBoundingClientRect().right;
+    return right > table.getBoundingClientRect().left + table.clientWidth + 1 || right > window.innerWidth + 1;
+  });
+  return {
+    count: document.querySelectorAll("td.samples img").length,
+    cut: cut.map((cell) => cell.closest("tr").querySelector("td").innerText.trim()),
+  };
+}"""
 
 
 def _report_agent_and_frame(mosquitto, root: str, jpeg: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -85,6 +100,8 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
     page = browser.new_page(viewport=PHONE)  # a phone
     log_in(page, hub_url, "admin", ADMIN_PASSWORD, "/")
     too_wide: dict[str, int] = {}
+    cut_off: dict[str, list[str]] = {}
+    thumbnails: dict[str, int] = {}
 
     def check(path: str, heading: str, label: str = "") -> None:
         response = page.goto(hub_url + path)
@@ -96,6 +113,10 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
         width = page.evaluate("document.documentElement.scrollWidth")
         if width > PHONE["width"]:
             too_wide[path + label] = width
+        shown = page.evaluate(THUMBNAILS)
+        thumbnails[path + label] = shown["count"]
+        if shown["cut"]:
+            cut_off[path + label] = shown["cut"]
 
     for path, heading in pages:
         check(path, heading)
@@ -113,3 +134,5 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
     login.close()
 
     assert not too_wide, f"pages wider than a phone (scrollWidth): {too_wide}"
+    assert thumbnails["/"] >= 3, "the overview shows the groups' sample thumbnails"
+    assert not cut_off, f"sample thumbnails cut off at the right edge (page: groups): {cut_off}"
