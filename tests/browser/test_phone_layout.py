@@ -6,6 +6,7 @@ agent reported in), then each page in turn."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -17,19 +18,19 @@ from tests.support.polling import unique, wait_for
 
 SITE, CLF, CAMERA, AGENT = "shop", "clothing", "gate", "edge-1"
 PHONE = {"width": 390, "height": 844}
-# The overview's sample thumbnails (``td.samples img``): how many, and the groups whose samples cell sticks out past
-# the visible part of its table (a wide table scrolls inside its own box, so the page's scrollWidth does not see the
-# thumbnails cut off at its right edge).
+# The overview's sample thumbnails (``td.samples img`` in its groups table): how many, and by how many px each group's
+# samples cell sticks out past the visible part of its table (a wide table scrolls inside its own box, so the page's
+# scrollWidth does not see the thumbnails cut off at its right edge). Only the overview is held to this: elsewhere
+# (History's six columns) a wide table scrolling sideways within its box is the phone layout working as meant.
 THUMBNAILS = """() => {
   const cells = [...document.querySelectorAll("td.samples")];
-  const cut = cells.filter((cell) => {
+  const cut = {};
+  for (const cell of cells) {
     const table = cell.closest("table"), right = cell.getBoundingClientRect().right;
-    return right > table.getBoundingClientRect().left + table.clientWidth + 1 || right > window.innerWidth + 1;
-  });
-  return {
-    count: document.querySelectorAll("td.samples img").length,
-    cut: cut.map((cell) => cell.closest("tr").querySelector("td").innerText.trim()),
-  };
+    const edge = Math.min(table.getBoundingClientRect().left + table.clientWidth, window.innerWidth);
+    if (right > edge + 1) cut[cell.closest("tr").querySelector("td").innerText.trim()] = Math.round(right - edge);
+  }
+  return {count: document.querySelectorAll("td.samples img").length, cut};
 }"""
 
 
@@ -100,8 +101,6 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
     page = browser.new_page(viewport=PHONE)  # a phone
     log_in(page, hub_url, "admin", ADMIN_PASSWORD, "/")
     too_wide: dict[str, int] = {}
-    cut_off: dict[str, list[str]] = {}
-    thumbnails: dict[str, int] = {}
 
     def check(path: str, heading: str, label: str = "") -> None:
         response = page.goto(hub_url + path)
@@ -113,13 +112,12 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
         width = page.evaluate("document.documentElement.scrollWidth")
         if width > PHONE["width"]:
             too_wide[path + label] = width
-        shown = page.evaluate(THUMBNAILS)
-        thumbnails[path + label] = shown["count"]
-        if shown["cut"]:
-            cut_off[path + label] = shown["cut"]
 
+    overview: dict[str, Any] = {}
     for path, heading in pages:
         check(path, heading)
+        if path == "/":
+            overview = page.evaluate(THUMBNAILS)
     # a queued training job: the training page shows it with its (empty) chart
     assert api.post(f"/sites/{SITE}/classifiers/{CLF}/jobs", json={"mode": "quick"}).status_code == 201
     check(f"{ui}/training", "Training", " (a job queued)")
@@ -134,5 +132,7 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
     login.close()
 
     assert not too_wide, f"pages wider than a phone (scrollWidth): {too_wide}"
-    assert thumbnails["/"] >= 3, "the overview shows the groups' sample thumbnails"
-    assert not cut_off, f"sample thumbnails cut off at the right edge (page: groups): {cut_off}"
+    assert overview["count"] >= 3, "the overview shows the groups' sample thumbnails"
+    assert not overview["cut"], (
+        f"overview: samples cut off at the groups table's right edge (group: px past it): {overview['cut']}"
+    )
