@@ -15,6 +15,9 @@ from .topics import Name
 M = TypeVar("M", bound=BaseModel)
 
 MAX_MESSAGE_BYTES = 256 * 1024
+# The most characters of settings text a `SignedConfig` carries: half a message, as JSON escaping of the text's quotes
+# may double it. The hub refuses settings over it (or a message over MAX_MESSAGE_BYTES) before storing them.
+MAX_SIGNED_CONFIG_CHARS = MAX_MESSAGE_BYTES // 2
 
 
 class MessageError(ValueError):
@@ -227,7 +230,7 @@ class SignedConfig(Message):
     names the site and agent it is for, so a copy published to another agent's topic is refused.
     """
 
-    config: str = Field(min_length=2, max_length=MAX_MESSAGE_BYTES // 2)
+    config: str = Field(min_length=2, max_length=MAX_SIGNED_CONFIG_CHARS)
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
 

@@ -3,13 +3,19 @@ the agent's own verifier, refused when tampered), applied version shown from the
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from fleethelpers import API, FleetHub, token_for, unique, wait_for
 
 from camfleet_agent.remote_config import RemoteConfig
 from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, AgentConfig
 from camfleet_contract.messages import (
+    MAX_MESSAGE_BYTES,
+    MAX_SIGNED_CONFIG_CHARS,
     AgentConfigDocument,
     AgentStatus,
     Command,
@@ -114,6 +120,57 @@ def test_settings_camera_bound_is_the_contracts(sqlite_fleet: FleetHub) -> None:
     r = fleet.client.put(url, json={"cameras": cameras[:MAX_AGENT_CAMERAS]})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 1 and len(r.json()["cameras"]) == MAX_AGENT_CAMERAS
+
+
+def _masked_cameras(count: int, polygons: int, points: int) -> list[dict[str, Any]]:
+    """``count`` cameras, each with a gate mask of ``polygons`` polygons of ``points`` random points."""
+    rng = random.Random(7)
+    mask = [[[round(rng.random(), 6), round(rng.random(), 6)] for _ in range(points)] for _ in range(polygons)]
+    return [{"name": f"cam{i}", "source": f"rtsp://10.0.0.5/{i}", "gate": {"mask": mask}} for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("cameras", "limit"),
+    [
+        # 200 cameras, each masking two 16-point polygons: ~173 000 characters of settings text
+        (_masked_cameras(200, 2, 16), f"over the limit of {MAX_SIGNED_CONFIG_CHARS}"),
+        # fewer characters than the limit, but a source of 3-byte characters makes the message ~270 KB
+        (
+            [{"name": "cam1", "source": "rtsp://10.0.0.5/" + "\u20ac" * 90_000}],
+            f"over the limit of {MAX_MESSAGE_BYTES}",
+        ),
+    ],
+    ids=["masks-over-text-limit", "non-ascii-over-message-limit"],
+)
+def test_settings_too_big_to_deliver_are_refused_and_nothing_stored(
+    sqlite_fleet: FleetHub, cameras: list[dict[str, Any]], limit: str
+) -> None:
+    """Settings whose signed message the agent could not read get a 422 naming the field and the limit, before any
+    version is stored; the next save is version 2. Before, the text over the limit stored its version and then failed
+    signing with a 500, and the non-ASCII message was stored and published although the agent refuses it."""
+    fleet = sqlite_fleet
+    fleet.site()
+    url = f"{API}/sites/shop/agents/agent1/config"
+    assert fleet.client.put(url, json={"cameras": [CAMERA]}).json()["version"] == 1
+    client = TestClient(fleet.client.app, headers=fleet.client.headers, raise_server_exceptions=False)  # a 500 shows
+
+    r = client.put(url, json={"cameras": cameras})
+    assert r.status_code == 422, r.text[:500]
+    detail = r.json()["detail"]
+    assert detail.startswith("cameras: the settings") and "agent 'agent1'" in detail and limit in detail, detail
+    assert [h["version"] for h in client.get(f"{url}/history").json()] == [1]
+    assert client.get(url).json()["version"] == 1
+
+    # The hub goes on serving: a normal save is version 2, delivered retained as before.
+    r = client.put(url, json={"cameras": [{**CAMERA, "gate": {"sensitivity": 0.3}}]})
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text[:500]
+    sub, got = _listen(fleet, fleet.topics.config("shop", "agent1"))
+    try:
+        wait_for(lambda: got, "the retained settings")
+    finally:
+        sub.stop()
+    doc = from_json(AgentConfigDocument, from_json(SignedConfig, got[0].payload).config)
+    assert doc.config.version == 2 and doc.config.cameras[0].gate.sensitivity == 0.3
 
 
 def test_commands_and_replies(sqlite_fleet: FleetHub) -> None:

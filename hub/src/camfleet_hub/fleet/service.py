@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from camfleet_contract.agent_config import AgentConfig, CameraConfig
 from camfleet_contract.messages import (
+    MAX_MESSAGE_BYTES,
+    MAX_SIGNED_CONFIG_CHARS,
     AgentConfigDocument,
     Command,
     CommandReply,
@@ -131,16 +133,31 @@ def settings_history(session: Session, site: Site, agent: str, limit: int = 50) 
     return [_settings_of(session, site, r) for r in rows]
 
 
-def signed_config(site: str, agent: str, config: AgentConfig, signing_key: str) -> SignedConfig:
-    """The retained message for the agent: the document as exact JSON text, and the fleet key's signature of it."""
+def settings_message(site: str, agent: str, config: AgentConfig, signing_key: str) -> bytes:
+    """The retained message for the agent, as sent: the document as exact JSON text and the fleet key's signature of
+    it. Settings the agent could not read (text over MAX_SIGNED_CONFIG_CHARS characters, a message over
+    MAX_MESSAGE_BYTES bytes, e.g. many cameras with large gate masks) are an InvalidError naming the sizes."""
     text = AgentConfigDocument(site=site, agent=agent, config=config).model_dump_json()
-    return SignedConfig(config=text, signature=sign(text.encode(), signing_key))
+    hint = "use fewer cameras, or fewer or simpler gate masks and regions"
+    if len(text) > MAX_SIGNED_CONFIG_CHARS:
+        raise InvalidError(
+            f"cameras: the settings of agent {agent!r} come to {len(text)} characters as signed JSON, over the limit "
+            f"of {MAX_SIGNED_CONFIG_CHARS}; {hint}"
+        )
+    payload = to_json(SignedConfig(config=text, signature=sign(text.encode(), signing_key)))
+    if len(payload) > MAX_MESSAGE_BYTES:  # non-ASCII text takes more bytes than characters
+        raise InvalidError(
+            f"cameras: the settings message of agent {agent!r} comes to {len(payload)} bytes, over the limit of "
+            f"{MAX_MESSAGE_BYTES}; {hint}"
+        )
+    return payload
 
 
 def save_settings(
     services: HubServices, session: Session, site: Site, agent: str, cameras: list[CameraConfig], by: str
 ) -> AgentSettings:
-    """Store a new version (previous + 1) and publish it signed and retained on the agent's config topic."""
+    """Store a new version (previous + 1) and publish it signed and retained on the agent's config topic; the message
+    is built and size-checked first, so settings too big to deliver are refused with nothing stored."""
     try:
         validate_name(agent, "agent")
     except TopicError as exc:
@@ -154,18 +171,14 @@ def save_settings(
         config = AgentConfig(version=(last or 0) + 1, cameras=cameras)
     except ValidationError as exc:  # the request schema checks the same; this keeps other callers honest
         raise InvalidError(f"settings of agent {agent!r}: {exc.errors()[0]['msg']}") from None
+    message = settings_message(site.name, agent, config, services.fleet_signing_key)
     row = AgentConfigVersion(
         site_id=site.id, agent=agent, version=config.version, config=config.model_dump(mode="json"), created_by=by
     )
     session.add(row)
     session.commit()  # a concurrent save of the same version fails on the unique key here, before publishing
-    publish_settings(services, site.name, agent, config)
+    services.mqtt.publish(services.topics.config(site.name, agent), message, qos=1, retain=True)
     return _settings_of(session, site, row)
-
-
-def publish_settings(services: HubServices, site: str, agent: str, config: AgentConfig) -> None:
-    message = signed_config(site, agent, config, services.fleet_signing_key)
-    services.mqtt.publish(services.topics.config(site, agent), to_json(message), qos=1, retain=True)
 
 
 def camera_settings(session: Session, site: Site, camera: str) -> tuple[str, CameraConfig] | None:
