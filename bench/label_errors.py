@@ -9,7 +9,8 @@ cached embeddings, and measure how many of the flipped images the ranking puts a
 - combined:   what quick mode ships (quick.label_probabilities): model+mirror and neighbours combined
 - oracle:     (--compare) the model fitted on the true labels: a reference for what these features allow
 
-    python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2] [--backbones lite0 --view std]  # default: quick mode's
+    python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2]   # quick mode's default recipe
+    python bench/label_errors.py --backbones lite0 --view std --pooling mean   # another recipe
     python bench/label_errors.py --smoke   # seconds: the tests' carried images, 10 % flipped, with --compare
 
 The flipped copy is a folder-per-class tree of symbolic links in a temporary folder, loaded like any
@@ -32,7 +33,7 @@ from common import REPO, SHARED_DATA, SMOKE_DATA, add_backbones_option, chosen_b
 
 from camfleet_contract.runtime import softmax  # noqa: E402
 from camfleet_trainer.backbone import configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW, POOLINGS, VIEWS  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
     add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
     ap.add_argument("--rate", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="flip seeds (one run each)")
     ap.add_argument("--compare", action="store_true", help="also score the alternative rankings (slower)")
@@ -114,8 +116,9 @@ def main() -> int:
         require_shared(args.data)
 
     configure_threads(None)
-    backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
-    print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
+    names = parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES))
+    backbone = build_quick_backbone(names, args.view, args.pooling)
+    print(f"features: {backbone.name}, {args.view} view, {args.pooling} pooling (cache {backbone.cache_key})")
     original = load_folder(args.data)
     cache = FeatureCache(CACHE, backbone.cache_key)
     opts = QuickOptions()

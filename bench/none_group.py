@@ -12,7 +12,7 @@ the bundle's index does. Reported: the share flagged of the rejected kind's othe
 held-out known images, the known images' accuracy, and the AUROC of the rejected and the new kinds against the
 known images (on the runtime's score: 1.0 where the none class is on top).
 
-    python bench/none_group.py [--cases 15] [--seed 0] [--none-images 40] [--backbones lite0 --view std]
+    python bench/none_group.py [--cases 15] [--seed 0] [--none-images 40] [--backbones lite0 --view std --pooling mean]
     python bench/none_group.py --smoke       # seconds: the tests' carried images, one case
 
 Embeddings come from var/bench-cache (shared with bench/ood.py; filled on first use). Nothing is tuned here.

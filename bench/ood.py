@@ -4,7 +4,8 @@ many images of the two left-out classes each anomaly score flags when 5 % of hel
 hub and agent run on a bundle's outputs; combinations average (or take the max of) the scores' percentiles
 among the held-out known images, as the bundle's method "combined" does.
 
-    python bench/ood.py [--pairs 15] [--all-pairs] [--seed 0] [--backbones lite0 --view std]  # default: quick mode's
+    python bench/ood.py [--pairs 15] [--all-pairs] [--seed 0]   # quick mode's default recipe
+    python bench/ood.py --backbones lite0 --view std --pooling mean   # another recipe
     python bench/ood.py --smoke           # seconds: the tests' carried images, 2 pairs
 
 Per pair: known images split 80/20 (stratified, seed 0); the head (quick mode's defaults: unit embedding,
@@ -30,7 +31,7 @@ from common import REPO, SHARED_DATA, add_backbones_option, chosen_backbones  # 
 
 from camfleet_contract.anomaly import AnomalyCalibration, Statistic, statistics  # noqa: E402
 from camfleet_trainer.backbone import Backbone, configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW, POOLINGS, VIEWS  # noqa: E402
 from camfleet_trainer.data import LabeledSet, Sample, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples, l2_normalize  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
@@ -134,6 +135,7 @@ def add_feature_options(ap: argparse.ArgumentParser, smoke: str) -> None:
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
     add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
     ap.add_argument("--smoke", action="store_true", help=f"the tests' carried images, {smoke}")
     ap.add_argument("--cached-only", action="store_true", help="only the images whose embeddings are cached")
 
@@ -142,8 +144,9 @@ def load_features(args: argparse.Namespace) -> tuple[LabeledSet, np.ndarray, np.
     """The data set and its features (image, mirror image) and labels, as `add_feature_options` chose them."""
     configure_threads(None)
     data = smoke_set() if args.smoke else load_folder(args.data)
-    backbone = build_quick_backbone(parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES)), args.view)
-    print(f"features: {backbone.name}, view {args.view} (cache {backbone.cache_key})", flush=True)
+    names = parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES))
+    backbone = build_quick_backbone(names, args.view, args.pooling)
+    print(f"features: {backbone.name}, {args.view} view, {args.pooling} pooling (cache {backbone.cache_key})")
     return (data, *features(data, args.cached_only, backbone))
 
 

@@ -33,7 +33,13 @@ from camfleet_contract.signing import load_or_create_key  # noqa: E402
 from camfleet_contract.vectors import pack_vectors, unpack_vectors  # noqa: E402
 from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_VIEW, VIEWS  # noqa: E402
+from camfleet_trainer.config import (  # noqa: E402
+    DEFAULT_QUICK_BACKBONES,
+    DEFAULT_QUICK_POOLING,
+    DEFAULT_QUICK_VIEW,
+    POOLINGS,
+    VIEWS,
+)
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
@@ -217,6 +223,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="the tests' carried images; bundles and figures go to a temp")
     add_backbones_option(ap)
     ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
     ap.add_argument("--agent-seconds", type=float, default=10.0, help="seconds per bundle for the agent images/s")
     args = ap.parse_args()
     if args.smoke:
@@ -238,11 +245,16 @@ def run(args: argparse.Namespace, work: Path, tmp: Path) -> None:
     t0 = time.perf_counter()
     default = build_backbone()  # the default bundle's backbone: what the hub embeds imports with
     names = parse_backbones(chosen_backbones(args, DEFAULT_QUICK_BACKBONES))
-    backbone = stack_backbones([default if n == default.name else build_backbone(n) for n in names], args.view)
+    members = [default if n == default.name else build_backbone(n) for n in names]
+    backbone = stack_backbones(members, args.view, args.pooling)
     results["backbone_load_s"] = round(time.perf_counter() - t0, 2)
-    results["backbone"], results["view"] = backbone.name, args.view
+    results["backbone"], results["view"], results["pooling"] = backbone.name, args.view, args.pooling
     results["preprocessing"] = backbone.preprocessing.model_dump()
-    print(f"quick recipe: {backbone.name}, view {args.view}, input {backbone.preprocessing.size} px", flush=True)
+    print(
+        f"quick recipe: {backbone.name}, view {args.view}, pooling {args.pooling}, "
+        f"input {backbone.preprocessing.size} px, embedding {backbone.embedding_dim}-d",
+        flush=True,
+    )
     train = load_folder(args.data / "train")
     val_dir = args.data / "validation"
     print(f"train: {len(train.samples)} images, {len(train.classes)} classes; torch threads {torch.get_num_threads()}")

@@ -26,3 +26,17 @@ def test_nearest_distances_follow_the_geometry() -> None:
     far = -train[:5]
     d_near, d_far = index.distances(near, 1), index.distances(far, 1)
     assert np.all(d_near < 0.01) and np.all(d_far > d_near)
+
+
+def test_the_index_stores_float16_and_keeps_exact_distances(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(300, 512)).astype(np.float32)
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    query = train[:20] + 0.3 * rng.normal(size=(20, 512)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    NeighbourIndex.build(train, np.zeros(300, dtype=np.int64)).save(tmp_path)
+    loaded = NeighbourIndex.load(tmp_path)
+    assert loaded is not None
+    assert (tmp_path / "index.usearch").stat().st_size < 300 * 512 * 4 * 0.6  # half the bytes of float32
+    exact = np.mean(1.0 - np.sort(query @ train.T, axis=1)[:, ::-1][:, :5], axis=1)
+    assert np.allclose(loaded.distances(query, 5), exact, atol=2e-3)

@@ -182,7 +182,9 @@ def test_none_of_the_categories_is_trained_and_answered_by_its_name(
     assert groups["None.20of.20the.20categories"]["none_of_the_above"] is True
     assert not groups["hat"]["none_of_the_above"]
 
-    worker = trainer_worker(api, tmp_path, quick_backbones=["tf_efficientnet_lite0"], quick_view="std")
+    worker = trainer_worker(
+        api, tmp_path, quick_backbones=["tf_efficientnet_lite0"], quick_view="std", quick_pooling="mean"
+    )
     thread = threading.Thread(target=lambda: worker.run(max_jobs=1), daemon=True)
     thread.start()
     r = c.post("/api/make_model", json={"temple_id": TEMPLE, "forceful": False})

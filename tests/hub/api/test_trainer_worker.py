@@ -95,7 +95,7 @@ def test_worker_trains_a_quick_job_on_the_embeddings_the_hub_made_at_import(
 
     # The hub's vectors stand only for the default bundle's recipe (one lite0 on its own preprocessing), not for
     # quick mode's default stack: pin that recipe here.
-    default_recipe = {"quick_backbones": ["tf_efficientnet_lite0"], "quick_view": "std"}
+    default_recipe = {"quick_backbones": ["tf_efficientnet_lite0"], "quick_view": "std", "quick_pooling": "mean"}
     assert _worker(sqlite_api, tmp_path, **default_recipe).run(max_jobs=1) == 1
 
     assert c.get(f"{API}/jobs/{job_id}").json()["status"] == "succeeded"

