@@ -3,7 +3,7 @@ exported ONNX bundle, what each technique buys (ablation), the unseen-kind check
 against the raw torch forward pass of the same backbone and batch, all measured in the same run.
 
     python bench/train.py [--cold] [--skip-ablation] [--json var/bench-train/results.json]
-                          [--backbones lite0,lite2 --view full]   # default: quick mode's default recipe
+                          [--backbones lite0,lite2 --view full --pooling mean]   # default: quick mode's recipe
     python bench/train.py --smoke    # the tests' carried images, bundles in a temporary folder: does it still run
 
 Embeddings are cached under var/bench-cache (git-ignored), so a re-run is warm. The cold time (no cached
