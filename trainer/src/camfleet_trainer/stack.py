@@ -4,7 +4,9 @@ the cache treat like any other.
 The bundle keeps one input tensor and one `Preprocessing` (what hub and agent already run): the input is the
 largest member's size, each smaller member gets it resized in the graph to its own size (bilinear), and the
 members' pooled features, each L2-normalised, are concatenated. The quick head reads the unit vector of that
-concatenation (each member weighing the same), and the bundle's `embedding` output is that unit vector.
+concatenation (each member weighing the same), and the bundle's `embedding` output is that unit vector. Pooling
+`mean` is timm's global average; `bands` (quick mode's default) averages the top, middle and bottom thirds of the
+last feature map and the last block stage, from the same forward pass.
 
     >>> quick = build_quick_backbone(["tf_efficientnet_lite0", "tf_efficientnet_lite2"], view="full")
     >>> quick.name, quick.embedding_dim, quick.preprocessing.size, quick.preprocessing.resize
@@ -76,8 +78,9 @@ class BandPooled(nn.Module):
         if not all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
             raise BackboneError(f"pooling 'bands' needs an EfficientNet-style backbone, not {type(model).__name__}")
         self.model = model
+        device = next(model.parameters()).device
         with torch.inference_mode():  # the map's height is fixed by the input size: constant slices in ONNX
-            last, fmap = self._maps(torch.zeros(1, 3, size, size))
+            last, fmap = self._maps(torch.zeros(1, 3, size, size, device=device))
         self.rows = band_rows(int(fmap.shape[2]))
         self.dim = len(self.rows) * int(fmap.shape[1]) + int(last.shape[1])
 
