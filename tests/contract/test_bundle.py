@@ -7,7 +7,7 @@ import pytest
 from camfleet_contract.bundle import BundleError, pack_bundle, unpack_bundle, verify_bundle
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import SignatureError, generate_signing_key, public_key_of, sign, verify
-from tests.support.tinybundle import make_bundle
+from tests.support.tinybundle import count_none_on_top, make_bundle
 
 
 @pytest.fixture
@@ -135,14 +135,7 @@ def test_none_on_top_is_computed_once_per_batch(bundle: Path, key: str) -> None:
     logits, embedding = rt.run(batch)
     scores = rt.anomaly_scores(logits, embedding)  # each computing the argmax itself, as before
     flags = rt.anomaly_flags(logits, scores)
-    calls: list[int] = []
-    computed = rt.none_on_top
-
-    def counted(x: np.ndarray) -> np.ndarray:
-        calls.append(len(x))
-        return computed(x)
-
-    rt.none_on_top = counted  # type: ignore[method-assign]
+    calls = count_none_on_top(rt)
     got = rt.classify_batch(batch)
     assert calls == [len(images)]
     assert [c.none_of_the_above for c in got] == [False, False, True, True]

@@ -16,6 +16,7 @@ from camfleet_contract.anomaly import calibrate
 from camfleet_contract.bundle import Manifest, pack_bundle, sign_bundle
 from camfleet_contract.images import Preprocessing
 from camfleet_contract.neighbours import NeighbourIndex
+from camfleet_contract.runtime import ClassifierRuntime
 
 CLASSES = ["red", "green", "blue"]
 
@@ -85,3 +86,16 @@ def make_bundle_zip(tmp: Path, seed_hex: str, **kw: object) -> bytes:
     d = tmp / f"bundle-{kw.get('version', '1')}-{np.random.randint(1 << 30)}"
     make_bundle(d, seed_hex, **kw)  # type: ignore[arg-type]
     return pack_bundle(d)
+
+
+def count_none_on_top(rt: ClassifierRuntime) -> list[int]:
+    """Make `rt` record the batch size of each `none_on_top` call (the none-of-the-above argmax); returns the list."""
+    calls: list[int] = []
+    computed = rt.none_on_top
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return computed(x)
+
+    rt.none_on_top = counted  # type: ignore[method-assign]
+    return calls

@@ -11,7 +11,7 @@ from camfleet_contract.bundle import sign_bundle
 from camfleet_contract.runtime import ClassifierRuntime
 from camfleet_contract.signing import generate_signing_key
 from camfleet_hub.serving.service import score_outputs
-from tests.support.tinybundle import make_bundle
+from tests.support.tinybundle import count_none_on_top, make_bundle
 
 
 def test_score_outputs_takes_none_on_top_once(tmp_path: Path) -> None:
@@ -23,14 +23,7 @@ def test_score_outputs_takes_none_on_top_once(tmp_path: Path) -> None:
     for img, channel in zip(images, [0, 1, 2], strict=True):
         img[..., channel] = 220
     logits, embedding = rt.run(rt.prepare(images))
-    calls: list[int] = []
-    computed = rt.none_on_top
-
-    def counted(x: np.ndarray) -> np.ndarray:
-        calls.append(len(x))
-        return computed(x)
-
-    rt.none_on_top = counted  # type: ignore[method-assign]
+    calls = count_none_on_top(rt)
     got = score_outputs(rt, logits, embedding)
     assert calls == [3]
     assert [s.label for s in got] == ["red", "green", "blue"]
