@@ -49,13 +49,18 @@ def threads_rate(step: Callable[[int, int], int], streams: int, seconds: float) 
     return sum(counts) / (time.perf_counter() - start)
 
 
-def add_backbones_option(ap: argparse.ArgumentParser) -> None:
+def add_recipe_options(ap: argparse.ArgumentParser) -> None:
+    """--backbones, --view and --pooling: the quick recipe a bench measures (default: quick mode's own)."""
+    from camfleet_trainer.config import DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW, POOLINGS, VIEWS
+
     ap.add_argument(
         "--backbones",
         default=None,
         help=f"quick mode's backbones, comma-separated (lite0,lite2 or timm names; default: quick mode's own; "
         f"with --smoke: {SMOKE_BACKBONES})",
     )
+    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
+    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
 
 
 def chosen_backbones(args: argparse.Namespace, quick_default: Sequence[str]) -> str:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, SMOKE_DATA, add_backbones_option, chosen_backbones, require_shared  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, add_recipe_options, chosen_backbones, require_shared  # noqa: E402
 
 from camfleet_contract.runtime import softmax  # noqa: E402
 from camfleet_trainer.backbone import configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW, POOLINGS, VIEWS  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
@@ -102,9 +102,7 @@ def alternatives(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
-    add_backbones_option(ap)
-    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
-    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
+    add_recipe_options(ap)
     ap.add_argument("--rate", type=float, default=0.05, help="share of labels flipped (default 0.05)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="flip seeds (one run each)")
     ap.add_argument("--compare", action="store_true", help="also score the alternative rankings (slower)")

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, add_backbones_option, chosen_backbones  # noqa: E402
+from common import REPO, SHARED_DATA, add_recipe_options, chosen_backbones  # noqa: E402
 
 from camfleet_contract.anomaly import AnomalyCalibration, Statistic, statistics  # noqa: E402
 from camfleet_trainer.backbone import Backbone, configure_threads  # noqa: E402
-from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES, DEFAULT_QUICK_POOLING, DEFAULT_QUICK_VIEW, POOLINGS, VIEWS  # noqa: E402
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES  # noqa: E402
 from camfleet_trainer.data import LabeledSet, Sample, load_folder  # noqa: E402
 from camfleet_trainer.embed import FeatureCache, embed_samples, l2_normalize  # noqa: E402
 from camfleet_trainer.head import fit_head  # noqa: E402
@@ -133,9 +133,7 @@ def smoke_set() -> LabeledSet:
 def add_feature_options(ap: argparse.ArgumentParser, smoke: str) -> None:
     """The options of the leave-out benches (this one and none_group.py) that say which features to use."""
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "clothing" / "train")
-    add_backbones_option(ap)
-    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
-    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
+    add_recipe_options(ap)
     ap.add_argument("--smoke", action="store_true", help=f"the tests' carried images, {smoke}")
     ap.add_argument("--cached-only", action="store_true", help="only the images whose embeddings are cached")
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED_DATA, SMOKE_DATA, add_backbones_option, chosen_backbones, require_shared  # noqa: E402
+from common import REPO, SHARED_DATA, SMOKE_DATA, add_recipe_options, chosen_backbones, require_shared  # noqa: E402
 
 from camfleet_contract.images import decode_image  # noqa: E402
 from camfleet_contract.runtime import ClassifierRuntime  # noqa: E402
@@ -33,13 +33,7 @@ from camfleet_contract.signing import load_or_create_key  # noqa: E402
 from camfleet_contract.vectors import pack_vectors, unpack_vectors  # noqa: E402
 from camfleet_hub.datasets.embeddings import decode_for_embedding
 from camfleet_trainer.backbone import Backbone, build_backbone, configure_threads  # noqa: E402
-from camfleet_trainer.config import (  # noqa: E402
-    DEFAULT_QUICK_BACKBONES,
-    DEFAULT_QUICK_POOLING,
-    DEFAULT_QUICK_VIEW,
-    POOLINGS,
-    VIEWS,
-)
+from camfleet_trainer.config import DEFAULT_QUICK_BACKBONES  # noqa: E402
 from camfleet_trainer.data import LabeledSet, load_folder  # noqa: E402
 from camfleet_trainer.embed import DEFAULT_BATCH, FeatureCache, compute_features, embed_samples  # noqa: E402
 from camfleet_trainer.evaluate import Evaluation, evaluate_bundle  # noqa: E402
@@ -221,9 +215,7 @@ def main() -> int:
     ap.add_argument("--throughput-images", type=int, default=128, help="images for the embedding throughput")
     ap.add_argument("--json", type=Path, default=None, help="where to write the figures (default: WORK/results.json)")
     ap.add_argument("--smoke", action="store_true", help="the tests' carried images; bundles and figures go to a temp")
-    add_backbones_option(ap)
-    ap.add_argument("--view", choices=list(VIEWS), default=DEFAULT_QUICK_VIEW, help="quick mode's view")
-    ap.add_argument("--pooling", choices=list(POOLINGS), default=DEFAULT_QUICK_POOLING, help="quick mode's pooling")
+    add_recipe_options(ap)
     ap.add_argument("--agent-seconds", type=float, default=10.0, help="seconds per bundle for the agent images/s")
     args = ap.parse_args()
     if args.smoke:
