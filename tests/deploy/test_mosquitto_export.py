@@ -315,7 +315,9 @@ def test_a_failed_reload_is_logged_and_retried_until_it_works(tmp_path: Path, ca
     )
     stop = threading.Event()
     runner = threading.Thread(target=exporter.watch, args=(stop,))
-    mosquitto = subprocess.Popen(["sleep", "60"])  # stands in for Mosquitto: SIGHUP ends it
+    # Stands in for Mosquitto: SIGHUP ends it. Its SIGHUP is reset to the default before exec, as a runner started
+    # under nohup passes "ignore" down to every child (CI hit it once: the signal came and `sleep` slept on).
+    mosquitto = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         with caplog.at_level(logging.ERROR):
             runner.start()
@@ -325,7 +327,10 @@ def test_a_failed_reload_is_logged_and_retried_until_it_works(tmp_path: Path, ca
                 time.sleep(0.05)
         assert "no process id" in caplog.text and (out / ACL_FILE).exists()
         pid_file.write_text(str(mosquitto.pid))
-        assert mosquitto.wait(timeout=30) == -signal.SIGHUP
+        try:
+            assert mosquitto.wait(timeout=30) == -signal.SIGHUP
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no SIGHUP in 30 s; watcher alive: {runner.is_alive()}; log: {caplog.text[-2000:]}")
     finally:
         stop.set()
         runner.join(timeout=30)
