@@ -53,6 +53,16 @@ class Classification:
         }
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """What the bundle's anomaly calibration says of a batch of model outputs, each (N,)."""
+
+    distances: np.ndarray | None  # mean cosine distance to the k nearest training images; None without an index
+    none: np.ndarray  # the top class is a none-of-the-above one
+    scores: np.ndarray  # the manifest's anomaly score, 1.0 where a none class is on top
+    flags: np.ndarray  # above the threshold, or a none class on top
+
+
 def default_providers() -> list[str]:
     """CUDA when onnxruntime-gpu sees a GPU, else CPU."""
     available = ort.get_available_providers()
@@ -141,37 +151,40 @@ class ClassifierRuntime:
             raise BundleError(f"model gives {logits.shape[1]} logits for {len(self.manifest.classes)} classes")
         return logits, embedding
 
-    def anomaly_scores(
-        self,
-        logits: np.ndarray,
-        embedding: np.ndarray,
-        distances: np.ndarray | None = None,
-        *,
-        none: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """The manifest's anomaly score (N,) of raw model outputs; flag where it is above the threshold.
-
-        Callers that run the model themselves (the hub's scoring) should use this, so every statistic the bundle
-        was calibrated with (energy, SCALE-shaped energy, kNN distance, confidence) is included. ``none`` is
-        ``none_on_top(logits)`` when the caller has it already (computed here otherwise).
-        """
+    def assess(self, logits: np.ndarray, embedding: np.ndarray) -> Assessment:
+        """Distances, none-of-the-above, scores and flags of raw model outputs, the argmax taken once. Callers that
+        run the model themselves (the hub's batcher) use this, so they flag exactly what ``classify`` flags."""
         cal = self.manifest.anomaly
+        distances = self.index.distances(embedding, cal.k) if self.index is not None else None
+        none = self.none_on_top(logits)
+        scores = self._scores(logits, embedding, distances, none)
+        return Assessment(distances, none, scores, (scores > cal.threshold) | none)
+
+    def anomaly_scores(
+        self, logits: np.ndarray, embedding: np.ndarray, distances: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The manifest's anomaly score (N,) of raw model outputs; flag where it is above the threshold. Every
+        statistic the bundle was calibrated with (energy, SCALE-shaped energy, kNN distance, confidence) is included.
+        """
         if distances is None and self.index is not None:
-            distances = self.index.distances(embedding, cal.k)
-        scores = batch_scores(logits, embedding, distances, cal)
+            distances = self.index.distances(embedding, self.manifest.anomaly.k)
+        return self._scores(logits, embedding, distances, self.none_on_top(logits))
+
+    def _scores(
+        self, logits: np.ndarray, embedding: np.ndarray, distances: np.ndarray | None, none: np.ndarray
+    ) -> np.ndarray:
+        scores = batch_scores(logits, embedding, distances, self.manifest.anomaly)
         # A "none of the above" class on top is the strongest evidence the bundle has: the score says so.
-        return np.where(self.none_on_top(logits) if none is None else none, 1.0, scores)
+        return np.where(none, 1.0, scores)
 
     def none_on_top(self, logits: np.ndarray) -> np.ndarray:
         """(N,) bools: the most likely class is one of the manifest's none-of-the-above classes."""
         on_top: np.ndarray = self._none[np.asarray(logits).argmax(axis=1)]
         return on_top
 
-    def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray, *, none: np.ndarray | None = None) -> np.ndarray:
-        """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top
-        (``none``: ``none_on_top(logits)`` when the caller has it already)."""
-        on_top = self.none_on_top(logits) if none is None else none
-        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | on_top
+    def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top."""
+        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
         return flags
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -198,28 +211,23 @@ class ClassifierRuntime:
         logits, embedding = self.run(batch)
         cal = self.manifest.anomaly
         probs = softmax(logits, cal.temperature)
-        distances = self.index.distances(embedding, cal.k) if self.index is not None else None
-        none = self.none_on_top(logits)  # once per batch: the score and the flags both use it
-        scores = self.anomaly_scores(logits, embedding, distances, none=none)
-        flags = self.anomaly_flags(logits, scores, none=none)
+        found = self.assess(logits, embedding)
         latency = (time.perf_counter() - start + prepare_s) * 1000.0 / len(batch)
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         results = []
         for i in range(len(batch)):
             top = [Prediction(label=str(self._classes[j]), probability=float(probs[i, j])) for j in order[i]]
-            dist = None if distances is None else float(distances[i])
-            s = float(scores[i])
             results.append(
                 Classification(
                     label=top[0].label,
                     probability=top[0].probability,
                     predictions=top,
-                    anomaly=bool(flags[i]),
-                    anomaly_score=s,
-                    distance=dist,
+                    anomaly=bool(found.flags[i]),
+                    anomaly_score=float(found.scores[i]),
+                    distance=None if found.distances is None else float(found.distances[i]),
                     embedding=embedding[i],
                     latency_ms=latency,
-                    none_of_the_above=bool(none[i]),
+                    none_of_the_above=bool(found.none[i]),
                 )
             )
         return results

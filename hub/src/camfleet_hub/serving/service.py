@@ -61,18 +61,15 @@ def score_outputs(runtime: ClassifierRuntime, logits: np.ndarray, embedding: np.
     anomaly score is the runtime's own, so the hub flags exactly what an agent running the bundle flags."""
     cal = runtime.manifest.anomaly
     probs = softmax(logits, cal.temperature).astype(SCORE_DTYPE)
-    distances = runtime.index.distances(embedding, cal.k) if runtime.index is not None else None
-    none = runtime.none_on_top(logits)  # once per batch: the score and the flags both use it
-    scores = runtime.anomaly_scores(logits, embedding, distances, none=none)
-    flags = runtime.anomaly_flags(logits, scores, none=none)
+    found = runtime.assess(logits, embedding)
     classes = runtime.classes
     out = []
     for i, row in enumerate(probs):
         top = int(np.argmax(row))  # the first of equals, as ``ranked`` orders them
         (p,) = rounded(row[top : top + 1])
-        dist = None if distances is None else float(distances[i])
-        s = float(scores[i])
-        out.append(Scored(classes[top], p, classes, row, bool(flags[i]), s, cal.threshold, dist, embedding[i]))
+        dist = None if found.distances is None else float(found.distances[i])
+        flag, score = bool(found.flags[i]), float(found.scores[i])
+        out.append(Scored(classes[top], p, classes, row, flag, score, cal.threshold, dist, embedding[i]))
     return out
 
 
