@@ -15,7 +15,7 @@ from camfleet_trainer.backbone import Backbone
 from camfleet_trainer.data import LabeledSet, load_folder
 from camfleet_trainer.embed import FeatureCache, embed_samples
 from camfleet_trainer.label_errors import label_error_ranking
-from camfleet_trainer.oof import label_probabilities, neighbour_evidence, stratified_folds
+from camfleet_trainer.oof import label_probabilities, likely_mislabelled, neighbour_evidence, stratified_folds
 from camfleet_trainer.quick import train_quick
 
 from .conftest import Trained
@@ -81,3 +81,16 @@ def test_label_probabilities_combine_both_sources() -> None:
     q = label_probabilities(model, share, label_k=10)
     assert np.allclose(q.sum(axis=1), 1.0)
     assert q[0, 0] < 0.9 and q[1, 0] > 0.5  # each source pulls the other
+
+
+def test_likely_mislabelled_uses_each_class_s_own_threshold() -> None:
+    """An image counts when its belief in its label is under its class's mean belief *and* another class's belief
+    reaches that class's mean. Class 0 is believed at 0.75 on average, class 1 (one the features confuse) at 0.43."""
+    beliefs = np.array(
+        [[0.95, 0.05], [0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.35, 0.65]]  # labelled 0
+        + [[0.4, 0.6], [0.45, 0.55], [0.5, 0.5], [0.6, 0.4], [0.9, 0.1]]  # labelled 1
+    )
+    labels = np.repeat([0, 1], 5)
+    flagged = likely_mislabelled(beliefs, labels)
+    # [0.6, 0.4] is not counted either way: under its own class's mean, but short of the other's
+    assert np.flatnonzero(flagged).tolist() == [4, 9]

@@ -57,3 +57,22 @@ def test_none_of_the_above_images_are_left_out_of_the_normal_references() -> Non
     normal = labels != 2
     scores = batch_scores(result.oof_logits[normal], None, result.oof_distances[normal], result.calibration)
     assert 0.02 <= float(np.mean(scores > result.calibration.threshold)) <= 0.08
+
+
+def test_the_label_check_is_refitted_without_the_images_it_doubts() -> None:
+    """Ten labels of 120 moved to another cluster: confident learning counts them, the fold heads are fitted a
+    second time without them, and the ranking from the refit puts all ten first."""
+    x, flipped, labels = _blobs(3)
+    noisy = labels.copy()
+    moved = np.arange(5, 120, 12)
+    noisy[moved] = (labels[moved] + 1) % 3
+    steps: list[tuple[int, int]] = []
+    result = train_quick(x, noisy, ["a", "b", "c"], flipped, progress=lambda done, total: steps.append((done, total)))
+    assert result.metrics["likely_mislabelled"] == len(moved)
+    belief = result.label_probs[np.arange(120), noisy]
+    assert set(np.argsort(belief)[: len(moved)].tolist()) == set(moved.tolist())
+    assert [done for done, _ in steps] == list(range(1, 12)) and {total for _, total in steps} == {11}  # 5 + 5 + 1
+    unrefitted = train_quick(x, noisy, ["a", "b", "c"], flipped, QuickOptions(refit_label_check=False))
+    assert unrefitted.metrics["likely_mislabelled"] == len(moved)
+    assert not np.allclose(unrefitted.label_probs, result.label_probs)  # the refit changed the beliefs
+    assert np.allclose(unrefitted.oof_logits, result.oof_logits)  # and nothing else the bundle uses

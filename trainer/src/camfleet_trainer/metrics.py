@@ -50,6 +50,7 @@ class QuickMetrics(TypedDict):
     flips: bool
     balanced: bool
     label_neighbours: int
+    likely_mislabelled: int  # confident learning's count of images whose label the out-of-fold evidence doubts
 
 
 class FullMetrics(TypedDict):
