@@ -6,7 +6,8 @@ cached embeddings, and measure how many of the flipped images the ranking puts a
 - model+mirror: the same, averaged over the image and its mirror image
 - neighbours: the share of the image's nearest neighbours carrying the given label
 - margin:     probability of the best other class minus that of the given label
-- combined:   what quick mode ships (quick.label_probabilities): model+mirror and neighbours combined
+- combined:   what quick mode ships: the fold heads refitted without the images confident learning counts as
+              likely mislabelled (oof.likely_mislabelled), model+mirror and neighbours combined
 - oracle:     (--compare) the model fitted on the true labels: a reference for what these features allow
 
     python bench/label_errors.py [--rate 0.05] [--seeds 0 1 2]   # quick mode's default recipe
@@ -136,7 +137,8 @@ def main() -> int:
             shipped = precision_at_k(-result.label_probs[rows, labels], is_flipped)
             scores.setdefault("combined (shipped)", []).append(shipped)
             line = f"seed {seed}: {is_flipped.sum()} of {len(labels)} labels flipped; quick OOF step {oof_s:.1f}s; "
-            line += f"precision at k = {is_flipped.sum()}: {shipped:.3f}"
+            line += f"precision at k = {is_flipped.sum()}: {shipped:.3f}; "
+            line += f"counted as likely mislabelled: {result.metrics['likely_mislabelled']}"
             if args.compare:
                 for name, doubt in alternatives(emb.features, emb.flipped, labels, opts, result).items():
                     scores.setdefault(name, []).append(precision_at_k(doubt, is_flipped))

@@ -96,6 +96,7 @@ def write_bundle(
     version: str = "0",
     model_seed: int = 0,
     report: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Manifest:
     """A signed bundle in ``out_dir`` with a usearch index, calibrated anomaly thresholds and maybe a report."""
     classes = classes or CLASSES
@@ -116,7 +117,7 @@ def write_bundle(
         embedding_dim=EMBED_DIM,
         preprocessing=Preprocessing(size=SIZE, resize=SIZE),
         anomaly=calibrate(0.5 + 0.5 * rng.random(20), index.distances(train[:20], 5), k=5),
-        metrics={"accuracy": 0.9, "val_images": 15},
+        metrics=metrics or {"accuracy": 0.9, "val_images": 15},
     )
     return sign_bundle(out_dir, manifest, seed_hex)
 

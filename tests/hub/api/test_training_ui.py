@@ -72,7 +72,8 @@ def test_model_page_and_errors_view(sqlite_api, clothing_subset: Path, tmp_path:
     for seed in (1, 2):
         job_id = c.post(f"{CLF}/jobs", json={}).json()["id"]
         c.post(f"{API}/jobs/claim", json={"worker": "t"})
-        bundle = bundle_zip(tmp_path, trainer_key, report=sample_report(images), model_seed=seed)
+        metrics = {"mode": "quick", "oof_accuracy": 0.9, "likely_mislabelled": 3 * (seed - 1)}
+        bundle = bundle_zip(tmp_path, trainer_key, report=sample_report(images), model_seed=seed, metrics=metrics)
         models.append(c.post(f"{API}/jobs/{job_id}/result", files={"file": ("b.zip", bundle)}).json())
     v1, v2 = models
 
@@ -93,6 +94,7 @@ def test_model_page_and_errors_view(sqlite_api, clothing_subset: Path, tmp_path:
 
     errors = c.get(f"{PAGE}/errors").text
     assert f"model v{v2['version']}" in errors and errors.count("Move to ") == 3
+    assert "about <strong>3</strong> labels are wrong: most of them are among the first 3 rows" in errors
     doubtful = c.get(f"{CLF}/label-errors", params={"limit": 1}).json()[0]
     r = c.post(
         f"/ui/images/{doubtful['image_id']}/group",
