@@ -10,6 +10,7 @@ from apihelpers import bundle_zip, import_dataset, sample_report
 from PIL import Image
 
 from camfleet_contract.messages import ModelAnnouncement, from_json
+from camfleet_hub.training.figure_names import named
 
 API = "/api/v1"
 CLF = f"{API}/sites/shop/classifiers/clothes"
@@ -146,3 +147,13 @@ def test_rollback(api, clothing_subset: Path, tmp_path: Path, trainer_key: str, 
     c.post(f"{API}/models/{v3['id']}/promote")
     assert c.post(f"{API}/models/{v3['id']}/rollback").json()["id"] == v1["id"]
     assert c.post(f"{API}/models/999/rollback").status_code == 404
+
+
+def test_figures_are_named_in_plain_words_in_a_fixed_order() -> None:
+    rows = named({"zeta_count": 3, "oof_accuracy": 0.91, "mode": "quick", "per_class": {"a": {}}, "flips": True})
+    assert [(r.key, r.name) for r in rows] == [
+        ("mode", "training mode"),
+        ("oof_accuracy", "accuracy on images held out of each fold"),
+        ("flips", "mirror images trained on"),
+        ("zeta_count", "zeta count"),  # not named: its key, spaced, after the named ones
+    ]  # nested figures (per_class) have their own table

@@ -82,6 +82,9 @@ def test_model_page_and_errors_view(sqlite_api, clothing_subset: Path, tmp_path:
     assert f'src="{API}/models/{v1["id"]}/confusion.png"' in page
     assert page.count(f'src="{API}/images/') == 3  # the misclassified thumbnails
     assert "anomaly_threshold" in page and "speedup" in page and "<td>hat</td>" in page
+    # figures in plain words, the trainer's key in the tooltip
+    assert '<th title="oof_accuracy">accuracy on images held out of each fold</th><td>0.9</td>' in page
+    assert '<th title="speedup">speed-up</th><td>2.1</td>' in page
     r = c.post(f"/ui/models/{v1['id']}/promote", data={"next": f"/ui/models/{v1['id']}"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/ui/models/{v1['id']}"
     r = c.post(f"/ui/models/{v2['id']}/promote", data={"next": "//evil.example"}, follow_redirects=False)

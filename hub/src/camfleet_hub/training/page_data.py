@@ -13,6 +13,7 @@ from camfleet_hub.datasets import crud
 from camfleet_hub.datasets import public as views
 from camfleet_hub.datasets.models import Classifier
 from camfleet_hub.training import charts, jobs, label_errors, progress_log, registry, reports
+from camfleet_hub.training.figure_names import NamedFigure, named
 from camfleet_hub.training.models import JobStatus, ModelStatus, ModelVersion
 from camfleet_hub.training.schemas import LabelErrorPublic, ModelReport
 
@@ -76,6 +77,9 @@ class ModelPage:
     per_class: list[ClassFigures]
     rollback_to: VersionRef | None
     can_promote: bool
+    metrics: list[NamedFigure]
+    thresholds: list[NamedFigure]
+    int8: list[NamedFigure]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,9 @@ def model(session: Session, m: ModelVersion) -> ModelPage:
         per_class=_class_rows(report),
         rollback_to=rollback_to,
         can_promote=m.classifier_id is not None and m.status != ModelStatus.PRODUCTION.value,
+        metrics=named(report.metrics),
+        thresholds=named(report.thresholds),
+        int8=named(report.int8 or {}),
     )
 
 
