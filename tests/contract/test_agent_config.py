@@ -84,3 +84,25 @@ def test_an_agent_runs_at_most_max_agent_cameras() -> None:
         AgentStatus(state="online", agent="a1", site="shop", cameras=names)
     with pytest.raises(ValidationError, match=f"at most {MAX_AGENT_CAMERAS}"):
         AgentSettings(site="shop", agent="a1", cameras=[{"name": n, "source": "0"} for n in names])
+
+
+def test_a_camera_s_parts_are_bounded_on_their_own() -> None:
+    """A refusal names the field (a 2 KB source, 32 classifiers, 16 upload rules) rather than only the signed
+    message's size; the agent's own settings share the bounds."""
+    from camfleet_agent.config import AgentSettings
+    from camfleet_contract.agent_config import MAX_CAMERA_CLASSIFIERS, MAX_SOURCE_CHARS, MAX_UPLOAD_RULES
+
+    url = "rtsp://cam.example/" + "a" * (MAX_SOURCE_CHARS - 19)
+    assert CameraConfig(name="gate", source=url).source == url
+    with pytest.raises(ValidationError, match=f"source\n.*at most {MAX_SOURCE_CHARS} characters"):
+        CameraConfig(name="gate", source=url + "a")
+    with pytest.raises(ValidationError, match=f"source\n.*at most {MAX_SOURCE_CHARS} characters"):
+        AgentSettings(site="shop", agent="a1", cameras=[{"name": "gate", "source": url + "a"}])
+    bindings = [{"classifier": f"c{i}"} for i in range(MAX_CAMERA_CLASSIFIERS + 1)]
+    assert len(CameraConfig(name="gate", source="0", classifiers=bindings[:-1]).classifiers) == MAX_CAMERA_CLASSIFIERS
+    with pytest.raises(ValidationError, match=f"classifiers\n.*at most {MAX_CAMERA_CLASSIFIERS} items"):
+        CameraConfig(name="gate", source="0", classifiers=bindings)
+    rules = [{"rule": "class_change"}] * (MAX_UPLOAD_RULES + 1)
+    assert len(CameraConfig(name="gate", source="0", uploads=rules[:-1]).uploads) == MAX_UPLOAD_RULES
+    with pytest.raises(ValidationError, match=f"uploads\n.*at most {MAX_UPLOAD_RULES} items"):
+        CameraConfig(name="gate", source="0", uploads=rules)

@@ -37,6 +37,12 @@ from .topics import Name
 # more (a stolen agent login cannot fill a site with cameras, each one two deny lines per other agent in
 # Mosquitto's acl_file).
 MAX_AGENT_CAMERAS = 256
+# One camera's parts, bounded on their own so a refusal names the field, not only the signed message's size: a
+# source is a path or URL (browsers' own URL limit is larger, but no camera's is), and a camera runs a handful of
+# classifiers and upload rules.
+MAX_SOURCE_CHARS = 2048
+MAX_CAMERA_CLASSIFIERS = 32
+MAX_UPLOAD_RULES = 16
 
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Coord, Coord]
@@ -145,16 +151,22 @@ class CameraConfig(_Model):
     """One camera as the hub describes it: its source, rate, classifiers, gate and upload rules."""
 
     name: Name
-    source: str = Field(min_length=1, description="video file, image folder, rtsp:// or http:// URL, or USB index")
+    source: str = Field(
+        min_length=1,
+        max_length=MAX_SOURCE_CHARS,
+        description="video file, image folder, rtsp:// or http:// URL, or USB index",
+    )
     fps: float = Field(default=2.0, gt=0, le=1000, description="frame-rate cap: frames kept per second")
     stall_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="a live source without a frame for this long is reconnected"
     )
     classifiers: list[ClassifierBinding] = Field(
-        default_factory=list, description="empty = every active classifier on the whole frame"
+        default_factory=list,
+        max_length=MAX_CAMERA_CLASSIFIERS,
+        description="empty = every active classifier on the whole frame",
     )
     gate: GateSettings = Field(default_factory=GateSettings)
-    uploads: list[UploadRule] = Field(default_factory=list)
+    uploads: list[UploadRule] = Field(default_factory=list, max_length=MAX_UPLOAD_RULES)
 
     @field_validator("classifiers")
     @classmethod
