@@ -22,6 +22,10 @@ PHONE = {"width": 390, "height": 844}
 # samples cell sticks out past the visible part of its table (a wide table scrolls inside its own box, so the page's
 # scrollWidth does not see the thumbnails cut off at its right edge). Only the overview is held to this: elsewhere
 # (History's six columns) a wide table scrolling sideways within its box is the phone layout working as meant.
+# The overview's tables (groups, agents) must not even scroll: OVERFLOWING names those that do, with both widths.
+OVERFLOWING = """() => [...document.querySelectorAll("main table")]
+  .filter(t => t.scrollWidth > t.clientWidth + 1)
+  .map(t => `${t.querySelector("th").innerText}: ${t.scrollWidth} px in ${t.clientWidth}`)"""
 THUMBNAILS = """() => {
   const cells = [...document.querySelectorAll("td.samples")];
   const cut = {};
@@ -114,10 +118,12 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
             too_wide[path + label] = width
 
     overview: dict[str, Any] = {}
+    overview_scrolls: list[str] = []
     for path, heading in pages:
         check(path, heading)
         if path == "/":
             overview = page.evaluate(THUMBNAILS)
+            overview_scrolls = page.evaluate(OVERFLOWING)
     # a queued training job: the training page shows it with its (empty) chart
     assert api.post(f"/sites/{SITE}/classifiers/{CLF}/jobs", json={"mode": "quick"}).status_code == 201
     check(f"{ui}/training", "Training", " (a job queued)")
@@ -133,6 +139,7 @@ def test_every_main_page_fits_a_phone(start_hub, browser, mosquitto, clothing_su
 
     assert not too_wide, f"pages wider than a phone (scrollWidth): {too_wide}"
     assert overview["count"] >= 3, "the overview shows the groups' sample thumbnails"
+    assert not overview_scrolls, f"overview tables scrolling sideways on a phone: {overview_scrolls}"
     assert not overview["cut"], (
         f"overview: samples cut off at the groups table's right edge (group: px past it): {overview['cut']}"
     )

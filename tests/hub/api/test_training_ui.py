@@ -95,6 +95,8 @@ def test_model_page_and_errors_view(sqlite_api, clothing_subset: Path, tmp_path:
     assert r.status_code == 303 and r.headers["location"] == f"/ui/models/{v1['id']}"
     assert "no earlier production version" in c.get(f"/ui/models/{v1['id']}").text
 
+    overview = c.get("/").text  # each version's accuracy, in plain words, rather than every metric's key
+    assert overview.count("<td>90.0 %</td>") == 2 and "oof_accuracy" not in overview
     errors = c.get(f"{PAGE}/errors").text
     assert f"model v{v2['version']}" in errors and errors.count("Move to ") == 3
     assert "about <strong>3</strong> labels are wrong: most of them are among the first 3 rows" in errors
