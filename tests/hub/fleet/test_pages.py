@@ -108,6 +108,15 @@ def test_camera_page_timeline_settings_and_commands(sqlite_fleet: FleetHub) -> N
     assert "snapshot cam1" in fleet.client.get(url).text and "waiting…" in fleet.client.get(url).text
     assert fleet.client.post(f"{url}/commands", data={"agent": "agent1", "command": "rm"}).status_code == 422
 
+    # agent1 owns cam1 (its status named it first): naming agent2 is refused until the box to move it is ticked
+    assert "Agent <strong>agent1</strong> owns this camera" in fleet.client.get(url).text
+    moved = fleet.client.post(f"{url}/settings", data={**form, "agent": "agent2"})
+    assert moved.status_code == 409 and "camera &#39;cam1&#39; belongs to agent &#39;agent1&#39;" in moved.text
+    r = fleet.client.post(f"{url}/settings", data={**form, "agent": "agent2", "take_over": "1"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert [c["agent"] for c in fleet.client.get(f"{API}/sites/shop/cameras").json()] == ["agent2"]
+    assert fleet.client.get(f"{API}/sites/shop/agents/agent2/config").json()["version"] == 1
+
 
 def test_frames_of_a_none_of_the_above_group_do_not_raise_the_anomaly_rate_alert(fleet: FleetHub) -> None:
     """A model trained with a none group flags the rejected kind by design; on the fleet page those frames count as

@@ -134,9 +134,10 @@ def _masked_cameras(count: int, polygons: int, points: int) -> list[dict[str, An
     [
         # 200 cameras, each masking two 16-point polygons: ~173 000 characters of settings text
         (_masked_cameras(200, 2, 16), f"over the limit of {MAX_SIGNED_CONFIG_CHARS}"),
-        # fewer characters than the limit, but a source of 3-byte characters makes the message ~270 KB
+        # fewer characters than the limit, but sources of 3-byte characters make the message ~300 KB (each source
+        # within MAX_SOURCE_CHARS, so it is the message's size that is refused)
         (
-            [{"name": "cam1", "source": "rtsp://10.0.0.5/" + "\u20ac" * 90_000}],
+            [{"name": f"cam{i}", "source": "rtsp://10.0.0.5/" + "\u20ac" * 2000} for i in range(50)],
             f"over the limit of {MAX_MESSAGE_BYTES}",
         ),
     ],
@@ -212,3 +213,34 @@ def test_commands_and_replies(sqlite_fleet: FleetHub) -> None:
     r = fleet.client.post(base, json={"command": "format-disk"})
     assert r.status_code == 422 and "command" in r.text
     assert fleet.client.get(f"{API}/sites/shop/commands/nope").status_code == 404
+
+
+def test_settings_make_the_agent_own_its_cameras(sqlite_fleet: FleetHub) -> None:
+    """Saving an agent's settings makes it the owner of the cameras they name, so a stolen login of another agent of
+    the site can no longer claim a configured camera by naming it first in a status; trust on first use is left to
+    cameras nobody configured. Another agent's camera is refused (409, nothing stored) until it is released."""
+    fleet = sqlite_fleet
+    fleet.site()  # cam1, created by hand: unowned
+    cameras = f"{API}/sites/shop/cameras"
+
+    def owners() -> dict[str, str | None]:
+        return {c["name"]: c["agent"] for c in fleet.client.get(cameras).json()}
+
+    url1, url2 = (f"{API}/sites/shop/agents/{a}/config" for a in ("agent1", "agent2"))
+    new = {"name": "cam2", "source": "rtsp://10.0.0.5/2"}
+    assert fleet.client.put(url1, json={"cameras": [CAMERA, new]}).status_code == 200
+    assert owners() == {"cam1": "agent1", "cam2": "agent1"}  # cam2 registered by the settings
+
+    # an attacker with agent "evil"'s login names both cameras and a third one in its status
+    status = AgentStatus(state="online", agent="evil", site="shop", cameras=["cam1", "cam2", "cam3"])
+    fleet.publish(fleet.topics.status("shop", "evil"), to_json(status), retain=True)
+    wait_for(lambda: "cam3" in owners(), "the status stored")
+    assert owners() == {"cam1": "agent1", "cam2": "agent1", "cam3": "evil"}
+
+    r = fleet.client.put(url2, json={"cameras": [CAMERA]})
+    assert r.status_code == 409 and "camera 'cam1' belongs to agent 'agent1'" in r.json()["detail"], r.text
+    assert fleet.client.get(f"{url2}/history").json() == []  # nothing stored
+    assert fleet.client.put(url2, json={"cameras": [{**CAMERA, "name": "models"}]}).status_code == 422  # reserved
+    assert fleet.client.patch(f"{cameras}/cam1", json={"agent": None}).status_code == 200  # a site admin releases it
+    assert fleet.client.put(url2, json={"cameras": [CAMERA]}).status_code == 200
+    assert owners()["cam1"] == "agent2"

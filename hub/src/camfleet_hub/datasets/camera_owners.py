@@ -1,6 +1,7 @@
-"""Which agent owns a camera: claimed by the first status that names it (trust on first use), kept until a site
-admin releases or reassigns it. Ingest refuses a frame or event of an owned camera from any other agent, and the
-brokers refuse the other agents' publishes on its topics (``core/comms/acl.py``)."""
+"""Which agent owns a camera: the agent whose hub settings name it (``fleet.service.assign_cameras``), else the
+first whose status names it (trust on first use), kept until a site admin releases or reassigns it. Ingest
+refuses a frame or event of an owned camera from any other agent, and the brokers refuse the other agents'
+publishes on its topics (``core/comms/acl.py``)."""
 
 from __future__ import annotations
 

@@ -58,10 +58,11 @@ class Site(Base):
 
 
 class Camera(Base):
-    """A camera of a site, created by hand or registered from an agent's status.
+    """A camera of a site, created by hand or registered from an agent's settings or status.
 
-    ``agent`` owns it: the first agent whose status names it (trust on first use), or whom a site admin sets. Only
-    the owner may publish its frames and events; None (unowned) leaves them open to every agent of the site.
+    ``agent`` owns it: the agent whose settings name it, else the first whose status does (trust on first use), or
+    whom a site admin sets. Only the owner may publish its frames and events; None (unowned) leaves them open to
+    every agent of the site.
     """
 
     __tablename__ = "cameras"

@@ -18,7 +18,7 @@ from camfleet_hub.auth.principal import Principal
 from camfleet_hub.core.deps import ServicesDep, SessionDep
 from camfleet_hub.core.errors import InvalidError, NotFoundError, ServiceError
 from camfleet_hub.core.http_errors import describe_errors
-from camfleet_hub.datasets import crud
+from camfleet_hub.datasets import camera_owners, crud
 from camfleet_hub.datasets.models import Classifier, Site
 from camfleet_hub.datasets.retention import SiteStorage, storage_by_site
 from camfleet_hub.fleet import overview, rollout, service
@@ -96,6 +96,7 @@ class CameraPage:
     site: str
     camera: str
     agent: str | None
+    owner: str | None  # the agent whose frames and events alone are taken for the camera (None: any of the site's)
     timeline: Markup
     events: list[overview.TimelinePoint]
     frames: list[str]
@@ -135,6 +136,7 @@ def _camera_context(session: Session, site: Site, camera: str) -> CameraPage:
         site=site.name,
         camera=camera,
         agent=agent,
+        owner=camera_owners.owners(session, [(site.name, camera)]).get((site.name, camera)),
         timeline=Markup(overview.timeline_svg(points)),  # noqa: S704 - built from escaped parts
         events=points[:20],
         frames=overview.latest_frames(session, site, camera),
@@ -207,7 +209,8 @@ async def save_camera_settings(
             cam = cam.model_copy(
                 update={"uploads": old.uploads, "gate": cam.gate.model_copy(update={"mask": old.gate.mask})}
             )
-        service.save_settings(services, session, found, agent, [*cameras, cam], user.name)
+        take_over = bool(form.get("take_over"))
+        service.save_settings(services, session, found, agent, [*cameras, cam], user.name, take_over)
     except ValidationError as exc:
         return _settings_error(request, session, found, camera, describe_errors(exc.errors()), 422)
     except ValueError as exc:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from camfleet_contract.agent_config import AgentConfig, CameraConfig
+from camfleet_contract.agent_config import MAX_AGENT_CAMERAS, AgentConfig, CameraConfig
 from camfleet_contract.messages import (
     MAX_MESSAGE_BYTES,
     MAX_SIGNED_CONFIG_CHARS,
@@ -27,11 +27,13 @@ from camfleet_contract.messages import (
 from camfleet_contract.signing import sign
 from camfleet_contract.topics import TopicError, validate_name
 from camfleet_hub.core.db.types import utcnow
-from camfleet_hub.core.errors import InvalidError, NotFoundError
-from camfleet_hub.datasets.models import Site
+from camfleet_hub.core.errors import ConflictError, InvalidError, NotFoundError
+from camfleet_hub.datasets import camera_owners, crud
+from camfleet_hub.datasets.models import Camera, Site
 from camfleet_hub.fleet import events
 from camfleet_hub.fleet.homeassistant import HomeAssistantBridge
 from camfleet_hub.fleet.models import DEFAULT_RETENTION_DAYS, Agent, AgentConfigVersion, FleetCommand, FleetSiteSettings
+from camfleet_hub.ingest.persist import insert_ignore
 from camfleet_hub.serving import logs as prediction_logs
 
 if TYPE_CHECKING:
@@ -153,11 +155,51 @@ def settings_message(site: str, agent: str, config: AgentConfig, signing_key: st
     return payload
 
 
+def assign_cameras(session: Session, site: Site, agent: str, names: list[str], take_over: bool = False) -> None:
+    """Make ``agent`` the owner of the cameras its settings name (registered when new), as a site admin saving them
+    means; trust on first use is left to cameras nobody configured, so a stolen agent login cannot claim them
+    before their agent reports. A camera another agent owns is a ConflictError unless ``take_over`` (the camera
+    page's "move it to this agent"); an agent never comes to own more than MAX_AGENT_CAMERAS."""
+    names = sorted(set(names))
+    reserved = [n for n in names if n.lower() in crud.RESERVED_CAMERA_NAMES]
+    if reserved:
+        raise InvalidError(f"cameras: {', '.join(map(repr, reserved))} reserved (MQTT topic words)")
+    found = select(Camera.name, Camera.agent).where(Camera.site_id == site.id, Camera.name.in_(names))
+    owner: dict[str, str | None] = {name: owned_by for name, owned_by in session.execute(found)}
+    others = {n: o for n, o in owner.items() if o is not None and o != agent}
+    if others and not take_over:
+        taken = "; ".join(f"camera {n!r} belongs to agent {o!r}" for n, o in sorted(others.items()))
+        raise ConflictError(
+            f"cameras: {taken}. Move it to agent {agent!r} on its camera page, or release it "
+            f"(PATCH /api/v1/sites/{site.name}/cameras/{{camera}} with agent null) first"
+        )
+    owned = set(session.scalars(select(Camera.name).where(Camera.site_id == site.id, Camera.agent == agent)))
+    if len(owned | set(names)) > MAX_AGENT_CAMERAS:
+        raise InvalidError(
+            f"cameras: agent {agent!r} would own {len(owned | set(names))} cameras of site {site.name!r}, "
+            f"at most {MAX_AGENT_CAMERAS}; release some first"
+        )
+    insert_ignore(
+        session, Camera, [{"site_id": site.id, "name": n} for n in names if n not in owner], ["site_id", "name"]
+    )
+    if others:
+        stmt = update(Camera).where(Camera.site_id == site.id, Camera.name.in_(list(others)))
+        session.execute(stmt.values(agent=agent))
+    camera_owners.claim(session, site.id, agent, names)
+
+
 def save_settings(
-    services: HubServices, session: Session, site: Site, agent: str, cameras: list[CameraConfig], by: str
+    services: HubServices,
+    session: Session,
+    site: Site,
+    agent: str,
+    cameras: list[CameraConfig],
+    by: str,
+    take_over: bool = False,
 ) -> AgentSettings:
-    """Store a new version (previous + 1) and publish it signed and retained on the agent's config topic; the message
-    is built and size-checked first, so settings too big to deliver are refused with nothing stored."""
+    """Store a new version (previous + 1), make the agent the owner of its cameras (``assign_cameras``) and publish
+    it signed and retained on the agent's config topic; the message is built and size-checked first, so settings
+    too big to deliver are refused with nothing stored."""
     try:
         validate_name(agent, "agent")
     except TopicError as exc:
@@ -172,6 +214,7 @@ def save_settings(
     except ValidationError as exc:  # the request schema checks the same; this keeps other callers honest
         raise InvalidError(f"settings of agent {agent!r}: {exc.errors()[0]['msg']}") from None
     message = settings_message(site.name, agent, config, services.fleet_signing_key)
+    assign_cameras(session, site, agent, [c.name for c in config.cameras], take_over)
     row = AgentConfigVersion(
         site_id=site.id, agent=agent, version=config.version, config=config.model_dump(mode="json"), created_by=by
     )
