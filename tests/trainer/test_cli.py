@@ -39,8 +39,9 @@ def test_train_command_writes_a_bundle_and_a_report(clothing_subset: Path, train
     report = proc.stdout
     for expected in ("OOF", "anomaly", "threshold", "dress", "hat", "shoes", "precision", "recall", "time"):
         assert expected in report, report
-    assert "1 skipped" in report and "broken.jpg" in report
     manifest = verify_bundle(out, None)
+    assert f"labels     about {manifest.metrics['likely_mislabelled']} look wrong" in report, report
+    assert "1 skipped" in report and "broken.jpg" in report
     assert manifest.classifier == "wardrobe" and manifest.classes == ["dress", "hat", "shoes"]
     assert manifest.metrics["skipped_images"] == 1
 

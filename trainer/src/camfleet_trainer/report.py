@@ -37,6 +37,7 @@ def format_report(outcome: TrainOutcome) -> str:
         f"({m['folds']}-fold)  temperature {m['temperature']:.3f}",
         f"anomaly    threshold {outcome.quick.calibration.threshold:.3f} "
         f"(flags ~{outcome.quick.calibration.target_flag_rate:.0%} of held-out normal images)",
+        f"labels     about {m['likely_mislabelled']} look wrong (report.json's label_errors, most doubtful first)",
         "",
         f"{'class':<20} {'images':>6} {'precision':>9} {'recall':>7}",
     ]
