@@ -150,10 +150,12 @@ def test_rollback(api, clothing_subset: Path, tmp_path: Path, trainer_key: str, 
 
 
 def test_figures_are_named_in_plain_words_in_a_fixed_order() -> None:
-    rows = named({"zeta_count": 3, "oof_accuracy": 0.91, "mode": "quick", "per_class": {"a": {}}, "flips": True})
-    assert [(r.key, r.name) for r in rows] == [
-        ("mode", "training mode"),
-        ("oof_accuracy", "accuracy on images held out of each fold"),
-        ("flips", "mirror images trained on"),
-        ("zeta_count", "zeta count"),  # not named: its key, spaced, after the named ones
-    ]  # nested figures (per_class) have their own table
+    figures = {"zeta_count": 3, "oof_accuracy": 0.91, "mode": "quick", "per_class": {"a": {}}, "flips": True}
+    rows = named({**figures, "statistics": ["energy", "distance"], "refs": [0.1, 0.2]})
+    assert [(r.key, r.name, r.value) for r in rows] == [
+        ("mode", "training mode", "quick"),
+        ("oof_accuracy", "accuracy on images held out of each fold", 0.91),
+        ("flips", "mirror images trained on", True),
+        ("statistics", "anomaly statistics", "energy, distance"),
+        ("zeta_count", "zeta count", 3),  # not named: its key, spaced, after the named ones
+    ]  # nested figures (per_class) have their own table, reference curves none

@@ -79,8 +79,13 @@ class NamedFigure:
 
 
 def named(figures: Mapping[str, object]) -> list[NamedFigure]:
-    """The plain figures (numbers, words, yes/no) of a mapping, named and in NAMES' order."""
+    """The plain figures (numbers, words, yes/no; a list of words joined) of a mapping, named and in NAMES' order."""
     order = {key: n for n, key in enumerate(NAMES)}
-    plain = {k: v for k, v in figures.items() if isinstance(v, str | int | float | bool)}
+    plain: dict[str, str | int | float | bool] = {}
+    for k, v in figures.items():
+        if isinstance(v, str | int | float | bool):
+            plain[k] = v
+        elif isinstance(v, list) and v and all(isinstance(item, str) for item in v):
+            plain[k] = ", ".join(v)  # the anomaly statistics combined
     keys = sorted(plain, key=lambda k: (order.get(k, len(order)), k))
     return [NamedFigure(k, NAMES.get(k, k.replace("_", " ")), plain[k]) for k in keys]
