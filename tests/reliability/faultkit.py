@@ -21,7 +21,8 @@ from camfleet_hub.core.config import HubSettings
 from camfleet_hub.core.db.session import make_sessionmaker
 from camfleet_hub.core.store.base import ObjectStore
 from camfleet_hub.datasets.models import Camera, Classifier, Frame, Site
-from camfleet_hub.ingest import IngestStats, IngestWorker
+from camfleet_hub.ingest.stats import IngestStats
+from camfleet_hub.ingest.worker import IngestWorker
 
 SITE, CAMERA = "shop", "cam1"
 

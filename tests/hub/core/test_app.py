@@ -23,7 +23,8 @@ from camfleet_hub.core.config import ENV_PREFIX, HubSettings, load_settings, rev
 from camfleet_hub.core.db.session import make_engine, make_sessionmaker, migrate
 from camfleet_hub.core.store import DirectoryStore
 from camfleet_hub.datasets.models import Frame
-from camfleet_hub.ingest import IngestStats, IngestWorker
+from camfleet_hub.ingest.stats import IngestStats
+from camfleet_hub.ingest.worker import IngestWorker
 
 # ---------------------------------------------------------------- settings
 

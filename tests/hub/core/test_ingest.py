@@ -25,8 +25,9 @@ from camfleet_hub.core.db.session import make_sessionmaker
 from camfleet_hub.core.store import DEAD_PREFIX, DirectoryStore
 from camfleet_hub.datasets.models import Blob, Camera, Frame, Image, ImageStatus, Site
 from camfleet_hub.fleet.models import Agent
-from camfleet_hub.ingest import IngestStats, IngestWorker
 from camfleet_hub.ingest.models import DeadLetter
+from camfleet_hub.ingest.stats import IngestStats
+from camfleet_hub.ingest.worker import IngestWorker
 
 MAX_FRAME_BYTES = 512 * 1024
 WAIT_S = 10.0

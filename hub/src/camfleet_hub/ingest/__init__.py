@@ -1,6 +1,4 @@
-"""MQTT frame and agent-status ingest: validate, store, commit, then acknowledge."""
+"""MQTT frame and agent-status ingest: validate, store, commit, then acknowledge (``worker.IngestWorker``).
 
-from camfleet_hub.ingest.stats import IngestStats
-from camfleet_hub.ingest.worker import IngestWorker
-
-__all__ = ["IngestStats", "IngestWorker"]
+Nothing is imported here: the worker imports the fleet's event rules, which import ``ingest.validate``, so an
+eager import of the worker made ``import camfleet_hub.fleet.service`` on its own a circular import."""
