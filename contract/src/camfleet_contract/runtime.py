@@ -158,7 +158,7 @@ class ClassifierRuntime:
         distances = self.index.distances(embedding, cal.k) if self.index is not None else None
         none = self.none_on_top(logits)
         scores = self._scores(logits, embedding, distances, none)
-        return Assessment(distances, none, scores, (scores > cal.threshold) | none)
+        return Assessment(distances, none, scores, self._flags(scores, none))
 
     def anomaly_scores(
         self, logits: np.ndarray, embedding: np.ndarray, distances: np.ndarray | None = None
@@ -184,7 +184,10 @@ class ClassifierRuntime:
 
     def anomaly_flags(self, logits: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """(N,) bools: fits no known group, i.e. the score is above the threshold or a none class is on top."""
-        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | self.none_on_top(logits)
+        return self._flags(scores, self.none_on_top(logits))
+
+    def _flags(self, scores: np.ndarray, none: np.ndarray) -> np.ndarray:
+        flags: np.ndarray = (np.asarray(scores) > self.manifest.anomaly.threshold) | none
         return flags
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:

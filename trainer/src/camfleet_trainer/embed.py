@@ -211,6 +211,6 @@ def _checked_known(
 def l2_normalize(features: np.ndarray) -> np.ndarray:
     """Row-wise unit vectors, as the ONNX model's `embedding` output (same eps as torch's F.normalize).
 
-    einsum and no second copy: 3x faster than linalg.norm + astype on the quick model's 12,512-d rows."""
+    einsum and no second copy: about 2.5x faster than linalg.norm + astype on the quick model's 12,512-d rows."""
     norms = np.sqrt(np.einsum("ij,ij->i", features, features))[:, None]
     return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

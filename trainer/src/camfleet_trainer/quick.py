@@ -39,7 +39,7 @@ DEFAULT_FLAG_RATE = 0.05
 DEFAULT_ANOMALY: tuple[Statistic, ...] = ("energy", "distance")
 DEFAULT_ANOMALY_COMBINE: Literal["mean", "max"] = "max"
 # The label check's refit starts from the first fold heads, which are near its optimum: 10 LBFGS iterations rank
-# as well as 50 from zeros (precision at k 0.889 / 0.889, seeds 0-2) in a third of the time.
+# as well as 50 from zeros (the same precision at k on seeds 0-2, bench/label_errors.py) in a third of the time.
 REFIT_ITER = 10
 
 
@@ -149,7 +149,8 @@ def _out_of_fold(
     assignment, k = folds
     oof_logits = np.zeros((len(labels), num_classes))
     mirror_logits = np.zeros((len(labels), num_classes)) if flipped is not None else None
-    unit = l2_normalize(features)
+    shaped_energy = "scaled_energy" in opts.anomaly
+    unit = l2_normalize(features) if shaped_energy else None  # a copy of every row: only when it is asked for
     scaled = np.zeros(len(labels))  # SCALE-shaped energy needs each fold head's own bias
     heads = []
     for fold in range(k):
@@ -170,7 +171,7 @@ def _out_of_fold(
         oof_logits[test] = head.logits(features[test])
         if mirror_logits is not None and flipped is not None:
             mirror_logits[test] = head.logits(flipped[test])
-        if "scaled_energy" in opts.anomaly:
+        if unit is not None:
             shaped = AnomalyCalibration(method="confidence", head_bias=head.bias.tolist())
             scaled[test] = statistics(oof_logits[test], unit[test], None, shaped, ["scaled_energy"])["scaled_energy"]
         on_fold()

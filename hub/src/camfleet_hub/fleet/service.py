@@ -174,18 +174,20 @@ def assign_cameras(session: Session, site: Site, agent: str, names: list[str], t
             f"(PATCH /api/v1/sites/{site.name}/cameras/{{camera}} with agent null) first"
         )
     owned = set(session.scalars(select(Camera.name).where(Camera.site_id == site.id, Camera.agent == agent)))
-    if len(owned | set(names)) > MAX_AGENT_CAMERAS:
+    would_own = len(owned.union(names))
+    if would_own > MAX_AGENT_CAMERAS:
         raise InvalidError(
-            f"cameras: agent {agent!r} would own {len(owned | set(names))} cameras of site {site.name!r}, "
+            f"cameras: agent {agent!r} would own {would_own} cameras of site {site.name!r}, "
             f"at most {MAX_AGENT_CAMERAS}; release some first"
         )
     insert_ignore(
         session, Camera, [{"site_id": site.id, "name": n} for n in names if n not in owner], ["site_id", "name"]
     )
-    if others:
-        stmt = update(Camera).where(Camera.site_id == site.id, Camera.name.in_(list(others)))
+    if others:  # taking over: every named camera becomes the agent's, whoever owned it
+        stmt = update(Camera).where(Camera.site_id == site.id, Camera.name.in_(names))
         session.execute(stmt.values(agent=agent))
-    camera_owners.claim(session, site.id, agent, names)
+    else:
+        camera_owners.claim(session, site.id, agent, names)
 
 
 def save_settings(
